@@ -1,0 +1,105 @@
+"""The streams of DESIGN.md and the durable pull consumers on them, declared explicitly.
+
+JetStream's and FastStream's defaults are not ours: every stream sets its storage,
+retention and duplicate window, and every consumer its ack policy, ack wait, max
+deliver, backoff and in-flight limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+DAY_S = 86_400.0
+
+
+@dataclass(frozen=True)
+class Stream:
+    name: str
+    subjects: tuple[str, ...]
+    max_age_s: float
+    duplicate_window_s: float = 120.0
+
+    def config(self) -> StreamConfig:
+        return StreamConfig(
+            name=self.name,
+            subjects=list(self.subjects),
+            storage=StorageType.FILE,
+            retention=RetentionPolicy.LIMITS,
+            discard=DiscardPolicy.OLD,
+            max_age=self.max_age_s,
+            duplicate_window=self.duplicate_window_s,
+            allow_direct=True,
+        )
+
+
+CHAT = Stream("CHAT", ("chat.conversation.*", "chat.message.*", "chat.file.*", "chat.session.*"),
+              max_age_s=7 * DAY_S)
+MEMORY = Stream("MEMORY", ("memory.write", "memory.forget", "memory.consolidate"),
+                max_age_s=7 * DAY_S)
+STATE = Stream("STATE", ("state.patch", "state.checkpoint", "state.restore"), max_age_s=7 * DAY_S)
+ENGRAM = Stream("ENGRAM", ("engram.>",), max_age_s=7 * DAY_S)
+DLQ = Stream("DLQ", ("dlq.>",), max_age_s=30 * DAY_S)
+STREAMS: tuple[Stream, ...] = (CHAT, MEMORY, STATE, ENGRAM, DLQ)
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """One service's durable pull consumer on one stream."""
+
+    stream: Stream
+    durable: str
+    filter_subjects: tuple[str, ...]
+    max_deliver: int
+    ack_wait_s: float
+    max_ack_pending: int
+    backoff_s: tuple[float, ...] = ()
+
+    def config(self) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=self.durable,
+            name=self.durable,
+            description=f"engram {self.durable} on {self.stream.name}",
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait_s,
+            max_deliver=self.max_deliver,
+            # Applies to redeliveries after an ack timeout (a crashed worker); naks carry
+            # their own delay. JetStream wants fewer backoff steps than max_deliver.
+            backoff=list(self.backoff_s[: self.max_deliver - 1]) or None,
+            max_ack_pending=self.max_ack_pending,
+            filter_subjects=list(self.filter_subjects),
+        )
+
+
+async def ensure_streams(js: JetStreamContext, streams: tuple[Stream, ...] = STREAMS) -> None:
+    """Create or update each stream to its declared config (idempotent)."""
+    for stream in streams:
+        try:
+            await js.stream_info(stream.name)
+        except NotFoundError:
+            await js.add_stream(stream.config())
+        else:
+            await js.update_stream(stream.config())
+
+
+async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
+    """Create the durable consumer, or update it in place when settings changed."""
+    try:
+        await js.add_consumer(spec.stream.name, spec.config())
+    except BadRequestError as err:
+        # 10148: exists with another config; JetStream allows updating most fields.
+        if err.err_code != 10148:
+            raise
+        await js.update_consumer(spec.stream.name, spec.config())

@@ -1,0 +1,99 @@
+"""The pull loop of one durable consumer: natural batching and a draining stop.
+
+A fetch returns as soon as anything is available (up to ``batch_size``), so one event
+alone is processed at once, while under load the messages that arrive during one
+transaction make up the next batch. An idle loop keeps one pull request lingering for
+``fetch_wait_s``, not a busy poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from services.runtime.bus import ConsumerSpec, ensure_consumer
+from services.runtime.errors import describe
+from services.runtime.pipeline import BatchProcessor
+
+log = logging.getLogger("engram.consumer")
+
+
+class PullConsumer:
+    def __init__(
+        self,
+        spec: ConsumerSpec,
+        processor: BatchProcessor[Any],
+        *,
+        batch_size: int,
+        fetch_wait_s: float,
+        drain_timeout_s: float,
+    ) -> None:
+        self.spec = spec
+        self.processor = processor
+        self._batch_size = batch_size
+        self._fetch_wait_s = fetch_wait_s
+        self._drain_timeout_s = drain_timeout_s
+        self._sub: JetStreamContext.PullSubscription | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._fetch: asyncio.Future[list[Msg]] | None = None
+        self._stopping = False
+
+    async def start(self, js: JetStreamContext) -> None:
+        await ensure_consumer(js, self.spec)
+        self._sub = await js.pull_subscribe_bind(
+            durable=self.spec.durable, stream=self.spec.stream.name
+        )
+        self._task = asyncio.create_task(
+            self._run(), name=f"consume:{self.spec.stream.name}:{self.spec.durable}"
+        )
+
+    async def _run(self) -> None:
+        assert self._sub is not None
+        failures = 0
+        while not self._stopping:
+            self._fetch = asyncio.ensure_future(
+                self._sub.fetch(self._batch_size, timeout=self._fetch_wait_s)
+            )
+            try:
+                msgs = await self._fetch
+            except asyncio.CancelledError:
+                if self._stopping:
+                    break
+                raise
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except Exception as exc:  # connection trouble: back off, nats-py reconnects
+                failures += 1
+                log.warning("fetch failed on %s: %s", self.spec.stream.name, describe(exc))
+                await asyncio.sleep(min(0.2 * 2**failures, 5.0))
+                continue
+            failures = 0
+            try:
+                await self.processor.process(msgs)
+            except Exception:  # a bug must not kill the worker; the messages come back
+                log.exception("batch failed on %s; returning it", self.spec.stream.name)
+                for msg in msgs:
+                    with contextlib.suppress(Exception):
+                        await msg.nak(delay=5.0)
+
+    async def stop(self) -> None:
+        """Stop pulling; the batch in flight finishes and is acked (or returned)."""
+        self._stopping = True
+        if self._fetch is not None and not self._fetch.done():
+            self._fetch.cancel()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), self._drain_timeout_s)
+            except TimeoutError:
+                log.error("drain timed out on %s; unacked messages will be redelivered",
+                          self.spec.stream.name)
+                self._task.cancel()
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()

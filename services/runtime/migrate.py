@@ -1,0 +1,144 @@
+"""Forward-only migrations: ``sql/<schema>/NNN_name.sql``, one schema and one role per service.
+
+Safe to run from many pods at once: one session-level advisory lock serializes runners,
+each file commits with its bookkeeping row in one transaction, and a changed file that
+was already applied stops the run (add a new file instead).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from services.runtime.db import quote_ident
+
+SQL_ROOT = Path(__file__).resolve().parents[2] / "sql"
+SHARED_DIR = "runtime"  # applied inside every service schema (the inbox)
+LOCK_KEY = 0x656E6772616D  # "engram"
+FILE_NAME = re.compile(r"^\d{3}_[a-z0-9_]+\.sql$")
+
+
+@dataclass(frozen=True)
+class ServiceSchema:
+    service: str
+    schema: str
+    privileges: str = "SELECT, INSERT, UPDATE, DELETE"
+
+    @property
+    def role(self) -> str:
+        return f"engram_{self.service}"
+
+
+SCHEMAS: dict[str, ServiceSchema] = {
+    s.service: s for s in (
+        ServiceSchema("ingest", "ingest"),
+    )
+}
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Migration:
+    name: str  # e.g. "ingest/001_init.sql"
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def discover(target: ServiceSchema, root: Path = SQL_ROOT) -> list[Migration]:
+    found: list[Migration] = []
+    for folder in (SHARED_DIR, target.schema):
+        for path in sorted((root / folder).glob("*.sql")):
+            if not FILE_NAME.match(path.name):
+                raise MigrationError(f"{path}: migration files are named NNN_name.sql")
+            found.append(Migration(f"{folder}/{path.name}", path.read_text()))
+    return found
+
+
+Progress = Callable[[str, str, str], None]  # (service, migration name, "applied" | "ok")
+
+
+async def migrate(
+    dsn: str,
+    services: list[str] | None = None,
+    *,
+    root: Path = SQL_ROOT,
+    progress: Progress | None = None,
+) -> list[str]:
+    """Apply what is missing; returns the names applied now."""
+    targets = [_target(name) for name in (services or list(SCHEMAS))]
+    conn = await asyncpg.connect(dsn)
+    applied_now: list[str] = []
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
+        try:
+            for target in targets:
+                applied_now += await _migrate_one(conn, target, root, progress)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+    finally:
+        await conn.close()
+    return applied_now
+
+
+def _target(name: str) -> ServiceSchema:
+    try:
+        return SCHEMAS[name]
+    except KeyError:
+        raise MigrationError(f"unknown service {name!r}; known: {', '.join(SCHEMAS)}") from None
+
+
+async def _migrate_one(
+    conn: asyncpg.Connection, target: ServiceSchema, root: Path, progress: Progress | None
+) -> list[str]:
+    schema, role = quote_ident(target.schema), quote_ident(target.role)
+    await conn.execute(f"""
+        CREATE SCHEMA IF NOT EXISTS {schema};
+        CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
+            name text PRIMARY KEY,
+            checksum text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now());
+        DO $$ BEGIN
+            CREATE ROLE {role} NOLOGIN;
+        EXCEPTION WHEN duplicate_object THEN NULL;
+        END $$;
+    """)
+    done = dict(await conn.fetch(f"SELECT name, checksum FROM {schema}.schema_migrations"))
+    applied: list[str] = []
+    for migration in discover(target, root):
+        if migration.name in done:
+            if done[migration.name] != migration.checksum:
+                raise MigrationError(
+                    f"{target.schema}: {migration.name} changed after it was applied; "
+                    "migrations are forward-only, put the change in a new file"
+                )
+            if progress:
+                progress(target.service, migration.name, "ok")
+            continue
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL search_path TO {schema}, public")
+            await conn.execute(migration.sql)
+            await conn.execute(
+                f"INSERT INTO {schema}.schema_migrations (name, checksum) VALUES ($1, $2)",
+                migration.name, migration.checksum,
+            )
+        applied.append(migration.name)
+        if progress:
+            progress(target.service, migration.name, "applied")
+    await conn.execute(f"""
+        GRANT USAGE ON SCHEMA {schema} TO {role};
+        GRANT {target.privileges} ON ALL TABLES IN SCHEMA {schema} TO {role};
+        GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role};
+        GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {schema} TO {role};
+    """)
+    return applied

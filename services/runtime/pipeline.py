@@ -1,0 +1,182 @@
+"""One batch of messages, from bytes to acks, with the same rules for every service:
+
+1. Validate first: a message that breaks its contract goes to the DLQ and is terminated.
+2. Claim the batch's event ids in the service's inbox and apply the new ones, in one
+   transaction; duplicates are acked with no effect. Ack only after COMMIT.
+3. A transient failure naks the batch with a growing delay; an event the service cannot
+   apply yet (its target has not arrived) is naked alone; after ``max_deliver`` either goes
+   to the DLQ as exhausted.
+4. An event that makes the transaction fail is isolated: the batch is replayed one event
+   per transaction, so the poison one is dead-lettered and the others commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+from uuid import UUID
+
+import asyncpg
+from nats.aio.msg import Msg
+from pydantic import TypeAdapter, ValidationError
+
+from contracts.envelope import Envelope
+from services.runtime.dlq import DeadKind, DeadLetters
+from services.runtime.errors import InvalidEvent, describe, is_transient, retry_delay
+from services.runtime.inbox import Inbox
+from services.runtime.telemetry import Stats
+
+log = logging.getLogger("engram.pipeline")
+
+E = TypeVar("E", bound=Envelope)
+Decoder = Callable[[str, bytes], E]
+# Applies new events inside the open transaction; returns {event_id: reason} for those it
+# could not apply yet. It must leave no effect of those (they are delivered again).
+ApplyBatch = Callable[[asyncpg.Connection, Sequence[E]], Awaitable[Mapping[UUID, str]]]
+
+
+def contract_decoder(adapter: TypeAdapter[E]) -> Decoder[E]:
+    """Validate JSON bytes against a contract and check the subject matches the type."""
+
+    def decode(subject: str, data: bytes) -> E:
+        try:
+            event = adapter.validate_json(data)
+        except ValidationError as err:
+            errors = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+                for e in err.errors(include_url=False)[:10]
+            )
+            raise InvalidEvent(f"contract violation: {errors}") from None
+        if event.type != subject:
+            raise InvalidEvent(f"type {event.type!r} published on subject {subject!r}")
+        return event
+
+    return decode
+
+
+@dataclass(frozen=True)
+class Item(Generic[E]):
+    msg: Msg
+    event: E
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_deliver: int
+    base_s: float
+    max_s: float
+    keepalive_s: float
+
+
+class BatchProcessor(Generic[E]):
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        inbox: Inbox,
+        decode: Decoder[E],
+        apply: ApplyBatch[E],
+        dead_letters: DeadLetters,
+        policy: RetryPolicy,
+        stats: Stats,
+    ) -> None:
+        self._pool = pool
+        self._inbox = inbox
+        self._decode = decode
+        self._apply = apply
+        self._dlq = dead_letters
+        self._policy = policy
+        self.stats = stats
+
+    async def process(self, msgs: Sequence[Msg]) -> None:
+        started = time.perf_counter()
+        keepalive = asyncio.create_task(self._keep_alive(msgs))
+        try:
+            items: list[Item[E]] = []
+            for msg in msgs:
+                try:
+                    items.append(Item(msg, self._decode(msg.subject, msg.data)))
+                except InvalidEvent as err:
+                    await self._dead(msg, DeadKind.invalid, str(err))
+            if items:
+                await self._commit(items)
+        finally:
+            keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keepalive
+        self.stats.batch_done(len(msgs), time.perf_counter() - started)
+
+    async def _commit(self, items: Sequence[Item[E]]) -> None:
+        try:
+            retry, duplicates = await self._transaction(items)
+        except Exception as exc:
+            if is_transient(exc):
+                log.warning("transient failure on %d events: %s", len(items), describe(exc))
+                for item in items:
+                    await self._retry(item.msg, describe(exc))
+            elif len(items) == 1:
+                log.error("poison event %s: %s", items[0].event.event_id, describe(exc))
+                await self._dead(items[0].msg, DeadKind.poison, describe(exc))
+            else:
+                for item in items:
+                    await self._commit([item])
+            return
+        for item in items:
+            reason = retry.get(item.event.event_id)
+            if reason is None:
+                await item.msg.ack()
+            else:
+                await self._retry(item.msg, reason)
+        self.stats.duplicates += duplicates
+        self.stats.applied += len(items) - duplicates - len(retry)
+        for item in items:
+            self.stats.by_subject[item.msg.subject] = (
+                self.stats.by_subject.get(item.msg.subject, 0) + 1
+            )
+
+    async def _transaction(self, items: Sequence[Item[E]]) -> tuple[Mapping[UUID, str], int]:
+        unique: dict[UUID, E] = {}
+        for item in items:
+            unique.setdefault(item.event.event_id, item.event)
+        async with self._pool.acquire() as conn, conn.transaction():
+            fresh_ids = await self._inbox.claim(
+                conn, list(unique), [e.type for e in unique.values()]
+            )
+            fresh = [e for eid, e in unique.items() if eid in fresh_ids]
+            retry = await self._apply(conn, fresh) if fresh else {}
+            if retry:
+                await self._inbox.release(conn, list(retry))
+        return retry, len(items) - len(fresh)
+
+    async def _retry(self, msg: Msg, reason: str) -> None:
+        deliveries = msg.metadata.num_delivered
+        if deliveries >= self._policy.max_deliver:
+            await self._dead(msg, DeadKind.exhausted,
+                             f"gave up after {deliveries} deliveries: {reason}")
+            return
+        self.stats.retried += 1
+        await msg.nak(delay=retry_delay(deliveries, self._policy.base_s, self._policy.max_s))
+
+    async def _dead(self, msg: Msg, kind: DeadKind, reason: str) -> None:
+        try:
+            await self._dlq.send(msg, kind, reason)
+        except Exception as exc:  # the DLQ is unreachable: keep the message, try later
+            log.error("could not dead-letter %s (%s): %s", msg.subject, reason, describe(exc))
+            await msg.nak(delay=self._policy.max_s)
+            return
+        self.stats.dead += 1
+        log.warning("dead-lettered %s as %s: %s", msg.subject, kind.value, reason)
+        await msg.term()
+
+    async def _keep_alive(self, msgs: Sequence[Msg]) -> None:
+        # A long batch (a slow database, a big model batch) must not pass the ack wait.
+        while True:
+            await asyncio.sleep(self._policy.keepalive_s)
+            for msg in msgs:
+                if not msg._ackd:
+                    await msg.in_progress()

@@ -1,0 +1,121 @@
+"""Builds a worker's FastStream app from what it consumes; the same for every service.
+
+The pool is made in the lifespan and injected through FastStream's context (``pool``);
+consumers start after the broker connects and drain before it closes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from faststream import ContextRepo, FastStream
+from faststream.nats import NatsBroker
+from faststream.specification import AsyncAPI
+
+from contracts.envelope import Envelope
+from services.runtime.bus import ConsumerSpec, Stream, ensure_streams
+from services.runtime.consumer import PullConsumer
+from services.runtime.db import create_pool
+from services.runtime.dlq import DeadLetters
+from services.runtime.docs import describe_consumers
+from services.runtime.inbox import Inbox
+from services.runtime.migrate import SCHEMAS
+from services.runtime.pipeline import ApplyBatch, BatchProcessor, Decoder, RetryPolicy
+from services.runtime.settings import WorkerSettings
+from services.runtime.telemetry import Stats
+
+log = logging.getLogger("engram.service")
+
+
+@dataclass(frozen=True)
+class Consumes:
+    """One durable consumer of a service: which stream and subjects, how to read, what to do."""
+
+    stream: Stream
+    subjects: tuple[str, ...]
+    decode: Decoder[Any]
+    apply: ApplyBatch[Any]
+    contracts: Sequence[type[Envelope]] = field(default=())  # for the AsyncAPI document
+
+
+@dataclass
+class Worker:
+    """What a running worker holds; tests and `engram dev` read its stats."""
+
+    settings: WorkerSettings
+    consumes: Sequence[Consumes]
+    consumers: list[PullConsumer] = field(default_factory=list)
+    stats: Stats = field(default_factory=Stats)
+
+    def spec(self, consumes: Consumes) -> ConsumerSpec:
+        s = self.settings
+        return ConsumerSpec(
+            stream=consumes.stream,
+            durable=s.service,
+            filter_subjects=consumes.subjects,
+            max_deliver=s.max_deliver,
+            ack_wait_s=s.ack_wait_s,
+            max_ack_pending=s.max_ack_pending,
+            backoff_s=tuple(min(s.retry_base_s * 2**i, s.retry_max_s) for i in range(5)),
+        )
+
+
+def build_worker_app(
+    settings: WorkerSettings, consumes: Sequence[Consumes], *, description: str
+) -> tuple[FastStream, Worker]:
+    service = settings.service
+    broker = NatsBroker(settings.nats_url, name=f"engram-{service}",
+                        max_reconnect_attempts=-1, graceful_timeout=settings.drain_timeout_s)
+    worker = Worker(settings, consumes)
+
+    @asynccontextmanager
+    async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
+        pool = await create_pool(settings.database_url, role=settings.role(),
+                                 min_size=settings.pool_min, max_size=settings.pool_max)
+        context.set_global("pool", pool)
+        context.set_global("worker", worker)
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastStream(
+        broker,
+        lifespan=lifespan,
+        specification=AsyncAPI(describe_consumers(service, consumes), title=f"engram {service}",
+                               version="1.0.0", description=description),
+    )
+
+    @app.after_startup
+    async def start_consumers(context: ContextRepo) -> None:
+        js = broker.connection.jetstream()
+        await ensure_streams(js)
+        pool = context.get("pool")
+        inbox = Inbox(SCHEMAS[service].schema)
+        policy = RetryPolicy(settings.max_deliver, settings.retry_base_s, settings.retry_max_s,
+                             keepalive_s=settings.ack_wait_s / 3)
+        for item in consumes:
+            processor: BatchProcessor[Any] = BatchProcessor(
+                pool=pool, inbox=inbox, decode=item.decode, apply=item.apply,
+                dead_letters=DeadLetters(js, service), policy=policy, stats=worker.stats,
+            )
+            consumer = PullConsumer(worker.spec(item), processor, batch_size=settings.batch_size,
+                                    fetch_wait_s=settings.fetch_wait_s,
+                                    drain_timeout_s=settings.drain_timeout_s)
+            await consumer.start(js)
+            worker.consumers.append(consumer)
+        log.info("%s consuming %s", service,
+                 ", ".join(f"{c.spec.stream.name}{list(c.spec.filter_subjects)}"
+                           for c in worker.consumers))
+
+    @app.on_shutdown
+    async def drain_consumers() -> None:
+        for consumer in worker.consumers:
+            await consumer.stop()
+        worker.consumers.clear()
+
+    return app, worker

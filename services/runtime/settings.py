@@ -1,0 +1,61 @@
+"""Settings shared by every worker. Each service subclasses ``WorkerSettings`` with its
+own env prefix; this module and those subclasses are the only readers of the environment."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/engram"
+
+
+class WorkerSettings(BaseSettings):
+    """What every worker needs: where the bus and the database are, and how it consumes."""
+
+    model_config = SettingsConfigDict(env_prefix="ENGRAM_", extra="ignore", populate_by_name=True)
+    service: ClassVar[str] = "runtime"
+
+    # Unprefixed on purpose: one worker pod, one NATS_URL and one DATABASE_URL (which can
+    # carry the service's own login role), the same names the CLI and compose file use.
+    nats_url: str = Field(default=DEFAULT_NATS_URL, validation_alias="NATS_URL")
+    database_url: str = Field(default=DEFAULT_DATABASE_URL, validation_alias="DATABASE_URL")
+
+    batch_size: int = Field(default=500, ge=1, le=10_000,
+                            description="Most messages pulled and committed in one transaction.")
+    fetch_wait_s: float = Field(default=5.0, gt=0,
+                                description="How long an idle pull request lingers.")
+    max_deliver: int = Field(default=10, ge=2,
+                             description="Deliveries before a message goes to the DLQ.")
+    ack_wait_s: float = Field(default=30.0, gt=0,
+                              description="Server redelivers an unacked message after this.")
+    max_ack_pending: int = Field(default=5_000, ge=1)
+    retry_base_s: float = Field(default=0.5, gt=0,
+                                description="First nak delay; doubles each delivery.")
+    retry_max_s: float = Field(default=30.0, gt=0, description="Largest nak delay.")
+    pool_min: int = Field(default=1, ge=1)
+    pool_max: int = Field(default=4, ge=1)
+    db_role: str | None = Field(
+        default=None,
+        description="Role to SET on every connection (default engram_<service>); empty "
+        "string to keep the login role.",
+    )
+    drain_timeout_s: float = Field(default=20.0, gt=0,
+                                   description="How long shutdown waits for in-flight work.")
+
+    def role(self) -> str | None:
+        if self.db_role is None:
+            return f"engram_{self.service}"
+        return self.db_role or None
+
+
+class CliSettings(BaseSettings):
+    """What the CLI reads: the two URLs, and where `engram dev` keeps its data."""
+
+    model_config = SettingsConfigDict(env_prefix="ENGRAM_", extra="ignore")
+
+    nats_url: str | None = Field(default=None, validation_alias=AliasChoices("NATS_URL"))
+    database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL"))
+    data_dir: str | None = Field(default=None, description="Data folder of `engram dev`.")

@@ -1,0 +1,35 @@
+"""Counters a worker keeps about its own work, logged periodically and read by `engram dev`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+
+log = logging.getLogger("engram")
+
+
+@dataclass
+class Stats:
+    applied: int = 0
+    duplicates: int = 0
+    retried: int = 0
+    dead: int = 0
+    batches: int = 0
+    last_batch: int = 0
+    last_batch_ms: float = 0.0
+    by_subject: dict[str, int] = field(default_factory=dict)
+
+    def batch_done(self, size: int, elapsed_s: float) -> None:
+        self.batches += 1
+        self.last_batch = size
+        self.last_batch_ms = round(elapsed_s * 1000, 2)
+
+    def snapshot(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )

@@ -1,0 +1,110 @@
+"""The test session starts the real embedded servers once (nats-server with JetStream and
+PostgreSQL 18 with pgvector, from PyPI packages); each connected test gets a fresh
+database cloned from a migrated template and freshly created streams."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import nats
+import pytest
+from nats.aio.client import Client as NatsClient
+
+warnings.filterwarnings("ignore", module="platformdirs")
+
+from services.runtime.bus import STREAMS, ensure_streams  # noqa: E402
+from services.runtime.embedded import DevStack  # noqa: E402
+from services.runtime.migrate import migrate  # noqa: E402
+
+TEMPLATE_DB = "engram_template"
+
+
+@dataclass(frozen=True)
+class Servers:
+    nats_url: str
+    admin_url: str  # the postgres database, for CREATE DATABASE
+    stack: DevStack
+
+    def database_url(self, name: str) -> str:
+        return self.admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@dataclass(frozen=True)
+class Env:
+    """One test's world: its own database and empty streams on the shared servers."""
+
+    nats_url: str
+    database_url: str
+    servers: Servers
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    root = Path(os.environ.get("ENGRAM_TEST_DATA_DIR") or tmp_path_factory.mktemp("engram"))
+    stack = DevStack(root)
+    urls = stack.start()
+    admin = urls["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
+    servers = Servers(urls["NATS_URL"], admin, stack)
+
+    async def template() -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB}")
+            await conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+        finally:
+            await conn.close()
+        await migrate(servers.database_url(TEMPLATE_DB))
+
+    asyncio.run(template())
+    try:
+        yield servers
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+async def env(servers: Servers) -> AsyncIterator[Env]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(servers.admin_url)
+    try:
+        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
+    finally:
+        await conn.close()
+    nc = await nats.connect(servers.nats_url)
+    try:
+        js = nc.jetstream()
+        for stream in STREAMS:
+            try:
+                await js.delete_stream(stream.name)
+            except nats.js.errors.NotFoundError:
+                pass
+        await ensure_streams(js)
+    finally:
+        await nc.close()
+    yield Env(servers.nats_url, servers.database_url(name), servers)
+    conn = await asyncpg.connect(servers.admin_url)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def nc(env: Env) -> AsyncIterator[NatsClient]:
+    client = await nats.connect(env.nats_url)
+    yield client
+    await client.drain()
+
+
+@pytest.fixture
+async def db(env: Env) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(env.database_url)
+    yield conn
+    await conn.close()

@@ -1,0 +1,62 @@
+"""Small helpers for connected tests: publish events, wait for a condition."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from nats.aio.client import Client as NatsClient
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from contracts.envelope import Envelope
+
+T = TypeVar("T")
+
+
+async def publish(nc: NatsClient, *events: Envelope) -> None:
+    js = nc.jetstream()
+    for event in events:
+        await js.publish(event.type, event.model_dump_json().encode(), headers=event.headers())
+
+
+async def publish_raw(nc: NatsClient, subject: str, data: bytes, msg_id: str | None = None) -> None:
+    await nc.jetstream().publish(subject, data, headers={"Nats-Msg-Id": msg_id} if msg_id else None)
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    until: Callable[[T], bool] = bool,
+    timeout: float = 15.0,
+    interval: float = 0.05,
+) -> T:
+    """Poll ``probe`` until ``until(value)``; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    value = await probe()
+    while not until(value):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met in {timeout}s; last value: {value!r}")
+        await asyncio.sleep(interval)
+        value = await probe()
+    return value
+
+
+async def dead_letters(nc: NatsClient, subject: str = "dlq.>", expect: int = 1,
+                       timeout: float = 15.0) -> list[tuple[str, dict[str, str], bytes]]:
+    """Read the DLQ stream from the start until ``expect`` messages are there."""
+    js = nc.jetstream()
+    sub = await js.pull_subscribe(subject, stream="DLQ",
+                                  config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
+    found: list[tuple[str, dict[str, str], bytes]] = []
+    deadline = time.monotonic() + timeout
+    while len(found) < expect and time.monotonic() < deadline:
+        try:
+            msgs = await sub.fetch(expect - len(found), timeout=0.5)
+        except TimeoutError:
+            continue
+        for m in msgs:
+            found.append((m.subject, dict(m.headers or {}), m.data))
+            await m.ack()
+    await sub.unsubscribe()
+    return found
