@@ -36,7 +36,54 @@ def edit(mid: UUID, content: str, tenant: str = "acme", at: datetime | None = No
                                                                 **payload))
 
 
-def delete(mid: UUID, tenant: str = "acme", **payload: Any) -> chat.MessageDeleted:
+def delete(mid: UUID, tenant: str = "acme", at: datetime | None = None,
+           **payload: Any) -> chat.MessageDeleted:
     payload.setdefault("deleted_by", "u-1")
-    return chat.MessageDeleted(**_env(tenant, T0 + timedelta(minutes=2)),
+    return chat.MessageDeleted(**_env(tenant, at or T0 + timedelta(minutes=2)),
                                payload=chat.MessageDeletedPayload(message_id=mid, **payload))
+
+
+# More builders: conversation changes, files and sessions (same defaults as above).
+
+
+def conversation_update(cid: UUID, tenant: str = "acme", at: datetime | None = None,
+                        **payload: Any) -> chat.ConversationUpdated:
+    return chat.ConversationUpdated(
+        **_env(tenant, at or T0 + timedelta(minutes=5)),
+        payload=chat.ConversationUpdatedPayload(conversation_id=cid, **payload))
+
+
+def conversation_archive(cid: UUID, tenant: str = "acme", at: datetime | None = None,
+                         **payload: Any) -> chat.ConversationArchived:
+    return chat.ConversationArchived(
+        **_env(tenant, at or T0 + timedelta(minutes=10)),
+        payload=chat.ConversationArchivedPayload(conversation_id=cid, **payload))
+
+
+def file(fid: UUID | None = None, tenant: str = "acme", at: datetime | None = None,
+         **payload: Any) -> chat.FileUploaded:
+    payload.setdefault("filename", "itinerary.pdf")
+    payload.setdefault("mime_type", "application/pdf")
+    payload.setdefault("size_bytes", 48_213)
+    return chat.FileUploaded(**_env(tenant, at or T0 + timedelta(minutes=3)),
+                             payload=chat.FileUploadedPayload(file_id=fid or uuid4(), **payload))
+
+
+def session_start(sid: UUID, cid: UUID, tenant: str = "acme", at: datetime | None = None,
+                  **payload: Any) -> chat.SessionStarted:
+    return chat.SessionStarted(
+        **_env(tenant, at),
+        payload=chat.SessionStartedPayload(session_id=sid, conversation_id=cid, **payload))
+
+
+def session_end(sid: UUID, cid: UUID, tenant: str = "acme", at: datetime | None = None,
+                **payload: Any) -> chat.SessionEnded:
+    return chat.SessionEnded(
+        **_env(tenant, at or T0 + timedelta(hours=1)),
+        payload=chat.SessionEndedPayload(session_id=sid, conversation_id=cid, **payload))
+
+
+def as_json(event: Any) -> dict[str, Any]:
+    """The event as the JSON object on the wire, to break it on purpose."""
+    data: dict[str, Any] = event.model_dump(mode="json")
+    return data

@@ -13,6 +13,9 @@ from services.runtime.pipeline import contract_decoder
 from services.runtime.service import Consumes, Worker, build_worker_app
 
 
+Settings = IngestSettings
+
+
 def create_app(settings: IngestSettings | None = None) -> tuple[FastStream, Worker]:
     return build_worker_app(
         settings or IngestSettings(),
@@ -23,4 +26,9 @@ def create_app(settings: IngestSettings | None = None) -> tuple[FastStream, Work
     )
 
 
-app, worker = create_app()
+def __getattr__(name: str) -> object:
+    # `faststream run services.ingest.app:app` works, without building an app (and reading
+    # the environment) on every import of this module.
+    if name == "app":
+        return create_app()[0]
+    raise AttributeError(name)

@@ -14,10 +14,12 @@ import logging
 from typing import Any
 
 import nats.errors
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from services.runtime.bus import ConsumerSpec, ensure_consumer
+from services.runtime.dlq import DeadLetters, watch_max_deliveries
 from services.runtime.errors import describe
 from services.runtime.pipeline import BatchProcessor
 
@@ -43,12 +45,15 @@ class PullConsumer:
         self._task: asyncio.Task[None] | None = None
         self._fetch: asyncio.Future[list[Msg]] | None = None
         self._stopping = False
+        self._advisories: Any = None
 
-    async def start(self, js: JetStreamContext) -> None:
+    async def start(self, nc: NatsClient, dead_letters: DeadLetters) -> None:
+        js = nc.jetstream()
         await ensure_consumer(js, self.spec)
         self._sub = await js.pull_subscribe_bind(
             durable=self.spec.durable, stream=self.spec.stream.name
         )
+        self._advisories = await watch_max_deliveries(nc, self.spec, dead_letters)
         self._task = asyncio.create_task(
             self._run(), name=f"consume:{self.spec.stream.name}:{self.spec.durable}"
         )
@@ -94,6 +99,7 @@ class PullConsumer:
                 log.error("drain timed out on %s; unacked messages will be redelivered",
                           self.spec.stream.name)
                 self._task.cancel()
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+        for sub in (self._sub, self._advisories):
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from enum import StrEnum
 
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
-from services.runtime.bus import DLQ
+from services.runtime.bus import DLQ, ConsumerSpec
+from services.runtime.errors import describe
+
+log = logging.getLogger("engram.dlq")
 
 HEADER_REASON = "Engram-Dlq-Reason"
 HEADER_KIND = "Engram-Dlq-Kind"
@@ -35,16 +42,53 @@ class DeadLetters:
     async def send(self, msg: Msg, kind: DeadKind, reason: str) -> None:
         """Publish and wait for the stream's ack, so the caller may then terminate the original."""
         meta = msg.metadata
+        await self.send_raw(msg.subject, msg.data or b"", stream=meta.stream,
+                            sequence=meta.sequence.stream, deliveries=meta.num_delivered,
+                            kind=kind, reason=reason)
+
+    async def send_raw(self, subject: str, data: bytes, *, stream: str, sequence: int,
+                       deliveries: int, kind: DeadKind, reason: str) -> None:
         headers = {
             HEADER_KIND: kind.value,
             # Header values are one line; the full reason stays readable.
             HEADER_REASON: " ".join(reason.split())[:MAX_REASON],
-            HEADER_SUBJECT: msg.subject,
-            HEADER_STREAM: meta.stream,
-            HEADER_SEQUENCE: str(meta.sequence.stream),
-            HEADER_DELIVERIES: str(meta.num_delivered),
-            # A redelivered original dead-letters once, not twice.
-            "Nats-Msg-Id": f"{self._service}:{meta.stream}:{meta.sequence.stream}",
+            HEADER_SUBJECT: subject,
+            HEADER_STREAM: stream,
+            HEADER_SEQUENCE: str(sequence),
+            HEADER_DELIVERIES: str(deliveries),
+            # A message dead-letters once, however often it is redelivered or reported.
+            "Nats-Msg-Id": f"{self._service}:{stream}:{sequence}",
         }
-        await self._js.publish(self.subject_for(msg.subject), msg.data or b"",
-                               headers=headers, stream=DLQ.name)
+        await self._js.publish(self.subject_for(subject), data, headers=headers, stream=DLQ.name)
+
+
+async def watch_max_deliveries(
+    nc: NatsClient, spec: ConsumerSpec, dead_letters: DeadLetters
+) -> Subscription:
+    """Dead-letter what JetStream gave up on without our code seeing the last delivery.
+
+    A message whose every delivery crashed or stalled its worker is never acked, so no
+    handler could send it to the DLQ; JetStream reports it in an advisory instead. One
+    replica of the service handles each advisory (queue group).
+    """
+    stream, durable = spec.stream.name, spec.durable
+    js = nc.jetstream()
+
+    async def on_advisory(advisory: Msg) -> None:
+        try:
+            info = json.loads(advisory.data)
+            original = await js.get_msg(stream, info["stream_seq"])
+            await dead_letters.send_raw(
+                original.subject or "", original.data or b"", stream=stream,
+                sequence=info["stream_seq"], deliveries=info.get("deliveries", 0),
+                kind=DeadKind.exhausted,
+                reason="delivered max_deliver times without an ack (its worker died or "
+                "stalled on every delivery)",
+            )
+        except Exception as exc:
+            log.error("could not dead-letter after max deliveries: %s", describe(exc))
+
+    return await nc.subscribe(
+        f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{durable}",
+        queue=durable, cb=on_advisory,
+    )

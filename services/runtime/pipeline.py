@@ -48,7 +48,7 @@ def contract_decoder(adapter: TypeAdapter[E]) -> Decoder[E]:
             event = adapter.validate_json(data)
         except ValidationError as err:
             errors = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+                f"{_location(e['loc'], subject)}: {e['msg']}"
                 for e in err.errors(include_url=False)[:10]
             )
             raise InvalidEvent(f"contract violation: {errors}") from None
@@ -57,6 +57,12 @@ def contract_decoder(adapter: TypeAdapter[E]) -> Decoder[E]:
         return event
 
     return decode
+
+
+def _location(loc: tuple[int | str, ...], subject: str) -> str:
+    # A discriminated union puts the tag first (chat.message.created.payload.role).
+    parts = loc[1:] if loc and loc[0] == subject else loc
+    return ".".join(str(p) for p in parts) or "<root>"
 
 
 @dataclass(frozen=True)

@@ -92,21 +92,23 @@ def build_worker_app(
 
     @app.after_startup
     async def start_consumers(context: ContextRepo) -> None:
-        js = broker.connection.jetstream()
+        nc = broker.connection
+        js = nc.jetstream()
         await ensure_streams(js)
         pool = context.get("pool")
         inbox = Inbox(SCHEMAS[service].schema)
         policy = RetryPolicy(settings.max_deliver, settings.retry_base_s, settings.retry_max_s,
                              keepalive_s=settings.ack_wait_s / 3)
+        dead_letters = DeadLetters(js, service)
         for item in consumes:
             processor: BatchProcessor[Any] = BatchProcessor(
                 pool=pool, inbox=inbox, decode=item.decode, apply=item.apply,
-                dead_letters=DeadLetters(js, service), policy=policy, stats=worker.stats,
+                dead_letters=dead_letters, policy=policy, stats=worker.stats,
             )
             consumer = PullConsumer(worker.spec(item), processor, batch_size=settings.batch_size,
                                     fetch_wait_s=settings.fetch_wait_s,
                                     drain_timeout_s=settings.drain_timeout_s)
-            await consumer.start(js)
+            await consumer.start(nc, dead_letters)
             worker.consumers.append(consumer)
         log.info("%s consuming %s", service,
                  ", ".join(f"{c.spec.stream.name}{list(c.spec.filter_subjects)}"
