@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -79,7 +80,9 @@ GOAL_VS_NAIVE = 10.0
 GOAL_VS_PULL = 0.6
 GOAL_P99_MS = 50.0
 
-console = Console(highlight=False)
+console = Console(highlight=False, log_path=False)
+if not console.is_terminal:  # e.g. output into a file: wide enough for the tables
+    console = Console(highlight=False, log_path=False, width=110)
 
 
 # --------------------------------------------------------------------------------------
@@ -183,10 +186,11 @@ def build_events(n: int, *, seed: int = 7, conversations: int = 300,
               base + timedelta(seconds=rng.randrange(3600)))
         for i in range(conversations)
     ]
-    weights = [1.0 / (i + 1) ** 0.6 for i in range(conversations)]  # some chats are busier
+    # Some chats are much busier than others.
+    cum_weights = list(itertools.accumulate(1.0 / (i + 1) ** 0.6 for i in range(conversations)))
     events: list[MessageCreated] = []
     for _ in range(n):
-        c = rng.choices(convs, weights)[0]
+        c = rng.choices(convs, cum_weights=cum_weights)[0]
         step = c.turn % 4
         if step == 0 or step == 2:
             role = Role.user
@@ -637,7 +641,6 @@ async def measure_latency(js: JetStreamContext, db: asyncpg.Connection,
     """
     outstanding: dict[uuid.UUID, float] = {}
     latencies: list[float] = []
-    measuring = {"on": False}
     publishing_done = asyncio.Event()
     query = "SELECT message_id FROM ingest.messages WHERE message_id = ANY($1::uuid[])"
 
@@ -682,7 +685,6 @@ async def measure_latency(js: JetStreamContext, db: asyncpg.Connection,
             await asyncio.sleep(0.01)
         ui.finish(task, f"(d) warm-up: {warmup} events")
         measured = events[warmup:]
-        measuring["on"] = True
         task = ui.task(f"(d) latency at {rate:,}/s", len(measured))
         achieved = await publish(measured, True, task)
         publishing_done.set()
@@ -996,7 +998,7 @@ def parse_args(argv: list[str]) -> Config:
     parser.add_argument("--rate", type=int, default=1000, help="events/s of the latency test")
     parser.add_argument("--latency-seconds", type=float, default=None,
                         help="length of the latency test (10)")
-    parser.add_argument("--naive-max-seconds", type=float, default=120.0,
+    parser.add_argument("--naive-max-seconds", type=float, default=60.0,
                         help="stop the naive consumer after this long and report rows/time")
     parser.add_argument("--no-concurrent", action="store_true",
                         help="skip (a') publish-while-consuming")

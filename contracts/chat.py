@@ -53,7 +53,9 @@ class MessageMetadata(Contract):
 class ConversationCreatedPayload(Contract):
     conversation_id: UUID = Field(description="Chosen by the producer.", examples=[CONVERSATION_EX])
     title: str | None = Field(
-        default=None, max_length=MAX_TITLE_CHARS, examples=["Trip to Lisbon"],
+        default=None,
+        max_length=MAX_TITLE_CHARS,
+        examples=["Trip to Lisbon"],
         description="Human title of the conversation.",
     )
     user_id: str | None = Field(
@@ -70,7 +72,9 @@ class ConversationCreatedPayload(Contract):
 class ConversationUpdatedPayload(Contract):
     conversation_id: UUID = Field(description="Conversation to change.", examples=[CONVERSATION_EX])
     title: str | None = Field(
-        default=None, max_length=MAX_TITLE_CHARS, description="New title, if changed.",
+        default=None,
+        max_length=MAX_TITLE_CHARS,
+        description="New title, if changed.",
         examples=["Lisbon, 3 days"],
     )
     metadata: dict[str, Any] | None = Field(
@@ -79,101 +83,150 @@ class ConversationUpdatedPayload(Contract):
 
 
 class ConversationArchivedPayload(Contract):
-    conversation_id: UUID = Field(description="Conversation to archive.", examples=[CONVERSATION_EX])
-    archived_by: str | None = Field(default=None, max_length=200, examples=["u-123"],
-                                    description="Who archived it.")
+    conversation_id: UUID = Field(
+        description="Conversation to archive.", examples=[CONVERSATION_EX]
+    )
+    archived_by: str | None = Field(
+        default=None, max_length=200, examples=["u-123"], description="Who archived it."
+    )
 
 
 class MessageCreatedPayload(Contract):
     message_id: UUID = Field(description="Chosen by the producer.", examples=[MESSAGE_EX])
-    conversation_id: UUID = Field(description="Conversation it belongs to.", examples=[CONVERSATION_EX])
+    conversation_id: UUID = Field(
+        description="Conversation it belongs to.", examples=[CONVERSATION_EX]
+    )
     session_id: UUID | None = Field(
-        default=None, description="Session it counts towards; default: the conversation's "
-        "active session.", examples=[None],
+        default=None,
+        description="Session it counts towards; default: the conversation's active session.",
+        examples=[None],
     )
     role: Role = Field(description="Who speaks.", examples=["user"])
     content: str = Field(
-        max_length=MAX_CONTENT_CHARS, description="The text (or serialized structured content).",
+        max_length=MAX_CONTENT_CHARS,
+        description="The text (or serialized structured content).",
         examples=["Find me a hotel near the river."],
     )
-    content_type: ContentType = Field(default=ContentType.text, examples=["text"],
-                                      description="How to read `content`.")
-    metadata: MessageMetadata = Field(default_factory=MessageMetadata,
-                                      description="Tokens, model, latency, and any extra keys.")
+    content_type: ContentType = Field(
+        default=ContentType.text, examples=["text"], description="How to read `content`."
+    )
+    metadata: MessageMetadata = Field(
+        default_factory=MessageMetadata, description="Tokens, model, latency, and any extra keys."
+    )
     parent_message_id: UUID | None = Field(
         default=None, description="Message this one answers or branches from.", examples=[None]
     )
-    sender_user_id: str | None = Field(default=None, max_length=200, examples=["u-123"],
-                                       description="Sending user, for user messages.")
-    sender_agent_id: str | None = Field(default=None, max_length=200, examples=["travel-bot"],
-                                        description="Sending agent, for assistant/tool messages.")
+    sender_user_id: str | None = Field(
+        default=None,
+        max_length=200,
+        examples=["u-123"],
+        description="Sending user, for user messages.",
+    )
+    sender_agent_id: str | None = Field(
+        default=None,
+        max_length=200,
+        examples=["travel-bot"],
+        description="Sending agent, for assistant/tool messages.",
+    )
 
 
 class MessageEditedPayload(Contract):
     message_id: UUID = Field(description="Message to edit.", examples=[MESSAGE_EX])
-    content: str = Field(max_length=MAX_CONTENT_CHARS, description="The new content.",
-                         examples=["Find me a hotel near the old town."])
-    content_type: ContentType | None = Field(default=None, description="New content type, if "
-                                             "it changes.", examples=[None])
-    edited_by: str = Field(min_length=1, max_length=200, description="Who edited.",
-                           examples=["u-123"])
-    reason: str | None = Field(default=None, max_length=1000, examples=["typo"],
-                               description="Why it was edited.")
+    content: str = Field(
+        max_length=MAX_CONTENT_CHARS,
+        description="The new content.",
+        examples=["Find me a hotel near the old town."],
+    )
+    content_type: ContentType | None = Field(
+        default=None, description="New content type, if it changes.", examples=[None]
+    )
+    edited_by: str = Field(
+        min_length=1, max_length=200, description="Who edited.", examples=["u-123"]
+    )
+    reason: str | None = Field(
+        default=None, max_length=1000, examples=["typo"], description="Why it was edited."
+    )
 
 
 class MessageDeletedPayload(Contract):
     message_id: UUID = Field(description="Message to delete (soft).", examples=[MESSAGE_EX])
-    deleted_by: str = Field(min_length=1, max_length=200, examples=["u-123"],
-                            description="Who deleted it.")
-    reason: str | None = Field(default=None, max_length=1000, examples=["user request"],
-                               description="Why.")
+    deleted_by: str = Field(
+        min_length=1, max_length=200, examples=["u-123"], description="Who deleted it."
+    )
+    reason: str | None = Field(
+        default=None, max_length=1000, examples=["user request"], description="Why."
+    )
 
 
 class FileUploadedPayload(Contract):
     file_id: UUID = Field(description="Chosen by the producer.", examples=[FILE_EX])
-    conversation_id: UUID | None = Field(default=None, examples=[CONVERSATION_EX],
-                                         description="Conversation it was shared in.")
-    message_id: UUID | None = Field(default=None, examples=[MESSAGE_EX],
-                                    description="Message it is attached to.")
-    uploaded_by: str | None = Field(default=None, max_length=200, examples=["u-123"],
-                                    description="Uploader.")
-    filename: str = Field(min_length=1, max_length=1000, examples=["itinerary.pdf"],
-                          description="Original file name.")
-    mime_type: str = Field(max_length=200, examples=["application/pdf"],
-                           description="Media type.")
+    conversation_id: UUID | None = Field(
+        default=None, examples=[CONVERSATION_EX], description="Conversation it was shared in."
+    )
+    message_id: UUID | None = Field(
+        default=None, examples=[MESSAGE_EX], description="Message it is attached to."
+    )
+    uploaded_by: str | None = Field(
+        default=None, max_length=200, examples=["u-123"], description="Uploader."
+    )
+    filename: str = Field(
+        min_length=1, max_length=1000, examples=["itinerary.pdf"], description="Original file name."
+    )
+    mime_type: str = Field(max_length=200, examples=["application/pdf"], description="Media type.")
     size_bytes: int = Field(ge=0, examples=[48213], description="Size of the file.")
-    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", examples=[None],
-                               description="Hex SHA-256 of the bytes.")
-    storage_uri: str | None = Field(default=None, max_length=2000,
-                                    examples=["s3://bucket/itinerary.pdf"],
-                                    description="Where the bytes live; engram stores no bytes.")
-    extracted_text: str | None = Field(default=None, max_length=MAX_CONTENT_CHARS,
-                                       examples=["Day 1: Alfama..."],
-                                       description="Text extracted upstream, for search.")
-    metadata: dict[str, Any] = Field(default_factory=dict, examples=[{"pages": 3}],
-                                     description="Free-form JSON object.")
+    sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        examples=[None],
+        description="Hex SHA-256 of the bytes.",
+    )
+    storage_uri: str | None = Field(
+        default=None,
+        max_length=2000,
+        examples=["s3://bucket/itinerary.pdf"],
+        description="Where the bytes live; engram stores no bytes.",
+    )
+    extracted_text: str | None = Field(
+        default=None,
+        max_length=MAX_CONTENT_CHARS,
+        examples=["Day 1: Alfama..."],
+        description="Text extracted upstream, for search.",
+    )
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, examples=[{"pages": 3}], description="Free-form JSON object."
+    )
 
 
 class SessionStartedPayload(Contract):
     session_id: UUID = Field(description="Chosen by the producer.", examples=[SESSION_EX])
-    conversation_id: UUID = Field(description="Conversation of the session.", examples=[CONVERSATION_EX])
-    user_id: str | None = Field(default=None, max_length=200, examples=["u-123"],
-                                description="User in the session.")
-    agent_id: str | None = Field(default=None, max_length=200, examples=["travel-bot"],
-                                 description="Agent in the session.")
-    metadata: dict[str, Any] = Field(default_factory=dict, examples=[{"client": "ios"}],
-                                     description="Free-form JSON object.")
+    conversation_id: UUID = Field(
+        description="Conversation of the session.", examples=[CONVERSATION_EX]
+    )
+    user_id: str | None = Field(
+        default=None, max_length=200, examples=["u-123"], description="User in the session."
+    )
+    agent_id: str | None = Field(
+        default=None, max_length=200, examples=["travel-bot"], description="Agent in the session."
+    )
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, examples=[{"client": "ios"}], description="Free-form JSON object."
+    )
 
 
 class SessionEndedPayload(Contract):
     session_id: UUID = Field(description="Session that ended.", examples=[SESSION_EX])
-    conversation_id: UUID = Field(description="Conversation of the session.", examples=[CONVERSATION_EX])
-    user_id: str | None = Field(default=None, max_length=200, examples=["u-123"],
-                                description="User in the session.")
-    agent_id: str | None = Field(default=None, max_length=200, examples=["travel-bot"],
-                                 description="Agent in the session.")
-    reason: str | None = Field(default=None, max_length=200, examples=["timeout"],
-                               description="Why it ended.")
+    conversation_id: UUID = Field(
+        description="Conversation of the session.", examples=[CONVERSATION_EX]
+    )
+    user_id: str | None = Field(
+        default=None, max_length=200, examples=["u-123"], description="User in the session."
+    )
+    agent_id: str | None = Field(
+        default=None, max_length=200, examples=["travel-bot"], description="Agent in the session."
+    )
+    reason: str | None = Field(
+        default=None, max_length=200, examples=["timeout"], description="Why it ended."
+    )
 
 
 class ConversationCreated(Envelope):
@@ -236,8 +289,13 @@ ChatEvent = Annotated[
 CHAT_EVENT = TypeAdapter[ChatEvent](ChatEvent)
 
 CHAT_EVENT_TYPES: tuple[type[Envelope], ...] = (
-    ConversationCreated, ConversationUpdated, ConversationArchived,
-    MessageCreated, MessageEdited, MessageDeleted,
-    FileUploaded, SessionStarted, SessionEnded,
+    ConversationCreated,
+    ConversationUpdated,
+    ConversationArchived,
+    MessageCreated,
+    MessageEdited,
+    MessageDeleted,
+    FileUploaded,
+    SessionStarted,
+    SessionEnded,
 )
-

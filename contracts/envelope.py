@@ -89,7 +89,8 @@ class Envelope(Contract):
         major = int(value.split(".", 1)[0])
         if major != SCHEMA_MAJOR:
             raise ValueError(
-                f"schema_version {value} has major {major}; this consumer reads major {SCHEMA_MAJOR}"
+                f"schema_version {value} has major {major}; "
+                f"this consumer reads major {SCHEMA_MAJOR}"
             )
         return value
 

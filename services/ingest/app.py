@@ -12,15 +12,21 @@ from services.runtime.bus import CHAT
 from services.runtime.pipeline import contract_decoder
 from services.runtime.service import Consumes, Worker, build_worker_app
 
-
 Settings = IngestSettings
 
 
 def create_app(settings: IngestSettings | None = None) -> tuple[FastStream, Worker]:
     return build_worker_app(
         settings or IngestSettings(),
-        [Consumes(CHAT, CHAT.subjects, contract_decoder(CHAT_EVENT), apply_chat_events,
-                  contracts=CHAT_EVENT_TYPES)],
+        [
+            Consumes(
+                CHAT,
+                CHAT.subjects,
+                contract_decoder(CHAT_EVENT),
+                apply_chat_events,
+                contracts=CHAT_EVENT_TYPES,
+            )
+        ],
         description="Stores conversations, messages with full edit history, sessions with "
         "counters, and files, exactly once in effect.",
     )

@@ -9,11 +9,22 @@ from typing import Any
 from contracts.chat import ChatEvent, MessageCreated
 from contracts.envelope import Envelope
 
-
 MESSAGE_COLUMNS = (
-    "event_id", "message_id", "tenant_id", "conversation_id", "session_id",
-    "parent_message_id", "role", "content", "content_type", "metadata", "tokens", "model",
-    "sender_user_id", "sender_agent_id", "created_at",
+    "event_id",
+    "message_id",
+    "tenant_id",
+    "conversation_id",
+    "session_id",
+    "parent_message_id",
+    "role",
+    "content",
+    "content_type",
+    "metadata",
+    "tokens",
+    "model",
+    "sender_user_id",
+    "sender_agent_id",
+    "created_at",
 )
 
 
@@ -33,10 +44,21 @@ def message_columns(events: Sequence[MessageCreated]) -> list[list[Any]]:
         p = e.payload
         meta = p.metadata.model_dump(exclude_none=True)
         row = (
-            e.event_id, p.message_id, e.tenant_id, p.conversation_id, p.session_id,
-            p.parent_message_id, p.role.value, p.content, p.content_type.value,
-            meta, p.metadata.tokens, p.metadata.model,
-            p.sender_user_id, p.sender_agent_id, e.occurred_at,
+            e.event_id,
+            p.message_id,
+            e.tenant_id,
+            p.conversation_id,
+            p.session_id,
+            p.parent_message_id,
+            p.role.value,
+            p.content,
+            p.content_type.value,
+            meta,
+            p.metadata.tokens,
+            p.metadata.model,
+            p.sender_user_id,
+            p.sender_agent_id,
+            e.occurred_at,
         )
         for col, value in zip(cols, row, strict=True):
             col.append(value)
@@ -54,5 +76,7 @@ def conversation_refs(events: Sequence[Envelope]) -> list[tuple[Any, str, Any]]:
 
 
 def missing_reason(kind: str, message_id: object) -> str:
-    return (f"message {message_id} is not stored yet ({kind} arrived before "
-            "chat.message.created); retrying")
+    return (
+        f"message {message_id} is not stored yet ({kind} arrived before "
+        "chat.message.created); retrying"
+    )

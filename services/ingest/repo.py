@@ -6,8 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-
 from contracts.chat import (
     ConversationArchived,
     ConversationCreated,
@@ -20,13 +18,14 @@ from contracts.chat import (
     SessionStarted,
 )
 from services.ingest.logic import message_columns
+from services.runtime.db import Connection
 
 
 class TenantMismatch(ValueError):
     """An id the event names belongs to another tenant: never applied, dead-lettered."""
 
 
-async def ensure_conversations(conn: asyncpg.Connection, refs: Sequence[tuple[Any, ...]]) -> None:
+async def ensure_conversations(conn: Connection, refs: Sequence[tuple[Any, ...]]) -> None:
     """Placeholder rows for conversations named before their created event arrived."""
     if not refs:
         return
@@ -37,19 +36,22 @@ async def ensure_conversations(conn: asyncpg.Connection, refs: Sequence[tuple[An
              FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS r(id, tenant, at)
             ORDER BY id, at
            ON CONFLICT (conversation_id) DO NOTHING""",
-        list(ids), list(tenants), list(times),
+        list(ids),
+        list(tenants),
+        list(times),
     )
 
 
 async def check_tenants(
-    conn: asyncpg.Connection, table: str, column: str, pairs: Sequence[tuple[UUID, str]]
+    conn: Connection, table: str, column: str, pairs: Sequence[tuple[UUID, str]]
 ) -> None:
     rows = await conn.fetch(
         f"""SELECT t.{column}, t.tenant_id, r.tenant
               FROM unnest($1::uuid[], $2::text[]) AS r(id, tenant)
               JOIN ingest.{table} t ON t.{column} = r.id
              WHERE t.tenant_id <> r.tenant""",
-        [p[0] for p in pairs], [p[1] for p in pairs],
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
     )
     if rows:
         row = rows[0]
@@ -58,9 +60,13 @@ async def check_tenants(
         )
 
 
-async def create_conversations(conn: asyncpg.Connection, events: Sequence[ConversationCreated]) -> None:
-    await check_tenants(conn, "conversations", "conversation_id",
-                        [(e.payload.conversation_id, e.tenant_id) for e in events])
+async def create_conversations(conn: Connection, events: Sequence[ConversationCreated]) -> None:
+    await check_tenants(
+        conn,
+        "conversations",
+        "conversation_id",
+        [(e.payload.conversation_id, e.tenant_id) for e in events],
+    )
     # Fields an earlier-applied update already set win (coalesce keeps them).
     await conn.executemany(
         """INSERT INTO ingest.conversations AS c
@@ -73,14 +79,29 @@ async def create_conversations(conn: asyncpg.Connection, events: Sequence[Conver
                metadata = EXCLUDED.metadata || c.metadata,
                created_at = least(c.created_at, EXCLUDED.created_at),
                is_placeholder = false""",
-        [(p.conversation_id, e.tenant_id, p.title, p.user_id, p.agent_id, p.metadata,
-          e.occurred_at) for e in events for p in (e.payload,)],
+        [
+            (
+                p.conversation_id,
+                e.tenant_id,
+                p.title,
+                p.user_id,
+                p.agent_id,
+                p.metadata,
+                e.occurred_at,
+            )
+            for e in events
+            for p in (e.payload,)
+        ],
     )
 
 
-async def update_conversations(conn: asyncpg.Connection, events: Sequence[ConversationUpdated]) -> None:
-    await check_tenants(conn, "conversations", "conversation_id",
-                        [(e.payload.conversation_id, e.tenant_id) for e in events])
+async def update_conversations(conn: Connection, events: Sequence[ConversationUpdated]) -> None:
+    await check_tenants(
+        conn,
+        "conversations",
+        "conversation_id",
+        [(e.payload.conversation_id, e.tenant_id) for e in events],
+    )
     # Last writer by occurred_at wins; a late, older update only fills what is missing.
     await conn.executemany(
         """INSERT INTO ingest.conversations AS c (conversation_id, tenant_id, title, metadata,
@@ -93,14 +114,26 @@ async def update_conversations(conn: asyncpg.Connection, events: Sequence[Conver
                                THEN c.metadata || coalesce($4::jsonb, '{}')
                                ELSE coalesce($4::jsonb, '{}') || c.metadata END,
                source_updated_at = greatest(c.source_updated_at, EXCLUDED.source_updated_at)""",
-        [(e.payload.conversation_id, e.tenant_id, e.payload.title, e.payload.metadata,
-          e.occurred_at) for e in events],
+        [
+            (
+                e.payload.conversation_id,
+                e.tenant_id,
+                e.payload.title,
+                e.payload.metadata,
+                e.occurred_at,
+            )
+            for e in events
+        ],
     )
 
 
-async def archive_conversations(conn: asyncpg.Connection, events: Sequence[ConversationArchived]) -> None:
-    await check_tenants(conn, "conversations", "conversation_id",
-                        [(e.payload.conversation_id, e.tenant_id) for e in events])
+async def archive_conversations(conn: Connection, events: Sequence[ConversationArchived]) -> None:
+    await check_tenants(
+        conn,
+        "conversations",
+        "conversation_id",
+        [(e.payload.conversation_id, e.tenant_id) for e in events],
+    )
     await conn.executemany(
         """INSERT INTO ingest.conversations AS c (conversation_id, tenant_id, status,
                is_placeholder, created_at, archived_at, archived_by)
@@ -109,8 +142,10 @@ async def archive_conversations(conn: asyncpg.Connection, events: Sequence[Conve
                status = 'archived',
                archived_at = coalesce(c.archived_at, EXCLUDED.archived_at),
                archived_by = coalesce(c.archived_by, EXCLUDED.archived_by)""",
-        [(e.payload.conversation_id, e.tenant_id, e.occurred_at, e.payload.archived_by)
-         for e in events],
+        [
+            (e.payload.conversation_id, e.tenant_id, e.occurred_at, e.payload.archived_by)
+            for e in events
+        ],
     )
 
 
@@ -159,33 +194,42 @@ SELECT message_id FROM inserted
 """
 
 
-async def create_messages(conn: asyncpg.Connection, events: Sequence[MessageCreated]) -> None:
-    sessions = [(e.payload.session_id, e.tenant_id, e.payload.conversation_id)
-                for e in events if e.payload.session_id is not None]
+async def create_messages(conn: Connection, events: Sequence[MessageCreated]) -> None:
+    sessions = [
+        (e.payload.session_id, e.tenant_id, e.payload.conversation_id)
+        for e in events
+        if e.payload.session_id is not None
+    ]
     if sessions:
-        await check_tenants(conn, "conversation_sessions", "session_id",
-                            [(s[0], s[1]) for s in sessions])
+        await check_tenants(
+            conn, "conversation_sessions", "session_id", [(s[0], s[1]) for s in sessions]
+        )
         await conn.executemany(
             """INSERT INTO ingest.conversation_sessions (session_id, tenant_id, conversation_id)
-               VALUES ($1, $2, $3) ON CONFLICT (session_id) DO NOTHING""", sessions)
+               VALUES ($1, $2, $3) ON CONFLICT (session_id) DO NOTHING""",
+            sessions,
+        )
     inserted = await conn.fetch(INSERT_MESSAGES, *message_columns(events))
     if len(inserted) < len(events):  # duplicates by message_id, or another tenant's id
-        await check_tenants(conn, "messages", "message_id",
-                            [(e.payload.message_id, e.tenant_id) for e in events])
+        await check_tenants(
+            conn, "messages", "message_id", [(e.payload.message_id, e.tenant_id) for e in events]
+        )
 
 
 async def existing_messages(
-    conn: asyncpg.Connection, events: Sequence[MessageEdited | MessageDeleted | FileUploaded]
+    conn: Connection, events: Sequence[MessageEdited | MessageDeleted | FileUploaded]
 ) -> set[UUID]:
-    pairs = [(e.payload.message_id, e.tenant_id) for e in events
-             if e.payload.message_id is not None]
+    pairs = [
+        (e.payload.message_id, e.tenant_id) for e in events if e.payload.message_id is not None
+    ]
     await check_tenants(conn, "messages", "message_id", pairs)
-    rows = await conn.fetch("SELECT message_id FROM ingest.messages WHERE message_id = ANY($1)",
-                            [p[0] for p in pairs])
+    rows = await conn.fetch(
+        "SELECT message_id FROM ingest.messages WHERE message_id = ANY($1)", [p[0] for p in pairs]
+    )
     return {row[0] for row in rows}
 
 
-async def edit_messages(conn: asyncpg.Connection, events: Sequence[MessageEdited]) -> None:
+async def edit_messages(conn: Connection, events: Sequence[MessageEdited]) -> None:
     # executemany runs in order, so two edits of one message in a batch become two versions.
     await conn.executemany(
         """WITH m AS (
@@ -197,13 +241,23 @@ async def edit_messages(conn: asyncpg.Connection, events: Sequence[MessageEdited
            INSERT INTO ingest.message_versions (message_id, version, tenant_id, content,
                content_type, edited_by, reason, event_id, created_at)
            SELECT message_id, version, tenant_id, content, content_type, $4, $5, $7, $6 FROM m""",
-        [(p.message_id, p.content, p.content_type.value if p.content_type else None,
-          p.edited_by, p.reason, e.occurred_at, e.event_id)
-         for e in events for p in (e.payload,)],
+        [
+            (
+                p.message_id,
+                p.content,
+                p.content_type.value if p.content_type else None,
+                p.edited_by,
+                p.reason,
+                e.occurred_at,
+                e.event_id,
+            )
+            for e in events
+            for p in (e.payload,)
+        ],
     )
 
 
-async def delete_messages(conn: asyncpg.Connection, events: Sequence[MessageDeleted]) -> None:
+async def delete_messages(conn: Connection, events: Sequence[MessageDeleted]) -> None:
     # Soft: the content and every version stay; the first delete is the one recorded.
     await conn.executemany(
         """UPDATE ingest.messages
@@ -211,33 +265,61 @@ async def delete_messages(conn: asyncpg.Connection, events: Sequence[MessageDele
                   deleted_by = coalesce(deleted_by, $3),
                   delete_reason = coalesce(delete_reason, $4)
             WHERE message_id = $1""",
-        [(e.payload.message_id, e.occurred_at, e.payload.deleted_by, e.payload.reason)
-         for e in events],
+        [
+            (e.payload.message_id, e.occurred_at, e.payload.deleted_by, e.payload.reason)
+            for e in events
+        ],
     )
 
 
-async def store_files(conn: asyncpg.Connection, events: Sequence[FileUploaded]) -> None:
-    await check_tenants(conn, "files", "file_id", [(e.payload.file_id, e.tenant_id) for e in events])
+async def store_files(conn: Connection, events: Sequence[FileUploaded]) -> None:
+    await check_tenants(
+        conn, "files", "file_id", [(e.payload.file_id, e.tenant_id) for e in events]
+    )
     await conn.executemany(
         """INSERT INTO ingest.files (file_id, tenant_id, conversation_id, uploaded_by, filename,
                mime_type, size_bytes, sha256, storage_uri, extracted_text, metadata, created_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
            ON CONFLICT (file_id) DO NOTHING""",
-        [(p.file_id, e.tenant_id, p.conversation_id, p.uploaded_by, p.filename, p.mime_type,
-          p.size_bytes, p.sha256, p.storage_uri, p.extracted_text, p.metadata, e.occurred_at)
-         for e in events for p in (e.payload,)],
+        [
+            (
+                p.file_id,
+                e.tenant_id,
+                p.conversation_id,
+                p.uploaded_by,
+                p.filename,
+                p.mime_type,
+                p.size_bytes,
+                p.sha256,
+                p.storage_uri,
+                p.extracted_text,
+                p.metadata,
+                e.occurred_at,
+            )
+            for e in events
+            for p in (e.payload,)
+        ],
     )
-    links = [(e.payload.message_id, e.payload.file_id, e.tenant_id)
-             for e in events if e.payload.message_id is not None]
+    links = [
+        (e.payload.message_id, e.payload.file_id, e.tenant_id)
+        for e in events
+        if e.payload.message_id is not None
+    ]
     if links:
         await conn.executemany(
             """INSERT INTO ingest.message_files (message_id, file_id, tenant_id)
-               VALUES ($1, $2, $3) ON CONFLICT DO NOTHING""", links)
+               VALUES ($1, $2, $3) ON CONFLICT DO NOTHING""",
+            links,
+        )
 
 
-async def start_sessions(conn: asyncpg.Connection, events: Sequence[SessionStarted]) -> None:
-    await check_tenants(conn, "conversation_sessions", "session_id",
-                        [(e.payload.session_id, e.tenant_id) for e in events])
+async def start_sessions(conn: Connection, events: Sequence[SessionStarted]) -> None:
+    await check_tenants(
+        conn,
+        "conversation_sessions",
+        "session_id",
+        [(e.payload.session_id, e.tenant_id) for e in events],
+    )
     await conn.executemany(
         """INSERT INTO ingest.conversation_sessions AS s (session_id, tenant_id, conversation_id,
                user_id, agent_id, started_at, metadata)
@@ -247,14 +329,29 @@ async def start_sessions(conn: asyncpg.Connection, events: Sequence[SessionStart
                user_id = coalesce(s.user_id, EXCLUDED.user_id),
                agent_id = coalesce(s.agent_id, EXCLUDED.agent_id),
                metadata = EXCLUDED.metadata || s.metadata""",
-        [(p.session_id, e.tenant_id, p.conversation_id, p.user_id, p.agent_id, e.occurred_at,
-          p.metadata) for e in events for p in (e.payload,)],
+        [
+            (
+                p.session_id,
+                e.tenant_id,
+                p.conversation_id,
+                p.user_id,
+                p.agent_id,
+                e.occurred_at,
+                p.metadata,
+            )
+            for e in events
+            for p in (e.payload,)
+        ],
     )
 
 
-async def end_sessions(conn: asyncpg.Connection, events: Sequence[SessionEnded]) -> None:
-    await check_tenants(conn, "conversation_sessions", "session_id",
-                        [(e.payload.session_id, e.tenant_id) for e in events])
+async def end_sessions(conn: Connection, events: Sequence[SessionEnded]) -> None:
+    await check_tenants(
+        conn,
+        "conversation_sessions",
+        "session_id",
+        [(e.payload.session_id, e.tenant_id) for e in events],
+    )
     await conn.executemany(
         """INSERT INTO ingest.conversation_sessions AS s (session_id, tenant_id, conversation_id,
                user_id, agent_id, status, ended_at, end_reason)
@@ -265,6 +362,17 @@ async def end_sessions(conn: asyncpg.Connection, events: Sequence[SessionEnded])
                end_reason = coalesce(s.end_reason, EXCLUDED.end_reason),
                user_id = coalesce(s.user_id, EXCLUDED.user_id),
                agent_id = coalesce(s.agent_id, EXCLUDED.agent_id)""",
-        [(p.session_id, e.tenant_id, p.conversation_id, p.user_id, p.agent_id, e.occurred_at,
-          p.reason) for e in events for p in (e.payload,)],
+        [
+            (
+                p.session_id,
+                e.tenant_id,
+                p.conversation_id,
+                p.user_id,
+                p.agent_id,
+                e.occurred_at,
+                p.reason,
+            )
+            for e in events
+            for p in (e.payload,)
+        ],
     )

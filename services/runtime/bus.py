@@ -19,7 +19,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import NotFoundError
 
 DAY_S = 86_400.0
 
@@ -44,10 +44,14 @@ class Stream:
         )
 
 
-CHAT = Stream("CHAT", ("chat.conversation.*", "chat.message.*", "chat.file.*", "chat.session.*"),
-              max_age_s=7 * DAY_S)
-MEMORY = Stream("MEMORY", ("memory.write", "memory.forget", "memory.consolidate"),
-                max_age_s=7 * DAY_S)
+CHAT = Stream(
+    "CHAT",
+    ("chat.conversation.*", "chat.message.*", "chat.file.*", "chat.session.*"),
+    max_age_s=7 * DAY_S,
+)
+MEMORY = Stream(
+    "MEMORY", ("memory.write", "memory.forget", "memory.consolidate"), max_age_s=7 * DAY_S
+)
 STATE = Stream("STATE", ("state.patch", "state.checkpoint", "state.restore"), max_age_s=7 * DAY_S)
 ENGRAM = Stream("ENGRAM", ("engram.>",), max_age_s=7 * DAY_S)
 DLQ = Stream("DLQ", ("dlq.>",), max_age_s=30 * DAY_S)
@@ -64,7 +68,6 @@ class ConsumerSpec:
     max_deliver: int
     ack_wait_s: float
     max_ack_pending: int
-    backoff_s: tuple[float, ...] = ()
 
     def config(self) -> ConsumerConfig:
         return ConsumerConfig(
@@ -75,9 +78,8 @@ class ConsumerSpec:
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.ack_wait_s,
             max_deliver=self.max_deliver,
-            # Applies to redeliveries after an ack timeout (a crashed worker); naks carry
-            # their own delay. JetStream wants fewer backoff steps than max_deliver.
-            backoff=list(self.backoff_s[: self.max_deliver - 1]) or None,
+            # No `backoff`: JetStream would use its steps as the ack wait of each delivery
+            # and redeliver batches still in flight. Retries nak with their own delay.
             max_ack_pending=self.max_ack_pending,
             filter_subjects=list(self.filter_subjects),
         )
@@ -95,11 +97,6 @@ async def ensure_streams(js: JetStreamContext, streams: tuple[Stream, ...] = STR
 
 
 async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
-    """Create the durable consumer, or update it in place when settings changed."""
-    try:
-        await js.add_consumer(spec.stream.name, spec.config())
-    except BadRequestError as err:
-        # 10148: exists with another config; JetStream allows updating most fields.
-        if err.err_code != 10148:
-            raise
-        await js.update_consumer(spec.stream.name, spec.config())
+    """Create the durable consumer, or update it in place when its settings changed
+    (JetStream's consumer create is create-or-update for an existing durable)."""
+    await js.add_consumer(spec.stream.name, spec.config())

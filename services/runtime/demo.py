@@ -10,14 +10,25 @@ from contracts.envelope import Envelope
 
 TURNS = [
     ("user", "Hi! I'm planning three days in Lisbon in March. Where should I stay?", 18),
-    ("assistant", "Alfama and Baixa are central and walkable; Príncipe Real is quieter. "
-     "Do you prefer nightlife or calm evenings?", 31),
+    (
+        "assistant",
+        "Alfama and Baixa are central and walkable; Príncipe Real is quieter. "
+        "Do you prefer nightlife or calm evenings?",
+        31,
+    ),
     ("user", "Calm evenings, and I love good coffee ☕ and bookshops.", 14),
-    ("assistant", "Then Príncipe Real: Livraria Bertrand is nearby (the oldest bookshop in "
-     "the world), and the miradouro at sunset is lovely.", 35),
+    (
+        "assistant",
+        "Then Príncipe Real: Livraria Bertrand is nearby (the oldest bookshop in "
+        "the world), and the miradouro at sunset is lovely.",
+        35,
+    ),
     ("user", "Great. Can you draft a day-by-day plan?", 10),
-    ("assistant", "Day 1: Alfama and the castle. Day 2: Belém, pastéis de nata. "
-     "Day 3: Sintra by train.", 29),
+    (
+        "assistant",
+        "Day 1: Alfama and the castle. Day 2: Belém, pastéis de nata. Day 3: Sintra by train.",
+        29,
+    ),
 ]
 
 
@@ -31,38 +42,99 @@ def demo_conversation(tenant: str = "demo", producer: str = "engram-demo") -> li
         return t0 + timedelta(minutes=minutes)
 
     events: list[Envelope] = [
-        chat.ConversationCreated(**base, occurred_at=at(0), payload=chat.ConversationCreatedPayload(
-            conversation_id=cid, title="Lisbon in March", user_id="u-ana", agent_id="travel-bot",
-            metadata={"channel": "web"})),
-        chat.SessionStarted(**base, occurred_at=at(0.1), payload=chat.SessionStartedPayload(
-            session_id=sid, conversation_id=cid, user_id="u-ana", agent_id="travel-bot")),
+        chat.ConversationCreated(
+            **base,
+            occurred_at=at(0),
+            payload=chat.ConversationCreatedPayload(
+                conversation_id=cid,
+                title="Lisbon in March",
+                user_id="u-ana",
+                agent_id="travel-bot",
+                metadata={"channel": "web"},
+            ),
+        ),
+        chat.SessionStarted(
+            **base,
+            occurred_at=at(0.1),
+            payload=chat.SessionStartedPayload(
+                session_id=sid, conversation_id=cid, user_id="u-ana", agent_id="travel-bot"
+            ),
+        ),
     ]
     ids = []
     for i, (role, text, tokens) in enumerate(TURNS):
         mid = uuid4()
         ids.append(mid)
-        sender = {"sender_user_id": "u-ana"} if role == "user" else {
-            "sender_agent_id": "travel-bot"}
-        events.append(chat.MessageCreated(
-            **base, occurred_at=at(1 + i), payload=chat.MessageCreatedPayload(
-                message_id=mid, conversation_id=cid, session_id=sid, role=chat.Role(role),
-                content=text, metadata=chat.MessageMetadata(
-                    tokens=tokens, model=None if role == "user" else "gpt-4.1"),
-                parent_message_id=ids[i - 1] if i else None, **sender)))
+        sender = (
+            {"sender_user_id": "u-ana"} if role == "user" else {"sender_agent_id": "travel-bot"}
+        )
+        events.append(
+            chat.MessageCreated(
+                **base,
+                occurred_at=at(1 + i),
+                payload=chat.MessageCreatedPayload(
+                    message_id=mid,
+                    conversation_id=cid,
+                    session_id=sid,
+                    role=chat.Role(role),
+                    content=text,
+                    metadata=chat.MessageMetadata(
+                        tokens=tokens, model=None if role == "user" else "gpt-4.1"
+                    ),
+                    parent_message_id=ids[i - 1] if i else None,
+                    **sender,
+                ),
+            )
+        )
     events += [
-        chat.MessageEdited(**base, occurred_at=at(3.5), payload=chat.MessageEditedPayload(
-            message_id=ids[2], content="Calm evenings, and I love specialty coffee ☕ and "
-            "old bookshops.", edited_by="u-ana", reason="more precise")),
-        chat.FileUploaded(**base, occurred_at=at(5.5), payload=chat.FileUploadedPayload(
-            file_id=uuid4(), conversation_id=cid, message_id=ids[4], uploaded_by="u-ana",
-            filename="flights.pdf", mime_type="application/pdf", size_bytes=48213,
-            extracted_text="TAP TP1351 LHR→LIS 12 March 08:40")),
-        chat.MessageDeleted(**base, occurred_at=at(7), payload=chat.MessageDeletedPayload(
-            message_id=ids[0], deleted_by="u-ana", reason="privacy")),
-        chat.ConversationUpdated(**base, occurred_at=at(8), payload=chat.ConversationUpdatedPayload(
-            conversation_id=cid, title="Lisbon: 3 days in March", metadata={"pinned": True})),
-        chat.SessionEnded(**base, occurred_at=at(9), payload=chat.SessionEndedPayload(
-            session_id=sid, conversation_id=cid, user_id="u-ana", agent_id="travel-bot",
-            reason="user left")),
+        chat.MessageEdited(
+            **base,
+            occurred_at=at(3.5),
+            payload=chat.MessageEditedPayload(
+                message_id=ids[2],
+                content="Calm evenings, and I love specialty coffee ☕ and old bookshops.",
+                edited_by="u-ana",
+                reason="more precise",
+            ),
+        ),
+        chat.FileUploaded(
+            **base,
+            occurred_at=at(5.5),
+            payload=chat.FileUploadedPayload(
+                file_id=uuid4(),
+                conversation_id=cid,
+                message_id=ids[4],
+                uploaded_by="u-ana",
+                filename="flights.pdf",
+                mime_type="application/pdf",
+                size_bytes=48213,
+                extracted_text="TAP TP1351 LHR→LIS 12 March 08:40",
+            ),
+        ),
+        chat.MessageDeleted(
+            **base,
+            occurred_at=at(7),
+            payload=chat.MessageDeletedPayload(
+                message_id=ids[0], deleted_by="u-ana", reason="privacy"
+            ),
+        ),
+        chat.ConversationUpdated(
+            **base,
+            occurred_at=at(8),
+            payload=chat.ConversationUpdatedPayload(
+                conversation_id=cid, title="Lisbon: 3 days in March", metadata={"pinned": True}
+            ),
+        ),
+        chat.SessionEnded(
+            **base,
+            occurred_at=at(9),
+            payload=chat.SessionEndedPayload(
+                session_id=sid,
+                conversation_id=cid,
+                user_id="u-ana",
+                agent_id="travel-bot",
+                reason="user left",
+            ),
+        ),
     ]
     return events

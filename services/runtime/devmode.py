@@ -53,39 +53,62 @@ async def publish_demo(nats_url: str, tenant: str = "demo") -> int:
 async def latest_messages(database_url: str, limit: int = 8) -> Table:
     table = Table(title="latest messages (ingest)", title_justify="left")
     for column in ("tenant", "conversation", "role", "v", "content", "state"):
-        table.add_column(column, overflow="ellipsis", no_wrap=True,
-                         max_width=60 if column == "content" else 24)
+        table.add_column(
+            column, overflow="ellipsis", no_wrap=True, max_width=60 if column == "content" else 24
+        )
     conn = await asyncpg.connect(database_url)
     try:
         rows = await conn.fetch(
             """SELECT m.tenant_id, coalesce(c.title, '(placeholder)') AS title, m.role, m.version,
                       m.content, m.deleted_at IS NOT NULL AS deleted
                  FROM ingest.messages m JOIN ingest.conversations c USING (conversation_id)
-                ORDER BY m.created_at DESC LIMIT $1""", limit)
+                ORDER BY m.created_at DESC LIMIT $1""",
+            limit,
+        )
     finally:
         await conn.close()
     for r in rows:
         state = "deleted" if r["deleted"] else ("edited" if r["version"] > 1 else "")
-        table.add_row(r["tenant_id"], r["title"], r["role"], str(r["version"]), r["content"],
-                      state)
+        table.add_row(r["tenant_id"], r["title"], r["role"], str(r["version"]), r["content"], state)
     return table
 
 
 def worker_table(workers: Sequence[tuple[str, Worker]]) -> Table:
     table = Table(title="workers (this process)", title_justify="left")
-    for column in ("service", "applied", "duplicates", "retried", "dead", "batches",
-                   "last batch", "last batch ms"):
+    for column in (
+        "service",
+        "applied",
+        "duplicates",
+        "retried",
+        "dead",
+        "batches",
+        "last batch",
+        "last batch ms",
+    ):
         table.add_column(column, justify="left" if column == "service" else "right")
     for name, worker in workers:
         s = worker.stats
-        table.add_row(name, str(s.applied), str(s.duplicates), str(s.retried), str(s.dead),
-                      str(s.batches), str(s.last_batch), f"{s.last_batch_ms:.1f}")
+        table.add_row(
+            name,
+            str(s.applied),
+            str(s.duplicates),
+            str(s.retried),
+            str(s.dead),
+            str(s.batches),
+            str(s.last_batch),
+            f"{s.last_batch_ms:.1f}",
+        )
     return table
 
 
 async def run_dev(
-    *, data_dir: Path, nats_url: str | None, database_url: str | None, services: Sequence[str],
-    demo: bool, refresh_s: float = 1.0,
+    *,
+    data_dir: Path,
+    nats_url: str | None,
+    database_url: str | None,
+    services: Sequence[str],
+    demo: bool,
+    refresh_s: float = 1.0,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -103,13 +126,16 @@ async def run_dev(
     assert nats_url and database_url
     console.print(f"  NATS_URL={nats_url}\n  DATABASE_URL={database_url}")
     try:
-        await migrate(database_url, progress=lambda svc, name, state: console.print(
-            f"  migrate {svc}: {name} [{'green' if state == 'applied' else 'dim'}]{state}[/]"))
+        await migrate(
+            database_url,
+            progress=lambda svc, name, state: console.print(
+                f"  migrate {svc}: {name} [{'green' if state == 'applied' else 'dim'}]{state}[/]"
+            ),
+        )
         async with AsyncExitStack() as workers_stack:
             workers: list[tuple[str, Worker]] = []
             for service in services:
-                app, worker = create_worker(service, nats_url=nats_url,
-                                            database_url=database_url)
+                app, worker = create_worker(service, nats_url=nats_url, database_url=database_url)
                 await workers_stack.enter_async_context(running(app))
                 workers.append((service, worker))
                 console.print(f"  [green]started[/] {service}")
@@ -120,8 +146,13 @@ async def run_dev(
             with Live(console=console, refresh_per_second=4) as live:
                 while not stop.is_set():
                     status = await collect(nats_url, database_url, exact=True)
-                    live.update(Group(worker_table(workers), *render(status),
-                                      await latest_messages(database_url)))
+                    live.update(
+                        Group(
+                            worker_table(workers),
+                            *render(status),
+                            await latest_messages(database_url),
+                        )
+                    )
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), refresh_s)
             console.print("stopping: draining workers...")

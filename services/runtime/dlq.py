@@ -42,12 +42,27 @@ class DeadLetters:
     async def send(self, msg: Msg, kind: DeadKind, reason: str) -> None:
         """Publish and wait for the stream's ack, so the caller may then terminate the original."""
         meta = msg.metadata
-        await self.send_raw(msg.subject, msg.data or b"", stream=meta.stream,
-                            sequence=meta.sequence.stream, deliveries=meta.num_delivered,
-                            kind=kind, reason=reason)
+        await self.send_raw(
+            msg.subject,
+            msg.data or b"",
+            stream=meta.stream,
+            sequence=meta.sequence.stream,
+            deliveries=meta.num_delivered,
+            kind=kind,
+            reason=reason,
+        )
 
-    async def send_raw(self, subject: str, data: bytes, *, stream: str, sequence: int,
-                       deliveries: int, kind: DeadKind, reason: str) -> None:
+    async def send_raw(
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        stream: str,
+        sequence: int,
+        deliveries: int,
+        kind: DeadKind,
+        reason: str,
+    ) -> None:
         headers = {
             HEADER_KIND: kind.value,
             # Header values are one line; the full reason stays readable.
@@ -79,8 +94,11 @@ async def watch_max_deliveries(
             info = json.loads(advisory.data)
             original = await js.get_msg(stream, info["stream_seq"])
             await dead_letters.send_raw(
-                original.subject or "", original.data or b"", stream=stream,
-                sequence=info["stream_seq"], deliveries=info.get("deliveries", 0),
+                original.subject or "",
+                original.data or b"",
+                stream=stream,
+                sequence=info["stream_seq"],
+                deliveries=info.get("deliveries", 0),
                 kind=DeadKind.exhausted,
                 reason="delivered max_deliver times without an ack (its worker died or "
                 "stalled on every delivery)",
@@ -90,5 +108,6 @@ async def watch_max_deliveries(
 
     return await nc.subscribe(
         f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{durable}",
-        queue=durable, cb=on_advisory,
+        queue=durable,
+        cb=on_advisory,
     )

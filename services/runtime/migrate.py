@@ -34,11 +34,7 @@ class ServiceSchema:
         return f"engram_{self.service}"
 
 
-SCHEMAS: dict[str, ServiceSchema] = {
-    s.service: s for s in (
-        ServiceSchema("ingest", "ingest"),
-    )
-}
+SCHEMAS: dict[str, ServiceSchema] = {s.service: s for s in (ServiceSchema("ingest", "ingest"),)}
 
 
 class MigrationError(RuntimeError):
@@ -113,7 +109,10 @@ async def _migrate_one(
         EXCEPTION WHEN duplicate_object THEN NULL;
         END $$;
     """)
-    done = dict(await conn.fetch(f"SELECT name, checksum FROM {schema}.schema_migrations"))
+    done: dict[str, str] = {
+        row["name"]: row["checksum"]
+        for row in await conn.fetch(f"SELECT name, checksum FROM {schema}.schema_migrations")
+    }
     applied: list[str] = []
     for migration in discover(target, root):
         if migration.name in done:
@@ -130,7 +129,8 @@ async def _migrate_one(
             await conn.execute(migration.sql)
             await conn.execute(
                 f"INSERT INTO {schema}.schema_migrations (name, checksum) VALUES ($1, $2)",
-                migration.name, migration.checksum,
+                migration.name,
+                migration.checksum,
             )
         applied.append(migration.name)
         if progress:

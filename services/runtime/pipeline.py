@@ -26,6 +26,7 @@ from nats.aio.msg import Msg
 from pydantic import TypeAdapter, ValidationError
 
 from contracts.envelope import Envelope
+from services.runtime.db import Connection
 from services.runtime.dlq import DeadKind, DeadLetters
 from services.runtime.errors import InvalidEvent, describe, is_transient, retry_delay
 from services.runtime.inbox import Inbox
@@ -37,7 +38,7 @@ E = TypeVar("E", bound=Envelope)
 Decoder = Callable[[str, bytes], E]
 # Applies new events inside the open transaction; returns {event_id: reason} for those it
 # could not apply yet. It must leave no effect of those (they are delivered again).
-ApplyBatch = Callable[[asyncpg.Connection, Sequence[E]], Awaitable[Mapping[UUID, str]]]
+ApplyBatch = Callable[[Connection, Sequence[E]], Awaitable[Mapping[UUID, str]]]
 
 
 def contract_decoder(adapter: TypeAdapter[E]) -> Decoder[E]:
@@ -162,8 +163,9 @@ class BatchProcessor(Generic[E]):
     async def _retry(self, msg: Msg, reason: str) -> None:
         deliveries = msg.metadata.num_delivered
         if deliveries >= self._policy.max_deliver:
-            await self._dead(msg, DeadKind.exhausted,
-                             f"gave up after {deliveries} deliveries: {reason}")
+            await self._dead(
+                msg, DeadKind.exhausted, f"gave up after {deliveries} deliveries: {reason}"
+            )
             return
         self.stats.retried += 1
         await msg.nak(delay=retry_delay(deliveries, self._policy.base_s, self._policy.max_s))

@@ -51,16 +51,15 @@ class Worker:
     consumers: list[PullConsumer] = field(default_factory=list)
     stats: Stats = field(default_factory=Stats)
 
-    def spec(self, consumes: Consumes) -> ConsumerSpec:
+    def spec_for(self, stream: Stream, subjects: tuple[str, ...]) -> ConsumerSpec:
         s = self.settings
         return ConsumerSpec(
-            stream=consumes.stream,
+            stream=stream,
             durable=s.service,
-            filter_subjects=consumes.subjects,
+            filter_subjects=subjects,
             max_deliver=s.max_deliver,
             ack_wait_s=s.ack_wait_s,
             max_ack_pending=s.max_ack_pending,
-            backoff_s=tuple(min(s.retry_base_s * 2**i, s.retry_max_s) for i in range(5)),
         )
 
 
@@ -68,14 +67,22 @@ def build_worker_app(
     settings: WorkerSettings, consumes: Sequence[Consumes], *, description: str
 ) -> tuple[FastStream, Worker]:
     service = settings.service
-    broker = NatsBroker(settings.nats_url, name=f"engram-{service}",
-                        max_reconnect_attempts=-1, graceful_timeout=settings.drain_timeout_s)
+    broker = NatsBroker(
+        settings.nats_url,
+        name=f"engram-{service}",
+        max_reconnect_attempts=-1,
+        graceful_timeout=settings.drain_timeout_s,
+    )
     worker = Worker(settings, consumes)
 
     @asynccontextmanager
     async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
-        pool = await create_pool(settings.database_url, role=settings.role(),
-                                 min_size=settings.pool_min, max_size=settings.pool_max)
+        pool = await create_pool(
+            settings.database_url,
+            role=settings.role(),
+            min_size=settings.pool_min,
+            max_size=settings.pool_max,
+        )
         context.set_global("pool", pool)
         context.set_global("worker", worker)
         try:
@@ -86,8 +93,12 @@ def build_worker_app(
     app = FastStream(
         broker,
         lifespan=lifespan,
-        specification=AsyncAPI(describe_consumers(service, consumes), title=f"engram {service}",
-                               version="1.0.0", description=description),
+        specification=AsyncAPI(
+            describe_consumers(service, consumes),
+            title=f"engram {service}",
+            version="1.0.0",
+            description=description,
+        ),
     )
 
     @app.after_startup
@@ -97,22 +108,39 @@ def build_worker_app(
         await ensure_streams(js)
         pool = context.get("pool")
         inbox = Inbox(SCHEMAS[service].schema)
-        policy = RetryPolicy(settings.max_deliver, settings.retry_base_s, settings.retry_max_s,
-                             keepalive_s=settings.ack_wait_s / 3)
+        policy = RetryPolicy(
+            settings.max_deliver,
+            settings.retry_base_s,
+            settings.retry_max_s,
+            keepalive_s=settings.ack_wait_s / 3,
+        )
         dead_letters = DeadLetters(js, service)
         for item in consumes:
             processor: BatchProcessor[Any] = BatchProcessor(
-                pool=pool, inbox=inbox, decode=item.decode, apply=item.apply,
-                dead_letters=dead_letters, policy=policy, stats=worker.stats,
+                pool=pool,
+                inbox=inbox,
+                decode=item.decode,
+                apply=item.apply,
+                dead_letters=dead_letters,
+                policy=policy,
+                stats=worker.stats,
             )
-            consumer = PullConsumer(worker.spec(item), processor, batch_size=settings.batch_size,
-                                    fetch_wait_s=settings.fetch_wait_s,
-                                    drain_timeout_s=settings.drain_timeout_s)
+            consumer = PullConsumer(
+                worker.spec_for(item.stream, item.subjects),
+                processor,
+                batch_size=settings.batch_size,
+                fetch_wait_s=settings.fetch_wait_s,
+                drain_timeout_s=settings.drain_timeout_s,
+            )
             await consumer.start(nc, dead_letters)
             worker.consumers.append(consumer)
-        log.info("%s consuming %s", service,
-                 ", ".join(f"{c.spec.stream.name}{list(c.spec.filter_subjects)}"
-                           for c in worker.consumers))
+        log.info(
+            "%s consuming %s",
+            service,
+            ", ".join(
+                f"{c.spec.stream.name}{list(c.spec.filter_subjects)}" for c in worker.consumers
+            ),
+        )
 
     @app.on_shutdown
     async def drain_consumers() -> None:

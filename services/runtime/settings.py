@@ -23,17 +23,25 @@ class WorkerSettings(BaseSettings):
     nats_url: str = Field(default=DEFAULT_NATS_URL, validation_alias="NATS_URL")
     database_url: str = Field(default=DEFAULT_DATABASE_URL, validation_alias="DATABASE_URL")
 
-    batch_size: int = Field(default=500, ge=1, le=10_000,
-                            description="Most messages pulled and committed in one transaction.")
-    fetch_wait_s: float = Field(default=5.0, gt=0,
-                                description="How long an idle pull request lingers.")
-    max_deliver: int = Field(default=10, ge=2,
-                             description="Deliveries before a message goes to the DLQ.")
-    ack_wait_s: float = Field(default=30.0, gt=0,
-                              description="Server redelivers an unacked message after this.")
+    batch_size: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="Most messages pulled and committed in one transaction.",
+    )
+    fetch_wait_s: float = Field(
+        default=5.0, gt=0, description="How long an idle pull request lingers."
+    )
+    max_deliver: int = Field(
+        default=10, ge=2, description="Deliveries before a message goes to the DLQ."
+    )
+    ack_wait_s: float = Field(
+        default=30.0, gt=0, description="Server redelivers an unacked message after this."
+    )
     max_ack_pending: int = Field(default=5_000, ge=1)
-    retry_base_s: float = Field(default=0.5, gt=0,
-                                description="First nak delay; doubles each delivery.")
+    retry_base_s: float = Field(
+        default=0.5, gt=0, description="First nak delay; doubles each delivery."
+    )
     retry_max_s: float = Field(default=30.0, gt=0, description="Largest nak delay.")
     pool_min: int = Field(default=1, ge=1)
     pool_max: int = Field(default=4, ge=1)
@@ -42,8 +50,9 @@ class WorkerSettings(BaseSettings):
         description="Role to SET on every connection (default engram_<service>); empty "
         "string to keep the login role.",
     )
-    drain_timeout_s: float = Field(default=20.0, gt=0,
-                                   description="How long shutdown waits for in-flight work.")
+    drain_timeout_s: float = Field(
+        default=20.0, gt=0, description="How long shutdown waits for in-flight work."
+    )
 
     def role(self) -> str | None:
         if self.db_role is None:

@@ -29,8 +29,9 @@ async def collect(nats_url: str, database_url: str, *, exact: bool = False) -> S
         js = nc.jetstream()
         for stream in STREAMS:
             try:
-                info = await js.stream_info(stream.name, subjects_filter="dlq.>" if stream is DLQ
-                                            else None)
+                info = await js.stream_info(
+                    stream.name, subjects_filter="dlq.>" if stream is DLQ else None
+                )
             except NotFoundError:
                 continue
             status.streams[stream.name] = info.state.messages
@@ -39,9 +40,15 @@ async def collect(nats_url: str, database_url: str, *, exact: bool = False) -> S
                     service = subject.split(".")[1]
                     status.dead[service] = status.dead.get(service, 0) + count
             for consumer in await js.consumers_info(stream.name):
-                status.consumers.append((stream.name, consumer.name, consumer.num_pending or 0,
-                                         consumer.num_ack_pending or 0,
-                                         consumer.num_redelivered or 0))
+                status.consumers.append(
+                    (
+                        stream.name,
+                        consumer.name,
+                        consumer.num_pending or 0,
+                        consumer.num_ack_pending or 0,
+                        consumer.num_redelivered or 0,
+                    )
+                )
     finally:
         await nc.close()
     conn = await asyncpg.connect(database_url, timeout=5)
@@ -54,8 +61,11 @@ async def collect(nats_url: str, database_url: str, *, exact: bool = False) -> S
         )
         for t in tables:
             name = f"{t['schemaname']}.{t['relname']}"
-            status.rows[name] = (await conn.fetchval(f'SELECT count(*) FROM "{t[0]}"."{t[1]}"')
-                                 if exact else t["n_live_tup"])
+            status.rows[name] = (
+                await conn.fetchval(f'SELECT count(*) FROM "{t[0]}"."{t[1]}"')
+                if exact
+                else t["n_live_tup"]
+            )
     finally:
         await conn.close()
     return status
@@ -66,8 +76,14 @@ def render(status: Status) -> list[Table]:
     for column in ("stream", "consumer", "pending", "in flight", "redelivered", "dead letters"):
         lag.add_column(column, justify="left" if column in ("stream", "consumer") else "right")
     for stream, name, pending, in_flight, redelivered in status.consumers:
-        lag.add_row(stream, name, str(pending), str(in_flight), str(redelivered),
-                    str(status.dead.get(name, 0)))
+        lag.add_row(
+            stream,
+            name,
+            str(pending),
+            str(in_flight),
+            str(redelivered),
+            str(status.dead.get(name, 0)),
+        )
     rows = Table(title="rows", title_justify="left")
     rows.add_column("table")
     rows.add_column("rows", justify="right")

@@ -47,12 +47,15 @@ SEED = 20261101
 ENGRAM = Path(sys.executable).parent / "engram"
 WORKER_ENV = {
     "INGEST_BATCH_SIZE": "200",  # small batches, so a kill lands mid-stream
-    # A killed worker's messages come back quickly. (Today the consumer's real ack wait is
-    # INGEST_RETRY_BASE_S, the first backoff step: see the xfail test at the end.)
+    # A killed worker's messages come back after 2 s: later than a restart takes, so the
+    # new worker first gets newer events (edits of messages it has not stored yet, sessions
+    # ending before their last messages) and the stream is really reordered. The retry
+    # base is 2 s too because today the consumer's real ack wait is the first backoff step,
+    # INGEST_RETRY_BASE_S (see the xfail test at the end).
     "INGEST_ACK_WAIT_S": "2",
-    "INGEST_FETCH_WAIT_S": "0.5",
-    "INGEST_RETRY_BASE_S": "0.2",
+    "INGEST_RETRY_BASE_S": "2",
     "INGEST_RETRY_MAX_S": "2",
+    "INGEST_FETCH_WAIT_S": "0.5",
     "INGEST_MAX_DELIVER": "20",
     "INGEST_DRAIN_TIMEOUT_S": "5",
 }
