@@ -2,7 +2,7 @@
 
 JetStream's and FastStream's defaults are not ours: every stream sets its storage,
 retention and duplicate window, and every consumer its ack policy, ack wait, max
-deliver, backoff and in-flight limit.
+deliver and in-flight limit.
 """
 
 from __future__ import annotations

@@ -34,7 +34,15 @@ class ServiceSchema:
         return f"engram_{self.service}"
 
 
-SCHEMAS: dict[str, ServiceSchema] = {s.service: s for s in (ServiceSchema("ingest", "ingest"),)}
+SCHEMAS: dict[str, ServiceSchema] = {
+    s.service: s
+    for s in (
+        ServiceSchema("ingest", "ingest"),
+        ServiceSchema("checkpointer", "checkpoint"),
+        # Append-only: the audit role may only add and read rows.
+        ServiceSchema("audit", "audit", privileges="SELECT, INSERT"),
+    )
+}
 
 
 class MigrationError(RuntimeError):

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -34,19 +34,33 @@ from services.runtime.telemetry import Stats
 
 log = logging.getLogger("engram.pipeline")
 
-E = TypeVar("E", bound=Envelope)
-Decoder = Callable[[str, bytes], E]
+class Event(Protocol):
+    """What the pipeline needs of a decoded message: an id for the inbox and its type."""
+
+    @property
+    def event_id(self) -> UUID: ...
+
+    @property
+    def type(self) -> str: ...
+
+
+E = TypeVar("E", bound=Event)
+EnvelopeT = TypeVar("EnvelopeT", bound=Envelope)
+# Reads one message (subject, bytes, headers, stream metadata) as an event; raises
+# InvalidEvent when it cannot.
+Decoder = Callable[[Msg], E]
 # Applies new events inside the open transaction; returns {event_id: reason} for those it
 # could not apply yet. It must leave no effect of those (they are delivered again).
 ApplyBatch = Callable[[Connection, Sequence[E]], Awaitable[Mapping[UUID, str]]]
 
 
-def contract_decoder(adapter: TypeAdapter[E]) -> Decoder[E]:
+def contract_decoder(adapter: TypeAdapter[EnvelopeT]) -> Decoder[EnvelopeT]:
     """Validate JSON bytes against a contract and check the subject matches the type."""
 
-    def decode(subject: str, data: bytes) -> E:
+    def decode(msg: Msg) -> EnvelopeT:
+        subject = msg.subject
         try:
-            event = adapter.validate_json(data)
+            event = adapter.validate_json(msg.data)
         except ValidationError as err:
             errors = "; ".join(
                 f"{_location(e['loc'], subject)}: {e['msg']}"
@@ -107,7 +121,7 @@ class BatchProcessor(Generic[E]):
             items: list[Item[E]] = []
             for msg in msgs:
                 try:
-                    items.append(Item(msg, self._decode(msg.subject, msg.data)))
+                    items.append(Item(msg, self._decode(msg)))
                 except InvalidEvent as err:
                     await self._dead(msg, DeadKind.invalid, str(err))
             if items:

@@ -9,8 +9,12 @@ from faststream import FastStream
 
 from services.runtime.service import Worker
 
+# Each module defines `Settings` (its settings class) and
+# `create_app(settings: Settings | None = None) -> tuple[FastStream, Worker]`.
 SERVICES: dict[str, str] = {
     "ingest": "services.ingest.app",
+    "checkpointer": "services.checkpointer.app",
+    "audit": "services.audit.app",
 }
 
 

@@ -22,9 +22,11 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -37,7 +39,8 @@ from contracts.envelope import Envelope
 from tests import factories as f
 from tests.conftest import Env
 
-pytestmark = [pytest.mark.connected, pytest.mark.slow]
+pytestmark = pytest.mark.connected
+T = TypeVar("T")
 
 N_EVENTS = 10_000
 # Fractions of the expected messages stored when each kill lands; 0.46 comes right after a
@@ -198,6 +201,15 @@ def chat_workload(n_events: int, seed: int) -> Workload:
 
 # --- the worker process --------------------------------------------------------------
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it if pytest itself dies without its finally."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class WorkerProcess:
     """`engram run ingest` as a child process; output appended to one log file."""
 
@@ -217,6 +229,7 @@ class WorkerProcess:
             self.proc = subprocess.Popen(  # noqa: S603 - our own console script
                 [str(ENGRAM), "run", "ingest"], env=self.env, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
 
     def kill(self) -> None:
@@ -237,8 +250,10 @@ class WorkerProcess:
         return text[-chars:]
 
 
-async def wait_for(probe, until, worker: WorkerProcess, timeout: float, what: str,
-                   interval: float = 0.02):  # type: ignore[no-untyped-def]
+async def wait_for(probe: Callable[[], Awaitable[T]], until: Callable[[T], bool],
+                   worker: WorkerProcess, timeout: float, what: str,
+                   interval: float = 0.02) -> T:
+    """Poll ``probe`` until ``until(value)``, failing fast if the worker died on its own."""
     deadline = time.monotonic() + timeout
     value = await probe()
     while not until(value):
@@ -252,6 +267,7 @@ async def wait_for(probe, until, worker: WorkerProcess, timeout: float, what: st
 
 # --- the test ------------------------------------------------------------------------
 
+@pytest.mark.slow
 async def test_kill_9_while_consuming_loses_and_duplicates_nothing(
     env: Env, nc: NatsClient, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
@@ -347,8 +363,8 @@ async def test_kill_9_while_consuming_loses_and_duplicates_nothing(
             != (expect.message_count, expect.total_tokens,
                 "ended" if expect.ended else "active", expect.conversation_id, True)
         }
-        assert not wrong, f"{len(wrong)} sessions with wrong counters, e.g. " \
-                          f"{next(iter(wrong.items()))}"
+        assert not wrong, (f"{len(wrong)} sessions with wrong counters, e.g. "
+                           f"{next(iter(wrong.items()))}")
         assert sum(r["message_count"] for r in sessions.values()) == n_messages
 
         # Quiet: nothing more arrives (no late duplicate), the worker is still alive.
@@ -359,7 +375,8 @@ async def test_kill_9_while_consuming_loses_and_duplicates_nothing(
         print(f"\npublished {N_EVENTS} events ({n_messages} messages, {len(w.edit_events)} "
               f"edits, {len(w.deleted)} deletes, {len(w.sessions)} sessions, "
               f"{len(w.conversations)} conversations) in {published_s:.1f}s; "
-              f"kills at {[seen for _, seen in kills]} stored messages; {redelivered} redeliveries; "
+              f"kills at {[seen for _, seen in kills]} stored messages; "
+              f"{redelivered} redeliveries; "
               f"all applied exactly once after {consumed_s:.1f}s")
     except BaseException:
         print(f"\n--- worker output ({worker.log_path}) ---\n{worker.log_tail()}")
