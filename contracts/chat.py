@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import Field, TypeAdapter
+from pydantic import AfterValidator, Field, TypeAdapter, model_validator
 
 from contracts.envelope import Contract, Envelope
 
@@ -18,6 +19,28 @@ CONVERSATION_EX = "6f1c3c1e-2b7a-4d8e-9a51-0e4f2a7b9c10"
 MESSAGE_EX = "9a3e7b52-1c4d-4f60-8b2a-3d5e6f708192"
 SESSION_EX = "51e5a0d4-7f3b-4c2a-9e18-6b7c8d9e0f12"
 FILE_EX = "c0ffee00-1d2e-4f3a-8b4c-5d6e7f809a1b"
+
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text and jsonb cannot hold U+0000: refuse it here, with the field's name,
+    # rather than fail later in the database.
+    if "\x00" in value:
+        raise ValueError("contains a NUL character (U+0000), which cannot be stored")
+    return value
+
+
+def _no_nul_json(value: dict[str, Any]) -> dict[str, Any]:
+    if "\\u0000" in json.dumps(value):
+        raise ValueError("contains a NUL character (U+0000), which cannot be stored")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(_no_nul_json)]
 
 
 class Role(StrEnum):
@@ -40,44 +63,49 @@ class MessageMetadata(Contract):
     model_config = Contract.model_config | {"extra": "allow"}
 
     tokens: int | None = Field(
-        default=None, ge=0, description="Token count of the content.", examples=[42]
+        default=None, ge=0, le=INT32_MAX, description="Token count of the content.", examples=[42]
     )
-    model: str | None = Field(
+    model: Text | None = Field(
         default=None, max_length=200, description="Model that wrote it.", examples=["gpt-4.1"]
     )
     latency_ms: float | None = Field(
         default=None, ge=0, description="Generation latency.", examples=[812.5]
     )
 
+    @model_validator(mode="after")
+    def _storable_extras(self) -> MessageMetadata:
+        _no_nul_json(self.model_extra or {})
+        return self
+
 
 class ConversationCreatedPayload(Contract):
     conversation_id: UUID = Field(description="Chosen by the producer.", examples=[CONVERSATION_EX])
-    title: str | None = Field(
+    title: Text | None = Field(
         default=None,
         max_length=MAX_TITLE_CHARS,
         examples=["Trip to Lisbon"],
         description="Human title of the conversation.",
     )
-    user_id: str | None = Field(
+    user_id: Text | None = Field(
         default=None, max_length=200, description="Owning user.", examples=["u-123"]
     )
-    agent_id: str | None = Field(
+    agent_id: Text | None = Field(
         default=None, max_length=200, description="Agent taking part.", examples=["travel-bot"]
     )
-    metadata: dict[str, Any] = Field(
+    metadata: JsonObject = Field(
         default_factory=dict, description="Free-form JSON object.", examples=[{"channel": "web"}]
     )
 
 
 class ConversationUpdatedPayload(Contract):
     conversation_id: UUID = Field(description="Conversation to change.", examples=[CONVERSATION_EX])
-    title: str | None = Field(
+    title: Text | None = Field(
         default=None,
         max_length=MAX_TITLE_CHARS,
         description="New title, if changed.",
         examples=["Lisbon, 3 days"],
     )
-    metadata: dict[str, Any] | None = Field(
+    metadata: JsonObject | None = Field(
         default=None, description="Keys merged into the metadata.", examples=[{"pinned": True}]
     )
 
@@ -86,7 +114,7 @@ class ConversationArchivedPayload(Contract):
     conversation_id: UUID = Field(
         description="Conversation to archive.", examples=[CONVERSATION_EX]
     )
-    archived_by: str | None = Field(
+    archived_by: Text | None = Field(
         default=None, max_length=200, examples=["u-123"], description="Who archived it."
     )
 
@@ -102,7 +130,7 @@ class MessageCreatedPayload(Contract):
         examples=[None],
     )
     role: Role = Field(description="Who speaks.", examples=["user"])
-    content: str = Field(
+    content: Text = Field(
         max_length=MAX_CONTENT_CHARS,
         description="The text (or serialized structured content).",
         examples=["Find me a hotel near the river."],
@@ -116,13 +144,13 @@ class MessageCreatedPayload(Contract):
     parent_message_id: UUID | None = Field(
         default=None, description="Message this one answers or branches from.", examples=[None]
     )
-    sender_user_id: str | None = Field(
+    sender_user_id: Text | None = Field(
         default=None,
         max_length=200,
         examples=["u-123"],
         description="Sending user, for user messages.",
     )
-    sender_agent_id: str | None = Field(
+    sender_agent_id: Text | None = Field(
         default=None,
         max_length=200,
         examples=["travel-bot"],
@@ -132,7 +160,7 @@ class MessageCreatedPayload(Contract):
 
 class MessageEditedPayload(Contract):
     message_id: UUID = Field(description="Message to edit.", examples=[MESSAGE_EX])
-    content: str = Field(
+    content: Text = Field(
         max_length=MAX_CONTENT_CHARS,
         description="The new content.",
         examples=["Find me a hotel near the old town."],
@@ -140,20 +168,20 @@ class MessageEditedPayload(Contract):
     content_type: ContentType | None = Field(
         default=None, description="New content type, if it changes.", examples=[None]
     )
-    edited_by: str = Field(
+    edited_by: Text = Field(
         min_length=1, max_length=200, description="Who edited.", examples=["u-123"]
     )
-    reason: str | None = Field(
+    reason: Text | None = Field(
         default=None, max_length=1000, examples=["typo"], description="Why it was edited."
     )
 
 
 class MessageDeletedPayload(Contract):
     message_id: UUID = Field(description="Message to delete (soft).", examples=[MESSAGE_EX])
-    deleted_by: str = Field(
+    deleted_by: Text = Field(
         min_length=1, max_length=200, examples=["u-123"], description="Who deleted it."
     )
-    reason: str | None = Field(
+    reason: Text | None = Field(
         default=None, max_length=1000, examples=["user request"], description="Why."
     )
 
@@ -166,33 +194,33 @@ class FileUploadedPayload(Contract):
     message_id: UUID | None = Field(
         default=None, examples=[MESSAGE_EX], description="Message it is attached to."
     )
-    uploaded_by: str | None = Field(
+    uploaded_by: Text | None = Field(
         default=None, max_length=200, examples=["u-123"], description="Uploader."
     )
-    filename: str = Field(
+    filename: Text = Field(
         min_length=1, max_length=1000, examples=["itinerary.pdf"], description="Original file name."
     )
-    mime_type: str = Field(max_length=200, examples=["application/pdf"], description="Media type.")
-    size_bytes: int = Field(ge=0, examples=[48213], description="Size of the file.")
-    sha256: str | None = Field(
+    mime_type: Text = Field(max_length=200, examples=["application/pdf"], description="Media type.")
+    size_bytes: int = Field(ge=0, le=INT64_MAX, examples=[48213], description="Size of the file.")
+    sha256: Text | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{64}$",
         examples=[None],
         description="Hex SHA-256 of the bytes.",
     )
-    storage_uri: str | None = Field(
+    storage_uri: Text | None = Field(
         default=None,
         max_length=2000,
         examples=["s3://bucket/itinerary.pdf"],
         description="Where the bytes live; engram stores no bytes.",
     )
-    extracted_text: str | None = Field(
+    extracted_text: Text | None = Field(
         default=None,
         max_length=MAX_CONTENT_CHARS,
         examples=["Day 1: Alfama..."],
         description="Text extracted upstream, for search.",
     )
-    metadata: dict[str, Any] = Field(
+    metadata: JsonObject = Field(
         default_factory=dict, examples=[{"pages": 3}], description="Free-form JSON object."
     )
 
@@ -202,13 +230,13 @@ class SessionStartedPayload(Contract):
     conversation_id: UUID = Field(
         description="Conversation of the session.", examples=[CONVERSATION_EX]
     )
-    user_id: str | None = Field(
+    user_id: Text | None = Field(
         default=None, max_length=200, examples=["u-123"], description="User in the session."
     )
-    agent_id: str | None = Field(
+    agent_id: Text | None = Field(
         default=None, max_length=200, examples=["travel-bot"], description="Agent in the session."
     )
-    metadata: dict[str, Any] = Field(
+    metadata: JsonObject = Field(
         default_factory=dict, examples=[{"client": "ios"}], description="Free-form JSON object."
     )
 
@@ -218,13 +246,13 @@ class SessionEndedPayload(Contract):
     conversation_id: UUID = Field(
         description="Conversation of the session.", examples=[CONVERSATION_EX]
     )
-    user_id: str | None = Field(
+    user_id: Text | None = Field(
         default=None, max_length=200, examples=["u-123"], description="User in the session."
     )
-    agent_id: str | None = Field(
+    agent_id: Text | None = Field(
         default=None, max_length=200, examples=["travel-bot"], description="Agent in the session."
     )
-    reason: str | None = Field(
+    reason: Text | None = Field(
         default=None, max_length=200, examples=["timeout"], description="Why it ended."
     )
 

@@ -85,7 +85,16 @@ async def env(servers: Servers) -> AsyncIterator[Env]:
                 await js.delete_stream(stream.name)
             except nats.js.errors.NotFoundError:
                 pass
-        await ensure_streams(js)
+        for attempt in range(5):
+            try:
+                await ensure_streams(js)
+                break
+            except nats.js.errors.APIError:
+                # Re-creating a just-deleted stream can race the server's cleanup of its
+                # storage directory (10049/10077): wait and try again.
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.2)
     finally:
         await nc.close()
     yield Env(servers.nats_url, servers.database_url(name), servers)

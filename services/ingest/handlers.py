@@ -7,8 +7,8 @@ from typing import Any
 from uuid import UUID
 
 from contracts.chat import ChatEvent
-from services.ingest import repo
-from services.ingest.logic import conversation_refs, missing_reason, runs
+from services.ingest import messages, repo
+from services.ingest.logic import conversation_refs, missing_reason, owned_ids, runs
 from services.runtime.db import Connection
 
 Store = Callable[[Connection, Sequence[Any]], Awaitable[None]]
@@ -17,15 +17,25 @@ STORE: dict[str, Store] = {
     "chat.conversation.created": repo.create_conversations,
     "chat.conversation.updated": repo.update_conversations,
     "chat.conversation.archived": repo.archive_conversations,
-    "chat.message.created": repo.create_messages,
-    "chat.message.edited": repo.edit_messages,
-    "chat.message.deleted": repo.delete_messages,
+    "chat.message.created": messages.create_messages,
+    "chat.message.edited": messages.edit_messages,
+    "chat.message.deleted": messages.delete_messages,
     "chat.file.uploaded": repo.store_files,
     "chat.session.started": repo.start_sessions,
     "chat.session.ended": repo.end_sessions,
 }
 # These need their message to exist; if it has not arrived yet they are retried later.
 NEEDS_MESSAGE = {"chat.message.edited", "chat.message.deleted", "chat.file.uploaded"}
+# The row each kind creates or upserts, checked against the tenant after the write
+# (messages check themselves, cheaper, inside create_messages).
+OWNS: dict[str, tuple[str, str]] = {
+    "chat.conversation.created": ("conversations", "conversation_id"),
+    "chat.conversation.updated": ("conversations", "conversation_id"),
+    "chat.conversation.archived": ("conversations", "conversation_id"),
+    "chat.file.uploaded": ("files", "file_id"),
+    "chat.session.started": ("conversation_sessions", "session_id"),
+    "chat.session.ended": ("conversation_sessions", "session_id"),
+}
 # These create their conversation themselves (with the producer's fields).
 OWNS_CONVERSATION = {
     "chat.conversation.created",
@@ -39,7 +49,7 @@ async def apply_chat_events(conn: Connection, events: Sequence[ChatEvent]) -> Ma
     for kind, run in runs(events):
         ready = run
         if kind in NEEDS_MESSAGE:
-            present = await repo.existing_messages(conn, run)  # type: ignore[arg-type]
+            present = await messages.existing_messages(conn, run)  # type: ignore[arg-type]
             for event in run:
                 message_id = event.payload.message_id  # type: ignore[union-attr]
                 if message_id is not None and message_id not in present:
@@ -50,4 +60,7 @@ async def apply_chat_events(conn: Connection, events: Sequence[ChatEvent]) -> Ma
         if kind not in OWNS_CONVERSATION:
             await repo.ensure_conversations(conn, conversation_refs(ready))
         await STORE[kind](conn, ready)
+        if kind in OWNS:
+            table, column = OWNS[kind]
+            await repo.check_tenants(conn, table, column, owned_ids(ready, column))
     return retry

@@ -75,8 +75,10 @@ def conversation_refs(events: Sequence[Envelope]) -> list[tuple[Any, str, Any]]:
     return refs
 
 
+def owned_ids(events: Sequence[Envelope], column: str) -> list[tuple[Any, str]]:
+    """(id, tenant_id) of the row each event writes, by the payload field naming it."""
+    return [(getattr(e.payload, column), e.tenant_id) for e in events]
+
+
 def missing_reason(kind: str, message_id: object) -> str:
-    return (
-        f"message {message_id} is not stored yet ({kind} arrived before "
-        "chat.message.created); retrying"
-    )
+    return f"message {message_id} is not stored yet ({kind} arrived before chat.message.created)"

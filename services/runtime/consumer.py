@@ -21,7 +21,7 @@ from nats.js import JetStreamContext
 from services.runtime.bus import ConsumerSpec, ensure_consumer
 from services.runtime.dlq import DeadLetters, watch_max_deliveries
 from services.runtime.errors import describe
-from services.runtime.pipeline import BatchProcessor
+from services.runtime.pipeline import BatchProcessor, Prepared
 
 log = logging.getLogger("engram.consumer")
 
@@ -45,6 +45,7 @@ class PullConsumer:
         self._task: asyncio.Task[None] | None = None
         self._fetch: asyncio.Future[list[Msg]] | None = None
         self._stopping = False
+        self._failures = 0
         self._advisories: Any = None
 
     async def start(self, nc: NatsClient, dead_letters: DeadLetters) -> None:
@@ -59,33 +60,52 @@ class PullConsumer:
         )
 
     async def _run(self) -> None:
+        # Two stages: while batch N's transaction is in flight (the database works), batch
+        # N+1 is fetched and decoded (Python works). Transactions still run one at a time,
+        # in stream order.
+        in_flight: asyncio.Task[None] | None = None
+        try:
+            while not self._stopping:
+                msgs = await self._next_batch()
+                if not msgs:
+                    continue
+                batch = await self.processor.prepare(msgs)
+                if in_flight is not None:
+                    await in_flight
+                in_flight = asyncio.create_task(self._commit(batch))
+        finally:
+            if in_flight is not None:
+                await in_flight
+
+    async def _next_batch(self) -> list[Msg]:
         assert self._sub is not None
-        failures = 0
-        while not self._stopping:
-            self._fetch = asyncio.ensure_future(
-                self._sub.fetch(self._batch_size, timeout=self._fetch_wait_s)
-            )
-            try:
-                msgs = await self._fetch
-            except asyncio.CancelledError:
-                if self._stopping:
-                    break
-                raise
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            except Exception as exc:  # connection trouble: back off, nats-py reconnects
-                failures += 1
-                log.warning("fetch failed on %s: %s", self.spec.stream.name, describe(exc))
-                await asyncio.sleep(min(0.2 * 2**failures, 5.0))
-                continue
-            failures = 0
-            try:
-                await self.processor.process(msgs)
-            except Exception:  # a bug must not kill the worker; the messages come back
-                log.exception("batch failed on %s; returning it", self.spec.stream.name)
-                for msg in msgs:
-                    with contextlib.suppress(Exception):
-                        await msg.nak(delay=5.0)
+        self._fetch = asyncio.ensure_future(
+            self._sub.fetch(self._batch_size, timeout=self._fetch_wait_s)
+        )
+        try:
+            msgs = await self._fetch
+        except asyncio.CancelledError:
+            if self._stopping:
+                return []
+            raise
+        except (TimeoutError, nats.errors.TimeoutError):
+            return []
+        except Exception as exc:  # connection trouble: back off, nats-py reconnects
+            self._failures += 1
+            log.warning("fetch failed on %s: %s", self.spec.stream.name, describe(exc))
+            await asyncio.sleep(min(0.2 * 2**self._failures, 5.0))
+            return []
+        self._failures = 0
+        return msgs
+
+    async def _commit(self, batch: Prepared[Any]) -> None:
+        try:
+            await self.processor.commit(batch)
+        except Exception:  # a bug must not kill the worker; the messages come back
+            log.exception("batch failed on %s; returning it", self.spec.stream.name)
+            for msg in batch.msgs:
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=5.0)
 
     async def stop(self) -> None:
         """Stop pulling; the batch in flight finishes and is acked (or returned)."""

@@ -38,6 +38,7 @@ SCHEMAS: dict[str, ServiceSchema] = {
     s.service: s
     for s in (
         ServiceSchema("ingest", "ingest"),
+        ServiceSchema("embedder", "embedder"),
         ServiceSchema("checkpointer", "checkpoint"),
         # Append-only: the audit role may only add and read rows.
         ServiceSchema("audit", "audit", privileges="SELECT, INSERT"),

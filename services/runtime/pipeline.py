@@ -34,6 +34,7 @@ from services.runtime.telemetry import Stats
 
 log = logging.getLogger("engram.pipeline")
 
+
 class Event(Protocol):
     """What the pipeline needs of a decoded message: an id for the inbox and its type."""
 
@@ -86,6 +87,16 @@ class Item(Generic[E]):
     event: E
 
 
+@dataclass
+class Prepared(Generic[E]):
+    """A decoded batch waiting for its transaction."""
+
+    msgs: Sequence[Msg]
+    items: list[Item[E]]
+    started: float
+    keepalive: asyncio.Task[None]
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_deliver: int
@@ -115,22 +126,30 @@ class BatchProcessor(Generic[E]):
         self.stats = stats
 
     async def process(self, msgs: Sequence[Msg]) -> None:
-        started = time.perf_counter()
-        keepalive = asyncio.create_task(self._keep_alive(msgs))
+        await self.commit(await self.prepare(msgs))
+
+    async def prepare(self, msgs: Sequence[Msg]) -> Prepared[E]:
+        """Decode and dead-letter what is invalid. Needs no database, so the consumer runs
+        it for the next batch while the previous batch's transaction is in flight."""
+        batch: Prepared[E] = Prepared(
+            msgs, [], time.perf_counter(), asyncio.create_task(self._keep_alive(msgs))
+        )
+        for msg in msgs:
+            try:
+                batch.items.append(Item(msg, self._decode(msg)))
+            except InvalidEvent as err:
+                await self._dead(msg, DeadKind.invalid, str(err))
+        return batch
+
+    async def commit(self, batch: Prepared[E]) -> None:
         try:
-            items: list[Item[E]] = []
-            for msg in msgs:
-                try:
-                    items.append(Item(msg, self._decode(msg)))
-                except InvalidEvent as err:
-                    await self._dead(msg, DeadKind.invalid, str(err))
-            if items:
-                await self._commit(items)
+            if batch.items:
+                await self._commit(batch.items)
         finally:
-            keepalive.cancel()
+            batch.keepalive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await keepalive
-        self.stats.batch_done(len(msgs), time.perf_counter() - started)
+                await batch.keepalive
+        self.stats.batch_done(len(batch.msgs), time.perf_counter() - batch.started)
 
     async def _commit(self, items: Sequence[Item[E]]) -> None:
         try:

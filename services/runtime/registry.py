@@ -13,6 +13,7 @@ from services.runtime.service import Worker
 # `create_app(settings: Settings | None = None) -> tuple[FastStream, Worker]`.
 SERVICES: dict[str, str] = {
     "ingest": "services.ingest.app",
+    "embedder": "services.embedder.app",
     "checkpointer": "services.checkpointer.app",
     "audit": "services.audit.app",
 }

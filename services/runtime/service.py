@@ -82,6 +82,7 @@ def build_worker_app(
             role=settings.role(),
             min_size=settings.pool_min,
             max_size=settings.pool_max,
+            vectors=settings.uses_vectors,
         )
         context.set_global("pool", pool)
         context.set_global("worker", worker)

@@ -17,6 +17,8 @@ class WorkerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ENGRAM_", extra="ignore", populate_by_name=True)
     service: ClassVar[str] = "runtime"
+    # Services that read or write pgvector columns register its codecs on each connection.
+    uses_vectors: ClassVar[bool] = False
 
     # Unprefixed on purpose: one worker pod, one NATS_URL and one DATABASE_URL (which can
     # carry the service's own login role), the same names the CLI and compose file use.

@@ -32,9 +32,15 @@ def at(minutes: float) -> datetime:
 
 
 async def drained(nc: NatsClient) -> bool:
-    """Everything published to CHAT was handled: nothing pending, nothing awaiting an ack."""
-    info = await nc.jetstream().consumer_info("CHAT", "ingest")
-    return info.num_pending == 0 and info.num_ack_pending == 0
+    """Every message stored in CHAT was acked or terminated by the ingest consumer.
+
+    Compares the ack floor with the stream's last sequence: right after a publish the
+    consumer's pending counters may not have caught up yet.
+    """
+    js = nc.jetstream()
+    last = (await js.stream_info("CHAT")).state.last_seq
+    info = await js.consumer_info("CHAT", "ingest")
+    return info.ack_floor.stream_seq >= last and info.num_ack_pending == 0
 
 
 async def wait_drained(nc: NatsClient) -> None:
@@ -55,12 +61,14 @@ async def message_row(db: asyncpg.Connection, mid: UUID) -> asyncpg.Record | Non
 
 async def session_row(db: asyncpg.Connection, sid: UUID) -> asyncpg.Record | None:
     return await db.fetchrow(
-        "SELECT * FROM ingest.conversation_sessions WHERE session_id = $1", sid)
+        "SELECT * FROM ingest.conversation_sessions WHERE session_id = $1", sid
+    )
 
 
 async def versions(db: asyncpg.Connection, mid: UUID) -> list[asyncpg.Record]:
     return await db.fetch(
-        "SELECT * FROM ingest.message_versions WHERE message_id = $1 ORDER BY version", mid)
+        "SELECT * FROM ingest.message_versions WHERE message_id = $1 ORDER BY version", mid
+    )
 
 
 async def retried(worker: Worker) -> int:
@@ -79,9 +87,18 @@ async def test_conversation_created_stores_every_field(
 ) -> None:
     cid = uuid4()
     when = datetime(2026, 11, 1, 14, 30, tzinfo=timezone(timedelta(hours=5, minutes=30)))
-    await publish(nc, f.conversation(cid, tenant="acme", at=when, title="Trip to Lisbon",
-                                     user_id="u-123", agent_id="travel-bot",
-                                     metadata={"channel": "web", "n": [1, 2]}))
+    await publish(
+        nc,
+        f.conversation(
+            cid,
+            tenant="acme",
+            at=when,
+            title="Trip to Lisbon",
+            user_id="u-123",
+            agent_id="travel-bot",
+            metadata={"channel": "web", "n": [1, 2]},
+        ),
+    )
     row = await eventually(lambda: conversation_row(db, cid))
     assert row["tenant_id"] == "acme"
     assert row["title"] == "Trip to Lisbon"
@@ -108,8 +125,17 @@ async def test_update_before_created_makes_a_placeholder_that_created_fills(
     assert row["created_at"] == at(5)
     assert row["source_updated_at"] == at(5)
 
-    await publish(nc, f.conversation(cid, at=T0, title="Trip", user_id="u-1", agent_id="bot",
-                                     metadata={"channel": "web", "pinned": False}))
+    await publish(
+        nc,
+        f.conversation(
+            cid,
+            at=T0,
+            title="Trip",
+            user_id="u-1",
+            agent_id="bot",
+            metadata={"channel": "web", "pinned": False},
+        ),
+    )
     row = await eventually(lambda: conversation_row(db, cid), lambda r: not r["is_placeholder"])
     assert row["title"] == "Trip"
     assert row["user_id"] == "u-1"
@@ -141,8 +167,7 @@ async def test_older_update_arriving_late_does_not_overwrite_a_newer_one(
         nc,
         f.conversation(cid, at=T0, title="A", metadata={"channel": "web"}),
         f.conversation_update(cid, at=at(10), title="C", metadata={"pinned": True}),
-        f.conversation_update(cid, at=at(5), title="B",
-                              metadata={"pinned": False, "color": "red"}),
+        f.conversation_update(cid, at=at(5), title="B", metadata={"pinned": False, "color": "red"}),
     )
     await wait_drained(nc)
     row = await conversation_row(db, cid)
@@ -162,9 +187,12 @@ async def test_archive_records_the_first_archival(
     ingest: Worker, nc: NatsClient, db: asyncpg.Connection
 ) -> None:
     cid = uuid4()
-    await publish(nc, f.conversation(cid, title="Trip"),
-                  f.conversation_archive(cid, at=at(10), archived_by="u-1"),
-                  f.conversation_archive(cid, at=at(30), archived_by="admin"))
+    await publish(
+        nc,
+        f.conversation(cid, title="Trip"),
+        f.conversation_archive(cid, at=at(10), archived_by="u-1"),
+        f.conversation_archive(cid, at=at(30), archived_by="admin"),
+    )
     await wait_drained(nc)
     row = await conversation_row(db, cid)
     assert row is not None
@@ -202,11 +230,17 @@ async def test_message_created_stores_every_field_and_version_one(
     ingest: Worker, nc: NatsClient, db: asyncpg.Connection
 ) -> None:
     cid, mid, parent = uuid4(), uuid4(), uuid4()
-    event = f.message(cid, mid, content='{"answer": 42}', at=at(1), role="assistant",
-                      content_type="structured", parent_message_id=parent,
-                      sender_agent_id="travel-bot",
-                      metadata={"tokens": 12, "model": "gpt-4.1", "latency_ms": 812.5,
-                                "trace": "abc"})
+    event = f.message(
+        cid,
+        mid,
+        content='{"answer": 42}',
+        at=at(1),
+        role="assistant",
+        content_type="structured",
+        parent_message_id=parent,
+        sender_agent_id="travel-bot",
+        metadata={"tokens": 12, "model": "gpt-4.1", "latency_ms": 812.5, "trace": "abc"},
+    )
     await publish(nc, f.conversation(cid), event)
     row = await eventually(lambda: message_row(db, mid))
     assert row["tenant_id"] == "acme"
@@ -219,8 +253,12 @@ async def test_message_created_stores_every_field_and_version_one(
     assert row["sender_user_id"] is None
     assert row["tokens"] == 12
     assert row["model"] == "gpt-4.1"
-    assert json.loads(row["metadata"]) == {"tokens": 12, "model": "gpt-4.1",
-                                           "latency_ms": 812.5, "trace": "abc"}
+    assert json.loads(row["metadata"]) == {
+        "tokens": 12,
+        "model": "gpt-4.1",
+        "latency_ms": 812.5,
+        "trace": "abc",
+    }
     assert row["version"] == 1
     assert row["created_at"] == at(1)
     assert row["edited_at"] is None
@@ -228,8 +266,7 @@ async def test_message_created_stores_every_field_and_version_one(
     assert row["session_id"] is None
 
     [v1] = await versions(db, mid)
-    assert (v1["version"], v1["content"], v1["content_type"]) == (1, '{"answer": 42}',
-                                                                    "structured")
+    assert (v1["version"], v1["content"], v1["content_type"]) == (1, '{"answer": 42}', "structured")
     assert (v1["edited_by"], v1["reason"]) == (None, None)
     assert v1["event_id"] == event.event_id
     assert v1["tenant_id"] == "acme"
@@ -245,10 +282,16 @@ async def test_edits_keep_every_version_with_editor_and_reason(
 ) -> None:
     cid, mid = uuid4(), uuid4()
     first = f.edit(mid, "hotel near the old town", at=at(2), edited_by="u-1", reason="typo")
-    second = f.edit(mid, "<b>old town</b>", at=at(3), edited_by="moderator",
-                    content_type="multimodal")
-    await publish(nc, f.conversation(cid), f.message(cid, mid, content="hotel near the river",
-                                                     at=at(1)), first, second)
+    second = f.edit(
+        mid, "<b>old town</b>", at=at(3), edited_by="moderator", content_type="multimodal"
+    )
+    await publish(
+        nc,
+        f.conversation(cid),
+        f.message(cid, mid, content="hotel near the river", at=at(1)),
+        first,
+        second,
+    )
     row = await eventually(lambda: message_row(db, mid), lambda r: r and r["version"] == 3)
     assert row["content"] == "<b>old town</b>"
     assert row["content_type"] == "multimodal"
@@ -256,8 +299,9 @@ async def test_edits_keep_every_version_with_editor_and_reason(
     assert row["created_at"] == at(1)
 
     rows = await versions(db, mid)
-    assert [(v["version"], v["content"], v["content_type"], v["edited_by"], v["reason"])
-            for v in rows] == [
+    assert [
+        (v["version"], v["content"], v["content_type"], v["edited_by"], v["reason"]) for v in rows
+    ] == [
         (1, "hotel near the river", "text", None, None),
         (2, "hotel near the old town", "text", "u-1", "typo"),
         (3, "<b>old town</b>", "multimodal", "moderator", None),
@@ -271,10 +315,14 @@ async def test_delete_is_soft_and_the_first_delete_is_recorded(
     ingest: Worker, nc: NatsClient, db: asyncpg.Connection
 ) -> None:
     cid, mid = uuid4(), uuid4()
-    await publish(nc, f.conversation(cid), f.message(cid, mid, content="secret", at=at(1)),
-                  f.edit(mid, "less secret", at=at(2)),
-                  f.delete(mid, at=at(4), deleted_by="moderator", reason="spam"),
-                  f.delete(mid, at=at(9), deleted_by="u-1", reason="again"))
+    await publish(
+        nc,
+        f.conversation(cid),
+        f.message(cid, mid, content="secret", at=at(1)),
+        f.edit(mid, "less secret", at=at(2)),
+        f.delete(mid, at=at(4), deleted_by="moderator", reason="spam"),
+        f.delete(mid, at=at(9), deleted_by="u-1", reason="again"),
+    )
     await wait_drained(nc)
     row = await message_row(db, mid)
     assert row is not None
@@ -294,14 +342,28 @@ async def test_file_uploaded_with_a_message_is_linked(
 ) -> None:
     cid, mid, fid = uuid4(), uuid4(), uuid4()
     digest = "ab" * 32
-    await publish(nc, f.conversation(cid), f.message(cid, mid),
-                  f.file(fid, at=at(3), conversation_id=cid, message_id=mid, uploaded_by="u-1",
-                         filename="itinerary.pdf", mime_type="application/pdf",
-                         size_bytes=5_000_000_000, sha256=digest,
-                         storage_uri="s3://bucket/itinerary.pdf",
-                         extracted_text="Day 1: Alfama", metadata={"pages": 3}))
-    row = await eventually(lambda: db.fetchrow(
-        "SELECT * FROM ingest.files WHERE file_id = $1", fid))
+    await publish(
+        nc,
+        f.conversation(cid),
+        f.message(cid, mid),
+        f.file(
+            fid,
+            at=at(3),
+            conversation_id=cid,
+            message_id=mid,
+            uploaded_by="u-1",
+            filename="itinerary.pdf",
+            mime_type="application/pdf",
+            size_bytes=5_000_000_000,
+            sha256=digest,
+            storage_uri="s3://bucket/itinerary.pdf",
+            extracted_text="Day 1: Alfama",
+            metadata={"pages": 3},
+        ),
+    )
+    row = await eventually(
+        lambda: db.fetchrow("SELECT * FROM ingest.files WHERE file_id = $1", fid)
+    )
     assert row["tenant_id"] == "acme"
     assert row["conversation_id"] == cid
     assert row["uploaded_by"] == "u-1"
@@ -321,9 +383,11 @@ async def test_file_uploaded_without_a_message(
     ingest: Worker, nc: NatsClient, db: asyncpg.Connection
 ) -> None:
     lone, shared, cid = uuid4(), uuid4(), uuid4()
-    await publish(nc, f.file(lone, filename="notes.txt", mime_type="text/plain", size_bytes=0),
-                  f.file(shared, at=at(3), conversation_id=cid, filename="map.png",
-                         mime_type="image/png"))
+    await publish(
+        nc,
+        f.file(lone, filename="notes.txt", mime_type="text/plain", size_bytes=0),
+        f.file(shared, at=at(3), conversation_id=cid, filename="map.png", mime_type="image/png"),
+    )
     await wait_drained(nc)
     rows = {r["file_id"]: r for r in await db.fetch("SELECT * FROM ingest.files")}
     assert set(rows) == {lone, shared}
@@ -348,9 +412,11 @@ async def test_session_counters_from_named_and_active_sessions(
     m_active, m_named, m_no_tokens, m_after = uuid4(), uuid4(), uuid4(), uuid4()
     await publish(
         nc,
-        f.conversation(cid), f.conversation(other_cid),
-        f.session_start(sid, cid, at=at(1), user_id="u-1", agent_id="bot",
-                        metadata={"client": "ios"}),
+        f.conversation(cid),
+        f.conversation(other_cid),
+        f.session_start(
+            sid, cid, at=at(1), user_id="u-1", agent_id="bot", metadata={"client": "ios"}
+        ),
         f.session_start(other_sid, other_cid, at=at(1)),
         f.message(cid, m_active, at=at(2), metadata={"tokens": 10}),  # falls back to sid
         f.message(cid, m_named, at=at(3), session_id=sid, metadata={"tokens": 5}),
@@ -375,8 +441,11 @@ async def test_session_counters_from_named_and_active_sessions(
     assert other is not None
     assert (other["message_count"], other["total_tokens"], other["status"]) == (0, 0, "active")
 
-    owners = dict(await db.fetch(
-        "SELECT message_id, session_id FROM ingest.messages WHERE conversation_id = $1", cid))
+    owners = dict(
+        await db.fetch(
+            "SELECT message_id, session_id FROM ingest.messages WHERE conversation_id = $1", cid
+        )
+    )
     assert owners == {m_active: sid, m_named: sid, m_no_tokens: sid, m_after: None}
 
 
@@ -384,18 +453,23 @@ async def test_message_naming_a_session_before_it_started(
     ingest: Worker, nc: NatsClient, db: asyncpg.Connection
 ) -> None:
     cid, sid, mid = uuid4(), uuid4(), uuid4()
-    await publish(nc, f.conversation(cid),
-                  f.message(cid, mid, at=at(2), session_id=sid, metadata={"tokens": 7}))
+    await publish(
+        nc,
+        f.conversation(cid),
+        f.message(cid, mid, at=at(2), session_id=sid, metadata={"tokens": 7}),
+    )
     session = await eventually(lambda: session_row(db, sid))
     assert session["started_at"] is None
     assert session["status"] == "active"
     assert (session["message_count"], session["total_tokens"]) == (1, 7)
     assert session["conversation_id"] == cid
 
-    await publish(nc, f.session_start(sid, cid, at=at(1), user_id="u-1"),
-                  f.message(cid, at=at(3), metadata={"tokens": 3}))  # falls back to sid
-    session = await eventually(lambda: session_row(db, sid),
-                               lambda s: s["message_count"] == 2)
+    await publish(
+        nc,
+        f.session_start(sid, cid, at=at(1), user_id="u-1"),
+        f.message(cid, at=at(3), metadata={"tokens": 3}),
+    )  # falls back to sid
+    session = await eventually(lambda: session_row(db, sid), lambda s: s["message_count"] == 2)
     assert session["started_at"] == at(1)
     assert session["user_id"] == "u-1"
     assert session["total_tokens"] == 10
@@ -415,8 +489,9 @@ async def test_session_ended_before_it_started(
     assert conv is not None
     assert conv["is_placeholder"] is True
 
-    await publish(nc, f.session_start(sid, cid, at=at(1), user_id="u-1",
-                                      metadata={"client": "web"}))
+    await publish(
+        nc, f.session_start(sid, cid, at=at(1), user_id="u-1", metadata={"client": "web"})
+    )
     session = await eventually(lambda: session_row(db, sid), lambda s: s["started_at"])
     assert session["started_at"] == at(1)
     assert session["status"] == "ended"  # the start does not reopen it
@@ -446,8 +521,12 @@ async def test_same_event_stored_twice_by_jetstream_is_applied_once(
         await publish_raw(nc, event.type, data, msg_id=f"first-{event.event_id}")
         await publish_raw(nc, event.type, data, msg_id=f"second-{event.event_id}")
     # A third copy with a repeated msg id is dropped by JetStream itself.
-    await publish_raw(nc, events[2].type, events[2].model_dump_json().encode(),
-                      msg_id=f"first-{events[2].event_id}")
+    await publish_raw(
+        nc,
+        events[2].type,
+        events[2].model_dump_json().encode(),
+        msg_id=f"first-{events[2].event_id}",
+    )
     assert (await nc.jetstream().stream_info("CHAT")).state.messages == 2 * len(events)
 
     await wait_drained(nc)
@@ -472,14 +551,16 @@ async def test_duplicates_within_one_batch_are_applied_once(
     cid, sid, mid = uuid4(), uuid4(), uuid4()
     created = f.message(cid, mid, at=at(2), session_id=sid, metadata={"tokens": 4})
     edited = f.edit(mid, "v2", at=at(3))
-    same_message_new_event = f.message(cid, mid, content="other", at=at(2), session_id=sid,
-                                       metadata={"tokens": 40})
+    same_message_new_event = f.message(
+        cid, mid, content="other", at=at(2), session_id=sid, metadata={"tokens": 40}
+    )
     await publish(nc, f.conversation(cid), f.session_start(sid, cid, at=at(1)))
 
     async def twice(event: Any) -> None:
         for copy in ("a", "b"):
-            await publish_raw(nc, event.type, event.model_dump_json().encode(),
-                              msg_id=f"{copy}-{event.event_id}")
+            await publish_raw(
+                nc, event.type, event.model_dump_json().encode(), msg_id=f"{copy}-{event.event_id}"
+            )
 
     await twice(created)
     # Next to the original in one run of message.created: one INSERT sees both.
@@ -503,10 +584,16 @@ async def test_same_message_id_under_a_new_event_id_adds_no_row(
     ingest: Worker, nc: NatsClient, db: asyncpg.Connection
 ) -> None:
     cid, sid, mid = uuid4(), uuid4(), uuid4()
-    first = f.message(cid, mid, content="first", at=at(2), session_id=sid,
-                      metadata={"tokens": 3})
-    again = f.message(cid, mid, content="second", at=at(6), session_id=sid,
-                      metadata={"tokens": 7}, role="assistant")
+    first = f.message(cid, mid, content="first", at=at(2), session_id=sid, metadata={"tokens": 3})
+    again = f.message(
+        cid,
+        mid,
+        content="second",
+        at=at(6),
+        session_id=sid,
+        metadata={"tokens": 7},
+        role="assistant",
+    )
     await publish(nc, f.conversation(cid), f.session_start(sid, cid, at=at(1)), first)
     await eventually(lambda: message_row(db, mid))
     await publish(nc, again)
@@ -515,7 +602,11 @@ async def test_same_message_id_under_a_new_event_id_adds_no_row(
     row = await message_row(db, mid)
     assert row is not None
     assert (row["content"], row["role"], row["tokens"], row["created_at"]) == (
-        "first", "user", 3, at(2))
+        "first",
+        "user",
+        3,
+        at(2),
+    )
     [v1] = await versions(db, mid)
     assert (v1["content"], v1["event_id"]) == ("first", first.event_id)
     session = await session_row(db, sid)
@@ -565,8 +656,7 @@ async def test_edit_and_delete_before_their_message_land_when_it_arrives(
         assert await message_row(db, mid) is None
         assert not {edit.event_id, delete.event_id} & await inbox_ids(db)
 
-        await publish(nc, f.conversation(cid), f.message(cid, mid, content="original",
-                                                         at=at(1)))
+        await publish(nc, f.conversation(cid), f.message(cid, mid, content="original", at=at(1)))
         await wait_drained(nc)
     row = await message_row(db, mid)
     assert row is not None
@@ -574,7 +664,9 @@ async def test_edit_and_delete_before_their_message_land_when_it_arrives(
     assert (row["deleted_at"], row["deleted_by"], row["delete_reason"]) == (at(4), "u-8", "oops")
     rows = await versions(db, mid)
     assert [(v["version"], v["content"], v["edited_by"], v["reason"]) for v in rows] == [
-        (1, "original", None, None), (2, "edited early", "u-7", "typo")]
+        (1, "original", None, None),
+        (2, "edited early", "u-7", "typo"),
+    ]
     assert {edit.event_id, delete.event_id} <= await inbox_ids(db)
     assert await dlq_depth(nc) == 0
 
@@ -600,7 +692,7 @@ async def test_file_before_its_message_is_linked_when_it_arrives(
 UNICODE = (
     "👩‍👩‍👧‍👦 🇵🇹 🏳️‍🌈 — שָׁלוֹם עוֹלָם \u200f(RTL)\u200e مرحبا بالعالم — "
     "中文字符 日本語のテキスト 한국어 — 𠀋𡈽𪚲 (CJK ext. B) — "
-    "e\u0301 (combining) — 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 — \u2028line\u2029para\ttab \"quote\" \\ back"
+    'e\u0301 (combining) — 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 — \u2028line\u2029para\ttab "quote" \\ back'  # noqa: RUF001
 )
 
 
@@ -609,14 +701,20 @@ async def test_unicode_round_trips_exactly(
 ) -> None:
     cid, mid, escaped_mid, fid = uuid4(), uuid4(), uuid4(), uuid4()
     escaped = f.message(cid, escaped_mid, content=UNICODE[::-1])
-    await publish(nc, f.conversation(cid, title="שלום 👋 中文"),
-                  f.message(cid, mid, content=UNICODE, metadata={"note": "ünïcødé ✓"}),
-                  f.edit(mid, UNICODE + " ✏️ 編集", edited_by="ユーザー", reason="تصحيح"),
-                  f.file(fid, message_id=mid, filename="旅程表 📄.pdf"))
+    await publish(
+        nc,
+        f.conversation(cid, title="שלום 👋 中文"),
+        f.message(cid, mid, content=UNICODE, metadata={"note": "ünïcødé ✓"}),
+        f.edit(mid, UNICODE + " ✏️ 編集", edited_by="ユーザー", reason="تصحيح"),
+        f.file(fid, message_id=mid, filename="旅程表 📄.pdf"),
+    )
     # The same text with every non-ASCII character \u-escaped in the JSON.
-    await publish_raw(nc, escaped.type,
-                      json.dumps(f.as_json(escaped), ensure_ascii=True).encode("ascii"),
-                      msg_id=str(escaped.event_id))
+    await publish_raw(
+        nc,
+        escaped.type,
+        json.dumps(f.as_json(escaped), ensure_ascii=True).encode("ascii"),
+        msg_id=str(escaped.event_id),
+    )
     await wait_drained(nc)
     row = await message_row(db, mid)
     assert row is not None
@@ -631,11 +729,15 @@ async def test_unicode_round_trips_exactly(
     conv = await conversation_row(db, cid)
     assert conv is not None
     assert conv["title"] == "שלום 👋 中文"
-    assert await db.fetchval("SELECT filename FROM ingest.files WHERE file_id = $1",
-                             fid) == "旅程表 📄.pdf"
+    assert (
+        await db.fetchval("SELECT filename FROM ingest.files WHERE file_id = $1", fid)
+        == "旅程表 📄.pdf"
+    )
     # Code points, not bytes: Postgres counts the same characters Python does.
-    assert await db.fetchval("SELECT length(content) FROM ingest.message_versions "
-                             "WHERE message_id = $1 AND version = 1", mid) == len(UNICODE)
+    assert await db.fetchval(
+        "SELECT length(content) FROM ingest.message_versions WHERE message_id = $1 AND version = 1",
+        mid,
+    ) == len(UNICODE)
 
 
 async def test_a_one_megabyte_message_round_trips_exactly(
@@ -643,7 +745,8 @@ async def test_a_one_megabyte_message_round_trips_exactly(
 ) -> None:
     block = "lorem ipsum dolor sit amet " * 370 + "é€😀中"  # 9 994 characters
     content = block * 100
-    assert 990_000 < len(content) and len(content.encode()) < 1_010_000
+    assert len(content) > 990_000
+    assert len(content.encode()) < 1_010_000
     cid, mid = uuid4(), uuid4()
     event = f.message(cid, mid, content=content, metadata={"tokens": 250_000})
     assert len(event.model_dump_json().encode()) < 1024 * 1024  # fits the default max_payload
@@ -652,9 +755,55 @@ async def test_a_one_megabyte_message_round_trips_exactly(
     row = await db.fetchrow(
         "SELECT m.content, v.content AS v1, octet_length(m.content) AS bytes "
         "FROM ingest.messages m JOIN ingest.message_versions v USING (message_id) "
-        "WHERE message_id = $1 AND v.version = 1", mid)
+        "WHERE message_id = $1 AND v.version = 1",
+        mid,
+    )
     assert row is not None
     assert row["content"] == content
     assert row["v1"] == content
     assert row["bytes"] == len(content.encode())
     assert await dlq_depth(nc) == 0
+
+
+# --- known bugs ---------------------------------------------------------------------------
+
+
+async def test_older_edit_arriving_late_does_not_overwrite_the_newer_content(
+    ingest: Worker, nc: NatsClient, db: asyncpg.Connection
+) -> None:
+    cid, mid = uuid4(), uuid4()
+    await publish(
+        nc,
+        f.conversation(cid),
+        f.message(cid, mid, content="v1", at=at(1)),
+        f.edit(mid, "newest", at=at(3)),
+        f.edit(mid, "older", at=at(2)),
+    )
+    await wait_drained(nc)
+    assert sorted(v["content"] for v in await versions(db, mid)) == ["newest", "older", "v1"]
+    row = await message_row(db, mid)
+    assert row is not None
+    assert (row["content"], row["edited_at"]) == ("newest", at(3))
+
+
+async def test_a_repeated_message_id_does_not_split_the_batch(
+    run_ingest: RunIngest, nc: NatsClient, db: asyncpg.Connection
+) -> None:
+    cid, mid = uuid4(), uuid4()
+    events = [
+        f.conversation(cid),
+        *(f.message(cid, content=f"m{i}") for i in range(5)),
+        f.message(cid, mid, content="first"),
+        f.message(cid, mid, content="again"),
+        *(f.message(cid, content=f"n{i}") for i in range(5)),
+    ]
+    await publish(nc, *events)
+    async with run_ingest() as worker:
+        await wait_drained(nc)
+        assert worker.stats.batches == 1
+    row = await message_row(db, mid)
+    assert row is not None
+    assert row["content"] == "first"
+    assert await db.fetchval("SELECT count(*) FROM ingest.messages") == 11
+    # One transaction for the whole batch: every inbox row has the same now().
+    assert await db.fetchval("SELECT count(DISTINCT received_at) FROM ingest.inbox") == 1

@@ -1,0 +1,166 @@
+"""SQL for messages and their versions. Every function runs inside the batch's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+from contracts.chat import FileUploaded, MessageCreated, MessageDeleted, MessageEdited
+from services.ingest.logic import message_columns
+from services.ingest.repo import TenantMismatch, check_tenants
+from services.runtime.db import Connection
+
+INSERT_MESSAGES = """
+WITH input AS (
+    -- One row per message_id (the first in delivery order): a message published twice
+    -- under two event ids in one batch is stored once, with one version 1.
+    SELECT DISTINCT ON (message_id) *
+      FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[],
+                  $6::uuid[], $7::text[], $8::text[], $9::text[], $10::jsonb[],
+                  $11::int[], $12::text[], $13::text[], $14::text[], $15::timestamptz[])
+           WITH ORDINALITY
+        AS i(event_id, message_id, tenant_id, conversation_id, session_id, parent_message_id,
+             role, content, content_type, metadata, tokens, model, sender_user_id,
+             sender_agent_id, created_at, position)
+     ORDER BY message_id, position
+), resolved AS (
+    -- A message that names no session counts towards its conversation's active one.
+    SELECT i.*, coalesce(i.session_id, (
+        SELECT s.session_id FROM ingest.conversation_sessions s
+         WHERE s.conversation_id = i.conversation_id AND s.status = 'active'
+         ORDER BY s.started_at DESC NULLS LAST LIMIT 1)) AS sid
+      FROM input i
+), inserted AS (
+    INSERT INTO ingest.messages (message_id, tenant_id, conversation_id, session_id,
+        parent_message_id, role, content, content_type, metadata, tokens, model,
+        sender_user_id, sender_agent_id, created_at)
+    SELECT message_id, tenant_id, conversation_id, sid, parent_message_id, role, content,
+           content_type, metadata, tokens, model, sender_user_id, sender_agent_id, created_at
+      FROM resolved
+    ON CONFLICT (message_id) DO NOTHING
+    RETURNING message_id, conversation_id, session_id, tokens, created_at
+), versions AS (
+    INSERT INTO ingest.message_versions (message_id, version, tenant_id, content,
+        content_type, event_id, created_at)
+    SELECT r.message_id, 1, r.tenant_id, r.content, r.content_type, r.event_id, r.created_at
+      FROM resolved r JOIN inserted USING (message_id)
+), sessions AS (
+    UPDATE ingest.conversation_sessions s
+       SET message_count = s.message_count + n.count, total_tokens = s.total_tokens + n.tokens
+      FROM (SELECT session_id, count(*) AS count, coalesce(sum(tokens), 0) AS tokens
+              FROM inserted WHERE session_id IS NOT NULL GROUP BY session_id) n
+     WHERE s.session_id = n.session_id
+), conversations AS (
+    UPDATE ingest.conversations c SET last_message_at = greatest(c.last_message_at, n.at)
+      FROM (SELECT conversation_id, max(created_at) AS at FROM inserted
+             GROUP BY conversation_id) n
+     WHERE c.conversation_id = n.conversation_id
+)
+SELECT count(*) FROM inserted
+"""
+
+CROSS_TENANT_PARENT = """
+SELECT m.message_id, m.tenant_id
+  FROM ingest.messages m JOIN ingest.messages p ON p.message_id = m.parent_message_id
+ WHERE m.message_id = ANY($1::uuid[]) AND p.tenant_id <> m.tenant_id
+ LIMIT 1
+"""
+
+
+async def create_messages(conn: Connection, events: Sequence[MessageCreated]) -> None:
+    sessions = [
+        (e.payload.session_id, e.tenant_id, e.payload.conversation_id)
+        for e in events
+        if e.payload.session_id is not None
+    ]
+    if sessions:  # placeholders for sessions named before chat.session.started arrives
+        await conn.executemany(
+            """INSERT INTO ingest.conversation_sessions (session_id, tenant_id, conversation_id)
+               VALUES ($1, $2, $3) ON CONFLICT (session_id) DO NOTHING""",
+            sessions,
+        )
+        await check_tenants(
+            conn, "conversation_sessions", "session_id", [(s[0], s[1]) for s in sessions]
+        )
+    inserted = await conn.fetchval(INSERT_MESSAGES, *message_columns(events))
+    if inserted < len(events):  # repeats of a message_id, or another tenant's message_id
+        await check_tenants(
+            conn, "messages", "message_id", [(e.payload.message_id, e.tenant_id) for e in events]
+        )
+    replies = [e.payload.message_id for e in events if e.payload.parent_message_id is not None]
+    if replies:
+        # No foreign key on the parent (it may arrive later), so check what is there.
+        row = await conn.fetchrow(CROSS_TENANT_PARENT, replies)
+        if row is not None:
+            raise TenantMismatch(
+                f"message {row[0]} answers a message of another tenant than {row[1]!r}"
+            )
+
+
+async def existing_messages(
+    conn: Connection, events: Sequence[MessageEdited | MessageDeleted | FileUploaded]
+) -> set[UUID]:
+    pairs = [
+        (e.payload.message_id, e.tenant_id) for e in events if e.payload.message_id is not None
+    ]
+    await check_tenants(conn, "messages", "message_id", pairs)
+    rows = await conn.fetch(
+        "SELECT message_id FROM ingest.messages WHERE message_id = ANY($1)", [p[0] for p in pairs]
+    )
+    return {row[0] for row in rows}
+
+
+async def edit_messages(conn: Connection, events: Sequence[MessageEdited]) -> None:
+    # Every edit becomes a version (numbered in the order applied); the message shows the
+    # newest by occurred_at, so an older edit retried after a newer one does not win.
+    await conn.executemany(
+        """WITH m AS (
+               UPDATE ingest.messages
+                  SET content = CASE WHEN $6 >= coalesce(edited_at, created_at)
+                                     THEN $2 ELSE content END,
+                      content_type = CASE WHEN $6 >= coalesce(edited_at, created_at)
+                                          THEN coalesce($3, content_type) ELSE content_type END,
+                      edited_at = greatest(edited_at, $6),
+                      version = version + 1
+                WHERE message_id = $1 AND tenant_id = $8
+            RETURNING message_id, version, tenant_id, content_type)
+           INSERT INTO ingest.message_versions (message_id, version, tenant_id, content,
+               content_type, edited_by, reason, event_id, created_at)
+           SELECT message_id, version, tenant_id, $2, coalesce($3, content_type), $4, $5, $7, $6
+             FROM m""",
+        [
+            (
+                p.message_id,
+                p.content,
+                p.content_type.value if p.content_type else None,
+                p.edited_by,
+                p.reason,
+                e.occurred_at,
+                e.event_id,
+                e.tenant_id,
+            )
+            for e in events
+            for p in (e.payload,)
+        ],
+    )
+
+
+async def delete_messages(conn: Connection, events: Sequence[MessageDeleted]) -> None:
+    # Soft: the content and every version stay; the first delete is the one recorded.
+    await conn.executemany(
+        """UPDATE ingest.messages
+              SET deleted_at = coalesce(deleted_at, $2),
+                  deleted_by = coalesce(deleted_by, $3),
+                  delete_reason = coalesce(delete_reason, $4)
+            WHERE message_id = $1 AND tenant_id = $5""",
+        [
+            (
+                e.payload.message_id,
+                e.occurred_at,
+                e.payload.deleted_by,
+                e.payload.reason,
+                e.tenant_id,
+            )
+            for e in events
+        ],
+    )
