@@ -5,6 +5,7 @@ database cloned from a migrated template and freshly created streams."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 import warnings
@@ -81,10 +82,8 @@ async def env(servers: Servers) -> AsyncIterator[Env]:
     try:
         js = nc.jetstream()
         for stream in STREAMS:
-            try:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
                 await js.delete_stream(stream.name)
-            except nats.js.errors.NotFoundError:
-                pass
         for attempt in range(5):
             try:
                 await ensure_streams(js)
