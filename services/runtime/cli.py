@@ -22,7 +22,7 @@ cli = typer.Typer(
     add_completion=False,
     help="engram: memory and state back end for AI-agent chat platforms.",
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 DataDir = Annotated[
     Path | None,
     typer.Option(

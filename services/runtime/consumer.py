@@ -43,7 +43,6 @@ class PullConsumer:
         self._drain_timeout_s = drain_timeout_s
         self._sub: JetStreamContext.PullSubscription | None = None
         self._task: asyncio.Task[None] | None = None
-        self._fetch: asyncio.Future[list[Msg]] | None = None
         self._stopping = False
         self._failures = 0
         self._advisories: Any = None
@@ -79,15 +78,8 @@ class PullConsumer:
 
     async def _next_batch(self) -> list[Msg]:
         assert self._sub is not None
-        self._fetch = asyncio.ensure_future(
-            self._sub.fetch(self._batch_size, timeout=self._fetch_wait_s)
-        )
         try:
-            msgs = await self._fetch
-        except asyncio.CancelledError:
-            if self._stopping:
-                return []
-            raise
+            msgs = await self._sub.fetch(self._batch_size, timeout=self._fetch_wait_s)
         except (TimeoutError, nats.errors.TimeoutError):
             return []
         except Exception as exc:  # connection trouble: back off, nats-py reconnects
@@ -108,10 +100,11 @@ class PullConsumer:
                     await msg.nak(delay=5.0)
 
     async def stop(self) -> None:
-        """Stop pulling; the batch in flight finishes and is acked (or returned)."""
+        """Stop pulling and drain: the pull request still open is allowed to finish (at
+        most ``fetch_wait_s``) rather than cancelled, because messages it already brought
+        in would otherwise wait out the ack wait; what it returns is committed and acked,
+        as is the batch in flight."""
         self._stopping = True
-        if self._fetch is not None and not self._fetch.done():
-            self._fetch.cancel()
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), self._drain_timeout_s)

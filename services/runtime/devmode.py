@@ -143,20 +143,48 @@ async def run_dev(
                 count = await publish_demo(nats_url)
                 console.print(f"  published a demo conversation ({count} events)")
             console.print("[dim]Ctrl-C stops everything.[/]")
-            with Live(console=console, refresh_per_second=4) as live:
-                while not stop.is_set():
-                    status = await collect(nats_url, database_url, exact=True)
-                    live.update(
-                        Group(
-                            worker_table(workers),
-                            *render(status),
-                            await latest_messages(database_url),
-                        )
-                    )
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), refresh_s)
+            if console.is_terminal:
+                await _live_view(stop, workers, nats_url, database_url, refresh_s)
+            else:
+                await _log_view(stop, workers, refresh_s)
             console.print("stopping: draining workers...")
     finally:
         if stack is not None:
             await asyncio.to_thread(stack.stop)
             console.print("stopped the embedded servers; data kept in " + str(data_dir))
+
+
+async def _live_view(
+    stop: asyncio.Event,
+    workers: Sequence[tuple[str, Worker]],
+    nats_url: str,
+    database_url: str,
+    refresh_s: float,
+) -> None:
+    with Live(console=console, refresh_per_second=4) as live:
+        while not stop.is_set():
+            status = await collect(nats_url, database_url, exact=True)
+            live.update(
+                Group(worker_table(workers), *render(status), await latest_messages(database_url))
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), refresh_s)
+
+
+async def _log_view(
+    stop: asyncio.Event, workers: Sequence[tuple[str, Worker]], refresh_s: float
+) -> None:
+    """Not a terminal (logs, CI): one line per worker whenever its counters move."""
+    last: dict[str, tuple[int, ...]] = {}
+    while not stop.is_set():
+        for name, worker in workers:
+            s = worker.stats
+            now = (s.applied, s.duplicates, s.retried, s.dead)
+            if now != last.get(name, (0, 0, 0, 0)):
+                last[name] = now
+                console.print(
+                    f"{name}: applied {s.applied}, duplicates {s.duplicates}, "
+                    f"retried {s.retried}, dead-lettered {s.dead}"
+                )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), refresh_s)

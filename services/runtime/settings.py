@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -32,7 +32,10 @@ class WorkerSettings(BaseSettings):
         description="Most messages pulled and committed in one transaction.",
     )
     fetch_wait_s: float = Field(
-        default=5.0, gt=0, description="How long an idle pull request lingers."
+        default=2.0,
+        gt=0,
+        description="How long an idle pull request lingers; shutdown lets it finish, so keep "
+        "it well under drain_timeout_s.",
     )
     max_deliver: int = Field(
         default=10, ge=2, description="Deliveries before a message goes to the DLQ."
@@ -55,6 +58,12 @@ class WorkerSettings(BaseSettings):
     drain_timeout_s: float = Field(
         default=20.0, gt=0, description="How long shutdown waits for in-flight work."
     )
+
+    @model_validator(mode="after")
+    def _drain_outlasts_fetch(self) -> WorkerSettings:
+        if self.drain_timeout_s <= self.fetch_wait_s:
+            raise ValueError("drain_timeout_s must be longer than fetch_wait_s")
+        return self
 
     def role(self) -> str | None:
         if self.db_role is None:
