@@ -117,6 +117,7 @@ def test_status_and_errors_speak_plainly(env: Env, tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     assert "ingest.messages" in out.stdout
@@ -126,6 +127,7 @@ def test_status_and_errors_speak_plainly(env: Env, tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
     assert bad.returncode == 2
     assert "unknown service 'nope'" in bad.stderr
@@ -135,6 +137,7 @@ def test_status_and_errors_speak_plainly(env: Env, tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
     assert lost.returncode == 2
     assert "set NATS_URL and DATABASE_URL, or start `engram dev`" in lost.stderr
