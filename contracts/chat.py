@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, Field, TypeAdapter, model_validator
+from pydantic import Field, TypeAdapter
 
 from contracts.envelope import Contract, Envelope
 
@@ -23,24 +22,6 @@ FILE_EX = "c0ffee00-1d2e-4f3a-8b4c-5d6e7f809a1b"
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
-
-
-def _no_nul(value: str) -> str:
-    # PostgreSQL text and jsonb cannot hold U+0000: refuse it here, with the field's name,
-    # rather than fail later in the database.
-    if "\x00" in value:
-        raise ValueError("contains a NUL character (U+0000), which cannot be stored")
-    return value
-
-
-def _no_nul_json(value: dict[str, Any]) -> dict[str, Any]:
-    if "\\u0000" in json.dumps(value):
-        raise ValueError("contains a NUL character (U+0000), which cannot be stored")
-    return value
-
-
-Text = Annotated[str, AfterValidator(_no_nul)]
-JsonObject = Annotated[dict[str, Any], AfterValidator(_no_nul_json)]
 
 
 class Role(StrEnum):
@@ -65,47 +46,42 @@ class MessageMetadata(Contract):
     tokens: int | None = Field(
         default=None, ge=0, le=INT32_MAX, description="Token count of the content.", examples=[42]
     )
-    model: Text | None = Field(
+    model: str | None = Field(
         default=None, max_length=200, description="Model that wrote it.", examples=["gpt-4.1"]
     )
     latency_ms: float | None = Field(
         default=None, ge=0, description="Generation latency.", examples=[812.5]
     )
 
-    @model_validator(mode="after")
-    def _storable_extras(self) -> MessageMetadata:
-        _no_nul_json(self.model_extra or {})
-        return self
-
 
 class ConversationCreatedPayload(Contract):
     conversation_id: UUID = Field(description="Chosen by the producer.", examples=[CONVERSATION_EX])
-    title: Text | None = Field(
+    title: str | None = Field(
         default=None,
         max_length=MAX_TITLE_CHARS,
         examples=["Trip to Lisbon"],
         description="Human title of the conversation.",
     )
-    user_id: Text | None = Field(
+    user_id: str | None = Field(
         default=None, max_length=200, description="Owning user.", examples=["u-123"]
     )
-    agent_id: Text | None = Field(
+    agent_id: str | None = Field(
         default=None, max_length=200, description="Agent taking part.", examples=["travel-bot"]
     )
-    metadata: JsonObject = Field(
+    metadata: dict[str, Any] = Field(
         default_factory=dict, description="Free-form JSON object.", examples=[{"channel": "web"}]
     )
 
 
 class ConversationUpdatedPayload(Contract):
     conversation_id: UUID = Field(description="Conversation to change.", examples=[CONVERSATION_EX])
-    title: Text | None = Field(
+    title: str | None = Field(
         default=None,
         max_length=MAX_TITLE_CHARS,
         description="New title, if changed.",
         examples=["Lisbon, 3 days"],
     )
-    metadata: JsonObject | None = Field(
+    metadata: dict[str, Any] | None = Field(
         default=None, description="Keys merged into the metadata.", examples=[{"pinned": True}]
     )
 
@@ -114,7 +90,7 @@ class ConversationArchivedPayload(Contract):
     conversation_id: UUID = Field(
         description="Conversation to archive.", examples=[CONVERSATION_EX]
     )
-    archived_by: Text | None = Field(
+    archived_by: str | None = Field(
         default=None, max_length=200, examples=["u-123"], description="Who archived it."
     )
 
@@ -130,7 +106,7 @@ class MessageCreatedPayload(Contract):
         examples=[None],
     )
     role: Role = Field(description="Who speaks.", examples=["user"])
-    content: Text = Field(
+    content: str = Field(
         max_length=MAX_CONTENT_CHARS,
         description="The text (or serialized structured content).",
         examples=["Find me a hotel near the river."],
@@ -144,13 +120,13 @@ class MessageCreatedPayload(Contract):
     parent_message_id: UUID | None = Field(
         default=None, description="Message this one answers or branches from.", examples=[None]
     )
-    sender_user_id: Text | None = Field(
+    sender_user_id: str | None = Field(
         default=None,
         max_length=200,
         examples=["u-123"],
         description="Sending user, for user messages.",
     )
-    sender_agent_id: Text | None = Field(
+    sender_agent_id: str | None = Field(
         default=None,
         max_length=200,
         examples=["travel-bot"],
@@ -160,7 +136,7 @@ class MessageCreatedPayload(Contract):
 
 class MessageEditedPayload(Contract):
     message_id: UUID = Field(description="Message to edit.", examples=[MESSAGE_EX])
-    content: Text = Field(
+    content: str = Field(
         max_length=MAX_CONTENT_CHARS,
         description="The new content.",
         examples=["Find me a hotel near the old town."],
@@ -168,20 +144,20 @@ class MessageEditedPayload(Contract):
     content_type: ContentType | None = Field(
         default=None, description="New content type, if it changes.", examples=[None]
     )
-    edited_by: Text = Field(
+    edited_by: str = Field(
         min_length=1, max_length=200, description="Who edited.", examples=["u-123"]
     )
-    reason: Text | None = Field(
+    reason: str | None = Field(
         default=None, max_length=1000, examples=["typo"], description="Why it was edited."
     )
 
 
 class MessageDeletedPayload(Contract):
     message_id: UUID = Field(description="Message to delete (soft).", examples=[MESSAGE_EX])
-    deleted_by: Text = Field(
+    deleted_by: str = Field(
         min_length=1, max_length=200, examples=["u-123"], description="Who deleted it."
     )
-    reason: Text | None = Field(
+    reason: str | None = Field(
         default=None, max_length=1000, examples=["user request"], description="Why."
     )
 
@@ -194,33 +170,33 @@ class FileUploadedPayload(Contract):
     message_id: UUID | None = Field(
         default=None, examples=[MESSAGE_EX], description="Message it is attached to."
     )
-    uploaded_by: Text | None = Field(
+    uploaded_by: str | None = Field(
         default=None, max_length=200, examples=["u-123"], description="Uploader."
     )
-    filename: Text = Field(
+    filename: str = Field(
         min_length=1, max_length=1000, examples=["itinerary.pdf"], description="Original file name."
     )
-    mime_type: Text = Field(max_length=200, examples=["application/pdf"], description="Media type.")
+    mime_type: str = Field(max_length=200, examples=["application/pdf"], description="Media type.")
     size_bytes: int = Field(ge=0, le=INT64_MAX, examples=[48213], description="Size of the file.")
-    sha256: Text | None = Field(
+    sha256: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{64}$",
         examples=[None],
         description="Hex SHA-256 of the bytes.",
     )
-    storage_uri: Text | None = Field(
+    storage_uri: str | None = Field(
         default=None,
         max_length=2000,
         examples=["s3://bucket/itinerary.pdf"],
         description="Where the bytes live; engram stores no bytes.",
     )
-    extracted_text: Text | None = Field(
+    extracted_text: str | None = Field(
         default=None,
         max_length=MAX_CONTENT_CHARS,
         examples=["Day 1: Alfama..."],
         description="Text extracted upstream, for search.",
     )
-    metadata: JsonObject = Field(
+    metadata: dict[str, Any] = Field(
         default_factory=dict, examples=[{"pages": 3}], description="Free-form JSON object."
     )
 
@@ -230,13 +206,13 @@ class SessionStartedPayload(Contract):
     conversation_id: UUID = Field(
         description="Conversation of the session.", examples=[CONVERSATION_EX]
     )
-    user_id: Text | None = Field(
+    user_id: str | None = Field(
         default=None, max_length=200, examples=["u-123"], description="User in the session."
     )
-    agent_id: Text | None = Field(
+    agent_id: str | None = Field(
         default=None, max_length=200, examples=["travel-bot"], description="Agent in the session."
     )
-    metadata: JsonObject = Field(
+    metadata: dict[str, Any] = Field(
         default_factory=dict, examples=[{"client": "ios"}], description="Free-form JSON object."
     )
 
@@ -246,13 +222,13 @@ class SessionEndedPayload(Contract):
     conversation_id: UUID = Field(
         description="Conversation of the session.", examples=[CONVERSATION_EX]
     )
-    user_id: Text | None = Field(
+    user_id: str | None = Field(
         default=None, max_length=200, examples=["u-123"], description="User in the session."
     )
-    agent_id: Text | None = Field(
+    agent_id: str | None = Field(
         default=None, max_length=200, examples=["travel-bot"], description="Agent in the session."
     )
-    reason: Text | None = Field(
+    reason: str | None = Field(
         default=None, max_length=200, examples=["timeout"], description="Why it ended."
     )
 

@@ -56,14 +56,15 @@ WITH input AS (
              GROUP BY conversation_id) n
      WHERE c.conversation_id = n.conversation_id
 )
-SELECT count(*) FROM inserted
-"""
-
-CROSS_TENANT_PARENT = """
-SELECT m.message_id, m.tenant_id
-  FROM ingest.messages m JOIN ingest.messages p ON p.message_id = m.parent_message_id
- WHERE m.message_id = ANY($1::uuid[]) AND p.tenant_id <> m.tenant_id
- LIMIT 1
+SELECT (SELECT count(*) FROM inserted) AS inserted,
+       -- A reply to another tenant's message (stored before, or in this batch). There is
+       -- no foreign key on the parent, as it may arrive later: check what is there.
+       (SELECT i.message_id FROM input i
+          LEFT JOIN ingest.messages p ON p.message_id = i.parent_message_id
+          LEFT JOIN input q ON q.message_id = i.parent_message_id
+         WHERE i.parent_message_id IS NOT NULL
+           AND (p.tenant_id <> i.tenant_id OR q.tenant_id <> i.tenant_id)
+         LIMIT 1) AS foreign_parent
 """
 
 
@@ -82,19 +83,15 @@ async def create_messages(conn: Connection, events: Sequence[MessageCreated]) ->
         await check_tenants(
             conn, "conversation_sessions", "session_id", [(s[0], s[1]) for s in sessions]
         )
-    inserted = await conn.fetchval(INSERT_MESSAGES, *message_columns(events))
+    row = await conn.fetchrow(INSERT_MESSAGES, *message_columns(events))
+    assert row is not None
+    inserted, foreign_parent = row
+    if foreign_parent is not None:
+        raise TenantMismatch(f"message {foreign_parent} answers another tenant's message")
     if inserted < len(events):  # repeats of a message_id, or another tenant's message_id
         await check_tenants(
             conn, "messages", "message_id", [(e.payload.message_id, e.tenant_id) for e in events]
         )
-    replies = [e.payload.message_id for e in events if e.payload.parent_message_id is not None]
-    if replies:
-        # No foreign key on the parent (it may arrive later), so check what is there.
-        row = await conn.fetchrow(CROSS_TENANT_PARENT, replies)
-        if row is not None:
-            raise TenantMismatch(
-                f"message {row[0]} answers a message of another tenant than {row[1]!r}"
-            )
 
 
 async def existing_messages(

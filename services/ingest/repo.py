@@ -49,21 +49,36 @@ async def check_tenants(
 
 
 async def ensure_conversations(conn: Connection, refs: Sequence[tuple[Any, ...]]) -> None:
-    """Placeholder rows for conversations named before their created event arrived.
-    (Composite foreign keys reject a reference to another tenant's conversation.)"""
+    """Placeholder rows for conversations named before their created event arrived, and
+    the tenant check of every conversation the run names, in one round trip. (Composite
+    foreign keys would refuse another tenant's conversation too, but row-level security
+    hides the key from their error, and the DLQ reason should name it.)"""
     if not refs:
         return
     ids, tenants, times = zip(*refs, strict=True)
-    await conn.execute(
-        """INSERT INTO ingest.conversations (conversation_id, tenant_id, is_placeholder, created_at)
-           SELECT DISTINCT ON (id) id, tenant, true, at
-             FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS r(id, tenant, at)
-            ORDER BY id, at
-           ON CONFLICT (conversation_id) DO NOTHING""",
+    foreign = await conn.fetchrow(
+        """WITH r AS (
+               SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[])
+                 AS r(id, tenant, at)
+           ), placeholders AS (
+               INSERT INTO ingest.conversations
+                   (conversation_id, tenant_id, is_placeholder, created_at)
+               SELECT DISTINCT ON (id) id, tenant, true, at FROM r ORDER BY id, at
+               ON CONFLICT (conversation_id) DO NOTHING
+           )
+           SELECT r.id, r.tenant FROM r JOIN ingest.conversations c ON c.conversation_id = r.id
+            WHERE c.tenant_id <> r.tenant
+           UNION ALL
+           SELECT r.id, max(r.tenant) FROM r GROUP BY r.id HAVING count(DISTINCT r.tenant) > 1
+           LIMIT 1""",
         list(ids),
         list(tenants),
         list(times),
     )
+    if foreign is not None:
+        raise TenantMismatch(
+            f"conversation_id {foreign[0]} belongs to another tenant than {foreign[1]!r}"
+        )
 
 
 async def create_conversations(conn: Connection, events: Sequence[ConversationCreated]) -> None:

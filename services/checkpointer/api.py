@@ -1,0 +1,73 @@
+"""The request/reply subjects, as FastStream subscribers on the worker's broker (one queue
+group: replicas share the queries). A request that breaks its contract gets a reply with
+``error.code = "invalid"`` instead of a timeout."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+import asyncpg
+from faststream import Context, ExceptionMiddleware
+from faststream.nats import NatsBroker, NatsRouter
+from pydantic import ValidationError
+
+from contracts.state import (
+    StateDiffReply,
+    StateDiffRequest,
+    StateGetReply,
+    StateGetRequest,
+    StateHistoryReply,
+    StateHistoryRequest,
+)
+from services.checkpointer import queries
+from services.runtime.errors import describe
+
+log = logging.getLogger("engram.checkpointer.api")
+Pool = Annotated[asyncpg.Pool, Context("query_pool")]  # set by app.py after startup
+
+
+def _invalid(exc: ValidationError) -> dict[str, Any]:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+        for e in exc.errors(include_url=False)[:10]
+    )
+    return {"error": {"code": "invalid", "message": f"bad request: {problems}"}}
+
+
+def _internal(exc: Exception) -> dict[str, Any]:
+    log.exception("query failed")
+    return {"error": {"code": "internal", "message": describe(exc)}}
+
+
+def query_router(queue: str) -> NatsRouter:
+    router = NatsRouter(middlewares=[ExceptionMiddleware(
+        publish_handlers={ValidationError: _invalid, Exception: _internal}
+    )])
+
+    @router.subscriber("query.state.get", queue=queue, title="query.state.get",
+                       description="The current state, or the version at_version / at_time.")
+    async def state_get(
+        request: StateGetRequest, pool: Pool
+    ) -> StateGetReply:
+        return await queries.get_state(pool, request)
+
+    @router.subscriber("query.state.history", queue=queue, title="query.state.history",
+                       description="Transitions newest first, with patches; paginated.")
+    async def state_history(
+        request: StateHistoryRequest, pool: Pool
+    ) -> StateHistoryReply:
+        return await queries.get_history(pool, request)
+
+    @router.subscriber("query.state.diff", queue=queue, title="query.state.diff",
+                       description="RFC 6902 patch from one version to another.")
+    async def state_diff(
+        request: StateDiffRequest, pool: Pool
+    ) -> StateDiffReply:
+        return await queries.get_diff(pool, request)
+
+    return router
+
+
+def register_queries(broker: NatsBroker, queue: str) -> None:
+    broker.include_router(query_router(queue))

@@ -1,0 +1,324 @@
+"""The JSON Patch engine of the checkpointer, pure: RFC 6902 apply with its exact inverse,
+RFC 7386 merge patches as RFC 6902 operations, and a structural diff.
+
+``apply_patch`` changes the document in place (no copy of a 50 KB state per version) and
+returns the inverse patch, built from the values each operation removes or overwrites, so
+the cost is that of the patch, not of the document. When an operation fails, the ones
+already applied are undone with that same inverse before ``PatchRejected`` is raised: the
+document is never left half-patched.
+
+Values a patch inserts are copied, never shared with the event or with another place in
+the document, so later operations cannot reach back into an earlier patch or inverse.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+Op = dict[str, Any]
+Copy = Callable[[Any], Any]
+_MISSING: Any = object()
+_INDEX = re.compile(r"0|[1-9][0-9]*")
+
+
+class PatchRejected(ValueError):
+    """A patch that cannot be applied to the current state (bad path, failed test...)."""
+
+
+def parse_pointer(path: str) -> list[str]:
+    if path == "":
+        return []
+    if not path.startswith("/"):
+        raise PatchRejected(f"{path!r} is not a JSON Pointer (it must start with '/')")
+    if re.search(r"~(?![01])", path):
+        raise PatchRejected(f"{path!r}: '~' must be followed by 0 or 1")
+    return [t.replace("~1", "/").replace("~0", "~") for t in path[1:].split("/")]
+
+
+def escape(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def clone(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float):
+        return value
+    try:
+        return orjson.loads(orjson.dumps(value))
+    except (TypeError, orjson.JSONEncodeError):  # integers beyond 64 bits
+        return copy.deepcopy(value)
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """JSON equality (RFC 6902 `test`): numbers by value, but true is not 1."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def _index(token: str, length: int, *, end: bool) -> int:
+    if token == "-" and end:
+        return length
+    if not _INDEX.fullmatch(token):
+        raise PatchRejected(f"{token!r} is not an array index")
+    i = int(token)
+    if i > length or (i == length and not end):
+        raise PatchRejected(f"index {i} is out of range (array length {length})")
+    return i
+
+
+def _get(doc: Any, tokens: Sequence[str]) -> Any:
+    node = doc
+    for depth, token in enumerate(tokens):
+        if isinstance(node, dict):
+            if token not in node:
+                raise PatchRejected(f"path {_join(tokens[: depth + 1])} does not exist")
+            node = node[token]
+        elif isinstance(node, list):
+            node = node[_index(token, len(node), end=False)]
+        else:
+            raise PatchRejected(f"{_join(tokens[:depth]) or 'the root'} is not a container")
+    return node
+
+
+def _join(tokens: Sequence[str]) -> str:
+    return "".join("/" + escape(t) for t in tokens)
+
+
+class _Doc:
+    """The document being patched, boxed so that the root itself can be replaced."""
+
+    def __init__(self, doc: Any) -> None:
+        self.root = doc
+
+    def put(self, tokens: list[str], value: Any) -> tuple[str, Any]:
+        """`add` semantics; returns the concrete path and the value overwritten (if any)."""
+        if not tokens:
+            old, self.root = self.root, value
+            return "", old
+        parent, key = _get(self.root, tokens[:-1]), tokens[-1]
+        if isinstance(parent, dict):
+            old = parent.get(key, _MISSING)
+            parent[key] = value
+            return _join(tokens), old
+        if isinstance(parent, list):
+            i = _index(key, len(parent), end=True)
+            parent.insert(i, value)
+            return _join([*tokens[:-1], str(i)]), _MISSING
+        raise PatchRejected(f"{_join(tokens[:-1]) or 'the root'} is not a container")
+
+    def set(self, tokens: list[str], value: Any) -> tuple[str, Any]:
+        """`replace` semantics: the path must exist; returns it and the value replaced."""
+        if not tokens:
+            old, self.root = self.root, value
+            return "", old
+        parent, key = _get(self.root, tokens[:-1]), tokens[-1]
+        if isinstance(parent, dict):
+            if key not in parent:
+                raise PatchRejected(f"path {_join(tokens)} does not exist")
+            old, parent[key] = parent[key], value
+            return _join(tokens), old
+        if isinstance(parent, list):
+            i = _index(key, len(parent), end=False)
+            old, parent[i] = parent[i], value
+            return _join([*tokens[:-1], str(i)]), old
+        raise PatchRejected(f"{_join(tokens[:-1]) or 'the root'} is not a container")
+
+    def take(self, tokens: list[str]) -> tuple[str, Any]:
+        """`remove` semantics; returns the concrete path and the value removed."""
+        if not tokens:
+            raise PatchRejected("the whole document cannot be removed")
+        parent, key = _get(self.root, tokens[:-1]), tokens[-1]
+        if isinstance(parent, dict):
+            if key not in parent:
+                raise PatchRejected(f"path {_join(tokens)} does not exist")
+            return _join(tokens), parent.pop(key)
+        if isinstance(parent, list):
+            i = _index(key, len(parent), end=False)
+            return _join([*tokens[:-1], str(i)]), parent.pop(i)
+        raise PatchRejected(f"{_join(tokens[:-1]) or 'the root'} is not a container")
+
+
+def _undo_put(path: str, old: Any) -> list[Op]:
+    if old is _MISSING:
+        return [{"op": "remove", "path": path}]
+    return [{"op": "replace", "path": path, "value": old}]
+
+
+def _own(value: Any) -> Any:
+    return value
+
+
+def _add(doc: _Doc, tokens: list[str], op: Op, fresh: Copy) -> list[Op]:
+    return _undo_put(*doc.put(tokens, fresh(op["value"])))
+
+
+def _remove(doc: _Doc, tokens: list[str], op: Op, fresh: Copy) -> list[Op]:
+    path, old = doc.take(tokens)
+    return [{"op": "add", "path": path, "value": old}]
+
+
+def _replace(doc: _Doc, tokens: list[str], op: Op, fresh: Copy) -> list[Op]:
+    path, old = doc.set(tokens, fresh(op["value"]))
+    return [{"op": "replace", "path": path, "value": old}]
+
+
+def _copy(doc: _Doc, tokens: list[str], op: Op, fresh: Copy) -> list[Op]:
+    if not tokens:
+        raise PatchRejected("cannot copy onto the whole document")
+    return _undo_put(*doc.put(tokens, clone(_get(doc.root, parse_pointer(op["from"])))))
+
+
+def _move(doc: _Doc, tokens: list[str], op: Op, fresh: Copy) -> list[Op]:
+    source = parse_pointer(op["from"])
+    if not tokens or not source:
+        raise PatchRejected("cannot move to or from the whole document")
+    if source == tokens:
+        return []
+    if tokens[: len(source)] == source:
+        raise PatchRejected("cannot move a value into one of its own children")
+    origin, value = doc.take(source)
+    try:
+        path, old = doc.put(tokens, value)
+    except PatchRejected:
+        doc.put(parse_pointer(origin), value)
+        raise
+    restore = [] if old is _MISSING else [{"op": "add", "path": path, "value": old}]
+    if origin.startswith(path + "/"):
+        # Moved onto one of its ancestors: a move back would be a move into its own child
+        # (not allowed), so take the value out, restore the ancestor, put the value back.
+        return [{"op": "remove", "path": path}, *restore,
+                {"op": "add", "path": origin, "value": clone(value)}]
+    return [{"op": "move", "from": path, "path": origin}, *restore]
+
+
+def _test(doc: _Doc, tokens: list[str], op: Op, fresh: Copy) -> list[Op]:
+    actual = _get(doc.root, tokens)
+    if not json_equal(actual, op["value"]):
+        raise PatchRejected(f"test failed: {_short(actual)} is not {_short(op['value'])}")
+    return []
+
+
+_OPS = {"add": _add, "remove": _remove, "replace": _replace, "move": _move, "copy": _copy,
+        "test": _test}
+
+
+def _apply_op(doc: _Doc, op: Op, fresh: Copy = clone) -> list[Op]:
+    """Apply one operation; returns the operations that undo it. Inserted values are
+    copied (``fresh``), except when rolling back: then they are our own detached values,
+    and the caller's objects must be put back themselves."""
+    handler = _OPS.get(op.get("op", ""))
+    if handler is None:
+        raise PatchRejected(f"unknown operation {op.get('op')!r}")
+    return handler(doc, parse_pointer(op["path"]), op, fresh)
+
+
+def _short(value: Any) -> str:
+    text = orjson.dumps(value, default=str).decode()
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def apply_patch(
+    doc: Any, ops: Sequence[Op], *, copy_values: bool = True
+) -> tuple[Any, list[Op]]:
+    """Apply RFC 6902 ``ops`` to ``doc`` (in place); returns the new root and the inverse.
+
+    On failure the document is restored and ``PatchRejected`` names the operation.
+    ``copy_values=False`` inserts the patch's values themselves (for patches used once).
+    """
+    box = _Doc(doc)
+    undo: list[list[Op]] = []
+    fresh = clone if copy_values else _own
+    for i, op in enumerate(ops):
+        try:
+            undo.append(_apply_op(box, op, fresh))
+        except PatchRejected as err:
+            _rollback(box, undo)
+            where = op.get("path", "")
+            raise PatchRejected(f"operation {i} ({op.get('op')} {where!r}): {err}") from None
+    return box.root, [u for group in reversed(undo) for u in group]
+
+
+def _rollback(box: _Doc, undo: list[list[Op]]) -> None:
+    try:
+        for group in reversed(undo):
+            for op in group:
+                _apply_op(box, op, _own)
+    except PatchRejected as err:  # an inverse that does not apply is a bug, not bad input
+        raise RuntimeError(f"could not roll back a rejected patch: {err}") from err
+
+
+def merge_to_ops(target: Any, merge: dict[str, Any], prefix: str = "") -> list[Op]:
+    """RFC 7386: the RFC 6902 operations that merging ``merge`` into ``target`` means.
+
+    Keys set to the value they already have produce no operation.
+    """
+    if not isinstance(target, dict):
+        raise PatchRejected(f"{prefix or 'the root'} is not an object")
+    ops: list[Op] = []
+    for key, value in merge.items():
+        path = f"{prefix}/{escape(key)}"
+        current = target.get(key, _MISSING)
+        if value is None:
+            if current is not _MISSING:
+                ops.append({"op": "remove", "path": path})
+        elif isinstance(value, dict) and isinstance(current, dict):
+            ops.extend(merge_to_ops(current, value, path))
+        elif current is _MISSING or not _same(current, value):
+            ops.append({"op": "add", "path": path, "value": _strip_nulls(value)})
+    return ops
+
+
+def _strip_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_nulls(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Identical as JSON text (1 and 1.0 differ), checked at C speed."""
+    return bool(a == b) and canonical_or_none(a) == canonical_or_none(b)
+
+
+def canonical_or_none(value: Any) -> bytes | None:
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+
+
+def diff(a: Any, b: Any, prefix: str = "") -> list[Op]:
+    """RFC 6902 operations that turn ``a`` into ``b`` (values are shared with ``b``)."""
+    if _same(a, b):
+        return []
+    if isinstance(a, dict) and isinstance(b, dict):
+        ops: list[Op] = [
+            {"op": "remove", "path": f"{prefix}/{escape(k)}"} for k in a if k not in b
+        ]
+        for key, value in b.items():
+            path = f"{prefix}/{escape(key)}"
+            if key in a:
+                ops.extend(diff(a[key], value, path))
+            else:
+                ops.append({"op": "add", "path": path, "value": value})
+        return ops
+    if isinstance(a, list) and isinstance(b, list):
+        ops = []
+        for i in range(min(len(a), len(b))):
+            ops.extend(diff(a[i], b[i], f"{prefix}/{i}"))
+        ops.extend({"op": "add", "path": f"{prefix}/{i}", "value": b[i]}
+                   for i in range(len(a), len(b)))
+        ops.extend({"op": "remove", "path": f"{prefix}/{i}"}
+                   for i in reversed(range(len(b), len(a))))
+        return ops
+    return [{"op": "replace", "path": prefix, "value": b}]

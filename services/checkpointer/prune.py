@@ -1,0 +1,158 @@
+"""Retention: ``engram state prune --keep-days D`` (and the worker's optional periodic run).
+
+Per state, in its own transaction with the state's row locked: let *keep* be the version
+that was current D days ago (the newest applied at or before the cutoff). Every version
+from *keep* on stays exactly reconstructable; older transitions go. If no checkpoint at
+*keep* survives the run (and *keep* is not the current version, which is its own
+snapshot), one is written first, rebuilt from the history still present. Temporary
+checkpoints below *keep*, and expired temporary ones that are not automatic, are deleted.
+Permanent and archive checkpoints are never deleted (their versions stay readable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from contracts.state import PARTITIONS
+from services.checkpointer import repo
+from services.checkpointer.history import StatePoint, rebuild
+from services.checkpointer.rows import derived_id
+from services.checkpointer.versions import canonical, compress, loads, state_hash
+from services.runtime.db import Connection
+from services.runtime.errors import describe
+
+log = logging.getLogger("engram.checkpointer.prune")
+LOCK_KEY = 0x70727566  # one pruner at a time across replicas and jobs
+
+
+@dataclass
+class PruneReport:
+    states: int = 0
+    transitions: int = 0
+    checkpoints: int = 0
+    bases: int = 0
+
+
+CANDIDATES = """
+SELECT s.state_id FROM checkpoint.agent_states s
+ WHERE EXISTS (SELECT 1 FROM checkpoint.transitions t
+                WHERE t.state_id = s.state_id AND t.applied_at <= $1)
+    OR EXISTS (SELECT 1 FROM checkpoint.checkpoints c
+                WHERE c.state_id = s.state_id AND c.retention = 'temporary'
+                  AND (c.version < s.history_floor_version
+                       OR (c.checkpoint_type <> 'automatic' AND c.expires_at <= now())))
+ ORDER BY s.state_id"""
+
+DOOMED = """
+SELECT checkpoint_id FROM checkpoint.checkpoints
+ WHERE state_id = $1 AND retention = 'temporary'
+   AND (version < $2 OR (checkpoint_type <> 'automatic' AND expires_at <= now()))"""
+
+
+async def prune(
+    pool: asyncpg.Pool,
+    keep_days: float,
+    *,
+    now: datetime | None = None,
+    compress_above: int = 4096,
+    progress: Callable[[int, int, PruneReport], None] | None = None,
+) -> PruneReport:
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=keep_days)
+    report = PruneReport()
+    async with pool.acquire() as conn:
+        state_ids = [row[0] for row in await conn.fetch(CANDIDATES, cutoff)]
+    for done, state_id in enumerate(state_ids, 1):
+        async with pool.acquire() as conn, conn.transaction():
+            await _prune_state(conn, state_id, cutoff, compress_above, report)
+        report.states = done
+        if progress:
+            progress(done, len(state_ids), report)
+    return report
+
+
+async def _prune_state(
+    conn: Connection, state_id: int, cutoff: datetime, compress_above: int, report: PruneReport
+) -> None:
+    row = await conn.fetchrow(
+        """SELECT s.*, local_state::text AS l, shared_state::text AS sh,
+                  session_state::text AS se, persistent_state::text AS p
+             FROM checkpoint.agent_states s WHERE state_id = $1 FOR UPDATE""",
+        state_id,
+    )
+    if row is None:
+        return
+    head = repo.head_of(row)
+    keep = await repo.version_at(conn, state_id, cutoff)
+    floor = max(head.floor_version, keep or 0)
+    doomed = [r[0] for r in await conn.fetch(DOOMED, state_id, floor)]
+    survivors = await conn.fetchval(
+        """SELECT count(*) FROM checkpoint.checkpoints
+            WHERE state_id = $1 AND version = $2 AND NOT checkpoint_id = ANY($3::uuid[])""",
+        state_id, floor, doomed,
+    )
+    if 0 < floor < head.version and not survivors:
+        await _write_base(conn, row, head, floor, compress_above)
+        report.bases += 1
+    if keep is not None and keep > 0:
+        status = await conn.execute(
+            "DELETE FROM checkpoint.transitions WHERE state_id = $1 AND version <= $2",
+            state_id, keep,
+        )
+        report.transitions += int(status.split()[-1])
+        await conn.execute(
+            """UPDATE checkpoint.agent_states
+                  SET history_floor_version = $2,
+                      history_floor_at = greatest(history_floor_at, $3)
+                WHERE state_id = $1""",
+            state_id, floor, cutoff,
+        )
+    if doomed:
+        status = await conn.execute(
+            "DELETE FROM checkpoint.checkpoints WHERE checkpoint_id = ANY($1::uuid[])", doomed
+        )
+        report.checkpoints += int(status.split()[-1])
+
+
+async def _write_base(
+    conn: Connection, row: Any, head: repo.Head, version: int, compress_above: int
+) -> None:
+    async def current() -> dict[str, Any]:
+        texts = (row["l"], row["sh"], row["se"], row["p"])
+        return {name: loads(t) for name, t in zip(PARTITIONS, texts, strict=True)}
+
+    point = StatePoint(head.state_id, head.version, head.floor_version)
+    doc = await rebuild(conn, point, version, current)
+    text = canonical(doc)
+    snap = compress(text, threshold=compress_above)
+    await repo.insert_checkpoints(conn, [(
+        derived_id("base", head.state_id, version), head.state_id, head.key[0], version,
+        "automatic", "retention base", "temporary", None, snap.compression, snap.size_bytes,
+        snap.data, state_hash(text), "{}", None,
+    )])
+
+
+async def prune_periodically(pool: asyncpg.Pool, keep_days: float, every_s: float,
+                             compress_above: int) -> None:
+    """The worker's own retention job: one replica at a time (advisory lock)."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            async with pool.acquire() as conn:
+                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
+                    continue
+                try:
+                    report = await prune(pool, keep_days, compress_above=compress_above)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+            log.info("pruned %s", report)
+        except Exception as exc:
+            log.warning("prune failed: %s", describe(exc))

