@@ -1,11 +1,29 @@
-"""Every contract by a stable name, for `engram schema` and the docs."""
+"""Every contract by a stable name, for `engram schema` and the docs: events by their type
+(= subject), request/reply queries as `<subject>.request` and `<subject>.reply`."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel
 
+from contracts import state
 from contracts.chat import CHAT_EVENT_TYPES
+from contracts.envelope import Envelope
+
+EVENTS: tuple[type[Envelope], ...] = (
+    *CHAT_EVENT_TYPES,
+    *state.STATE_EVENT_TYPES,
+    state.StateConflict,
+)
+QUERIES: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
+    "query.state.get": (state.StateGetRequest, state.StateGetReply),
+    "query.state.history": (state.StateHistoryRequest, state.StateHistoryReply),
+    "query.state.diff": (state.StateDiffRequest, state.StateDiffReply),
+}
 
 
 def all_contracts() -> dict[str, type[BaseModel]]:
-    return {model.model_fields["type"].default: model for model in CHAT_EVENT_TYPES}
+    found: dict[str, type[BaseModel]] = {m.model_fields["type"].default: m for m in EVENTS}
+    for subject, (request, reply) in QUERIES.items():
+        found[f"{subject}.request"] = request
+        found[f"{subject}.reply"] = reply
+    return found

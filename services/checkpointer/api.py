@@ -13,6 +13,7 @@ from faststream.nats import NatsBroker, NatsRouter
 from pydantic import ValidationError
 
 from contracts.state import (
+    StateConflict,
     StateDiffReply,
     StateDiffRequest,
     StateGetReply,
@@ -71,3 +72,6 @@ def query_router(queue: str) -> NatsRouter:
 
 def register_queries(broker: NatsBroker, queue: str) -> None:
     broker.include_router(query_router(queue))
+    # Documentation only: conflicts are published by the outbox drain (outbox.py).
+    broker.publisher("engram.state.conflict", title="engram.state.conflict",
+                     description=(StateConflict.__doc__ or "").strip(), schema=StateConflict)

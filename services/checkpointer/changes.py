@@ -10,7 +10,7 @@ from uuid import UUID
 
 from contracts.chat import SessionEnded
 from contracts.state import StateCheckpoint, StatePatch, StateRestore
-from services.checkpointer import repo
+from services.checkpointer import repo_read
 from services.checkpointer.history import NotReadable, StatePoint, rebuild
 from services.checkpointer.logic import Op, PatchRejected, apply_patch, clone, diff, merge_to_ops
 from services.checkpointer.rows import Batch, Working, automatic_snapshot, conflict_rows
@@ -72,7 +72,7 @@ class Changes:
         p = event.payload
         await batch.flush(conn)  # earlier versions of this batch must be readable
         if p.checkpoint_id is not None:
-            row = await repo.checkpoint_by_id(conn, w.head.state_id, p.checkpoint_id)
+            row = await repo_read.checkpoint_by_id(conn, w.head.state_id, p.checkpoint_id)
             if row is None:
                 raise PatchRejected(f"checkpoint {p.checkpoint_id} does not exist for this state")
             target, version = read_snapshot(bytes(row["snapshot"]), row["compression"]), None

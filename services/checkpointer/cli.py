@@ -14,6 +14,11 @@ state_cli = typer.Typer(no_args_is_help=True, help="Versioned agent state (check
 console = Console(stderr=True)
 
 
+@state_cli.callback()
+def state() -> None:
+    """Versioned agent state (checkpointer): retention and maintenance."""
+
+
 @state_cli.command()
 def prune(
     keep_days: Annotated[float, typer.Option("--keep-days", min=0, help=(
@@ -27,8 +32,10 @@ def prune(
     from services.checkpointer.prune import prune as run_prune
     from services.runtime.cli import connection, run_async
     from services.runtime.db import create_pool
+    from services.runtime.settings import CliSettings
 
-    _, database_url = connection(data_dir)
+    # Only the database is needed: DATABASE_URL, else the running `engram dev`'s.
+    database_url = CliSettings().database_url or connection(data_dir)[1]
 
     async def go() -> None:
         pool = await create_pool(database_url, role="engram_checkpointer")

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from services.checkpointer import repo
+from services.checkpointer import repo_read
 from services.checkpointer.logic import Op
 from services.checkpointer.versions import (
     canonical,
@@ -58,7 +58,7 @@ async def rebuild(
         )
     if target == point.head_version:
         return await head_doc()
-    below, above = around or await repo.checkpoint_around(conn, point.state_id, target)
+    below, above = around or await repo_read.checkpoint_around(conn, point.state_id, target)
     if point.floor_version == 0:
         below = max(below or 0, 0)  # version 0 is the empty state
     above = point.head_version if above is None else min(above, point.head_version)
@@ -82,7 +82,7 @@ async def rebuild(
 async def _forward(
     conn: Connection, point: StatePoint, base: int, target: int
 ) -> dict[str, Any] | None:
-    rows = await repo.base_and_patches(conn, point.state_id, base, base + 1, target,
+    rows = await repo_read.base_and_patches(conn, point.state_id, base, base + 1, target,
                                        inverse=False)
     snap = [r for r in rows if r["part"] == 0]
     patches = [r for r in rows if r["part"] == 1]
@@ -105,7 +105,7 @@ async def _backward(
     conn: Connection, point: StatePoint, base: int, target: int, head_doc: HeadDoc
 ) -> dict[str, Any] | None:
     from_head = base == point.head_version
-    rows = await repo.base_and_patches(conn, point.state_id, -1 if from_head else base,
+    rows = await repo_read.base_and_patches(conn, point.state_id, -1 if from_head else base,
                                        target, base, inverse=True)
     snap = [r for r in rows if r["part"] == 0]
     if from_head:

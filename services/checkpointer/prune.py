@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 
 from contracts.state import PARTITIONS
-from services.checkpointer import repo
+from services.checkpointer import repo, repo_read
 from services.checkpointer.history import StatePoint, rebuild
 from services.checkpointer.rows import derived_id
 from services.checkpointer.versions import canonical, compress, loads, state_hash
@@ -90,7 +90,7 @@ async def _prune_state(
     if row is None:
         return
     head = repo.head_of(row)
-    keep = await repo.version_at(conn, state_id, cutoff)
+    keep = await repo_read.version_at(conn, state_id, cutoff)
     floor = max(head.floor_version, keep or 0)
     doomed = [r[0] for r in await conn.fetch(DOOMED, state_id, floor)]
     survivors = await conn.fetchval(

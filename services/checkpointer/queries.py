@@ -26,7 +26,7 @@ from contracts.state import (
     StateView,
     TransitionView,
 )
-from services.checkpointer import repo
+from services.checkpointer import repo, repo_read
 from services.checkpointer.history import NotReadable, StatePoint, rebuild
 from services.checkpointer.logic import diff
 from services.checkpointer.versions import canonical, loads, state_hash
@@ -43,7 +43,7 @@ async def scoped(pool: asyncpg.Pool, tenant: str) -> AsyncIterator[Connection]:
     ``create_query_pool``): each query sets its tenant first.
     """
     async with pool.acquire() as conn:
-        await repo.set_tenant(conn, tenant)
+        await repo_read.set_tenant(conn, tenant)
         yield conn
 
 
@@ -66,7 +66,7 @@ class _State:
 
     async def current(self) -> dict[str, Any]:
         """The current document (from the located row when it came along)."""
-        if "head_needed" in self.row and self.row["head_needed"]:
+        if self.row.get("head_needed"):
             texts = [self.row[c] for c in ("l", "sh", "se", "p")]
         else:
             texts = (await repo.load_partitions(self.conn, [self.head.state_id]))[
@@ -82,7 +82,7 @@ class _State:
 async def _find(conn: Connection, req: QueryKey, at_version: int | None = None,
                 at_time: datetime | None = None) -> _State:
     key = (req.tenant_id, req.user_id, req.agent_id)
-    row = await repo.locate(conn, key, at_version, at_time)
+    row = await repo_read.locate(conn, key, at_version, at_time)
     if row is None:
         raise NotReadable("not_found", f"no state for user {req.user_id!r}, agent "
                           f"{req.agent_id!r} in tenant {req.tenant_id!r}")
@@ -123,7 +123,7 @@ async def get_history(pool: asyncpg.Pool, req: StateHistoryRequest) -> StateHist
             state = await _find(conn, req)
         except NotReadable as err:
             return StateHistoryReply(error=_error(err))
-        rows = await repo.history_page(conn, state.head.state_id, req.before_version,
+        rows = await repo_read.history_page(conn, state.head.state_id, req.before_version,
                                        req.limit + 1, req.include_patches)
     page = rows[: req.limit]
     items = [

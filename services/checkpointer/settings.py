@@ -18,11 +18,12 @@ class CheckpointerSettings(WorkerSettings):
     service: ClassVar[str] = "checkpointer"
 
     snapshot_every: int = Field(
-        default=100,
+        default=200,
         ge=1,
         le=10_000,
         description="An automatic snapshot at every multiple of this version, so any "
-        "version rebuilds from a snapshot plus at most this many patches.",
+        "version rebuilds from the nearest snapshot (or the current state) plus at most "
+        "half this many patches, forward or backward.",
     )
     compress_level: int = Field(
         default=12, ge=1, le=22, description="zstd level of snapshots (archive: 19)."

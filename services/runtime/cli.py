@@ -216,4 +216,8 @@ def asyncapi(
 
 
 def main() -> None:
+    from services.runtime.registry import command_groups
+
+    for name, (group, help_text) in command_groups().items():
+        cli.add_typer(group, name=name, help=help_text)
     cli()

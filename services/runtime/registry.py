@@ -18,6 +18,18 @@ SERVICES: dict[str, str] = {
     "audit": "services.audit.app",
 }
 
+# Command groups that services add to `engram` (module, attribute, help).
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "state": ("services.checkpointer.cli", "state_cli", "Agent state: retention."),
+}
+
+
+def command_groups() -> dict[str, tuple[Any, str]]:
+    return {
+        name: (getattr(importlib.import_module(module), attr), help_text)
+        for name, (module, attr, help_text) in COMMANDS.items()
+    }
+
 
 def create_worker(service: str, **settings: Any) -> tuple[FastStream, Worker]:
     """The service's FastStream app and its worker state; settings override the env."""

@@ -71,10 +71,22 @@ def test_not_json_is_invalid() -> None:
         decode("chat.message.created", b"\xff{not json")
 
 
-def test_every_contract_has_a_documented_schema() -> None:
+def test_every_event_has_a_documented_schema() -> None:
     contracts = all_contracts()
-    assert len(contracts) == 9
+    assert {n for n in contracts if n.startswith("chat.")} == {
+        "chat.conversation.created",
+        "chat.conversation.updated",
+        "chat.conversation.archived",
+        "chat.message.created",
+        "chat.message.edited",
+        "chat.message.deleted",
+        "chat.file.uploaded",
+        "chat.session.started",
+        "chat.session.ended",
+    }
     for name, model in contracts.items():
+        if "payload" not in model.model_fields:
+            continue  # a query request or reply
         schema = model.model_json_schema()
         payload = schema["$defs"][schema["properties"]["payload"]["$ref"].split("/")[-1]]
         for field_name, spec in payload["properties"].items():

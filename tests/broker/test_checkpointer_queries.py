@@ -1,0 +1,108 @@
+"""query.state.* through FastStream's in-memory broker (no nats-server); the database is
+the real one the test session starts (the writer fills it directly)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+from faststream.nats import TestNatsBroker
+
+from contracts.state import StateDiffReply, StateGetReply, StateHistoryReply
+from services.checkpointer.app import create_app
+from services.checkpointer.settings import CheckpointerSettings
+from services.checkpointer.writer import Delivered, StateWriter
+from services.runtime.db import create_pool
+from tests.conftest import Env
+from tests.connected.checkpointer_fixtures import add, patch
+
+
+@pytest.fixture
+async def pool(env: Env) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(env.database_url, role="engram_checkpointer")
+    writer = StateWriter(CheckpointerSettings())
+    events = [patch([add("/local/n", i)]) for i in range(1, 4)]
+    events.append(patch([add("/local/n", 99)], tenant="globex"))
+    async with pool.acquire() as conn, conn.transaction():
+        await writer.apply_state(conn, [Delivered(e, i) for i, e in enumerate(events, 1)])
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def broker(env: Env, pool: asyncpg.Pool) -> AsyncIterator[Any]:
+    app, _ = create_app(CheckpointerSettings(nats_url=env.nats_url,
+                                             database_url=env.database_url))
+    app.context.set_global("query_pool", pool)  # what the worker does after startup
+    async with TestNatsBroker(app.broker) as br:  # type: ignore[type-var]
+        yield br
+
+
+async def ask(broker: Any, subject: str, **body: Any) -> dict[str, Any]:
+    body = {"tenant_id": "acme", "user_id": "u-1", "agent_id": "bot", **body}
+    response = await broker.request(body, subject)
+    decoded: dict[str, Any] = await response.decode()
+    return decoded
+
+
+async def test_get_current_and_past_versions(broker: Any) -> None:
+    reply = StateGetReply.model_validate(await ask(broker, "query.state.get"))
+    assert reply.state is not None and (reply.state.version, reply.state.local) == (3, {"n": 3})
+    past = StateGetReply.model_validate(await ask(broker, "query.state.get", at_version=1))
+    assert past.state is not None and past.state.local == {"n": 1}
+    assert past.modification_count is None
+
+
+async def test_every_query_is_scoped_by_tenant(broker: Any) -> None:
+    other = StateGetReply.model_validate(await ask(broker, "query.state.get", tenant_id="globex"))
+    assert other.state is not None and other.state.local == {"n": 99}
+    none = StateHistoryReply.model_validate(
+        await ask(broker, "query.state.history", tenant_id="initech"))
+    assert none.error is not None and none.error.code == "not_found"
+
+
+async def test_bad_requests_get_an_invalid_reply(broker: Any) -> None:
+    missing = StateGetReply.model_validate(await ask(broker, "query.state.get", tenant_id=None))
+    assert missing.error is not None and missing.error.code == "invalid"
+    assert "tenant_id" in missing.error.message
+    both = StateGetReply.model_validate(
+        await ask(broker, "query.state.get", at_version=1, at_time="2026-01-01T00:00:00Z"))
+    assert both.error is not None and "at most one" in both.error.message
+    naive = StateGetReply.model_validate(
+        await ask(broker, "query.state.get", at_time="2026-01-01T00:00:00"))
+    assert naive.error is not None and naive.error.code == "invalid"
+
+
+async def test_history_and_diff(broker: Any) -> None:
+    page = StateHistoryReply.model_validate(await ask(broker, "query.state.history", limit=2))
+    assert [t.version for t in page.items] == [3, 2] and page.next_before_version == 2
+    assert page.items[0].patch == [{"op": "add", "path": "/local/n", "value": 3}]
+    diff = StateDiffReply.model_validate(
+        await ask(broker, "query.state.diff", from_version=0, to_version=3))
+    assert diff.patch == [{"op": "add", "path": "/local/n", "value": 3}]
+    bad = StateDiffReply.model_validate(
+        await ask(broker, "query.state.diff", from_version=0, to_version=7))
+    assert bad.error is not None and bad.error.code == "not_found"
+
+
+async def test_each_query_sets_its_own_tenant_on_the_query_pool(
+    broker: Any, env: Env
+) -> None:
+    from services.checkpointer.queries import create_query_pool
+
+    queries = await create_query_pool(env.database_url, "engram_checkpointer", 1)
+    try:
+        broker.context.set_global("query_pool", queries)
+        one = StateGetReply.model_validate(await ask(broker, "query.state.get",
+                                                     tenant_id="globex"))
+        two = StateGetReply.model_validate(await ask(broker, "query.state.get"))
+        assert one.state is not None and one.state.local == {"n": 99}
+        assert two.state is not None and two.state.local == {"n": 3}  # same connection
+        async with queries.acquire() as conn:
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT current_setting('engram.tenant_id')") == "acme"
+            assert await conn.fetchval("SELECT count(*) FROM checkpoint.agent_states") == 1
+    finally:
+        await queries.close()

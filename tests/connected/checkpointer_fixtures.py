@@ -1,0 +1,110 @@
+"""Fixtures and builders for the checkpointer's connected tests (import the fixtures
+``checkpointer`` and ``run_checkpointer`` into a test module by importing
+``checkpointer_fixture`` and ``run_checkpointer_fixture``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+import asyncpg
+import orjson
+import pytest
+from faststream import TestApp
+from nats.aio.client import Client as NatsClient
+from pydantic import BaseModel
+
+from contracts.state import (
+    StateCheckpoint,
+    StateCheckpointPayload,
+    StatePatch,
+    StatePatchPayload,
+    StateRestore,
+    StateRestorePayload,
+)
+from services.checkpointer.app import create_app
+from services.checkpointer.settings import CheckpointerSettings
+from services.runtime.service import Worker
+from tests.conftest import Env
+from tests.helpers import eventually
+
+FAST = {"retry_base_s": 0.05, "retry_max_s": 0.2, "max_deliver": 20, "fetch_wait_s": 0.5,
+        "drain_timeout_s": 5.0, "outbox_poll_s": 0.5}
+TENANT, USER, AGENT = "acme", "u-1", "bot"
+R = TypeVar("R", bound=BaseModel)
+
+
+def settings_for(env: Env, **overrides: Any) -> CheckpointerSettings:
+    return CheckpointerSettings(**{"nats_url": env.nats_url, "database_url": env.database_url,
+                                   **FAST, **overrides})
+
+
+@pytest.fixture(name="run_checkpointer")
+def run_checkpointer_fixture(env: Env) -> Callable[..., AbstractAsyncContextManager[Worker]]:
+    """``async with run_checkpointer(**settings) as worker``: the real worker, in-process."""
+
+    @asynccontextmanager
+    async def running(**overrides: Any) -> AsyncIterator[Worker]:
+        app, worker = create_app(settings_for(env, **overrides))
+        async with TestApp(app):
+            yield worker
+
+    return running
+
+
+@pytest.fixture(name="checkpointer")
+async def checkpointer_fixture(
+    run_checkpointer: Callable[..., AbstractAsyncContextManager[Worker]],
+) -> AsyncIterator[Worker]:
+    async with run_checkpointer() as worker:
+        yield worker
+
+
+def patch(ops: list[dict[str, Any]] | None = None, *, merge: dict[str, Any] | None = None,
+          expected: int | None = None, user: str = USER, agent: str = AGENT,
+          tenant: str = TENANT, **envelope: Any) -> StatePatch:
+    return StatePatch(tenant_id=tenant, producer="tests", **envelope,
+                      payload=StatePatchPayload(user_id=user, agent_id=agent, patch=ops,
+                                                merge_patch=merge, expected_version=expected))
+
+
+def checkpoint(checkpoint_id: UUID, *, user: str = USER, agent: str = AGENT,
+               tenant: str = TENANT, **payload: Any) -> StateCheckpoint:
+    return StateCheckpoint(tenant_id=tenant, producer="tests", payload=StateCheckpointPayload(
+        user_id=user, agent_id=agent, checkpoint_id=checkpoint_id, **payload))
+
+
+def restore(*, user: str = USER, agent: str = AGENT, tenant: str = TENANT,
+            **payload: Any) -> StateRestore:
+    return StateRestore(tenant_id=tenant, producer="tests",
+                        payload=StateRestorePayload(user_id=user, agent_id=agent, **payload))
+
+
+def add(path: str, value: Any) -> dict[str, Any]:
+    return {"op": "add", "path": path, "value": value}
+
+
+async def request(nc: NatsClient, subject: str, reply: type[R], **body: Any) -> R:
+    body.setdefault("tenant_id", TENANT)
+    body.setdefault("user_id", USER)
+    body.setdefault("agent_id", AGENT)
+    for key, value in body.items():
+        if isinstance(value, datetime):
+            body[key] = value.isoformat()
+    msg = await nc.request(subject, orjson.dumps(body), timeout=5)
+    return reply.model_validate_json(msg.data)
+
+
+async def version_of(db: asyncpg.Connection, user: str = USER, agent: str = AGENT,
+                     tenant: str = TENANT) -> int:
+    version = await db.fetchval(
+        """SELECT version FROM checkpoint.agent_states
+            WHERE tenant_id = $1 AND user_id = $2 AND agent_id = $3""", tenant, user, agent)
+    return int(version or 0)
+
+
+async def wait_version(db: asyncpg.Connection, version: int, **key: Any) -> int:
+    return await eventually(lambda: version_of(db, **key), lambda v: v >= version)
