@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import json
 import math
@@ -49,13 +50,18 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+# The code measured: by default a snapshot of these folders taken at start (see main), so
+# edits landing in the working tree during a run do not mix versions.
+CODE_DIRS = ("services", "contracts", "sql")
+SNAPSHOT_ENV = "ENGRAM_BENCH_CODE"
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+    sys.path.append(str(ROOT))  # after PYTHONPATH, so a snapshot there wins
 
 warnings.filterwarnings("ignore", module="platformdirs")
 
 import asyncpg  # noqa: E402
 import nats  # noqa: E402
+import psutil  # noqa: E402
 from nats.js import JetStreamContext  # noqa: E402
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy  # noqa: E402
 from nats.js.errors import NotFoundError  # noqa: E402
@@ -104,12 +110,14 @@ museum ticket train station airport gate luggage passport visa weather forecast 
 budget estimate quarter revenue growth customer churn dashboard metric latency throughput
 python rust javascript typescript postgres redis kafka nats kubernetes docker container
 please thanks sure great perfect exactly actually probably maybe definitely honestly
-""".split()
+""".split()  # noqa: SIM905
 UNICODE_BITS = ["café", "naïve", "São Paulo", "Zürich", "jalapeño", "😊", "👍", "→", "€120",
                 "日本語", "Ελληνικά", "—", "“quoted”"]
 CODE_SNIPPETS = [
-    "```python\nasync def handler(msg):\n    event = decode(msg.data)\n    await store(event)\n```",
-    "```sql\nSELECT conversation_id, count(*) FROM messages GROUP BY 1 ORDER BY 2 DESC LIMIT 10;\n```",
+    "```python\nasync def handler(msg):\n    event = decode(msg.data)\n"
+    "    await store(event)\n```",
+    "```sql\nSELECT conversation_id, count(*) FROM messages\n"
+    " GROUP BY 1 ORDER BY 2 DESC LIMIT 10;\n```",
     "```bash\nkubectl rollout restart deployment/ingest -n engram\n```",
     '```json\n{"status": "ok", "items": [1, 2, 3], "next": null}\n```',
 ]
@@ -192,7 +200,7 @@ def build_events(n: int, *, seed: int = 7, conversations: int = 300,
     for _ in range(n):
         c = rng.choices(convs, cum_weights=cum_weights)[0]
         step = c.turn % 4
-        if step == 0 or step == 2:
+        if step in (0, 2):
             role = Role.user
         elif rng.random() < 0.15:
             role = Role.tool
@@ -325,6 +333,7 @@ def naive_main() -> None:
 class Servers:
     nats_url: str
     admin_url: str
+    pids: dict[str, int] = field(default_factory=dict)  # postgres (postmaster), nats
 
     def db_url(self, name: str) -> str:
         return self.admin_url.rsplit("/", 1)[0] + f"/{name}"
@@ -341,7 +350,7 @@ class Servers:
 
         await self.admin(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
         await self.admin(f"CREATE DATABASE {TEMPLATE_DB}")
-        await migrate(self.db_url(TEMPLATE_DB))
+        await migrate(self.db_url(TEMPLATE_DB), ["ingest"])
 
     async def fresh_db(self, name: str) -> str:
         await self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -375,7 +384,7 @@ async def consumer_info(js: JetStreamContext, durable: str) -> Any:
 def start_process(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     log = log_path.open("ab")
     try:
-        return subprocess.Popen(args, env={**os.environ, **env}, stdout=log,  # noqa: S603
+        return subprocess.Popen(args, env={**os.environ, **env}, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
     finally:
         log.close()
@@ -424,6 +433,7 @@ class Config:
     latency: bool
     out: Path
     quick: bool
+    live_code: bool = False
     ingest_env: dict[str, str] = field(default_factory=dict)
     seed: int = 7
 
@@ -481,6 +491,70 @@ async def publish_backlog(js: JetStreamContext, wire: Sequence[Wire], ui: Ui,
     return rate
 
 
+def _machine_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU jiffies of the whole machine, from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:9]]
+    except OSError:
+        return 0, 0
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def _cpu_seconds(procs: Sequence[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+class CpuMeter:
+    """CPU seconds of the worker, PostgreSQL, nats-server and this process over a window,
+    and how busy the whole machine was (other sessions' work shows up as "others")."""
+
+    def __init__(self, pids: dict[str, int], worker: subprocess.Popen[bytes] | None) -> None:
+        self.pids = pids
+        self.worker = worker
+
+    def _groups(self) -> dict[str, list[psutil.Process]]:
+        groups: dict[str, list[psutil.Process]] = {}
+        with contextlib.suppress(psutil.Error):
+            if self.worker is not None:
+                w = psutil.Process(self.worker.pid)
+                groups["worker"] = [w, *w.children(recursive=True)]
+            pg = psutil.Process(self.pids["postgres"])
+            groups["postgres"] = [pg, *pg.children(recursive=True)]
+            groups["nats"] = [psutil.Process(self.pids["nats"])]
+            groups["bench"] = [psutil.Process()]
+        return groups
+
+    def start(self) -> None:
+        self.groups = self._groups()  # at start: the worker's connections exist by now
+        self.t0 = time.perf_counter()
+        self.cpu0 = {k: _cpu_seconds(v) for k, v in self.groups.items()}
+        self.m0 = _machine_jiffies()
+
+    def stop(self, events: int) -> dict[str, float]:
+        wall = time.perf_counter() - self.t0
+        m1 = _machine_jiffies()
+        out: dict[str, float] = {"wall_s": wall}
+        ours = 0.0
+        for name, procs in self.groups.items():
+            used = _cpu_seconds(procs) - self.cpu0[name]
+            ours += used
+            out[f"{name}_cores"] = used / wall
+            out[f"{name}_us_per_event"] = 1e6 * used / max(events, 1)
+        busy, total = m1[0] - self.m0[0], m1[1] - self.m0[1]
+        if total > 0:
+            machine = (os.cpu_count() or 1) * busy / total
+            out["machine_cores_busy"] = machine
+            out["others_cores"] = max(0.0, machine - ours / wall)
+        return out
+
+
 @dataclass
 class Consumed:
     events_per_s: float
@@ -488,23 +562,24 @@ class Consumed:
     rows: int
     partial: bool = False
     startup_s: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
 
 
 async def wait_consumer(js: JetStreamContext, durable: str, proc: subprocess.Popen[bytes],
-                        timeout: float = 60.0) -> None:
-    deadline = time.perf_counter() + timeout
+                        limit_s: float = 60.0) -> None:
+    deadline = time.perf_counter() + limit_s
     while await consumer_info(js, durable) is None:
         if proc.poll() is not None:
             raise RuntimeError(f"{durable} process exited with {proc.returncode}; see its log")
         if time.perf_counter() > deadline:
-            raise TimeoutError(f"consumer {durable} did not appear in {timeout}s")
+            raise TimeoutError(f"consumer {durable} did not appear in {limit_s}s")
         await asyncio.sleep(0.005)
 
 
-async def measure_consumption(
+async def measure_consumption(  # noqa: PLR0912 - one polling loop, several exits
     js: JetStreamContext, db: asyncpg.Connection, *, durable: str, n: int,
     last_message_id: uuid.UUID, proc: subprocess.Popen[bytes], ui: Ui, label: str,
-    started: float | None = None, max_s: float | None = None,
+    started: float | None = None, max_s: float | None = None, meter: CpuMeter | None = None,
 ) -> Consumed:
     """From the first delivery (or ``started``) to the moment every row is committed.
 
@@ -528,6 +603,8 @@ async def measure_consumption(
                 raise TimeoutError(f"{label}: nothing delivered in 90s")
             await asyncio.sleep(0.005)
     startup = t0 - spawned if started is None else 0.0
+    if meter is not None:
+        meter.start()
     last_progress = 0.0
     end: float | None = None
     partial = False
@@ -556,11 +633,22 @@ async def measure_consumption(
             raise TimeoutError(f"{label}: not done after 900s")
         await asyncio.sleep(0.005)
     seconds = end - t0
-    result = Consumed(rows / seconds, seconds, rows, partial, startup)
+    cpu = meter.stop(rows) if meter is not None else {}
+    result = Consumed(rows / seconds, seconds, rows, partial, startup, cpu)
     note = f" (stopped after {max_s:.0f}s: {rows:,}/{n:,} rows)" if partial else ""
     ui.finish(task, f"{label}: {rows:,} rows in {seconds:.2f}s = {result.events_per_s:,.0f} "
-                    f"events/s{note}")
+                    f"events/s{note}{cpu_note(cpu)}")
     return result
+
+
+def cpu_note(cpu: dict[str, float]) -> str:
+    if not cpu:
+        return ""
+    parts = [f"{k} {cpu[f'{k}_cores']:.2f}" for k in ("worker", "postgres", "nats")
+             if f"{k}_cores" in cpu]
+    if "others_cores" in cpu:
+        parts.append(f"other sessions {cpu['others_cores']:.2f}")
+    return "; CPU cores: " + ", ".join(parts)
 
 
 async def measure_pull_ack(js: JetStreamContext, nc: Any, n: int, ui: Ui) -> float:
@@ -610,6 +698,12 @@ async def measure_copy(url: str, records: Sequence[tuple[Any, ...]], ui: Ui) -> 
     return rate
 
 
+def _loadavg() -> list[float]:
+    with contextlib.suppress(OSError):
+        return [round(x, 2) for x in os.getloadavg()]
+    return []
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -629,20 +723,51 @@ class Latency:
     p95_ms: float
     p99_ms: float
     max_ms: float
+    # The same events timed by the worker's acks (sent right after COMMIT), observed on
+    # $JS.ACK.> without polling: no load on the database, no poll-period rounding.
+    ack_seen: int = 0
+    ack_p50_ms: float = math.nan
+    ack_p95_ms: float = math.nan
+    ack_p99_ms: float = math.nan
+    ack_max_ms: float = math.nan
+    cpu: dict[str, float] = field(default_factory=dict)
 
 
-async def measure_latency(js: JetStreamContext, db: asyncpg.Connection,
+def _ack_stream_seq(subject: str, stream: str, durable: str) -> int | None:
+    # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>
+    # (or the v2 form with domain and account hash before <stream>)
+    tokens = subject.split(".")
+    for i in range(2, len(tokens) - 3):
+        if tokens[i] == stream and tokens[i + 1] == durable:
+            return int(tokens[i + 3])
+    return None
+
+
+async def measure_latency(  # noqa: PLR0915
+    nc: Any, js: JetStreamContext, db: asyncpg.Connection,
                           events: Sequence[MessageCreated], *, rate: int, warmup: int,
-                          ui: Ui) -> Latency:
+                          ui: Ui, meter: CpuMeter | None = None) -> Latency:
     """Publish at a steady rate; a poller (every ~2 ms) records when each row is visible.
 
     Latency of an event = start of the first poll that sees its row - its publish call.
-    The resolution is the poll period (~2-3 ms); the poller adds no work to the worker.
+    The resolution is the poll period (~2-3 ms); the poller adds no work to the worker
+    (only to PostgreSQL). The worker's acks, observed on $JS.ACK.>, give a second timing.
     """
     outstanding: dict[uuid.UUID, float] = {}
     latencies: list[float] = []
     publishing_done = asyncio.Event()
     query = "SELECT message_id FROM ingest.messages WHERE message_id = ANY($1::uuid[])"
+    acked: dict[int, float] = {}
+
+    async def on_ack(msg: Any) -> None:
+        at = time.perf_counter()
+        if msg.data and not msg.data.startswith(b"+ACK"):
+            return  # in-progress, nak, term
+        seq = _ack_stream_seq(msg.subject, "CHAT", "ingest")
+        if seq is not None:
+            acked.setdefault(seq, at)
+
+    ack_sub = await nc.subscribe("$JS.ACK.>", cb=on_ack)
 
     async def poller() -> None:
         while not (publishing_done.is_set() and not outstanding):
@@ -655,6 +780,8 @@ async def measure_latency(js: JetStreamContext, db: asyncpg.Connection,
                         latencies.append(t - published_at)
             await asyncio.sleep(0.002)
 
+    sent: list[tuple[asyncio.Future[Any], float]] = []
+
     async def publish(batch: Sequence[MessageCreated], measured: bool, task: TaskID) -> float:
         futures = []
         started = time.perf_counter()
@@ -666,7 +793,10 @@ async def measure_latency(js: JetStreamContext, db: asyncpg.Connection,
                 data = event.model_dump_json().encode()
                 t = time.perf_counter()
                 outstanding[event.payload.message_id] = t if measured else -1.0
-                futures.append(await js.publish_async(event.type, data, headers=event.headers()))
+                future = await js.publish_async(event.type, data, headers=event.headers())
+                futures.append(future)
+                if measured:
+                    sent.append((future, t))
                 i += 1
             ui.update(task, i)
             await asyncio.sleep(0.001)
@@ -681,27 +811,36 @@ async def measure_latency(js: JetStreamContext, db: asyncpg.Connection,
         task = ui.task("(d) latency warm-up", warmup)
         await publish(events[:warmup], False, task)
         deadline = time.perf_counter() + 30
-        while outstanding and time.perf_counter() < deadline:
+        while outstanding and time.perf_counter() < deadline:  # noqa: ASYNC110 - polling
             await asyncio.sleep(0.01)
         ui.finish(task, f"(d) warm-up: {warmup} events")
         measured = events[warmup:]
         task = ui.task(f"(d) latency at {rate:,}/s", len(measured))
+        if meter is not None:
+            meter.start()
         achieved = await publish(measured, True, task)
         publishing_done.set()
         deadline = time.perf_counter() + 60
-        while outstanding and time.perf_counter() < deadline:
+        while outstanding and time.perf_counter() < deadline:  # noqa: ASYNC110 - polling
             await asyncio.sleep(0.01)
+        cpu = meter.stop(len(measured)) if meter is not None else {}
         seen = len(latencies)
+        await asyncio.sleep(0.1)  # the last acks
     finally:
         publishing_done.set()
         outstanding.clear()
         await poll_task
+        await ack_sub.unsubscribe()
     ms = [x * 1000 for x in latencies]
+    by_ack = [1000 * (acked[f.result().seq] - t) for f, t in sent if f.result().seq in acked]
     result = Latency(rate, len(measured), seen, round(achieved, 1), percentile(ms, 0.5),
-                     percentile(ms, 0.95), percentile(ms, 0.99), max(ms) if ms else math.nan)
+                     percentile(ms, 0.95), percentile(ms, 0.99), max(ms) if ms else math.nan,
+                     len(by_ack), percentile(by_ack, 0.5), percentile(by_ack, 0.95),
+                     percentile(by_ack, 0.99), max(by_ack) if by_ack else math.nan, cpu)
     ui.finish(task, f"(d) latency at {achieved:,.0f}/s: p50 {result.p50_ms:.1f} ms, p95 "
                     f"{result.p95_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, max "
-                    f"{result.max_ms:.1f} ms ({seen:,}/{len(measured):,} seen)")
+                    f"{result.max_ms:.1f} ms ({seen:,}/{len(measured):,} seen); by ack: p50 "
+                    f"{result.ack_p50_ms:.1f}, p99 {result.ack_p99_ms:.1f} ms{cpu_note(cpu)}")
     return result
 
 
@@ -721,11 +860,11 @@ class Shared:
     latency_events: list[MessageCreated]
 
 
-async def run_once(shared: Shared, run: int, ui: Ui) -> dict[str, Any]:
+async def run_once(shared: Shared, run: int, ui: Ui) -> dict[str, Any]:  # noqa: PLR0915
     cfg, servers = shared.cfg, shared.servers
     n = len(shared.wire)
     last_id = shared.events[-1].payload.message_id
-    result: dict[str, Any] = {"run": run}
+    result: dict[str, Any] = {"run": run, "loadavg_at_start": _loadavg()}
     nc = await nats.connect(servers.nats_url, max_reconnect_attempts=-1)
     js = nc.jetstream(publish_async_max_pending=4000)
     names = [f"bench_r{run}_{x}" for x in ("engram", "naive", "copy", "concurrent", "latency")]
@@ -746,16 +885,18 @@ async def run_once(shared: Shared, run: int, ui: Ui) -> dict[str, Any]:
                              shared.logs / f"run{run}-engram.log")
         try:
             a = await measure_consumption(js, db, durable="ingest", n=n, last_message_id=last_id,
-                                          proc=proc, ui=ui, label="(a) engram ingest (backlog)")
-            versions = await db.fetchval("SELECT count(*) FROM ingest.message_versions")
+                                          proc=proc, ui=ui, label="(a) engram ingest (backlog)",
+                                          meter=CpuMeter(servers.pids, proc))
             inbox = await db.fetchval("SELECT count(*) FROM ingest.inbox")
-            if versions != n or inbox != n:
-                raise RuntimeError(f"engram stored {versions} versions, {inbox} inbox rows")
+            if inbox != n:
+                raise RuntimeError(f"engram recorded {inbox} inbox rows for {n} events")
+            result["engram_versions"] = await db.fetchval(
+                "SELECT count(*) FROM ingest.message_versions")
         finally:
             stop_process(proc)
             await db.close()
         result.update(engram_eps=a.events_per_s, engram_s=a.seconds,
-                      engram_startup_s=a.startup_s)
+                      engram_startup_s=a.startup_s, engram_cpu=a.cpu)
         await servers.drop_db(names[0])
 
         # (b) naive FastStream consumer on the same backlog
@@ -767,12 +908,13 @@ async def run_once(shared: Shared, run: int, ui: Ui) -> dict[str, Any]:
         try:
             b = await measure_consumption(js, db, durable="naive", n=n, last_message_id=last_id,
                                           proc=proc, ui=ui, label="(b) naive FastStream",
-                                          max_s=cfg.naive_max_s)
+                                          max_s=cfg.naive_max_s,
+                                          meter=CpuMeter(servers.pids, proc))
         finally:
             stop_process(proc)
             await db.close()
         result.update(naive_eps=b.events_per_s, naive_s=b.seconds, naive_rows=b.rows,
-                      naive_partial=b.partial)
+                      naive_partial=b.partial, naive_cpu=b.cpu)
         await servers.drop_db(names[1])
 
         # (c) COPY of the same rows
@@ -797,12 +939,14 @@ async def run_once(shared: Shared, run: int, ui: Ui) -> dict[str, Any]:
                     publish_backlog(js, shared.wire, ui, "(a') publishing while consuming"))
                 c = await measure_consumption(
                     js, db, durable="ingest", n=n, last_message_id=last_id, proc=proc, ui=ui,
-                    label="(a') engram ingest (live publish)", started=started)
+                    label="(a') engram ingest (live publish)", started=started,
+                    meter=CpuMeter(servers.pids, proc))
                 result["concurrent_publish_eps"] = await publish_task
             finally:
                 stop_process(proc)
                 await db.close()
-            result.update(concurrent_eps=c.events_per_s, concurrent_s=c.seconds)
+            result.update(concurrent_eps=c.events_per_s, concurrent_s=c.seconds,
+                          concurrent_cpu=c.cpu)
             await servers.drop_db(names[3])
 
         # (d) latency at a steady rate
@@ -816,8 +960,9 @@ async def run_once(shared: Shared, run: int, ui: Ui) -> dict[str, Any]:
             try:
                 await wait_consumer(js, "ingest", proc)
                 await asyncio.sleep(0.5)
-                lat = await measure_latency(js, db, shared.latency_events, rate=cfg.rate,
-                                            warmup=min(300, cfg.rate // 2), ui=ui)
+                lat = await measure_latency(nc, js, db, shared.latency_events, rate=cfg.rate,
+                                            warmup=min(300, cfg.rate // 2), ui=ui,
+                                            meter=CpuMeter(servers.pids, proc))
             finally:
                 stop_process(proc)
                 await db.close()
@@ -852,6 +997,15 @@ ROWS: list[tuple[str, str, Callable[[float], str]]] = [
     ("latency_p95_ms", "(d) latency p95 at 1k/s (ms)", lambda v: f"{v:.1f}"),
     ("latency_p99_ms", "(d) latency p99 at 1k/s (ms)", lambda v: f"{v:.1f}"),
     ("latency_max_ms", "(d) latency max at 1k/s (ms)", lambda v: f"{v:.1f}"),
+    ("latency_ack_p50_ms", "(d) latency p50 by ack, no poller (ms)", lambda v: f"{v:.1f}"),
+    ("latency_ack_p99_ms", "(d) latency p99 by ack, no poller (ms)", lambda v: f"{v:.1f}"),
+    ("engram_worker_us_per_event", "(a) CPU us/event: engram worker", lambda v: f"{v:.0f}"),
+    ("engram_postgres_us_per_event", "(a) CPU us/event: PostgreSQL", lambda v: f"{v:.0f}"),
+    ("engram_nats_us_per_event", "(a) CPU us/event: nats-server", lambda v: f"{v:.0f}"),
+    ("naive_worker_us_per_event", "(b) CPU us/event: naive consumer", lambda v: f"{v:.0f}"),
+    ("naive_postgres_us_per_event", "(b) CPU us/event: PostgreSQL", lambda v: f"{v:.0f}"),
+    ("engram_others_cores", "(a) other sessions' load (cores busy)", lambda v: f"{v:.2f}"),
+    ("latency_others_cores", "(d) other sessions' load (cores busy)", lambda v: f"{v:.2f}"),
 ]
 
 GOALS: dict[str, tuple[str, Callable[[float], bool]]] = {
@@ -868,7 +1022,16 @@ def flatten(run: dict[str, Any]) -> dict[str, float]:
     lat = run.get("latency")
     if lat:
         flat.update(latency_p50_ms=lat["p50_ms"], latency_p95_ms=lat["p95_ms"],
-                    latency_p99_ms=lat["p99_ms"], latency_max_ms=lat["max_ms"])
+                    latency_p99_ms=lat["p99_ms"], latency_max_ms=lat["max_ms"],
+                    latency_ack_p50_ms=lat["ack_p50_ms"], latency_ack_p99_ms=lat["ack_p99_ms"])
+    for prefix in ("engram", "naive", "concurrent"):
+        cpu = run.get(f"{prefix}_cpu") or {}
+        for key in ("worker_us_per_event", "postgres_us_per_event", "nats_us_per_event",
+                    "others_cores"):
+            if key in cpu:
+                flat[f"{prefix}_{key}"] = cpu[key]
+    if lat and lat.get("cpu", {}).get("others_cores") is not None:
+        flat["latency_others_cores"] = lat["cpu"]["others_cores"]
     return flat
 
 
@@ -923,6 +1086,52 @@ def goal_results(summary: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
     return out
 
 
+def git_state() -> dict[str, Any]:
+    """The commit, and whether services/, contracts/ or sql/ had uncommitted changes."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                                  check=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    dirty = git("status", "--porcelain", "--", *CODE_DIRS)
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(dirty)}
+
+
+def tree_hash(root: Path) -> str:
+    digest = hashlib.sha256()
+    for folder in CODE_DIRS:
+        for path in sorted((root / folder).rglob("*")):
+            if path.is_file() and path.suffix in (".py", ".sql"):
+                digest.update(str(path.relative_to(root)).encode())
+                digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def code_version() -> dict[str, Any]:
+    snapshot = os.environ.get(SNAPSHOT_ENV)
+    if snapshot:
+        info = json.loads(os.environ.get(f"{SNAPSHOT_ENV}_GIT", "{}"))
+        return {**info, "snapshot": True, "tree_sha": tree_hash(Path(snapshot))}
+    return {**git_state(), "snapshot": False, "tree_sha": tree_hash(ROOT)}
+
+
+def reexec_on_snapshot(argv: list[str]) -> None:
+    """Copy services/, contracts/ and sql/ aside and run the whole bench (this process, the
+    workers, the naive consumer) on the copy, through PYTHONPATH."""
+    info = git_state()
+    snapshot = Path(tempfile.mkdtemp(prefix="engram-bench-code-"))
+    snapshot.chmod(0o755)
+    for folder in CODE_DIRS:
+        shutil.copytree(ROOT / folder, snapshot / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    pythonpath = os.pathsep.join(p for p in (str(snapshot), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, SNAPSHOT_ENV: str(snapshot), f"{SNAPSHOT_ENV}_GIT": json.dumps(info),
+           "PYTHONPATH": pythonpath}
+    os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *argv], env)
+
+
 def machine() -> dict[str, Any]:
     info: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
                             "cpus": os.cpu_count()}
@@ -936,9 +1145,10 @@ def machine() -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 
-async def bench(cfg: Config, nats_url: str, database_url: str, logs: Path) -> dict[str, Any]:
+async def bench(cfg: Config, nats_url: str, database_url: str, logs: Path,
+                pids: dict[str, int]) -> dict[str, Any]:
     admin = database_url.rsplit("/", 1)[0] + "/postgres"
-    servers = Servers(nats_url, admin)
+    servers = Servers(nats_url, admin, pids)
     await servers.make_template()
 
     started = time.perf_counter()
@@ -948,10 +1158,11 @@ async def bench(cfg: Config, nats_url: str, database_url: str, logs: Path) -> di
     latency_n = int(cfg.rate * cfg.latency_s) + min(300, cfg.rate // 2)
     latency_events = build_events(latency_n, seed=cfg.seed + 1000)
     sizes = [len(e.payload.content) for e in events]
+    conversations = len({e.payload.conversation_id for e in events})
     console.log(f"built {len(events):,} events in {time.perf_counter() - started:.1f}s: content "
                 f"{min(sizes)}-{max(sizes)} chars (median {statistics.median(sizes):.0f}, mean "
-                f"{statistics.fmean(sizes):.0f}), {len({e.payload.conversation_id for e in events})}"
-                f" conversations, {sum(len(w.data) for w in wire) / 1e6:.1f} MB on the wire")
+                f"{statistics.fmean(sizes):.0f}), {conversations} conversations, "
+                f"{sum(len(w.data) for w in wire) / 1e6:.1f} MB on the wire")
     shared = Shared(cfg, servers, logs, events, wire, records, latency_events)
 
     runs: list[dict[str, Any]] = []
@@ -980,6 +1191,7 @@ async def bench(cfg: Config, nats_url: str, database_url: str, logs: Path) -> di
                                      "median": statistics.median(sizes),
                                      "mean": statistics.fmean(sizes)}},
         "machine": machine(),
+        "code": code_version(),
         "runs": runs,
         "summary": summary,
         "goals": goal_results(summary),
@@ -1005,6 +1217,8 @@ def parse_args(argv: list[str]) -> Config:
     parser.add_argument("--no-latency", action="store_true", help="skip (d)")
     parser.add_argument("--ingest-env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra INGEST_* setting for the worker (repeatable)")
+    parser.add_argument("--live-code", action="store_true",
+                        help="run the working tree's code as it changes, not a snapshot")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON results (bench/results/ingest.json; -quick.json with --quick)")
     a = parser.parse_args(argv)
@@ -1021,6 +1235,7 @@ def parse_args(argv: list[str]) -> Config:
         latency=not a.no_latency,
         out=a.out or default_out,
         quick=quick,
+        live_code=a.live_code,
         ingest_env=dict(kv.split("=", 1) for kv in a.ingest_env),
     )
 
@@ -1030,6 +1245,19 @@ def main(argv: list[str]) -> int:
         naive_main()
         return 0
     cfg = parse_args(argv)
+    if not cfg.live_code and SNAPSHOT_ENV not in os.environ:
+        reexec_on_snapshot(argv)  # does not return
+    snapshot = os.environ.get(SNAPSHOT_ENV)
+    import services
+
+    code = code_version()
+    where = Path(services.__file__).resolve().parents[1]
+    if snapshot and where != Path(snapshot).resolve():
+        console.print(f"[red]services imported from {where}, not from the snapshot {snapshot}")
+        return 2
+    dirty = ", with uncommitted changes" if code.get("uncommitted_changes") else ""
+    console.log(f"measuring {'a snapshot of ' if snapshot else ''}{where} (commit "
+                f"{code.get('commit', '')[:10]}{dirty}, tree {code['tree_sha']})")
     from services.runtime.embedded import DevStack
 
     temp = None
@@ -1046,7 +1274,11 @@ def main(argv: list[str]) -> int:
         urls = stack.start()
         console.log(f"NATS {urls['NATS_URL']}  PostgreSQL {urls['DATABASE_URL']}; worker logs "
                     f"in {logs}")
-        report = asyncio.run(bench(cfg, urls["NATS_URL"], urls["DATABASE_URL"], logs))
+        pidfile = stack.postgres.pgdata / "postmaster.pid"
+        assert stack.nats.process is not None
+        pids = {"postgres": int(pidfile.read_text().split()[0]), "nats": stack.nats.process.pid}
+        report = asyncio.run(bench(cfg, urls["NATS_URL"], urls["DATABASE_URL"], logs, pids))
+        report["code"] = code
         cfg.out.parent.mkdir(parents=True, exist_ok=True)
         cfg.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
         console.log(f"wrote {cfg.out}")
@@ -1057,6 +1289,8 @@ def main(argv: list[str]) -> int:
         stack.stop()
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
+        if snapshot and Path(snapshot).name.startswith("engram-bench-code-"):
+            shutil.rmtree(snapshot, ignore_errors=True)
     return 0
 
 
