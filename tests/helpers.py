@@ -42,12 +42,14 @@ async def eventually(
     return value
 
 
-async def dead_letters(nc: NatsClient, subject: str = "dlq.>", expect: int = 1,
-                       timeout: float = 15.0) -> list[tuple[str, dict[str, str], bytes]]:
+async def dead_letters(
+    nc: NatsClient, subject: str = "dlq.>", expect: int = 1, timeout: float = 15.0
+) -> list[tuple[str, dict[str, str], bytes]]:
     """Read the DLQ stream from the start until ``expect`` messages are there."""
     js = nc.jetstream()
-    sub = await js.pull_subscribe(subject, stream="DLQ",
-                                  config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
+    sub = await js.pull_subscribe(
+        subject, stream="DLQ", config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+    )
     found: list[tuple[str, dict[str, str], bytes]] = []
     deadline = time.monotonic() + timeout
     while len(found) < expect and time.monotonic() < deadline:
@@ -60,3 +62,27 @@ async def dead_letters(nc: NatsClient, subject: str = "dlq.>", expect: int = 1,
             await m.ack()
     await sub.unsubscribe()
     return found
+
+
+async def send_event(nc: NatsClient, event: Envelope) -> int:
+    """Publish one event; returns its stream sequence."""
+    ack = await nc.jetstream().publish(
+        event.type, event.model_dump_json().encode(), headers=event.headers()
+    )
+    return int(ack.seq)
+
+
+async def drained(nc: NatsClient, stream: str = "CHAT", consumer: str = "ingest") -> bool:
+    """Every message stored in the stream was acked or terminated by the consumer.
+
+    Compares the ack floor with the stream's last sequence: right after a publish the
+    consumer's pending counters may not have caught up yet.
+    """
+    js = nc.jetstream()
+    last = (await js.stream_info(stream)).state.last_seq
+    info = await js.consumer_info(stream, consumer)
+    return info.ack_floor.stream_seq >= last and info.num_ack_pending == 0
+
+
+async def dlq_depth(nc: NatsClient) -> int:
+    return (await nc.jetstream().stream_info("DLQ")).state.messages

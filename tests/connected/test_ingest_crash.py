@@ -53,8 +53,7 @@ N_EVENTS = 10_000
 # COMMIT whose acks never reached JetStream, so its whole batch is delivered again. 0.46
 # comes with the first commit after the restart that follows the 0.45 kill: that kill hits
 # a worker still recovering.
-KILLS = ((0.20, "anywhere"), (0.45, "after-commit"), (0.46, "anywhere"),
-         (0.70, "after-commit"))
+KILLS = ((0.20, "anywhere"), (0.45, "after-commit"), (0.46, "anywhere"), (0.70, "after-commit"))
 SEED = 20261101
 ENGRAM = Path(sys.executable).parent / "engram"
 ACK_WAIT_S = 2.0
@@ -72,6 +71,7 @@ WORKER_ENV = {
 
 
 # --- the workload --------------------------------------------------------------------
+
 
 @dataclass
 class SessionExpect:
@@ -146,30 +146,55 @@ class _Builder:
     def new_conversation(self) -> None:
         rng = self.rng
         conv = _Conversation(
-            cid=uuid4(), tenant=rng.choice(("acme", "globex", "initech")),
-            user=f"u-{rng.randint(1, 400)}", agent=rng.choice(("travel-bot", "coder", "support")),
+            cid=uuid4(),
+            tenant=rng.choice(("acme", "globex", "initech")),
+            user=f"u-{rng.randint(1, 400)}",
+            agent=rng.choice(("travel-bot", "coder", "support")),
             sessions_left=rng.randint(1, 3),
         )
         self.active.append(conv)
         self.w.conversations.add(conv.cid)
-        self.w.events.append(f.conversation(
-            conv.cid, tenant=conv.tenant, at=self.clock, title=f"chat {len(self.w.conversations)}",
-            user_id=conv.user, agent_id=conv.agent,
-            metadata={"channel": rng.choice(("web", "ios", "slack"))}))
+        self.w.events.append(
+            f.conversation(
+                conv.cid,
+                tenant=conv.tenant,
+                at=self.clock,
+                title=f"chat {len(self.w.conversations)}",
+                user_id=conv.user,
+                agent_id=conv.agent,
+                metadata={"channel": rng.choice(("web", "ios", "slack"))},
+            )
+        )
 
     def start_session(self, conv: _Conversation) -> None:
         conv.session, conv.left_in_session = uuid4(), self.rng.randint(15, 90)
         self.w.sessions[conv.session] = SessionExpect(conv.cid)
-        self.w.events.append(f.session_start(
-            conv.session, conv.cid, tenant=conv.tenant, at=self.clock, user_id=conv.user,
-            agent_id=conv.agent, metadata={"client": "web"}))
+        self.w.events.append(
+            f.session_start(
+                conv.session,
+                conv.cid,
+                tenant=conv.tenant,
+                at=self.clock,
+                user_id=conv.user,
+                agent_id=conv.agent,
+                metadata={"client": "web"},
+            )
+        )
 
     def end_session(self, conv: _Conversation) -> None:
         assert conv.session is not None
         self.w.sessions[conv.session].ended = True
-        self.w.events.append(f.session_end(
-            conv.session, conv.cid, tenant=conv.tenant, at=self.clock, user_id=conv.user,
-            agent_id=conv.agent, reason=self.rng.choice(("timeout", "user_left"))))
+        self.w.events.append(
+            f.session_end(
+                conv.session,
+                conv.cid,
+                tenant=conv.tenant,
+                at=self.clock,
+                user_id=conv.user,
+                agent_id=conv.agent,
+                reason=self.rng.choice(("timeout", "user_left")),
+            )
+        )
         conv.session, conv.sessions_left = None, conv.sessions_left - 1
         if conv.sessions_left <= 0:
             self.active.remove(conv)
@@ -177,17 +202,25 @@ class _Builder:
     def edit(self, conv: _Conversation) -> None:
         mid = self.rng.choice(conv.live[-20:])  # a recent message, sometimes edited twice
         self.w.edits[mid] += 1
-        event = f.edit(mid, f"edit {self.w.edits[mid]}: {self.rng.random():.6f}",
-                       tenant=conv.tenant, at=self.clock, edited_by=conv.user,
-                       reason=self.rng.choice((None, "typo", "clarify")))
+        event = f.edit(
+            mid,
+            f"edit {self.w.edits[mid]}: {self.rng.random():.6f}",
+            tenant=conv.tenant,
+            at=self.clock,
+            edited_by=conv.user,
+            reason=self.rng.choice((None, "typo", "clarify")),
+        )
         self.w.edit_events[event.event_id] = mid
         self.w.events.append(event)
 
     def delete(self, conv: _Conversation) -> None:
         mid = conv.live.pop(self.rng.randrange(len(conv.live) - 1))
         self.w.deleted.add(mid)
-        self.w.events.append(f.delete(mid, tenant=conv.tenant, at=self.clock,
-                                      deleted_by=conv.user, reason="user request"))
+        self.w.events.append(
+            f.delete(
+                mid, tenant=conv.tenant, at=self.clock, deleted_by=conv.user, reason="user request"
+            )
+        )
 
     def message(self, conv: _Conversation) -> None:
         assert conv.session is not None
@@ -196,9 +229,14 @@ class _Builder:
         tokens = None if role == "system" else rng.randint(1, 200 if role == "user" else 900)
         mid = uuid4()
         event = f.message(
-            conv.cid, mid, tenant=conv.tenant, at=self.clock, role=role,
+            conv.cid,
+            mid,
+            tenant=conv.tenant,
+            at=self.clock,
+            role=role,
             content=f"{role} says {rng.random():.8f} " * rng.randint(1, 6),
-            session_id=conv.session, parent_message_id=None if role == "user" else conv.last,
+            session_id=conv.session,
+            parent_message_id=None if role == "user" else conv.last,
             metadata={"tokens": tokens, "model": "gpt-4.1" if role == "assistant" else None},
             sender_user_id=conv.user if role == "user" else None,
             sender_agent_id=conv.agent if role in ("assistant", "tool") else None,
@@ -234,8 +272,7 @@ class WorkerProcess:
 
     def __init__(self, nats_url: str, database_url: str, log_path: Path) -> None:
         self.log_path = log_path
-        self.env = {**os.environ, "NATS_URL": nats_url, "DATABASE_URL": database_url,
-                    **WORKER_ENV}
+        self.env = {**os.environ, "NATS_URL": nats_url, "DATABASE_URL": database_url, **WORKER_ENV}
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -246,8 +283,12 @@ class WorkerProcess:
             log.write(f"\n===== start #{self.starts} at {time.monotonic():.3f} =====\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                [str(ENGRAM), "run", "ingest"], env=self.env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                [str(ENGRAM), "run", "ingest"],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - one libc call, no locks
             )
 
@@ -269,9 +310,15 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")[-chars:]
 
 
-async def wait_for(probe: Callable[[], Awaitable[T]], until: Callable[[T], bool], *,
-                   worker: WorkerProcess, within_s: float, what: str,
-                   interval_s: float = 0.02) -> T:
+async def wait_for(
+    probe: Callable[[], Awaitable[T]],
+    until: Callable[[T], bool],
+    *,
+    worker: WorkerProcess,
+    within_s: float,
+    what: str,
+    interval_s: float = 0.02,
+) -> T:
     """Poll ``probe`` until ``until(value)``; fail at once if the worker died on its own."""
     deadline = time.monotonic() + within_s
     value = await probe()
@@ -286,8 +333,10 @@ async def wait_for(probe: Callable[[], Awaitable[T]], until: Callable[[T], bool]
 
 async def publish_all(js: JetStreamContext, events: list[Envelope]) -> None:
     """Publish asynchronously (acks awaited together), with Nats-Msg-Id = event_id."""
-    futures = [await js.publish_async(e.type, e.model_dump_json().encode(), headers=e.headers())
-               for e in events]
+    futures = [
+        await js.publish_async(e.type, e.model_dump_json().encode(), headers=e.headers())
+        for e in events
+    ]
     acks = await asyncio.gather(*futures)
     assert not any(ack.duplicate for ack in acks)
     assert (await js.stream_info("CHAT")).state.messages == len(events)
@@ -339,8 +388,10 @@ class NatsProxy:
         assert task is not None
         self._links.add(task)
         server_r, server_w = await asyncio.open_connection(*self._upstream)
-        pumps = [asyncio.create_task(self._pump(client_r, server_w, held=True)),
-                 asyncio.create_task(self._pump(server_r, client_w, held=False))]
+        pumps = [
+            asyncio.create_task(self._pump(client_r, server_w, held=True)),
+            asyncio.create_task(self._pump(server_r, client_w, held=False)),
+        ]
         try:
             await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -351,8 +402,9 @@ class NatsProxy:
                 writer.close()
             self._links.discard(task)
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                    held: bool) -> None:
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, held: bool
+    ) -> None:
         while data := await reader.read(65_536):
             if held:
                 await self._flowing.wait()
@@ -360,8 +412,9 @@ class NatsProxy:
             await writer.drain()
 
 
-async def kill_after_commit(worker: WorkerProcess, proxy: NatsProxy,
-                            stored: Callable[[], Awaitable[int]]) -> int:
+async def kill_after_commit(
+    worker: WorkerProcess, proxy: NatsProxy, stored: Callable[[], Awaitable[int]]
+) -> int:
     """Hold the worker's outgoing NATS traffic, wait for its next COMMIT, then kill -9 it
     and cut its connection: that batch is committed, and none of its acks arrived."""
     for _ in range(20):
@@ -383,9 +436,9 @@ async def kill_after_commit(worker: WorkerProcess, proxy: NatsProxy,
     raise AssertionError("the worker committed nothing while its acks were held")
 
 
-async def kill_and_restart(worker: WorkerProcess, proxy: NatsProxy,
-                           stored: Callable[[], Awaitable[int]],
-                           n_messages: int) -> list[tuple[str, int]]:
+async def kill_and_restart(
+    worker: WorkerProcess, proxy: NatsProxy, stored: Callable[[], Awaitable[int]], n_messages: int
+) -> list[tuple[str, int]]:
     """Start the worker, then kill -9 and restart it at each of ``KILLS``."""
     kills: list[tuple[str, int]] = []
     jitter = random.Random()  # where a blind kill lands varies from run to run
@@ -393,8 +446,13 @@ async def kill_and_restart(worker: WorkerProcess, proxy: NatsProxy,
     for fraction, where in KILLS:
         # At least one commit by the restarted worker, so that each kill hits a live one.
         threshold = max(int(n_messages * fraction), kills[-1][1] + 1 if kills else 0)
-        seen = await wait_for(stored, threshold.__le__, worker=worker, within_s=40,
-                              what=f"{threshold} messages before kill {len(kills) + 1}")
+        seen = await wait_for(
+            stored,
+            threshold.__le__,
+            worker=worker,
+            within_s=40,
+            what=f"{threshold} messages before kill {len(kills) + 1}",
+        )
         if where == "after-commit":
             seen = await kill_after_commit(worker, proxy, stored)
         else:
@@ -407,6 +465,7 @@ async def kill_and_restart(worker: WorkerProcess, proxy: NatsProxy,
 
 # --- what must be stored ---------------------------------------------------------------
 
+
 async def assert_inbox(db: asyncpg.Connection, w: Workload) -> None:
     rows = await db.fetch("SELECT event_id FROM ingest.inbox")
     assert len(rows) == len(w.events)
@@ -415,11 +474,13 @@ async def assert_inbox(db: asyncpg.Connection, w: Workload) -> None:
 
 async def assert_messages(db: asyncpg.Connection, w: Workload) -> None:
     rows = await db.fetch(
-        "SELECT message_id, version, deleted_at IS NOT NULL AS deleted FROM ingest.messages")
+        "SELECT message_id, version, deleted_at IS NOT NULL AS deleted FROM ingest.messages"
+    )
     assert len(rows) == len(w.created_events), "lost or duplicated messages"
     assert {r["message_id"] for r in rows} == set(w.created_events)
-    wrong = {r["message_id"]: r["version"] for r in rows
-             if r["version"] != 1 + w.edits[r["message_id"]]}
+    wrong = {
+        r["message_id"]: r["version"] for r in rows if r["version"] != 1 + w.edits[r["message_id"]]
+    }
     assert not wrong, f"{len(wrong)} messages with a wrong version, e.g. {wrong.popitem()}"
     assert {r["message_id"] for r in rows if r["deleted"]} == w.deleted
 
@@ -437,28 +498,44 @@ async def assert_versions(db: asyncpg.Connection, w: Workload) -> None:
 
 async def assert_conversations_and_sessions(db: asyncpg.Connection, w: Workload) -> None:
     conversations = await db.fetch(
-        "SELECT conversation_id, is_placeholder FROM ingest.conversations")
+        "SELECT conversation_id, is_placeholder FROM ingest.conversations"
+    )
     assert len(conversations) == len(w.conversations)
     assert {r["conversation_id"] for r in conversations} == w.conversations
     assert not any(r["is_placeholder"] for r in conversations)
 
-    rows = {r["session_id"]: r for r in await db.fetch(
-        "SELECT session_id, conversation_id, message_count, total_tokens, status, "
-        "started_at IS NOT NULL AS started FROM ingest.conversation_sessions")}
+    rows = {
+        r["session_id"]: r
+        for r in await db.fetch(
+            "SELECT session_id, conversation_id, message_count, total_tokens, status, "
+            "started_at IS NOT NULL AS started FROM ingest.conversation_sessions"
+        )
+    }
     assert set(rows) == set(w.sessions)
     wrong = {}
     for sid, expect in w.sessions.items():
         row = rows[sid]
-        got = (row["conversation_id"], row["message_count"], row["total_tokens"],
-               row["status"], row["started"])
-        want = (expect.conversation_id, expect.message_count, expect.total_tokens,
-                "ended" if expect.ended else "active", True)
+        got = (
+            row["conversation_id"],
+            row["message_count"],
+            row["total_tokens"],
+            row["status"],
+            row["started"],
+        )
+        want = (
+            expect.conversation_id,
+            expect.message_count,
+            expect.total_tokens,
+            "ended" if expect.ended else "active",
+            True,
+        )
         if got != want:
             wrong[sid] = (got, want)
     assert not wrong, f"{len(wrong)} sessions wrong (got, want), e.g. {wrong.popitem()}"
 
 
 # --- the test ------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 async def test_kill_9_while_consuming_loses_and_duplicates_nothing(
@@ -490,8 +567,14 @@ async def test_kill_9_while_consuming_loses_and_duplicates_nothing(
     worker = WorkerProcess(proxy.url, env.database_url, tmp_path / "ingest-worker.log")
     try:
         kills = await kill_and_restart(worker, proxy, stored, n_messages)
-        await wait_for(consumer_backlog, (0, 0).__eq__, worker=worker, within_s=60,
-                       what="no pending and no ack-pending messages", interval_s=0.1)
+        await wait_for(
+            consumer_backlog,
+            (0, 0).__eq__,
+            worker=worker,
+            within_s=60,
+            what="no pending and no ack-pending messages",
+            interval_s=0.1,
+        )
         consumed_s = time.monotonic() - started
 
         info = await js.consumer_info("CHAT", "ingest")
@@ -513,11 +596,13 @@ async def test_kill_9_while_consuming_loses_and_duplicates_nothing(
         assert await stored() == n_messages
         assert await db.fetchval("SELECT count(*) FROM ingest.message_versions") == versions
         worker.check_alive()
-        print(f"\npublished {N_EVENTS} events ({n_messages} messages, {len(w.edit_events)} "
-              f"edits, {len(w.deleted)} deletes, {len(w.sessions)} sessions, "
-              f"{len(w.conversations)} conversations) in {published_s:.1f}s; killed at "
-              f"{kills} stored messages; {redelivered} redeliveries; all applied exactly "
-              f"once after {consumed_s:.1f}s")
+        print(
+            f"\npublished {N_EVENTS} events ({n_messages} messages, {len(w.edit_events)} "
+            f"edits, {len(w.deleted)} deletes, {len(w.sessions)} sessions, "
+            f"{len(w.conversations)} conversations) in {published_s:.1f}s; killed at "
+            f"{kills} stored messages; {redelivered} redeliveries; all applied exactly "
+            f"once after {consumed_s:.1f}s"
+        )
     except BaseException:
         print(f"\n--- worker output ({worker.log_path}) ---\n{worker.log_tail()}")
         raise

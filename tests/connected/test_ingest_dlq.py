@@ -16,7 +16,7 @@ from nats.aio.client import Client as NatsClient
 
 from services.runtime.service import Worker
 from tests import factories as f
-from tests.helpers import dead_letters, eventually
+from tests.helpers import dead_letters, dlq_depth, drained, eventually
 
 pytestmark = pytest.mark.connected
 
@@ -34,22 +34,6 @@ async def send(nc: NatsClient, subject: str, data: bytes, msg_id: str | None = N
 
 async def send_event(nc: NatsClient, event: Any) -> int:
     return await send(nc, event.type, event.model_dump_json().encode(), str(event.event_id))
-
-
-async def drained(nc: NatsClient) -> bool:
-    """Every message stored in CHAT was acked or terminated by the ingest consumer.
-
-    Compares the ack floor with the stream's last sequence: right after a publish the
-    consumer's pending counters may not have caught up yet.
-    """
-    js = nc.jetstream()
-    last = (await js.stream_info("CHAT")).state.last_seq
-    info = await js.consumer_info("CHAT", "ingest")
-    return info.ack_floor.stream_seq >= last and info.num_ack_pending == 0
-
-
-async def dlq_depth(nc: NatsClient) -> int:
-    return (await nc.jetstream().stream_info("DLQ")).state.messages
 
 
 async def message_ids(db: asyncpg.Connection) -> set[UUID]:

@@ -19,7 +19,7 @@ from nats.aio.client import Client as NatsClient
 
 from services.runtime.service import Worker
 from tests import factories as f
-from tests.helpers import eventually, publish, publish_raw
+from tests.helpers import dlq_depth, drained, eventually, publish, publish_raw
 
 pytestmark = pytest.mark.connected
 
@@ -31,24 +31,8 @@ def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
 
 
-async def drained(nc: NatsClient) -> bool:
-    """Every message stored in CHAT was acked or terminated by the ingest consumer.
-
-    Compares the ack floor with the stream's last sequence: right after a publish the
-    consumer's pending counters may not have caught up yet.
-    """
-    js = nc.jetstream()
-    last = (await js.stream_info("CHAT")).state.last_seq
-    info = await js.consumer_info("CHAT", "ingest")
-    return info.ack_floor.stream_seq >= last and info.num_ack_pending == 0
-
-
 async def wait_drained(nc: NatsClient) -> None:
     await eventually(lambda: drained(nc))
-
-
-async def dlq_depth(nc: NatsClient) -> int:
-    return (await nc.jetstream().stream_info("DLQ")).state.messages
 
 
 async def conversation_row(db: asyncpg.Connection, cid: UUID) -> asyncpg.Record | None:

@@ -17,7 +17,7 @@ from nats.aio.client import Client as NatsClient
 
 from services.runtime.service import Worker
 from tests import factories as f
-from tests.helpers import dead_letters, eventually, publish
+from tests.helpers import dead_letters, dlq_depth, drained, eventually, publish, send_event
 
 pytestmark = pytest.mark.connected
 
@@ -28,29 +28,6 @@ T0 = f.T0
 
 def at(minutes: float) -> Any:
     return T0 + timedelta(minutes=minutes)
-
-
-async def send_event(nc: NatsClient, event: Any) -> int:
-    ack = await nc.jetstream().publish(
-        event.type, event.model_dump_json().encode(), headers=event.headers()
-    )
-    return int(ack.seq)
-
-
-async def drained(nc: NatsClient) -> bool:
-    """Every message stored in CHAT was acked or terminated by the ingest consumer.
-
-    Compares the ack floor with the stream's last sequence: right after a publish the
-    consumer's pending counters may not have caught up yet.
-    """
-    js = nc.jetstream()
-    last = (await js.stream_info("CHAT")).state.last_seq
-    info = await js.consumer_info("CHAT", "ingest")
-    return info.ack_floor.stream_seq >= last and info.num_ack_pending == 0
-
-
-async def dlq_depth(nc: NatsClient) -> int:
-    return (await nc.jetstream().stream_info("DLQ")).state.messages
 
 
 # --- interleaved tenants ------------------------------------------------------------------
@@ -467,7 +444,6 @@ async def test_reply_to_another_tenants_message_is_not_stored(
 # tenant check of conversations, sessions and files runs before that statement, when
 # neither row exists yet, and `ON CONFLICT ... DO UPDATE` then merges the second tenant's
 # fields into the first tenant's row (files: `DO NOTHING` drops it silently).
-
 
 
 def _same_run_cases() -> list[Any]:
