@@ -1,19 +1,25 @@
 """Canonical JSON and digests: the byte forms every audit hash is computed over.
 
-Canonical JSON is ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)``
-encoded as UTF-8. A value is hashed once when it is written and again, years later, after
-a round trip through PostgreSQL's ``jsonb`` (or an export file); both must give the same
-bytes. ``jsonb`` keeps numbers as ``numeric`` and prints them without exponents, so the
-parser here normalizes the few floats whose text would change on that trip:
+Canonical JSON (version 1), UTF-8:
 
-* a float of magnitude >= 1e16 (Python prints ``1e+16``; ``jsonb`` prints the digits,
-  which read back as an int) becomes that int: such floats are integers anyway;
-* ``-0.0`` becomes ``0.0`` (``numeric`` has no negative zero);
-* ``NaN`` and ``Infinity`` are not JSON and are refused.
+* objects with their keys sorted by code point, no whitespace anywhere;
+* strings with only ``"``, ``\\`` and control characters escaped (``\\n`` ``\\r`` ``\\t``
+  ``\\b`` ``\\f``, the others as ``\\u00xx``); everything else as UTF-8;
+* integers in decimal, of any size;
+* floats as the shortest digits that read back as the same double, in decimal notation
+  when 1e-5 <= |x| < 1e16 (``0.00012``, ``1.0``) and as ``d.ddde±N`` otherwise (``1.5e-7``).
 
-Everything else (ints of any size, floats like ``1e-05``, strings) survives as is. Text that
-``jsonb`` cannot hold (a NUL character, a lone surrogate) is refused with ``Unstorable``;
-the audit writer then keeps the message's raw bytes instead (logic.build_record).
+``reference_bytes`` below is that definition in plain Python; orjson (``OPT_SORT_KEYS``)
+writes the same bytes much faster and is used whenever it can (it cannot write integers
+beyond 64 bits). A unit test holds the two to each other, so an orjson upgrade that wrote
+floats differently would fail the build instead of every later verification.
+
+A value is hashed when it is written and again, years later, after a round trip through
+PostgreSQL's ``jsonb`` (or an export); both must give the same bytes. ``jsonb`` keeps
+numbers as ``numeric`` and prints them without exponents, so parsing normalizes the floats
+whose form that trip would change: one of magnitude >= 1e16 becomes its integer (it is
+one), ``-0.0`` becomes ``0.0``; NaN and Infinity are refused. Text ``jsonb`` cannot hold
+(NUL, a lone surrogate) is refused with ``Unstorable``: such a message is kept as raw bytes.
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
+
+import orjson
 
 ZERO_HASH = bytes(32)  # prev_hash of position 1 of every chain
 
@@ -33,10 +41,15 @@ class Unstorable(ValueError):
     """JSON that cannot be stored in jsonb and read back identically."""
 
 
-def _parse_float(text: str) -> float | int:
-    value = float(text)
+# --- parsing --------------------------------------------------------------------------
+
+# Only an escape can put NUL or a lone surrogate into decoded text.
+_SUSPECT = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+
+
+def _number(value: float) -> float | int:
     if not math.isfinite(value):
-        raise Unstorable(f"number {text[:40]} is out of range")
+        raise Unstorable(f"number {value} is out of range")
     if value == 0.0:
         return 0.0
     if abs(value) >= 1e16:
@@ -44,33 +57,40 @@ def _parse_float(text: str) -> float | int:
     return value
 
 
+def _parse_float(text: str) -> float | int:
+    return _number(float(text))
+
+
 def _parse_constant(name: str) -> Any:
     raise Unstorable(f"{name} is not JSON")
 
 
-_DECODER = json.JSONDecoder(parse_float=_parse_float, parse_constant=_parse_constant)
-_ENCODER = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-)
+_EXACT = json.JSONDecoder(parse_float=_parse_float, parse_constant=_parse_constant)
 
 
 def loads(data: bytes | str) -> Any:
     """Strict JSON with the normalizations above; raises ValueError on anything else
-    (invalid JSON or UTF-8, NaN, a NUL character, nesting too deep for Python)."""
+    (invalid JSON or UTF-8, NaN, a NUL character, nesting too deep)."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    value: Any
     try:
-        text = data.decode("utf-8") if isinstance(data, bytes) else data
-        value = _DECODER.decode(text)
-    except RecursionError:
-        raise Unstorable("JSON nested too deeply") from None
-    # Only an escape can put NUL or a lone surrogate into decoded text; look closer then.
-    if _SUSPECT.search(text) and _unstorable(value):
+        value = orjson.loads(raw)
+        # orjson reads an integer beyond 64 bits as a float (losing digits), and a float
+        # that needs normalizing is one it writes with "e+" (>= 1e16) or as -0.0: then
+        # parse exactly. A string with those letters only costs the slower path.
+        written = orjson.dumps(value)
+        if b"e+" in written or b"-0.0" in written:
+            raise ValueError("parse exactly")
+    except ValueError:  # orjson's errors too: the exact parser says precisely what is wrong
+        try:
+            value = _EXACT.decode(raw.decode("utf-8"))
+        except RecursionError:
+            raise Unstorable("JSON nested too deeply") from None
+    if _SUSPECT.search(raw) and _unstorable(value):
         raise Unstorable(
             "JSON text with a NUL character or a lone surrogate (jsonb cannot store it)"
         )
     return value
-
-
-_SUSPECT = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 
 
 def _bad_text(text: str) -> bool:
@@ -93,19 +113,97 @@ def _unstorable(value: Any) -> bool:
     return False
 
 
-def dumps(value: Any) -> str:
-    """Canonical JSON text: sorted keys, no spaces, non-ASCII kept as is."""
-    return _ENCODER.encode(value)
+# --- writing --------------------------------------------------------------------------
 
 
 def canonical(value: Any) -> bytes:
-    """Canonical JSON as UTF-8 bytes; Unstorable for text with a lone surrogate."""
+    """Canonical JSON bytes; Unstorable for text with a lone surrogate."""
     try:
-        return _ENCODER.encode(value).encode("utf-8")
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits, or a lone surrogate
+        return reference_bytes(value)
+
+
+def dumps(value: Any) -> str:
+    """Canonical JSON as text."""
+    return canonical(value).decode("utf-8")
+
+
+def reference_bytes(value: Any) -> bytes:
+    """The definition of canonical JSON, in plain Python (see the module's doc)."""
+    parts: list[bytes] = []
+    _write(value, parts.append)
+    return b"".join(parts)
+
+
+def _write(value: Any, emit: Callable[[bytes], object]) -> None:
+    if value is None or isinstance(value, bool):
+        emit(b"null" if value is None else b"true" if value else b"false")
+    elif isinstance(value, str):
+        emit(_string(value))
+    elif isinstance(value, int):
+        emit(str(value).encode())
+    elif isinstance(value, float):
+        emit(float_text(value).encode())
+    elif isinstance(value, dict):
+        emit(b"{")
+        for i, key in enumerate(sorted(value)):
+            emit(b"," + _string(key) + b":" if i else _string(key) + b":")
+            _write(value[key], emit)
+        emit(b"}")
+    elif isinstance(value, list | tuple):
+        emit(b"[")
+        for i, item in enumerate(value):
+            if i:
+                emit(b",")
+            _write(item, emit)
+        emit(b"]")
+    else:
+        raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\b": "\\b",
+    "\f": "\\f",
+}
+
+
+def _string(text: str) -> bytes:
+    out = []
+    for ch in text:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ch < " ":
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    try:
+        return ('"' + "".join(out) + '"').encode("utf-8")
     except UnicodeEncodeError:
         raise Unstorable("JSON text with a lone surrogate (not valid UTF-8)") from None
-    except ValueError as exc:  # NaN or Infinity in a value built in Python
-        raise Unstorable(str(exc)) from None
+
+
+def float_text(value: float) -> str:
+    """Shortest round-trip digits; decimal notation for 1e-5 <= |x| < 1e16."""
+    if not math.isfinite(value):
+        raise Unstorable(f"number {value} is not JSON")
+    text = repr(value)  # Python writes decimal for 1e-4 <= |x| < 1e16, else d.ddde±NN
+    if "e" not in text:
+        return text
+    mantissa, _, exp = text.partition("e")
+    power = int(exp)
+    if power == -5:  # 1e-5 <= |x| < 1e-4: decimal here
+        sign = "-" if mantissa.startswith("-") else ""
+        return f"{sign}0.0000{mantissa.lstrip('-').replace('.', '')}"
+    return f"{mantissa}e{'+' if power > 0 else '-'}{abs(power)}"
+
+
+# --- digests and times ----------------------------------------------------------------
 
 
 def sha256(data: bytes) -> bytes:
@@ -148,10 +246,6 @@ def parse_timestamp(text: str) -> datetime:
         raise ValueError("a time without a zone")
     value.astimezone(UTC)  # raises OverflowError at the ends of the calendar
     return value
-
-
-def uuid_text(value: UUID | None) -> str | None:
-    return None if value is None else str(value)
 
 
 def hex_or_none(value: bytes | None) -> str | None:

@@ -180,7 +180,7 @@ def _confirms(row: StoredRow, anchor: Anchor) -> bool:
     if r.stream != AUDIT_STREAM or r.subject != RETAINED or r.payload_text is None:
         return False
     summary = c.loads(r.payload_text)
-    return bool(
+    return isinstance(summary, dict) and bool(
         summary.get("last_position") == anchor.position
         and summary.get("last_hash") == anchor.hash.hex()
     )

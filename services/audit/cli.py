@@ -26,7 +26,6 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from services.audit.chain import Break
 from services.audit.verify import VerifyResult
 
 T = TypeVar("T")
@@ -84,6 +83,8 @@ def run(work: Callable[[asyncpg.Connection], Awaitable[T]], url: str) -> T:
 
     try:
         return asyncio.run(go())
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        fail(f"cannot write {exc.filename}: {exc.strerror}")
     except (OSError, TimeoutError) as exc:
         fail(f"cannot reach PostgreSQL ({exc}); is DATABASE_URL right, or `engram dev` running?")
     except asyncpg.UndefinedTableError:
@@ -127,16 +128,12 @@ def report(result: VerifyResult, what: str) -> None:
         )
         return
     for broken in result.breaks:
-        out.print(f"[red]BROKEN[/]: {_describe(broken)}")
+        out.print(f"[red]BROKEN[/]: {broken.describe()}")
     out.print(
         f"{len(result.breaks)} of {result.chains:,} chain(s) broken ({result.rows:,} rows read "
         f"in {result.seconds:.2f}s); each line names the first bad row of its chain"
     )
     raise typer.Exit(1)
-
-
-def _describe(b: Break) -> str:
-    return b.describe()
 
 
 @audit_cli.command()
@@ -153,7 +150,7 @@ def verify(
     data_dir: DataDir = None,
 ) -> None:
     """Walk the hash chains and report the first broken link of each (exit 1), or OK."""
-    from services.audit.export import ExportError, read_export
+    from services.audit.export import ExportError, read_export, read_head
     from services.audit.verify import verify_database, verify_file
 
     try:
@@ -165,12 +162,13 @@ def verify(
         expect = None
         if against is not None:
             export = read_export(against)
-            for _ in export.rows():  # to its trailer
-                pass
-            if export.head is None:
+            head = read_head(against)
+            if head is None:
                 fail(f"{against} has no chain head (an empty or incomplete export)")
-            assert export.head is not None
-            expect = (export.tenant, *export.head)
+            assert head is not None
+            if tenant is not None and tenant != export.tenant:
+                fail(f"{against} is an export of tenant {export.tenant!r}, not {tenant!r}")
+            expect = (export.tenant, *head)
     except ExportError as exc:
         fail(str(exc))
         return

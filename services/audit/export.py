@@ -163,6 +163,21 @@ class Export:
                 raise ExportError(f"{self.path}:{number}: not an export row: {exc}") from None
 
 
+def read_head(path: Path) -> tuple[int, bytes] | None:
+    """The chain head in an export's trailer (its last line), without reading the rows."""
+    last = ""
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                last = line
+    try:
+        trailer = c.loads(last)
+        head = trailer["head"] if trailer.get("kind") == "trailer" else None
+        return None if head is None else (int(head["position"]), bytes.fromhex(head["hash"]))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ExportError(f"{path}: unreadable trailer: {exc}") from None
+
+
 def read_export(path: Path) -> Export:
     with path.open(encoding="utf-8") as f:
         first = f.readline()

@@ -89,7 +89,7 @@ def build_record(
         except (ValueError, OverflowError):
             pass
     tenant = body.get("tenant_id")
-    if isinstance(tenant, str) and _TENANT.match(tenant):
+    if isinstance(tenant, str) and _TENANT.fullmatch(tenant):
         del body["tenant_id"]
     else:
         tenant = TENANT_UNKNOWN
@@ -98,14 +98,15 @@ def build_record(
     redacted: list[str] = []
     if "payload" in body:
         payload = pop("payload")
-        payload_text = c.dumps(payload)
-        payload_sha = stored_digest = c.sha256_text(payload_text)
+        payload_json = c.canonical(payload)
+        payload_sha = stored_digest = c.sha256(payload_json)
         for path in policy.paths_for(tenant):
             payload, hits = redact(payload, path)
             redacted += hits
         if redacted:
-            payload_text = c.dumps(payload)
-            stored_digest = c.sha256_text(payload_text)
+            payload_json = c.canonical(payload)
+            stored_digest = c.sha256(payload_json)
+        payload_text = payload_json.decode("utf-8")
     return AuditRecord(
         rid,
         tenant,

@@ -143,7 +143,7 @@ def stored_record(
 ) -> AuditRecord:
     """A record as read back (from the database or an export), digests recomputed from
     what is stored: what verify hashes and compares with the stored hash."""
-    payload_text = c.dumps(payload) if has_payload else None
+    payload_json = c.canonical(payload) if has_payload else None
     return AuditRecord(
         record_id,
         tenant_id,
@@ -159,12 +159,12 @@ def stored_record(
         causation_id,
         occurred_at,
         headers,
-        payload_text=payload_text,
+        payload_text=None if payload_json is None else payload_json.decode("utf-8"),
         extra=extra,
         raw=raw,
         redacted=tuple(redacted) if redacted else None,
         payload_sha256=payload_sha256,
-        payload_digest=None if payload_text is None else c.sha256_text(payload_text),
+        payload_digest=None if payload_json is None else c.sha256(payload_json),
         raw_digest=None if raw is None else c.sha256(raw),
     ).seal()
 

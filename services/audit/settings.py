@@ -25,6 +25,15 @@ class AuditSettings(WorkerSettings):
     max_deliver: int = Field(
         default=1_000, ge=2, description="Deliveries before a message goes to the DLQ."
     )
+    # Bigger batches than other services: per-batch costs (the pull request, five
+    # statements, the commit) are spread over more rows; measured on a 2-core machine,
+    # 2,000 gives about a third more events/s than 500. Natural batching keeps a single
+    # event's latency low when there is no backlog. Two batches of each replica may be in
+    # flight (the consumer decodes the next while one commits), hence the ack limit.
+    batch_size: int = Field(
+        default=2_000, ge=1, le=10_000, description="Most messages in one transaction."
+    )
+    max_ack_pending: int = Field(default=10_000, ge=1)
     redact: list[str] = Field(
         default_factory=list,
         description="JSON paths stored as their SHA-256 for every tenant, e.g. "

@@ -104,6 +104,8 @@ async def verify_database(
             if since and name in heads:
                 continue  # no rows since then: nothing to check
             done(start(name))
+    if tenant is not None and not result.chains:
+        result.notes.append(f"there is no chain for tenant {tenant!r}")
     result.seconds = time.perf_counter() - started
     return result
 

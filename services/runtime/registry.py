@@ -21,6 +21,7 @@ SERVICES: dict[str, str] = {
 # Command groups that services add to `engram` (module, attribute, help).
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "state": ("services.checkpointer.cli", "state_cli", "Agent state: retention."),
+    "audit": ("services.audit.cli", "audit_cli", "Audit trail: verify, export, retain."),
 }
 
 

@@ -1,0 +1,125 @@
+"""What a superuser can do to the trail, and where `verify` points for each."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from uuid import uuid4
+
+import asyncpg
+import pytest
+
+from services.audit.export import export_tenant
+from services.audit.verify import verify_file
+from tests import factories as f
+from tests.conftest import Env
+from tests.connected.audit_fixtures import append_now, records_for, tamper, verify
+
+pytestmark = pytest.mark.connected
+
+
+@pytest.fixture
+async def trail(env: Env) -> None:
+    """acme: 30 messages (positions 1..30); globex: 5."""
+    cid = uuid4()
+    acme = [f.message(cid, content=f"message {i}") for i in range(30)]
+    globex = [f.message(uuid4(), tenant="globex") for _ in range(5)]
+    await append_now(env, records_for(acme) + records_for(globex, first_seq=31))
+    assert (await verify(env)).ok
+
+
+async def only_break(env: Env, **kwargs: object) -> tuple[int, str]:
+    result = await verify(env, **kwargs)  # type: ignore[arg-type]
+    assert len(result.breaks) == 1, result.breaks
+    broken = result.breaks[0]
+    assert broken.tenant == "acme"
+    return broken.position, broken.problem
+
+
+async def test_superuser_update_of_a_payload(trail: None, env: Env, db: asyncpg.Connection) -> None:
+    await tamper(
+        db,
+        """UPDATE audit.events SET payload = jsonb_set(payload, '{content}',
+                        '"I never said that"') WHERE tenant_id = 'acme' AND position = 7""",
+    )
+    position, problem = await only_break(env)
+    assert (position, problem.split(" (")[0]) == (7, "row altered")
+
+
+async def test_delete_of_a_row(trail: None, env: Env, db: asyncpg.Connection) -> None:
+    await tamper(db, "DELETE FROM audit.events WHERE tenant_id = 'acme' AND position = 12")
+    result = await verify(env)
+    [broken] = result.breaks
+    assert (broken.position, broken.problem) == (12, "missing rows")
+    assert (broken.expected, broken.found) == ("position 12", "position 13")
+    assert broken.row and broken.row["seq"] == 13  # the row found instead
+
+
+async def test_swapping_two_rows_positions(trail: None, env: Env, db: asyncpg.Connection) -> None:
+    await tamper(
+        db,
+        """UPDATE audit.events SET position = CASE position WHEN 5 THEN 9 ELSE 5 END
+                         WHERE tenant_id = 'acme' AND position IN (5, 9)""",
+    )
+    position, problem = await only_break(env)
+    assert position == 5 and problem.startswith("broken link")
+
+
+async def test_recomputing_the_tail_is_caught_by_the_head(
+    trail: None, env: Env, db: asyncpg.Connection
+) -> None:
+    """Deleting the last rows: the recorded chain head still names the real end."""
+    await tamper(db, "DELETE FROM audit.events WHERE tenant_id = 'acme' AND position > 27")
+    position, problem = await only_break(env)
+    assert position == 28 and problem.startswith("tail cut")
+
+
+async def test_truncating_the_tail_after_a_retained_export(
+    trail: None, env: Env, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    export = tmp_path / "acme.jsonl"
+    conn = await asyncpg.connect(env.database_url)
+    try:
+        with export.open("w") as out:
+            rows, head = await export_tenant(conn, "acme", out)
+    finally:
+        await conn.close()
+    assert rows == 30 and head is not None and head[0] == 30
+    assert verify_file(export).ok
+
+    # Cut the last three rows and move the recorded head back: consistent in the database.
+    await tamper(db, "DELETE FROM audit.events WHERE tenant_id = 'acme' AND position > 27")
+    await db.execute("""UPDATE audit.chain_heads h SET position = e.position, hash = e.hash
+                          FROM audit.events e WHERE h.tenant_id = 'acme'
+                           AND e.tenant_id = 'acme' AND e.position = 27""")
+    assert (await verify(env)).ok  # nothing inside the database can tell any more...
+    position, problem = await only_break(env, against=("acme", *head))
+    assert position == 28 and problem.startswith("tail cut (the exported head")
+
+
+async def test_exports_are_verified_offline(
+    trail: None, env: Env, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    export = tmp_path / "acme.jsonl"
+    conn = await asyncpg.connect(env.database_url)
+    try:
+        with export.open("w") as out:
+            await export_tenant(conn, "acme", out)
+    finally:
+        await conn.close()
+    original = export.read_text().splitlines()
+    assert len(original) == 32  # header, 30 rows, trailer
+    lines = list(original)
+
+    row = json.loads(lines[10])  # position 10
+    row["payload"]["content"] = "edited in the file"
+    lines[10] = json.dumps(row)
+    tampered = tmp_path / "tampered.jsonl"
+    tampered.write_text("\n".join(lines) + "\n")
+    [broken] = verify_file(tampered).breaks
+    assert (broken.position, broken.problem.split(" (")[0]) == (10, "row altered")
+
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("\n".join(original[:20]) + "\n")  # no trailer: rows 1..19
+    [broken] = verify_file(cut).breaks
+    assert broken.problem == "export incomplete"
