@@ -28,6 +28,11 @@ TRANSIENT_SQLSTATES = frozenset(
         "57P01",
         "57P02",
         "57P03",  # admin/crash shutdown, cannot connect now
+        # The deployment is wrong, not the event (a missing grant, table or migration):
+        # retry until an operator fixes it rather than dead-letter every event meanwhile.
+        "42501",  # insufficient_privilege
+        "42P01",  # undefined_table
+        "42883",  # undefined_function
     }
 )
 

@@ -23,6 +23,7 @@ def test_retry_delay_grows_and_caps() -> None:
         (asyncpg.exceptions.AdminShutdownError("x"), True),
         (asyncpg.exceptions.ForeignKeyViolationError("x"), False),
         (asyncpg.exceptions.CheckViolationError("x"), False),
+        (asyncpg.exceptions.InsufficientPrivilegeError("x"), True),
         (ValueError("x"), False),
     ],
 )
