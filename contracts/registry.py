@@ -5,16 +5,21 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from contracts import state
+from contracts import embedding, state
 from contracts.chat import CHAT_EVENT_TYPES
 from contracts.envelope import Envelope
+from contracts.memory import MEMORY_EVENT_TYPES
 
 EVENTS: tuple[type[Envelope], ...] = (
     *CHAT_EVENT_TYPES,
+    *MEMORY_EVENT_TYPES,
     *state.STATE_EVENT_TYPES,
     state.StateConflict,
+    *embedding.EMBEDDING_EVENT_TYPES,
 )
 QUERIES: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
+    "query.embed": (embedding.EmbedRequest, embedding.EmbedReply),
+    "query.knowledge.search": (embedding.KnowledgeSearchRequest, embedding.KnowledgeSearchReply),
     "query.state.get": (state.StateGetRequest, state.StateGetReply),
     "query.state.history": (state.StateHistoryRequest, state.StateHistoryReply),
     "query.state.diff": (state.StateDiffRequest, state.StateDiffReply),

@@ -193,13 +193,12 @@ def _move(doc: _Doc, tokens: list[str], op: Op, fresh: Copy) -> list[Op]:
     except PatchRejected:
         doc.put(parse_pointer(origin), value)
         raise
-    restore = [] if old is _MISSING else [{"op": "add", "path": path, "value": old}]
-    if origin.startswith(path + "/"):
-        # Moved onto one of its ancestors: a move back would be a move into its own child
-        # (not allowed), so take the value out, restore the ancestor, put the value back.
-        return [{"op": "remove", "path": path}, *restore,
-                {"op": "add", "path": origin, "value": clone(value)}]
-    return [{"op": "move", "from": path, "path": origin}, *restore]
+    # Undo at `path` as it is now (put back what the value overwrote, or take it out),
+    # then put the value back where it was; re-inserting it there shifts list indices
+    # back, so the order matters. Not a move back: after the list shifts, `origin` may
+    # lie under `path`, which RFC 6902 forbids for a move.
+    undo = _undo_put(path, old)[0]
+    return [undo, {"op": "add", "path": origin, "value": clone(value)}]
 
 
 def _test(doc: _Doc, tokens: list[str], op: Op, fresh: Copy) -> list[Op]:

@@ -19,9 +19,9 @@ from contracts.embedding import (
     EmbeddingReadyPayload,
     SourceType,
 )
-from services.embedder import repo, repo_models
+from services.embedder import repo, repo_models, repo_queue
 from services.embedder.logic import Chunk, chunk_text, embedding_event_id, mean_unit
-from services.embedder.model import Encoder, LoadedModel, load, resolve
+from services.embedder.model import Encoder, LoadedModel, NotReady, load, resolve
 from services.embedder.pump import Pump
 from services.embedder.settings import EmbedderSettings
 from services.runtime.bus import ENGRAM
@@ -29,10 +29,6 @@ from services.runtime.errors import describe
 
 log = logging.getLogger("engram.embedder")
 OUTBOX_BATCH = 256
-
-
-class NotReady(RuntimeError):
-    """The worker is starting: its model is not loaded yet."""
 
 
 class Engine:
@@ -199,7 +195,7 @@ class Engine:
         self.switches += 1
         async with self._pool.acquire() as conn, conn.transaction():
             await repo.scope_all_tenants(conn)
-            queued = await repo.backfill(conn, model.model_id)
+            queued = await repo_queue.backfill(conn, model.model_id)
         log.info(
             "switched to %s; %d chunks written meanwhile queued for it", model.model_id, queued
         )

@@ -28,6 +28,7 @@ class Chunk:
     text: str
     start: int  # character offsets in the source text
     end: int
+    tokens: int = 0  # tokens of the text (without special tokens)
 
     @property
     def digest(self) -> str:
@@ -52,13 +53,13 @@ def chunk_text(
         return []
     n = len(offsets)
     if n <= window:
-        return [Chunk(0, text, 0, len(text))]
+        return [Chunk(0, text, 0, len(text), n)]
     chunks: list[Chunk] = []
     start = 0
     while True:
         end = n if start + window >= n else _cut(text, offsets, start, start + window, window)
         lo, hi = offsets[start][0], offsets[end - 1][1]
-        chunks.append(Chunk(len(chunks), text[lo:hi], lo, hi))
+        chunks.append(Chunk(len(chunks), text[lo:hi], lo, hi, end - start))
         if end >= n:
             return chunks
         start = _next_start(text, offsets, start, end, overlap)

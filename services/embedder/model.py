@@ -43,6 +43,10 @@ PACKAGED: dict[str, tuple[str, str]] = {
 }
 
 
+class NotReady(RuntimeError):
+    """The worker cannot encode now: it is starting (no model yet) or stopping."""
+
+
 @dataclass(frozen=True)
 class ModelSource:
     source: str  # what the operator gave: alias, folder or name
@@ -170,6 +174,7 @@ class Encoder:
             queue.PriorityQueue()
         )
         self._seq = itertools.count()
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="embedder-encoder", daemon=True)
         self._thread.start()
 
@@ -188,11 +193,15 @@ class Encoder:
         return vectors
 
     async def call(self, fn: Callable[[LoadedModel], Any], *, urgent: bool = False) -> Any:
+        if self._closed:
+            raise NotReady("the encoder is closed (the worker is stopping)")
         done: Future[Any] = Future()
 
         def job() -> None:
             if done.set_running_or_notify_cancel():
                 try:
+                    if self._closed:
+                        raise NotReady("the encoder is closed (the worker is stopping)")
                     done.set_result(fn(self.model))
                 except BaseException as exc:
                     done.set_exception(exc)
@@ -209,7 +218,8 @@ class Encoder:
         await self.call(change, urgent=True)
 
     def close(self) -> None:
-        """Finish the jobs queued, then stop the thread."""
+        """Stop the thread after the job running now; jobs still queued fail (NotReady)."""
+        self._closed = True
         self._jobs.put((99, next(self._seq), None))
         self._thread.join(timeout=30)
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import asyncpg
 import numpy as np
 
-from services.embedder import repo
+from services.embedder import repo, repo_queue
 from services.embedder.logic import length_batches
 from services.embedder.model import Encoder
 from services.embedder.settings import EmbedderSettings
@@ -74,7 +74,7 @@ class PumpStats:
 
 @dataclass
 class _Batch:
-    items: list[repo.Claimed]
+    items: list[repo_queue.Claimed]
     model_id: str = ""
     vectors: list[np.ndarray | None] = field(default_factory=list)
 
@@ -139,7 +139,7 @@ class Pump:
                 self._tick.clear()
                 if self._stopping:
                     break
-                size = s.model_batch_size * s.gather_batches
+                size = max(s.gather_max, s.model_batch_size)
                 items = await self._claim(size)
                 if not items:
                     continue
@@ -158,11 +158,11 @@ class Pump:
         finally:
             await self._to_encode.put(None)
 
-    async def _claim(self, limit: int) -> list[repo.Claimed]:
+    async def _claim(self, limit: int) -> list[repo_queue.Claimed]:
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 await repo.scope_all_tenants(conn)
-                return await repo.claim(
+                return await repo_queue.claim(
                     conn, limit, self._settings.lease_s, self.token, MAX_ATTEMPTS
                 )
         except Exception as exc:  # database away: try again on the next tick
@@ -192,10 +192,10 @@ class Pump:
     async def _embed(self, batch: _Batch) -> None:
         model_id = self._encoder.model.model_id
         known = await self._known(model_id, batch.items)
-        todo: dict[str, str] = {}  # digest -> text, each text once
+        todo: dict[str, repo_queue.Claimed] = {}  # digest -> a chunk: each text once
         for item in batch.items:
             if item.content_hash not in known:
-                todo.setdefault(item.content_hash, item.text)
+                todo.setdefault(item.content_hash, item)
         fresh: dict[str, np.ndarray] = {}
         if todo:
             started = time.perf_counter()
@@ -203,10 +203,11 @@ class Pump:
             # Model batches of similar lengths (little padding), all queued at once (no
             # gap between them; a query still goes first).
             groups = length_batches(
-                [len(t) for t in todo.values()], self._settings.model_batch_size
+                [c.tokens or len(c.text) for c in todo.values()],
+                self._settings.model_batch_size,
             )
             done = await asyncio.gather(
-                *(self._encoder.encode([todo[digests[i]] for i in g]) for g in groups)
+                *(self._encoder.encode([todo[digests[i]].text for i in g]) for g in groups)
             )
             self.stats.encode_s += time.perf_counter() - started
             self.stats.encoded += len(todo)
@@ -220,7 +221,7 @@ class Pump:
         batch.model_id = model_id
         batch.vectors = [known.get(i.content_hash, fresh.get(i.content_hash)) for i in batch.items]
 
-    async def _known(self, model_id: str, items: list[repo.Claimed]) -> dict[str, np.ndarray]:
+    async def _known(self, model_id: str, items: list[repo_queue.Claimed]) -> dict[str, np.ndarray]:
         known: dict[str, np.ndarray] = {}
         ask: set[tuple[str, str]] = set()
         for item in items:
@@ -232,7 +233,7 @@ class Pump:
         if ask:
             async with self._pool.acquire() as conn, conn.transaction():
                 await repo.scope_all_tenants(conn)
-                found = await repo.known_vectors(conn, model_id, sorted(ask))
+                found = await repo_queue.known_vectors(conn, model_id, sorted(ask))
             for (_, digest), vector in found.items():
                 known[digest] = vector
         return known
@@ -260,7 +261,7 @@ class Pump:
         memories = sorted({i.source_id for i, _ in pairs if i.source_type == "memory"})
         async with self._pool.acquire() as conn, conn.transaction():
             await repo.scope_all_tenants(conn)
-            await repo.write_vectors(
+            await repo_queue.write_vectors(
                 conn,
                 batch.model_id,
                 [i.chunk_id for i, _ in pairs],
@@ -279,4 +280,4 @@ class Pump:
     async def _release(self, batch: _Batch) -> None:
         with contextlib.suppress(Exception):
             async with self._pool.acquire() as conn:
-                await repo.release(conn, self.token, [i.chunk_id for i in batch.items])
+                await repo_queue.release(conn, self.token, [i.chunk_id for i in batch.items])

@@ -28,8 +28,9 @@ from contracts.embedding import (
     SourceType,
 )
 from services.embedder import repo_search
-from services.embedder.engine import Engine, NotReady
+from services.embedder.engine import Engine
 from services.embedder.logic import candidates_for, rrf
+from services.embedder.model import NotReady
 from services.runtime.errors import describe, is_transient
 
 log = logging.getLogger("engram.embedder.queries")

@@ -60,6 +60,7 @@ async def reembed(
     keep_old: bool = False,
     progress: Progress = lambda *_: None,
     model: LoadedModel | None = None,
+    page_size: int = 2048,
 ) -> Outcome:
     if model is None:
         model = await asyncio.to_thread(
@@ -86,7 +87,7 @@ async def reembed(
             model.max_tokens,
             activate_if_none=True,
         )
-        job = _Job(conn, model, batch_size * 4, progress)
+        job = _Job(conn, model, page_size, progress)  # big pages: little padding
         await job.run_pass()
         async with conn.transaction():
             await conn.execute("LOCK TABLE embedder.chunks IN SHARE MODE")

@@ -8,9 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-import numpy as np
-from pgvector import Vector
-
 from contracts.embedding import SourceType
 from services.embedder.logic import Chunk
 from services.embedder.plan import SourceKey, SourceState, SourceWrite
@@ -26,14 +23,21 @@ async def scope_all_tenants(conn: Connection) -> None:
 
 
 async def load_states(conn: Connection, keys: Sequence[SourceKey]) -> dict[SourceKey, SourceState]:
-    """The stored state of each source, locked until the transaction ends (two replicas
-    writing one source take turns)."""
+    """The stored state of each source, locked until the transaction ends: two replicas
+    writing one source take turns (an advisory lock per source, taken in a fixed order,
+    also covers a source not stored yet)."""
+    await conn.execute(
+        """SELECT pg_advisory_xact_lock(hashtextextended(k.t || ':' || k.id::text, 0))
+             FROM (SELECT DISTINCT t, id FROM unnest($1::text[], $2::uuid[]) AS u(t, id)
+                    ORDER BY t, id) k""",
+        [k.source_type.value for k in keys],
+        [k.source_id for k in keys],
+    )
     rows = await conn.fetch(
         """SELECT s.* FROM embedder.sources s
              JOIN unnest($1::text[], $2::uuid[]) AS k(t, id)
                ON s.source_type = k.t AND s.source_id = k.id
-            ORDER BY s.source_type, s.source_id
-              FOR UPDATE OF s""",
+""",
         [k.source_type.value for k in keys],
         [k.source_id for k in keys],
     )
@@ -129,7 +133,7 @@ async def replace_chunks(
                 chunk.index,
                 chunk.text,
                 chunk.digest,
-                None,
+                chunk.tokens,
             )
             for col, value in zip(cols, row, strict=True):
                 col.append(value)
@@ -137,11 +141,12 @@ async def replace_chunks(
     if cols[0]:
         rows = await conn.fetch(
             """INSERT INTO embedder.chunks (tenant_id, source_type, source_id, conversation_id,
-                   agent_id, source_at, chunk_index, text, content_hash)
+                   agent_id, source_at, chunk_index, text, content_hash, tokens)
                SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::uuid[], $5::text[],
-                                    $6::timestamptz[], $7::int[], $8::text[], $9::text[])
+                                    $6::timestamptz[], $7::int[], $8::text[], $9::text[],
+                                    $10::int[])
                RETURNING chunk_id""",
-            *cols[:9],
+            *cols,
         )
         new_ids = [r[0] for r in rows]
     reused = await copy_known_vectors(conn, new_ids, model_id) if new_ids else set()
@@ -206,115 +211,3 @@ async def queue_ready_memories(conn: Connection, memory_ids: Sequence[UUID], mod
         model_id,
     )
     return int(status.split()[-1])
-
-
-# --- the embedding queue -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Claimed:
-    chunk_id: int
-    tenant_id: str
-    source_type: str
-    source_id: UUID
-    content_hash: str
-    text: str
-
-
-async def claim(
-    conn: Connection, limit: int, lease_s: float, token: UUID, max_attempts: int
-) -> list[Claimed]:
-    """Lease up to ``limit`` queued chunks (free, or whose lease ran out) to ``token``."""
-    rows = await conn.fetch(
-        """WITH picked AS (
-               SELECT chunk_id FROM embedder.embed_queue
-                WHERE (lease_until IS NULL OR lease_until < now()) AND attempts < $4
-                ORDER BY chunk_id
-                LIMIT $1
-                  FOR UPDATE SKIP LOCKED),
-           leased AS (
-               UPDATE embedder.embed_queue q
-                  SET lease_until = now() + make_interval(secs => $2), lease_token = $3,
-                      attempts = q.attempts + 1
-                 FROM picked WHERE q.chunk_id = picked.chunk_id
-               RETURNING q.chunk_id)
-           SELECT c.chunk_id, c.tenant_id, c.source_type, c.source_id, c.content_hash, c.text
-             FROM leased JOIN embedder.chunks c USING (chunk_id)
-            ORDER BY c.chunk_id""",
-        limit,
-        lease_s,
-        token,
-        max_attempts,
-    )
-    return [Claimed(*r) for r in rows]
-
-
-async def known_vectors(
-    conn: Connection, model_id: str, keys: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], np.ndarray]:
-    """Vectors already stored for (tenant, text hash) pairs."""
-    rows = await conn.fetch(
-        """SELECT DISTINCT ON (k.tenant, k.hash) k.tenant, k.hash, v.embedding
-             FROM unnest($2::text[], $3::text[]) AS k(tenant, hash)
-             JOIN embedder.chunks c ON c.tenant_id = k.tenant AND c.content_hash = k.hash
-             JOIN embedder.chunk_vectors v ON v.chunk_id = c.chunk_id AND v.model_id = $1""",
-        model_id,
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-    )
-    return {(r[0], r[1]): r[2].to_numpy() for r in rows}
-
-
-async def write_vectors(
-    conn: Connection,
-    model_id: str,
-    chunk_ids: Sequence[int],
-    vectors: Sequence[np.ndarray],
-    token: UUID,
-) -> None:
-    """Store vectors (skipping chunks replaced meanwhile) and drop their queue rows that
-    this lease still holds (a row re-queued by a model switch stays)."""
-    await conn.execute(
-        """INSERT INTO embedder.chunk_vectors (model_id, chunk_id, tenant_id, source_type,
-               conversation_id, agent_id, source_at, embedding)
-           SELECT $1, c.chunk_id, c.tenant_id, c.source_type, c.conversation_id, c.agent_id,
-                  c.source_at, v.embedding
-             FROM unnest($2::bigint[], $3::vector[]) AS v(chunk_id, embedding)
-             JOIN embedder.chunks c USING (chunk_id)
-           ON CONFLICT (model_id, chunk_id) DO NOTHING""",
-        model_id,
-        list(chunk_ids),
-        [Vector(v) for v in vectors],
-    )
-    await conn.execute(
-        "DELETE FROM embedder.embed_queue WHERE chunk_id = ANY($1::bigint[]) AND lease_token = $2",
-        list(chunk_ids),
-        token,
-    )
-
-
-async def release(conn: Connection, token: UUID, chunk_ids: Sequence[int]) -> None:
-    """Give back leased chunks that were not embedded (shutdown)."""
-    await conn.execute(
-        """UPDATE embedder.embed_queue SET lease_until = NULL, lease_token = NULL,
-                  attempts = greatest(attempts - 1, 0)
-            WHERE chunk_id = ANY($1::bigint[]) AND lease_token = $2""",
-        list(chunk_ids),
-        token,
-    )
-
-
-async def backfill(conn: Connection, model_id: str) -> int:
-    """Queue every chunk that has no vector for ``model_id`` (after a model switch)."""
-    status = await conn.execute(
-        """INSERT INTO embedder.embed_queue (chunk_id)
-           SELECT c.chunk_id FROM embedder.chunks c
-            WHERE NOT EXISTS (SELECT 1 FROM embedder.chunk_vectors v
-                               WHERE v.model_id = $1 AND v.chunk_id = c.chunk_id)
-           ON CONFLICT (chunk_id) DO UPDATE SET lease_until = NULL, lease_token = NULL""",
-        model_id,
-    )
-    count = int(status.split()[-1])
-    if count:
-        await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
-    return count

@@ -129,7 +129,9 @@ async def scope_search(
         """SELECT set_config('engram.tenant_id', $1, true),
                   set_config('hnsw.ef_search', $2, true),
                   set_config('hnsw.iterative_scan', 'relaxed_order', true),
-                  set_config('hnsw.max_scan_tuples', $3, true)""",
+                  set_config('hnsw.max_scan_tuples', $3, true),
+                  -- an index (HNSW, or btree for a narrow filter), never a full scan
+                  set_config('enable_seqscan', 'off', true)""",
         tenant_id,
         str(ef_search),
         str(max_scan_tuples),

@@ -38,12 +38,13 @@ class EmbedderSettings(WorkerSettings):
     )
     device: str = Field(default="cpu", description="torch device: cpu, cuda, mps.")
     model_batch_size: int = Field(default=64, ge=1, le=4096, description="Texts per model batch.")
-    gather_batches: int = Field(
-        default=8,
+    gather_max: int = Field(
+        default=2048,
         ge=1,
-        le=64,
-        description="Model batches gathered per round under load, sorted by length so "
-        "each batch pads little (a lone event is not held for them).",
+        le=100_000,
+        description="Most chunks gathered per round while the model is busy; they are "
+        "sorted by tokens into model batches, so a bigger round pads less (a lone event is "
+        "not held for it).",
     )
     model_max_wait_s: float = Field(
         default=0.05,
@@ -65,7 +66,7 @@ class EmbedderSettings(WorkerSettings):
         description="Roles of the messages that are embedded (system prompts are not).",
     )
     lease_s: float = Field(
-        default=120.0,
+        default=300.0,
         gt=0,
         description="A chunk claimed by a worker that died is embedded by another after this.",
     )

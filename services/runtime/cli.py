@@ -104,7 +104,7 @@ def dev(
 
 @cli.command()
 def run(
-    service: Annotated[str, typer.Argument(help="ingest")],
+    service: Annotated[str, typer.Argument(help="ingest, embedder, checkpointer or audit")],
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING...")] = "INFO",
 ) -> None:
     """Run one worker (production): NATS_URL, DATABASE_URL and <SERVICE>_* settings."""
@@ -216,8 +216,10 @@ def asyncapi(
 
 
 def main() -> None:
-    from services.runtime.registry import command_groups
+    from services.runtime.registry import command_groups, single_commands
 
     for name, (group, help_text) in command_groups().items():
         cli.add_typer(group, name=name, help=help_text)
+    for name, command in single_commands().items():
+        cli.command(name)(command)
     cli()

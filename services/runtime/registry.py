@@ -25,6 +25,19 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# Single commands that services add to `engram` (module, function).
+SINGLE_COMMANDS: dict[str, tuple[str, str]] = {
+    "reembed": ("services.embedder.cli", "reembed"),
+}
+
+
+def single_commands() -> dict[str, Any]:
+    return {
+        name: getattr(importlib.import_module(module), attr)
+        for name, (module, attr) in SINGLE_COMMANDS.items()
+    }
+
+
 def command_groups() -> dict[str, tuple[Any, str]]:
     return {
         name: (getattr(importlib.import_module(module), attr), help_text)

@@ -1,0 +1,715 @@
+#!/usr/bin/env python
+"""Embedder benchmark: the bus-fed embedder against the raw model, and search at 100k chunks.
+
+    .venv/bin/python bench/embedder.py [--texts 5000] [--runs 3] [--chunks 100000]
+                                       [--queries 200] [--data-dir DIR] [--skip-search]
+
+Starts the embedded nats-server and PostgreSQL itself (DevStack, in a temporary folder
+unless --data-dir). Per run, side by side on the same realistic chat texts:
+
+  (a) raw: ``SentenceTransformer.encode`` of the chunk texts at the best batch size (swept
+      on the first run), in this process, nothing else running;
+  (b) end to end: the embedder worker (`engram run embedder`, its own process, model
+      loaded and warmed) while the texts are published as chat.message.created:
+      first publish -> last vector committed (polled every 0.1 s). Its model batch size is
+      the one (a) found best. Also the latency of one lone message (publish -> committed).
+
+Then search at --chunks chunks (built once; see build_corpus for how), through the
+service's own SQL (role engram_embedder, row-level security, iterative scan, exact
+fallback): p50/p99 latency and recall@10 against exact search (index scans disabled),
+unfiltered and tenant-filtered (a large, a medium and a small tenant), plus hybrid
+(vector + full text) latency and query.knowledge.search end to end over NATS (with the
+query's encoding). Every figure is the median of the runs. Writes bench/results/embedder.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+warnings.filterwarnings("ignore")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import asyncpg  # noqa: E402
+import nats  # noqa: E402
+import numpy as np  # noqa: E402
+from nats.js.errors import NotFoundError  # noqa: E402
+from pgvector import Vector  # noqa: E402
+from pgvector.asyncpg import register_vector  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from contracts.chat import MessageCreated, MessageCreatedPayload, Role  # noqa: E402
+from contracts.embedding import KnowledgeFilters  # noqa: E402
+from services.embedder import repo_search  # noqa: E402
+from services.embedder.logic import candidates_for, chunk_text, content_hash  # noqa: E402
+from services.embedder.model import LoadedModel, load, resolve  # noqa: E402
+from services.embedder.settings import DEFAULT_MODEL, EmbedderSettings  # noqa: E402
+from services.runtime.bus import STREAMS, ensure_streams  # noqa: E402
+from services.runtime.embedded import DevStack  # noqa: E402
+from services.runtime.migrate import migrate  # noqa: E402
+
+console = Console()
+TEMPLATE = "bench_embedder_template"
+MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+GOAL_RATIO, GOAL_P99_MS, GOAL_RECALL = 0.9, 25.0, 0.95
+SETTINGS = EmbedderSettings()
+
+VOCAB = """the a to and of in is it you that for on with this be are have i not we can at
+as your from but my they what all will do so there an about would one out up when which
+hotel river booking flight tomorrow morning evening price cheaper option review summary
+table column query index database migration deploy release version error stack trace
+function class method return value argument parameter config setting token model prompt
+answer question context memory agent session conversation message file upload document
+meeting schedule calendar reminder invoice payment refund order shipping delivery address
+recipe ingredient oven minutes salt garlic tomato pasta sauce bake serve weekend trip
+museum ticket train station airport gate luggage passport visa weather forecast rain sun
+budget estimate quarter revenue growth customer churn dashboard metric latency throughput
+python rust javascript typescript postgres redis kafka nats kubernetes docker container
+please thanks sure great perfect exactly actually probably maybe definitely honestly
+lisbon porto madrid paris berlin tokyo quiet noisy cheap expensive late early refund""".split()  # noqa: SIM905
+
+
+# --- texts ---------------------------------------------------------------------------
+
+
+def chat_texts(n: int, seed: int) -> list[str]:
+    """Distinct chat messages: users short (median ~90 chars), assistants longer (~500),
+    tools in between, as in a chat log; lognormal lengths, a few over one chunk."""
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    out: list[str] = []
+    while len(out) < n:
+        role = rng.choices(["user", "assistant", "tool"], [0.5, 0.42, 0.08])[0]
+        median = {"user": 90, "assistant": 500, "tool": 250}[role]
+        length = int(min(2400, max(15, rng.lognormvariate(np.log(median), 0.8))))
+        words: list[str] = []
+        while sum(len(w) + 1 for w in words) < length:
+            sentence = [rng.choice(VOCAB) for _ in range(rng.randint(4, 18))]
+            if rng.random() < 0.15:
+                sentence.append(str(rng.randint(2, 2026)))
+            sentence[0] = sentence[0].capitalize()
+            words += sentence
+            words[-1] += rng.choice([".", ".", "?", "!"])
+        text = " ".join(words)
+        if text not in seen:
+            seen.add(text)
+            out.append(text)
+    return out
+
+
+def query_texts(n: int, seed: int) -> list[str]:
+    """Search queries as people type them: 3 to 12 words."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(VOCAB) for _ in range(rng.randint(3, 12))) + "?" for _ in range(n)]
+
+
+def chunk_texts(model: LoadedModel, texts: Sequence[str]) -> list[str]:
+    window = model.window
+    offsets = model.token_offsets(texts)
+    return [
+        c.text
+        for t, o in zip(texts, offsets, strict=True)
+        for c in chunk_text(t, o, window=window, overlap=SETTINGS.chunk_overlap_tokens)
+    ]
+
+
+# --- (a) raw model -------------------------------------------------------------------
+
+
+def raw_rate(model: LoadedModel, texts: Sequence[str], batch_size: int) -> tuple[float, Any]:
+    started = time.perf_counter()
+    vectors = model.model.encode(
+        list(texts),
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=False,
+    )
+    return len(texts) / (time.perf_counter() - started), vectors
+
+
+def best_batch_size(model: LoadedModel, texts: Sequence[str]) -> tuple[int, dict[int, float]]:
+    sample = list(texts[:600])
+    raw_rate(model, sample[:64], 32)  # warm up
+    rates = {bs: raw_rate(model, sample, bs)[0] for bs in (16, 32, 64, 128)}
+    return max(rates, key=lambda bs: rates[bs]), rates
+
+
+# --- servers, databases, worker ------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, admin_url: str, nats_url: str, logs: Path) -> None:
+        self.admin_url, self.nats_url, self.logs = admin_url, nats_url, logs
+
+    def url(self, db: str) -> str:
+        return self.admin_url.rsplit("/", 1)[0] + f"/{db}"
+
+    async def admin(self, sql: str) -> None:
+        conn = await asyncpg.connect(self.admin_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    async def fresh_db(self) -> str:
+        name = f"bench_emb_{uuid.uuid4().hex[:8]}"
+        await self.admin(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        return name
+
+    async def fresh_streams(self) -> None:
+        nc = await nats.connect(self.nats_url)
+        js = nc.jetstream()
+        for stream in STREAMS:
+            with contextlib.suppress(NotFoundError):
+                await js.delete_stream(stream.name)
+        await ensure_streams(js)
+        await nc.close()
+
+    def start_worker(self, db: str, batch_size: int) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            "NATS_URL": self.nats_url,
+            "DATABASE_URL": self.url(db),
+            "EMBEDDER_MODEL_BATCH_SIZE": str(batch_size),
+            "HF_HUB_OFFLINE": "1",
+        }
+        log = (self.logs / "embedder-worker.log").open("ab")
+        return subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "engram"),
+                "run",
+                "embedder",
+                "--log-level",
+                "WARNING",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=ROOT,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def wait_for(probe: Any, until: Any, within: float, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        value = await probe()
+        if until(value):
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not reached in {within}s: {value!r}")
+        await asyncio.sleep(interval)
+
+
+def events_of(texts: Sequence[str], seed: int) -> list[MessageCreated]:
+    rng = random.Random(seed)
+    convs = [uuid.UUID(int=rng.getrandbits(128), version=4) for _ in range(100)]
+    t0 = datetime(2026, 11, 1, 9, tzinfo=UTC)
+    return [
+        MessageCreated(
+            tenant_id=f"tenant-{i % 5}",
+            producer="bench",
+            occurred_at=t0 + timedelta(seconds=i),
+            payload=MessageCreatedPayload(
+                message_id=uuid.uuid4(),
+                conversation_id=rng.choice(convs),
+                role=Role.user if i % 2 else Role.assistant,
+                content=text,
+            ),
+        )
+        for i, text in enumerate(texts)
+    ]
+
+
+async def end_to_end(
+    bench: Bench, texts: Sequence[str], chunks: int, batch_size: int
+) -> dict[str, float]:
+    db = await bench.fresh_db()
+    await bench.fresh_streams()
+    worker = bench.start_worker(db, batch_size)
+    conn = await asyncpg.connect(bench.url(db))
+    nc = await nats.connect(bench.nats_url)
+    js = nc.jetstream(publish_async_max_pending=5000)
+    try:
+
+        async def vectors() -> int:
+            if worker.poll() is not None:
+                raise RuntimeError(f"worker exited; see {bench.logs / 'embedder-worker.log'}")
+            return int(await conn.fetchval("SELECT count(*) FROM embedder.chunk_vectors"))
+
+        async def publish(events: Sequence[MessageCreated]) -> None:
+            futures = [
+                await js.publish_async(e.type, e.model_dump_json().encode(), headers=e.headers())
+                for e in events
+            ]
+            await asyncio.gather(*futures)
+
+        # The stream keeps it until the worker is up: its vector means "loaded and warm".
+        await publish(events_of(["warm-up message about a hotel by the river"], seed=1))
+        await wait_for(vectors, lambda n: n >= 1, within=180)
+        started = time.perf_counter()
+        await publish(events_of(texts, seed=2))
+        published = time.perf_counter() - started
+        await wait_for(vectors, lambda n: n >= 1 + chunks, within=1800)
+        elapsed = time.perf_counter() - started
+        lone = []
+        for i in range(10):  # one message alone, the worker idle
+            before = await vectors()
+            t = time.perf_counter()
+            await publish(events_of([f"lone message {i} about the weather in Porto"], seed=10 + i))
+            await wait_for(vectors, lambda n, b=before: n > b, within=30, interval=0.005)
+            lone.append(time.perf_counter() - t)
+        return {
+            "rate": chunks / elapsed,
+            "seconds": elapsed,
+            "publish_s": published,
+            "lone_p50_ms": statistics.median(lone) * 1000,
+        }
+    finally:
+        stop(worker)
+        await nc.close()
+        await conn.close()
+        await bench.admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+
+
+# --- search at scale -----------------------------------------------------------------
+
+
+def build_corpus(basis: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """n vectors on the manifold of real embeddings: each is the normalized Dirichlet mix
+    of 3 real text embeddings (weights ~ Dir(2, 1, 1)) plus a little Gaussian noise; its
+    text is the text of its largest part. Tenants: 200, Zipf-like sizes (a few big)."""
+    rng = np.random.default_rng(seed)
+    parts = rng.integers(0, len(basis), size=(n, 3))
+    weights = rng.dirichlet([2.0, 1.0, 1.0], size=n).astype(np.float32)
+    vectors = np.einsum("nk,nkd->nd", weights, basis[parts])
+    vectors += rng.normal(scale=0.02, size=vectors.shape).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    sizes = 1.0 / np.arange(1, 201) ** 1.1
+    tenant = rng.choice(200, size=n, p=sizes / sizes.sum())
+    return (
+        vectors.astype(np.float32),
+        tenant,
+        [int(parts[i, np.argmax(weights[i])]) for i in range(n)],
+    )
+
+
+async def load_corpus(
+    bench: Bench,
+    vectors: np.ndarray,
+    tenants: np.ndarray,
+    base: Sequence[int],
+    texts: Sequence[str],
+) -> tuple[str, float]:
+    db = await bench.fresh_db()
+    conn = await asyncpg.connect(bench.url(db))
+    await register_vector(conn)
+    n, now = len(vectors), datetime(2026, 11, 1, tzinfo=UTC)
+    ids = [uuid.uuid4() for _ in range(n)]
+    at = [now - timedelta(minutes=i) for i in range(n)]
+    names = [f"t{t:03d}" for t in tenants]
+    await conn.execute(
+        "INSERT INTO embedder.models VALUES ($1, $2, 384, 256, 'active')", MODEL_ID, DEFAULT_MODEL
+    )
+    await conn.copy_records_to_table(
+        "sources",
+        schema_name="embedder",
+        columns=[
+            "source_type",
+            "source_id",
+            "tenant_id",
+            "source_at",
+            "content_hash",
+            "text_at",
+            "event_id",
+        ],
+        records=[("message", ids[i], names[i], at[i], "0" * 64, at[i], ids[i]) for i in range(n)],
+    )
+    await conn.copy_records_to_table(
+        "chunks",
+        schema_name="embedder",
+        columns=[
+            "tenant_id",
+            "source_type",
+            "source_id",
+            "source_at",
+            "chunk_index",
+            "text",
+            "content_hash",
+        ],
+        records=[
+            (names[i], "message", ids[i], at[i], 0, texts[base[i]], content_hash(texts[base[i]]))
+            for i in range(n)
+        ],
+    )
+    chunk_ids = [
+        r[0] for r in await conn.fetch("SELECT chunk_id FROM embedder.chunks ORDER BY chunk_id")
+    ]
+    await conn.copy_records_to_table(
+        "chunk_vectors",
+        schema_name="embedder",
+        columns=["model_id", "chunk_id", "tenant_id", "source_type", "source_at", "embedding"],
+        records=[
+            (MODEL_ID, chunk_ids[i], names[i], "message", at[i], Vector(vectors[i]))
+            for i in range(n)
+        ],
+    )
+    started = time.perf_counter()
+    await conn.execute("SET maintenance_work_mem = '1GB'")
+    await conn.fetchval(
+        "SELECT embedder.register_model($1, $2, 384, 256, true)", MODEL_ID, DEFAULT_MODEL
+    )
+    build_s = time.perf_counter() - started
+    await conn.execute("VACUUM ANALYZE embedder.chunk_vectors")
+    await conn.execute("VACUUM ANALYZE embedder.chunks")
+    await conn.close()
+    return db, build_s
+
+
+async def service_conn(url: str) -> asyncpg.Connection:
+    conn = await asyncpg.connect(url)
+    await register_vector(conn)
+    await conn.execute("SET ROLE engram_embedder")
+    return conn
+
+
+async def vector_search(
+    conn: asyncpg.Connection,
+    tenant: str | None,
+    q: np.ndarray,
+    *,
+    exact: bool = False,
+    text: str = "",
+) -> tuple[list[int], float]:
+    """Top-10 chunk ids by the service's SQL (tenant given) or the bare index (None)."""
+    started = time.perf_counter()
+    async with conn.transaction():
+        await repo_search.scope_search(
+            conn,
+            tenant or "*",
+            ef_search=max(SETTINGS.ef_search, 40),
+            max_scan_tuples=SETTINGS.max_scan_tuples,
+        )
+        if exact:
+            await conn.execute(
+                "SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off"
+            )
+        if tenant is None:
+            rows = await conn.fetch(
+                f"SELECT chunk_id FROM embedder.chunk_vectors v WHERE model_id = '{MODEL_ID}' "
+                "ORDER BY (v.embedding::vector(384)) <=> $1::vector LIMIT 10",
+                Vector(q),
+            )
+            ids = [r[0] for r in rows]
+        else:
+            found = await repo_search.candidates(
+                conn,
+                tenant_id=tenant,
+                model_id=MODEL_ID,
+                dimensions=384,
+                query_vector=q,
+                query_text=text,
+                filters=KnowledgeFilters(),
+                limit=candidates_for(10),
+                max_matches=SETTINGS.text_max_matches,
+            )
+            ranked = sorted(
+                (c for c in found if c.distance is not None), key=lambda c: c.distance or 0
+            )
+            ids = [c.chunk_id for c in ranked[:10]]
+    return ids, (time.perf_counter() - started) * 1000
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def search_bench(
+    bench: Bench,
+    *,
+    db: str,
+    queries: np.ndarray,
+    query_texts: Sequence[str],
+    tenants: dict[str, str | None],
+    runs: int,
+) -> dict[str, dict[str, float]]:
+    conn = await service_conn(bench.url(db))
+    results: dict[str, dict[str, float]] = {}
+    try:
+        for label, tenant in tenants.items():
+            truth = [set((await vector_search(conn, tenant, q, exact=True))[0]) for q in queries]
+            per_run: list[dict[str, float]] = []
+            for _ in range(runs):
+                latencies, recalls = [], []
+                for q, want in zip(queries, truth, strict=True):
+                    ids, ms = await vector_search(conn, tenant, q)
+                    latencies.append(ms)
+                    recalls.append(len(want & set(ids)) / max(1, min(10, len(want))))
+                per_run.append(
+                    {
+                        "p50_ms": pct(latencies, 0.5),
+                        "p99_ms": pct(latencies, 0.99),
+                        "recall@10": statistics.mean(recalls),
+                    }
+                )
+            results[label] = {k: statistics.median(r[k] for r in per_run) for k in per_run[0]}
+        large = next(t for t in tenants.values() if t is not None)
+        per_run = []
+        for _ in range(runs):  # hybrid: vector + full text, as the service runs it
+            lat = [
+                (await vector_search(conn, large, q, text=t))[1]
+                for q, t in zip(queries, query_texts, strict=True)
+            ]
+            per_run.append({"p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99)})
+        results["hybrid, large tenant"] = {
+            k: statistics.median(r[k] for r in per_run) for k in per_run[0]
+        }
+    finally:
+        await conn.close()
+    return results
+
+
+async def search_over_nats(
+    bench: Bench, db: str, tenant: str, texts: Sequence[str], runs: int
+) -> dict[str, float]:
+    """query.knowledge.search end to end: request -> reply, the query encoded by the worker."""
+    worker = bench.start_worker(db, 64)
+    nc = await nats.connect(bench.nats_url)
+    per_run: list[dict[str, float]] = []
+    try:
+        body = json.dumps({"tenant_id": tenant, "text": "warm up"}).encode()
+        await wait_for(lambda: _try_request(nc, body), lambda ok: ok, within=120, interval=0.5)
+        for _ in range(runs):
+            lat = []
+            for text in texts:
+                body = json.dumps({"tenant_id": tenant, "text": text}).encode()
+                t = time.perf_counter()
+                await nc.request("query.knowledge.search", body, timeout=10)
+                lat.append((time.perf_counter() - t) * 1000)
+            per_run.append({"p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99)})
+    finally:
+        await nc.close()
+        stop(worker)
+    return {k: statistics.median(r[k] for r in per_run) for k in per_run[0]}
+
+
+async def _try_request(nc: Any, body: bytes) -> bool:
+    try:
+        reply = await nc.request("query.knowledge.search", body, timeout=5)
+    except Exception:
+        return False
+    return b'"ok"' in reply.data
+
+
+# --- main ----------------------------------------------------------------------------
+
+
+async def run(
+    args: argparse.Namespace, admin_url: str, nats_url: str, logs: Path
+) -> dict[str, Any]:
+    bench = Bench(admin_url, nats_url, logs)
+    await bench.admin(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+    await bench.admin(f"CREATE DATABASE {TEMPLATE}")
+    await migrate(bench.url(TEMPLATE))
+    model = load(resolve(DEFAULT_MODEL))
+    texts = chat_texts(args.texts, seed=7)
+    chunks = chunk_texts(model, texts)
+    console.log(
+        f"{len(texts)} texts -> {len(chunks)} chunks "
+        f"(median {int(statistics.median(map(len, texts)))} chars)"
+    )
+    basis: Any = None
+    report: dict[str, Any] = {
+        "texts": len(texts),
+        "chunks": len(chunks),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch_threads": __import__("torch").get_num_threads(),
+        },
+    }
+    if not args.skip_throughput:
+        best, sweep = best_batch_size(model, chunks)
+        console.log(f"raw model.encode, texts/s by batch size: {sweep}; best {best}")
+        report["batch_sweep"] = sweep
+        runs = []
+        for i in range(args.runs):
+            a, basis = raw_rate(model, chunks, best)
+            b = await end_to_end(bench, texts, len(chunks), best)
+            runs.append(
+                {
+                    "a_raw": a,
+                    "b_end_to_end": b["rate"],
+                    "ratio": b["rate"] / a,
+                    **{f"b_{k}": v for k, v in b.items() if k != "rate"},
+                }
+            )
+            console.log(
+                f"run {i + 1}: (a) {a:.1f}/s  (b) {b['rate']:.1f}/s  "
+                f"ratio {b['rate'] / a:.3f}  lone {b['lone_p50_ms']:.0f} ms"
+            )
+        report["throughput_runs"] = runs
+        report["throughput"] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        report["batch_size"] = best
+    if not args.skip_search:
+        if args.skip_throughput:
+            _, basis = raw_rate(model, chunks, 64)
+        queries_text = query_texts(args.queries, seed=99)
+        queries = np.asarray(model.encode(queries_text), dtype=np.float32)
+        vectors, tenant_idx, base = build_corpus(
+            np.asarray(basis, dtype=np.float32), args.chunks, seed=3
+        )
+        console.log(f"loading {args.chunks} chunks ...")
+        db, build_s = await load_corpus(bench, vectors, tenant_idx, base, chunks)
+        counts = np.bincount(tenant_idx, minlength=200)
+        order = np.argsort(-counts)
+
+        def nearest(share: float) -> int:
+            return int(order[np.argmin(np.abs(counts[order] / len(vectors) - share))])
+
+        classes: dict[str, str | None] = {"unfiltered": None}
+        for label, share in (("large", 0.15), ("medium", 0.01), ("small", 0.001)):
+            t = nearest(share)
+            classes[f"tenant {label} ({counts[t]} chunks)"] = f"t{t:03d}"
+        console.log(f"HNSW index built in {build_s:.1f}s; searching {classes}")
+        report["search"] = await search_bench(
+            bench, db=db, queries=queries, query_texts=queries_text, tenants=classes, runs=args.runs
+        )
+        large = next(t for t in classes.values() if t is not None)
+        report["search"]["query.knowledge.search over NATS, large tenant"] = await search_over_nats(
+            bench, db, large, queries_text[:100], args.runs
+        )
+        report["search_corpus"] = {
+            "chunks": len(vectors),
+            "index_build_s": build_s,
+            "tenants": int((counts > 0).sum()),
+        }
+        await bench.admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    return report
+
+
+def show(report: dict[str, Any]) -> list[dict[str, Any]]:
+    goals = []
+    if "throughput" in report:
+        t = report["throughput"]
+        table = Table(
+            title=f"Throughput, {report['chunks']} chunks of {report['texts']} chat texts "
+            f"(medians of {len(report['throughput_runs'])})"
+        )
+        for col in ("", "texts/s", "vs (a)"):
+            table.add_column(col)
+        table.add_row(
+            f"(a) raw model.encode, batch {report['batch_size']}", f"{t['a_raw']:.1f}", "1.00"
+        )
+        table.add_row(
+            "(b) bus-fed embedder, published -> committed",
+            f"{t['b_end_to_end']:.1f}",
+            f"{t['ratio']:.3f}",
+        )
+        table.add_row("lone message, publish -> committed", f"{t['b_lone_p50_ms']:.0f} ms", "")
+        console.print(table)
+        goals.append(
+            {
+                "goal": f"(b) >= {GOAL_RATIO} x (a)",
+                "value": round(t["ratio"], 3),
+                "pass": t["ratio"] >= GOAL_RATIO,
+            }
+        )
+    if "search" in report:
+        table = Table(
+            title=f"Search at {report['search_corpus']['chunks']} chunks (medians of runs)"
+        )
+        for col in ("", "p50 ms", "p99 ms", "recall@10"):
+            table.add_column(col)
+        for label, r in report["search"].items():
+            recall = r.get("recall@10")
+            table.add_row(
+                label,
+                f"{r['p50_ms']:.2f}",
+                f"{r['p99_ms']:.2f}",
+                "" if recall is None else f"{recall:.3f}",
+            )
+            if recall is not None:
+                goals.append(
+                    {
+                        "goal": f"{label}: p99 <= {GOAL_P99_MS} ms",
+                        "value": round(r["p99_ms"], 2),
+                        "pass": r["p99_ms"] <= GOAL_P99_MS,
+                    }
+                )
+                goals.append(
+                    {
+                        "goal": f"{label}: recall@10 >= {GOAL_RECALL}",
+                        "value": round(recall, 3),
+                        "pass": recall >= GOAL_RECALL,
+                    }
+                )
+        console.print(table)
+    for g in goals:
+        console.print(f"{'[green]PASS' if g['pass'] else '[red]FAIL'}[/] {g['goal']}: {g['value']}")
+    return goals
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--texts", type=int, default=5000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--chunks", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--skip-search", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "embedder.json")
+    args = parser.parse_args()
+    root = args.data_dir or Path(tempfile.mkdtemp(prefix="engram-bench-embedder-"))
+    stack = DevStack(root)
+    urls = stack.start()
+    try:
+        admin = urls["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
+        report = asyncio.run(run(args, admin, urls["NATS_URL"], root))
+    finally:
+        stack.stop()
+    report["goals"] = show(report)
+    report["when"] = datetime.now(UTC).isoformat(timespec="seconds")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    console.print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

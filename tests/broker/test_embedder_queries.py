@@ -1,0 +1,98 @@
+"""query.embed and the error replies of both queries, on FastStream's in-memory broker
+(no NATS, no database; the real model)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+from faststream.nats import NatsBroker, TestNatsBroker
+
+from contracts.embedding import (
+    EMBED_REPLY,
+    EMBED_SUBJECT,
+    KNOWLEDGE_SEARCH_REPLY,
+    KNOWLEDGE_SEARCH_SUBJECT,
+    EmbedReply,
+    QueryError,
+)
+from services.embedder.engine import Engine
+from services.embedder.model import LoadedModel, load, resolve
+from services.embedder.queries import register_queries
+from services.embedder.settings import DEFAULT_MODEL, EmbedderSettings
+
+
+@pytest.fixture(scope="session")
+def model() -> LoadedModel:
+    return load(resolve(DEFAULT_MODEL))
+
+
+@pytest.fixture
+async def broker(model: LoadedModel) -> AsyncIterator[NatsBroker]:
+    broker = NatsBroker()
+    engine = Engine(EmbedderSettings())
+    engine.use_model(model)
+    register_queries(broker, engine)
+    async with TestNatsBroker(broker) as test_broker:
+        yield test_broker
+    engine.encoder.close()
+
+
+async def request(broker: NatsBroker, subject: str, body: bytes) -> bytes:
+    response = await broker.request(body, subject, timeout=30)
+    data: bytes = response.body
+    return data
+
+
+async def test_embed_returns_unit_vectors_of_the_model(
+    broker: NatsBroker, model: LoadedModel
+) -> None:
+    texts = ["a quiet hotel room", "ein ruhiges Hotelzimmer", "x" * 10]
+    body = await request(broker, EMBED_SUBJECT, json.dumps({"texts": texts}).encode())
+    reply = EMBED_REPLY.validate_json(body)
+    assert isinstance(reply, EmbedReply)
+    assert reply.model_id == "sentence-transformers/all-MiniLM-L6-v2"
+    vectors = np.array(reply.vectors)
+    assert vectors.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    assert np.allclose(vectors, model.encode(texts), atol=1e-5)
+    assert reply.truncated == [False, False, False]
+
+
+@pytest.mark.parametrize(
+    ("subject", "body", "needle"),
+    [
+        (EMBED_SUBJECT, {"texts": []}, "texts"),
+        (EMBED_SUBJECT, {"texts": ["x"] * 257}, "texts"),
+        (KNOWLEDGE_SEARCH_SUBJECT, {"text": "hotel"}, "tenant_id"),
+        (KNOWLEDGE_SEARCH_SUBJECT, {"tenant_id": "acme", "text": "x", "top_k": 0}, "top_k"),
+        (KNOWLEDGE_SEARCH_SUBJECT, {"tenant_id": "acme", "text": "x", "mode": "psychic"}, "mode"),
+        (
+            KNOWLEDGE_SEARCH_SUBJECT,
+            {"tenant_id": "acme", "text": "x", "filters": {"source_types": ["memory"]}},
+            "source_types",
+        ),
+    ],
+)
+async def test_bad_requests_get_an_invalid_request_reply(
+    broker: NatsBroker, subject: str, body: dict[str, object], needle: str
+) -> None:
+    raw = await request(broker, subject, json.dumps(body).encode())
+    reply = (EMBED_REPLY if subject == EMBED_SUBJECT else KNOWLEDGE_SEARCH_REPLY).validate_json(raw)
+    assert isinstance(reply, QueryError)
+    assert reply.code == "invalid_request" and needle in reply.message
+
+
+async def test_not_json_is_an_invalid_request(broker: NatsBroker) -> None:
+    reply = EMBED_REPLY.validate_json(await request(broker, EMBED_SUBJECT, b"\xff not json"))
+    assert isinstance(reply, QueryError) and reply.code == "invalid_request"
+
+
+async def test_search_before_the_database_is_ready_is_unavailable(broker: NatsBroker) -> None:
+    body = json.dumps({"tenant_id": "acme", "text": "hotel"}).encode()
+    reply = KNOWLEDGE_SEARCH_REPLY.validate_json(
+        await request(broker, KNOWLEDGE_SEARCH_SUBJECT, body)
+    )
+    assert isinstance(reply, QueryError) and reply.code == "unavailable"
