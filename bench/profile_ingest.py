@@ -98,7 +98,7 @@ def instrument() -> None:  # noqa: PLR0915
     last_end = {"t": 0.0}
     fetch = JetStreamContext.PullSubscription.fetch
 
-    async def timed_fetch(self: Any, batch: int = 1, timeout: float | None = 5,  # noqa: ASYNC109
+    async def timed_fetch(self: Any, batch: int = 1, timeout: float | None = 5,
                           heartbeat: float | None = None) -> Any:
         started = time.perf_counter()
         try:
