@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from contracts import embedding, state
+from contracts import embedding, memory_jobs, memory_search, state
 from contracts.chat import CHAT_EVENT_TYPES
 from contracts.envelope import Envelope
 from contracts.memory import MEMORY_EVENT_TYPES
@@ -13,6 +13,8 @@ from contracts.memory import MEMORY_EVENT_TYPES
 EVENTS: tuple[type[Envelope], ...] = (
     *CHAT_EVENT_TYPES,
     *MEMORY_EVENT_TYPES,
+    *memory_jobs.MEMORY_JOB_EVENT_TYPES,
+    *memory_jobs.MEMORY_NOTICE_TYPES,
     *state.STATE_EVENT_TYPES,
     state.StateConflict,
     *embedding.EMBEDDING_EVENT_TYPES,
@@ -20,6 +22,7 @@ EVENTS: tuple[type[Envelope], ...] = (
 QUERIES: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "query.embed": (embedding.EmbedRequest, embedding.EmbedReply),
     "query.knowledge.search": (embedding.KnowledgeSearchRequest, embedding.KnowledgeSearchReply),
+    "query.memory.search": (memory_search.MemorySearchRequest, memory_search.MemorySearchReply),
     "query.state.get": (state.StateGetRequest, state.StateGetReply),
     "query.state.history": (state.StateHistoryRequest, state.StateHistoryReply),
     "query.state.diff": (state.StateDiffRequest, state.StateDiffReply),

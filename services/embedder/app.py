@@ -12,11 +12,12 @@ from pydantic import Field, TypeAdapter
 
 from contracts.chat import FileUploaded, MessageCreated, MessageDeleted, MessageEdited
 from contracts.memory import MEMORY_EVENT_TYPES, MemoryWrite
+from contracts.memory_jobs import MEMORY_FORGOTTEN, MemoryForgotten
 from services.embedder.engine import Engine
 from services.embedder.handlers import ApplyStats, make_apply
 from services.embedder.queries import register_queries
 from services.embedder.settings import EmbedderSettings
-from services.runtime.bus import CHAT, MEMORY
+from services.runtime.bus import CHAT, ENGRAM, MEMORY
 from services.runtime.pipeline import contract_decoder
 from services.runtime.service import Consumes, Worker, build_worker_app
 
@@ -50,6 +51,9 @@ def create_embedder(
                 apply,
                 MEMORY_EVENT_TYPES,
             ),
+            # Memories the memory service erased (forget, expiry): drop their chunks too.
+            Consumes(ENGRAM, ("engram.memory.forgotten",), contract_decoder(MEMORY_FORGOTTEN),
+                     apply, (MemoryForgotten,)),
         ],
         description="Cuts message, file and memory text into chunks with the model's "
         "tokenizer, embeds them in model batches (a local sentence-transformers model) into "

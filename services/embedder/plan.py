@@ -22,9 +22,13 @@ from uuid import UUID
 from contracts.chat import FileUploaded, MessageCreated, MessageDeleted, MessageEdited
 from contracts.embedding import SourceType
 from contracts.memory import MemoryWrite
+from contracts.memory_jobs import MemoryForgotten
 from services.embedder.logic import content_hash
 
-Event = MessageCreated | MessageEdited | MessageDeleted | FileUploaded | MemoryWrite
+Event = (
+    MessageCreated | MessageEdited | MessageDeleted | FileUploaded | MemoryWrite
+    | MemoryForgotten
+)
 EMPTY_HASH = content_hash("")
 
 
@@ -85,7 +89,22 @@ class Plan:
     retry: dict[UUID, str]
 
 
-def change_of(event: Event, embed_roles: Iterable[str]) -> Change:
+def changes_of(event: Event, embed_roles: Iterable[str]) -> list[Change]:
+    """What an event asks; a forgotten notice deletes every memory it names (for good:
+    a memory.write of a forgotten memory arriving late is not embedded again)."""
+    if isinstance(event, MemoryForgotten):
+        return [
+            Change(event.event_id, SourceKey(SourceType.memory, memory_id), event.tenant_id,
+                   event.occurred_at, "delete")
+            for memory_id in event.payload.memory_ids
+        ]
+    return [change_of(event, embed_roles)]
+
+
+def change_of(
+    event: MessageCreated | MessageEdited | MessageDeleted | FileUploaded | MemoryWrite,
+    embed_roles: Iterable[str],
+) -> Change:
     at, tenant = event.occurred_at, event.tenant_id
     if isinstance(event, MessageCreated):
         p = event.payload

@@ -39,6 +39,7 @@ SCHEMAS: dict[str, ServiceSchema] = {
     for s in (
         ServiceSchema("ingest", "ingest"),
         ServiceSchema("embedder", "embedder"),
+        ServiceSchema("memory", "memory"),
         ServiceSchema("checkpointer", "checkpoint"),
         # Append-only: the audit role may only add and read rows.
         ServiceSchema("audit", "audit", privileges="SELECT, INSERT"),

@@ -14,6 +14,7 @@ from services.runtime.service import Worker
 SERVICES: dict[str, str] = {
     "ingest": "services.ingest.app",
     "embedder": "services.embedder.app",
+    "memory": "services.memory.app",
     "checkpointer": "services.checkpointer.app",
     "audit": "services.audit.app",
 }
@@ -22,6 +23,7 @@ SERVICES: dict[str, str] = {
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "state": ("services.checkpointer.cli", "state_cli", "Agent state: retention."),
     "audit": ("services.audit.cli", "audit_cli", "Audit trail: verify, export, retain."),
+    "trigger": ("services.memory.cli", "trigger_cli", "Jobs for schedulers: consolidate."),
 }
 
 

@@ -1,0 +1,126 @@
+"""The memory worker: typed agent memories from MEMORY, session summaries from CHAT,
+vectors from engram.embedding.ready; consolidation jobs in the background;
+``query.memory.search``. Run with ``engram run memory`` (or
+``faststream run services.memory.app:app``)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import asyncpg
+from faststream import Context, ContextRepo, FastStream
+from faststream.nats import NatsBroker
+from faststream.nats.annotations import NatsMessage
+from pydantic import ValidationError
+
+from contracts.embedding import QueryError, QueryErrorCode
+from contracts.envelope import Envelope
+from contracts.memory_jobs import MemoryConsolidated, MemoryForgotten
+from contracts.memory_search import MEMORY_SEARCH_SUBJECT, MemorySearchRequest
+from services.memory.handlers import Handlers
+from services.memory.jobs import JobRunner
+from services.memory.search import AccessLog, EmbedderUnavailable, search
+from services.memory.settings import MemorySettings
+from services.runtime.errors import describe, is_transient
+from services.runtime.service import Worker, build_worker_app
+
+Settings = MemorySettings
+log = logging.getLogger("engram.memory")
+Pool = Annotated[asyncpg.Pool | None, Context("pool", default=None)]
+CONCURRENCY = 16
+
+
+@dataclass
+class Parts:
+    """What tests and tools read of a running memory worker."""
+
+    runner: JobRunner | None = None
+    access: AccessLog | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def create_memory(settings: MemorySettings | None = None) -> tuple[FastStream, Worker, Parts]:
+    settings = settings or MemorySettings()
+    holder: dict[str, NatsBroker] = {}
+    parts = Parts()
+
+    async def publish(event: Envelope) -> None:
+        js = holder["broker"].connection.jetstream()
+        await js.publish(event.type, event.model_dump_json().encode(), headers=event.headers())
+
+    handlers = Handlers(settings, publish)
+    app, worker = build_worker_app(
+        settings, handlers.consumes(),
+        description="Typed agent memories (episodic, semantic, procedural, working) with "
+        "importance, decay, access counts and expiry; session summaries; consolidation "
+        "jobs (expire, merge, abstract, summarize, decay); answers query.memory.search.",
+    )
+    broker = app.broker
+    assert isinstance(broker, NatsBroker)
+    holder["broker"] = broker
+    for notice in (MemoryConsolidated, MemoryForgotten):
+        subject = notice.model_fields["type"].default
+        broker.publisher(subject, title=subject, schema=notice,
+                         description=(notice.__doc__ or "").strip())
+
+    @broker.subscriber(MEMORY_SEARCH_SUBJECT, queue=settings.query_queue,
+                       max_workers=CONCURRENCY, title=MEMORY_SEARCH_SUBJECT,
+                       description="The memories of one agent that matter now "
+                       "(MemorySearchRequest -> MemorySearchReply | QueryError).")
+    async def on_search(msg: NatsMessage, pool: Pool) -> dict[str, Any]:
+        try:
+            request = MemorySearchRequest.model_validate_json(msg.body)
+            if pool is None or parts.access is None:
+                raise EmbedderUnavailable("the memory service is starting")
+            reply: Any = await search(pool, broker.connection, settings, parts.access, request)
+        except Exception as exc:
+            reply = _failure(exc)
+        data: dict[str, Any] = reply.model_dump(mode="json")
+        return data
+
+    @app.after_startup
+    async def start_background(context: ContextRepo) -> None:
+        pool = context.get("pool")
+        parts.access = AccessLog(pool, settings.access_flush_s)
+        parts.access.start()
+        parts.runner = JobRunner(pool, settings, publish)
+        await parts.runner.start(settings.database_url)
+
+    @app.on_shutdown
+    async def stop_background() -> None:
+        # Registered after the runtime's hook: the consumers have drained already.
+        if parts.runner is not None:
+            await parts.runner.stop()
+        if parts.access is not None:
+            await parts.access.stop()
+
+    return app, worker, parts
+
+
+def _failure(exc: Exception) -> QueryError:
+    if isinstance(exc, ValidationError):
+        errors = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+            for e in exc.errors(include_url=False)[:10]
+        )
+        return QueryError(code=QueryErrorCode.invalid_request, message=errors)
+    if isinstance(exc, EmbedderUnavailable) or is_transient(exc):
+        log.warning("%s unavailable: %s", MEMORY_SEARCH_SUBJECT, describe(exc))
+        return QueryError(code=QueryErrorCode.unavailable, message=describe(exc))
+    log.exception("%s failed", MEMORY_SEARCH_SUBJECT)
+    return QueryError(code=QueryErrorCode.internal, message="internal error; see the log")
+
+
+def create_app(settings: MemorySettings | None = None) -> tuple[FastStream, Worker]:
+    app, worker, _ = create_memory(settings)
+    return app, worker
+
+
+def __getattr__(name: str) -> object:
+    # `faststream run services.memory.app:app` works, without building an app (and
+    # reading the environment) on every import of this module.
+    if name == "app":
+        return create_app()[0]
+    raise AttributeError(name)

@@ -1,0 +1,210 @@
+"""What the memory service consumes, and the batch functions the runtime calls inside its
+transaction (inbox claim + effects + COMMIT, ack after).
+
+Events the service itself publishes from a handler (a session's summary as
+``memory.write``, ``engram.memory.forgotten``) are published *before* COMMIT with an id
+derived from the event that caused them: a failed transaction redelivers the cause, which
+publishes the same id again, and JetStream's duplicate window and every inbox drop it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Annotated, Any
+from uuid import UUID
+
+import numpy as np
+from pydantic import Field, TypeAdapter
+
+from contracts.chat import (
+    MessageCreated,
+    MessageDeleted,
+    MessageEdited,
+    SessionEnded,
+    SessionStarted,
+)
+from contracts.embedding import EmbeddingReady, SourceType
+from contracts.envelope import Envelope
+from contracts.memory import MemoryWrite
+from contracts.memory_jobs import ForgottenPayload, MemoryConsolidate, MemoryForget, MemoryForgotten
+from services.memory import repo, repo_jobs, sessions
+from services.memory.logic import content_hash, derived_id, estimate_tokens
+from services.memory.settings import MemorySettings
+from services.runtime.bus import CHAT, ENGRAM, MEMORY
+from services.runtime.db import Connection
+from services.runtime.pipeline import contract_decoder
+from services.runtime.service import Consumes
+
+log = logging.getLogger("engram.memory")
+Publish = Callable[[Envelope], Awaitable[None]]
+
+MemoryEvent = Annotated[MemoryWrite | MemoryForget | MemoryConsolidate, Field(discriminator="type")]
+ChatEvent = Annotated[
+    MessageCreated | MessageEdited | MessageDeleted | SessionStarted | SessionEnded,
+    Field(discriminator="type"),
+]
+MEMORY_TYPES = (MemoryWrite, MemoryForget, MemoryConsolidate)
+CHAT_TYPES = (MessageCreated, MessageEdited, MessageDeleted, SessionStarted, SessionEnded)
+SUMMARIZED_ROLES = frozenset({"user", "assistant"})
+
+
+def _subjects(types: Sequence[type[Envelope]]) -> tuple[str, ...]:
+    return tuple(t.model_fields["type"].default for t in types)
+
+
+class Handlers:
+    def __init__(self, settings: MemorySettings, publish: Publish) -> None:
+        self.settings = settings
+        self.publish = publish
+        self._indexed: set[tuple[str, int]] = set()
+
+    def consumes(self) -> list[Consumes]:
+        return [
+            Consumes(MEMORY, _subjects(MEMORY_TYPES),
+                     contract_decoder(TypeAdapter[MemoryEvent](MemoryEvent)),
+                     self.apply_memory, MEMORY_TYPES),
+            Consumes(CHAT, _subjects(CHAT_TYPES),
+                     contract_decoder(TypeAdapter[ChatEvent](ChatEvent)),
+                     self.apply_chat, CHAT_TYPES),
+            Consumes(ENGRAM, ("engram.embedding.ready",),
+                     contract_decoder(TypeAdapter[EmbeddingReady](EmbeddingReady)),
+                     self.apply_vectors, (EmbeddingReady,)),
+        ]
+
+    # --- MEMORY ------------------------------------------------------------------------
+
+    async def apply_memory(self, conn: Connection, events: Sequence[Any]) -> Mapping[UUID, str]:
+        await repo.scope_all_tenants(conn)
+        writes: list[MemoryWrite] = []
+        for event in events:  # in stream order; consecutive writes go as one statement
+            if isinstance(event, MemoryWrite):
+                writes.append(event)
+                continue
+            await self._write(conn, writes)
+            writes = []
+            if isinstance(event, MemoryForget):
+                await self._forget(conn, event)
+            else:
+                await repo_jobs.enqueue(conn, event)
+        await self._write(conn, writes)
+        return {}
+
+    async def _write(self, conn: Connection, writes: Sequence[MemoryWrite]) -> None:
+        newest: dict[tuple[str, UUID], MemoryWrite] = {}
+        for w in writes:
+            key = (w.tenant_id, w.payload.memory_id)
+            if key not in newest or newest[key].occurred_at <= w.occurred_at:
+                newest[key] = w
+        if not newest:
+            return
+        applied = await repo.upsert_memories(conn, [self._row(w) for w in newest.values()])
+        for w in newest.values():
+            p = w.payload
+            if (w.tenant_id, p.memory_id) in applied:  # not older, not forgotten
+                await repo.replace_links(conn, w.tenant_id, p.memory_id,
+                                         [(x.memory_id, x.relation, x.weight) for x in p.links])
+
+    def _row(self, w: MemoryWrite) -> dict[str, Any]:
+        p = w.payload
+        rate = p.decay_rate
+        if rate is None:
+            rate = self.settings.decay_rates.get(p.memory_type, 0.01)
+        return {
+            "tenant_id": w.tenant_id, "memory_id": p.memory_id, "agent_id": p.agent_id,
+            "user_id": p.user_id, "conversation_id": p.conversation_id,
+            "memory_type": p.memory_type, "text": p.text,
+            "content": p.content.model_dump(mode="json", exclude_none=True),
+            "content_hash": content_hash(p.text), "tokens": estimate_tokens(p.text),
+            "importance": p.importance, "decay_rate": rate, "expires_at": p.expires_at,
+            "source_message_id": p.source_message_id,
+            "origin": "session" if w.producer == sessions.PRODUCER else "write",
+            "written_at": w.occurred_at,
+        }
+
+    async def _forget(self, conn: Connection, event: MemoryForget) -> None:
+        p = event.payload
+        erased = await repo.forget(
+            conn, event.tenant_id, ids=p.memory_ids, agent_id=p.agent_id, user_id=p.user_id,
+            conversation_id=p.conversation_id, at=event.occurred_at, by=p.requested_by,
+            reason=p.reason,
+        )
+        if p.memory_ids:
+            unknown = set(p.memory_ids) - set(erased)
+            await repo.tombstones(conn, event.tenant_id, sorted(unknown, key=str),
+                                  at=event.occurred_at, by=p.requested_by, reason=p.reason)
+            erased = list(p.memory_ids)
+        if p.conversation_id is not None:
+            await repo.forget_notes(conn, event.tenant_id, p.conversation_id)
+        if erased:
+            await self.publish(forgotten_event(event.tenant_id, event.event_id, erased,
+                                               "forget", event.correlation_id))
+
+    # --- CHAT --------------------------------------------------------------------------
+
+    async def apply_chat(self, conn: Connection, events: Sequence[Any]) -> Mapping[UUID, str]:
+        await repo.scope_all_tenants(conn)
+        for event in events:
+            t = event.tenant_id
+            p = event.payload
+            if isinstance(event, MessageCreated):
+                if p.role in SUMMARIZED_ROLES and p.content.strip():
+                    await repo.add_note(conn, t, (p.message_id, p.conversation_id,
+                                                  p.session_id, p.role.value, p.content,
+                                                  event.occurred_at))
+            elif isinstance(event, MessageEdited):
+                await repo.edit_note(conn, t, p.message_id, p.content)
+            elif isinstance(event, MessageDeleted):
+                await repo.delete_note(conn, t, p.message_id)
+            elif isinstance(event, SessionStarted):
+                await repo.session_started(conn, t, (p.session_id, p.conversation_id,
+                                                     p.agent_id, p.user_id, event.occurred_at))
+            else:
+                session, notes = await repo.take_session(
+                    conn, t, p.session_id, p.conversation_id, event.occurred_at)
+                summary = sessions.summary_event(event, session, notes, self.settings)
+                if summary is not None:
+                    await self.publish(summary)
+        return {}
+
+    # --- ENGRAM: vectors ---------------------------------------------------------------
+
+    async def apply_vectors(self, conn: Connection, events: Sequence[Any]) -> Mapping[UUID, str]:
+        await repo.scope_all_tenants(conn)
+        ready = [e for e in events if e.payload.source_type is SourceType.memory]
+        if not ready:
+            return {}
+        for e in ready:
+            key = (e.payload.model_id, e.payload.dimensions)
+            if key not in self._indexed:
+                await repo.ensure_model_index(conn, *key)
+                self._indexed.add(key)
+        rows = [
+            (e.tenant_id, e.payload.source_id, bytes.fromhex(e.payload.content_hash),
+             e.payload.model_id, np.asarray(e.payload.vector, dtype=np.float32))
+            for e in ready
+        ]
+        stored = await repo.set_vectors(conn, rows)
+        missing = [e for e in ready if e.payload.source_id not in stored]
+        if not missing:
+            return {}
+        # A vector of text that was replaced or forgotten is dropped; one for a memory
+        # whose write this service has not applied yet waits for it.
+        present = await repo.memories_present(
+            conn, [(e.tenant_id, e.payload.source_id) for e in missing])
+        return {e.event_id: "memory not written yet" for e in missing
+                if e.payload.source_id not in present}
+
+
+def forgotten_event(
+    tenant_id: str, cause_id: UUID, ids: Sequence[UUID], reason: str,
+    correlation_id: UUID | None = None,
+) -> MemoryForgotten:
+    return MemoryForgotten(
+        event_id=derived_id("forgotten", cause_id),
+        tenant_id=tenant_id,
+        producer=sessions.SERVICE_PRODUCER,
+        correlation_id=correlation_id,
+        causation_id=cause_id,
+        payload=ForgottenPayload(memory_ids=list(ids), reason=reason),
+    )

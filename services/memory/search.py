@@ -1,0 +1,183 @@
+"""``query.memory.search``: the nearest memories of one agent (HNSW, pgvector iterative
+scan so filters still fill the list), re-ranked by similarity, importance and recency.
+
+The query's vector comes from the embedder (``query.embed``): this service loads no model.
+Returning a memory counts as an access; the counts are written by ``AccessLog`` in the
+background, so the reply never waits for that write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import numpy as np
+from nats.aio.client import Client as NatsClient
+
+from contracts.embedding import EMBED_REPLY, EMBED_SUBJECT, EmbedRequest, QueryError
+from contracts.memory_search import (
+    MemoryHit,
+    MemorySearchReply,
+    MemorySearchRequest,
+    ScoreParts,
+    ScoreWeights,
+)
+from services.memory import repo
+from services.memory.logic import Weights, recency
+from services.memory.settings import MemorySettings
+from services.runtime.errors import describe
+
+log = logging.getLogger("engram.memory.search")
+
+
+class EmbedderUnavailable(RuntimeError):
+    pass
+
+
+def weights_of(settings: MemorySettings) -> Weights:
+    return Weights(settings.weight_similarity, settings.weight_importance,
+                   settings.weight_recency, settings.recency_half_life_days)
+
+
+async def embed_query(nc: NatsClient, text: str, timeout: float) -> tuple[str, np.ndarray]:
+    try:
+        msg = await nc.request(EMBED_SUBJECT, EmbedRequest(texts=[text]).model_dump_json()
+                               .encode(), timeout=timeout)
+    except Exception as exc:
+        raise EmbedderUnavailable(f"query.embed did not answer: {describe(exc)}") from exc
+    reply = EMBED_REPLY.validate_json(msg.data)
+    if isinstance(reply, QueryError):
+        raise EmbedderUnavailable(f"query.embed: {reply.message}")
+    return reply.model_id, np.asarray(reply.vectors[0], dtype=np.float32)
+
+
+def search_sql(dimensions: int) -> str:
+    # The cast matches the model's partial HNSW index (sql/memory: ensure_model_index).
+    cast = f"embedding::vector({int(dimensions)})"
+    return f"""
+SELECT memory_id, memory_type, status, text, content, user_id, conversation_id, importance,
+       access_count, last_accessed_at, written_at,
+       1 - ({cast} <=> $3::vector({int(dimensions)})) AS similarity
+  FROM memory.memories
+ WHERE model_id = $4 AND tenant_id = $1 AND agent_id = $2
+   AND status = ANY($5::text[])
+   AND ($6::text[] IS NULL OR memory_type = ANY($6))
+   AND ($7::real IS NULL OR importance >= $7)
+   AND ($8::text IS NULL OR user_id = $8)
+   AND ($9::uuid IS NULL OR conversation_id = $9)
+ ORDER BY {cast} <=> $3::vector({int(dimensions)})
+ LIMIT $10"""
+
+
+async def search(
+    pool: asyncpg.Pool, nc: NatsClient, settings: MemorySettings, access: AccessLog,
+    request: MemorySearchRequest,
+) -> MemorySearchReply:
+    model_id, query = await embed_query(nc, request.text, settings.embed_timeout_s)
+    f = request.filters
+    statuses = ["active", "superseded"] if f.include_superseded else ["active"]
+    limit = max(settings.candidates, request.top_k)
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        await conn.execute(
+            """SELECT set_config('engram.tenant_id', $1, true),
+                      set_config('hnsw.ef_search', $2, true),
+                      set_config('hnsw.iterative_scan', 'relaxed_order', true)""",
+            request.tenant_id, str(max(settings.ef_search, limit)),
+        )
+        rows = await conn.fetch(
+            search_sql(len(query)), request.tenant_id, request.agent_id, query, model_id,
+            statuses, [t.value for t in f.types] if f.types else None, f.min_importance,
+            f.user_id, f.conversation_id, limit,
+        )
+    hits = rank(rows, weights_of(settings), datetime.now(UTC))[: request.top_k]
+    access.record(request.tenant_id, [h.memory_id for h in hits])
+    w = weights_of(settings)
+    return MemorySearchReply(
+        model_id=model_id, hits=hits,
+        weights=ScoreWeights(similarity=w.similarity, importance=w.importance,
+                             recency=w.recency, recency_half_life_days=w.half_life_days),
+    )
+
+
+def rank(rows: list[Any], weights: Weights, now: datetime) -> list[MemoryHit]:
+    hits = []
+    for r in rows:
+        fresh = recency(r["last_accessed_at"] or r["written_at"], now, weights.half_life_days)
+        similarity = float(r["similarity"])
+        importance = min(1.0, max(0.0, float(r["importance"])))
+        hits.append(MemoryHit(
+            memory_id=r["memory_id"], memory_type=r["memory_type"], status=r["status"],
+            text=r["text"], content=r["content"], user_id=r["user_id"],
+            conversation_id=r["conversation_id"], access_count=r["access_count"],
+            last_accessed_at=r["last_accessed_at"],
+            score=weights.score(similarity, importance, fresh),
+            parts=ScoreParts(similarity=similarity, importance=importance, recency=fresh),
+        ))
+    hits.sort(key=lambda h: (-h.score, str(h.memory_id)))
+    return hits
+
+
+class AccessLog:
+    """Access counts of returned memories, written in batches every ``flush_s``."""
+
+    def __init__(self, pool: asyncpg.Pool, flush_s: float) -> None:
+        self.pool = pool
+        self.flush_s = flush_s
+        self._pending: Counter[tuple[str, UUID]] = Counter()
+        self._last: dict[tuple[str, UUID], datetime] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def record(self, tenant_id: str, ids: list[UUID]) -> None:
+        now = datetime.now(UTC)
+        for memory_id in ids:
+            self._pending[(tenant_id, memory_id)] += 1
+            self._last[(tenant_id, memory_id)] = now
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="memory-access")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_s)
+            try:
+                await self.flush()
+            except Exception as exc:  # counts wait for the next round
+                log.warning("access counts not written: %s", describe(exc))
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        pending, last = self._pending, self._last
+        self._pending, self._last = Counter(), {}
+        keys = sorted(pending, key=lambda k: (k[0], str(k[1])))  # one lock order
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await repo.scope_all_tenants(conn)
+                await conn.execute(
+                    """UPDATE memory.memories m
+                          SET access_count = m.access_count + a.n,
+                              last_accessed_at = greatest(m.last_accessed_at, a.at)
+                         FROM unnest($1::text[], $2::uuid[], $3::int[], $4::timestamptz[])
+                              AS a(tenant_id, memory_id, n, at)
+                        WHERE m.tenant_id = a.tenant_id AND m.memory_id = a.memory_id""",
+                    [k[0] for k in keys], [k[1] for k in keys], [pending[k] for k in keys],
+                    [last[k] for k in keys],
+                )
+        except Exception:
+            self._pending.update(pending)  # put them back for the next round
+            for k, at in last.items():
+                self._last[k] = max(at, self._last.get(k, at))
+            raise

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from services.runtime.settings import WorkerSettings
+
+
+class MemorySettings(WorkerSettings):
+    """Env prefix MEMORY_ (e.g. MEMORY_MERGE_THRESHOLD); NATS_URL and DATABASE_URL are
+    shared. The defaults are documented in docs/memory.md."""
+
+    model_config = SettingsConfigDict(env_prefix="MEMORY_", extra="ignore", populate_by_name=True)
+    service: ClassVar[str] = "memory"
+    uses_vectors: ClassVar[bool] = True
+
+    pool_max: int = Field(
+        default=8, ge=4, description="Three consumers, the job runner, access counts and "
+        "queries share it.")
+
+    # --- memories -------------------------------------------------------------------
+    decay_rates: dict[str, float] = Field(
+        default={"episodic": 0.02, "semantic": 0.005, "procedural": 0.002, "working": 0.2},
+        description="Default fraction of importance lost per day without access, per type.",
+    )
+
+    # --- search ---------------------------------------------------------------------
+    weight_similarity: float = Field(default=0.6, ge=0, le=1)
+    weight_importance: float = Field(default=0.25, ge=0, le=1)
+    weight_recency: float = Field(default=0.15, ge=0, le=1)
+    recency_half_life_days: float = Field(default=30.0, gt=0)
+    candidates: int = Field(
+        default=50, ge=1, le=1000,
+        description="Nearest memories re-ranked by the full score (at least top_k).",
+    )
+    ef_search: int = Field(default=80, ge=10, le=1000, description="HNSW candidate list size.")
+    embed_timeout_s: float = Field(
+        default=5.0, gt=0, description="How long a search waits for query.embed."
+    )
+    access_flush_s: float = Field(
+        default=0.5, gt=0,
+        description="Access counts of returned memories are written in the background, at "
+        "most this late (the reply never waits for them).",
+    )
+    query_queue: str = Field(default="memory", description="Queue group of the queries.")
+
+    # --- consolidation --------------------------------------------------------------
+    merge_threshold: float = Field(
+        default=0.86, ge=0.5, le=1, description="Cosine similarity from which two memories "
+        "of one type are duplicates (measured: bench/memory.py --quality).",
+    )
+    cluster_threshold: float = Field(
+        default=0.7, ge=0.3, le=1,
+        description="Cosine similarity to a cluster's centre for summarize / abstract.",
+    )
+    min_cluster: int = Field(default=3, ge=2, description="Smallest cluster summarized.")
+    summary_sentences: int = Field(
+        default=3, ge=1, le=20, description="Sentences kept by an extractive summary."
+    )
+    working_ttl_days: float = Field(
+        default=1.0, gt=0, description="Working memories unused this long expire."
+    )
+    working_capacity: int = Field(
+        default=32, ge=1, description="Most active working memories per agent; the least "
+        "recently used beyond it expire.",
+    )
+    job_lease_s: float = Field(
+        default=600.0, gt=0, description="A job whose runner died is taken over after this."
+    )
+    job_poll_s: float = Field(default=2.0, gt=0, description="Idle check for queued jobs.")
+    llm_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible base URL of an optional summarizer (never required; "
+        "extractive summaries are the default).",
+    )
+    llm_model: str = Field(default="gpt-4o-mini", description="Model name for llm_url.")
+
+    # --- sessions -------------------------------------------------------------------
+    session_importance: float = Field(
+        default=0.5, ge=0, le=1, description="Importance of a session's episodic summary."
+    )
+
+    @model_validator(mode="after")
+    def _weights(self) -> MemorySettings:
+        if self.weight_similarity + self.weight_importance + self.weight_recency <= 0:
+            raise ValueError("at least one search weight must be positive")
+        if self.cluster_threshold > self.merge_threshold:
+            raise ValueError("cluster_threshold must not exceed merge_threshold")
+        return self

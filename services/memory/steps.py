@@ -1,0 +1,317 @@
+"""The consolidation steps. Each runs in one transaction of the job's connection (its
+writes and the job's progress row commit together), so a crash leaves no half step and a
+re-run continues after the last step done. Every new memory's id derives from the job and
+its sources, and every choice is deterministic: a re-run makes the same memories.
+
+Vectors of different models never mix: each (type, model) group is consolidated alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import numpy as np
+from numpy.typing import NDArray
+
+from contracts.memory_jobs import Step, StepReport
+from services.memory import repo, repo_jobs
+from services.memory.clusters import Graph, by_degree, neighbours, star_clusters, unit_mean
+from services.memory.logic import (
+    combined_importance,
+    content_hash,
+    derived_id,
+    estimate_tokens,
+    working_to_expire,
+)
+from services.memory.repo import Link
+from services.memory.settings import MemorySettings
+from services.memory.summary import central_order, keywords
+from services.runtime.db import Connection
+
+MERGED_TYPES = ("episodic", "semantic", "procedural")  # working memories only expire
+
+
+@dataclass
+class Group:
+    """Active memories of one type and model, with their neighbour graph."""
+
+    rows: list[asyncpg.Record]
+    vectors: NDArray[np.float32]
+    graph: Graph
+    alive: NDArray[np.bool_]
+
+
+@dataclass
+class Job:
+    conn: Connection
+    row: dict[str, Any]
+    settings: MemorySettings
+    groups: dict[tuple[str, str], Group] = field(default_factory=dict)
+    episode_clusters: list[Cluster] | None = None
+
+    @property
+    def tenant(self) -> str:
+        return str(self.row["tenant_id"])
+
+    @property
+    def agent(self) -> str:
+        return str(self.row["agent_id"])
+
+    @property
+    def clock(self) -> datetime:
+        clock: datetime = self.row["clock"]
+        return clock
+
+    @property
+    def dry_run(self) -> bool:
+        return bool(self.row["dry_run"])
+
+    @property
+    def merge_threshold(self) -> float:
+        return float(self.row["merge_threshold"] or self.settings.merge_threshold)
+
+    def report(self, step: Step, **counts: int) -> StepReport:
+        return StepReport(step=step, **{"examined": 0, "created": 0, "superseded": 0,
+                                        "forgotten": 0, "changed": 0, "tokens_saved": 0,
+                                        **counts})
+
+    async def load(self, memory_type: str) -> list[tuple[str, Group]]:
+        """The (model, group) pairs of a type, reusing graphs computed earlier in this job
+        when the active set is what they expect."""
+        rows = await repo_jobs.load_active(self.conn, self.tenant, self.agent, memory_type)
+        by_model: dict[str, list[asyncpg.Record]] = defaultdict(list)
+        for r in rows:
+            by_model[r["model_id"]].append(r)
+        found = []
+        for model, group_rows in sorted(by_model.items()):
+            cached = self.groups.get((memory_type, model))
+            ids = {r["memory_id"] for r in group_rows}
+            if cached is None or ids != {
+                r["memory_id"] for r, a in zip(cached.rows, cached.alive, strict=True) if a
+            }:
+                vectors = np.stack([as_array(r["embedding"]) for r in group_rows])
+                threshold = min(self.merge_threshold, self.settings.cluster_threshold)
+                graph = await asyncio.to_thread(neighbours, vectors, threshold)
+                cached = Group(group_rows, vectors, graph, np.ones(len(group_rows), dtype=bool))
+                self.groups[(memory_type, model)] = cached
+            found.append((model, cached))
+        return found
+
+
+def as_array(vector: Any) -> NDArray[np.float32]:
+    """pgvector's codec gives a ``Vector``; its buffer is already float32."""
+    array = vector.to_numpy() if hasattr(vector, "to_numpy") else vector
+    return np.asarray(array, dtype=np.float32)
+
+
+def _newest_first(rows: list[asyncpg.Record]) -> list[int]:
+    return sorted(range(len(rows)), key=lambda i: (
+        -rows[i]["importance"], -rows[i]["access_count"], -rows[i]["written_at"].timestamp(),
+        str(rows[i]["memory_id"])))
+
+
+def _derived(job: Job, origin: str, members: list[asyncpg.Record], *, memory_type: str,
+             text: str, content: dict[str, Any], vector: NDArray[np.float32], model: str,
+             importance: float) -> dict[str, Any]:
+    users = {m["user_id"] for m in members}
+    conversations = {m["conversation_id"] for m in members}
+    expiries = [m["expires_at"] for m in members]
+    accessed = [m["last_accessed_at"] for m in members if m["last_accessed_at"]]
+    return {
+        "memory_id": derived_id(origin, job.row["job_id"], job.agent,
+                                *sorted(str(m["memory_id"]) for m in members)),
+        "user_id": users.pop() if len(users) == 1 else None,
+        "conversation_id": conversations.pop() if len(conversations) == 1 else None,
+        "memory_type": memory_type, "text": text, "content": content,
+        "content_hash": content_hash(text), "tokens": estimate_tokens(text),
+        "importance": importance,
+        "decay_rate": min(m["decay_rate"] for m in members),
+        "access_count": sum(m["access_count"] for m in members),
+        "last_accessed_at": max(accessed) if accessed else None,
+        "decayed_at": max(m["decayed_at"] for m in members),
+        "expires_at": None if None in expiries else max(expiries),
+        "source_message_id": members[0]["source_message_id"],
+        "origin": origin, "written_at": job.clock, "model_id": model, "embedding": vector,
+    }
+
+
+@dataclass
+class Changes:
+    """What a step writes, all in its one transaction."""
+
+    created: list[dict[str, Any]] = field(default_factory=list)
+    superseded: list[tuple[UUID, UUID]] = field(default_factory=list)
+    links: list[Link] = field(default_factory=list)
+    records: list[tuple[list[UUID], UUID | None, int]] = field(default_factory=list)
+
+    @property
+    def tokens_saved(self) -> int:
+        return sum(r[2] for r in self.records)
+
+    async def write(self, job: Job, step: str) -> None:
+        if job.dry_run:
+            return
+        await repo_jobs.insert_derived(job.conn, job.tenant, job.agent, self.created)
+        await repo_jobs.supersede(job.conn, job.tenant, self.superseded)
+        if self.links:
+            await repo.add_links(job.conn, job.tenant, self.links)
+        await repo_jobs.record(job.conn, job.row, step, self.records)
+
+
+async def merge(job: Job) -> StepReport:
+    c = Changes()
+    examined = 0
+    for memory_type in MERGED_TYPES:
+        for model, group in await job.load(memory_type):
+            rows = group.rows
+            examined += int(group.alive.sum())
+            clusters = star_clusters(group.graph, _newest_first(rows), job.merge_threshold,
+                                     alive=group.alive, same=[r["user_id"] for r in rows])
+            for members in clusters:
+                lead = rows[members[0]]
+                sources = [rows[i] for i in members]
+                result = _derived(job, "merge", sources, memory_type=memory_type,
+                                  text=lead["text"], content=lead["content"],
+                                  vector=group.vectors[members[0]], model=model,
+                                  importance=combined_importance(r["importance"]
+                                                                 for r in sources))
+                c.created.append(result)
+                for s in sources:
+                    c.superseded.append((s["memory_id"], result["memory_id"]))
+                    c.links.append((result["memory_id"], s["memory_id"], "merged_from", None))
+                c.records.append(([s["memory_id"] for s in sources], result["memory_id"],
+                                  sum(s["tokens"] for s in sources) - result["tokens"]))
+                if not job.dry_run:  # the group now expects the merged memory instead
+                    group.alive[members[1:]] = False
+                    group.rows[members[0]] = _as_record(lead, result)
+    await c.write(job, "merge")
+    return job.report(Step.merge, examined=examined, created=len(c.created),
+                      superseded=len(c.superseded), tokens_saved=c.tokens_saved)
+
+
+def _as_record(lead: asyncpg.Record, result: dict[str, Any]) -> Any:
+    merged = dict(lead)
+    merged.update(result)
+    return merged
+
+
+@dataclass(frozen=True)
+class Cluster:
+    model: str
+    rows: list[Any]
+    vectors: NDArray[np.float32]
+
+
+async def _episode_clusters(job: Job) -> list[Cluster]:
+    """Clusters of similar episodes, computed once per job from the same state: abstract
+    runs before summarize and changes no episode, so a re-run after a crash between the
+    two finds the same clusters."""
+    if job.episode_clusters is None:
+        found = []
+        t = job.settings.cluster_threshold
+        for model, group in await job.load("episodic"):
+            for members in star_clusters(
+                group.graph, by_degree(group.graph, t, group.alive), t, alive=group.alive,
+                same=[r["user_id"] for r in group.rows], min_size=job.settings.min_cluster,
+            ):
+                found.append(Cluster(model, [group.rows[i] for i in members],
+                                     group.vectors[members]))
+        job.episode_clusters = found
+    return job.episode_clusters
+
+
+def _extract(job: Job, cluster: Cluster) -> str:
+    """The cluster's most central memories (its extractive summary), in time order."""
+    order = central_order(cluster.vectors)[: job.settings.summary_sentences]
+    chosen = sorted((cluster.rows[i] for i in order), key=_occurred)
+    return " ".join(str(r["text"]).strip() for r in chosen)
+
+
+def _occurred(row: Any) -> str:
+    return str((row["content"].get("temporal") or {}).get("occurred_at", ""))
+
+
+async def summarize(job: Job) -> StepReport:
+    c = Changes()
+    examined = 0
+    for cluster in await _episode_clusters(job):
+        sources = cluster.rows
+        examined += len(sources)
+        text = _extract(job, cluster)
+        times = sorted(_occurred(r) for r in sources)
+        ends = sorted(str(r["content"]["temporal"].get("ended_at") or _occurred(r))
+                      for r in sources)
+        content = {"event": text, "temporal": {
+            "occurred_at": times[0], "ended_at": max(ends[-1], times[0]),
+            "description": f"{len(sources)} episodes"}}
+        result = _derived(job, "summarize", sources, memory_type="episodic", text=text,
+                          content=content, vector=unit_mean(cluster.vectors),
+                          model=cluster.model, importance=max(r["importance"] for r in sources))
+        c.created.append(result)
+        for s in sources:
+            c.superseded.append((s["memory_id"], result["memory_id"]))
+            c.links.append((result["memory_id"], s["memory_id"], "summarizes", None))
+        c.records.append(([s["memory_id"] for s in sources], result["memory_id"],
+                          sum(s["tokens"] for s in sources) - result["tokens"]))
+    await c.write(job, "summarize")
+    return job.report(Step.summarize, examined=examined, created=len(c.created),
+                      superseded=len(c.superseded), tokens_saved=c.tokens_saved)
+
+
+async def abstract(job: Job) -> StepReport:
+    c = Changes()
+    done_before = await repo_jobs.abstracted_ids(job.conn, job.tenant, job.agent)
+    examined = 0
+    for cluster in await _episode_clusters(job):
+        sources = cluster.rows
+        if all(s["memory_id"] in done_before for s in sources):
+            continue
+        examined += len(sources)
+        text = _extract(job, cluster)
+        concept = ", ".join(keywords([str(s["text"]) for s in sources])) or "episodes"
+        result = _derived(job, "abstract", sources, memory_type="semantic",
+                          text=f"{concept}: {text}",
+                          content={"concept": concept, "definition": text},
+                          vector=unit_mean(cluster.vectors), model=cluster.model,
+                          importance=max(r["importance"] for r in sources))
+        c.created.append(result)
+        c.links += [(result["memory_id"], s["memory_id"], "derived_from", None)
+                    for s in sources]
+        c.records.append(([s["memory_id"] for s in sources], result["memory_id"],
+                          -result["tokens"]))
+    await c.write(job, "abstract")
+    return job.report(Step.abstract, examined=examined, created=len(c.created),
+                      tokens_saved=c.tokens_saved)
+
+
+async def expire(job: Job) -> tuple[StepReport, list[UUID]]:
+    past, working = await repo_jobs.expiry_candidates(job.conn, job.tenant, job.agent,
+                                                      job.clock)
+    s = job.settings
+    stale = set(working_to_expire([(r["memory_id"], r["last_used"]) for r in working],
+                                  job.clock, s.working_ttl_days, s.working_capacity))
+    tokens = {r["memory_id"]: r["tokens"] for r in [*past, *working]}
+    ids = sorted({r["memory_id"] for r in past} | stale, key=str)
+    if ids and not job.dry_run:
+        await repo.forget(job.conn, job.tenant, ids=ids, agent_id=None, user_id=None,
+                          conversation_id=None, at=job.clock,
+                          by=f"consolidation:{job.row['job_id']}", reason="expired")
+        await repo_jobs.record(job.conn, job.row, "expire",
+                               [(ids, None, sum(tokens[i] for i in ids))])
+    report = job.report(Step.expire, examined=len(past) + len(working), forgotten=len(ids),
+                        tokens_saved=sum(tokens[i] for i in ids))
+    return report, ([] if job.dry_run else ids)
+
+
+async def decay(job: Job) -> StepReport:
+    if job.dry_run:
+        n = await repo_jobs.count_decay(job.conn, job.tenant, job.agent, job.clock)
+    else:
+        n = await repo_jobs.decay(job.conn, job.tenant, job.agent, job.clock)
+    return job.report(Step.decay, examined=n, changed=n)

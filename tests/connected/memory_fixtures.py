@@ -1,0 +1,119 @@
+"""Fixtures and builders of the memory service's connected tests: the real memory worker
+and the real embedder (its vectors and query.embed) in this process, over real NATS and
+PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+import pytest
+from faststream import TestApp
+from nats.aio.client import Client as NatsClient
+
+from contracts.memory import MemoryWrite
+from contracts.memory_jobs import ConsolidatePayload, MemoryConsolidate, MemoryForget
+from contracts.memory_search import MEMORY_SEARCH_REPLY, MEMORY_SEARCH_SUBJECT, MemorySearchReply
+from services.memory.app import Parts, create_memory
+from services.memory.settings import MemorySettings
+from services.runtime.service import Worker
+from tests.conftest import Env
+from tests.connected.embedder_fixtures import Running
+from tests.helpers import eventually
+
+FAST = {"retry_base_s": 0.05, "retry_max_s": 0.2, "max_deliver": 20, "fetch_wait_s": 0.5,
+        "drain_timeout_s": 5.0, "job_poll_s": 0.2, "access_flush_s": 0.1}
+TENANT, AGENT = "acme", "travel-bot"
+T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+
+
+def memory_settings(env: Env, **overrides: Any) -> MemorySettings:
+    return MemorySettings(**{"nats_url": env.nats_url, "database_url": env.database_url,
+                             **FAST, **overrides})
+
+
+@pytest.fixture
+def run_memory(env: Env) -> Callable[..., AbstractAsyncContextManager[tuple[Worker, Parts]]]:
+    """``async with run_memory(**settings) as (worker, parts)``: the real worker here."""
+
+    @asynccontextmanager
+    async def running(**overrides: Any) -> AsyncIterator[tuple[Worker, Parts]]:
+        app, worker, parts = create_memory(memory_settings(env, **overrides))
+        async with TestApp(app):
+            yield worker, parts
+
+    return running
+
+
+@pytest.fixture
+async def memory(
+    embedder: Running,
+    run_memory: Callable[..., AbstractAsyncContextManager[tuple[Worker, Parts]]],
+) -> AsyncIterator[Parts]:
+    async with run_memory() as (_, parts):
+        yield parts
+
+
+def write(text: str, memory_type: str = "semantic", *, memory_id: UUID | None = None,
+          tenant: str = TENANT, agent: str = AGENT, at: datetime = T0,
+          content: dict[str, Any] | None = None, **payload: Any) -> MemoryWrite:
+    if content is None:
+        content = {
+            "episodic": {"event": text, "temporal": {"occurred_at": at.isoformat()}},
+            "semantic": {"concept": text.split(maxsplit=1)[0], "definition": text},
+            "procedural": {"skill": text, "steps": ["do it"]},
+            "working": {"items": [text], "capacity": 3},
+        }[memory_type]
+    payload.setdefault("importance", 0.5)
+    return MemoryWrite.model_validate({
+        "tenant_id": tenant, "producer": "tests", "occurred_at": at,
+        "payload": {"memory_id": memory_id or uuid4(), "agent_id": agent, "text": text,
+                    "memory_type": memory_type, "content": content, **payload},
+    })
+
+
+def forget(tenant: str = TENANT, at: datetime = T0, **payload: Any) -> MemoryForget:
+    payload.setdefault("requested_by", "u-1")
+    return MemoryForget.model_validate(
+        {"tenant_id": tenant, "producer": "tests", "occurred_at": at, "payload": payload})
+
+
+def consolidate(at: datetime = T0, tenant: str = TENANT, **payload: Any) -> MemoryConsolidate:
+    payload.setdefault("job_id", uuid4())
+    payload.setdefault("agent_id", AGENT)
+    return MemoryConsolidate(tenant_id=tenant, producer="tests", occurred_at=at,
+                             payload=ConsolidatePayload(**payload))
+
+
+async def msearch(nc: NatsClient, text: str, **request: Any) -> MemorySearchReply:
+    body = {"tenant_id": TENANT, "agent_id": AGENT, "text": text, **request}
+    reply = await nc.request(MEMORY_SEARCH_SUBJECT, json.dumps(body).encode(), timeout=10)
+    result = MEMORY_SEARCH_REPLY.validate_json(reply.data)
+    assert isinstance(result, MemorySearchReply), result
+    return result
+
+
+async def with_vectors(db: asyncpg.Connection, n: int, within: float = 30.0) -> None:
+    """Wait until ``n`` memories have their vector."""
+    await eventually(
+        lambda: db.fetchval("SELECT count(*) FROM memory.memories WHERE embedding IS NOT NULL"),
+        lambda c: c >= n, timeout=within)
+
+
+async def job_done(db: asyncpg.Connection, job_id: UUID, within: float = 30.0) -> dict[str, Any]:
+    row = await eventually(
+        lambda: db.fetchrow("SELECT * FROM memory.jobs WHERE job_id = $1 AND state = 'done'",
+                            job_id),
+        lambda r: r is not None, timeout=within)
+    return dict(row)
+
+
+async def active(db: asyncpg.Connection, agent: str = AGENT) -> list[asyncpg.Record]:
+    return list(await db.fetch(
+        """SELECT * FROM memory.memories WHERE agent_id = $1 AND status = 'active'
+            ORDER BY text""", agent))
