@@ -72,10 +72,12 @@ class MemorySettings(WorkerSettings):
     job_poll_s: float = Field(default=2.0, gt=0, description="Idle check for queued jobs.")
     llm_url: str | None = Field(
         default=None,
-        description="OpenAI-compatible base URL of an optional summarizer (never required; "
-        "extractive summaries are the default).",
+        description="OpenAI-compatible base URL (e.g. http://vllm:8000/v1) of an optional "
+        "summarizer for summarize / abstract (never required; extractive summaries are the "
+        "default and the fallback).",
     )
     llm_model: str = Field(default="gpt-4o-mini", description="Model name for llm_url.")
+    llm_api_key: str | None = Field(default=None, description="Bearer token for llm_url.")
 
     # --- sessions -------------------------------------------------------------------
     session_importance: float = Field(

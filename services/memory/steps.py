@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from contracts.memory_jobs import Step, StepReport
-from services.memory import repo, repo_jobs
+from services.memory import llm, repo, repo_jobs
 from services.memory.clusters import Graph, by_degree, neighbours, star_clusters, unit_mean
 from services.memory.logic import (
     combined_importance,
@@ -226,9 +226,15 @@ async def _episode_clusters(job: Job) -> list[Cluster]:
     return job.episode_clusters
 
 
-def _extract(job: Job, cluster: Cluster) -> str:
-    """The cluster's most central memories (its extractive summary), in time order."""
-    order = central_order(cluster.vectors)[: job.settings.summary_sentences]
+async def _summary(job: Job, cluster: Cluster) -> str:
+    """The cluster's most central memories (its extractive summary), in time order; or the
+    configured LLM's summary of the whole cluster."""
+    s = job.settings
+    if s.llm_url:
+        texts = [str(r["text"]) for r in sorted(cluster.rows, key=_occurred)]
+        if text := await llm.summarize(s.llm_url, s.llm_model, s.llm_api_key, texts):
+            return text
+    order = central_order(cluster.vectors)[: s.summary_sentences]
     chosen = sorted((cluster.rows[i] for i in order), key=_occurred)
     return " ".join(str(r["text"]).strip() for r in chosen)
 
@@ -243,7 +249,7 @@ async def summarize(job: Job) -> StepReport:
     for cluster in await _episode_clusters(job):
         sources = cluster.rows
         examined += len(sources)
-        text = _extract(job, cluster)
+        text = await _summary(job, cluster)
         times = sorted(_occurred(r) for r in sources)
         ends = sorted(str(r["content"]["temporal"].get("ended_at") or _occurred(r))
                       for r in sources)
@@ -273,7 +279,7 @@ async def abstract(job: Job) -> StepReport:
         if all(s["memory_id"] in done_before for s in sources):
             continue
         examined += len(sources)
-        text = _extract(job, cluster)
+        text = await _summary(job, cluster)
         concept = ", ".join(keywords([str(s["text"]) for s in sources])) or "episodes"
         result = _derived(job, "abstract", sources, memory_type="semantic",
                           text=f"{concept}: {text}",
