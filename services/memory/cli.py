@@ -66,6 +66,7 @@ def consolidate(  # noqa: PLR0917 (typer reads options from the signature)
     import nats
 
     from services.runtime.cli import connection, fail, run_async
+    from services.runtime.settings import CliSettings
 
     try:
         job = UUID(job_id) if job_id else uuid4()
@@ -76,7 +77,8 @@ def consolidate(  # noqa: PLR0917 (typer reads options from the signature)
         )
     except ValueError as exc:
         fail(f"bad job: {exc}")
-    nats_url, _ = connection(data_dir)
+    # Only NATS is needed: NATS_URL, else the running `engram dev`'s.
+    nats_url = CliSettings().nats_url or connection(data_dir)[0]
 
     async def go() -> None:
         nc = await nats.connect(nats_url)

@@ -36,6 +36,7 @@ from services.runtime.errors import describe
 
 log = logging.getLogger("engram.memory.jobs")
 BUSY_RETRY_S = 1.0  # another job holds the agent: look again this soon
+PRUNE_EVERY_S = 600.0  # notes of sessions that never ended are dropped when idle
 
 StepFn = Callable[[steps.Job], Awaitable[StepReport]]
 STEPS: dict[Step, StepFn] = {
@@ -55,6 +56,7 @@ class JobRunner:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncpg.Connection | None = None
+        self._pruned_at = 0.0
 
     async def start(self, dsn: str) -> None:
         # A plain connection: LISTEN must outlive any pooled transaction.
@@ -80,9 +82,23 @@ class JobRunner:
                 log.warning("consolidation runner: %s", describe(exc))
                 ran = False
             if not ran:
+                await self._prune_notes()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.job_poll_s)
                 self._wake.clear()
+
+    async def _prune_notes(self) -> None:
+        if time.monotonic() - self._pruned_at < PRUNE_EVERY_S:
+            return
+        self._pruned_at = time.monotonic()
+        try:
+            async with self.pool.acquire() as conn:
+                dropped = await repo.prune_notes(conn, self.settings.session_notes_days)
+        except Exception as exc:
+            log.warning("pruning session notes failed: %s", describe(exc))
+            return
+        if dropped:
+            log.info("dropped %d notes of sessions that never ended", dropped)
 
     async def run_once(self) -> bool:
         """Claim and run one job; False when there was none to run."""

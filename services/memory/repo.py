@@ -246,3 +246,12 @@ async def forget_notes(conn: Connection, tenant_id: str, conversation_id: UUID) 
         "DELETE FROM memory.session_notes WHERE tenant_id = $1 AND conversation_id = $2",
         tenant_id, conversation_id,
     )
+
+
+async def prune_notes(conn: Connection, older_than_days: float) -> int:
+    status = await conn.execute(
+        """DELETE FROM memory.session_notes
+            WHERE occurred_at < now() - make_interval(secs => $1)""",
+        older_than_days * 86_400,
+    )
+    return int(status.split()[-1])

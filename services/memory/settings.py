@@ -83,6 +83,10 @@ class MemorySettings(WorkerSettings):
     session_importance: float = Field(
         default=0.5, ge=0, le=1, description="Importance of a session's episodic summary."
     )
+    session_notes_days: float = Field(
+        default=7.0, gt=0, description="Notes of a session that has not ended after this "
+        "long are dropped (the streams keep 7 days)."
+    )
 
     @model_validator(mode="after")
     def _weights(self) -> MemorySettings:

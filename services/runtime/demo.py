@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
-from contracts import chat
+from contracts import chat, memory
 from contracts.envelope import Envelope
 
 TURNS = [
@@ -33,7 +33,8 @@ TURNS = [
 
 
 def demo_conversation(tenant: str = "demo", producer: str = "engram-demo") -> list[Envelope]:
-    """One session of a travel chat: messages, an edit, a file, a deleted message."""
+    """One session of a travel chat: messages, an edit, a file, a deleted message, and a
+    memory the agent keeps of the user (the session's end makes another)."""
     t0 = datetime.now(UTC) - timedelta(minutes=10)
     cid, sid = uuid4(), uuid4()
     base = {"tenant_id": tenant, "producer": producer}
@@ -134,6 +135,23 @@ def demo_conversation(tenant: str = "demo", producer: str = "engram-demo") -> li
                 user_id="u-ana",
                 agent_id="travel-bot",
                 reason="user left",
+            ),
+        ),
+        memory.MemoryWrite(
+            **base,
+            occurred_at=at(9),
+            payload=memory.SemanticMemory(
+                memory_type="semantic",
+                memory_id=uuid4(),
+                agent_id="travel-bot",
+                user_id="u-ana",
+                conversation_id=cid,
+                text="Ana prefers calm neighbourhoods, good coffee and bookshops.",
+                importance=0.8,
+                content=memory.SemanticContent(
+                    concept="Ana's travel taste",
+                    definition="Calm evenings, good coffee, bookshops; likes Príncipe Real.",
+                ),
             ),
         ),
     ]
