@@ -210,7 +210,8 @@ async def test_a_job_that_fails_midway_runs_again_to_the_same_result(
     clean, crashy = planted("clean"), planted("crashy")
     await publish(nc, *clean, *crashy)
     await with_vectors(db, len(clean) + len(crashy))
-    jobs_ = [consolidate(tenant="clean"), consolidate(tenant="crashy")]
+    clock = T0 + timedelta(days=30)
+    jobs_ = [consolidate(tenant="clean", at=clock), consolidate(tenant="crashy", at=clock)]
     await publish(nc, *jobs_)
     for job in jobs_:
         await job_done(db, job.payload.job_id, within=60)
