@@ -29,6 +29,7 @@ from contracts.memory_jobs import (
 )
 from services.memory import repo, repo_jobs, steps
 from services.memory.handlers import Publish, forgotten_event
+from services.memory.job import Job
 from services.memory.logic import derived_id
 from services.memory.sessions import SERVICE_PRODUCER
 from services.memory.settings import MemorySettings
@@ -38,7 +39,7 @@ log = logging.getLogger("engram.memory.jobs")
 BUSY_RETRY_S = 1.0  # another job holds the agent: look again this soon
 PRUNE_EVERY_S = 600.0  # notes of sessions that never ended are dropped when idle
 
-StepFn = Callable[[steps.Job], Awaitable[StepReport]]
+StepFn = Callable[[Job], Awaitable[StepReport]]
 STEPS: dict[Step, StepFn] = {
     Step.merge: steps.merge,
     Step.summarize: steps.summarize,
@@ -123,7 +124,7 @@ class JobRunner:
 
     async def _run(self, conn: Any, job: dict[str, Any]) -> None:
         started = time.monotonic()
-        ctx = steps.Job(conn, job, self.settings)
+        ctx = Job(conn, job, self.settings)
         if job["active_before"] is None:
             active = await repo_jobs.count_active(conn, job["tenant_id"], job["agent_id"])
             await repo_jobs.start(conn, job, active)

@@ -8,10 +8,7 @@ Vectors of different models never mix: each (type, model) group is consolidated 
 
 from __future__ import annotations
 
-import asyncio
-from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -21,7 +18,8 @@ from numpy.typing import NDArray
 
 from contracts.memory_jobs import Step, StepReport
 from services.memory import llm, repo, repo_jobs
-from services.memory.clusters import Graph, by_degree, neighbours, star_clusters, unit_mean
+from services.memory.clusters import by_degree, star_clusters, unit_mean
+from services.memory.job import Cluster, Job
 from services.memory.logic import (
     combined_importance,
     content_hash,
@@ -30,87 +28,12 @@ from services.memory.logic import (
     working_to_expire,
 )
 from services.memory.repo import Link
-from services.memory.settings import MemorySettings
 from services.memory.summary import central_order, keywords
-from services.runtime.db import Connection
 
 MERGED_TYPES = ("episodic", "semantic", "procedural")  # working memories only expire
 
 
-@dataclass
-class Group:
-    """Active memories of one type and model, with their neighbour graph."""
-
-    rows: list[asyncpg.Record]
-    vectors: NDArray[np.float32]
-    graph: Graph
-    alive: NDArray[np.bool_]
-
-
-@dataclass
-class Job:
-    conn: Connection
-    row: dict[str, Any]
-    settings: MemorySettings
-    groups: dict[tuple[str, str], Group] = field(default_factory=dict)
-    episode_clusters: list[Cluster] | None = None
-
-    @property
-    def tenant(self) -> str:
-        return str(self.row["tenant_id"])
-
-    @property
-    def agent(self) -> str:
-        return str(self.row["agent_id"])
-
-    @property
-    def clock(self) -> datetime:
-        clock: datetime = self.row["clock"]
-        return clock
-
-    @property
-    def dry_run(self) -> bool:
-        return bool(self.row["dry_run"])
-
-    @property
-    def merge_threshold(self) -> float:
-        return float(self.row["merge_threshold"] or self.settings.merge_threshold)
-
-    def report(self, step: Step, **counts: int) -> StepReport:
-        return StepReport(step=step, **{"examined": 0, "created": 0, "superseded": 0,
-                                        "forgotten": 0, "changed": 0, "tokens_saved": 0,
-                                        **counts})
-
-    async def load(self, memory_type: str) -> list[tuple[str, Group]]:
-        """The (model, group) pairs of a type, reusing graphs computed earlier in this job
-        when the active set is what they expect."""
-        rows = await repo_jobs.load_active(self.conn, self.tenant, self.agent, memory_type)
-        by_model: dict[str, list[asyncpg.Record]] = defaultdict(list)
-        for r in rows:
-            by_model[r["model_id"]].append(r)
-        found = []
-        for model, group_rows in sorted(by_model.items()):
-            cached = self.groups.get((memory_type, model))
-            ids = {r["memory_id"] for r in group_rows}
-            if cached is None or ids != {
-                r["memory_id"] for r, a in zip(cached.rows, cached.alive, strict=True) if a
-            }:
-                vectors = np.stack([as_array(r["embedding"]) for r in group_rows])
-                threshold = min(self.merge_threshold, self.settings.cluster_threshold)
-                graph = await asyncio.to_thread(neighbours, vectors, threshold)
-                cached = Group(group_rows, vectors, graph, np.ones(len(group_rows), dtype=bool))
-                self.groups[(memory_type, model)] = cached
-            found.append((model, cached))
-        return found
-
-
-def as_array(vector: Any) -> NDArray[np.float32]:
-    """pgvector's codec gives a ``Vector``; its buffer is already float32."""
-    array = vector.to_numpy() if hasattr(vector, "to_numpy") else vector
-    return np.asarray(array, dtype=np.float32)
-
-
-def _newest_first(rows: list[asyncpg.Record]) -> list[int]:
+def _most_important_first(rows: list[asyncpg.Record]) -> list[int]:
     return sorted(range(len(rows)), key=lambda i: (
         -rows[i]["importance"], -rows[i]["access_count"], -rows[i]["written_at"].timestamp(),
         str(rows[i]["memory_id"])))
@@ -171,7 +94,7 @@ async def merge(job: Job) -> StepReport:
         for model, group in await job.load(memory_type):
             rows = group.rows
             examined += int(group.alive.sum())
-            clusters = star_clusters(group.graph, _newest_first(rows), job.merge_threshold,
+            clusters = star_clusters(group.graph, _most_important_first(rows), job.merge_threshold,
                                      alive=group.alive, same=[r["user_id"] for r in rows])
             for members in clusters:
                 lead = rows[members[0]]
@@ -199,13 +122,6 @@ def _as_record(lead: asyncpg.Record, result: dict[str, Any]) -> Any:
     merged = dict(lead)
     merged.update(result)
     return merged
-
-
-@dataclass(frozen=True)
-class Cluster:
-    model: str
-    rows: list[Any]
-    vectors: NDArray[np.float32]
 
 
 async def _episode_clusters(job: Job) -> list[Cluster]:
