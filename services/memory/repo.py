@@ -184,13 +184,17 @@ async def ensure_model_index(conn: Connection, model_id: str, dimensions: int) -
 # --- sessions ------------------------------------------------------------------------
 
 
-async def add_note(conn: Connection, tenant_id: str, row: tuple[Any, ...]) -> None:
-    await conn.execute(
-        """INSERT INTO memory.session_notes (tenant_id, message_id, conversation_id,
-               session_id, role, text, occurred_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
-        tenant_id, *row,
-    )
+async def add_notes(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """(tenant, message, conversation, session, role, text, occurred at) rows."""
+    if rows:
+        await conn.execute(
+            """INSERT INTO memory.session_notes (tenant_id, message_id, conversation_id,
+                   session_id, role, text, occurred_at)
+               SELECT * FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::uuid[],
+                                    $5::text[], $6::text[], $7::timestamptz[])
+               ON CONFLICT DO NOTHING""",
+            *[[r[i] for r in rows] for i in range(7)],
+        )
 
 
 async def edit_note(conn: Connection, tenant_id: str, message_id: UUID, text: str) -> None:
