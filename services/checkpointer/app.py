@@ -53,13 +53,17 @@ def create_app(settings: CheckpointerSettings | None = None) -> tuple[FastStream
     drains: list[OutboxDrain] = []
     pools: list[asyncpg.Pool] = []
 
-    @app.after_startup
-    async def start_background(context: ContextRepo) -> None:
-        pool = context.get("pool")
+    @app.on_startup
+    async def open_query_pool(context: ContextRepo) -> None:
+        # Before the broker starts its subscribers: a query that arrives first must find it.
         query_pool = await create_query_pool(settings.database_url, settings.role(),
                                              settings.query_pool_max)
         pools.append(query_pool)
         context.set_global("query_pool", query_pool)
+
+    @app.after_startup
+    async def start_background(context: ContextRepo) -> None:
+        pool = context.get("pool")
         drain = OutboxDrain(pool, jetstream, dsn=settings.database_url,
                             poll_s=settings.outbox_poll_s)
         await drain.start()

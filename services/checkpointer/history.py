@@ -1,7 +1,11 @@
 """Rebuilding any stored version: from the nearest snapshot at or below it (forward
 patches) or at or above it (inverse patches; the current state counts as a snapshot),
 whichever needs fewer patches; the other is the fallback. Every rebuild is checked
-against the version's stored hash."""
+against the version's stored hash.
+
+``rebuild`` serves the writer (restore, prune: the current document may be ahead of the
+stored row). Queries use ``rebuilt``: the database function ``checkpoint.read_version``
+makes the same choice and sends the base and the patches in one round trip."""
 
 from __future__ import annotations
 
@@ -132,3 +136,35 @@ def _checked(
             f"state {point.state_id}: rebuilt version {target} does not match its stored hash"
         )
     return doc
+
+
+def rebuilt(row: Any) -> tuple[dict[str, Any], bytes]:
+    """The document and its hash from one ``read_version`` row (its base and the patches
+    from there to the target, in order), checked against the target's stored hash."""
+    target, head = row["target"], row["version"]
+    direction = row["direction"]
+    if direction is None:
+        if target < 0 or target > head:
+            raise NotReadable("not_found",
+                              f"version {target} does not exist (current is {head})")
+        raise NotReadable("pruned", f"version {target} was removed by retention (oldest "
+                          f"kept: {row['history_floor_version']})")
+    if direction == "head":
+        # The current row is trusted as stored: its hash was computed from this text.
+        return loads(row["head_doc"]), bytes(row["state_hash"])
+    if row["head_doc"] is not None:
+        doc: dict[str, Any] = loads(row["head_doc"])
+    elif row["snapshot"] is not None:
+        doc = read_snapshot(bytes(row["snapshot"]), row["compression"])
+    else:
+        doc = empty_state()
+    ops: list[list[Op]] = loads(row["patches"])
+    if ops:
+        doc = replay(doc, ops)
+    digest = state_hash(canonical(doc))
+    expected = row["target_hash"]
+    if expected is not None and digest != bytes(expected):
+        raise InconsistentHistory(
+            f"state {row['state_id']}: rebuilt version {target} does not match its stored hash"
+        )
+    return doc, digest

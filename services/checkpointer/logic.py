@@ -35,12 +35,16 @@ def parse_pointer(path: str) -> list[str]:
         return []
     if not path.startswith("/"):
         raise PatchRejected(f"{path!r} is not a JSON Pointer (it must start with '/')")
+    if "~" not in path:  # nothing escaped: the common case, and the hot one on replay
+        return path[1:].split("/")
     if re.search(r"~(?![01])", path):
         raise PatchRejected(f"{path!r}: '~' must be followed by 0 or 1")
     return [t.replace("~1", "/").replace("~0", "~") for t in path[1:].split("/")]
 
 
 def escape(token: str) -> str:
+    if "~" not in token and "/" not in token:
+        return token
     return token.replace("~", "~0").replace("/", "~1")
 
 
@@ -92,7 +96,7 @@ def _get(doc: Any, tokens: Sequence[str]) -> Any:
 
 
 def _join(tokens: Sequence[str]) -> str:
-    return "".join("/" + escape(t) for t in tokens)
+    return "/" + "/".join(map(escape, tokens)) if tokens else ""
 
 
 class _Doc:

@@ -1,7 +1,8 @@
 """Answers to ``query.state.get``, ``query.state.history`` and ``query.state.diff``.
 
-Each runs on the query pool's connection after setting ``engram.tenant_id`` (row-level
-security), and every statement is filtered by the request's tenant as well.
+Every statement is filtered by the request's tenant, and row-level security on
+``engram.tenant_id`` is the second wall: a read sets it inside its one statement
+(``checkpoint.read_version``), the history page sets it first.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Any
 import asyncpg
 
 from contracts.state import (
-    PARTITIONS,
     QueryError,
     QueryKey,
     StateDiffReply,
@@ -27,9 +27,9 @@ from contracts.state import (
     TransitionView,
 )
 from services.checkpointer import repo, repo_read
-from services.checkpointer.history import NotReadable, StatePoint, rebuild
+from services.checkpointer.history import NotReadable, rebuilt
 from services.checkpointer.logic import diff
-from services.checkpointer.versions import canonical, loads, state_hash
+from services.checkpointer.versions import loads
 from services.runtime.db import Connection, create_pool
 
 
@@ -37,10 +37,9 @@ from services.runtime.db import Connection, create_pool
 async def scoped(pool: asyncpg.Pool, tenant: str) -> AsyncIterator[Connection]:
     """A connection of the query pool on which row-level security shows only ``tenant``.
 
-    No transaction: a read is one ``locate`` and one ``base_and_patches`` statement, and a
-    version's rows never change once written (pruning removes whole versions, which then
-    read as "pruned"). The pool does not reset connections on release (see
-    ``create_query_pool``): each query sets its tenant first.
+    No transaction: a version's rows never change once written (pruning removes whole
+    versions, which then read as "pruned"). The pool does not reset connections on
+    release (see ``create_query_pool``): each query sets its tenant first.
     """
     async with pool.acquire() as conn:
         await repo_read.set_tenant(conn, tenant)
@@ -55,38 +54,24 @@ async def create_query_pool(dsn: str, role: str | None, size: int) -> asyncpg.Po
     return await create_pool(dsn, role=role, min_size=1, max_size=size, reset=_no_reset)
 
 
-class _State:
-    """A state's current row, as a base to rebuild versions from."""
-
-    def __init__(self, conn: Connection, row: Any) -> None:
-        self.conn = conn
-        self.row = row
-        self.head = repo.head_of(row)
-        self.point = StatePoint(self.head.state_id, self.head.version, self.head.floor_version)
-
-    async def current(self) -> dict[str, Any]:
-        """The current document (from the located row when it came along)."""
-        if self.row.get("head_needed"):
-            texts = [self.row[c] for c in ("l", "sh", "se", "p")]
-        else:
-            texts = (await repo.load_partitions(self.conn, [self.head.state_id]))[
-                self.head.state_id]
-        return {name: loads(text) for name, text in zip(PARTITIONS, texts, strict=True)}
-
-    async def at(self, version: int) -> dict[str, Any]:
-        around = (self.row["below"], self.row["above"]) if version == self.row.get(
-            "target", -1) else None
-        return await rebuild(self.conn, self.point, version, self.current, around)
+def _missing(req: QueryKey) -> NotReadable:
+    return NotReadable("not_found", f"no state for user {req.user_id!r}, agent "
+                       f"{req.agent_id!r} in tenant {req.tenant_id!r}")
 
 
-async def _find(conn: Connection, req: QueryKey, at_version: int | None = None,
-                at_time: datetime | None = None) -> _State:
+async def _read(conn: Connection, req: QueryKey, at_version: int | None = None,
+                at_time: datetime | None = None) -> tuple[Any, dict[str, Any], bytes]:
+    """The state's row, and the document and hash of the version asked for: one round
+    trip (the function scopes the connection to the tenant before it reads)."""
     key = (req.tenant_id, req.user_id, req.agent_id)
-    row = await repo_read.locate(conn, key, at_version, at_time)
+    row = await repo_read.read_version(conn, key, at_version, at_time)
     if row is None:
-        raise NotReadable("not_found", f"no state for user {req.user_id!r}, agent "
-                          f"{req.agent_id!r} in tenant {req.tenant_id!r}")
-    return _State(conn, dict(row))
+        raise _missing(req)
+    floor_at = row["history_floor_at"]
+    if at_time is not None and floor_at is not None and at_time < floor_at:
+        raise NotReadable("pruned", f"{at_time.isoformat()} is before the retained history")
+    doc, digest = rebuilt(row)
+    return row, doc, digest
 
 
 def _error(err: NotReadable) -> QueryError:
@@ -95,36 +80,26 @@ def _error(err: NotReadable) -> QueryError:
 
 
 async def get_state(pool: asyncpg.Pool, req: StateGetRequest) -> StateGetReply:
-    async with scoped(pool, req.tenant_id) as conn:
+    async with pool.acquire() as conn:
         try:
-            state = await _find(conn, req, req.at_version, req.at_time)
-            floor_at = state.head.floor_at
-            if req.at_time is not None and floor_at is not None and req.at_time < floor_at:
-                raise NotReadable("pruned", f"{req.at_time.isoformat()} is before the "
-                                  "retained history")
-            version = state.row["target"]
-            doc = await state.at(version)
+            row, doc, digest = await _read(conn, req, req.at_version, req.at_time)
         except NotReadable as err:
             return StateGetReply(error=_error(err))
-    head = version == state.head.version
-    view = StateView(
-        version=version,
-        state_hash=(state.head.state_hash if head else state_hash(canonical(doc))).hex(),
-        applied_at=state.row["updated_at"] if head else state.row["target_applied_at"],
-        **doc,
-    )
+    head = row["target"] == row["version"]
+    view = StateView(version=row["target"], state_hash=digest.hex(),
+                     applied_at=row["target_applied_at"], **doc)
     return StateGetReply(state=view, modification_count=(
-        state.head.modification_count if head else None))
+        row["modification_count"] if head else None))
 
 
 async def get_history(pool: asyncpg.Pool, req: StateHistoryRequest) -> StateHistoryReply:
     async with scoped(pool, req.tenant_id) as conn:
-        try:
-            state = await _find(conn, req)
-        except NotReadable as err:
-            return StateHistoryReply(error=_error(err))
-        rows = await repo_read.history_page(conn, state.head.state_id, req.before_version,
-                                       req.limit + 1, req.include_patches)
+        found = await repo_read.head(conn, (req.tenant_id, req.user_id, req.agent_id))
+        if found is None:
+            return StateHistoryReply(error=_error(_missing(req)))
+        state = repo.head_of(found)
+        rows = await repo_read.history_page(conn, state.state_id, req.before_version,
+                                            req.limit + 1, req.include_patches)
     page = rows[: req.limit]
     items = [
         TransitionView(
@@ -140,17 +115,16 @@ async def get_history(pool: asyncpg.Pool, req: StateHistoryRequest) -> StateHist
     return StateHistoryReply(
         items=items,
         next_before_version=page[-1]["version"] if more and page else None,
-        current_version=state.head.version,
-        oldest_version=state.head.floor_version,
+        current_version=state.version,
+        oldest_version=state.floor_version,
     )
 
 
 async def get_diff(pool: asyncpg.Pool, req: StateDiffRequest) -> StateDiffReply:
-    async with scoped(pool, req.tenant_id) as conn:
+    async with pool.acquire() as conn:
         try:
-            state = await _find(conn, req)
-            before = await state.at(req.from_version)
-            after = await state.at(req.to_version)
+            _, before, _ = await _read(conn, req, req.from_version)
+            _, after, _ = await _read(conn, req, req.to_version)
         except NotReadable as err:
             return StateDiffReply(error=_error(err))
     return StateDiffReply(from_version=req.from_version, to_version=req.to_version,

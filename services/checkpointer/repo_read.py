@@ -25,48 +25,28 @@ async def checkpoint_around(
     return row[0], row[1]
 
 
-LOCATE = f"""
-WITH s AS (
-    SELECT {HEAD_COLUMNS}, s.updated_at,
-           CASE WHEN $4::bigint IS NOT NULL THEN $4::bigint
-                WHEN $5::timestamptz IS NOT NULL THEN least(s.version, greatest(
-                    s.history_floor_version,
-                    coalesce((SELECT max(t.version) FROM checkpoint.transitions t
-                               WHERE t.state_id = s.state_id AND t.applied_at <= $5), 0)))
-                ELSE s.version END AS target
-      FROM checkpoint.agent_states s
-     WHERE s.tenant_id = $1 AND s.user_id = $2 AND s.agent_id = $3
-), a AS (
-    SELECT s.*,
-           (SELECT max(c.version) FROM checkpoint.checkpoints c
-             WHERE c.state_id = s.state_id AND c.version <= s.target) AS below,
-           (SELECT min(c.version) FROM checkpoint.checkpoints c
-             WHERE c.state_id = s.state_id AND c.version >= s.target) AS above,
-           (SELECT t.applied_at FROM checkpoint.transitions t
-             WHERE t.state_id = s.state_id AND t.version = s.target) AS target_applied_at
-      FROM s
-)
-SELECT a.*, h.head_needed,
-       CASE WHEN h.head_needed THEN st.local_state::text END AS l,
-       CASE WHEN h.head_needed THEN st.shared_state::text END AS sh,
-       CASE WHEN h.head_needed THEN st.session_state::text END AS se,
-       CASE WHEN h.head_needed THEN st.persistent_state::text END AS p
-  FROM a
-  JOIN checkpoint.agent_states st ON st.state_id = a.state_id
- CROSS JOIN LATERAL (SELECT a.target = a.version OR (
-        (a.above IS NULL OR a.above >= a.version)
-        AND a.version - a.target <= a.target - coalesce(
-            a.below, CASE WHEN a.history_floor_version = 0 THEN 0 ELSE -{1 << 60} END))
-       AS head_needed) h"""
-
-
-async def locate(
+async def read_version(
     conn: Connection, key: Key, at_version: int | None, at_time: datetime | None
 ) -> Any:
-    """One round trip for a read: the state's row, the version asked for (``target``),
-    the nearest checkpoints around it, and the current partitions if a rebuild starts
-    from them."""
-    return await conn.fetchrow(LOCATE, *key, at_version, at_time)
+    """One round trip for a read (``checkpoint.read_version``, sql/checkpoint): scopes the
+    connection to the key's tenant, then returns the state's row, the version asked for
+    (``target``) and what rebuilds it (``direction``, the base document, the patches as
+    one JSON array); None when there is no such state."""
+    return await conn.fetchrow(
+        """SELECT state_id, version, state_hash, modification_count, history_floor_version,
+                  history_floor_at, updated_at, target, target_applied_at, target_hash,
+                  direction, base, snapshot, compression, head_doc, patches
+             FROM checkpoint.read_version($1, $2, $3, $4, $5)""",
+        *key, at_version, at_time,
+    )
+
+
+async def head(conn: Connection, key: Key) -> Any:
+    return await conn.fetchrow(
+        f"SELECT {HEAD_COLUMNS} FROM checkpoint.agent_states s WHERE s.tenant_id = $1 "
+        "AND s.user_id = $2 AND s.agent_id = $3",
+        *key,
+    )
 
 
 async def base_and_patches(

@@ -11,6 +11,7 @@ import pytest
 from faststream.nats import TestNatsBroker
 
 from contracts.state import StateDiffReply, StateGetReply, StateHistoryReply
+from services.checkpointer import repo_read
 from services.checkpointer.app import create_app
 from services.checkpointer.settings import CheckpointerSettings
 from services.checkpointer.writer import Delivered, StateWriter
@@ -106,3 +107,18 @@ async def test_each_query_sets_its_own_tenant_on_the_query_pool(
             assert await conn.fetchval("SELECT count(*) FROM checkpoint.agent_states") == 1
     finally:
         await queries.close()
+
+
+async def test_a_read_scopes_its_connection_before_it_reads(pool: asyncpg.Pool) -> None:
+    # Scoped to globex, a read of acme's state finds it only if read_version switched the
+    # tenant before its first statement read a table (row-level security would hide
+    # acme's row otherwise), and leaves the connection scoped to acme.
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT set_config('engram.tenant_id', 'globex', false)")
+        row = await repo_read.read_version(conn, ("acme", "u-1", "bot"), 1, None)
+        assert row is not None and (row["version"], row["target"]) == (3, 1)
+        assert row["direction"] == "forward" and row["patches"] is not None
+        assert await conn.fetchval("SELECT current_setting('engram.tenant_id')") == "acme"
+        assert await conn.fetchval("SELECT count(*) FROM checkpoint.agent_states") == 1
+        assert await repo_read.read_version(conn, ("globex", "u-1", "nobody"), None,
+                                            None) is None

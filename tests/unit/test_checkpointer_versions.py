@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.checkpointer.history import InconsistentHistory, NotReadable, rebuilt
 from services.checkpointer.logic import PatchRejected, apply_patch
 from services.checkpointer.ordering import Candidate, key_of, plan
 from services.checkpointer.rows import touched_partitions
@@ -134,6 +135,39 @@ def test_every_version_rebuilds_from_nearest_snapshot(
             rebuilt = replay(start, [orjson.loads(p) for p in reversed(inverse[target:base])])
         assert canonical(rebuilt) == reference[target]
         assert state_hash(canonical(rebuilt)) == state_hash(reference[target])
+
+
+def read_row(**fields: Any) -> dict[str, Any]:
+    """A row as checkpoint.read_version returns it: state at version 3, nothing pruned."""
+    return {"state_id": 1, "version": 3, "state_hash": b"h" * 32, "history_floor_version": 0,
+            "target": 2, "target_hash": None, "direction": "forward", "base": 0,
+            "snapshot": None, "compression": None, "head_doc": None, "patches": "[]",
+            **fields}
+
+
+def test_a_read_row_rebuilds_from_its_base_and_checks_the_hash() -> None:
+    one = [[{"op": "add", "path": "/local/n", "value": 1}]]
+    doc, digest = rebuilt(read_row(target=1, patches=orjson.dumps(one).decode()))
+    assert doc["local"] == {"n": 1} and digest == state_hash(canonical(doc))
+    head = orjson.dumps({**empty_state(), "local": {"n": 2}}).decode()
+    back = [[{"op": "replace", "path": "/local/n", "value": 1}]]
+    doc, _ = rebuilt(read_row(target=1, direction="backward", base=3, head_doc=head,
+                              patches=orjson.dumps(back).decode(), target_hash=digest))
+    assert doc["local"] == {"n": 1}
+    snap = compress(canonical(doc), threshold=0)
+    doc, _ = rebuilt(read_row(target=1, base=1, snapshot=snap.data,
+                              compression=snap.compression, target_hash=digest))
+    assert doc["local"] == {"n": 1}
+    with pytest.raises(InconsistentHistory):
+        rebuilt(read_row(target=1, patches=orjson.dumps(one).decode(), target_hash=b"x" * 32))
+
+
+@pytest.mark.parametrize(("target", "code"), [(7, "not_found"), (-1, "not_found"),
+                                              (1, "pruned")])
+def test_a_read_row_without_a_way_says_why(target: int, code: str) -> None:
+    with pytest.raises(NotReadable) as err:
+        rebuilt(read_row(target=target, direction=None))
+    assert err.value.code == code
 
 
 K1, K2 = ("t", "u", "a1"), ("t", "u", "a2")
