@@ -14,7 +14,7 @@ that stands for the cluster.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,6 +85,45 @@ def star_clusters(
         taken[members] = True
         clusters.append(members)
     return clusters
+
+
+def complete_linkage(
+    graph: Graph,
+    vectors: NDArray[np.float32],
+    rank: Sequence[int],
+    threshold: float,
+    *,
+    joinable: Callable[[int, int], bool],
+    alive: NDArray[np.bool_] | None = None,
+) -> list[list[int]]:
+    """Groups in which every two members are at ``threshold`` or more and ``joinable``
+    (e.g. the same user, the same facts): the strongest pairs first, two groups joining only
+    when all their cross pairs qualify. Stricter than stars for duplicates, where one
+    wrong member is a wrong merge. Returns groups of two or more, best ``rank`` first."""
+    live = np.ones(len(graph), dtype=bool) if alive is None else alive
+    edges = sorted({
+        (-float(s), min(i, int(j)), max(i, int(j)))
+        for i in range(len(graph)) if live[i]
+        for j, s in zip(graph.nbr[i], graph.sim[i], strict=True)
+        if s >= threshold and live[j]
+    })
+    group_of = list(range(len(graph)))
+    members: dict[int, list[int]] = {}
+    for _, i, j in edges:
+        a, b = group_of[i], group_of[j]
+        if a == b:
+            continue
+        left, right = members.get(a, [i]), members.get(b, [j])
+        if float((vectors[left] @ vectors[right].T).min()) < threshold:
+            continue
+        if not all(joinable(x, y) for x in left for y in right):
+            continue
+        members[a] = left + right
+        members.pop(b, None)
+        for y in right:
+            group_of[y] = a
+    position = {m: p for p, m in enumerate(rank)}
+    return [sorted(g, key=position.__getitem__) for g in members.values()]
 
 
 def by_degree(graph: Graph, threshold: float, alive: NDArray[np.bool_] | None = None) -> list[int]:

@@ -48,8 +48,9 @@ class MemorySettings(WorkerSettings):
 
     # --- consolidation --------------------------------------------------------------
     merge_threshold: float = Field(
-        default=0.86, ge=0.5, le=1, description="Cosine similarity from which two memories "
-        "of one type are duplicates (measured: bench/memory.py --quality).",
+        default=0.85, ge=0.5, le=1, description="Cosine similarity from which two memories "
+        "of one type, one user and the same stated facts are duplicates; every two members "
+        "of a merge must reach it (measured: bench/memory.py --quality).",
     )
     cluster_threshold: float = Field(
         default=0.7, ge=0.3, le=1,

@@ -8,6 +8,7 @@ Vectors of different models never mix: each (type, model) group is consolidated 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -18,7 +19,8 @@ from numpy.typing import NDArray
 
 from contracts.memory_jobs import Step, StepReport
 from services.memory import llm, repo, repo_jobs
-from services.memory.clusters import by_degree, star_clusters, unit_mean
+from services.memory.clusters import by_degree, complete_linkage, star_clusters, unit_mean
+from services.memory.facts import compatible, facts
 from services.memory.job import Cluster, Job
 from services.memory.logic import (
     combined_importance,
@@ -94,8 +96,15 @@ async def merge(job: Job) -> StepReport:
         for model, group in await job.load(memory_type):
             rows = group.rows
             examined += int(group.alive.sum())
-            clusters = star_clusters(group.graph, _most_important_first(rows), job.merge_threshold,
-                                     alive=group.alive, same=[r["user_id"] for r in rows])
+            users = [r["user_id"] for r in rows]
+            stated = [facts(str(r["text"])) for r in rows]
+
+            def duplicable(a: int, b: int, users: Any = users, stated: Any = stated) -> bool:
+                return bool(users[a] == users[b] and compatible(stated[a], stated[b]))
+
+            clusters = await asyncio.to_thread(
+                complete_linkage, group.graph, group.vectors, _most_important_first(rows),
+                job.merge_threshold, joinable=duplicable, alive=group.alive)
             for members in clusters:
                 lead = rows[members[0]]
                 sources = [rows[i] for i in members]

@@ -39,7 +39,7 @@ RunMemory = Callable[..., AbstractAsyncContextManager[tuple[Worker, Parts]]]
 
 WINDOW = ["The user prefers window seats on flights.",
           "The user prefers a window seat when flying.",
-          "On flights, the user likes to sit by the window."]
+          "When flying, the user prefers window seats."]
 VEGGIE = ["The user asked for vegetarian restaurants in Lisbon for Friday dinner.",
           "Friday evening: the user hoped to find a vegetarian spot in Lisbon.",
           "The user looked for meat-free dinner options in Lisbon this Friday.",

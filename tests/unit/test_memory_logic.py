@@ -151,3 +151,37 @@ def test_search_requests_need_tenant_and_agent() -> None:
         MemorySearchRequest.model_validate({"tenant_id": "acme", "text": "x"})
     r = MemorySearchRequest(tenant_id="acme", agent_id="a", text="x")
     assert r.top_k == 10 and not r.filters.include_superseded
+
+
+def test_facts_read_numbers_dates_and_names_however_they_are_written() -> None:
+    from services.memory.facts import compatible, facts
+
+    a = facts("The user called on 18 January about order #89506, eight minutes late.")
+    b = facts("On January 18 the user asked about order 89506 (8 minutes late).")
+    assert a.dates == b.dates == {(1, 18)} and a.numbers == b.numbers == {"89506", "8"}
+    assert compatible(a, b)
+    assert compatible(facts("Met Ana on 2026-03-06."), facts("Ana: met on March 6."))
+    # different facts, however close in meaning
+    assert not compatible(facts("Chloe's order #93428 came broken"),
+                          facts("Chloe's order #82883 came broken"))
+    assert not compatible(facts("Escalate a priority-two ticket"), facts("Escalate a P1 ticket"))
+    assert not compatible(facts("Moved from Tuesday"), facts("Moved from Monday"))
+    assert not compatible(facts("The user uses Ubuntu daily"), facts("The user uses Windows daily"))
+    # a paraphrase may leave a fact out, and list numbering is not a fact
+    assert compatible(facts("Flew to Santiago on October 10"), facts("Flew to Santiago"))
+    assert facts("Steps: (1) log in; (2) export. 3. share").numbers == frozenset()
+
+
+def test_complete_linkage_keeps_every_pair_within_the_group() -> None:
+    from services.memory.clusters import complete_linkage
+
+    angle = np.deg2rad(25)
+    v = unit([[1, 0], [np.cos(angle), np.sin(angle)], [np.cos(2 * angle), np.sin(2 * angle)]])
+    g = neighbours(v, threshold=0.85)
+    assert complete_linkage(g, v, [0, 1, 2], 0.85, joinable=lambda a, b: True) in (
+        [[0, 1]], [[1, 2]])
+    close = unit([[1, 0], [0.99, 0.05], [0.98, 0.08]])
+    g = neighbours(close, threshold=0.9)
+    assert complete_linkage(g, close, [2, 0, 1], 0.9, joinable=lambda a, b: True) == [[2, 0, 1]]
+    assert complete_linkage(g, close, [2, 0, 1], 0.9, joinable=lambda a, b: {a, b} != {0, 2}) \
+        in ([[0, 1]], [[2, 1]])
