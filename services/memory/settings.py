@@ -48,7 +48,7 @@ class MemorySettings(WorkerSettings):
 
     # --- consolidation --------------------------------------------------------------
     merge_threshold: float = Field(
-        default=0.85, ge=0.5, le=1, description="Cosine similarity from which two memories "
+        default=0.88, ge=0.5, le=1, description="Cosine similarity from which two memories "
         "of one type, one user and the same stated facts are duplicates; every two members "
         "of a merge must reach it (measured: bench/memory.py --quality).",
     )
