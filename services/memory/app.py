@@ -6,11 +6,11 @@ vectors from engram.embedding.ready; consolidation jobs in the background;
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
-from faststream import Context, ContextRepo, FastStream
+from faststream import ContextRepo, FastStream
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
 from pydantic import ValidationError
@@ -21,14 +21,13 @@ from contracts.memory_jobs import MemoryConsolidated, MemoryForgotten
 from contracts.memory_search import MEMORY_SEARCH_SUBJECT, MemorySearchRequest
 from services.memory.handlers import Handlers
 from services.memory.jobs import JobRunner
-from services.memory.search import AccessLog, EmbedderUnavailable, search
+from services.memory.search import AccessLog, EmbedderUnavailable, create_search_pool, search
 from services.memory.settings import MemorySettings
 from services.runtime.errors import describe, is_transient
 from services.runtime.service import Worker, build_worker_app
 
 Settings = MemorySettings
 log = logging.getLogger("engram.memory")
-Pool = Annotated[asyncpg.Pool | None, Context("pool", default=None)]
 CONCURRENCY = 16
 
 
@@ -38,7 +37,7 @@ class Parts:
 
     runner: JobRunner | None = None
     access: AccessLog | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    search_pool: asyncpg.Pool | None = None
 
 
 def create_memory(settings: MemorySettings | None = None) -> tuple[FastStream, Worker, Parts]:
@@ -69,12 +68,13 @@ def create_memory(settings: MemorySettings | None = None) -> tuple[FastStream, W
                        max_workers=CONCURRENCY, title=MEMORY_SEARCH_SUBJECT,
                        description="The memories of one agent that matter now "
                        "(MemorySearchRequest -> MemorySearchReply | QueryError).")
-    async def on_search(msg: NatsMessage, pool: Pool) -> dict[str, Any]:
+    async def on_search(msg: NatsMessage) -> dict[str, Any]:
         try:
             request = MemorySearchRequest.model_validate_json(msg.body)
-            if pool is None or parts.access is None:
+            if parts.search_pool is None or parts.access is None:
                 raise EmbedderUnavailable("the memory service is starting")
-            reply: Any = await search(pool, broker.connection, settings, parts.access, request)
+            reply: Any = await search(parts.search_pool, broker.connection, settings,
+                                      parts.access, request)
         except Exception as exc:
             reply = _failure(exc)
         data: dict[str, Any] = reply.model_dump(mode="json")
@@ -83,6 +83,7 @@ def create_memory(settings: MemorySettings | None = None) -> tuple[FastStream, W
     @app.after_startup
     async def start_background(context: ContextRepo) -> None:
         pool = context.get("pool")
+        parts.search_pool = await create_search_pool(settings)
         parts.access = AccessLog(pool, settings.access_flush_s)
         parts.access.start()
         parts.runner = JobRunner(pool, settings, publish)
@@ -95,6 +96,8 @@ def create_memory(settings: MemorySettings | None = None) -> tuple[FastStream, W
             await parts.runner.stop()
         if parts.access is not None:
             await parts.access.stop()
+        if parts.search_pool is not None:
+            await parts.search_pool.close()
 
     return app, worker, parts
 

@@ -20,7 +20,7 @@ import asyncpg
 import numpy as np
 from nats.aio.client import Client as NatsClient
 
-from contracts.embedding import EMBED_REPLY, EMBED_SUBJECT, EmbedRequest, QueryError
+from contracts.embedding import EMBED_REPLY, EMBED_SUBJECT, MAX_TOP_K, EmbedRequest, QueryError
 from contracts.memory_search import (
     MemoryHit,
     MemorySearchReply,
@@ -31,6 +31,7 @@ from contracts.memory_search import (
 from services.memory import repo
 from services.memory.logic import Weights, recency
 from services.memory.settings import MemorySettings
+from services.runtime.db import create_pool
 from services.runtime.errors import describe
 
 log = logging.getLogger("engram.memory.search")
@@ -75,6 +76,23 @@ SELECT memory_id, memory_type, status, text, content, user_id, conversation_id, 
  LIMIT $10"""
 
 
+async def _keep_settings(conn: Any) -> None:
+    return None
+
+
+async def create_search_pool(settings: MemorySettings) -> asyncpg.Pool:
+    """Connections for searches only: the HNSW settings are fixed per session, and a
+    connection is not reset on release (each search sets its tenant first), so a search is
+    two round trips, not the four of a transaction."""
+    ef_search = max(settings.ef_search, settings.candidates, MAX_TOP_K)
+    return await create_pool(
+        settings.database_url, role=settings.role(), min_size=1,
+        max_size=settings.search_pool_max, vectors=True, reset=_keep_settings,
+        server_settings={"hnsw.ef_search": str(ef_search),
+                         "hnsw.iterative_scan": "relaxed_order"},
+    )
+
+
 async def search(
     pool: asyncpg.Pool, nc: NatsClient, settings: MemorySettings, access: AccessLog,
     request: MemorySearchRequest,
@@ -83,13 +101,10 @@ async def search(
     f = request.filters
     statuses = ["active", "superseded"] if f.include_superseded else ["active"]
     limit = max(settings.candidates, request.top_k)
-    async with pool.acquire() as conn, conn.transaction(readonly=True):
-        await conn.execute(
-            """SELECT set_config('engram.tenant_id', $1, true),
-                      set_config('hnsw.ef_search', $2, true),
-                      set_config('hnsw.iterative_scan', 'relaxed_order', true)""",
-            request.tenant_id, str(max(settings.ef_search, limit)),
-        )
+    async with pool.acquire() as conn:
+        # Session-level: row-level security shows this tenant until the next search.
+        await conn.execute("SELECT set_config('engram.tenant_id', $1, false)",
+                           request.tenant_id)
         rows = await conn.fetch(
             search_sql(len(query)), request.tenant_id, request.agent_id, query, model_id,
             statuses, [t.value for t in f.types] if f.types else None, f.min_importance,

@@ -35,7 +35,9 @@ class MemorySettings(WorkerSettings):
         default=50, ge=1, le=1000,
         description="Nearest memories re-ranked by the full score (at least top_k).",
     )
-    ef_search: int = Field(default=80, ge=10, le=1000, description="HNSW candidate list size.")
+    ef_search: int = Field(default=100, ge=10, le=1000, description="HNSW candidate list size "
+                           "(at least the candidates and the largest top_k).")
+    search_pool_max: int = Field(default=8, ge=1, description="Connections for searches.")
     embed_timeout_s: float = Field(
         default=5.0, gt=0, description="How long a search waits for query.embed."
     )

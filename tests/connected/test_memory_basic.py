@@ -147,3 +147,15 @@ async def test_bad_search_requests_get_a_clear_error(memory: Parts, nc: NatsClie
     error = MEMORY_SEARCH_REPLY.validate_json(reply.data)
     assert error.status == "error" and error.code == "invalid_request"
     assert "agent_id" in error.message and "top_k" in error.message
+
+
+async def test_a_tenant_never_sees_another_tenants_memories(
+    memory: Parts, nc: NatsClient, db: asyncpg.Connection
+) -> None:
+    await publish(nc, write(HOTEL, "episodic", tenant="tenant-a"),
+                  write(CAR, "episodic", tenant="tenant-b"))
+    await with_vectors(db, 2)
+    for _ in range(3):  # search connections are reused across tenants
+        for tenant, mine in (("tenant-a", HOTEL), ("tenant-b", CAR)):
+            found = await msearch(nc, "hotel or car?", tenant_id=tenant)
+            assert [h.text for h in found.hits] == [mine]
