@@ -96,20 +96,28 @@ def instrument() -> None:  # noqa: PLR0915
     from services.runtime.inbox import Inbox
 
     last_end = {"t": 0.0}
-    fetch = JetStreamContext.PullSubscription.fetch
 
-    async def timed_fetch(self: Any, batch: int = 1, timeout: float | None = 5,
-                          heartbeat: float | None = None) -> Any:
-        started = time.perf_counter()
-        try:
-            msgs = await fetch(self, batch, timeout, heartbeat)
-        finally:
-            STAGES["fetch (pull request -> messages)"].calls += 1
-            STAGES["fetch (pull request -> messages)"].seconds += time.perf_counter() - started
-        last_end["fetch_s"] = time.perf_counter() - started
-        return msgs
+    def timed(fetch: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fetch)
+        async def timed_fetch(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                msgs = await fetch(*args, **kwargs)
+            finally:
+                STAGES["fetch (pull request -> messages)"].calls += 1
+                STAGES["fetch (pull request -> messages)"].seconds += (
+                    time.perf_counter() - started)
+            last_end["fetch_s"] = time.perf_counter() - started
+            return msgs
+        return timed_fetch
 
-    JetStreamContext.PullSubscription.fetch = timed_fetch  # type: ignore[method-assign]
+    # The worker's own fetch (services/runtime/fetch.py) if this code has it, else nats-py's.
+    try:
+        from services.runtime.fetch import Fetcher
+        Fetcher.fetch = timed(Fetcher.fetch)  # type: ignore[method-assign]
+    except ImportError:
+        JetStreamContext.PullSubscription.fetch = timed(  # type: ignore[method-assign]
+            JetStreamContext.PullSubscription.fetch)
 
     # The pull loop either runs process(msgs) per batch, or (pipelined) prepare(msgs) for
     # batch N+1 while commit(batch N) is in flight: then the stages overlap in time.
@@ -312,6 +320,7 @@ async def run(  # noqa: PLR0912, PLR0915
 INCLUSIVE = [
     ("pull loop (PullConsumer._run: fetch, prepare)", "_run (services/runtime/consumer.py"),
     ("  nats-py fetch (pull request, next_msg per message)", "fetch (nats/js/client.py"),
+    ("  engram fetch (pull request, queue drained)", "fetch (services/runtime/fetch.py"),
     ("  decode (contract_decoder: validate_json)", "decode (services/runtime/pipeline.py"),
     ("    of which contract validators in Python", "contracts/"),
     ("commit (transaction + acks; its own task when pipelined)",

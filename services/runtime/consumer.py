@@ -3,7 +3,8 @@
 A fetch returns as soon as anything is available (up to ``batch_size``), so one event
 alone is processed at once, while under load the messages that arrive during one
 transaction make up the next batch. An idle loop keeps one pull request lingering for
-``fetch_wait_s``, not a busy poll.
+``fetch_wait_s``, not a busy poll. The fetch itself is ours (``fetch.py``): nats-py's
+awaits each message of a batch separately.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import contextlib
 import logging
 from typing import Any
 
-import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 from services.runtime.bus import ConsumerSpec, ensure_consumer
 from services.runtime.dlq import DeadLetters, watch_max_deliveries
 from services.runtime.errors import describe
+from services.runtime.fetch import Fetcher
 from services.runtime.pipeline import BatchProcessor, Prepared
 
 log = logging.getLogger("engram.consumer")
@@ -42,6 +43,7 @@ class PullConsumer:
         self._fetch_wait_s = fetch_wait_s
         self._drain_timeout_s = drain_timeout_s
         self._sub: JetStreamContext.PullSubscription | None = None
+        self._fetcher: Fetcher | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._failures = 0
@@ -53,6 +55,7 @@ class PullConsumer:
         self._sub = await js.pull_subscribe_bind(
             durable=self.spec.durable, stream=self.spec.stream.name
         )
+        self._fetcher = Fetcher(self._sub)
         self._advisories = await watch_max_deliveries(nc, self.spec, dead_letters)
         self._task = asyncio.create_task(
             self._run(), name=f"consume:{self.spec.stream.name}:{self.spec.durable}"
@@ -62,9 +65,12 @@ class PullConsumer:
         # Two stages: while batch N's transaction is in flight (the database works), batch
         # N+1 is fetched and decoded (Python works). Transactions still run one at a time,
         # in stream order.
+        # Stopping ends the loop only once the open pull request is over and nothing it
+        # brought in is left queued; those messages are committed like any other.
+        assert self._fetcher is not None
         in_flight: asyncio.Task[None] | None = None
         try:
-            while not self._stopping:
+            while not (self._stopping and self._fetcher.idle):
                 msgs = await self._next_batch()
                 if not msgs:
                     continue
@@ -77,12 +83,12 @@ class PullConsumer:
                 await in_flight
 
     async def _next_batch(self) -> list[Msg]:
-        assert self._sub is not None
+        assert self._fetcher is not None
         try:
-            msgs = await self._sub.fetch(self._batch_size, timeout=self._fetch_wait_s)
-        except (TimeoutError, nats.errors.TimeoutError):
-            return []
-        except Exception as exc:  # connection trouble: back off, nats-py reconnects
+            msgs = await self._fetcher.fetch(
+                self._batch_size, self._fetch_wait_s, request=not self._stopping
+            )
+        except Exception as exc:  # connection trouble or a 409: back off, nats-py reconnects
             self._failures += 1
             log.warning("fetch failed on %s: %s", self.spec.stream.name, describe(exc))
             await asyncio.sleep(min(0.2 * 2**self._failures, 5.0))
@@ -101,9 +107,10 @@ class PullConsumer:
 
     async def stop(self) -> None:
         """Stop pulling and drain: the pull request still open is allowed to finish (at
-        most ``fetch_wait_s``) rather than cancelled, because messages it already brought
-        in would otherwise wait out the ack wait; what it returns is committed and acked,
-        as is the batch in flight."""
+        most ``fetch_wait_s`` after it was sent) rather than cancelled, because messages it
+        already brought in would otherwise wait out the ack wait; what it brings, and what
+        is still queued from it, is committed and acked, as is the batch in flight. No new
+        pull request is sent once stopping."""
         self._stopping = True
         if self._task is not None:
             try:

@@ -22,6 +22,7 @@ from services.runtime.consumer import PullConsumer
 from services.runtime.db import create_pool
 from services.runtime.dlq import DeadLetters
 from services.runtime.docs import describe_consumers
+from services.runtime.gctune import tune_gc
 from services.runtime.inbox import Inbox
 from services.runtime.migrate import SCHEMAS
 from services.runtime.pipeline import ApplyBatch, BatchProcessor, Decoder, RetryPolicy
@@ -142,6 +143,8 @@ def build_worker_app(
                 f"{c.spec.stream.name}{list(c.spec.filter_subjects)}" for c in worker.consumers
             ),
         )
+        # Last, so the frozen heap holds everything start-up imported and built.
+        tune_gc(freeze=settings.gc_freeze, young_threshold=settings.gc_young_threshold)
 
     @app.on_shutdown
     async def drain_consumers() -> None:

@@ -58,6 +58,19 @@ class WorkerSettings(BaseSettings):
     drain_timeout_s: float = Field(
         default=20.0, gt=0, description="How long shutdown waits for in-flight work."
     )
+    # The collector is per process; in `engram dev` (several workers in one process) the
+    # worker started last sets it. See services/runtime/gctune.py for why.
+    gc_freeze: bool = Field(
+        default=True,
+        description="Once started, keep everything allocated so far out of later garbage "
+        "collections (gc.freeze).",
+    )
+    gc_young_threshold: int = Field(
+        default=50_000,
+        ge=0,
+        description="Allocations between collections of the young generation (Python: "
+        "700); 0 keeps Python's thresholds.",
+    )
 
     @model_validator(mode="after")
     def _drain_outlasts_fetch(self) -> WorkerSettings:
