@@ -22,8 +22,11 @@ NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "
                 "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen",
                 "sixteen", "seventeen", "eighteen", "nineteen", "twenty")
 ISO_DATE = re.compile(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b")
-DAY_MONTH = re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?{MONTH}\b", re.I)
-MONTH_DAY = re.compile(rf"\b{MONTH}\s+(\d{{1,2}})(?:st|nd|rd|th)?\b(?!\s*(?:am|pm|:))", re.I)
+YEAR = r"(?:,?\s+(?:19|20)\d{2}\b)?"  # a date's year: often added or left out
+DAY_MONTH = re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?{MONTH}\b{YEAR}", re.I)
+MONTH_DAY = re.compile(
+    rf"\b{MONTH}\s+(\d{{1,2}})(?:st|nd|rd|th)?\b(?!\s*(?:am|pm|:)){YEAR}", re.I)
+TIME = re.compile(r"\b(\d{1,2})(?::(\d{2}))?\s*(am|pm)\b|\b(\d{1,2}):(\d{2})\b", re.I)
 NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 LIST_MARKER = re.compile(r"\(\d{1,2}\)|(?<![\w.])\d{1,2}[.)](?=\s)")  # "(1)", "2." of a list
 NUMBER_WORD = re.compile(rf"\b({'|'.join(NUMBER_WORDS)})\b", re.I)
@@ -39,6 +42,7 @@ NOT_NAMES = frozenset(MONTHS) | frozenset(WEEKDAYS) | frozenset(
 class Facts:
     numbers: frozenset[str]
     dates: frozenset[tuple[int, int]]  # (month, day); the year is often left out
+    times: frozenset[tuple[int, int]]  # (hour, minute), 24-hour
     weekdays: frozenset[str]
     names: frozenset[str]
 
@@ -62,19 +66,36 @@ def facts(text: str) -> Facts:
         dates.add((_month(m.group(1)), int(m.group(2))))
         return " "
 
+    times: set[tuple[int, int]] = set()
+
+    def time_of(m: re.Match[str]) -> str:
+        if m.group(3):  # 7 am, 7:30 pm
+            hour = int(m.group(1)) % 12 + (12 if m.group(3).lower() == "pm" else 0)
+            times.add((hour, int(m.group(2) or 0)))
+        else:
+            times.add((int(m.group(4)), int(m.group(5))))
+        return " "
+
     rest = MONTH_DAY.sub(month_day, DAY_MONTH.sub(day_month, ISO_DATE.sub(iso, text)))
-    rest = LIST_MARKER.sub(" ", rest)
-    rest = re.sub(r"\b(19|20)\d{2}\b", " ", rest)  # a bare year: often added or dropped
+    rest = LIST_MARKER.sub(" ", TIME.sub(time_of, rest))
     words = NUMBER_WORD.sub(lambda m: str(NUMBER_WORDS.index(m.group(1).lower())), rest)
-    numbers = {n.replace(",", ".").rstrip("0").rstrip(".") or "0"
-               for n in NUMBER.findall(words)}
+    numbers = {_number(n) for n in NUMBER.findall(words)}
     names = {n.lower() for n in NAME.findall(text)} - NOT_NAMES
     return Facts(
         numbers=frozenset(numbers),
         dates=frozenset(dates),
+        times=frozenset(times),
         weekdays=frozenset(w.lower() for w in WEEKDAY.findall(text)),
         names=frozenset(names),
     )
+
+
+def _number(text: str) -> str:
+    """One spelling per number: 07 -> 7, 1,5 and 1.50 -> 1.5."""
+    text = text.replace(",", ".")
+    if "." not in text:
+        return str(int(text))
+    return text.rstrip("0").rstrip(".")
 
 
 def _agree(a: frozenset[object], b: frozenset[object]) -> bool:
@@ -85,5 +106,6 @@ def _agree(a: frozenset[object], b: frozenset[object]) -> bool:
 def compatible(a: Facts, b: Facts) -> bool:
     """No kind of fact that the two state differently."""
     return (_agree(a.numbers, b.numbers) and _agree(a.dates, b.dates)
+            and _agree(a.times, b.times)
             and _agree(a.weekdays, b.weekdays)
             and (not a.names or not b.names or bool(a.names & b.names)))

@@ -42,7 +42,7 @@ class Job:
     conn: Connection
     row: dict[str, Any]
     settings: MemorySettings
-    groups: dict[tuple[str, str], Group] = field(default_factory=dict)
+    groups: dict[tuple[str, str, str], Group] = field(default_factory=dict)
     episode_clusters: list[Cluster] | None = None
 
     @property
@@ -72,15 +72,17 @@ class Job:
                                         **counts})
 
     async def load(self, memory_type: str) -> list[tuple[str, Group]]:
-        """The (model, group) pairs of a type, reusing graphs computed earlier in this job
-        when the active set is what they expect."""
+        """The (model, group) pairs of a type: one group per model and user (memories about
+        different users are never merged or summarized together, so comparing them would
+        only fill each memory's neighbour list with memories it cannot join). Graphs
+        computed earlier in this job are reused when the active set is what they expect."""
         rows = await repo_jobs.load_active(self.conn, self.tenant, self.agent, memory_type)
-        by_model: dict[str, list[asyncpg.Record]] = defaultdict(list)
+        by_key: dict[tuple[str, str], list[asyncpg.Record]] = defaultdict(list)
         for r in rows:
-            by_model[r["model_id"]].append(r)
+            by_key[(r["model_id"], r["user_id"] or "")].append(r)
         found = []
-        for model, group_rows in sorted(by_model.items()):
-            cached = self.groups.get((memory_type, model))
+        for (model, user), group_rows in sorted(by_key.items()):
+            cached = self.groups.get((memory_type, model, user))
             ids = {r["memory_id"] for r in group_rows}
             if cached is None or ids != {
                 r["memory_id"] for r, a in zip(cached.rows, cached.alive, strict=True) if a
@@ -89,7 +91,7 @@ class Job:
                 threshold = min(self.merge_threshold, self.settings.cluster_threshold)
                 graph = await asyncio.to_thread(neighbours, vectors, threshold)
                 cached = Group(group_rows, vectors, graph, np.ones(len(group_rows), dtype=bool))
-                self.groups[(memory_type, model)] = cached
+                self.groups[(memory_type, model, user)] = cached
             found.append((model, cached))
         return found
 
