@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/embedder.py [--texts 5000] [--runs 3] [--chunks 100000]
                                        [--queries 200] [--data-dir DIR] [--skip-search]
+                                       [--keep-corpus]
 
 Starts the embedded nats-server and PostgreSQL itself (DevStack, in a temporary folder
 unless --data-dir). Per run, side by side on the same realistic chat texts:
@@ -17,9 +18,15 @@ unless --data-dir). Per run, side by side on the same realistic chat texts:
 Then search at --chunks chunks (built once; see build_corpus for how), through the
 service's own SQL (role engram_embedder, row-level security, iterative scan, exact
 fallback): p50/p99 latency and recall@10 against exact search (index scans disabled),
-unfiltered and tenant-filtered (a large, a medium and a small tenant), plus hybrid
-(vector + full text) latency and query.knowledge.search end to end over NATS (with the
-query's encoding). Every figure is the median of the runs. Writes bench/results/embedder.json.
+unfiltered and tenant-filtered (a large, a medium and a small tenant); hybrid search of the
+large tenant as the service runs it (vector and full-text sides at once on two pooled
+connections; recall@10 of its vector side), its full-text side alone, and
+query.knowledge.search end to end over NATS (with the query's encoding). Every figure is
+the median of the runs. Writes bench/results/embedder.json. The worker runs this
+checkout's code (PYTHONPATH), whichever checkout the venv was installed from.
+
+--keep-corpus (with --data-dir) keeps the search corpus's database and reuses it on the
+next run, migrated to the current sql/ (so a new index is measured on the same rows).
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ from services.embedder.logic import candidates_for, chunk_text, content_hash  # 
 from services.embedder.model import LoadedModel, load, resolve  # noqa: E402
 from services.embedder.settings import DEFAULT_MODEL, EmbedderSettings  # noqa: E402
 from services.runtime.bus import STREAMS, ensure_streams  # noqa: E402
+from services.runtime.db import create_pool  # noqa: E402
 from services.runtime.embedded import DevStack  # noqa: E402
 from services.runtime.migrate import migrate  # noqa: E402
 
@@ -173,6 +181,13 @@ class Bench:
         finally:
             await conn.close()
 
+    async def exists(self, db: str) -> bool:
+        conn = await asyncpg.connect(self.admin_url)
+        try:
+            return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", db))
+        finally:
+            await conn.close()
+
     async def fresh_db(self) -> str:
         name = f"bench_emb_{uuid.uuid4().hex[:8]}"
         await self.admin(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
@@ -194,6 +209,9 @@ class Bench:
             "DATABASE_URL": self.url(db),
             "EMBEDDER_MODEL_BATCH_SIZE": str(batch_size),
             "HF_HUB_OFFLINE": "1",
+            # This checkout's code, not the one the venv's editable install points at
+            # (another worktree's, when the venv is shared).
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         }
         log = (self.logs / "embedder-worker.log").open("ab")
         return subprocess.Popen(
@@ -398,6 +416,28 @@ async def load_corpus(
     return db, build_s
 
 
+async def reuse_corpus(bench: Bench, db: str) -> tuple[str, np.ndarray | None]:
+    """A kept corpus migrated to the current sql/, and its chunks per tenant; or no counts
+    when there is none yet."""
+    if not await bench.exists(db):
+        return db, None
+    applied = await migrate(bench.url(db))
+    conn = await asyncpg.connect(bench.url(db))
+    try:
+        if applied:
+            console.log(f"{db}: applied {applied}")
+            await conn.execute("VACUUM ANALYZE embedder.chunks")
+        rows = await conn.fetch(
+            "SELECT substr(tenant_id, 2)::int, count(*) FROM embedder.chunks GROUP BY 1"
+        )
+    finally:
+        await conn.close()
+    counts = np.zeros(200, dtype=np.int64)
+    for tenant, n in rows:
+        counts[tenant] = n
+    return db, counts
+
+
 async def service_conn(url: str) -> asyncpg.Connection:
     conn = await asyncpg.connect(url)
     await register_vector(conn)
@@ -405,22 +445,33 @@ async def service_conn(url: str) -> asyncpg.Connection:
     return conn
 
 
+def scope_of(tenant: str) -> repo_search.SearchScope:
+    """What the service searches with for top_k = 10 and its default settings."""
+    n = candidates_for(10)
+    return repo_search.SearchScope(
+        tenant_id=tenant,
+        filters=KnowledgeFilters(),
+        limit=n,
+        ef_search=max(SETTINGS.ef_search, n),
+        max_scan_tuples=SETTINGS.max_scan_tuples,
+    )
+
+
+def top10(found: Sequence[repo_search.Candidate]) -> list[int]:
+    ranked = sorted((c for c in found if c.distance is not None), key=lambda c: c.distance or 0)
+    return [c.chunk_id for c in ranked[:10]]
+
+
 async def vector_search(
-    conn: asyncpg.Connection,
-    tenant: str | None,
-    q: np.ndarray,
-    *,
-    exact: bool = False,
-    text: str = "",
+    conn: asyncpg.Connection, tenant: str | None, q: np.ndarray, *, exact: bool = False
 ) -> tuple[list[int], float]:
-    """Top-10 chunk ids by the service's SQL (tenant given) or the bare index (None)."""
+    """Top-10 chunk ids by the service's vector SQL (tenant given) or the bare index
+    (None); exact: index scans disabled."""
     started = time.perf_counter()
+    scope = scope_of(tenant or "*")
     async with conn.transaction():
         await repo_search.scope_search(
-            conn,
-            tenant or "*",
-            ef_search=max(SETTINGS.ef_search, 40),
-            max_scan_tuples=SETTINGS.max_scan_tuples,
+            conn, scope.tenant_id, ef_search=scope.ef_search, max_scan_tuples=scope.max_scan_tuples
         )
         if exact:
             await conn.execute(
@@ -434,22 +485,28 @@ async def vector_search(
             )
             ids = [r[0] for r in rows]
         else:
-            found = await repo_search.candidates(
-                conn,
-                tenant_id=tenant,
-                model_id=MODEL_ID,
-                dimensions=384,
-                query_vector=q,
-                query_text=text,
-                filters=KnowledgeFilters(),
-                limit=candidates_for(10),
-                max_matches=SETTINGS.text_max_matches,
+            found = await repo_search.vector_candidates(
+                conn, scope, model_id=MODEL_ID, dimensions=384, query_vector=q
             )
-            ranked = sorted(
-                (c for c in found if c.distance is not None), key=lambda c: c.distance or 0
-            )
-            ids = [c.chunk_id for c in ranked[:10]]
+            ids = top10(found)
     return ids, (time.perf_counter() - started) * 1000
+
+
+async def hybrid_search(
+    pool: asyncpg.Pool, tenant: str, q: np.ndarray | None, text: str
+) -> tuple[list[int], float]:
+    """As the service searches (both sides at once on two pooled connections, each in its
+    own transaction), the query already encoded: the vector side's top-10 ids and the
+    time."""
+    started = time.perf_counter()
+    found = await repo_search.candidates(
+        pool,
+        scope_of(tenant),
+        query_vector=None if q is None else repo_search.QueryVector(MODEL_ID, 384, q),
+        query_text=text,
+        max_matches=SETTINGS.text_max_matches,
+    )
+    return top10(found), (time.perf_counter() - started) * 1000
 
 
 def pct(values: Sequence[float], q: float) -> float:
@@ -467,37 +524,39 @@ async def search_bench(
     runs: int,
 ) -> dict[str, dict[str, float]]:
     conn = await service_conn(bench.url(db))
+    pool = await create_pool(bench.url(db), role="engram_embedder", min_size=2, vectors=True)
     results: dict[str, dict[str, float]] = {}
     try:
-        for label, tenant in tenants.items():
-            truth = [set((await vector_search(conn, tenant, q, exact=True))[0]) for q in queries]
+        large = next(t for t in tenants.values() if t is not None)
+        labels: dict[str, tuple[str | None, str]] = {k: (t, "vector") for k, t in tenants.items()}
+        labels["hybrid, large tenant"] = (large, "hybrid")
+        labels["full text, large tenant"] = (large, "text")
+        truths: dict[str | None, list[set[int]]] = {}
+        for label, (tenant, mode) in labels.items():
+            if tenant not in truths:
+                truths[tenant] = [
+                    set((await vector_search(conn, tenant, q, exact=True))[0]) for q in queries
+                ]
             per_run: list[dict[str, float]] = []
             for _ in range(runs):
                 latencies, recalls = [], []
-                for q, want in zip(queries, truth, strict=True):
-                    ids, ms = await vector_search(conn, tenant, q)
+                for q, text, want in zip(queries, query_texts, truths[tenant], strict=True):
+                    if mode == "vector":
+                        ids, ms = await vector_search(conn, tenant, q)
+                    else:  # as the service runs it: hybrid, or full text only
+                        assert tenant is not None
+                        ids, ms = await hybrid_search(
+                            pool, tenant, q if mode == "hybrid" else None, text
+                        )
                     latencies.append(ms)
                     recalls.append(len(want & set(ids)) / max(1, min(10, len(want))))
-                per_run.append(
-                    {
-                        "p50_ms": pct(latencies, 0.5),
-                        "p99_ms": pct(latencies, 0.99),
-                        "recall@10": statistics.mean(recalls),
-                    }
-                )
+                row = {"p50_ms": pct(latencies, 0.5), "p99_ms": pct(latencies, 0.99)}
+                if mode != "text":
+                    row["recall@10"] = statistics.mean(recalls)
+                per_run.append(row)
             results[label] = {k: statistics.median(r[k] for r in per_run) for k in per_run[0]}
-        large = next(t for t in tenants.values() if t is not None)
-        per_run = []
-        for _ in range(runs):  # hybrid: vector + full text, as the service runs it
-            lat = [
-                (await vector_search(conn, large, q, text=t))[1]
-                for q, t in zip(queries, query_texts, strict=True)
-            ]
-            per_run.append({"p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99)})
-        results["hybrid, large tenant"] = {
-            k: statistics.median(r[k] for r in per_run) for k in per_run[0]
-        }
     finally:
+        await pool.close()
         await conn.close()
     return results
 
@@ -532,6 +591,28 @@ async def _try_request(nc: Any, body: bytes) -> bool:
     except Exception:
         return False
     return b'"ok"' in reply.data
+
+
+async def corpus(
+    bench: Bench, args: argparse.Namespace, basis: Any, chunks: Sequence[str]
+) -> tuple[str, float | None, np.ndarray]:
+    """The search corpus's database, its index build time (None if reused), and its chunks
+    per tenant."""
+    corpus_db = f"bench_emb_corpus_{args.chunks}"
+    db, build_s, counts = "", None, None
+    if args.keep_corpus:
+        db, counts = await reuse_corpus(bench, corpus_db)
+    if counts is None:
+        vectors, tenant_idx, base = build_corpus(
+            np.asarray(basis, dtype=np.float32), args.chunks, seed=3
+        )
+        console.log(f"loading {args.chunks} chunks ...")
+        db, build_s = await load_corpus(bench, vectors, tenant_idx, base, chunks)
+        counts = np.bincount(tenant_idx, minlength=200)
+        if args.keep_corpus:
+            await bench.admin(f"ALTER DATABASE {db} RENAME TO {corpus_db}")
+            db = corpus_db
+    return db, build_s, counts
 
 
 # --- main ----------------------------------------------------------------------------
@@ -585,26 +666,25 @@ async def run(
         report["throughput"] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         report["batch_size"] = best
     if not args.skip_search:
-        if args.skip_throughput:
+        if args.skip_throughput and not (
+            args.keep_corpus and await bench.exists(f"bench_emb_corpus_{args.chunks}")
+        ):
             _, basis = raw_rate(model, chunks, 64)
         queries_text = query_texts(args.queries, seed=99)
         queries = np.asarray(model.encode(queries_text), dtype=np.float32)
-        vectors, tenant_idx, base = build_corpus(
-            np.asarray(basis, dtype=np.float32), args.chunks, seed=3
-        )
-        console.log(f"loading {args.chunks} chunks ...")
-        db, build_s = await load_corpus(bench, vectors, tenant_idx, base, chunks)
-        counts = np.bincount(tenant_idx, minlength=200)
+        db, build_s, counts = await corpus(bench, args, basis, chunks)
         order = np.argsort(-counts)
+        total = int(counts.sum())
 
         def nearest(share: float) -> int:
-            return int(order[np.argmin(np.abs(counts[order] / len(vectors) - share))])
+            return int(order[np.argmin(np.abs(counts[order] / total - share))])
 
         classes: dict[str, str | None] = {"unfiltered": None}
         for label, share in (("large", 0.15), ("medium", 0.01), ("small", 0.001)):
             t = nearest(share)
             classes[f"tenant {label} ({counts[t]} chunks)"] = f"t{t:03d}"
-        console.log(f"HNSW index built in {build_s:.1f}s; searching {classes}")
+        built = "reused" if build_s is None else f"HNSW index built in {build_s:.1f}s"
+        console.log(f"corpus {db}: {built}; searching {classes}")
         report["search"] = await search_bench(
             bench, db=db, queries=queries, query_texts=queries_text, tenants=classes, runs=args.runs
         )
@@ -613,11 +693,12 @@ async def run(
             bench, db, large, queries_text[:100], args.runs
         )
         report["search_corpus"] = {
-            "chunks": len(vectors),
+            "chunks": total,
             "index_build_s": build_s,
             "tenants": int((counts > 0).sum()),
         }
-        await bench.admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        if not args.keep_corpus:
+            await bench.admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
     return report
 
 
@@ -694,6 +775,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--keep-corpus", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "embedder.json")
     args = parser.parse_args()
     root = args.data_dir or Path(tempfile.mkdtemp(prefix="engram-bench-embedder-"))

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated, Any
 
@@ -55,42 +56,40 @@ async def knowledge_search(
     engine: Engine, pool: asyncpg.Pool, request: KnowledgeSearchRequest
 ) -> KnowledgeSearchReply:
     """Hybrid search of one tenant: the vector and full-text rankings fused by RRF."""
-    model = engine.model
-    query_vector = None
+    model_id = engine.model.model_id
+    encoding = None
     if request.mode is not SearchMode.text:
-        model, vectors = await engine.encoder.encode([request.text], urgent=True)
-        query_vector = vectors[0]
+        encoding = asyncio.ensure_future(_encode(engine, request.text))
     n = candidates_for(request.top_k)
     s = engine.settings
-    async with pool.acquire() as conn, conn.transaction(readonly=True):
-        await repo_search.scope_search(
-            conn,
-            request.tenant_id,
-            ef_search=max(s.ef_search, n),
-            max_scan_tuples=s.max_scan_tuples,
-        )
+    scope = repo_search.SearchScope(
+        tenant_id=request.tenant_id,
+        filters=request.filters,
+        limit=n,
+        ef_search=max(s.ef_search, n),
+        max_scan_tuples=s.max_scan_tuples,
+    )
+    try:
         found = await repo_search.candidates(
-            conn,
-            tenant_id=request.tenant_id,
-            model_id=model.model_id,  # the model that encoded the query: never mixed
-            dimensions=model.dimensions,
-            query_vector=query_vector,
-            # full text: the query's first words are plenty (each word is one more OR)
+            pool,
+            scope,
+            query_vector=encoding,  # the full-text side runs while the query is encoded
+            # full text: the query's first words are plenty
             query_text=request.text[:MAX_TEXT_QUERY_CHARS]
             if request.mode is not SearchMode.vector
             else "",
-            filters=request.filters,
-            limit=n,
             max_matches=s.text_max_matches,
         )
+    finally:
+        if encoding is not None and not encoding.done():
+            encoding.cancel()
+    if encoding is not None:
+        model_id = encoding.result().model_id
     by_id = {c.chunk_id: c for c in found}
     by_vector = sorted(
         (c for c in found if c.distance is not None), key=lambda c: (c.distance, c.chunk_id)
     )
-    by_text = sorted(
-        (c for c in found if c.text_score is not None),
-        key=lambda c: (-(c.text_score or 0.0), c.chunk_id),
-    )
+    by_text = sorted((c for c in found if c.text_rank is not None), key=lambda c: c.text_rank or 0)
     vector_rank = {c.chunk_id: i for i, c in enumerate(by_vector, start=1)}
     text_rank = {c.chunk_id: i for i, c in enumerate(by_text, start=1)}
     fused = rrf([[c.chunk_id for c in by_vector], [c.chunk_id for c in by_text]])
@@ -114,7 +113,13 @@ async def knowledge_search(
                 text_rank=text_rank.get(chunk_id),
             )
         )
-    return KnowledgeSearchReply(model_id=model.model_id, hits=hits)
+    return KnowledgeSearchReply(model_id=model_id, hits=hits)
+
+
+async def _encode(engine: Engine, text: str) -> repo_search.QueryVector:
+    model, vectors = await engine.encoder.encode([text], urgent=True)
+    # the model that encoded the query: only its vectors are searched, never mixed
+    return repo_search.QueryVector(model.model_id, model.dimensions, vectors[0])
 
 
 def _failure(exc: Exception, subject: str) -> QueryError:

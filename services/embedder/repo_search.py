@@ -1,21 +1,33 @@
-"""SQL of knowledge search: one statement gathers the vector and the full-text candidates
-of one tenant, with their chunks; the fusion is done by the caller (logic.rrf).
+"""SQL of knowledge search: a vector statement and a full-text statement, each in its own
+read-only transaction on its own pooled connection, run at the same time; the fusion is
+done by the caller (logic.rrf).
 
 The vector side is an HNSW index scan on the searched model's partial index (a typed
 expression, ``embedding::vector(D)``, because models differ in dimensions). Filters are
 applied during the scan and pgvector 0.8's iterative scan keeps the scan going until
 enough rows pass them (``hnsw.iterative_scan = relaxed_order``; the candidates are sorted
 by exact distance afterwards), so a filtered search still finds k hits when k exist.
+
+The full-text side is ``embedder.search_text`` (sql/embedder/004_tenant_text_search.sql):
+chunks with every word of the query first, then, only if fewer than ``limit``, chunks with
+some of them, each tier found through the GIN index on (tenant_id, tsv). Under row-level
+security PostgreSQL cannot use that index (``@@`` is not leakproof), so the function runs
+as the table owner, restricted to the session's tenant; the chunks it names are then read
+here under the policy, like the vector side's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import inspect
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
+import asyncpg
 import numpy as np
 from pgvector import Vector
 
@@ -23,8 +35,8 @@ from contracts.embedding import KnowledgeFilters, KnowledgeSource
 from services.embedder.logic import sql_literal
 from services.runtime.db import Connection
 
-# The query's words, any of them (plainto_tsquery joins them with AND).
-TSQUERY = "replace(plainto_tsquery('english', $3)::text, ' & ', ' | ')::tsquery"
+COLUMNS = """c.chunk_id, c.source_type, c.source_id, c.chunk_index, c.conversation_id,
+             c.agent_id, c.source_at, c.text"""
 
 
 @dataclass(frozen=True)
@@ -38,15 +50,15 @@ class Candidate:
     source_at: datetime
     text: str
     distance: float | None  # cosine distance, if a vector candidate
-    text_score: float | None  # ts_rank_cd, if a full-text candidate
+    text_rank: int | None  # 1 = best, if a full-text candidate
 
 
 def _filters(f: KnowledgeFilters, alias: str, params: list[Any]) -> str:
-    """AND-ed conditions on ``alias``; values are appended to ``params`` ($4 on)."""
+    """AND-ed conditions on ``alias``; values are appended to ``params`` ($3 on)."""
 
     def param(value: Any) -> str:
         params.append(value)
-        return f"${len(params) + 3}"
+        return f"${len(params) + 2}"
 
     kinds = [s.value for s in (f.source_types or list(KnowledgeSource))]
     conds = [f"{alias}.source_type = ANY({param(kinds)}::text[])"]
@@ -61,121 +73,183 @@ def _filters(f: KnowledgeFilters, alias: str, params: list[Any]) -> str:
     return " AND ".join(conds)
 
 
-def _vector_part(
-    model_id: str, dimensions: int, filters: KnowledgeFilters, params: list[Any], *, exact: bool
-) -> str:
+def vector_sql(
+    model_id: str, dimensions: int, filters: KnowledgeFilters, *, exact: bool = False
+) -> tuple[str, list[Any]]:
+    """$1 tenant, $2 query vector, then the filter parameters, then the limit."""
+    params: list[Any] = []
+    where = _filters(filters, "v", params)
     typed = f"(v.embedding::vector({int(dimensions)}))"
     # "+ 0" hides the ordering from the HNSW index: an exact sort of the filtered rows.
     order = f"({typed} <=> $2::vector) + 0" if exact else f"{typed} <=> $2::vector"
-    return f"""SELECT v.chunk_id, {typed} <=> $2::vector AS distance
-                 FROM embedder.chunk_vectors v
-                WHERE v.model_id = {sql_literal(model_id)} AND v.tenant_id = $1
-                  AND {_filters(filters, "v", params)}
-                ORDER BY {order}
-                LIMIT $LIMIT"""
-
-
-def _text_part(filters: KnowledgeFilters, params: list[Any], max_matches: int) -> str:
-    # ts_rank_cd has to rank every match (no index gives a top-k by rank), so a query of
-    # common words ranks at most max_matches of them: bounded latency, whatever the corpus.
-    return f"""SELECT m.chunk_id, ts_rank_cd(m.tsv, m.query) AS score
-                 FROM (SELECT c.chunk_id, c.tsv, q.query
-                         FROM embedder.chunks c, (SELECT {TSQUERY} AS query) q
-                        WHERE c.tenant_id = $1 AND c.tsv @@ q.query
-                          AND {_filters(filters, "c", params)}
-                        LIMIT {int(max_matches)}) m
-                ORDER BY score DESC, m.chunk_id
-                LIMIT $LIMIT"""
-
-
-NO_VECTOR = (
-    "SELECT NULL::bigint AS chunk_id, NULL::float8 AS distance WHERE $2::vector IS NULL AND false"
-)
-NO_TEXT = "SELECT NULL::bigint AS chunk_id, NULL::float4 AS score WHERE $3::text IS NULL AND false"
-
-
-def search_sql(
-    model_id: str,
-    dimensions: int,
-    filters: KnowledgeFilters,
-    *,
-    vector: bool,
-    text: bool,
-    exact: bool = False,
-    max_matches: int = 2000,
-) -> tuple[str, list[Any]]:
-    """The statement and its filter parameters; it takes $1 tenant, $2 query vector,
-    $3 query text, then the filter parameters, then the limit."""
-    params: list[Any] = []
-    vec = _vector_part(model_id, dimensions, filters, params, exact=exact) if vector else NO_VECTOR
-    fts = _text_part(filters, params, max_matches) if text else NO_TEXT
     sql = f"""
-        WITH vec AS MATERIALIZED ({vec}),
-             fts AS MATERIALIZED ({fts})
-        SELECT c.chunk_id, c.source_type, c.source_id, c.chunk_index, c.conversation_id,
-               c.agent_id, c.source_at, c.text, vec.distance, fts.score
-          FROM (SELECT chunk_id FROM vec UNION SELECT chunk_id FROM fts) ids
-          JOIN embedder.chunks c ON c.chunk_id = ids.chunk_id AND c.tenant_id = $1
-          LEFT JOIN vec ON vec.chunk_id = c.chunk_id
-          LEFT JOIN fts ON fts.chunk_id = c.chunk_id"""
-    return sql.replace("$LIMIT", f"${len(params) + 4}"), params
+        WITH vec AS MATERIALIZED (
+            SELECT v.chunk_id, {typed} <=> $2::vector AS distance
+              FROM embedder.chunk_vectors v
+             WHERE v.model_id = {sql_literal(model_id)} AND v.tenant_id = $1 AND {where}
+             ORDER BY {order}
+             LIMIT ${len(params) + 3})
+        SELECT {COLUMNS}, vec.distance, NULL::bigint AS text_rank
+          FROM vec JOIN embedder.chunks c ON c.chunk_id = vec.chunk_id AND c.tenant_id = $1"""
+    return sql, params
+
+
+def text_sql() -> str:
+    """$1 tenant, $2 query text, $3 source types, $4 conversations, $5 agents, $6 since,
+    $7 until, $8 limit, $9 most matches ranked per tier (see search_text in
+    sql/embedder/004_tenant_text_search.sql: every word first, then any word)."""
+    return f"""
+        SELECT {COLUMNS}, NULL::float8 AS distance, t.text_rank
+          FROM embedder.search_text($2, $3::text[], $4::uuid[], $5::text[], $6::timestamptz,
+                                    $7::timestamptz, $8, $9) t
+          JOIN embedder.chunks c ON c.chunk_id = t.chunk_id AND c.tenant_id = $1"""
+
+
+@dataclass(frozen=True)
+class SearchScope:
+    """What both sides of one search share."""
+
+    tenant_id: str
+    filters: KnowledgeFilters
+    limit: int  # candidates per side
+    ef_search: int
+    max_scan_tuples: int
 
 
 async def scope_search(
     conn: Connection, tenant_id: str, *, ef_search: int, max_scan_tuples: int
 ) -> None:
-    """Row-level security to one tenant, and the HNSW scan settings, for this transaction."""
+    """Row-level security to one tenant, and the planner and HNSW settings, for this
+    transaction."""
     await conn.execute(
         """SELECT set_config('engram.tenant_id', $1, true),
                   set_config('hnsw.ef_search', $2, true),
                   set_config('hnsw.iterative_scan', 'relaxed_order', true),
                   set_config('hnsw.max_scan_tuples', $3, true),
-                  -- an index (HNSW, or btree for a narrow filter), never a full scan
-                  set_config('enable_seqscan', 'off', true)""",
+                  -- an index (HNSW, GIN, or btree for a narrow filter), never a full scan
+                  set_config('enable_seqscan', 'off', true),
+                  -- plan for this tenant and these filters: asyncpg prepares a statement
+                  -- once per connection, and after five runs PostgreSQL may switch to a
+                  -- generic plan, blind to whether the tenant has 100 chunks or 10,000
+                  set_config('plan_cache_mode', 'force_custom_plan', true)""",
         tenant_id,
         str(ef_search),
         str(max_scan_tuples),
     )
 
 
-async def candidates(
+async def vector_candidates(
     conn: Connection,
+    scope: SearchScope,
     *,
-    tenant_id: str,
     model_id: str,
     dimensions: int,
-    query_vector: np.ndarray | None,
-    query_text: str,
-    filters: KnowledgeFilters,
-    limit: int,
-    max_matches: int = 2000,
+    query_vector: np.ndarray,
 ) -> list[Candidate]:
-    """Vector and full-text candidates (up to ``limit`` each), in a transaction after
-    ``scope_search``. When the index scan returns fewer vector candidates than ``limit``
-    (a filter so narrow that even the iterative scan gave up), the filtered rows are
-    searched exactly: a filtered search finds k hits whenever k exist."""
-    vector = Vector(query_vector) if query_vector is not None else None
-    sql, params = search_sql(
-        model_id,
-        dimensions,
-        filters,
-        vector=vector is not None,
-        text=bool(query_text),
-        max_matches=max_matches,
+    """The nearest chunks, in a transaction after ``scope_search``. When the index scan
+    returns fewer than ``limit`` (a filter so narrow that even the iterative scan gave
+    up), the filtered rows are searched exactly: a filtered search finds k hits whenever
+    k exist."""
+    vector = Vector(query_vector)
+    sql, params = vector_sql(model_id, dimensions, scope.filters)
+    found = await conn.fetch(sql, scope.tenant_id, vector, *params, scope.limit)
+    if len(found) < scope.limit:
+        sql, params = vector_sql(model_id, dimensions, scope.filters, exact=True)
+        found = await conn.fetch(sql, scope.tenant_id, vector, *params, scope.limit)
+    return [Candidate(*r) for r in found]
+
+
+async def text_candidates(
+    conn: Connection, scope: SearchScope, *, query_text: str, max_matches: int
+) -> list[Candidate]:
+    """The best full-text matches, in a transaction after ``scope_search``."""
+    f = scope.filters
+    rows = await conn.fetch(
+        text_sql(),
+        scope.tenant_id,
+        query_text,
+        [s.value for s in (f.source_types or list(KnowledgeSource))],
+        list(f.conversation_ids) if f.conversation_ids else None,
+        list(f.agent_ids) if f.agent_ids else None,
+        f.since,
+        f.until,
+        scope.limit,
+        max_matches,
     )
-    found = [
-        Candidate(*r) for r in await conn.fetch(sql, tenant_id, vector, query_text, *params, limit)
-    ]
-    if vector is None or sum(c.distance is not None for c in found) >= limit:
-        return found
-    sql, params = search_sql(model_id, dimensions, filters, vector=True, text=False, exact=True)
-    exact = {
-        r[0]: Candidate(*r) for r in await conn.fetch(sql, tenant_id, vector, "", *params, limit)
-    }
-    merged = []
-    for c in found:  # keep the full-text scores; take the exact distances
-        e = exact.pop(c.chunk_id, None)
-        distance = e.distance if e is not None else None
-        if distance is not None or c.text_score is not None:
-            merged.append(dataclasses.replace(c, distance=distance))
-    return merged + list(exact.values())
+    return [Candidate(*r) for r in rows]
+
+
+class QueryVector(NamedTuple):
+    model_id: str  # the model that encoded the query: its vectors only are searched
+    dimensions: int
+    vector: np.ndarray
+
+
+async def candidates(
+    pool: asyncpg.Pool,
+    scope: SearchScope,
+    *,
+    query_vector: QueryVector | Awaitable[QueryVector] | None,
+    query_text: str,
+    max_matches: int,
+) -> list[Candidate]:
+    """Vector and full-text candidates (up to ``scope.limit`` each), one per chunk.
+
+    The two sides run at the same time, each in its own transaction on its own pooled
+    connection; the full-text side starts at once, so it runs while the query is still
+    being encoded (``query_vector`` may be the encoding, awaited by the vector side).
+    Each side holds one connection and waits for nothing else meanwhile, so searches
+    cannot starve each other of connections however small the pool."""
+
+    async def vector_side() -> list[Candidate]:
+        assert query_vector is not None
+        qv = await query_vector if inspect.isawaitable(query_vector) else query_vector
+        return await _in_scope(
+            pool,
+            scope,
+            lambda conn: vector_candidates(
+                conn, scope, model_id=qv.model_id, dimensions=qv.dimensions, query_vector=qv.vector
+            ),
+        )
+
+    async def text_side() -> list[Candidate]:
+        return await _in_scope(
+            pool,
+            scope,
+            lambda conn: text_candidates(
+                conn, scope, query_text=query_text, max_matches=max_matches
+            ),
+        )
+
+    sides = [vector_side] if query_vector is not None else []
+    sides += [text_side] if query_text else []
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(side()) for side in sides]
+    except BaseExceptionGroup as failed:  # one side failed; the other was cancelled
+        raise failed.exceptions[0] from None
+    merged: dict[int, Candidate] = {}
+    for task in tasks:
+        for c in task.result():
+            seen = merged.get(c.chunk_id)
+            merged[c.chunk_id] = c if seen is None else _both(seen, c)
+    return list(merged.values())
+
+
+async def _in_scope(
+    pool: asyncpg.Pool, scope: SearchScope, side: Callable[[Connection], Awaitable[list[Candidate]]]
+) -> list[Candidate]:
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        await scope_search(
+            conn, scope.tenant_id, ef_search=scope.ef_search, max_scan_tuples=scope.max_scan_tuples
+        )
+        return await side(conn)
+
+
+def _both(a: Candidate, b: Candidate) -> Candidate:
+    """One chunk found by both sides: its distance and its text rank."""
+    return dataclasses.replace(
+        a,
+        distance=a.distance if a.distance is not None else b.distance,
+        text_rank=a.text_rank if a.text_rank is not None else b.text_rank,
+    )

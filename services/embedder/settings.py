@@ -88,10 +88,11 @@ class EmbedderSettings(WorkerSettings):
         description="Most index tuples a filtered search visits (pgvector iterative scan).",
     )
     text_max_matches: int = Field(
-        default=2000,
+        default=1000,
         ge=100,
-        description="Most full-text matches ranked per search (a query of common words "
-        "matches much of a corpus; ranking is per row).",
+        description="Most full-text matches ranked per tier of a search (chunks with every "
+        "word, then chunks with some): ranking reads each row, and a query of common words "
+        "matches much of a tenant.",
     )
     cache_size: int = Field(
         default=20_000, ge=0, description="Recent vectors kept in memory by text hash."

@@ -3,6 +3,7 @@ get from query.knowledge.search after publishing chat events."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from uuid import uuid4
 
@@ -10,7 +11,11 @@ import asyncpg
 import pytest
 from nats.aio.client import Client as NatsClient
 
+from contracts.embedding import KnowledgeFilters
+from services.embedder.repo_search import QueryVector, SearchScope, candidates
+from services.runtime.db import create_pool
 from tests import factories as f
+from tests.conftest import Env
 from tests.connected.embedder_fixtures import Running, search, search_error, settled
 from tests.helpers import publish
 
@@ -150,3 +155,85 @@ async def test_a_bad_request_gets_an_error_reply(embedder: Running, nc: NatsClie
     assert error.code == "invalid_request" and "tenant_id" in error.message
     error = await search_error(nc, b"not json")
     assert error.code == "invalid_request"
+
+
+async def test_full_text_ranks_chunks_with_every_word_first(
+    embedder: Running, nc: NatsClient, db: asyncpg.Connection
+) -> None:
+    every = "The quiet hotel by the river had a lovely view."
+    some = "Hotel after hotel: every hotel in town was full, so we asked a hotel clerk."
+    await publish(
+        nc,
+        *(f.message(uuid4(), content=t) for t in (some, every, "Nothing about lodging here.")),
+    )
+    await settled(db, 3)
+    hits = (await search(nc, "acme", "a quiet hotel", mode="text")).hits
+    # "hotel" four times ranks lower than both words once: all the words first, then some
+    assert [h.text for h in hits] == [every, some]
+    assert [h.text_rank for h in hits] == [1, 2]
+    hybrid = (await search(nc, "acme", "a quiet hotel")).hits
+    assert {h.text for h in hybrid if h.text_rank is not None} == {every, some}
+
+
+async def test_full_text_function_sees_only_the_scoped_tenant(
+    embedder: Running, nc: NatsClient, db: asyncpg.Connection
+) -> None:
+    await publish(
+        nc,
+        f.message(uuid4(), content=HOTEL, tenant="tenant-a"),
+        f.message(uuid4(), content=HOTEL, tenant="tenant-b"),
+    )
+    await settled(db, 2)
+    mine = await db.fetchval(
+        "SELECT array_agg(chunk_id) FROM embedder.chunks WHERE tenant_id = 'tenant-a'"
+    )
+
+    async def matches(scope: str | None) -> list[int]:
+        async with db.transaction():
+            await db.execute("SET LOCAL ROLE engram_embedder")
+            if scope is not None:
+                await db.execute("SELECT set_config('engram.tenant_id', $1, true)", scope)
+            rows = await db.fetch(
+                "SELECT chunk_id FROM embedder.search_text("
+                "'hotel Lisbon', '{message,file}', NULL, NULL, NULL, NULL, 10, 100)"
+            )
+        return [r[0] for r in rows]
+
+    assert await matches("tenant-a") == mine
+    # it runs as the table owner, so it refuses what the policy would not narrow to one
+    for scope in (None, "*"):
+        with pytest.raises(asyncpg.RaiseError, match="one tenant"):
+            await matches(scope)
+
+
+async def test_many_hybrid_searches_at_once_on_a_pool_of_two(
+    embedder: Running, env: Env, nc: NatsClient, db: asyncpg.Connection
+) -> None:
+    # Each hybrid search uses two connections at once. Had a search held one while waiting
+    # for its second, searches could wait for each other forever.
+    await publish(nc, *(f.message(uuid4(), content=t) for t in (HOTEL, CAR, DINNER)))
+    await settled(db, 3)
+    model, vectors = await embedder.engine.encoder.encode(["hotel by the river"], urgent=True)
+    query = QueryVector(model.model_id, model.dimensions, vectors[0])
+    scope = SearchScope("acme", KnowledgeFilters(), limit=40, ef_search=100, max_scan_tuples=1000)
+    pool = await create_pool(
+        env.database_url, role="engram_embedder", min_size=2, max_size=2, vectors=True
+    )
+    try:
+        found = await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    candidates(
+                        pool, scope, query_vector=query, query_text="hotel river", max_matches=100
+                    )
+                    for _ in range(16)
+                )
+            ),
+            timeout=30,
+        )
+    finally:
+        await pool.close()
+    for chunks in found:
+        assert len(chunks) == 3
+        assert [c.text for c in chunks if c.text_rank == 1] == [HOTEL]
+        assert min(chunks, key=lambda c: c.distance or 2.0).text == HOTEL
