@@ -88,7 +88,7 @@ async def create_search_pool(settings: MemorySettings) -> asyncpg.Pool:
     return await create_pool(
         settings.database_url, role=settings.role(), min_size=1,
         max_size=settings.search_pool_max, vectors=True, reset=_keep_settings,
-        server_settings={"hnsw.ef_search": str(ef_search),
+        server_settings={"hnsw.ef_search": str(ef_search), "plan_cache_mode": "force_custom_plan",
                          "hnsw.iterative_scan": "relaxed_order"},
     )
 
