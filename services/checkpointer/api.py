@@ -23,15 +23,13 @@ from contracts.state import (
 )
 from services.checkpointer import queries
 from services.runtime.errors import describe
+from services.runtime.replies import validation_message
 
 log = logging.getLogger("engram.checkpointer.api")
 
 
 def _invalid(exc: ValidationError) -> dict[str, Any]:
-    problems = "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
-        for e in exc.errors(include_url=False)[:10]
-    )
+    problems = validation_message(exc)
     return {"error": {"code": "invalid", "message": f"bad request: {problems}"}}
 
 

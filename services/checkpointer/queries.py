@@ -30,7 +30,7 @@ from services.checkpointer import repo, repo_read
 from services.checkpointer.history import NotReadable, rebuilt
 from services.checkpointer.logic import diff
 from services.checkpointer.versions import loads
-from services.runtime.db import Connection, create_pool
+from services.runtime.db import Connection, create_pool, scope_tenant
 
 
 @asynccontextmanager
@@ -42,16 +42,12 @@ async def scoped(pool: asyncpg.Pool, tenant: str) -> AsyncIterator[Connection]:
     release (see ``create_query_pool``): each query sets its tenant first.
     """
     async with pool.acquire() as conn:
-        await repo_read.set_tenant(conn, tenant)
+        await scope_tenant(conn, tenant, local=False)
         yield conn
 
 
-async def _no_reset(conn: Connection) -> None:
-    return None
-
-
 async def create_query_pool(dsn: str, role: str | None, size: int) -> asyncpg.Pool:
-    return await create_pool(dsn, role=role, min_size=1, max_size=size, reset=_no_reset)
+    return await create_pool(dsn, role=role, min_size=1, max_size=size, keep_session=True)
 
 
 def _missing(req: QueryKey) -> NotReadable:

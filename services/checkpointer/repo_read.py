@@ -100,7 +100,3 @@ async def history_page(
     )
 
 
-async def set_tenant(conn: Connection, tenant: str) -> None:
-    """Row-level security for this connection from now on (see sql/checkpoint). Only the
-    query pool's connections get a tenant, and every query sets it first."""
-    await conn.execute("SELECT set_config('engram.tenant_id', $1, false)", tenant)

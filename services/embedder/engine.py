@@ -25,6 +25,7 @@ from services.embedder.model import Encoder, LoadedModel, NotReady, load, resolv
 from services.embedder.pump import Pump
 from services.embedder.settings import EmbedderSettings
 from services.runtime.bus import ENGRAM
+from services.runtime.db import ALL_TENANTS, scope_tenant
 from services.runtime.errors import describe
 
 log = logging.getLogger("engram.embedder")
@@ -194,7 +195,7 @@ class Engine:
         await self.encoder.swap(model)
         self.switches += 1
         async with self._pool.acquire() as conn, conn.transaction():
-            await repo.scope_all_tenants(conn)
+            await scope_tenant(conn, ALL_TENANTS)
             queued = await repo_queue.backfill(conn, model.model_id)
         log.info(
             "switched to %s; %d chunks written meanwhile queued for it", model.model_id, queued
@@ -220,7 +221,7 @@ class Engine:
     async def _publish_some(self) -> bool:
         assert self._pool is not None
         async with self._pool.acquire() as conn, conn.transaction():
-            await repo.scope_all_tenants(conn)
+            await scope_tenant(conn, ALL_TENANTS)
             rows = await repo_models.take_outbox(conn, OUTBOX_BATCH)
             for row in rows:
                 if row.vector is not None:

@@ -13,7 +13,7 @@ from services.embedder import repo
 from services.embedder.engine import Engine
 from services.embedder.logic import Chunk
 from services.embedder.plan import Event, SourceKey, changes_of, fold
-from services.runtime.db import Connection
+from services.runtime.db import ALL_TENANTS, Connection, scope_tenant
 from services.runtime.pipeline import ApplyBatch
 
 
@@ -27,7 +27,7 @@ class ApplyStats:
 
 def make_apply(engine: Engine, stats: ApplyStats) -> ApplyBatch[Event]:
     async def apply(conn: Connection, events: Sequence[Event]) -> Mapping[UUID, str]:
-        await repo.scope_all_tenants(conn)
+        await scope_tenant(conn, ALL_TENANTS)
         changes = [c for e in events for c in changes_of(e, engine.settings.embed_roles)]
         keys = list(dict.fromkeys(c.key for c in changes))
         plan = fold(changes, await repo.load_states(conn, keys))

@@ -33,6 +33,7 @@ from services.embedder import repo, repo_queue
 from services.embedder.logic import length_batches
 from services.embedder.model import Encoder
 from services.embedder.settings import EmbedderSettings
+from services.runtime.db import ALL_TENANTS, scope_tenant
 from services.runtime.errors import describe
 
 log = logging.getLogger("engram.embedder.pump")
@@ -161,7 +162,7 @@ class Pump:
     async def _claim(self, limit: int) -> list[repo_queue.Claimed]:
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                await repo.scope_all_tenants(conn)
+                await scope_tenant(conn, ALL_TENANTS)
                 return await repo_queue.claim(
                     conn, limit, self._settings.lease_s, self.token, MAX_ATTEMPTS
                 )
@@ -232,7 +233,7 @@ class Pump:
                 ask.add((item.tenant_id, item.content_hash))
         if ask:
             async with self._pool.acquire() as conn, conn.transaction():
-                await repo.scope_all_tenants(conn)
+                await scope_tenant(conn, ALL_TENANTS)
                 found = await repo_queue.known_vectors(conn, model_id, sorted(ask))
             for (_, digest), vector in found.items():
                 known[digest] = vector
@@ -260,7 +261,7 @@ class Pump:
         pairs = [(i, v) for i, v in zip(batch.items, batch.vectors, strict=True) if v is not None]
         memories = sorted({i.source_id for i, _ in pairs if i.source_type == "memory"})
         async with self._pool.acquire() as conn, conn.transaction():
-            await repo.scope_all_tenants(conn)
+            await scope_tenant(conn, ALL_TENANTS)
             await repo_queue.write_vectors(
                 conn,
                 batch.model_id,

@@ -12,7 +12,7 @@ import asyncpg
 from faststream import Context
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from contracts.embedding import (
     EMBED_SUBJECT,
@@ -22,8 +22,6 @@ from contracts.embedding import (
     KnowledgeHit,
     KnowledgeSearchReply,
     KnowledgeSearchRequest,
-    QueryError,
-    QueryErrorCode,
     SearchMode,
     SourceRef,
     SourceType,
@@ -32,7 +30,7 @@ from services.embedder import repo_search
 from services.embedder.engine import Engine
 from services.embedder.logic import candidates_for, rrf
 from services.embedder.model import NotReady
-from services.runtime.errors import describe, is_transient
+from services.runtime.replies import query_failure
 
 log = logging.getLogger("engram.embedder.queries")
 QUEUE = "embedder"
@@ -122,20 +120,6 @@ async def _encode(engine: Engine, text: str) -> repo_search.QueryVector:
     return repo_search.QueryVector(model.model_id, model.dimensions, vectors[0])
 
 
-def _failure(exc: Exception, subject: str) -> QueryError:
-    if isinstance(exc, ValidationError):
-        errors = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
-            for e in exc.errors(include_url=False)[:10]
-        )
-        return QueryError(code=QueryErrorCode.invalid_request, message=errors)
-    if is_transient(exc) or isinstance(exc, NotReady):
-        log.warning("%s unavailable: %s", subject, describe(exc))
-        return QueryError(code=QueryErrorCode.unavailable, message=describe(exc))
-    log.exception("%s failed", subject)
-    return QueryError(code=QueryErrorCode.internal, message="internal error; see the log")
-
-
 def register_queries(broker: NatsBroker, engine: Engine) -> None:
     """Subscribe the two queries on the worker's broker."""
 
@@ -176,7 +160,7 @@ async def _answer(
             raise NotReady("the embedder is starting: no database pool yet")
         return await knowledge_search(engine, pool, request)
     except Exception as exc:
-        return _failure(exc, subject)
+        return query_failure(exc, subject, (NotReady,))
 
 
 def _reply(reply: BaseModel) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from pgvector.asyncpg import register_vector
 
 from services.embedder import repo, repo_models
 from services.embedder.model import LoadedModel, load, resolve
+from services.runtime.db import ALL_TENANTS, scope_tenant
 
 log = logging.getLogger("engram.embedder.reembed")
 Page = list[tuple[int, str, str, str]]  # chunk id, tenant, hash, text
@@ -45,7 +46,7 @@ class Outcome:
 async def connect(database_url: str) -> asyncpg.Connection:
     conn = await asyncpg.connect(database_url)
     await register_vector(conn)
-    await conn.execute("SELECT set_config('engram.tenant_id', '*', false)")
+    await scope_tenant(conn, ALL_TENANTS, local=False)
     return conn
 
 

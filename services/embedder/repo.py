@@ -17,11 +17,6 @@ NOTIFY_CHANNEL = "embedder_queue"  # chunks were queued for embedding
 OUTBOX_CHANNEL = "embedder_outbox"  # memories are ready to announce
 
 
-async def scope_all_tenants(conn: Connection) -> None:
-    """Row-level security: this transaction works across tenants (the worker's batches)."""
-    await conn.execute("SELECT set_config('engram.tenant_id', '*', true)")
-
-
 async def load_states(conn: Connection, keys: Sequence[SourceKey]) -> dict[SourceKey, SourceState]:
     """The stored state of each source, locked until the transaction ends: two replicas
     writing one source take turns (an advisory lock per source, taken in a fixed order,

@@ -13,9 +13,7 @@ import asyncpg
 from faststream import ContextRepo, FastStream
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
-from pydantic import ValidationError
 
-from contracts.embedding import QueryError, QueryErrorCode
 from contracts.envelope import Envelope
 from contracts.memory_jobs import MemoryConsolidated, MemoryForgotten
 from contracts.memory_search import MEMORY_SEARCH_SUBJECT, MemorySearchRequest
@@ -23,7 +21,7 @@ from services.memory.handlers import Handlers
 from services.memory.jobs import JobRunner
 from services.memory.search import AccessLog, EmbedderUnavailable, create_search_pool, search
 from services.memory.settings import MemorySettings
-from services.runtime.errors import describe, is_transient
+from services.runtime.replies import query_failure
 from services.runtime.service import Worker, build_worker_app
 
 Settings = MemorySettings
@@ -76,7 +74,7 @@ def create_memory(settings: MemorySettings | None = None) -> tuple[FastStream, W
             reply: Any = await search(parts.search_pool, broker.connection, settings,
                                       parts.access, request)
         except Exception as exc:
-            reply = _failure(exc)
+            reply = query_failure(exc, MEMORY_SEARCH_SUBJECT, (EmbedderUnavailable,))
         data: dict[str, Any] = reply.model_dump(mode="json")
         return data
 
@@ -100,20 +98,6 @@ def create_memory(settings: MemorySettings | None = None) -> tuple[FastStream, W
             await parts.search_pool.close()
 
     return app, worker, parts
-
-
-def _failure(exc: Exception) -> QueryError:
-    if isinstance(exc, ValidationError):
-        errors = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
-            for e in exc.errors(include_url=False)[:10]
-        )
-        return QueryError(code=QueryErrorCode.invalid_request, message=errors)
-    if isinstance(exc, EmbedderUnavailable) or is_transient(exc):
-        log.warning("%s unavailable: %s", MEMORY_SEARCH_SUBJECT, describe(exc))
-        return QueryError(code=QueryErrorCode.unavailable, message=describe(exc))
-    log.exception("%s failed", MEMORY_SEARCH_SUBJECT)
-    return QueryError(code=QueryErrorCode.internal, message="internal error; see the log")
 
 
 def create_app(settings: MemorySettings | None = None) -> tuple[FastStream, Worker]:

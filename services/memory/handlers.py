@@ -32,7 +32,7 @@ from services.memory import repo, repo_jobs, sessions
 from services.memory.logic import content_hash, derived_id, estimate_tokens
 from services.memory.settings import MemorySettings
 from services.runtime.bus import CHAT, ENGRAM, MEMORY
-from services.runtime.db import Connection
+from services.runtime.db import ALL_TENANTS, Connection, scope_tenant
 from services.runtime.pipeline import contract_decoder
 from services.runtime.service import Consumes
 
@@ -75,7 +75,7 @@ class Handlers:
     # --- MEMORY ------------------------------------------------------------------------
 
     async def apply_memory(self, conn: Connection, events: Sequence[Any]) -> Mapping[UUID, str]:
-        await repo.scope_all_tenants(conn)
+        await scope_tenant(conn, ALL_TENANTS)
         writes: list[MemoryWrite] = []
         for event in events:  # in stream order; consecutive writes go as one statement
             if isinstance(event, MemoryWrite):
@@ -143,7 +143,7 @@ class Handlers:
     # --- CHAT --------------------------------------------------------------------------
 
     async def apply_chat(self, conn: Connection, events: Sequence[Any]) -> Mapping[UUID, str]:
-        await repo.scope_all_tenants(conn)
+        await scope_tenant(conn, ALL_TENANTS)
         notes: list[tuple[Any, ...]] = []  # consecutive new messages go as one statement
         for event in events:
             t = event.tenant_id
@@ -174,7 +174,7 @@ class Handlers:
     # --- ENGRAM: vectors ---------------------------------------------------------------
 
     async def apply_vectors(self, conn: Connection, events: Sequence[Any]) -> Mapping[UUID, str]:
-        await repo.scope_all_tenants(conn)
+        await scope_tenant(conn, ALL_TENANTS)
         ready = [e for e in events if e.payload.source_type is SourceType.memory]
         if not ready:
             return {}

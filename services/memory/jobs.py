@@ -33,6 +33,7 @@ from services.memory.job import Job
 from services.memory.logic import derived_id
 from services.memory.sessions import SERVICE_PRODUCER
 from services.memory.settings import MemorySettings
+from services.runtime.db import ALL_TENANTS, scope_tenant
 from services.runtime.errors import describe
 
 log = logging.getLogger("engram.memory.jobs")
@@ -104,7 +105,7 @@ class JobRunner:
     async def run_once(self) -> bool:
         """Claim and run one job; False when there was none to run."""
         async with self.pool.acquire() as conn:
-            await repo.scope_all_tenants(conn, local=False)  # the pool resets it on release
+            await scope_tenant(conn, ALL_TENANTS, local=False)  # the pool resets it on release
             job = await repo_jobs.claim(conn, self.settings.job_lease_s)
             if job is None:
                 return False

@@ -23,16 +23,6 @@ def vector_text(vector: np.ndarray) -> str:
     return "[" + ",".join(map(repr, vector.astype(float).tolist())) + "]"
 
 
-async def scope_all_tenants(conn: Connection, *, local: bool = True) -> None:
-    """Row-level security: the worker's batch transactions and job sessions see every
-    tenant (``local``: until the end of the transaction; else of the session)."""
-    await conn.execute("SELECT set_config('engram.tenant_id', '*', $1)", local)
-
-
-async def scope_tenant(conn: Connection, tenant_id: str) -> None:
-    await conn.execute("SELECT set_config('engram.tenant_id', $1, true)", tenant_id)
-
-
 # A newer write replaces text and content (and drops a vector of other text); access
 # statistics stay. A tombstone is never written over: forgetting is final.
 UPSERT_MEMORIES = """

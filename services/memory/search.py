@@ -28,10 +28,9 @@ from contracts.memory_search import (
     ScoreParts,
     ScoreWeights,
 )
-from services.memory import repo
 from services.memory.logic import Weights, recency
 from services.memory.settings import MemorySettings
-from services.runtime.db import create_pool
+from services.runtime.db import ALL_TENANTS, create_pool, scope_tenant
 from services.runtime.errors import describe
 
 log = logging.getLogger("engram.memory.search")
@@ -76,10 +75,6 @@ SELECT memory_id, memory_type, status, text, content, user_id, conversation_id, 
  LIMIT $10"""
 
 
-async def _keep_settings(conn: Any) -> None:
-    return None
-
-
 async def create_search_pool(settings: MemorySettings) -> asyncpg.Pool:
     """Connections for searches only: the HNSW settings are fixed per session, and a
     connection is not reset on release (each search sets its tenant first), so a search is
@@ -87,7 +82,7 @@ async def create_search_pool(settings: MemorySettings) -> asyncpg.Pool:
     ef_search = max(settings.ef_search, settings.candidates, MAX_TOP_K)
     return await create_pool(
         settings.database_url, role=settings.role(), min_size=1,
-        max_size=settings.search_pool_max, vectors=True, reset=_keep_settings,
+        max_size=settings.search_pool_max, vectors=True, keep_session=True,
         server_settings={"hnsw.ef_search": str(ef_search), "plan_cache_mode": "force_custom_plan",
                          "hnsw.iterative_scan": "relaxed_order"},
     )
@@ -103,16 +98,15 @@ async def search(
     limit = max(settings.candidates, request.top_k)
     async with pool.acquire() as conn:
         # Session-level: row-level security shows this tenant until the next search.
-        await conn.execute("SELECT set_config('engram.tenant_id', $1, false)",
-                           request.tenant_id)
+        await scope_tenant(conn, request.tenant_id, local=False)
         rows = await conn.fetch(
             search_sql(len(query)), request.tenant_id, request.agent_id, query, model_id,
             statuses, [t.value for t in f.types] if f.types else None, f.min_importance,
             f.user_id, f.conversation_id, limit,
         )
-    hits = rank(rows, weights_of(settings), datetime.now(UTC))[: request.top_k]
-    access.record(request.tenant_id, [h.memory_id for h in hits])
     w = weights_of(settings)
+    hits = rank(rows, w, datetime.now(UTC))[: request.top_k]
+    access.record(request.tenant_id, [h.memory_id for h in hits])
     return MemorySearchReply(
         model_id=model_id, hits=hits,
         weights=ScoreWeights(similarity=w.similarity, importance=w.importance,
@@ -180,7 +174,7 @@ class AccessLog:
         keys = sorted(pending, key=lambda k: (k[0], str(k[1])))  # one lock order
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                await repo.scope_all_tenants(conn)
+                await scope_tenant(conn, ALL_TENANTS)
                 await conn.execute(
                     """UPDATE memory.memories m
                           SET access_count = m.access_count + a.n,

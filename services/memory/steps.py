@@ -96,11 +96,11 @@ async def merge(job: Job) -> StepReport:
         for model, group in await job.load(memory_type):
             rows = group.rows
             examined += int(group.alive.sum())
-            users = [r["user_id"] for r in rows]
+            # A group is one user's memories (Job.load), so only the facts remain to check.
             stated = [facts(str(r["text"])) for r in rows]
 
-            def duplicable(a: int, b: int, users: Any = users, stated: Any = stated) -> bool:
-                return bool(users[a] == users[b] and compatible(stated[a], stated[b]))
+            def duplicable(a: int, b: int, stated: Any = stated) -> bool:
+                return compatible(stated[a], stated[b])
 
             clusters = await asyncio.to_thread(
                 complete_linkage, group.graph, group.vectors, _most_important_first(rows),
@@ -143,7 +143,7 @@ async def _episode_clusters(job: Job) -> list[Cluster]:
         for model, group in await job.load("episodic"):
             for members in star_clusters(
                 group.graph, by_degree(group.graph, t, group.alive), t, alive=group.alive,
-                same=[r["user_id"] for r in group.rows], min_size=job.settings.min_cluster,
+                min_size=job.settings.min_cluster,
             ):
                 found.append(Cluster(model, [group.rows[i] for i in members],
                                      group.vectors[members]))

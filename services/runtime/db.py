@@ -24,6 +24,20 @@ async def _init_connection(conn: asyncpg.Connection, role: str | None, vectors: 
         await conn.execute(f"SET ROLE {quote_ident(role)}")
 
 
+ALL_TENANTS = "*"
+
+
+async def scope_tenant(conn: Connection, tenant: str, *, local: bool = True) -> None:
+    """Row-level security (``engram.tenant_id``, read by every schema's policies): the
+    rows of ``tenant``, or of every tenant with ``ALL_TENANTS``; until the end of the
+    transaction (``local``), else of the session."""
+    await conn.execute("SELECT set_config('engram.tenant_id', $1, $2)", tenant, local)
+
+
+async def _keep_session(conn: Connection) -> None:
+    return None
+
+
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -35,8 +49,15 @@ async def create_pool(
     min_size: int = 1,
     max_size: int = 4,
     vectors: bool = False,
+    keep_session: bool = False,
     **kwargs: Any,
 ) -> asyncpg.Pool:
+    """``keep_session``: a released connection keeps its session settings (no ``RESET
+    ALL``), for query pools whose settings are fixed per session; each query must then
+    set its tenant (``scope_tenant(..., local=False)``) before it reads."""
+    if keep_session:
+        kwargs["reset"] = _keep_session
+
     async def init(conn: asyncpg.Connection) -> None:
         await _init_connection(conn, role, vectors)
 
