@@ -86,3 +86,8 @@ async def drained(nc: NatsClient, stream: str = "CHAT", consumer: str = "ingest"
 
 async def dlq_depth(nc: NatsClient) -> int:
     return (await nc.jetstream().stream_info("DLQ")).state.messages
+
+
+# For tests that put every event in the stream before the worker starts and need them in
+# one batch: natural batching would commit whatever the first socket read brought in.
+ONE_BATCH_S = 0.5

@@ -36,11 +36,13 @@ class PullConsumer:
         batch_size: int,
         fetch_wait_s: float,
         drain_timeout_s: float,
+        fetch_linger_s: float = 0.0,
     ) -> None:
         self.spec = spec
         self.processor = processor
         self._batch_size = batch_size
         self._fetch_wait_s = fetch_wait_s
+        self._fetch_linger_s = fetch_linger_s
         self._drain_timeout_s = drain_timeout_s
         self._sub: JetStreamContext.PullSubscription | None = None
         self._fetcher: Fetcher | None = None
@@ -86,7 +88,10 @@ class PullConsumer:
         assert self._fetcher is not None
         try:
             msgs = await self._fetcher.fetch(
-                self._batch_size, self._fetch_wait_s, request=not self._stopping
+                self._batch_size,
+                self._fetch_wait_s,
+                request=not self._stopping,
+                linger_s=self._fetch_linger_s,
             )
         except Exception as exc:  # connection trouble or a 409: back off, nats-py reconnects
             self._failures += 1

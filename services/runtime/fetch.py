@@ -79,16 +79,21 @@ class Fetcher:
         """Nothing open and nothing queued: stopping now strands no message."""
         return not self.open and self._queue.empty()
 
-    async def fetch(self, batch: int, wait_s: float, *, request: bool = True) -> list[Msg]:
-        """Up to ``batch`` messages, as soon as there is one, or [] once the open request
-        is over. With ``request=False`` (draining) no new request is sent: only what is
-        queued and what the open request still brings in is returned."""
+    async def fetch(
+        self, batch: int, wait_s: float, *, request: bool = True, linger_s: float = 0.0
+    ) -> list[Msg]:
+        """Up to ``batch`` messages, as soon as there is one (then up to ``linger_s`` more
+        for the batch to fill), or [] once the open request is over. With
+        ``request=False`` (draining) no new request is sent: only what is queued and what
+        the open request still brings in is returned."""
         msgs: list[Msg] = []
         self._take(msgs, batch)
         if not msgs and self._error is None and (request or self.open):
             if not self.open:
                 await self._request(batch, wait_s)
-            await self._wait(msgs, batch)
+            await self._wait(msgs, batch, 1, self._deadline)
+        if msgs and linger_s > 0:
+            await self._wait(msgs, batch, batch, min(time.monotonic() + linger_s, self._deadline))
         if msgs and request and self._error is None and not self.open and self._queue.empty():
             await self._prefetch(batch, wait_s)
         error, self._error = self._error, None
@@ -115,14 +120,16 @@ class Fetcher:
         self._left = batch
         self._deadline = time.monotonic() + wait_s
 
-    async def _wait(self, msgs: list[Msg], batch: int) -> None:
-        # One timer per call, not per message; what arrived with the first is taken as is.
-        while not msgs and self._error is None and self.open:
+    async def _wait(self, msgs: list[Msg], batch: int, want: int, until: float) -> None:
+        # Until ``want`` messages or ``until``; whatever arrived with the last one awaited is
+        # taken as well, up to ``batch``.
+        while len(msgs) < want and self._error is None and self.open:
             try:
-                async with asyncio.timeout(self._deadline - time.monotonic()):
+                async with asyncio.timeout(until - time.monotonic()):
                     item = await self._queue.get()
             except TimeoutError:
-                self._left = 0  # never answered: the next call asks again
+                if until >= self._deadline:
+                    self._left = 0  # never answered: the next call asks again
                 return
             self._accept(item, msgs)
             self._take(msgs, batch)

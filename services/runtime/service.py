@@ -133,6 +133,7 @@ def build_worker_app(
                 batch_size=settings.batch_size,
                 fetch_wait_s=settings.fetch_wait_s,
                 drain_timeout_s=settings.drain_timeout_s,
+                fetch_linger_s=settings.fetch_linger_s,
             )
             await consumer.start(nc, dead_letters)
             worker.consumers.append(consumer)

@@ -37,6 +37,13 @@ class WorkerSettings(BaseSettings):
         description="How long an idle pull request lingers; shutdown lets it finish, so keep "
         "it well under drain_timeout_s.",
     )
+    fetch_linger_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Once a batch has its first message, wait up to this long for it to "
+        "fill: fewer, bigger transactions when events trickle in, at this much latency. "
+        "0 commits what has arrived.",
+    )
     max_deliver: int = Field(
         default=10, ge=2, description="Deliveries before a message goes to the DLQ."
     )

@@ -16,7 +16,7 @@ from nats.aio.client import Client as NatsClient
 
 from services.runtime.service import Worker
 from tests import factories as f
-from tests.helpers import dead_letters, dlq_depth, drained, eventually
+from tests.helpers import ONE_BATCH_S, dead_letters, dlq_depth, drained, eventually
 
 pytestmark = pytest.mark.connected
 
@@ -198,7 +198,7 @@ async def test_invalid_event_is_dead_lettered_without_blocking_its_batch(
     seq = await send(nc, subject, data)
     await send_event(nc, f.message(cid, after, content="after"))
 
-    async with run_ingest() as worker:  # all four are in the stream: one batch
+    async with run_ingest(fetch_linger_s=ONE_BATCH_S) as worker:  # all four in the stream
         await eventually(lambda: drained(nc))
         assert worker.stats.batches == 1
         assert worker.stats.last_batch == 4
@@ -331,7 +331,7 @@ async def test_poison_event_is_isolated_and_the_batch_commits(
     await send_event(nc, f.message(cid, after, metadata={"tokens": 3}))
     await send_event(nc, f.edit(before, "edited"))
 
-    async with run_ingest() as worker:
+    async with run_ingest(fetch_linger_s=ONE_BATCH_S) as worker:
         await eventually(lambda: drained(nc))
         assert worker.stats.batches == 1
         assert worker.stats.dead == 1

@@ -19,7 +19,7 @@ from nats.aio.client import Client as NatsClient
 
 from services.runtime.service import Worker
 from tests import factories as f
-from tests.helpers import dlq_depth, drained, eventually, publish, publish_raw
+from tests.helpers import ONE_BATCH_S, dlq_depth, drained, eventually, publish, publish_raw
 
 pytestmark = pytest.mark.connected
 
@@ -551,7 +551,7 @@ async def test_duplicates_within_one_batch_are_applied_once(
     await publish(nc, same_message_new_event)
     await twice(edited)
 
-    async with run_ingest() as worker:  # everything is in the stream: one batch
+    async with run_ingest(fetch_linger_s=ONE_BATCH_S) as worker:  # all in the stream: one batch
         await wait_drained(nc)
         assert worker.stats.last_batch == 7
     row = await message_row(db, mid)
@@ -782,7 +782,7 @@ async def test_a_repeated_message_id_does_not_split_the_batch(
         *(f.message(cid, content=f"n{i}") for i in range(5)),
     ]
     await publish(nc, *events)
-    async with run_ingest() as worker:
+    async with run_ingest(fetch_linger_s=ONE_BATCH_S) as worker:
         await wait_drained(nc)
         assert worker.stats.batches == 1
     row = await message_row(db, mid)

@@ -17,7 +17,15 @@ from nats.aio.client import Client as NatsClient
 
 from services.runtime.service import Worker
 from tests import factories as f
-from tests.helpers import dead_letters, dlq_depth, drained, eventually, publish, send_event
+from tests.helpers import (
+    ONE_BATCH_S,
+    dead_letters,
+    dlq_depth,
+    drained,
+    eventually,
+    publish,
+    send_event,
+)
 
 pytestmark = pytest.mark.connected
 
@@ -363,7 +371,7 @@ async def test_event_naming_another_tenants_row_is_poison_and_its_batch_commits(
     await send_event(nc, f.conversation(gcid, tenant="globex", title="globex chat"))
     await send_event(nc, f.message(gcid, g1, tenant="globex", content="globex says hi"))
 
-    async with run_ingest() as worker:  # everything is in the stream: one batch
+    async with run_ingest(fetch_linger_s=ONE_BATCH_S) as worker:  # all in the stream: one batch
         await eventually(lambda: drained(nc))
         assert worker.stats.batches == 1
     assert await dlq_depth(nc) == 1
