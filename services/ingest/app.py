@@ -7,6 +7,7 @@ from faststream import FastStream
 
 from contracts.chat import CHAT_EVENT, CHAT_EVENT_TYPES
 from services.ingest.handlers import apply_chat_events
+from services.ingest.logic import must_wait
 from services.ingest.settings import IngestSettings
 from services.runtime.bus import CHAT
 from services.runtime.pipeline import contract_decoder
@@ -25,6 +26,7 @@ def create_app(settings: IngestSettings | None = None) -> tuple[FastStream, Work
                 contract_decoder(CHAT_EVENT),
                 apply_chat_events,
                 contracts=CHAT_EVENT_TYPES,
+                waits_for=must_wait,
             )
         ],
         description="Stores conversations, messages with full edit history, sessions with "

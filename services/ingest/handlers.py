@@ -8,10 +8,18 @@ from uuid import UUID
 
 from contracts.chat import ChatEvent
 from services.ingest import messages, repo
-from services.ingest.logic import conversation_refs, missing_reason, owned_ids, runs
+from services.ingest.logic import (
+    NEEDS_MESSAGE,
+    batch_locks,
+    conversation_refs,
+    missing_reason,
+    owned_ids,
+    runs,
+)
 from services.runtime.db import Connection
 
-Store = Callable[[Connection, Sequence[Any]], Awaitable[None]]
+# Message creation returns what it adds to conversations and sessions, moved at the end.
+Store = Callable[[Connection, Sequence[Any]], Awaitable[messages.Activity | None]]
 
 STORE: dict[str, Store] = {
     "chat.conversation.created": repo.create_conversations,
@@ -24,8 +32,6 @@ STORE: dict[str, Store] = {
     "chat.session.started": repo.start_sessions,
     "chat.session.ended": repo.end_sessions,
 }
-# These need their message to exist; if it has not arrived yet they are retried later.
-NEEDS_MESSAGE = {"chat.message.edited", "chat.message.deleted", "chat.file.uploaded"}
 # The row each kind creates or upserts, checked against the tenant after the write
 # (messages check themselves, cheaper, inside create_messages).
 OWNS: dict[str, tuple[str, str]] = {
@@ -45,7 +51,9 @@ OWNS_CONVERSATION = {
 
 
 async def apply_chat_events(conn: Connection, events: Sequence[ChatEvent]) -> Mapping[UUID, str]:
+    await repo.lock_batch(conn, batch_locks(events))
     retry: dict[UUID, str] = {}
+    activity = messages.Activity()
     for kind, run in runs(events):
         ready = run
         if kind in NEEDS_MESSAGE:
@@ -59,8 +67,11 @@ async def apply_chat_events(conn: Connection, events: Sequence[ChatEvent]) -> Ma
                 continue
         if kind not in OWNS_CONVERSATION:
             await repo.ensure_conversations(conn, conversation_refs(ready))
-        await STORE[kind](conn, ready)
+        added = await STORE[kind](conn, ready)
+        if added is not None:
+            activity.extend(added)
         if kind in OWNS:
             table, column = OWNS[kind]
             await repo.check_tenants(conn, table, column, owned_ids(ready, column))
+    await messages.bump_activity(conn, activity)
     return retry

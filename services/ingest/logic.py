@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import groupby
 from typing import Any
+from uuid import UUID
 
 from contracts.chat import ChatEvent, MessageCreated
 from contracts.envelope import Envelope
@@ -82,3 +83,52 @@ def owned_ids(events: Sequence[Envelope], column: str) -> list[tuple[Any, str]]:
 
 def missing_reason(kind: str, message_id: object) -> str:
     return f"message {message_id} is not stored yet ({kind} arrived before chat.message.created)"
+
+
+# The rows a batch of message creations moves in a conversation (its session's counters,
+# its last message time) are locked in key order at the end of the batch, so two such
+# batches can commit at once. Any other event may lock rows of its conversation (or
+# message, or file) in any order, so a batch holding one locks that key exclusively,
+# before anything else. Keys are ints of the two-int pg_advisory_xact_lock, so they never
+# meet another service's one-bigint locks; two ids sharing a key only wait for each other.
+SHARED_BY = {"chat.message.created": "conversation_id"}
+KEYED_BY = ("conversation_id", "message_id", "file_id")
+
+
+# These need their message to exist; if it has not arrived yet they are retried later.
+NEEDS_MESSAGE = {"chat.message.edited", "chat.message.deleted", "chat.file.uploaded"}
+
+
+def lock_key(value: UUID) -> int:
+    key = value.int & 0xFFFFFFFF
+    return key - (1 << 32) if key >= 1 << 31 else key
+
+
+def batch_locks(events: Sequence[Envelope]) -> list[tuple[int, bool]]:
+    """(key, exclusive) of every lock a batch takes first, in key order."""
+    exclusive: dict[int, bool] = {}
+    for e in events:
+        shared = SHARED_BY.get(e.type)
+        if shared is not None:
+            exclusive.setdefault(lock_key(getattr(e.payload, shared)), False)
+            continue
+        for name in KEYED_BY:
+            value = getattr(e.payload, name, None)
+            if value is not None:
+                exclusive[lock_key(value)] = True
+    return sorted(exclusive.items())
+
+
+def must_wait(earlier: Sequence[ChatEvent], later: Sequence[ChatEvent]) -> bool:
+    """Whether the later batch may start only once the earlier one has committed: they
+    share a key one of them holds alone (whichever locked first would win, not stream
+    order), or the later one edits, deletes or links a file to a message the earlier one
+    creates (it would find nothing yet, retry, and might reorder the edits)."""
+    first, then = dict(batch_locks(earlier)), dict(batch_locks(later))
+    if any(first[key] or alone for key, alone in then.items() if key in first):
+        return True
+    wanted = {getattr(e.payload, "message_id", None) for e in later if e.type in NEEDS_MESSAGE}
+    wanted.discard(None)
+    return bool(wanted) and any(
+        isinstance(e, MessageCreated) and e.payload.message_id in wanted for e in earlier
+    )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from uuid import UUID
 
 from contracts.chat import FileUploaded, MessageCreated, MessageDeleted, MessageEdited
@@ -44,19 +46,13 @@ WITH input AS (
         content_type, event_id, created_at)
     SELECT r.message_id, 1, r.tenant_id, r.content, r.content_type, r.event_id, r.created_at
       FROM resolved r JOIN inserted USING (message_id)
-), sessions AS (
-    UPDATE ingest.conversation_sessions s
-       SET message_count = s.message_count + n.count, total_tokens = s.total_tokens + n.tokens
-      FROM (SELECT session_id, count(*) AS count, coalesce(sum(tokens), 0) AS tokens
-              FROM inserted WHERE session_id IS NOT NULL GROUP BY session_id) n
-     WHERE s.session_id = n.session_id
-), conversations AS (
-    UPDATE ingest.conversations c SET last_message_at = greatest(c.last_message_at, n.at)
-      FROM (SELECT conversation_id, max(created_at) AS at FROM inserted
-             GROUP BY conversation_id) n
-     WHERE c.conversation_id = n.conversation_id
 )
 SELECT (SELECT count(*) FROM inserted) AS inserted,
+       -- For bump_activity, once the batch's heavy work is done.
+       ARRAY(SELECT conversation_id FROM inserted) AS conversation_ids,
+       ARRAY(SELECT created_at FROM inserted) AS created_at,
+       ARRAY(SELECT session_id FROM inserted) AS session_ids,
+       ARRAY(SELECT tokens FROM inserted) AS tokens,
        -- A reply to another tenant's message (stored before, or in this batch). There is
        -- no foreign key on the parent, as it may arrive later: check what is there.
        (SELECT i.message_id FROM input i
@@ -68,12 +64,14 @@ SELECT (SELECT count(*) FROM inserted) AS inserted,
 """
 
 
-async def create_messages(conn: Connection, events: Sequence[MessageCreated]) -> None:
-    sessions = [
-        (e.payload.session_id, e.tenant_id, e.payload.conversation_id)
-        for e in events
-        if e.payload.session_id is not None
-    ]
+async def create_messages(conn: Connection, events: Sequence[MessageCreated]) -> Activity:
+    sessions = sorted(  # in key order, like every lock two batches in flight may share
+        {
+            (e.payload.session_id, e.tenant_id, e.payload.conversation_id)
+            for e in events
+            if e.payload.session_id is not None
+        }
+    )
     if sessions:  # placeholders for sessions named before chat.session.started arrives
         await conn.executemany(
             """INSERT INTO ingest.conversation_sessions (session_id, tenant_id, conversation_id)
@@ -85,13 +83,69 @@ async def create_messages(conn: Connection, events: Sequence[MessageCreated]) ->
         )
     row = await conn.fetchrow(INSERT_MESSAGES, *message_columns(events))
     assert row is not None
-    inserted, foreign_parent = row
+    inserted, conversation_ids, created_at, session_ids, tokens, foreign_parent = row
     if foreign_parent is not None:
         raise TenantMismatch(f"message {foreign_parent} answers another tenant's message")
     if inserted < len(events):  # repeats of a message_id, or another tenant's message_id
         await check_tenants(
             conn, "messages", "message_id", [(e.payload.message_id, e.tenant_id) for e in events]
         )
+    return Activity(conversation_ids, created_at, session_ids, tokens)
+
+
+@dataclass
+class Activity:
+    """What a batch's new messages add to their conversations and sessions, one entry per
+    message inserted; moved once, by bump_activity, at the end of the batch."""
+
+    conversation_ids: list[UUID] = field(default_factory=list)
+    created_at: list[datetime] = field(default_factory=list)
+    session_ids: list[UUID | None] = field(default_factory=list)
+    tokens: list[int | None] = field(default_factory=list)
+
+    def extend(self, other: Activity) -> None:
+        self.conversation_ids += other.conversation_ids
+        self.created_at += other.created_at
+        self.session_ids += other.session_ids
+        self.tokens += other.tokens
+
+
+# Counters shared by every batch of a busy conversation. With two batches committing at
+# once (IngestSettings.commits_in_flight), each locks the rows it moves in key order, once
+# and last in its transaction: the second batch does its inserts while the first commits,
+# then waits for these rows, and two batches never wait for each other both ways.
+BUMP_SESSIONS = """
+UPDATE ingest.conversation_sessions s
+   SET message_count = s.message_count + n.count, total_tokens = s.total_tokens + n.tokens
+  FROM (SELECT l.session_id, n.count, n.tokens
+          FROM (SELECT session_id, count(*) AS count, coalesce(sum(tokens), 0) AS tokens
+                  FROM unnest($1::uuid[], $2::int[]) AS i(session_id, tokens)
+                 WHERE session_id IS NOT NULL
+                 GROUP BY session_id) n
+          JOIN ingest.conversation_sessions l USING (session_id)
+         ORDER BY l.session_id
+           FOR NO KEY UPDATE OF l) n
+ WHERE s.session_id = n.session_id
+"""
+BUMP_CONVERSATIONS = """
+UPDATE ingest.conversations c SET last_message_at = greatest(c.last_message_at, n.at)
+  FROM (SELECT l.conversation_id, n.at
+          FROM (SELECT conversation_id, max(at) AS at
+                  FROM unnest($1::uuid[], $2::timestamptz[]) AS i(conversation_id, at)
+                 GROUP BY conversation_id) n
+          JOIN ingest.conversations l USING (conversation_id)
+         ORDER BY l.conversation_id
+           FOR NO KEY UPDATE OF l) n
+ WHERE c.conversation_id = n.conversation_id
+"""
+
+
+async def bump_activity(conn: Connection, activity: Activity) -> None:
+    """Message counts and tokens of sessions, last message time of conversations."""
+    if any(sid is not None for sid in activity.session_ids):
+        await conn.execute(BUMP_SESSIONS, activity.session_ids, activity.tokens)
+    if activity.conversation_ids:
+        await conn.execute(BUMP_CONVERSATIONS, activity.conversation_ids, activity.created_at)
 
 
 async def existing_messages(

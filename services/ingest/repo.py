@@ -22,6 +22,23 @@ class TenantMismatch(ValueError):
     """An id the event names belongs to another tenant: never applied, dead-lettered."""
 
 
+LOCK_CLASS = 0x696E6763  # "ingc": the first int of ingest's two-int advisory locks
+
+
+async def lock_batch(conn: Connection, locks: Sequence[tuple[int, bool]]) -> None:
+    """Takes the batch's advisory locks (logic.batch_locks), in the order given."""
+    if locks:
+        keys, exclusive = zip(*locks, strict=True)
+        await conn.execute(
+            """SELECT CASE WHEN x THEN pg_advisory_xact_lock($3, k)
+                           ELSE pg_advisory_xact_lock_shared($3, k) END
+                 FROM unnest($1::int[], $2::bool[]) AS t(k, x)""",
+            list(keys),
+            list(exclusive),
+            LOCK_CLASS,
+        )
+
+
 async def check_tenants(
     conn: Connection, table: str, column: str, pairs: Sequence[tuple[UUID, str]]
 ) -> None:

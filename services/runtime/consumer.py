@@ -10,9 +10,11 @@ awaits each message of a batch separately.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -26,6 +28,10 @@ from services.runtime.pipeline import BatchProcessor, Prepared
 
 log = logging.getLogger("engram.consumer")
 
+E = TypeVar("E")
+# (events of a batch still committing, events of the next) -> must the next one wait?
+WaitsFor = Callable[[Sequence[E], Sequence[E]], bool]
+
 
 class PullConsumer:
     def __init__(
@@ -37,12 +43,17 @@ class PullConsumer:
         fetch_wait_s: float,
         drain_timeout_s: float,
         fetch_linger_s: float = 0.0,
+        commits_in_flight: int = 1,
+        waits_for: WaitsFor[Any] | None = None,
     ) -> None:
         self.spec = spec
         self.processor = processor
         self._batch_size = batch_size
         self._fetch_wait_s = fetch_wait_s
         self._fetch_linger_s = fetch_linger_s
+        self._commits_in_flight = commits_in_flight
+        self._waits_for = waits_for
+        self.peak_in_flight = 0  # most batches seen committing at once, for diagnosis
         self._drain_timeout_s = drain_timeout_s
         self._sub: JetStreamContext.PullSubscription | None = None
         self._fetcher: Fetcher | None = None
@@ -65,24 +76,41 @@ class PullConsumer:
 
     async def _run(self) -> None:
         # Two stages: while batch N's transaction is in flight (the database works), batch
-        # N+1 is fetched and decoded (Python works). Transactions still run one at a time,
-        # in stream order.
+        # N+1 is fetched and decoded (Python works). With one commit in flight (the
+        # default) transactions run one at a time, in stream order; a service whose
+        # batches commute may allow more, so that one batch's statements run while the
+        # previous one waits for its commit to be flushed and acks its messages.
         # Stopping ends the loop only once the open pull request is over and nothing it
         # brought in is left queued; those messages are committed like any other.
         assert self._fetcher is not None
-        in_flight: asyncio.Task[None] | None = None
+        in_flight: collections.deque[tuple[asyncio.Task[None], Prepared[Any]]] = (
+            collections.deque()
+        )
         try:
             while not (self._stopping and self._fetcher.idle):
                 msgs = await self._next_batch()
                 if not msgs:
                     continue
                 batch = await self.processor.prepare(msgs)
-                if in_flight is not None:
-                    await in_flight
-                in_flight = asyncio.create_task(self._commit(batch))
+                while in_flight and (
+                    len(in_flight) >= self._commits_in_flight
+                    or self._must_wait(batch, [earlier for _, earlier in in_flight])
+                ):
+                    await in_flight.popleft()[0]
+                in_flight.append((asyncio.create_task(self._commit(batch)), batch))
+                self.peak_in_flight = max(self.peak_in_flight, len(in_flight))
         finally:
-            if in_flight is not None:
-                await in_flight
+            for task, _ in in_flight:
+                await task
+
+    def _must_wait(self, batch: Prepared[Any], committing: list[Prepared[Any]]) -> bool:
+        if self._waits_for is None:
+            return False
+        events = [item.event for item in batch.items]
+        return any(
+            self._waits_for([item.event for item in earlier.items], events)
+            for earlier in committing
+        )
 
     async def _next_batch(self) -> list[Msg]:
         assert self._fetcher is not None

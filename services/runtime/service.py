@@ -18,7 +18,7 @@ from faststream.specification import AsyncAPI
 
 from contracts.envelope import Envelope
 from services.runtime.bus import ConsumerSpec, Stream, ensure_streams
-from services.runtime.consumer import PullConsumer
+from services.runtime.consumer import PullConsumer, WaitsFor
 from services.runtime.db import create_pool
 from services.runtime.dlq import DeadLetters
 from services.runtime.docs import describe_consumers
@@ -41,6 +41,9 @@ class Consumes:
     decode: Decoder[Any]
     apply: ApplyBatch[Any]
     contracts: Sequence[type[Envelope]] = field(default=())  # for the AsyncAPI document
+    # With commits_in_flight > 1: whether a batch must wait for an earlier one still
+    # committing, (earlier events, later events) -> bool.
+    waits_for: WaitsFor[Any] | None = None
 
 
 @dataclass
@@ -134,6 +137,8 @@ def build_worker_app(
                 fetch_wait_s=settings.fetch_wait_s,
                 drain_timeout_s=settings.drain_timeout_s,
                 fetch_linger_s=settings.fetch_linger_s,
+                commits_in_flight=settings.commits_in_flight,
+                waits_for=item.waits_for,
             )
             await consumer.start(nc, dead_letters)
             worker.consumers.append(consumer)

@@ -19,6 +19,10 @@ class WorkerSettings(BaseSettings):
     service: ClassVar[str] = "runtime"
     # Services that read or write pgvector columns register its codecs on each connection.
     uses_vectors: ClassVar[bool] = False
+    # Whether two batches may commit at once: their effects must not depend on which
+    # commits first (a dependent event that finds nothing yet is retried, as when it
+    # arrives out of order). Services that apply events in stream order keep this False.
+    batches_commute: ClassVar[bool] = False
 
     # Unprefixed on purpose: one worker pod, one NATS_URL and one DATABASE_URL (which can
     # carry the service's own login role), the same names the CLI and compose file use.
@@ -43,6 +47,13 @@ class WorkerSettings(BaseSettings):
         description="Once a batch has its first message, wait up to this long for it to "
         "fill: fewer, bigger transactions when events trickle in, at this much latency. "
         "0 commits what has arrived.",
+    )
+    commits_in_flight: int = Field(
+        default=1,
+        ge=1,
+        le=4,
+        description="Batches committing at once. Above 1 only for services whose batches "
+        "commute (ingest); the others apply events in stream order.",
     )
     max_deliver: int = Field(
         default=10, ge=2, description="Deliveries before a message goes to the DLQ."
@@ -80,9 +91,14 @@ class WorkerSettings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _drain_outlasts_fetch(self) -> WorkerSettings:
+    def _consistent(self) -> WorkerSettings:
         if self.drain_timeout_s <= self.fetch_wait_s:
             raise ValueError("drain_timeout_s must be longer than fetch_wait_s")
+        if self.commits_in_flight > 1 and not self.batches_commute:
+            raise ValueError(
+                f"the {self.service} service applies events in stream order: "
+                "commits_in_flight must be 1"
+            )
         return self
 
     def role(self) -> str | None:

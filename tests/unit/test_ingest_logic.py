@@ -2,7 +2,20 @@ from __future__ import annotations
 
 from uuid import uuid4
 
-from services.ingest.logic import MESSAGE_COLUMNS, conversation_refs, message_columns, runs
+import pytest
+from pydantic import ValidationError
+
+from services.checkpointer.settings import CheckpointerSettings
+from services.ingest.logic import (
+    MESSAGE_COLUMNS,
+    batch_locks,
+    conversation_refs,
+    lock_key,
+    message_columns,
+    must_wait,
+    runs,
+)
+from services.ingest.settings import IngestSettings
 from tests import factories as f
 
 
@@ -31,3 +44,33 @@ def test_conversation_refs_skip_events_without_one() -> None:
     cid = uuid4()
     refs = conversation_refs([f.message(cid), f.edit(uuid4(), "x")])
     assert [r[0] for r in refs] == [cid]
+
+
+def test_batch_locks_share_message_conversations_and_hold_the_rest_alone() -> None:
+    busy, quiet, mid = uuid4(), uuid4(), uuid4()
+    events = [f.message(busy), f.message(quiet, mid), f.message(busy),
+              f.conversation_update(quiet, title="t"), f.edit(mid, "x")]
+    locks = batch_locks(events)
+    assert [key for key, _ in locks] == sorted(key for key, _ in locks)
+    assert dict(locks) == {lock_key(busy): False, lock_key(quiet): True, lock_key(mid): True}
+    assert all(-(2**31) <= key < 2**31 for key, _ in locks)  # pg_advisory_xact_lock(int, int)
+
+
+def test_only_services_whose_batches_commute_commit_more_than_one_at_once() -> None:
+    assert IngestSettings().commits_in_flight == 2
+    with pytest.raises(ValidationError, match="stream order"):
+        CheckpointerSettings(commits_in_flight=2)
+
+
+def test_a_batch_waits_for_one_it_conflicts_with() -> None:
+    cid, mid = uuid4(), uuid4()
+    created = [f.message(cid, mid), f.message(cid)]
+    # New messages in the same conversations: both commit at once.
+    assert not must_wait(created, [f.message(cid)])
+    assert not must_wait(created, [f.message(cid), f.edit(uuid4(), "x")])
+    # An edit of a message still being created, a change to a conversation in use.
+    assert must_wait(created, [f.message(cid), f.edit(mid, "x")])
+    assert must_wait(created, [f.delete(mid)])
+    assert must_wait(created, [f.conversation_update(cid, title="t")])
+    assert must_wait([f.conversation_update(cid, title="t")], created)
+    assert not must_wait([f.edit(mid, "x")], [f.message(uuid4())])
