@@ -29,8 +29,8 @@ async def test_concurrent_runs_apply_each_file_once(empty_db: str) -> None:
     results = await asyncio.gather(*(migrate(empty_db, ["ingest"]) for _ in range(4)))
     applied = [name for run in results for name in run]
     expected = sorted(
-        ["runtime/001_inbox.sql"]
-        + [f"ingest/{p.name}" for p in (SQL_ROOT / "ingest").glob("*.sql")]
+        f"{folder}/{p.name}" for folder in ("runtime", "ingest")
+        for p in (SQL_ROOT / folder).glob("*.sql")
     )
     assert sorted(applied) == expected
     conn = await asyncpg.connect(empty_db)
