@@ -167,8 +167,10 @@ class Encoder:
 
     URGENT, BULK = 0, 1
 
-    def __init__(self, model: LoadedModel) -> None:
+    def __init__(self, model: LoadedModel, *, query_threads: int = 0) -> None:
         self.model = model
+        # Threads per priority (0: leave torch's setting), switched before each job (µs).
+        self._threads = {self.URGENT: query_threads, self.BULK: 0}
         self.encoded = 0  # texts encoded so far
         self._jobs: queue.PriorityQueue[tuple[int, int, Callable[[], None] | None]] = (
             queue.PriorityQueue()
@@ -224,9 +226,17 @@ class Encoder:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
+        import torch
+
+        default = torch.get_num_threads()
+        current = default
         while True:
-            _, _, job = self._jobs.get()
+            priority, _, job = self._jobs.get()
             if job is None:
                 return
+            wanted = self._threads.get(priority) or default
+            if wanted != current:
+                torch.set_num_threads(wanted)
+                current = wanted
             with contextlib.suppress(Exception):
                 job()

@@ -38,6 +38,15 @@ class EmbedderSettings(WorkerSettings):
     )
     device: str = Field(default="cpu", description="torch device: cpu, cuda, mps.")
     model_batch_size: int = Field(default=64, ge=1, le=4096, description="Texts per model batch.")
+    query_threads: int = Field(
+        default=1,
+        ge=0,
+        le=256,
+        description="torch threads for query encodes (query.embed, searches), 0 for torch's "
+        "default. One query is too small to split well: on a small machine a second thread "
+        "mostly spins, taking the core the rest of the request needs. Batches of events "
+        "keep torch's default.",
+    )
     gather_max: int = Field(
         default=2048,
         ge=1,

@@ -105,7 +105,7 @@ async def search(
             f.user_id, f.conversation_id, limit,
         )
     w = weights_of(settings)
-    hits = rank(rows, w, datetime.now(UTC))[: request.top_k]
+    hits = rank(rows, w, datetime.now(UTC), request.top_k)
     access.record(request.tenant_id, [h.memory_id for h in hits])
     return MemorySearchReply(
         model_id=model_id, hits=hits,
@@ -114,22 +114,26 @@ async def search(
     )
 
 
-def rank(rows: list[Any], weights: Weights, now: datetime) -> list[MemoryHit]:
-    hits = []
+def rank(rows: list[Any], weights: Weights, now: datetime, top_k: int) -> list[MemoryHit]:
+    """The ``top_k`` best candidates by the full score (ties: by id, for a stable order)."""
+    scored = []
     for r in rows:
         fresh = recency(r["last_accessed_at"] or r["written_at"], now, weights.half_life_days)
         similarity = float(r["similarity"])
         importance = min(1.0, max(0.0, float(r["importance"])))
-        hits.append(MemoryHit(
+        score = weights.score(similarity, importance, fresh)
+        scored.append((-score, str(r["memory_id"]), r, (similarity, importance, fresh)))
+    scored.sort(key=lambda s: (s[0], s[1]))
+    return [
+        MemoryHit(
             memory_id=r["memory_id"], memory_type=r["memory_type"], status=r["status"],
             text=r["text"], content=r["content"], user_id=r["user_id"],
             conversation_id=r["conversation_id"], access_count=r["access_count"],
-            last_accessed_at=r["last_accessed_at"],
-            score=weights.score(similarity, importance, fresh),
+            last_accessed_at=r["last_accessed_at"], score=-neg_score,
             parts=ScoreParts(similarity=similarity, importance=importance, recency=fresh),
-        ))
-    hits.sort(key=lambda h: (-h.score, str(h.memory_id)))
-    return hits
+        )
+        for neg_score, _, r, (similarity, importance, fresh) in scored[:top_k]
+    ]
 
 
 class AccessLog:
