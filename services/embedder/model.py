@@ -25,6 +25,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from services.embedder import onnx_query
+from services.embedder.onnx_query import OnnxQueryEncoder
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -80,6 +83,8 @@ class LoadedModel:
     batch_size: int
     # One process may run two workers (tests): they share the model, one encode at a time.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # Set by an Encoder's thread once built (onnx_query.build); None: queries use torch.
+    query_runner: OnnxQueryEncoder | None = field(default=None, repr=False)
 
     @property
     def model_id(self) -> str:
@@ -108,6 +113,14 @@ class LoadedModel:
     def encode(self, texts: Sequence[str]) -> Vectors:
         with self.lock:
             return self._encode(texts)
+
+    def encode_query(self, texts: Sequence[str]) -> Vectors:
+        """The same vectors as ``encode``, through ONNX Runtime when it is ready."""
+        runner = self.query_runner
+        if runner is None:
+            return self.encode(texts)
+        with self.lock:
+            return runner.encode(texts)
 
     def _encode(self, texts: Sequence[str]) -> Vectors:
         vectors = self.model.encode(
@@ -167,10 +180,13 @@ class Encoder:
 
     URGENT, BULK = 0, 1
 
-    def __init__(self, model: LoadedModel, *, query_threads: int = 0) -> None:
+    def __init__(
+        self, model: LoadedModel, *, query_threads: int = 0, onnx_queries: bool = False
+    ) -> None:
         self.model = model
         # Threads per priority (0: leave torch's setting), switched before each job (µs).
         self._threads = {self.URGENT: query_threads, self.BULK: 0}
+        self._onnx_queries = onnx_queries
         self.encoded = 0  # texts encoded so far
         self._jobs: queue.PriorityQueue[tuple[int, int, Callable[[], None] | None]] = (
             queue.PriorityQueue()
@@ -179,20 +195,40 @@ class Encoder:
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="embedder-encoder", daemon=True)
         self._thread.start()
+        self._prepare_queries(model)
 
     async def encode(
         self, texts: Sequence[str], *, urgent: bool = False
     ) -> tuple[LoadedModel, Vectors]:
         """(the model used, one unit vector per text): the model loaded now."""
         result: tuple[LoadedModel, Vectors] = await self.call(
-            lambda m: (m, self._encode(m, texts)), urgent=urgent
+            lambda m: (m, self._encode(m, texts, urgent)), urgent=urgent
         )
         return result
 
-    def _encode(self, model: LoadedModel, texts: Sequence[str]) -> Vectors:
-        vectors = model.encode(texts)
+    def _encode(self, model: LoadedModel, texts: Sequence[str], urgent: bool) -> Vectors:
+        if urgent and self._onnx_queries:
+            vectors = model.encode_query(texts)
+        else:
+            vectors = model.encode(texts)
         self.encoded += len(texts)
         return vectors
+
+    def _prepare_queries(self, model: LoadedModel) -> None:
+        # A bulk job on the encoder's thread (the only one using the model): until it has
+        # run, queries simply use torch.
+        if not self._onnx_queries or model.query_runner is not None:
+            return
+
+        def prepare() -> None:
+            if model.query_runner is None:
+                with model.lock:
+                    model.query_runner = onnx_query.build(
+                        model.model, model.model.tokenizer, model.max_tokens,
+                        self._threads[self.URGENT] or 1,
+                    )
+
+        self._jobs.put((self.BULK, next(self._seq), prepare))
 
     async def call(self, fn: Callable[[LoadedModel], Any], *, urgent: bool = False) -> Any:
         if self._closed:
@@ -218,6 +254,7 @@ class Encoder:
             self.model = model
 
         await self.call(change, urgent=True)
+        self._prepare_queries(model)
 
     def close(self) -> None:
         """Stop the thread after the job running now; jobs still queued fail (NotReady)."""
