@@ -28,7 +28,8 @@ cached by text hash under bench/.cache/; rows are seeded with COPY as the superu
   search   query.memory.search p50/p99 at the largest size over NATS (sequential, after a
            warm-up); beside it query.embed alone and search_sql alone (one statement).
 
-Writes bench/results/memory.json (memory-quick.json under /tmp with --quick).
+Writes bench/results/memory.json, or memory-<part>.json for one part alone (under /tmp,
+-quick.json, with --quick).
 """
 
 from __future__ import annotations
@@ -2103,7 +2104,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--live-code", action="store_true",
                         help="run the working tree's code as it changes, not a snapshot")
     args = parser.parse_args(argv)
-    if not (args.quality or args.scale or args.search):
+    parts = [name for name in ("quality", "scale", "search") if getattr(args, name)]
+    if not parts:
         args.quality = args.scale = args.search = True
     if args.quick:
         args.runs = 1
@@ -2111,8 +2113,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.queries = min(args.queries, 60)
         args.thresholds = [0.80, 0.86, 0.92]
     if args.out is None:
-        args.out = (Path(tempfile.gettempdir()) / "memory-quick.json" if args.quick
-                    else ROOT / "bench" / "results" / "memory.json")
+        # One part alone does not overwrite the full run's file (memory-search.json...).
+        name = "memory" if len(parts) != 1 else f"memory-{parts[0]}"
+        args.out = (Path(tempfile.gettempdir()) / f"{name}-quick.json" if args.quick
+                    else ROOT / "bench" / "results" / f"{name}.json")
     return args
 
 

@@ -85,6 +85,10 @@ def missing_reason(kind: str, message_id: object) -> str:
     return f"message {message_id} is not stored yet ({kind} arrived before chat.message.created)"
 
 
+# These need their message to exist; if it has not arrived yet they are retried later.
+NEEDS_MESSAGE = {"chat.message.edited", "chat.message.deleted", "chat.file.uploaded"}
+
+
 # The rows a batch of message creations moves in a conversation (its session's counters,
 # its last message time) are locked in key order at the end of the batch, so two such
 # batches can commit at once. Any other event may lock rows of its conversation (or
@@ -93,10 +97,6 @@ def missing_reason(kind: str, message_id: object) -> str:
 # meet another service's one-bigint locks; two ids sharing a key only wait for each other.
 SHARED_BY = {"chat.message.created": "conversation_id"}
 KEYED_BY = ("conversation_id", "message_id", "file_id")
-
-
-# These need their message to exist; if it has not arrived yet they are retried later.
-NEEDS_MESSAGE = {"chat.message.edited", "chat.message.deleted", "chat.file.uploaded"}
 
 
 def lock_key(value: UUID) -> int:
