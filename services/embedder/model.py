@@ -265,15 +265,19 @@ class Encoder:
     def _run(self) -> None:
         import torch
 
+        # torch's thread count is the process's: a job that changes it puts it back, so
+        # it is torch's default between jobs (and for the next encoder of this process).
         default = torch.get_num_threads()
-        current = default
         while True:
             priority, _, job = self._jobs.get()
             if job is None:
                 return
             wanted = self._threads.get(priority) or default
-            if wanted != current:
+            if wanted != default:
                 torch.set_num_threads(wanted)
-                current = wanted
-            with contextlib.suppress(Exception):
-                job()
+            try:
+                with contextlib.suppress(Exception):
+                    job()
+            finally:
+                if wanted != default:
+                    torch.set_num_threads(default)

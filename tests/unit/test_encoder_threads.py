@@ -20,6 +20,6 @@ async def test_queries_use_their_thread_count_and_batches_keep_the_default() -> 
         assert await encoder.call(threads, urgent=True) == 1
         assert await encoder.call(threads) == default
         assert await encoder.call(threads, urgent=True) == 1
-        assert await encoder.call(threads) == default  # and so for the rest of the session
     finally:
         encoder.close()
+    assert torch.get_num_threads() == default  # put back after each query
