@@ -92,6 +92,8 @@ class PullConsumer:
                 if not msgs:
                     continue
                 batch = await self.processor.prepare(msgs)
+                while in_flight and in_flight[0][0].done():  # committed already
+                    await in_flight.popleft()[0]
                 while in_flight and (
                     len(in_flight) >= self._commits_in_flight
                     or self._must_wait(batch, [earlier for _, earlier in in_flight])
