@@ -108,20 +108,16 @@ class Engine:
                     active.model_id,
                 )
             model = await self._load(active.source, active.model_id)
-        self._encoder = Encoder(
-            model,
-            query_threads=self.settings.query_threads,
-            onnx_queries=self.settings.onnx_queries,
-        )
+        self._encoder = self._new_encoder(model)
         self._pump = Pump(pool, self._encoder, self.settings, self.publish_outbox)
 
     def use_model(self, model: LoadedModel) -> None:
         """Serve ``model`` without a database (in-memory broker tests, benchmarks)."""
-        self._encoder = Encoder(
-            model,
-            query_threads=self.settings.query_threads,
-            onnx_queries=self.settings.onnx_queries,
-        )
+        self._encoder = self._new_encoder(model)
+
+    def _new_encoder(self, model: LoadedModel) -> Encoder:
+        s = self.settings
+        return Encoder(model, query_threads=s.query_threads, onnx_queries=s.onnx_queries)
 
     async def start_background(self, js: JetStreamContext) -> None:
         """After the consumers: the pump, the NOTIFY listener, the model follower."""

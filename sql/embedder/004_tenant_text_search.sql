@@ -38,8 +38,9 @@ AS $$
 DECLARE
     v_tenant text := current_setting('engram.tenant_id', true);
     v_all tsquery := plainto_tsquery('english', p_text);
-    v_any tsquery;
-    v_found bigint;
+    v_words tsquery;
+    v_found bigint := 0;
+    v_rows bigint;
 BEGIN
     IF v_tenant IS NULL OR v_tenant IN ('', '*') THEN
         RAISE EXCEPTION 'search_text searches one tenant: set engram.tenant_id to it';
@@ -47,37 +48,30 @@ BEGIN
     IF numnode(v_all) = 0 THEN  -- no words left (only stop words)
         RETURN;
     END IF;
-    RETURN QUERY
-        SELECT m.chunk_id, row_number() OVER (ORDER BY m.score DESC, m.chunk_id)
-          FROM (SELECT c.chunk_id, ts_rank_cd(c.tsv, v_all) AS score
-                  FROM chunks c
-                 WHERE c.tenant_id = v_tenant AND c.tsv @@ v_all
-                   AND c.source_type = ANY (p_source_types)
-                   AND (p_conversation_ids IS NULL OR c.conversation_id = ANY (p_conversation_ids))
-                   AND (p_agent_ids IS NULL OR c.agent_id = ANY (p_agent_ids))
-                   AND (p_since IS NULL OR c.source_at >= p_since)
-                   AND (p_until IS NULL OR c.source_at < p_until)
-                 LIMIT p_max_matches) m
-         ORDER BY 2
-         LIMIT p_limit;
-    GET DIAGNOSTICS v_found = ROW_COUNT;
-    IF v_found >= p_limit THEN
-        RETURN;
-    END IF;
-    v_any := replace(v_all::text, ' & ', ' | ')::tsquery;
-    RETURN QUERY
-        SELECT m.chunk_id, v_found + row_number() OVER (ORDER BY m.score DESC, m.chunk_id)
-          FROM (SELECT c.chunk_id, ts_rank(c.tsv, v_any) AS score
-                  FROM chunks c
-                 WHERE c.tenant_id = v_tenant AND c.tsv @@ v_any AND NOT c.tsv @@ v_all
-                   AND c.source_type = ANY (p_source_types)
-                   AND (p_conversation_ids IS NULL OR c.conversation_id = ANY (p_conversation_ids))
-                   AND (p_agent_ids IS NULL OR c.agent_id = ANY (p_agent_ids))
-                   AND (p_since IS NULL OR c.source_at >= p_since)
-                   AND (p_until IS NULL OR c.source_at < p_until)
-                 LIMIT p_max_matches) m
-         ORDER BY 2
-         LIMIT p_limit - v_found;
+    -- Tier 1: every word (ts_rank_cd); tier 2, only if needed: some words (ts_rank).
+    FOR v_tier IN 1..2 LOOP
+        v_words := CASE v_tier WHEN 1 THEN v_all
+                        ELSE replace(v_all::text, ' & ', ' | ')::tsquery END;
+        RETURN QUERY
+            SELECT m.chunk_id, v_found + row_number() OVER (ORDER BY m.score DESC, m.chunk_id)
+              FROM (SELECT c.chunk_id,
+                           CASE v_tier WHEN 1 THEN ts_rank_cd(c.tsv, v_words)
+                                       ELSE ts_rank(c.tsv, v_words) END AS score
+                      FROM chunks c
+                     WHERE c.tenant_id = v_tenant AND c.tsv @@ v_words
+                       AND (v_tier = 1 OR NOT c.tsv @@ v_all)
+                       AND c.source_type = ANY (p_source_types)
+                       AND (p_conversation_ids IS NULL OR c.conversation_id = ANY (p_conversation_ids))
+                       AND (p_agent_ids IS NULL OR c.agent_id = ANY (p_agent_ids))
+                       AND (p_since IS NULL OR c.source_at >= p_since)
+                       AND (p_until IS NULL OR c.source_at < p_until)
+                     LIMIT p_max_matches) m
+             ORDER BY 2
+             LIMIT p_limit - v_found;
+        GET DIAGNOSTICS v_rows = ROW_COUNT;
+        v_found := v_found + v_rows;
+        EXIT WHEN v_found >= p_limit;
+    END LOOP;
 END $$;
 REVOKE ALL ON FUNCTION search_text(text, text[], uuid[], text[], timestamptz, timestamptz,
                                    integer, integer) FROM PUBLIC;
