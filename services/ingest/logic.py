@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import groupby
+from itertools import chain, groupby
 from typing import Any
 from uuid import UUID
 
@@ -66,6 +66,21 @@ def message_columns(events: Sequence[MessageCreated]) -> list[list[Any]]:
     return cols
 
 
+def foreign_parent(events: Sequence[MessageCreated]) -> UUID | None:
+    """A message of the batch that answers another tenant's message of the same batch.
+
+    The insert checks parents stored before; rows the batch inserts are not visible to its
+    own statement, and comparing them here costs a dict instead of a self-join per row."""
+    tenant_of: dict[UUID, str] = {}
+    for e in events:
+        tenant_of.setdefault(e.payload.message_id, e.tenant_id)  # the first one is stored
+    for e in events:
+        parent = e.payload.parent_message_id
+        if parent is not None and tenant_of.get(parent, e.tenant_id) != e.tenant_id:
+            return e.payload.message_id
+    return None
+
+
 def conversation_refs(events: Sequence[Envelope]) -> list[tuple[Any, str, Any]]:
     """(conversation_id, tenant_id, occurred_at) of every conversation the events name."""
     refs = []
@@ -124,6 +139,8 @@ def must_wait(earlier: Sequence[ChatEvent], later: Sequence[ChatEvent]) -> bool:
     share a key one of them holds alone (whichever locked first would win, not stream
     order), or the later one edits, deletes or links a file to a message the earlier one
     creates (it would find nothing yet, retry, and might reorder the edits)."""
+    if all(e.type in SHARED_BY for e in chain(earlier, later)):
+        return False  # new messages only (the bulk of the stream): shared locks, no edits
     first, then = dict(batch_locks(earlier)), dict(batch_locks(later))
     if any(first[key] or alone for key, alone in then.items() if key in first):
         return True

@@ -8,7 +8,7 @@ from datetime import datetime
 from uuid import UUID
 
 from contracts.chat import FileUploaded, MessageCreated, MessageDeleted, MessageEdited
-from services.ingest.logic import message_columns
+from services.ingest.logic import foreign_parent, message_columns
 from services.ingest.repo import TenantMismatch, check_tenants
 from services.runtime.db import Connection
 
@@ -53,13 +53,12 @@ SELECT (SELECT count(*) FROM inserted) AS inserted,
        ARRAY(SELECT created_at FROM inserted) AS created_at,
        ARRAY(SELECT session_id FROM inserted) AS session_ids,
        ARRAY(SELECT tokens FROM inserted) AS tokens,
-       -- A reply to another tenant's message (stored before, or in this batch). There is
-       -- no foreign key on the parent, as it may arrive later: check what is there.
+       -- A reply to another tenant's message stored before (this batch's own are checked
+       -- by logic.foreign_parent: they are not visible here). There is no foreign key on
+       -- the parent, as it may arrive later: check what is there.
        (SELECT i.message_id FROM input i
-          LEFT JOIN ingest.messages p ON p.message_id = i.parent_message_id
-          LEFT JOIN input q ON q.message_id = i.parent_message_id
-         WHERE i.parent_message_id IS NOT NULL
-           AND (p.tenant_id <> i.tenant_id OR q.tenant_id <> i.tenant_id)
+          JOIN ingest.messages p ON p.message_id = i.parent_message_id
+         WHERE p.tenant_id <> i.tenant_id
          LIMIT 1) AS foreign_parent
 """
 
@@ -81,16 +80,21 @@ async def create_messages(conn: Connection, events: Sequence[MessageCreated]) ->
         await check_tenants(
             conn, "conversation_sessions", "session_id", [(s[0], s[1]) for s in sessions]
         )
+    _refuse_reply(foreign_parent(events))  # to a message of this batch
     row = await conn.fetchrow(INSERT_MESSAGES, *message_columns(events))
     assert row is not None
-    inserted, conversation_ids, created_at, session_ids, tokens, foreign_parent = row
-    if foreign_parent is not None:
-        raise TenantMismatch(f"message {foreign_parent} answers another tenant's message")
+    inserted, conversation_ids, created_at, session_ids, tokens, stored_parent = row
+    _refuse_reply(stored_parent)  # to a message stored before
     if inserted < len(events):  # repeats of a message_id, or another tenant's message_id
         await check_tenants(
             conn, "messages", "message_id", [(e.payload.message_id, e.tenant_id) for e in events]
         )
     return Activity(conversation_ids, created_at, session_ids, tokens)
+
+
+def _refuse_reply(message_id: UUID | None) -> None:
+    if message_id is not None:
+        raise TenantMismatch(f"message {message_id} answers another tenant's message")
 
 
 @dataclass

@@ -457,6 +457,7 @@ async def test_reply_to_another_tenants_message_is_not_stored(
 def _same_run_cases() -> list[Any]:
     x = uuid4()
     gx = uuid4()
+    mid = uuid4()
     return [
         pytest.param(
             [f.conversation(x, tenant="acme", metadata={"a": 1})],
@@ -519,6 +520,13 @@ def _same_run_cases() -> list[Any]:
             ("acme", "acme.pdf"),
             id="file-uploaded",
         ),
+        pytest.param(
+            [f.message(x, mid, tenant="acme", content="acme question")],
+            f.message(gx, tenant="globex", content="re: acme", parent_message_id=mid),
+            f"SELECT count(*) FROM ingest.messages WHERE parent_message_id = '{mid}'",
+            (0,),
+            id="reply-to-a-message-of-the-run",
+        ),
     ]
 
 
@@ -541,8 +549,9 @@ async def test_same_id_in_one_run_from_another_tenant_is_poison(
         await send_event(nc, event)
     seq = await send_event(nc, intruder)  # right after acme's event of the same type
     await send_event(nc, f.message(uuid4(), g1, tenant="globex", content="globex says hi"))
-    async with run_ingest():
+    async with run_ingest(fetch_linger_s=ONE_BATCH_S) as worker:  # one batch, as in production
         await eventually(lambda: drained(nc))
+        assert worker.stats.batches == 1
     assert (
         await db.fetchval("SELECT content FROM ingest.messages WHERE message_id = $1", g1)
         == "globex says hi"

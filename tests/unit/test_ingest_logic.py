@@ -10,6 +10,7 @@ from services.ingest.logic import (
     MESSAGE_COLUMNS,
     batch_locks,
     conversation_refs,
+    foreign_parent,
     lock_key,
     message_columns,
     must_wait,
@@ -74,3 +75,18 @@ def test_a_batch_waits_for_one_it_conflicts_with() -> None:
     assert must_wait(created, [f.conversation_update(cid, title="t")])
     assert must_wait([f.conversation_update(cid, title="t")], created)
     assert not must_wait([f.edit(mid, "x")], [f.message(uuid4())])
+
+
+def test_a_reply_to_another_tenants_message_in_the_same_batch_is_found() -> None:
+    cid, gid, mid = uuid4(), uuid4(), uuid4()
+    question = f.message(cid, mid, tenant="acme")
+    own_reply = f.message(cid, tenant="acme", parent_message_id=mid)
+    intruder = f.message(gid, tenant="globex", parent_message_id=mid)
+    assert foreign_parent([question, own_reply]) is None
+    assert foreign_parent([question, own_reply, intruder]) == intruder.payload.message_id
+    # A parent not in the batch is the insert's to check; a message_id sent twice is
+    # stored as its first sender's, so a reply from that tenant is fine.
+    assert foreign_parent([intruder]) is None
+    again = f.message(gid, mid, tenant="globex")
+    assert foreign_parent([question, again, own_reply]) is None
+    assert foreign_parent([again, question, own_reply]) == own_reply.payload.message_id
