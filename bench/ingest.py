@@ -513,7 +513,9 @@ def _cpu_seconds(procs: Sequence[psutil.Process]) -> float:
 
 class CpuMeter:
     """CPU seconds of the worker, PostgreSQL, nats-server and this process over a window,
-    and how busy the whole machine was (other sessions' work shows up as "others")."""
+    and how busy the whole machine was (other sessions' work shows up as "others").
+    Processes born during the window (the worker's second PostgreSQL backend, opened when
+    two batches first commit at once) count whole; those that ended during it are missed."""
 
     def __init__(self, pids: dict[str, int], worker: subprocess.Popen[bytes] | None) -> None:
         self.pids = pids
@@ -532,9 +534,9 @@ class CpuMeter:
         return groups
 
     def start(self) -> None:
-        self.groups = self._groups()  # at start: the worker's connections exist by now
         self.t0 = time.perf_counter()
-        self.cpu0 = {k: _cpu_seconds(v) for k, v in self.groups.items()}
+        self.cpu0 = {name: {p.pid: _cpu_seconds([p]) for p in procs}
+                     for name, procs in self._groups().items()}
         self.m0 = _machine_jiffies()
 
     def stop(self, events: int) -> dict[str, float]:
@@ -542,8 +544,9 @@ class CpuMeter:
         m1 = _machine_jiffies()
         out: dict[str, float] = {"wall_s": wall}
         ours = 0.0
-        for name, procs in self.groups.items():
-            used = _cpu_seconds(procs) - self.cpu0[name]
+        for name, procs in self._groups().items():
+            before = self.cpu0.get(name, {})
+            used = sum(_cpu_seconds([p]) - before.get(p.pid, 0.0) for p in procs)
             ours += used
             out[f"{name}_cores"] = used / wall
             out[f"{name}_us_per_event"] = 1e6 * used / max(events, 1)
