@@ -26,7 +26,6 @@ import numpy as np
 import numpy.typing as npt
 
 from services.embedder import onnx_query
-from services.embedder.onnx_query import OnnxQueryEncoder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -84,7 +83,7 @@ class LoadedModel:
     # One process may run two workers (tests): they share the model, one encode at a time.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # Set by an Encoder's thread once built (onnx_query.build); None: queries use torch.
-    query_runner: OnnxQueryEncoder | None = field(default=None, repr=False)
+    query_runner: onnx_query.OnnxQueryEncoder | None = field(default=None, repr=False)
 
     @property
     def model_id(self) -> str:

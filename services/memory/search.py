@@ -121,18 +121,18 @@ def rank(rows: list[Any], weights: Weights, now: datetime, top_k: int) -> list[M
         fresh = recency(r["last_accessed_at"] or r["written_at"], now, weights.half_life_days)
         similarity = float(r["similarity"])
         importance = min(1.0, max(0.0, float(r["importance"])))
-        score = weights.score(similarity, importance, fresh)
-        scored.append((-score, str(r["memory_id"]), r, (similarity, importance, fresh)))
-    scored.sort(key=lambda s: (s[0], s[1]))
-    return [
+        parts = (similarity, importance, fresh)
+        scored.append((weights.score(*parts), r, parts))
+    scored.sort(key=lambda s: (-s[0], str(s[1]["memory_id"])))
+    return [  # hits (pydantic models) for the top k only
         MemoryHit(
             memory_id=r["memory_id"], memory_type=r["memory_type"], status=r["status"],
             text=r["text"], content=r["content"], user_id=r["user_id"],
             conversation_id=r["conversation_id"], access_count=r["access_count"],
-            last_accessed_at=r["last_accessed_at"], score=-neg_score,
+            last_accessed_at=r["last_accessed_at"], score=score,
             parts=ScoreParts(similarity=similarity, importance=importance, recency=fresh),
         )
-        for neg_score, _, r, (similarity, importance, fresh) in scored[:top_k]
+        for score, r, (similarity, importance, fresh) in scored[:top_k]
     ]
 
 

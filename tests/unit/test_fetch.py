@@ -199,21 +199,22 @@ async def test_a_request_used_up_while_waiting_is_followed_at_once() -> None:
     assert len(pull._nc.sent) == 2 and f.open
 
 
+async def trickle(pull: FakePull, *numbers: int) -> None:
+    """Delivers one event every 30 ms."""
+    for n in numbers:
+        await asyncio.sleep(0.03)
+        pull.deliver(event(n))
+
+
 async def test_linger_lets_a_batch_fill_and_ends_when_it_is_full() -> None:
     f, pull = fetcher()
-
-    async def trickle(*ns: int) -> None:
-        for n in ns:
-            await asyncio.sleep(0.03)
-            pull.deliver(event(n))
-
-    task = asyncio.create_task(trickle(1, 2, 3))
+    task = asyncio.create_task(trickle(pull, 1, 2, 3))
     started = time.monotonic()
     assert len(await f.fetch(3, 2.0, linger_s=1.0)) == 3  # full: no need to wait on
     assert time.monotonic() - started < 0.5
     await task
     # Not full: the linger ends it, and the request stays open for the next call.
-    task = asyncio.create_task(trickle(4))
+    task = asyncio.create_task(trickle(pull, 4))
     started = time.monotonic()
     assert len(await f.fetch(5, 2.0, linger_s=0.2)) == 1
     assert 0.19 <= time.monotonic() - started < 1.0
@@ -223,12 +224,6 @@ async def test_linger_lets_a_batch_fill_and_ends_when_it_is_full() -> None:
 
 async def test_without_linger_a_trickle_is_several_batches() -> None:
     f, pull = fetcher()
-
-    async def trickle() -> None:
-        for n in range(3):
-            await asyncio.sleep(0.03)
-            pull.deliver(event(n))
-
-    task = asyncio.create_task(trickle())
+    task = asyncio.create_task(trickle(pull, 0, 1, 2))
     assert len(await f.fetch(3, 2.0)) == 1
     await task
