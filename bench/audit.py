@@ -106,6 +106,7 @@ def build_messages(n: int, seed: int = 7) -> list[Wire]:
         if roll < 0.85:
             role = rng.choice((Role.user, Role.assistant, Role.assistant, Role.tool))
             event = MessageCreated(
+                event_id=uuid.uuid4(),
                 tenant_id=tenant,
                 producer="chat-api@bench",
                 occurred_at=at,

@@ -43,7 +43,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +176,7 @@ async def run_engram(nats_url: str, url: str, *, patches: list[list[dict[str, An
                 break
             except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
                 await asyncio.sleep(0.1)
-        bodies = [StatePatch(tenant_id=TENANT, producer="bench", payload=StatePatchPayload(
+        bodies = [StatePatch(event_id=uuid.uuid4(), occurred_at=datetime.now(UTC), tenant_id=TENANT, producer="bench", payload=StatePatchPayload(
             user_id=USER, agent_id=AGENT, patch=ops)) for ops in patches]  # type: ignore[arg-type]
         data = [(e.model_dump_json(by_alias=True).encode(), e.headers()) for e in bodies]
         started = time.perf_counter()

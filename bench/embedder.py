@@ -257,6 +257,7 @@ def events_of(texts: Sequence[str], seed: int) -> list[MessageCreated]:
     t0 = datetime(2026, 11, 1, 9, tzinfo=UTC)
     return [
         MessageCreated(
+            event_id=uuid.uuid4(),
             tenant_id=f"tenant-{i % 5}",
             producer="bench",
             occurred_at=t0 + timedelta(seconds=i),

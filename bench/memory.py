@@ -1296,7 +1296,7 @@ def consolidate_event(agent: str, steps: Sequence[str] | None,
                                "merge_threshold": threshold}
     if steps is not None:
         payload["steps"] = [Step(s) for s in steps]
-    return MemoryConsolidate(tenant_id=TENANT, producer="bench", occurred_at=CLOCK,
+    return MemoryConsolidate(event_id=uuid.uuid4(), tenant_id=TENANT, producer="bench", occurred_at=CLOCK,
                              payload=ConsolidatePayload(**payload))
 
 
@@ -1847,7 +1847,7 @@ async def search(  # noqa: PLR0915 - one sequence of phases, easier to read whol
     async def bare_sql(vector: np.ndarray) -> float:
         t = time.perf_counter()
         await conn.fetch(search_sql(DIMS), TENANT, agent, vector, MODEL_ID, ["active"],
-                         None, None, None, None, limit)
+                         None, None, None, None, limit, datetime.now(UTC))
         return (time.perf_counter() - t) * 1000
 
     try:

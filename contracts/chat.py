@@ -6,9 +6,15 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import Field, TypeAdapter
+from pydantic import AfterValidator, Field, TypeAdapter, model_validator
 
-from contracts.envelope import Contract, Envelope
+from contracts.envelope import (
+    MAX_METADATA_DEPTH,
+    Contract,
+    Envelope,
+    NulRule,
+    shallow_metadata,
+)
 
 MAX_CONTENT_CHARS = 4_000_000
 MAX_TITLE_CHARS = 500
@@ -22,6 +28,14 @@ FILE_EX = "c0ffee00-1d2e-4f3a-8b4c-5d6e7f809a1b"
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
+
+# A free-form JSON object, at most MAX_METADATA_DEPTH levels deep.
+Metadata = Annotated[dict[str, Any], AfterValidator(shallow_metadata)]
+METADATA_RULE = f"Free-form JSON object, at most {MAX_METADATA_DEPTH} levels deep."
+class ChatEnvelope(Envelope):
+    """Base of the CHAT events: stray U+0000 is replaced, not rejected."""
+
+    nul_rule = NulRule.replace
 
 
 class Role(StrEnum):
@@ -39,7 +53,8 @@ class ContentType(StrEnum):
 
 
 class MessageMetadata(Contract):
-    """Known metadata of a message; anything else the producer adds is kept as is."""
+    """Known metadata of a message; anything else the producer adds is kept as is (at most
+    32 levels deep)."""
 
     model_config = Contract.model_config | {"extra": "allow"}
 
@@ -52,6 +67,12 @@ class MessageMetadata(Contract):
     latency_ms: float | None = Field(
         default=None, ge=0, description="Generation latency.", examples=[812.5]
     )
+
+    @model_validator(mode="after")
+    def _shallow(self) -> MessageMetadata:
+        if self.model_extra:
+            shallow_metadata(self.model_extra)
+        return self
 
 
 class ConversationCreatedPayload(Contract):
@@ -68,8 +89,8 @@ class ConversationCreatedPayload(Contract):
     agent_id: str | None = Field(
         default=None, max_length=200, description="Agent taking part.", examples=["travel-bot"]
     )
-    metadata: dict[str, Any] = Field(
-        default_factory=dict, description="Free-form JSON object.", examples=[{"channel": "web"}]
+    metadata: Metadata = Field(
+        default_factory=dict, description=METADATA_RULE, examples=[{"channel": "web"}]
     )
 
 
@@ -81,8 +102,10 @@ class ConversationUpdatedPayload(Contract):
         description="New title, if changed.",
         examples=["Lisbon, 3 days"],
     )
-    metadata: dict[str, Any] | None = Field(
-        default=None, description="Keys merged into the metadata.", examples=[{"pinned": True}]
+    metadata: Metadata | None = Field(
+        default=None,
+        description=f"Keys merged into the metadata; at most {MAX_METADATA_DEPTH} levels deep.",
+        examples=[{"pinned": True}],
     )
 
 
@@ -196,8 +219,8 @@ class FileUploadedPayload(Contract):
         examples=["Day 1: Alfama..."],
         description="Text extracted upstream, for search.",
     )
-    metadata: dict[str, Any] = Field(
-        default_factory=dict, examples=[{"pages": 3}], description="Free-form JSON object."
+    metadata: Metadata = Field(
+        default_factory=dict, examples=[{"pages": 3}], description=METADATA_RULE
     )
 
 
@@ -212,8 +235,8 @@ class SessionStartedPayload(Contract):
     agent_id: str | None = Field(
         default=None, max_length=200, examples=["travel-bot"], description="Agent in the session."
     )
-    metadata: dict[str, Any] = Field(
-        default_factory=dict, examples=[{"client": "ios"}], description="Free-form JSON object."
+    metadata: Metadata = Field(
+        default_factory=dict, examples=[{"client": "ios"}], description=METADATA_RULE
     )
 
 
@@ -233,47 +256,47 @@ class SessionEndedPayload(Contract):
     )
 
 
-class ConversationCreated(Envelope):
+class ConversationCreated(ChatEnvelope):
     type: Literal["chat.conversation.created"] = "chat.conversation.created"
     payload: ConversationCreatedPayload
 
 
-class ConversationUpdated(Envelope):
+class ConversationUpdated(ChatEnvelope):
     type: Literal["chat.conversation.updated"] = "chat.conversation.updated"
     payload: ConversationUpdatedPayload
 
 
-class ConversationArchived(Envelope):
+class ConversationArchived(ChatEnvelope):
     type: Literal["chat.conversation.archived"] = "chat.conversation.archived"
     payload: ConversationArchivedPayload
 
 
-class MessageCreated(Envelope):
+class MessageCreated(ChatEnvelope):
     type: Literal["chat.message.created"] = "chat.message.created"
     payload: MessageCreatedPayload
 
 
-class MessageEdited(Envelope):
+class MessageEdited(ChatEnvelope):
     type: Literal["chat.message.edited"] = "chat.message.edited"
     payload: MessageEditedPayload
 
 
-class MessageDeleted(Envelope):
+class MessageDeleted(ChatEnvelope):
     type: Literal["chat.message.deleted"] = "chat.message.deleted"
     payload: MessageDeletedPayload
 
 
-class FileUploaded(Envelope):
+class FileUploaded(ChatEnvelope):
     type: Literal["chat.file.uploaded"] = "chat.file.uploaded"
     payload: FileUploadedPayload
 
 
-class SessionStarted(Envelope):
+class SessionStarted(ChatEnvelope):
     type: Literal["chat.session.started"] = "chat.session.started"
     payload: SessionStartedPayload
 
 
-class SessionEnded(Envelope):
+class SessionEnded(ChatEnvelope):
     type: Literal["chat.session.ended"] = "chat.session.ended"
     payload: SessionEndedPayload
 

@@ -12,7 +12,7 @@ T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
 
 def _env(tenant: str, at: datetime | None) -> dict[str, Any]:
-    return {"tenant_id": tenant, "producer": "tests", "occurred_at": at or T0}
+    return {"event_id": uuid4(), "tenant_id": tenant, "producer": "tests", "occurred_at": at or T0}
 
 
 def conversation(cid: UUID, tenant: str = "acme", at: datetime | None = None,

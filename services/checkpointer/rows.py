@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+from contracts.envelope import utcnow
 from contracts.state import PARTITIONS, StateConflict, StateConflictPayload
 from services.checkpointer import repo
 from services.checkpointer.logic import Op, parse_pointer
@@ -91,6 +92,7 @@ def conflict_rows(
     tenant, user, agent = head.key
     out = StateConflict(
         event_id=conflict_id,
+        occurred_at=utcnow(),
         tenant_id=tenant,
         producer=PRODUCER,
         correlation_id=event.correlation_id,

@@ -19,6 +19,7 @@ from contracts.embedding import (
     EmbeddingReadyPayload,
     SourceType,
 )
+from contracts.envelope import utcnow
 from services.embedder import repo, repo_models, repo_queue
 from services.embedder.logic import Chunk, chunk_text, embedding_event_id, mean_unit
 from services.embedder.model import Encoder, LoadedModel, NotReady, load, resolve
@@ -239,6 +240,7 @@ class Engine:
         vector = mean_unit([row.vector.tolist()])
         event = EmbeddingReady(
             event_id=embedding_event_id(row.memory_id, row.model_id, row.content_hash),
+            occurred_at=utcnow(),
             tenant_id=row.tenant_id,
             producer=self.producer,
             causation_id=row.causation_id,

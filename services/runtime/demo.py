@@ -45,6 +45,7 @@ def demo_conversation(tenant: str = "demo", producer: str = "engram-demo") -> li
     events: list[Envelope] = [
         chat.ConversationCreated(
             **base,
+            event_id=uuid4(),
             occurred_at=at(0),
             payload=chat.ConversationCreatedPayload(
                 conversation_id=cid,
@@ -56,6 +57,7 @@ def demo_conversation(tenant: str = "demo", producer: str = "engram-demo") -> li
         ),
         chat.SessionStarted(
             **base,
+            event_id=uuid4(),
             occurred_at=at(0.1),
             payload=chat.SessionStartedPayload(
                 session_id=sid, conversation_id=cid, user_id="u-ana", agent_id="travel-bot"
@@ -72,6 +74,7 @@ def demo_conversation(tenant: str = "demo", producer: str = "engram-demo") -> li
         events.append(
             chat.MessageCreated(
                 **base,
+                event_id=uuid4(),
                 occurred_at=at(1 + i),
                 payload=chat.MessageCreatedPayload(
                     message_id=mid,
@@ -90,6 +93,7 @@ def demo_conversation(tenant: str = "demo", producer: str = "engram-demo") -> li
     events += [
         chat.MessageEdited(
             **base,
+            event_id=uuid4(),
             occurred_at=at(3.5),
             payload=chat.MessageEditedPayload(
                 message_id=ids[2],
@@ -100,6 +104,7 @@ def demo_conversation(tenant: str = "demo", producer: str = "engram-demo") -> li
         ),
         chat.FileUploaded(
             **base,
+            event_id=uuid4(),
             occurred_at=at(5.5),
             payload=chat.FileUploadedPayload(
                 file_id=uuid4(),
@@ -114,6 +119,7 @@ def demo_conversation(tenant: str = "demo", producer: str = "engram-demo") -> li
         ),
         chat.MessageDeleted(
             **base,
+            event_id=uuid4(),
             occurred_at=at(7),
             payload=chat.MessageDeletedPayload(
                 message_id=ids[0], deleted_by="u-ana", reason="privacy"
@@ -121,6 +127,7 @@ def demo_conversation(tenant: str = "demo", producer: str = "engram-demo") -> li
         ),
         chat.ConversationUpdated(
             **base,
+            event_id=uuid4(),
             occurred_at=at(8),
             payload=chat.ConversationUpdatedPayload(
                 conversation_id=cid, title="Lisbon: 3 days in March", metadata={"pinned": True}
@@ -128,6 +135,7 @@ def demo_conversation(tenant: str = "demo", producer: str = "engram-demo") -> li
         ),
         chat.SessionEnded(
             **base,
+            event_id=uuid4(),
             occurred_at=at(9),
             payload=chat.SessionEndedPayload(
                 session_id=sid,
@@ -139,6 +147,7 @@ def demo_conversation(tenant: str = "demo", producer: str = "engram-demo") -> li
         ),
         memory.MemoryWrite(
             **base,
+            event_id=uuid4(),
             occurred_at=at(9),
             payload=memory.SemanticMemory(
                 memory_type="semantic",

@@ -18,14 +18,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar, cast
 from uuid import UUID
 
 import asyncpg
 from nats.aio.msg import Msg
 from pydantic import TypeAdapter, ValidationError
 
-from contracts.envelope import Envelope
+from contracts.envelope import Envelope, NulRule, nul_paths, without_nul
 from services.runtime.db import Connection
 from services.runtime.dlq import DeadKind, DeadLetters
 from services.runtime.errors import InvalidEvent, describe, is_transient, retry_delay
@@ -72,32 +72,16 @@ def contract_decoder(adapter: TypeAdapter[EnvelopeT]) -> Decoder[EnvelopeT]:
             raise InvalidEvent(f"type {event.type!r} published on subject {subject!r}")
         # PostgreSQL text and jsonb cannot hold U+0000. JSON can only carry it escaped, so
         # the bytes tell cheaply whether to look for it field by field.
-        if b"\\u0000" in msg.data and (path := nul_path(event.model_dump(mode="json"))):
-            raise InvalidEvent(
-                f"contract violation: {path}: contains a NUL character (U+0000), "
-                "which cannot be stored"
-            )
+        if b"\\u0000" in msg.data and (paths := nul_paths(event.model_dump(mode="json"))):
+            if event.nul_rule is not NulRule.replace:
+                raise InvalidEvent(
+                    f"contract violation: {paths[0]}: contains a NUL character (U+0000), "
+                    "which cannot be stored"
+                )
+            event = cast(EnvelopeT, without_nul(event, paths))
         return event
 
     return decode
-
-
-def nul_path(value: object, path: str = "") -> str | None:
-    """Dotted path of the first string (or key) holding U+0000, if any."""
-    if isinstance(value, str):
-        return (path or "<root>") if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            where = f"{path}.{key}" if path else str(key)
-            if "\x00" in str(key):
-                return where
-            if found := nul_path(item, where):
-                return found
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            if found := nul_path(item, f"{path}.{index}"):
-                return found
-    return None
 
 
 def _location(loc: tuple[int | str, ...], subject: str) -> str:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 import orjson
@@ -66,6 +66,8 @@ async def checkpointer_fixture(
 def patch(ops: list[dict[str, Any]] | None = None, *, merge: dict[str, Any] | None = None,
           expected: int | None = None, user: str = USER, agent: str = AGENT,
           tenant: str = TENANT, **envelope: Any) -> StatePatch:
+    envelope.setdefault("event_id", uuid4())
+    envelope.setdefault("occurred_at", datetime.now(UTC))
     return StatePatch(tenant_id=tenant, producer="tests", **envelope,
                       payload=StatePatchPayload(user_id=user, agent_id=agent, patch=ops,
                                                 merge_patch=merge, expected_version=expected))
@@ -73,13 +75,15 @@ def patch(ops: list[dict[str, Any]] | None = None, *, merge: dict[str, Any] | No
 
 def checkpoint(checkpoint_id: UUID, *, user: str = USER, agent: str = AGENT,
                tenant: str = TENANT, **payload: Any) -> StateCheckpoint:
-    return StateCheckpoint(tenant_id=tenant, producer="tests", payload=StateCheckpointPayload(
+    return StateCheckpoint(event_id=uuid4(), occurred_at=datetime.now(UTC),
+                           tenant_id=tenant, producer="tests", payload=StateCheckpointPayload(
         user_id=user, agent_id=agent, checkpoint_id=checkpoint_id, **payload))
 
 
 def restore(*, user: str = USER, agent: str = AGENT, tenant: str = TENANT,
             **payload: Any) -> StateRestore:
-    return StateRestore(tenant_id=tenant, producer="tests",
+    return StateRestore(event_id=uuid4(), occurred_at=datetime.now(UTC),
+                        tenant_id=tenant, producer="tests",
                         payload=StateRestorePayload(user_id=user, agent_id=agent, **payload))
 
 

@@ -71,7 +71,7 @@ def write(text: str, memory_type: str = "semantic", *, memory_id: UUID | None = 
         }[memory_type]
     payload.setdefault("importance", 0.5)
     return MemoryWrite.model_validate({
-        "tenant_id": tenant, "producer": "tests", "occurred_at": at,
+        "event_id": uuid4(), "tenant_id": tenant, "producer": "tests", "occurred_at": at,
         "payload": {"memory_id": memory_id or uuid4(), "agent_id": agent, "text": text,
                     "memory_type": memory_type, "content": content, **payload},
     })
@@ -80,13 +80,14 @@ def write(text: str, memory_type: str = "semantic", *, memory_id: UUID | None = 
 def forget(tenant: str = TENANT, at: datetime = T0, **payload: Any) -> MemoryForget:
     payload.setdefault("requested_by", "u-1")
     return MemoryForget.model_validate(
-        {"tenant_id": tenant, "producer": "tests", "occurred_at": at, "payload": payload})
+        {"event_id": uuid4(), "tenant_id": tenant, "producer": "tests", "occurred_at": at,
+         "payload": payload})
 
 
 def consolidate(at: datetime = T0, tenant: str = TENANT, **payload: Any) -> MemoryConsolidate:
     payload.setdefault("job_id", uuid4())
     payload.setdefault("agent_id", AGENT)
-    return MemoryConsolidate(tenant_id=tenant, producer="tests", occurred_at=at,
+    return MemoryConsolidate(event_id=uuid4(), tenant_id=tenant, producer="tests", occurred_at=at,
                              payload=ConsolidatePayload(**payload))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from uuid import uuid4
 
 import asyncpg
@@ -125,7 +126,8 @@ async def test_session_end_clears_the_session_partition(
     await wait_version(db, 1)
     await wait_version(db, 1, agent="other")
     await wait_version(db, 1, user="someone-else")
-    ended = SessionEnded(tenant_id=TENANT, producer="chat", payload=SessionEndedPayload(
+    ended = SessionEnded(event_id=uuid4(), occurred_at=datetime.now(UTC), tenant_id=TENANT,
+                         producer="chat", payload=SessionEndedPayload(
         session_id=uuid4(), conversation_id=uuid4(), user_id=USER, agent_id=AGENT))
     await publish(nc, ended)
     await wait_version(db, 2)
@@ -138,7 +140,8 @@ async def test_session_end_clears_the_session_partition(
     history = await request(nc, "query.state.history", StateHistoryReply, limit=1)
     assert (history.items[0].trigger, history.items[0].op_count) == ("chat.session.ended", 1)
     # No agent named: every agent of that user.
-    await publish(nc, SessionEnded(tenant_id=TENANT, producer="chat", payload=SessionEndedPayload(
+    await publish(nc, SessionEnded(event_id=uuid4(), occurred_at=datetime.now(UTC), tenant_id=TENANT,
+                         producer="chat", payload=SessionEndedPayload(
         session_id=uuid4(), conversation_id=uuid4(), user_id=USER)))
     await wait_version(db, 2, agent="other")
     assert await version_of(db, user="someone-else") == 1

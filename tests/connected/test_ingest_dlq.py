@@ -72,6 +72,13 @@ CID = UUID("6f1c3c1e-2b7a-4d8e-9a51-0e4f2a7b9c10")
 MID = UUID("9a3e7b52-1c4d-4f60-8b2a-3d5e6f708192")
 
 
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"x": value}
+    return value
+
+
 def _message() -> Any:
     return f.message(CID, MID, content="the bad one")
 
@@ -148,16 +155,22 @@ INVALID: list[tuple[str, str, bytes, tuple[str, ...]]] = [
         ("payload.edited_by",),
     ),
     (
-        "nul-in-content",
+        "missing-event-id",
         "chat.message.created",
-        broken(_message(), _set("payload.content", "NUL \x00 inside")),
-        ("payload.content", "NUL"),
+        broken(_message(), _delete("event_id")),
+        ("event_id", "Field required"),
     ),
     (
-        "nul-in-metadata",
-        "chat.conversation.created",
-        broken(f.conversation(CID), _set("payload.metadata", {"bad": "nul \x00"})),
-        ("payload.metadata", "NUL"),
+        "missing-occurred-at",
+        "chat.message.edited",
+        broken(f.edit(MID, "x"), _delete("occurred_at")),
+        ("occurred_at", "Field required"),
+    ),
+    (
+        "metadata-too-deep",
+        "chat.session.started",
+        broken(f.session_start(uuid4(), CID), _set("payload.metadata", _nested(33))),
+        ("payload.metadata", "deeper than 32"),
     ),
     (
         "tokens-over-int32",

@@ -43,7 +43,13 @@ def memory_write(
         **payload,
     }
     return mem.MemoryWrite.model_validate(
-        {"tenant_id": tenant, "producer": "tests", "payload": data}
+        {
+            "event_id": uuid4(),
+            "occurred_at": "2026-11-01T09:00:00Z",
+            "tenant_id": tenant,
+            "producer": "tests",
+            "payload": data,
+        }
     )
 
 
