@@ -35,7 +35,7 @@ METADATA_RULE = f"Free-form JSON object, at most {MAX_METADATA_DEPTH} levels dee
 class ChatEnvelope(Envelope):
     """Base of the CHAT events: stray U+0000 is replaced, not rejected."""
 
-    nul_rule = NulRule.replace
+    nul_rule = NulRule.substitute
 
 
 class Role(StrEnum):

@@ -42,13 +42,13 @@ class NulRule(StrEnum):
     it)."""
 
     reject = "reject"  # exact round trip matters: the event is invalid (dead-lettered)
-    replace = "replace"  # U+0000 becomes U+FFFD; the fields are listed in the metadata
+    substitute = "substitute"  # U+0000 becomes U+FFFD; the fields are listed in the metadata
 
 
 NUL_RULES = {
     NulRule.reject: "A string holding U+0000 makes the event invalid (it is dead-lettered "
     "with the path of the field): this contract round-trips exactly.",
-    NulRule.replace: "U+0000 in any string is replaced by U+FFFD when the event is read "
+    NulRule.substitute: "U+0000 in any string is replaced by U+FFFD when the event is read "
     "(PostgreSQL cannot store it; a chat message with a stray NUL is still a message); the "
     f"dotted paths of the replaced fields are listed in `payload.metadata.{NUL_RECORD_KEY}` "
     "where the payload has metadata.",

@@ -73,7 +73,7 @@ def contract_decoder(adapter: TypeAdapter[EnvelopeT]) -> Decoder[EnvelopeT]:
         # PostgreSQL text and jsonb cannot hold U+0000. JSON can only carry it escaped, so
         # the bytes tell cheaply whether to look for it field by field.
         if b"\\u0000" in msg.data and (paths := nul_paths(event.model_dump(mode="json"))):
-            if event.nul_rule is not NulRule.replace:
+            if event.nul_rule is not NulRule.substitute:
                 raise InvalidEvent(
                     f"contract violation: {paths[0]}: contains a NUL character (U+0000), "
                     "which cannot be stored"

@@ -7,6 +7,8 @@ import pytest
 from nats.aio.msg import Msg
 
 from contracts.chat import CHAT_EVENT, MessageCreated
+from contracts.envelope import MAX_METADATA_DEPTH, NUL_RECORD_KEY
+from contracts.state import STATE_EVENT
 from contracts.registry import all_contracts
 from services.runtime.errors import InvalidEvent
 from services.runtime.pipeline import contract_decoder
@@ -94,3 +96,45 @@ def test_every_event_has_a_documented_schema() -> None:
         payload = schema["$defs"][ref.split("/")[-1]]
         for field_name, spec in payload["properties"].items():
             assert spec.get("description"), f"{name}.payload.{field_name} has no description"
+
+
+@pytest.mark.parametrize("field", ["event_id", "occurred_at"])
+def test_ids_and_times_are_required_on_the_wire_and_in_the_schema(field: str) -> None:
+    data = raw()
+    del data[field]
+    with pytest.raises(InvalidEvent, match=f"{field}: Field required"):
+        decode("chat.message.created", json.dumps(data).encode())
+    for name, model in all_contracts().items():
+        if not name.endswith((".request", ".reply")):
+            assert field in model.model_json_schema()["required"], name
+
+
+def test_nul_in_chat_is_replaced_and_recorded_but_rejected_in_state() -> None:
+    data = raw(**{"payload.content": "a\x00b", "payload.metadata": {"k\x00": ["\x00"]}})
+    event = decode("chat.message.created", json.dumps(data).encode())
+    assert isinstance(event, MessageCreated)
+    assert event.payload.content == "a\ufffdb"
+    extra = event.payload.metadata.model_dump()
+    assert extra["k\ufffd"] == ["\ufffd"]
+    assert extra[NUL_RECORD_KEY] == ["payload.content", "payload.metadata.k\ufffd", "payload.metadata.k\ufffd.0"]
+    state = {
+        "event_id": str(uuid4()),
+        "type": "state.patch",
+        "occurred_at": "2026-11-01T09:00:00Z",
+        "tenant_id": "acme",
+        "producer": "t",
+        "payload": {"user_id": "u", "agent_id": "a", "merge_patch": {"local": {"x": "\x00"}}},
+    }
+    decode_state = contract_decoder(STATE_EVENT)
+    with pytest.raises(InvalidEvent, match=r"merge_patch\.local\.x: contains a NUL"):
+        decode_state(Msg(_client=None, subject="state.patch", data=json.dumps(state).encode()))  # type: ignore[arg-type]
+
+
+def test_metadata_depth_is_limited() -> None:
+    deep: dict[str, object] = {}
+    for _ in range(MAX_METADATA_DEPTH):
+        deep = {"x": deep}
+    with pytest.raises(InvalidEvent, match="deeper than"):
+        decode("chat.message.created", json.dumps(raw(**{"payload.metadata": deep})).encode())
+    ok = deep["x"]
+    decode("chat.message.created", json.dumps(raw(**{"payload.metadata": ok})).encode())
