@@ -25,6 +25,7 @@ from services.runtime.dlq import DeadLetters, watch_max_deliveries
 from services.runtime.errors import describe
 from services.runtime.fetch import Fetcher
 from services.runtime.pipeline import BatchProcessor, Prepared
+from services.runtime.supervise import Supervisor
 
 log = logging.getLogger("engram.consumer")
 
@@ -62,7 +63,11 @@ class PullConsumer:
         self._failures = 0
         self._advisories: Any = None
 
-    async def start(self, nc: NatsClient, dead_letters: DeadLetters) -> None:
+    async def start(
+        self, nc: NatsClient, dead_letters: DeadLetters, supervisor: Supervisor | None = None
+    ) -> None:
+        """Bind and start pulling. With a supervisor, a loop that ends before ``stop``
+        (a bug, a cancellation) fails the worker rather than leaving it idle."""
         js = nc.jetstream()
         await ensure_consumer(js, self.spec)
         self._sub = await js.pull_subscribe_bind(
@@ -70,9 +75,10 @@ class PullConsumer:
         )
         self._fetcher = Fetcher(self._sub)
         self._advisories = await watch_max_deliveries(nc, self.spec, dead_letters)
-        self._task = asyncio.create_task(
-            self._run(), name=f"consume:{self.spec.stream.name}:{self.spec.durable}"
-        )
+        name = f"consume:{self.spec.stream.name}:{self.spec.durable}"
+        self._task = asyncio.create_task(self._run(), name=name)
+        if supervisor is not None:
+            supervisor.watch(self._task, f"the pull loop {name}", lambda: self._stopping)
 
     async def _run(self) -> None:
         # Two stages: while batch N's transaction is in flight (the database works), batch
@@ -83,9 +89,7 @@ class PullConsumer:
         # Stopping ends the loop only once the open pull request is over and nothing it
         # brought in is left queued; those messages are committed like any other.
         assert self._fetcher is not None
-        in_flight: collections.deque[tuple[asyncio.Task[None], Prepared[Any]]] = (
-            collections.deque()
-        )
+        in_flight: collections.deque[tuple[asyncio.Task[None], Prepared[Any]]] = collections.deque()
         try:
             while not (self._stopping and self._fetcher.idle):
                 msgs = await self._next_batch()
@@ -147,7 +151,7 @@ class PullConsumer:
         is still queued from it, is committed and acked, as is the batch in flight. No new
         pull request is sent once stopping."""
         self._stopping = True
-        if self._task is not None:
+        if self._task is not None and not self._task.done():  # one that ended was reported
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), self._drain_timeout_s)
             except TimeoutError:
@@ -156,6 +160,8 @@ class PullConsumer:
                     self.spec.stream.name,
                 )
                 self._task.cancel()
+            except Exception:  # the loop had crashed: reported when it did; still unbind
+                log.debug("pull loop on %s had failed", self.spec.stream.name)
         for sub in (self._sub, self._advisories):
             if sub is not None:
                 with contextlib.suppress(Exception):

@@ -27,6 +27,7 @@ from services.runtime.inbox import Inbox
 from services.runtime.migrate import SCHEMAS
 from services.runtime.pipeline import ApplyBatch, BatchProcessor, Decoder, RetryPolicy
 from services.runtime.settings import WorkerSettings
+from services.runtime.supervise import Supervisor
 from services.runtime.telemetry import Stats
 
 log = logging.getLogger("engram.service")
@@ -54,6 +55,14 @@ class Worker:
     consumes: Sequence[Consumes]
     consumers: list[PullConsumer] = field(default_factory=list)
     stats: Stats = field(default_factory=Stats)
+    supervisor: Supervisor = field(init=False)
+
+    def __post_init__(self) -> None:
+        # After a failure, shutdown drains (at most drain_timeout_s) on a connection that
+        # may be gone; then a few seconds for the pool and the broker to close.
+        self.supervisor = Supervisor(
+            f"engram {self.settings.service}", grace_s=self.settings.drain_timeout_s + 5.0
+        )
 
     def spec_for(self, stream: Stream, subjects: tuple[str, ...]) -> ConsumerSpec:
         s = self.settings
@@ -71,13 +80,15 @@ def build_worker_app(
     settings: WorkerSettings, consumes: Sequence[Consumes], *, description: str
 ) -> tuple[FastStream, Worker]:
     service = settings.service
+    worker = Worker(settings, consumes)
     broker = NatsBroker(
         settings.nats_url,
         name=f"engram-{service}",
-        max_reconnect_attempts=-1,
+        max_reconnect_attempts=settings.nats_max_reconnect_attempts,
         graceful_timeout=settings.drain_timeout_s,
+        # Closed for good (an -ERR from the server, reconnects given up): end the process.
+        closed_cb=worker.supervisor.connection_closed,
     )
-    worker = Worker(settings, consumes)
 
     @asynccontextmanager
     async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
@@ -106,9 +117,12 @@ def build_worker_app(
         ),
     )
 
+    worker.supervisor.stops(app.exit)
+
     @app.after_startup
     async def start_consumers(context: ContextRepo) -> None:
         nc = broker.connection
+        worker.supervisor.nc = nc
         js = nc.jetstream()
         await ensure_streams(js)
         pool = context.get("pool")
@@ -120,6 +134,7 @@ def build_worker_app(
             keepalive_s=settings.ack_wait_s / 3,
         )
         dead_letters = DeadLetters(js, service)
+        await dead_letters.body_store()  # at start, so a missing permission shows at once
         for item in consumes:
             processor: BatchProcessor[Any] = BatchProcessor(
                 pool=pool,
@@ -140,7 +155,7 @@ def build_worker_app(
                 commits_in_flight=settings.commits_in_flight,
                 waits_for=item.waits_for,
             )
-            await consumer.start(nc, dead_letters)
+            await consumer.start(nc, dead_letters, worker.supervisor)
             worker.consumers.append(consumer)
         log.info(
             "%s consuming %s",
@@ -154,6 +169,7 @@ def build_worker_app(
 
     @app.on_shutdown
     async def drain_consumers() -> None:
+        worker.supervisor.stopping = True  # the connection closing from now on is expected
         for consumer in worker.consumers:
             await consumer.stop()
         worker.consumers.clear()

@@ -76,6 +76,13 @@ class WorkerSettings(BaseSettings):
     drain_timeout_s: float = Field(
         default=20.0, gt=0, description="How long shutdown waits for in-flight work."
     )
+    nats_max_reconnect_attempts: int = Field(
+        default=-1,
+        ge=-1,
+        description="Reconnects to NATS before the connection is given up for good, which "
+        "ends the worker's process (exit code 75) so that its supervisor restarts it; -1 "
+        "reconnects forever.",
+    )
     # The collector is per process; in `engram dev` (several workers in one process) the
     # worker started last sets it. See services/runtime/gctune.py for why.
     gc_freeze: bool = Field(
