@@ -23,6 +23,7 @@ from services.runtime.migrate import migrate
 from services.runtime.registry import create_worker
 from services.runtime.service import Worker
 from services.runtime.status import collect, render
+from services.runtime.supervise import EXIT_CANNOT_WORK
 
 console = Console()
 
@@ -77,6 +78,7 @@ def worker_table(workers: Sequence[tuple[str, Worker]]) -> Table:
     table = Table(title="workers (this process)", title_justify="left")
     for column in (
         "service",
+        "state",
         "applied",
         "duplicates",
         "retried",
@@ -88,8 +90,10 @@ def worker_table(workers: Sequence[tuple[str, Worker]]) -> Table:
         table.add_column(column, justify="left" if column == "service" else "right")
     for name, worker in workers:
         s = worker.stats
+        failure = worker.supervisor.failure
         table.add_row(
             name,
+            "[green]working[/]" if failure is None else f"[red]cannot work: {failure}[/]",
             str(s.applied),
             str(s.duplicates),
             str(s.retried),
@@ -148,6 +152,10 @@ async def run_dev(
             else:
                 await _log_view(stop, workers, refresh_s)
             console.print("stopping: draining workers...")
+        if failed := _failure(workers):
+            # As `engram run` does: a worker that cannot work ends the whole process.
+            console.print(f"[red]{failed}[/]; exiting with code {EXIT_CANNOT_WORK}")
+            raise SystemExit(EXIT_CANNOT_WORK)
     finally:
         if stack is not None:
             await asyncio.to_thread(stack.stop)
@@ -162,7 +170,7 @@ async def _live_view(
     refresh_s: float,
 ) -> None:
     with Live(console=console, refresh_per_second=4) as live:
-        while not stop.is_set():
+        while not stop.is_set() and not _failure(workers):
             status = await collect(nats_url, database_url, exact=True)
             live.update(
                 Group(worker_table(workers), *render(status), await latest_messages(database_url))
@@ -176,7 +184,7 @@ async def _log_view(
 ) -> None:
     """Not a terminal (logs, CI): one line per worker whenever its counters move."""
     last: dict[str, tuple[int, ...]] = {}
-    while not stop.is_set():
+    while not stop.is_set() and not _failure(workers):
         for name, worker in workers:
             s = worker.stats
             now = (s.applied, s.duplicates, s.retried, s.dead)
@@ -188,3 +196,11 @@ async def _log_view(
                 )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), refresh_s)
+
+
+def _failure(workers: Sequence[tuple[str, Worker]]) -> str | None:
+    """The first worker that cannot work any more, in words."""
+    for name, worker in workers:
+        if worker.supervisor.failure is not None:
+            return f"{name} cannot work any more: {worker.supervisor.failure}"
+    return None
