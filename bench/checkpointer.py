@@ -60,7 +60,8 @@ import orjson  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from contracts.state import StateGetReply, StatePatch, StatePatchPayload  # noqa: E402
+from contracts.state import StatePatch, StatePatchPayload  # noqa: E402
+from contracts.state_queries import STATE_GET_REPLY, StateGetReply  # noqa: E402
 from services.checkpointer.logic import apply_patch  # noqa: E402
 from services.checkpointer.versions import canonical  # noqa: E402
 from services.runtime.bus import STREAMS, ensure_streams  # noqa: E402
@@ -196,8 +197,8 @@ async def run_engram(nats_url: str, url: str, *, patches: list[list[dict[str, An
             t = time.perf_counter()
             msg = await nc.request("query.state.get", body, timeout=5)
             latencies.append((time.perf_counter() - t) * 1000)
-            reply = StateGetReply.model_validate_json(msg.data)
-            assert reply.state is not None, reply.error
+            reply = STATE_GET_REPLY.validate_json(msg.data)
+            assert isinstance(reply, StateGetReply), reply
             got = reply.state.model_dump(include=set(PARTS))
             assert canonical(got) == states[version], f"engram version {version + 1} differs"
     finally:

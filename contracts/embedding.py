@@ -1,8 +1,9 @@
 """The embedder's public API: the ``engram.embedding.ready`` event and two queries.
 
 Queries are core-NATS request/reply; the request is JSON of the request model and the
-reply is JSON of either the reply model (``status: "ok"``) or ``QueryError``
-(``status: "error"``). Use ``EMBED_REPLY`` / ``KNOWLEDGE_SEARCH_REPLY`` to read a reply.
+reply is JSON of either the reply model (``status: "ok"``) or ``contracts.errors.QueryError``
+(``status: "error"``): ``EmbedAnswer`` / ``KnowledgeSearchAnswer`` are that union (the
+published reply schemas); ``EMBED_REPLY`` / ``KNOWLEDGE_SEARCH_REPLY`` read a reply.
 Vectors are unit length (cosine similarity is their dot product).
 """
 
@@ -13,9 +14,10 @@ from enum import StrEnum
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import Field, TypeAdapter, model_validator
+from pydantic import Field, RootModel, TypeAdapter, model_validator
 
 from contracts.envelope import TENANT_PATTERN, Contract, Envelope
+from contracts.errors import ERROR_DISCRIMINATOR, QueryError, Reply
 
 EMBEDDING_READY_SUBJECT = "engram.embedding.ready"
 EMBED_SUBJECT = "query.embed"
@@ -102,27 +104,6 @@ EMBEDDING_READY = TypeAdapter[EmbeddingReady](EmbeddingReady)
 EMBEDDING_EVENT_TYPES: tuple[type[Envelope], ...] = (EmbeddingReady,)
 
 
-# --- errors --------------------------------------------------------------------------
-
-
-class QueryErrorCode(StrEnum):
-    invalid_request = "invalid_request"  # the request breaks its contract; do not retry
-    unavailable = "unavailable"  # the service cannot answer now (starting, database down)
-    internal = "internal"  # a bug; reported in the service's log
-
-
-class QueryError(Contract):
-    """The reply when a query cannot be answered."""
-
-    status: Literal["error"] = Field(
-        default="error", description="Always `error`.", examples=["error"]
-    )
-    code: QueryErrorCode = Field(description="What kind of failure.", examples=["invalid_request"])
-    message: str = Field(
-        description="What went wrong, for a human.", examples=["top_k: Input should be <= 100"]
-    )
-
-
 # --- query.embed ---------------------------------------------------------------------
 
 
@@ -138,8 +119,10 @@ class EmbedRequest(Contract):
     )
 
 
-class EmbedReply(Contract):
-    status: Literal["ok"] = Field(default="ok", description="Always `ok`.", examples=["ok"])
+class EmbedReply(Reply):
+    """The vectors (a reply over the message limit is a `too_large` error instead: ask for
+    fewer texts, `detail.fits` of them)."""
+
     model_id: str = Field(description="Model that made the vectors.", examples=[MODEL_EX])
     dimensions: int = Field(ge=1, description="Length of each vector.", examples=[384])
     vectors: list[list[float]] = Field(
@@ -153,8 +136,13 @@ class EmbedReply(Contract):
     )
 
 
+class EmbedAnswer(RootModel[Annotated[EmbedReply | QueryError, ERROR_DISCRIMINATOR]]):
+    """The reply to `query.embed`: `EmbedReply` (`status: "ok"`) or `QueryError`
+    (`status: "error"`), told apart by `status`."""
+
+
 EMBED_REPLY = TypeAdapter[EmbedReply | QueryError](
-    Annotated[EmbedReply | QueryError, Field(discriminator="status")]
+    Annotated[EmbedReply | QueryError, ERROR_DISCRIMINATOR]
 )
 
 
@@ -292,17 +280,30 @@ class KnowledgeHit(Contract):
     )
 
 
-class KnowledgeSearchReply(Contract):
-    status: Literal["ok"] = Field(default="ok", description="Always `ok`.", examples=["ok"])
+class KnowledgeSearchReply(Reply):
     model_id: str = Field(description="Model whose vectors were searched.", examples=[MODEL_EX])
     hits: list[KnowledgeHit] = Field(
         description="Best first; at most top_k.",
         examples=[[]],
     )
+    omitted: int = Field(
+        default=0,
+        ge=0,
+        description="Hits left out (the lowest ranked) because the reply would not fit in "
+        "one NATS message; 0 when every hit up to top_k is here.",
+        examples=[0],
+    )
+
+
+class KnowledgeSearchAnswer(
+    RootModel[Annotated[KnowledgeSearchReply | QueryError, ERROR_DISCRIMINATOR]]
+):
+    """The reply to `query.knowledge.search`: `KnowledgeSearchReply` (`status: "ok"`) or
+    `QueryError` (`status: "error"`), told apart by `status`."""
 
 
 KNOWLEDGE_SEARCH_REPLY = TypeAdapter[KnowledgeSearchReply | QueryError](
-    Annotated[KnowledgeSearchReply | QueryError, Field(discriminator="status")]
+    Annotated[KnowledgeSearchReply | QueryError, ERROR_DISCRIMINATOR]
 )
 
 QUERY_CONTRACTS: tuple[type[Contract], ...] = (

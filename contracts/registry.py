@@ -1,11 +1,15 @@
 """Every contract by a stable name, for `engram schema` and the docs: events by their type
-(= subject), request/reply queries as `<subject>.request` and `<subject>.reply`."""
+(= subject), request/reply queries as `<subject>.request` and `<subject>.reply`.
+
+A query's `.reply` is the union its service answers with: the query's result
+(`status: "ok"`) or `contracts.errors.QueryError` (`status: "error"`), discriminated by
+`status` (a `RootModel`, so its JSON Schema is that `oneOf`)."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel
 
-from contracts import embedding, memory_jobs, memory_search, state
+from contracts import embedding, memory_jobs, memory_search, state, state_queries
 from contracts.chat import CHAT_EVENT_TYPES
 from contracts.envelope import Envelope
 from contracts.memory import MEMORY_EVENT_TYPES
@@ -20,12 +24,12 @@ EVENTS: tuple[type[Envelope], ...] = (
     *embedding.EMBEDDING_EVENT_TYPES,
 )
 QUERIES: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
-    "query.embed": (embedding.EmbedRequest, embedding.EmbedReply),
-    "query.knowledge.search": (embedding.KnowledgeSearchRequest, embedding.KnowledgeSearchReply),
-    "query.memory.search": (memory_search.MemorySearchRequest, memory_search.MemorySearchReply),
-    "query.state.get": (state.StateGetRequest, state.StateGetReply),
-    "query.state.history": (state.StateHistoryRequest, state.StateHistoryReply),
-    "query.state.diff": (state.StateDiffRequest, state.StateDiffReply),
+    "query.embed": (embedding.EmbedRequest, embedding.EmbedAnswer),
+    "query.knowledge.search": (embedding.KnowledgeSearchRequest, embedding.KnowledgeSearchAnswer),
+    "query.memory.search": (memory_search.MemorySearchRequest, memory_search.MemorySearchAnswer),
+    "query.state.get": (state_queries.StateGetRequest, state_queries.StateGetAnswer),
+    "query.state.history": (state_queries.StateHistoryRequest, state_queries.StateHistoryAnswer),
+    "query.state.diff": (state_queries.StateDiffRequest, state_queries.StateDiffAnswer),
 }
 
 

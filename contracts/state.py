@@ -1,5 +1,5 @@
-"""STATE events (agents publish), the conflict event the checkpointer emits, and the
-``query.state.*`` request/reply contracts.
+"""STATE events (agents publish) and the conflict event the checkpointer emits (the
+``query.state.*`` request/reply contracts are in ``contracts/state_queries.py``).
 
 An agent's state is one JSON document per tenant + user + agent with four partitions,
 each a JSON object: ``local``, ``shared``, ``session`` and ``persistent``. Patches address
@@ -14,9 +14,9 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
 
-from pydantic import Field, TypeAdapter, field_validator, model_validator
+from pydantic import Field, TypeAdapter, model_validator
 
-from contracts.envelope import TENANT_PATTERN, Contract, Envelope
+from contracts.envelope import Contract, Envelope
 
 PARTITIONS = ("local", "shared", "session", "persistent")
 MAX_PATCH_OPS = 10_000
@@ -250,107 +250,4 @@ class StateConflict(Envelope):
     payload: StateConflictPayload
 
 
-# ---- queries (core NATS request/reply; every request is scoped by tenant) ----
-
-
-class QueryKey(StateKey):
-    tenant_id: str = Field(pattern=TENANT_PATTERN, description="Tenant.", examples=["acme"])
-
-
-class QueryError(Contract):
-    code: Literal["not_found", "pruned", "invalid", "internal"] = Field(
-        description="not_found: no such state or version; pruned: removed by retention; "
-        "invalid: the request breaks its contract.",
-        examples=["not_found"],
-    )
-    message: str = Field(description="What went wrong.", examples=["version 99 does not exist"])
-
-
-class StateGetRequest(QueryKey):
-    at_version: int | None = Field(default=None, ge=0, description="A past version.", examples=[12])
-    at_time: datetime | None = Field(
-        default=None, description="The version current then.", examples=["2026-11-22T10:15:00Z"]
-    )
-
-    @field_validator("at_time")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("at_time needs a time zone")
-        return value
-
-    @model_validator(mode="after")
-    def _one_point(self) -> StateGetRequest:
-        if self.at_version is not None and self.at_time is not None:
-            raise ValueError("give at most one of at_version and at_time")
-        return self
-
-
-class StateView(Contract):
-    version: int = Field(description="Version number (0: empty).", examples=[42])
-    state_hash: str = Field(description="Hex SHA-256 of the canonical JSON.", examples=["9f86"])
-    local: dict[str, Any] = Field(description="Partition local.", examples=[{}])
-    shared: dict[str, Any] = Field(description="Partition shared.", examples=[{}])
-    session: dict[str, Any] = Field(description="Partition session.", examples=[{"cart": []}])
-    persistent: dict[str, Any] = Field(description="Partition persistent.", examples=[{}])
-    applied_at: datetime | None = Field(default=None, description="When it became current.")
-
-
-class StateGetReply(Contract):
-    state: StateView | None = None
-    modification_count: int | None = Field(
-        default=None, description="Operations applied over the state's life (current only)."
-    )
-    error: QueryError | None = None
-
-
-class StateHistoryRequest(QueryKey):
-    before_version: int | None = Field(
-        default=None,
-        ge=1,
-        description="Page cursor: versions below this, newest first.",
-        examples=[101],
-    )
-    limit: int = Field(default=50, ge=1, le=500, description="Page size.", examples=[50])
-    include_patches: bool = Field(default=True, description="Include patch and inverse.")
-
-
-class TransitionView(Contract):
-    version: int = Field(examples=[42])
-    kind: Literal["update", "merge", "reset", "restore"] = Field(examples=["update"])
-    trigger: str = Field(examples=["state.patch"])
-    actor: str | None = Field(default=None, examples=["planner-node"])
-    event_id: UUID | None = Field(default=None, examples=[EVENT_EX])
-    state_hash: str = Field(description="Hash after this version.", examples=["9f86"])
-    op_count: int = Field(examples=[3])
-    occurred_at: datetime
-    applied_at: datetime
-    patch: list[dict[str, Any]] | None = Field(default=None, description="RFC 6902, forward.")
-    inverse: list[dict[str, Any]] | None = Field(default=None, description="RFC 6902, back.")
-
-
-class StateHistoryReply(Contract):
-    items: list[TransitionView] = Field(default_factory=list)
-    next_before_version: int | None = Field(default=None, description="Cursor of next page.")
-    current_version: int | None = None
-    oldest_version: int | None = Field(default=None, description="Oldest readable version.")
-    error: QueryError | None = None
-
-
-class StateDiffRequest(QueryKey):
-    from_version: int = Field(ge=0, examples=[10])
-    to_version: int = Field(ge=0, examples=[42])
-
-
-class StateDiffReply(Contract):
-    from_version: int | None = None
-    to_version: int | None = None
-    patch: list[dict[str, Any]] = Field(default_factory=list, description="RFC 6902 from→to.")
-    error: QueryError | None = None
-
-
-QUERY_SUBJECTS: dict[str, tuple[type[Contract], type[Contract]]] = {
-    "query.state.get": (StateGetRequest, StateGetReply),
-    "query.state.history": (StateHistoryRequest, StateHistoryReply),
-    "query.state.diff": (StateDiffRequest, StateDiffReply),
-}
+# The query.state.* request/reply contracts: contracts/state_queries.py.

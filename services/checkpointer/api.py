@@ -1,19 +1,18 @@
-"""The request/reply subjects, as FastStream subscribers on the worker's broker (one queue
-group: replicas share the queries). A request that breaks its contract gets a reply with
-``error.code = "invalid"`` instead of a timeout."""
+"""The request/reply subjects of the checkpointer, served through
+``services.runtime.replies`` (one queue group: replicas share the queries). Every reply is
+the query's result or a ``QueryError``; a request that breaks its contract gets
+``invalid`` instead of a timeout, and a reply that would not fit in one message is
+shortened (history) or answered ``too_large`` with what to ask instead."""
 
 from __future__ import annotations
 
-import logging
-from typing import Any, cast
+from typing import cast
 
 import asyncpg
-from faststream import ExceptionMiddleware
-from faststream.nats import NatsBroker, NatsRouter
-from pydantic import ValidationError
+from faststream.nats import NatsBroker
 
-from contracts.state import (
-    StateConflict,
+from contracts.state import StateConflict
+from contracts.state_queries import (
     StateDiffReply,
     StateDiffRequest,
     StateGetReply,
@@ -22,27 +21,10 @@ from contracts.state import (
     StateHistoryRequest,
 )
 from services.checkpointer import queries
-from services.runtime.errors import describe
-from services.runtime.replies import validation_message
-
-log = logging.getLogger("engram.checkpointer.api")
+from services.runtime.replies import serve_query
 
 
-def _invalid(exc: ValidationError) -> dict[str, Any]:
-    problems = validation_message(exc)
-    return {"error": {"code": "invalid", "message": f"bad request: {problems}"}}
-
-
-def _internal(exc: Exception) -> dict[str, Any]:
-    log.exception("query failed")
-    return {"error": {"code": "internal", "message": describe(exc)}}
-
-
-def query_router(queue: str, broker: NatsBroker) -> NatsRouter:
-    router = NatsRouter(middlewares=[ExceptionMiddleware(
-        publish_handlers={ValidationError: _invalid, Exception: _internal}
-    )])
-
+def register_queries(broker: NatsBroker, queue: str) -> None:
     def pool() -> asyncpg.Pool:
         # Set by app.py before the subscribers start. Looked up here, not injected with
         # Context(): FastStream resolves an injected Context in a worker thread
@@ -50,26 +32,46 @@ def query_router(queue: str, broker: NatsBroker) -> NatsRouter:
         # on a busy machine.
         return cast(asyncpg.Pool, broker.context.get("query_pool"))
 
-    @router.subscriber("query.state.get", queue=queue, title="query.state.get",
-                       description="The current state, or the version at_version / at_time.")
-    async def state_get(request: StateGetRequest) -> StateGetReply:
-        return await queries.get_state(pool(), request)
+    async def state_get(request: StateGetRequest, limit: int) -> StateGetReply:
+        return await queries.get_state(pool(), request, limit)
 
-    @router.subscriber("query.state.history", queue=queue, title="query.state.history",
-                       description="Transitions newest first, with patches; paginated.")
-    async def state_history(request: StateHistoryRequest) -> StateHistoryReply:
-        return await queries.get_history(pool(), request)
+    async def state_history(request: StateHistoryRequest, limit: int) -> StateHistoryReply:
+        return await queries.get_history(pool(), request, limit)
 
-    @router.subscriber("query.state.diff", queue=queue, title="query.state.diff",
-                       description="RFC 6902 patch from one version to another.")
-    async def state_diff(request: StateDiffRequest) -> StateDiffReply:
-        return await queries.get_diff(pool(), request)
+    async def state_diff(request: StateDiffRequest, limit: int) -> StateDiffReply:
+        return await queries.get_diff(pool(), request, limit)
 
-    return router
-
-
-def register_queries(broker: NatsBroker, queue: str) -> None:
-    broker.include_router(query_router(queue, broker))
+    serve_query(
+        broker,
+        "query.state.get",
+        StateGetRequest,
+        state_get,
+        queue=queue,
+        hint=queries.GET_HINT,
+        description="The current state, or the version at_version / at_time.",
+    )
+    serve_query(
+        broker,
+        "query.state.history",
+        StateHistoryRequest,
+        state_history,
+        queue=queue,
+        hint=queries.HISTORY_HINT,
+        description="Transitions newest first, with patches; paginated.",
+    )
+    serve_query(
+        broker,
+        "query.state.diff",
+        StateDiffRequest,
+        state_diff,
+        queue=queue,
+        hint=queries.DIFF_HINT,
+        description="RFC 6902 patch from one version to another.",
+    )
     # Documentation only: conflicts are published by the outbox drain (outbox.py).
-    broker.publisher("engram.state.conflict", title="engram.state.conflict",
-                     description=(StateConflict.__doc__ or "").strip(), schema=StateConflict)
+    broker.publisher(
+        "engram.state.conflict",
+        title="engram.state.conflict",
+        description=(StateConflict.__doc__ or "").strip(),
+        schema=StateConflict,
+    )

@@ -40,6 +40,9 @@ class Changes:
         self, conn: Connection, w: Working, event: Any, batch: Batch, now: datetime
     ) -> None:
         if isinstance(event, StateCheckpoint):
+            if w.head.version == 0:  # a state exists from its first applied version
+                raise PatchRejected("no such state: nothing to checkpoint before its first "
+                                    "patch")
             self.checkpoint(w, event, batch)
             return
         if isinstance(event, SessionEnded):
@@ -64,6 +67,8 @@ class Changes:
                             event.event_id, event.occurred_at)
             self.new_version(w, ops, source, batch, now)
         elif isinstance(event, StateRestore):
+            if w.head.version == 0:
+                raise PatchRejected("no such state: nothing to restore before its first patch")
             await self.restore(conn, w, event, batch, now)
 
     async def restore(

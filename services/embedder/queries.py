@@ -1,17 +1,17 @@
 """Request/reply: ``query.embed`` and ``query.knowledge.search`` (core NATS, queue group
-``embedder``, so replicas share them). A request that breaks its contract gets a
-``QueryError`` reply at once rather than a timeout."""
+``embedder``, so replicas share them), answered through ``services.runtime.replies``: a
+request that breaks its contract gets an ``invalid`` ``QueryError`` at once rather than a
+timeout, and a reply that would not fit in one message is shortened (search: the lowest
+ranked hits are left out, ``omitted``) or is a ``too_large`` error (embed: how many texts
+fit)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Annotated, Any
 
 import asyncpg
-from faststream import Context
 from faststream.nats import NatsBroker
-from faststream.nats.annotations import NatsMessage
 from pydantic import BaseModel
 
 from contracts.embedding import (
@@ -26,15 +26,15 @@ from contracts.embedding import (
     SourceRef,
     SourceType,
 )
+from contracts.errors import ErrorCode
 from services.embedder import repo_search
 from services.embedder.engine import Engine
 from services.embedder.logic import candidates_for, rrf
 from services.embedder.model import NotReady
-from services.runtime.replies import query_failure
+from services.runtime.replies import PACK_SLACK, QueryFailed, fit_items, json_size, serve_query
 
 log = logging.getLogger("engram.embedder.queries")
 QUEUE = "embedder"
-Pool = Annotated[asyncpg.Pool | None, Context("pool", default=None)]
 CONCURRENCY = 8
 MAX_TEXT_QUERY_CHARS = 500
 
@@ -120,49 +120,67 @@ async def _encode(engine: Engine, text: str) -> repo_search.QueryVector:
     return repo_search.QueryVector(model.model_id, model.dimensions, vectors[0])
 
 
+EMBED_HINT = "send fewer texts per request (see detail.fits)"
+SEARCH_HINT = "ask with a smaller top_k"
+
+
 def register_queries(broker: NatsBroker, engine: Engine) -> None:
     """Subscribe the two queries on the worker's broker."""
 
-    @broker.subscriber(
+    async def on_embed(request: EmbedRequest, limit: int) -> BaseModel:
+        return fit_embed(await embed(engine, request), limit)
+
+    async def on_search(request: KnowledgeSearchRequest, limit: int) -> BaseModel:
+        pool: asyncpg.Pool | None = broker.context.get("pool")
+        if pool is None:
+            raise NotReady("the embedder is starting: no database pool yet")
+        reply, omitted = fit_items(await knowledge_search(engine, pool, request), "hits", limit)
+        if omitted and not reply.hits:
+            raise QueryFailed(
+                ErrorCode.too_large,
+                "the best hit alone does not fit in one message",
+                hint=SEARCH_HINT,
+            )
+        return reply.model_copy(update={"omitted": omitted}) if omitted else reply
+
+    serve_query(
+        broker,
         EMBED_SUBJECT,
+        EmbedRequest,
+        on_embed,
         queue=QUEUE,
+        hint=EMBED_HINT,
         max_workers=CONCURRENCY,
-        title="query.embed",
+        unavailable=(NotReady,),
         description="Texts in, unit vectors of the active model out (EmbedRequest -> "
         "EmbedReply | QueryError).",
     )
-    async def on_embed(msg: NatsMessage) -> dict[str, Any]:
-        return _reply(await _answer(EMBED_SUBJECT, msg.body, EmbedRequest, engine, None))
-
-    @broker.subscriber(
+    serve_query(
+        broker,
         KNOWLEDGE_SEARCH_SUBJECT,
+        KnowledgeSearchRequest,
+        on_search,
         queue=QUEUE,
+        hint=SEARCH_HINT,
         max_workers=CONCURRENCY,
-        title="query.knowledge.search",
+        unavailable=(NotReady,),
         description="Hybrid search of one tenant's messages and files "
         "(KnowledgeSearchRequest -> KnowledgeSearchReply | QueryError).",
     )
-    async def on_search(msg: NatsMessage, pool: Pool) -> dict[str, Any]:
-        return _reply(
-            await _answer(KNOWLEDGE_SEARCH_SUBJECT, msg.body, KnowledgeSearchRequest, engine, pool)
-        )
 
 
-async def _answer(
-    subject: str, body: bytes, model: type[BaseModel], engine: Engine, pool: asyncpg.Pool | None
-) -> BaseModel:
-    try:
-        request = model.model_validate_json(body)
-        if isinstance(request, EmbedRequest):
-            return await embed(engine, request)
-        assert isinstance(request, KnowledgeSearchRequest)
-        if pool is None:
-            raise NotReady("the embedder is starting: no database pool yet")
-        return await knowledge_search(engine, pool, request)
-    except Exception as exc:
-        return query_failure(exc, subject, (NotReady,))
-
-
-def _reply(reply: BaseModel) -> dict[str, Any]:
-    data: dict[str, Any] = reply.model_dump(mode="json")
-    return data
+def fit_embed(reply: EmbedReply, limit: int) -> EmbedReply:
+    """The vectors, or ``too_large`` saying how many texts would fit (vectors are not
+    dropped: a client needs one per text)."""
+    size = json_size(reply)
+    if size <= limit:
+        return reply
+    per_text = max(1, size // max(1, len(reply.vectors)))
+    fits = max(1, (limit - PACK_SLACK) // per_text)
+    raise QueryFailed(
+        ErrorCode.too_large,
+        f"{len(reply.vectors)} vectors make a {size}-byte reply; one message carries at "
+        f"most {limit}",
+        hint=f"send at most {fits} texts per request",
+        detail={"size": size, "limit": limit, "fits": fits},
+    )

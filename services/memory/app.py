@@ -7,21 +7,23 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 from faststream import ContextRepo, FastStream
 from faststream.nats import NatsBroker
-from faststream.nats.annotations import NatsMessage
 
 from contracts.envelope import Envelope
 from contracts.memory_jobs import MemoryConsolidated, MemoryForgotten
-from contracts.memory_search import MEMORY_SEARCH_SUBJECT, MemorySearchRequest
+from contracts.memory_search import (
+    MEMORY_SEARCH_SUBJECT,
+    MemorySearchReply,
+    MemorySearchRequest,
+)
 from services.memory.handlers import Handlers
 from services.memory.jobs import JobRunner
 from services.memory.search import AccessLog, EmbedderUnavailable, create_search_pool, search
 from services.memory.settings import MemorySettings
-from services.runtime.replies import query_failure
+from services.runtime.replies import serve_query
 from services.runtime.service import Worker, build_worker_app
 
 Settings = MemorySettings
@@ -62,21 +64,17 @@ def create_memory(settings: MemorySettings | None = None) -> tuple[FastStream, W
         broker.publisher(subject, title=subject, schema=notice,
                          description=(notice.__doc__ or "").strip())
 
-    @broker.subscriber(MEMORY_SEARCH_SUBJECT, queue=settings.query_queue,
-                       max_workers=CONCURRENCY, title=MEMORY_SEARCH_SUBJECT,
-                       description="The memories of one agent that matter now "
-                       "(MemorySearchRequest -> MemorySearchReply | QueryError).")
-    async def on_search(msg: NatsMessage) -> dict[str, Any]:
-        try:
-            request = MemorySearchRequest.model_validate_json(msg.body)
-            if parts.search_pool is None or parts.access is None:
-                raise EmbedderUnavailable("the memory service is starting")
-            reply: Any = await search(parts.search_pool, broker.connection, settings,
-                                      parts.access, request)
-        except Exception as exc:
-            reply = query_failure(exc, MEMORY_SEARCH_SUBJECT, (EmbedderUnavailable,))
-        data: dict[str, Any] = reply.model_dump(mode="json")
-        return data
+    async def on_search(request: MemorySearchRequest, limit: int) -> MemorySearchReply:
+        if parts.search_pool is None or parts.access is None:
+            raise EmbedderUnavailable("the memory service is starting")
+        return await search(parts.search_pool, broker.connection, settings, parts.access,
+                            request, reply_bytes=limit)
+
+    serve_query(broker, MEMORY_SEARCH_SUBJECT, MemorySearchRequest, on_search,
+                queue=settings.query_queue, max_workers=CONCURRENCY,
+                unavailable=(EmbedderUnavailable,), hint="ask with a smaller top_k",
+                description="The memories of one agent that matter now "
+                "(MemorySearchRequest -> MemorySearchReply | QueryError).")
 
     @app.after_startup
     async def start_background(context: ContextRepo) -> None:

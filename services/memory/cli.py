@@ -12,6 +12,7 @@ from uuid import UUID, uuid4
 import typer
 from rich.console import Console
 
+from contracts.envelope import utcnow
 from contracts.memory_jobs import (
     ALL_STEPS,
     ConsolidatePayload,
@@ -54,7 +55,8 @@ def consolidate(  # noqa: PLR0917 (typer reads options from the signature)
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Report only; change nothing.")] = False,
     job_id: Annotated[str | None, typer.Option(
-        "--job-id", help="Job id (a retried trigger with the same id does the work once); "
+        "--job-id", help="Job id (a retried trigger with the same id does the work once, "
+        "and --wait prints the summary of the job even when it finished before); "
         "default: a new one.")] = None,
     wait: Annotated[float, typer.Option(
         "--wait", min=0, help="Seconds to wait for the summary of each agent (0: do not wait; "
@@ -71,7 +73,7 @@ def consolidate(  # noqa: PLR0917 (typer reads options from the signature)
     try:
         job = UUID(job_id) if job_id else uuid4()
         event = MemoryConsolidate(
-            tenant_id=tenant, producer="engram-cli",
+            event_id=uuid4(), occurred_at=utcnow(), tenant_id=tenant, producer="engram-cli",
             payload=ConsolidatePayload(job_id=job, agent_id=agent, steps=parse_steps(steps),
                                        dry_run=dry_run),
         )

@@ -25,9 +25,15 @@ from contracts.chat import (
     SessionStarted,
 )
 from contracts.embedding import EmbeddingReady, SourceType
-from contracts.envelope import Envelope
+from contracts.envelope import Envelope, utcnow
 from contracts.memory import MemoryWrite
-from contracts.memory_jobs import ForgottenPayload, MemoryConsolidate, MemoryForget, MemoryForgotten
+from contracts.memory_jobs import (
+    ForgottenPayload,
+    MemoryConsolidate,
+    MemoryConsolidated,
+    MemoryForget,
+    MemoryForgotten,
+)
 from services.memory import repo, repo_jobs, sessions
 from services.memory.logic import content_hash, derived_id, estimate_tokens
 from services.memory.settings import MemorySettings
@@ -85,8 +91,9 @@ class Handlers:
             writes = []
             if isinstance(event, MemoryForget):
                 await self._forget(conn, event)
-            else:
-                await repo_jobs.enqueue(conn, event)
+            else:  # a job already done (a retried trigger) announces its summary again
+                for summary in await repo_jobs.enqueue(conn, event):
+                    await self.publish(MemoryConsolidated.model_validate(summary))
         await self._write(conn, writes)
         return {}
 
@@ -206,6 +213,7 @@ def forgotten_event(
 ) -> MemoryForgotten:
     return MemoryForgotten(
         event_id=derived_id("forgotten", cause_id),
+        occurred_at=utcnow(),
         tenant_id=tenant_id,
         producer=sessions.SERVICE_PRODUCER,
         correlation_id=correlation_id,

@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from contracts.envelope import utcnow
 from contracts.memory_jobs import (
     ALL_STEPS,
     ConsolidatedPayload,
@@ -150,14 +151,16 @@ class JobRunner:
         async with conn.transaction():
             after = await repo_jobs.count_active(conn, job["tenant_id"], job["agent_id"])
             duration_ms = int((time.monotonic() - started) * 1000)
-            await self.publish(self._summary(job, after, duration_ms))
-            await repo_jobs.finish(conn, job, duration_ms)
+            summary = self._summary(job, after, duration_ms)
+            await self.publish(summary)
+            await repo_jobs.finish(conn, job, duration_ms, summary.model_dump(mode="json"))
         self.done += 1
 
     def _summary(self, job: dict[str, Any], after: int, duration_ms: int) -> MemoryConsolidated:
         return MemoryConsolidated(
             event_id=derived_id("consolidated", job["tenant_id"], job["job_id"],
                                 job["agent_id"]),
+            occurred_at=utcnow(),
             tenant_id=job["tenant_id"],
             producer=SERVICE_PRODUCER,
             causation_id=job["event_id"],

@@ -16,9 +16,10 @@ from services.runtime.db import Connection
 NOTIFY_CHANNEL = "memory_jobs"
 
 
-async def enqueue(conn: Connection, event: MemoryConsolidate) -> None:
+async def enqueue(conn: Connection, event: MemoryConsolidate) -> list[dict[str, Any]]:
     """One job row per agent (every agent with active memories when none is named).
-    The same job id again finds its rows and adds nothing."""
+    The same job id again finds its rows and adds nothing; it returns the summaries (the
+    events as published) of those rows that are done, to be announced again."""
     p = event.payload
     if p.agent_id is not None:
         agents = [p.agent_id]
@@ -30,7 +31,7 @@ async def enqueue(conn: Connection, event: MemoryConsolidate) -> None:
         )
         agents = sorted(r[0] for r in rows)
     if not agents:
-        return
+        return []
     await conn.execute(
         """INSERT INTO memory.jobs (tenant_id, job_id, agent_id, steps, dry_run,
                merge_threshold, clock, event_id)
@@ -40,6 +41,14 @@ async def enqueue(conn: Connection, event: MemoryConsolidate) -> None:
         p.merge_threshold, event.occurred_at, event.event_id,
     )
     await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    done = await conn.fetch(
+        """SELECT summary FROM memory.jobs
+            WHERE tenant_id = $1 AND job_id = $2 AND agent_id = ANY($3::text[])
+              AND state = 'done' AND summary IS NOT NULL
+            ORDER BY agent_id""",
+        event.tenant_id, p.job_id, agents,
+    )
+    return [r["summary"] for r in done]
 
 
 CLAIM = """
@@ -108,12 +117,13 @@ async def step_done(conn: Connection, job: dict[str, Any], report: StepReport,
     )
 
 
-async def finish(conn: Connection, job: dict[str, Any], duration_ms: int) -> None:
+async def finish(conn: Connection, job: dict[str, Any], duration_ms: int,
+                 summary: dict[str, Any]) -> None:
     await conn.execute(
         """UPDATE memory.jobs SET state = 'done', finished_at = now(), duration_ms = $4,
-               lease_until = NULL
+               lease_until = NULL, summary = $5::jsonb
             WHERE tenant_id = $1 AND job_id = $2 AND agent_id = $3""",
-        *_key(job), duration_ms,
+        *_key(job), duration_ms, summary,
     )
 
 

@@ -20,7 +20,8 @@ import asyncpg
 import numpy as np
 from nats.aio.client import Client as NatsClient
 
-from contracts.embedding import EMBED_REPLY, EMBED_SUBJECT, MAX_TOP_K, EmbedRequest, QueryError
+from contracts.embedding import EMBED_REPLY, EMBED_SUBJECT, MAX_TOP_K, EmbedRequest
+from contracts.errors import ErrorCode, QueryError
 from contracts.memory_search import (
     MemoryHit,
     MemorySearchReply,
@@ -32,6 +33,7 @@ from services.memory.logic import Weights, recency
 from services.memory.settings import MemorySettings
 from services.runtime.db import ALL_TENANTS, create_pool, scope_tenant
 from services.runtime.errors import describe
+from services.runtime.replies import QueryFailed, fit_items
 
 log = logging.getLogger("engram.memory.search")
 
@@ -71,6 +73,7 @@ SELECT memory_id, memory_type, status, text, content, user_id, conversation_id, 
    AND ($7::real IS NULL OR importance >= $7)
    AND ($8::text IS NULL OR user_id = $8)
    AND ($9::uuid IS NULL OR conversation_id = $9)
+   AND (expires_at IS NULL OR expires_at > $11)
  ORDER BY {cast} <=> $3::vector({int(dimensions)})
  LIMIT $10"""
 
@@ -90,28 +93,47 @@ async def create_search_pool(settings: MemorySettings) -> asyncpg.Pool:
 
 async def search(
     pool: asyncpg.Pool, nc: NatsClient, settings: MemorySettings, access: AccessLog,
-    request: MemorySearchRequest,
+    request: MemorySearchRequest, *, reply_bytes: int | None = None,
 ) -> MemorySearchReply:
+    """The hits; with ``reply_bytes`` (the reply's byte budget) the lowest ranked are left out
+    (``omitted``) when they would not fit, and only the hits returned count as accessed."""
     model_id, query = await embed_query(nc, request.text, settings.embed_timeout_s)
     f = request.filters
     statuses = ["active", "superseded"] if f.include_superseded else ["active"]
     limit = max(settings.candidates, request.top_k)
+    now = datetime.now(UTC)  # expired memories are never returned, expire job or not
     async with pool.acquire() as conn:
         # Session-level: row-level security shows this tenant until the next search.
         await scope_tenant(conn, request.tenant_id, local=False)
         rows = await conn.fetch(
             search_sql(len(query)), request.tenant_id, request.agent_id, query, model_id,
             statuses, [t.value for t in f.types] if f.types else None, f.min_importance,
-            f.user_id, f.conversation_id, limit,
+            f.user_id, f.conversation_id, limit, now,
         )
     w = weights_of(settings)
-    hits = rank(rows, w, datetime.now(UTC), request.top_k)
-    access.record(request.tenant_id, [h.memory_id for h in hits])
-    return MemorySearchReply(
+    hits = rank(rows, w, now, request.top_k)
+    reply = MemorySearchReply(
         model_id=model_id, hits=hits,
         weights=ScoreWeights(similarity=w.similarity, importance=w.importance,
                              recency=w.recency, recency_half_life_days=w.half_life_days),
     )
+    if reply_bytes is not None:
+        reply = fit_hits(reply, reply_bytes)
+    access.record(request.tenant_id, [h.memory_id for h in reply.hits])
+    return reply
+
+
+def fit_hits(reply: MemorySearchReply, limit: int) -> MemorySearchReply:
+    """Whole hits, best first, as many as fit in ``limit`` bytes (``omitted``: the rest);
+    ``too_large`` when not even the best one does."""
+    fitted, omitted = fit_items(reply, "hits", limit)
+    if not omitted:
+        return reply
+    if not fitted.hits:
+        raise QueryFailed(ErrorCode.too_large, "the best hit alone does not fit in one "
+                          "message", hint="narrow the filters (e.g. types) or the query",
+                          detail={"limit": limit})
+    return fitted.model_copy(update={"omitted": omitted})
 
 
 def rank(rows: list[Any], weights: Weights, now: datetime, top_k: int) -> list[MemoryHit]:

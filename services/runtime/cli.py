@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -31,19 +33,44 @@ DataDir = Annotated[
 ]
 
 
-def default_data_dir() -> Path:
+def user_dir() -> Path:
     import platformdirs
 
+    return Path(platformdirs.user_data_dir("engram"))
+
+
+def default_data_dir() -> Path:
     configured = CliSettings().data_dir
-    return Path(configured) if configured else Path(platformdirs.user_data_dir("engram"))
+    return Path(configured) if configured else user_dir()
+
+
+def pointer_file() -> Path:
+    """Names the data folder of the `engram dev` started last (with its own servers), so
+    tools find its engram.env without --data-dir."""
+    return user_dir() / "current"
+
+
+def env_files(data_dir: Path | None) -> list[Path]:
+    """Where to look for engram.env: --data-dir only when given (or ENGRAM_DATA_DIR);
+    else the folder of the running `engram dev` (the pointer), then the default folder."""
+    if data_dir is not None or CliSettings().data_dir:
+        return [(data_dir or default_data_dir()).expanduser() / "engram.env"]
+    found = []
+    pointer = pointer_file()
+    if pointer.is_file() and pointer.read_text().strip():
+        found.append(Path(pointer.read_text().strip()) / "engram.env")
+    found.append(default_data_dir() / "engram.env")
+    return found
 
 
 def connection(data_dir: Path | None) -> tuple[str, str]:
-    """NATS_URL and DATABASE_URL from the environment, else from a running `engram dev`."""
+    """NATS_URL and DATABASE_URL from the environment, else from a running `engram dev`:
+    the engram.env of --data-dir, else of the folder `engram dev` last started with."""
     settings = CliSettings()
     nats_url, database_url = settings.nats_url, settings.database_url
-    env_file = (data_dir or default_data_dir()) / "engram.env"
-    if (not nats_url or not database_url) and env_file.exists():
+    candidates = env_files(data_dir)
+    env_file = next((f for f in candidates if f.is_file()), candidates[-1])
+    if (not nats_url or not database_url) and env_file.is_file():
         found = dict(
             line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line
         )
@@ -52,10 +79,27 @@ def connection(data_dir: Path | None) -> tuple[str, str]:
     if not nats_url or not database_url:
         fail(
             "no servers to talk to: set NATS_URL and DATABASE_URL, or start `engram dev` "
-            f"(it writes {env_file})"
+            f"(it writes {env_file}), or name its folder with --data-dir"
         )
     assert nats_url and database_url
     return nats_url, database_url
+
+
+@contextlib.contextmanager
+def dev_pointer(data_dir: Path) -> Iterator[None]:
+    """While `engram dev` runs its own servers, the pointer names its data folder."""
+    pointer, target = pointer_file(), str(data_dir.resolve())
+    try:
+        pointer.parent.mkdir(parents=True, exist_ok=True)
+        pointer.write_text(target + "\n")
+    except OSError as exc:  # a read-only home: tools then need --data-dir
+        console.print(f"[yellow]warning:[/] cannot write {pointer}: {exc}")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if pointer.read_text().strip() == target:  # not another dev's, started since
+                pointer.unlink()
 
 
 def fail(message: str) -> None:
@@ -91,15 +135,18 @@ def dev(
     if unknown:
         fail(f"unknown service(s) {', '.join(sorted(unknown))}; known: {', '.join(SERVICES)}")
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(
-        run_dev(
-            data_dir=(data_dir or default_data_dir()).expanduser(),
-            nats_url=settings.nats_url,
-            database_url=settings.database_url,
-            services=service or list(SERVICES),
-            demo=demo,
+    folder = (data_dir or default_data_dir()).expanduser()
+    own_servers = not (settings.nats_url and settings.database_url)
+    with dev_pointer(folder) if own_servers else contextlib.nullcontext():
+        asyncio.run(
+            run_dev(
+                data_dir=folder,
+                nats_url=settings.nats_url,
+                database_url=settings.database_url,
+                services=service or list(SERVICES),
+                demo=demo,
+            )
         )
-    )
 
 
 @cli.command()
@@ -109,15 +156,20 @@ def run(
 ) -> None:
     """Run one worker (production): NATS_URL, DATABASE_URL and <SERVICE>_* settings."""
     from services.runtime.registry import create_worker
+    from services.runtime.supervise import run_worker
     from services.runtime.telemetry import configure_logging
 
     configure_logging(log_level)
     try:
-        app, _ = create_worker(service)
+        app, worker = create_worker(service)
     except ValueError as exc:
         fail(str(exc))
         return
-    asyncio.run(app.run(log_level=logging.getLevelName(log_level.upper())))
+    # Non-zero when the worker could no longer work (its connection closed for good, a
+    # pull loop ended): its supervisor restarts it.
+    code = run_worker(app, worker.supervisor, logging.getLevelName(log_level.upper()))
+    if code:
+        raise typer.Exit(code)
 
 
 @cli.command()
@@ -207,7 +259,9 @@ def asyncapi(
     except ValueError as exc:
         fail(str(exc))
         return
-    document = json.dumps(app.schema.to_specification().to_jsonable(), indent=2)
+    from services.runtime.docs import asyncapi_document
+
+    document = json.dumps(asyncapi_document(app), indent=2)
     if out:
         out.write_text(document)
         console.print(f"wrote {out}")

@@ -3,17 +3,99 @@
 The pull loops are engram's own (natural batching, per-event outcomes), so FastStream
 does not see them; this builds a never-connected broker that declares each consumed
 subject with its contract, which FastStream's generator turns into the document.
+``asyncapi_document`` then corrects what FastStream assumes about every message: the
+correlation id is the envelope's body field ``correlation_id`` (not a header), and an
+event (an envelope, with ``event_id``) requires the ``Nats-Msg-Id`` header.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from faststream.nats import JStream, NatsBroker, PullSub
 
 if TYPE_CHECKING:
+    from faststream import FastStream
+
     from services.runtime.service import Consumes
+
+SCHEMA_REF = "#/components/schemas/"
+EVENT_HEADERS: dict[str, Any] = {
+    "type": "object",
+    "required": ["Nats-Msg-Id"],
+    "properties": {
+        "Nats-Msg-Id": {
+            "type": "string",
+            "format": "uuid",
+            "description": "Required: the envelope's event_id, the same string. JetStream's "
+            "duplicate window drops a re-publish with the same id, and every consumer's "
+            "inbox (per tenant) applies an event_id once.",
+        },
+    },
+}
+CORRELATION = {
+    "location": "$message.payload#/correlation_id",
+    "description": "The envelope's correlation_id body field (not a header): shared by "
+    "every event of one user-visible operation.",
+}
+
+
+def asyncapi_document(app: FastStream) -> dict[str, Any]:
+    """The worker's AsyncAPI document, as ``engram asyncapi`` writes it."""
+    return document_replies(finish_document(app.schema.to_specification().to_jsonable()))
+
+
+def finish_document(document: dict[str, Any]) -> dict[str, Any]:
+    """Replace FastStream's header correlation id by the body field where the payload has
+    one (else drop it), and require ``Nats-Msg-Id`` on every envelope."""
+    components = document.get("components", {})
+    schemas = components.get("schemas", {})
+    for message in components.get("messages", {}).values():
+        ref = (message.get("payload") or {}).get("$ref", "")
+        schema = (
+            schemas.get(ref.removeprefix(SCHEMA_REF), {})
+            if ref.startswith(SCHEMA_REF)
+            else message.get("payload") or {}
+        )
+        fields = schema.get("properties", {})
+        if "correlation_id" in fields:
+            message["correlationId"] = dict(CORRELATION)
+        else:
+            message.pop("correlationId", None)
+        if "event_id" in fields:
+            message["headers"] = copy.deepcopy(EVENT_HEADERS)
+    return document
+
+
+def document_replies(document: dict[str, Any]) -> dict[str, Any]:
+    """Give each query's operation its `reply`: the published reply schema of
+    `contracts.registry.QUERIES` (the result, `status: "ok"`, or the one `QueryError`,
+    `status: "error"`), which FastStream cannot see (the handlers return bytes)."""
+    from contracts.registry import QUERIES
+
+    components = document.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    messages = components.setdefault("messages", {})
+    channels = document.get("channels", {})
+    for operation in document.get("operations", {}).values():
+        key = operation.get("channel", {}).get("$ref", "").removeprefix("#/channels/")
+        address = channels.get(key, {}).get("address")
+        if operation.get("action") != "receive" or address not in QUERIES:
+            continue
+        model = QUERIES[address][1]
+        schema = model.model_json_schema(ref_template=SCHEMA_REF + "{model}")
+        for name, sub in schema.pop("$defs", {}).items():
+            schemas.setdefault(name, sub)
+        schemas[model.__name__] = schema
+        message = f"{address}:Reply"
+        messages[message] = {"title": message, "payload": {"$ref": SCHEMA_REF + model.__name__}}
+        channels[key].setdefault("messages", {})["Reply"] = {
+            "$ref": f"#/components/messages/{message}"
+        }
+        operation["reply"] = {"messages": [{"$ref": f"#/channels/{key}/messages/Reply"}]}
+    return document
 
 
 def describe_consumers(service: str, consumes: Sequence[Consumes]) -> NatsBroker:

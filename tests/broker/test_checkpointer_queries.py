@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from faststream.nats import TestNatsBroker
 
-from contracts.state import StateDiffReply, StateGetReply, StateHistoryReply
+from contracts.state_queries import STATE_DIFF_REPLY, STATE_GET_REPLY, STATE_HISTORY_REPLY
 from services.checkpointer import repo_read
 from services.checkpointer.app import create_app
 from services.checkpointer.settings import CheckpointerSettings
@@ -49,43 +49,44 @@ async def ask(broker: Any, subject: str, **body: Any) -> dict[str, Any]:
 
 
 async def test_get_current_and_past_versions(broker: Any) -> None:
-    reply = StateGetReply.model_validate(await ask(broker, "query.state.get"))
+    reply = STATE_GET_REPLY.validate_python(await ask(broker, "query.state.get"))
     assert reply.state is not None and (reply.state.version, reply.state.local) == (3, {"n": 3})
-    past = StateGetReply.model_validate(await ask(broker, "query.state.get", at_version=1))
+    past = STATE_GET_REPLY.validate_python(await ask(broker, "query.state.get", at_version=1))
     assert past.state is not None and past.state.local == {"n": 1}
     assert past.modification_count is None
 
 
 async def test_every_query_is_scoped_by_tenant(broker: Any) -> None:
-    other = StateGetReply.model_validate(await ask(broker, "query.state.get", tenant_id="globex"))
+    other = STATE_GET_REPLY.validate_python(
+        await ask(broker, "query.state.get", tenant_id="globex"))
     assert other.state is not None and other.state.local == {"n": 99}
-    none = StateHistoryReply.model_validate(
+    none = STATE_HISTORY_REPLY.validate_python(
         await ask(broker, "query.state.history", tenant_id="initech"))
-    assert none.error is not None and none.error.code == "not_found"
+    assert none.code == "not_found"
 
 
 async def test_bad_requests_get_an_invalid_reply(broker: Any) -> None:
-    missing = StateGetReply.model_validate(await ask(broker, "query.state.get", tenant_id=None))
-    assert missing.error is not None and missing.error.code == "invalid"
-    assert "tenant_id" in missing.error.message
-    both = StateGetReply.model_validate(
+    missing = STATE_GET_REPLY.validate_python(await ask(broker, "query.state.get", tenant_id=None))
+    assert missing.code == "invalid"
+    assert "tenant_id" in missing.message
+    both = STATE_GET_REPLY.validate_python(
         await ask(broker, "query.state.get", at_version=1, at_time="2026-01-01T00:00:00Z"))
-    assert both.error is not None and "at most one" in both.error.message
-    naive = StateGetReply.model_validate(
+    assert both.status == "error" and "at most one" in both.message
+    naive = STATE_GET_REPLY.validate_python(
         await ask(broker, "query.state.get", at_time="2026-01-01T00:00:00"))
-    assert naive.error is not None and naive.error.code == "invalid"
+    assert naive.code == "invalid"
 
 
 async def test_history_and_diff(broker: Any) -> None:
-    page = StateHistoryReply.model_validate(await ask(broker, "query.state.history", limit=2))
+    page = STATE_HISTORY_REPLY.validate_python(await ask(broker, "query.state.history", limit=2))
     assert [t.version for t in page.items] == [3, 2] and page.next_before_version == 2
     assert page.items[0].patch == [{"op": "add", "path": "/local/n", "value": 3}]
-    diff = StateDiffReply.model_validate(
+    diff = STATE_DIFF_REPLY.validate_python(
         await ask(broker, "query.state.diff", from_version=0, to_version=3))
     assert diff.patch == [{"op": "add", "path": "/local/n", "value": 3}]
-    bad = StateDiffReply.model_validate(
+    bad = STATE_DIFF_REPLY.validate_python(
         await ask(broker, "query.state.diff", from_version=0, to_version=7))
-    assert bad.error is not None and bad.error.code == "not_found"
+    assert bad.code == "not_found"
 
 
 async def test_each_query_sets_its_own_tenant_on_the_query_pool(
@@ -96,9 +97,9 @@ async def test_each_query_sets_its_own_tenant_on_the_query_pool(
     queries = await create_query_pool(env.database_url, "engram_checkpointer", 1)
     try:
         broker.context.set_global("query_pool", queries)
-        one = StateGetReply.model_validate(await ask(broker, "query.state.get",
+        one = STATE_GET_REPLY.validate_python(await ask(broker, "query.state.get",
                                                      tenant_id="globex"))
-        two = StateGetReply.model_validate(await ask(broker, "query.state.get"))
+        two = STATE_GET_REPLY.validate_python(await ask(broker, "query.state.get"))
         assert one.state is not None and one.state.local == {"n": 99}
         assert two.state is not None and two.state.local == {"n": 3}  # same connection
         async with queries.acquire() as conn:

@@ -16,8 +16,8 @@ from contracts.embedding import (
     KNOWLEDGE_SEARCH_REPLY,
     KNOWLEDGE_SEARCH_SUBJECT,
     EmbedReply,
-    QueryError,
 )
+from contracts.errors import QueryError
 from services.embedder.engine import Engine
 from services.embedder.model import LoadedModel, load, resolve
 from services.embedder.queries import register_queries
@@ -76,18 +76,18 @@ async def test_embed_returns_unit_vectors_of_the_model(
         ),
     ],
 )
-async def test_bad_requests_get_an_invalid_request_reply(
+async def test_bad_requests_get_an_invalid_reply(
     broker: NatsBroker, subject: str, body: dict[str, object], needle: str
 ) -> None:
     raw = await request(broker, subject, json.dumps(body).encode())
     reply = (EMBED_REPLY if subject == EMBED_SUBJECT else KNOWLEDGE_SEARCH_REPLY).validate_json(raw)
     assert isinstance(reply, QueryError)
-    assert reply.code == "invalid_request" and needle in reply.message
+    assert reply.code == "invalid" and needle in reply.message
 
 
-async def test_not_json_is_an_invalid_request(broker: NatsBroker) -> None:
+async def test_not_json_is_an_invalid(broker: NatsBroker) -> None:
     reply = EMBED_REPLY.validate_json(await request(broker, EMBED_SUBJECT, b"\xff not json"))
-    assert isinstance(reply, QueryError) and reply.code == "invalid_request"
+    assert isinstance(reply, QueryError) and reply.code == "invalid"
 
 
 async def test_search_before_the_database_is_ready_is_unavailable(broker: NatsBroker) -> None:

@@ -25,6 +25,7 @@ from contracts.state import (
     StateRestore,
     StateRestorePayload,
 )
+from contracts.state_queries import STATE_DIFF_REPLY, STATE_GET_REPLY, STATE_HISTORY_REPLY
 from services.checkpointer.app import create_app
 from services.checkpointer.settings import CheckpointerSettings
 from services.runtime.service import Worker
@@ -35,6 +36,9 @@ FAST = {"retry_base_s": 0.05, "retry_max_s": 0.2, "max_deliver": 20, "fetch_wait
         "drain_timeout_s": 5.0, "outbox_poll_s": 0.5}
 TENANT, USER, AGENT = "acme", "u-1", "bot"
 R = TypeVar("R", bound=BaseModel)
+REPLIES: dict[str, Any] = {"query.state.get": STATE_GET_REPLY,
+                           "query.state.history": STATE_HISTORY_REPLY,
+                           "query.state.diff": STATE_DIFF_REPLY}
 
 
 def settings_for(env: Env, **overrides: Any) -> CheckpointerSettings:
@@ -91,7 +95,8 @@ def add(path: str, value: Any) -> dict[str, Any]:
     return {"op": "add", "path": path, "value": value}
 
 
-async def request(nc: NatsClient, subject: str, reply: type[R], **body: Any) -> R:
+async def request(nc: NatsClient, subject: str, reply: type[R], **body: Any) -> Any:
+    """The reply to a query.state.* request: ``reply`` (status ok) or a ``QueryError``."""
     body.setdefault("tenant_id", TENANT)
     body.setdefault("user_id", USER)
     body.setdefault("agent_id", AGENT)
@@ -99,7 +104,7 @@ async def request(nc: NatsClient, subject: str, reply: type[R], **body: Any) -> 
         if isinstance(value, datetime):
             body[key] = value.isoformat()
     msg = await nc.request(subject, orjson.dumps(body), timeout=5)
-    return reply.model_validate_json(msg.data)
+    return REPLIES[subject].validate_json(msg.data)  # type: ignore[no-any-return]
 
 
 async def version_of(db: asyncpg.Connection, user: str = USER, agent: str = AGENT,

@@ -11,7 +11,8 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from contracts.chat import SessionEnded, SessionEndedPayload
-from contracts.state import StateConflict, StateGetReply, StateHistoryReply
+from contracts.state import StateConflict
+from contracts.state_queries import StateGetReply, StateHistoryReply
 from services.runtime.service import Worker
 from tests.connected.checkpointer_fixtures import (  # noqa: F401
     AGENT,
@@ -35,7 +36,7 @@ async def test_patch_then_merge_patch(checkpointer: Worker, nc: NatsClient,
                   patch(merge={"session": {"draft": None}}))
     await wait_version(db, 3)
     reply = await request(nc, "query.state.get", StateGetReply)
-    assert reply.error is None and reply.state is not None
+    assert reply.status == "ok"
     assert reply.state.version == 3
     assert reply.state.session == {"cart": [{"sku": "A1"}]}
     assert reply.state.persistent == {"currency": "EUR"}

@@ -10,7 +10,7 @@ from uuid import uuid4
 import asyncpg
 from nats.aio.client import Client as NatsClient
 
-from contracts.state import StateDiffReply, StateGetReply, StateHistoryReply
+from contracts.state_queries import StateDiffReply, StateGetReply, StateHistoryReply
 from services.runtime.service import Worker
 from tests.conftest import Env
 from tests.connected.checkpointer_fixtures import (  # noqa: F401
@@ -28,7 +28,7 @@ from tests.helpers import dead_letters, publish
 
 async def local(nc: NatsClient, **at: object) -> dict[str, object]:
     reply = await request(nc, "query.state.get", StateGetReply, **at)
-    assert reply.error is None and reply.state is not None, reply.error
+    assert reply.status == "ok", reply
     return reply.state.local
 
 
@@ -88,7 +88,7 @@ async def test_time_travel_at_a_version_and_at_a_time(
     reply = await request(nc, "query.state.get", StateGetReply, at_time=before.replace(year=2000))
     assert reply.state is not None and reply.state.version == 0
     missing = await request(nc, "query.state.get", StateGetReply, at_version=9)
-    assert missing.error is not None and missing.error.code == "not_found"
+    assert missing.code == "not_found"
 
 
 async def test_diff_and_history(checkpointer: Worker, nc: NatsClient,
@@ -97,7 +97,7 @@ async def test_diff_and_history(checkpointer: Worker, nc: NatsClient,
                   patch([{"op": "remove", "path": "/local/k0"}]))
     await wait_version(db, 8)
     diff = await request(nc, "query.state.diff", StateDiffReply, from_version=2, to_version=8)
-    assert diff.error is None
+    assert diff.status == "ok"
     assert diff.patch == [{"op": "remove", "path": "/local/k0"}] + [
         {"op": "add", "path": f"/local/k{i}", "value": i} for i in range(2, 7)]
     back = await request(nc, "query.state.diff", StateDiffReply, from_version=8, to_version=7)
@@ -120,11 +120,11 @@ async def test_queries_are_scoped_by_tenant(checkpointer: Worker, nc: NatsClient
     await wait_version(db, 1)
     await wait_version(db, 1, tenant="globex")
     other = await request(nc, "query.state.get", StateGetReply, tenant_id="initech")
-    assert other.error is not None and other.error.code == "not_found"
+    assert other.code == "not_found"
     mine = await request(nc, "query.state.get", StateGetReply, tenant_id="globex")
     assert mine.state is not None and mine.state.local == {"secret": "globex's"}
     bad = await request(nc, "query.state.get", StateGetReply, tenant_id="")
-    assert bad.error is not None and bad.error.code == "invalid"
+    assert bad.code == "invalid"
     # The second wall: row-level security for the service's role.
     conn = await asyncpg.connect(env.database_url)
     try:

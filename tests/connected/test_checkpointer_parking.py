@@ -9,7 +9,8 @@ from contextlib import AbstractAsyncContextManager
 import asyncpg
 from nats.aio.client import Client as NatsClient
 
-from contracts.state import StateGetReply, StatePatch
+from contracts.state import StatePatch
+from contracts.state_queries import StateGetReply
 from services.runtime.service import Worker
 from tests.connected.checkpointer_fixtures import (  # noqa: F401
     add,

@@ -145,7 +145,7 @@ async def test_bad_search_requests_get_a_clear_error(memory: Parts, nc: NatsClie
     reply = await nc.request(MEMORY_SEARCH_SUBJECT, json.dumps(
         {"tenant_id": TENANT, "text": "x", "top_k": 1000}).encode(), timeout=10)
     error = MEMORY_SEARCH_REPLY.validate_json(reply.data)
-    assert error.status == "error" and error.code == "invalid_request"
+    assert error.status == "error" and error.code == "invalid"
     assert "agent_id" in error.message and "top_k" in error.message
 
 

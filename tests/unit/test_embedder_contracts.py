@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from contracts import embedding as emb
 from contracts import memory as mem
+from contracts.errors import ErrorCode, QueryError
 from services.runtime.errors import InvalidEvent
 from services.runtime.pipeline import contract_decoder
 
@@ -117,9 +118,9 @@ def test_replies_are_read_by_status() -> None:
     )
     assert isinstance(ok, emb.KnowledgeSearchReply)
     error = emb.EMBED_REPLY.validate_json(
-        emb.QueryError(code=emb.QueryErrorCode.invalid_request, message="x").model_dump_json()
+        QueryError(code=ErrorCode.invalid, message="x").model_dump_json()
     )
-    assert isinstance(error, emb.QueryError)
+    assert isinstance(error, QueryError)
 
 
 def test_search_request_defaults_and_limits() -> None:
@@ -143,7 +144,7 @@ MODELS: list[type[BaseModel]] = [
     mem.ProceduralMemory,
     mem.WorkingMemory,
     emb.EmbeddingReadyPayload,
-    emb.QueryError,
+    QueryError,
     emb.EmbedRequest,
     emb.EmbedReply,
     emb.KnowledgeFilters,
