@@ -28,6 +28,7 @@ from contracts.embedding import EmbeddingReady, SourceType
 from contracts.envelope import Envelope, utcnow
 from contracts.memory import MemoryWrite
 from contracts.memory_jobs import (
+    MAX_FORGOTTEN_IDS,
     ForgottenPayload,
     MemoryConsolidate,
     MemoryConsolidated,
@@ -144,8 +145,10 @@ class Handlers:
         if p.conversation_id is not None:
             await repo.forget_notes(conn, event.tenant_id, p.conversation_id)
         if erased:
-            await self.publish(forgotten_event(event.tenant_id, event.event_id, erased,
-                                               "forget", event.correlation_id))
+            for notice in forgotten_events(
+                event.tenant_id, event.event_id, erased, "forget", event.correlation_id
+            ):
+                await self.publish(notice)
 
     # --- CHAT --------------------------------------------------------------------------
 
@@ -207,16 +210,23 @@ class Handlers:
                 if e.payload.source_id not in present}
 
 
-def forgotten_event(
+def forgotten_events(
     tenant_id: str, cause_id: UUID, ids: Sequence[UUID], reason: str,
     correlation_id: UUID | None = None,
-) -> MemoryForgotten:
-    return MemoryForgotten(
-        event_id=derived_id("forgotten", cause_id),
-        occurred_at=utcnow(),
-        tenant_id=tenant_id,
-        producer=sessions.SERVICE_PRODUCER,
-        correlation_id=correlation_id,
-        causation_id=cause_id,
-        payload=ForgottenPayload(memory_ids=list(ids), reason=reason),
-    )
+) -> list[MemoryForgotten]:
+    """One notice per ``MAX_FORGOTTEN_IDS`` erased memories, so that a forget of any size
+    announces every one of them in messages that fit the bus."""
+    chunks = [ids[i:i + MAX_FORGOTTEN_IDS] for i in range(0, len(ids), MAX_FORGOTTEN_IDS)]
+    return [
+        MemoryForgotten(
+            # The first keeps the id a single notice always had (a redelivery re-derives it).
+            event_id=derived_id("forgotten", cause_id, *([n] if n else [])),
+            occurred_at=utcnow(),
+            tenant_id=tenant_id,
+            producer=sessions.SERVICE_PRODUCER,
+            correlation_id=correlation_id,
+            causation_id=cause_id,
+            payload=ForgottenPayload(memory_ids=list(chunk), reason=reason),
+        )
+        for n, chunk in enumerate(chunks)
+    ]

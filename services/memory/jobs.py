@@ -29,7 +29,7 @@ from contracts.memory_jobs import (
     StepReport,
 )
 from services.memory import repo, repo_jobs, steps
-from services.memory.handlers import Publish, forgotten_event
+from services.memory.handlers import Publish, forgotten_events
 from services.memory.job import Job
 from services.memory.logic import derived_id
 from services.memory.sessions import SERVICE_PRODUCER
@@ -138,10 +138,11 @@ class JobRunner:
                 if step is Step.expire:
                     report, erased = await steps.expire(ctx)
                     if erased:
-                        await self.publish(forgotten_event(
-                            job["tenant_id"], derived_id("expire", job["tenant_id"],
-                                                         job["job_id"], job["agent_id"]),
-                            erased, "expired"))
+                        cause = derived_id(
+                            "expire", job["tenant_id"], job["job_id"], job["agent_id"]
+                        )
+                        for notice in forgotten_events(job["tenant_id"], cause, erased, "expired"):
+                            await self.publish(notice)
                 else:
                     report = await STEPS[step](ctx)
                 await repo_jobs.step_done(conn, job, report, self.settings.job_lease_s)

@@ -185,3 +185,19 @@ def test_complete_linkage_keeps_every_pair_within_the_group() -> None:
     assert complete_linkage(g, close, [2, 0, 1], 0.9, joinable=lambda a, b: True) == [[2, 0, 1]]
     assert complete_linkage(g, close, [2, 0, 1], 0.9, joinable=lambda a, b: {a, b} != {0, 2}) \
         in ([[0, 1]], [[2, 1]])
+
+
+def test_a_forget_of_any_size_is_announced_in_notices_that_fit() -> None:
+    from uuid import uuid4
+
+    from contracts.memory_jobs import MAX_FORGOTTEN_IDS
+    from services.memory.handlers import forgotten_events
+
+    cause = uuid4()
+    ids = [uuid4() for _ in range(2 * MAX_FORGOTTEN_IDS + 1)]
+    notices = forgotten_events("acme", cause, ids, "forget")
+    assert [len(n.payload.memory_ids) for n in notices] == [MAX_FORGOTTEN_IDS] * 2 + [1]
+    assert [i for n in notices for i in n.payload.memory_ids] == ids
+    assert len({n.event_id for n in notices}) == 3
+    assert notices[0].event_id == forgotten_events("acme", cause, ids[:1], "forget")[0].event_id
+    assert max(len(n.model_dump_json()) for n in notices) < 1_048_576 - 4096
