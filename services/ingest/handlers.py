@@ -7,7 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from contracts.chat import ChatEvent
-from services.ingest import messages, repo
+from services.ingest import messages, repo, versions
 from services.ingest.logic import (
     NEEDS_MESSAGE,
     batch_locks,
@@ -26,8 +26,8 @@ STORE: dict[str, Store] = {
     "chat.conversation.updated": repo.update_conversations,
     "chat.conversation.archived": repo.archive_conversations,
     "chat.message.created": messages.create_messages,
-    "chat.message.edited": messages.edit_messages,
-    "chat.message.deleted": messages.delete_messages,
+    "chat.message.edited": versions.edit_messages,
+    "chat.message.deleted": versions.delete_messages,
     "chat.file.uploaded": repo.store_files,
     "chat.session.started": repo.start_sessions,
     "chat.session.ended": repo.end_sessions,

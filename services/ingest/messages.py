@@ -1,4 +1,6 @@
-"""SQL for messages and their versions. Every function runs inside the batch's transaction."""
+"""SQL for new messages (with their version 1) and the activity they add to conversations
+and sessions; edits and deletes are in ``versions.py``. Every function runs inside the
+batch's transaction."""
 
 from __future__ import annotations
 
@@ -72,9 +74,11 @@ async def create_messages(conn: Connection, events: Sequence[MessageCreated]) ->
         }
     )
     if sessions:  # placeholders for sessions named before chat.session.started arrives
+        # No conflict target, as in repo.ensure_conversations: another batch's placeholder
+        # may meet this one first in the (tenant_id, session_id) index.
         await conn.executemany(
             """INSERT INTO ingest.conversation_sessions (session_id, tenant_id, conversation_id)
-               VALUES ($1, $2, $3) ON CONFLICT (session_id) DO NOTHING""",
+               VALUES ($1, $2, $3) ON CONFLICT DO NOTHING""",
             sessions,
         )
         await check_tenants(
@@ -163,59 +167,3 @@ async def existing_messages(
         "SELECT message_id FROM ingest.messages WHERE message_id = ANY($1)", [p[0] for p in pairs]
     )
     return {row[0] for row in rows}
-
-
-async def edit_messages(conn: Connection, events: Sequence[MessageEdited]) -> None:
-    # Every edit becomes a version (numbered in the order applied); the message shows the
-    # newest by occurred_at, so an older edit retried after a newer one does not win.
-    await conn.executemany(
-        """WITH m AS (
-               UPDATE ingest.messages
-                  SET content = CASE WHEN $6 >= coalesce(edited_at, created_at)
-                                     THEN $2 ELSE content END,
-                      content_type = CASE WHEN $6 >= coalesce(edited_at, created_at)
-                                          THEN coalesce($3, content_type) ELSE content_type END,
-                      edited_at = greatest(edited_at, $6),
-                      version = version + 1
-                WHERE message_id = $1 AND tenant_id = $8
-            RETURNING message_id, version, tenant_id, content_type)
-           INSERT INTO ingest.message_versions (message_id, version, tenant_id, content,
-               content_type, edited_by, reason, event_id, created_at)
-           SELECT message_id, version, tenant_id, $2, coalesce($3, content_type), $4, $5, $7, $6
-             FROM m""",
-        [
-            (
-                p.message_id,
-                p.content,
-                p.content_type.value if p.content_type else None,
-                p.edited_by,
-                p.reason,
-                e.occurred_at,
-                e.event_id,
-                e.tenant_id,
-            )
-            for e in events
-            for p in (e.payload,)
-        ],
-    )
-
-
-async def delete_messages(conn: Connection, events: Sequence[MessageDeleted]) -> None:
-    # Soft: the content and every version stay; the first delete is the one recorded.
-    await conn.executemany(
-        """UPDATE ingest.messages
-              SET deleted_at = coalesce(deleted_at, $2),
-                  deleted_by = coalesce(deleted_by, $3),
-                  delete_reason = coalesce(delete_reason, $4)
-            WHERE message_id = $1 AND tenant_id = $5""",
-        [
-            (
-                e.payload.message_id,
-                e.occurred_at,
-                e.payload.deleted_by,
-                e.payload.reason,
-                e.tenant_id,
-            )
-            for e in events
-        ],
-    )

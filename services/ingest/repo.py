@@ -81,7 +81,10 @@ async def ensure_conversations(conn: Connection, refs: Sequence[tuple[Any, ...]]
                INSERT INTO ingest.conversations
                    (conversation_id, tenant_id, is_placeholder, created_at)
                SELECT DISTINCT ON (id) id, tenant, true, at FROM r ORDER BY id, at
-               ON CONFLICT (conversation_id) DO NOTHING
+               -- No conflict target: a placeholder another batch inserts at the same
+               -- time may meet ours first in the (tenant_id, conversation_id) index,
+               -- which a target of conversation_id alone would raise on.
+               ON CONFLICT DO NOTHING
            )
            SELECT r.id, r.tenant FROM r JOIN ingest.conversations c ON c.conversation_id = r.id
             WHERE c.tenant_id <> r.tenant
