@@ -21,8 +21,8 @@ from contracts.embedding import (
     KNOWLEDGE_SEARCH_SUBJECT,
     EmbedReply,
     KnowledgeSearchReply,
-    QueryError,
 )
+from contracts.errors import QueryError
 from services.embedder.app import create_embedder
 from services.embedder.engine import Engine
 from services.embedder.handlers import ApplyStats
