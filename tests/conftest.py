@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import tempfile
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
@@ -47,8 +49,12 @@ class Env:
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    root = Path(os.environ.get("ENGRAM_TEST_DATA_DIR") or tmp_path_factory.mktemp("engram"))
+def servers() -> Iterator[Servers]:
+    # Not under pytest's basetemp: another pytest session on the machine prunes old
+    # basetemp folders and re-locks their parent, pulling the data folder from under this
+    # session's running PostgreSQL.
+    given = os.environ.get("ENGRAM_TEST_DATA_DIR")
+    root = Path(given) if given else Path(tempfile.mkdtemp(prefix="engram-test-"))
     stack = DevStack(root)
     urls = stack.start()
     admin = urls["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
@@ -68,6 +74,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         yield servers
     finally:
         stack.stop()
+        if not given:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
