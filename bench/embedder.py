@@ -66,9 +66,11 @@ from pgvector.asyncpg import register_vector  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from bench.corpus import chat_texts, query_texts  # noqa: E402
 from contracts.chat import MessageCreated, MessageCreatedPayload, Role  # noqa: E402
 from contracts.embedding import KnowledgeFilters  # noqa: E402
-from services.embedder import repo_search  # noqa: E402
+from services.embedder import gate, repo_search  # noqa: E402
+from services.embedder.gate import Gate  # noqa: E402
 from services.embedder.logic import candidates_for, chunk_text, content_hash  # noqa: E402
 from services.embedder.model import LoadedModel, load, resolve  # noqa: E402
 from services.embedder.settings import DEFAULT_MODEL, EmbedderSettings  # noqa: E402
@@ -80,56 +82,8 @@ from services.runtime.migrate import migrate  # noqa: E402
 console = Console()
 TEMPLATE = "bench_embedder_template"
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
-GOAL_RATIO, GOAL_P99_MS, GOAL_RECALL = 0.9, 25.0, 0.95
+GOAL_RATIO, GOAL_P99_MS, GOAL_RECALL, GOAL_INT8 = 0.9, 25.0, 0.95, 1.8
 SETTINGS = EmbedderSettings()
-
-VOCAB = """the a to and of in is it you that for on with this be are have i not we can at
-as your from but my they what all will do so there an about would one out up when which
-hotel river booking flight tomorrow morning evening price cheaper option review summary
-table column query index database migration deploy release version error stack trace
-function class method return value argument parameter config setting token model prompt
-answer question context memory agent session conversation message file upload document
-meeting schedule calendar reminder invoice payment refund order shipping delivery address
-recipe ingredient oven minutes salt garlic tomato pasta sauce bake serve weekend trip
-museum ticket train station airport gate luggage passport visa weather forecast rain sun
-budget estimate quarter revenue growth customer churn dashboard metric latency throughput
-python rust javascript typescript postgres redis kafka nats kubernetes docker container
-please thanks sure great perfect exactly actually probably maybe definitely honestly
-lisbon porto madrid paris berlin tokyo quiet noisy cheap expensive late early refund""".split()  # noqa: SIM905
-
-
-# --- texts ---------------------------------------------------------------------------
-
-
-def chat_texts(n: int, seed: int) -> list[str]:
-    """Distinct chat messages: users short (median ~90 chars), assistants longer (~500),
-    tools in between, as in a chat log; lognormal lengths, a few over one chunk."""
-    rng = random.Random(seed)
-    seen: set[str] = set()
-    out: list[str] = []
-    while len(out) < n:
-        role = rng.choices(["user", "assistant", "tool"], [0.5, 0.42, 0.08])[0]
-        median = {"user": 90, "assistant": 500, "tool": 250}[role]
-        length = int(min(2400, max(15, rng.lognormvariate(np.log(median), 0.8))))
-        words: list[str] = []
-        while sum(len(w) + 1 for w in words) < length:
-            sentence = [rng.choice(VOCAB) for _ in range(rng.randint(4, 18))]
-            if rng.random() < 0.15:
-                sentence.append(str(rng.randint(2, 2026)))
-            sentence[0] = sentence[0].capitalize()
-            words += sentence
-            words[-1] += rng.choice([".", ".", "?", "!"])
-        text = " ".join(words)
-        if text not in seen:
-            seen.add(text)
-            out.append(text)
-    return out
-
-
-def query_texts(n: int, seed: int) -> list[str]:
-    """Search queries as people type them: 3 to 12 words."""
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(VOCAB) for _ in range(rng.randint(3, 12))) + "?" for _ in range(n)]
 
 
 def chunk_texts(model: LoadedModel, texts: Sequence[str]) -> list[str]:
@@ -155,6 +109,31 @@ def raw_rate(model: LoadedModel, texts: Sequence[str], batch_size: int) -> tuple
         show_progress_bar=False,
     )
     return len(texts) / (time.perf_counter() - started), vectors
+
+
+def int8_quality(
+    fp32: LoadedModel, int8: LoadedModel, fp32_chunks: Any, int8_chunks: Any
+) -> dict[str, float]:
+    """int8 against fp32 on this corpus: cosines of every chunk, and recall@10 of fp32's
+    exact top 10 for the search queries (int8 queries encoded one at a time)."""
+    asked = query_texts(200, seed=99)
+    exact_q = np.asarray(fp32.encode(asked), dtype=np.float32)
+    approx_q = np.concatenate([int8.encode_query([q]) for q in asked])
+    docs32 = np.asarray(fp32_chunks, dtype=np.float32)
+    mean, low = gate.agreement(int8_chunks, docs32)
+    recall = gate.recall_at_10(docs32, exact_q, int8_chunks, approx_q)
+    cos = np.sum(int8_chunks * docs32, axis=1)
+    gate_figures = int8.runtime_info
+    return {
+        "chunks": len(docs32),
+        "cosine_mean": mean,
+        "cosine_min": low,
+        "cosine_p01": float(np.percentile(cos, 1)),
+        "recall@10": recall,
+        "gate_corpus_recall@10": (gate_figures.recall or 0.0) if gate_figures else 0.0,
+        "gate_probes_cosine_mean": (gate_figures.mean_cosine or 0.0) if gate_figures else 0.0,
+        "gate_probes_cosine_min": (gate_figures.min_cosine or 0.0) if gate_figures else 0.0,
+    }
 
 
 def best_batch_size(model: LoadedModel, texts: Sequence[str]) -> tuple[int, dict[int, float]]:
@@ -202,12 +181,19 @@ class Bench:
         await ensure_streams(js)
         await nc.close()
 
-    def start_worker(self, db: str, batch_size: int) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, db: str, batch_size: int, runtime: str = "torch", device: str = "cpu"
+    ) -> subprocess.Popen[bytes]:
         env = {
             **os.environ,
             "NATS_URL": self.nats_url,
             "DATABASE_URL": self.url(db),
             "EMBEDDER_MODEL_BATCH_SIZE": str(batch_size),
+            "EMBEDDER_GPU_BATCH_SIZE": str(batch_size),
+            "EMBEDDER_RUNTIME": runtime,
+            "EMBEDDER_DEVICE": device,
+            # The bench measures int8's speed whatever its gate says (reported beside it).
+            "EMBEDDER_INT8_MIN_RECALL": "0",
             "HF_HUB_OFFLINE": "1",
             # This checkout's code, not the one the venv's editable install points at
             # (another worktree's, when the venv is shared).
@@ -272,12 +258,17 @@ def events_of(texts: Sequence[str], seed: int) -> list[MessageCreated]:
     ]
 
 
-async def end_to_end(
-    bench: Bench, texts: Sequence[str], chunks: int, batch_size: int
+async def end_to_end(  # noqa: PLR0917
+    bench: Bench,
+    texts: Sequence[str],
+    chunks: int,
+    batch_size: int,
+    runtime: str = "torch",
+    device: str = "cpu",
 ) -> dict[str, float]:
     db = await bench.fresh_db()
     await bench.fresh_streams()
-    worker = bench.start_worker(db, batch_size)
+    worker = bench.start_worker(db, batch_size, runtime, device)
     conn = await asyncpg.connect(bench.url(db))
     nc = await nats.connect(bench.nats_url)
     js = nc.jetstream(publish_async_max_pending=5000)
@@ -619,7 +610,7 @@ async def corpus(
 # --- main ----------------------------------------------------------------------------
 
 
-async def run(
+async def run(  # noqa: PLR0915
     args: argparse.Namespace, admin_url: str, nats_url: str, logs: Path
 ) -> dict[str, Any]:
     bench = Bench(admin_url, nats_url, logs)
@@ -644,28 +635,45 @@ async def run(
         },
     }
     if not args.skip_throughput:
+        if args.device != "cpu":
+            model = load(resolve(DEFAULT_MODEL), device=args.device, batch_size=256)
         best, sweep = best_batch_size(model, chunks)
         console.log(f"raw model.encode, texts/s by batch size: {sweep}; best {best}")
         report["batch_sweep"] = sweep
+        int8 = None
+        if "onnx-int8" in args.runtimes:
+            int8 = load(
+                resolve(DEFAULT_MODEL),
+                runtime="onnx-int8",
+                gate=Gate(-1, -1, -1),
+                cache_dir=SETTINGS.onnx_cache_dir or None,
+                batch_size=best,
+            )
         runs = []
         for i in range(args.runs):
             a, basis = raw_rate(model, chunks, best)
-            b = await end_to_end(bench, texts, len(chunks), best)
-            runs.append(
-                {
-                    "a_raw": a,
-                    "b_end_to_end": b["rate"],
-                    "ratio": b["rate"] / a,
-                    **{f"b_{k}": v for k, v in b.items() if k != "rate"},
-                }
-            )
-            console.log(
-                f"run {i + 1}: (a) {a:.1f}/s  (b) {b['rate']:.1f}/s  "
-                f"ratio {b['rate'] / a:.3f}  lone {b['lone_p50_ms']:.0f} ms"
-            )
+            row: dict[str, Any] = {"a_raw": a}
+            if int8 is not None:
+                started = time.perf_counter()
+                vectors8 = int8.encode(chunks)
+                row["a_raw_int8"] = len(chunks) / (time.perf_counter() - started)
+                row["raw_int8_ratio"] = row["a_raw_int8"] / a
+                if i == 0:
+                    report["int8_quality"] = int8_quality(model, int8, basis, vectors8)
+            for runtime in args.runtimes:
+                b = await end_to_end(bench, texts, len(chunks), best, runtime, args.device)
+                row[f"b_{runtime}"] = b["rate"]
+                row[f"ratio_{runtime}"] = b["rate"] / a
+                row.update({f"b_{runtime}_{k}": v for k, v in b.items() if k != "rate"})
+            runs.append(row)
+            console.log(f"run {i + 1}: " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()))
         report["throughput_runs"] = runs
-        report["throughput"] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        report["throughput"] = {
+            k: statistics.median(r[k] for r in runs) for k in runs[0] if k in runs[-1]
+        }
         report["batch_size"] = best
+        report["runtimes"] = list(args.runtimes)
+        report["load_average"] = os.getloadavg()
     if not args.skip_search:
         if args.skip_throughput and not (
             args.keep_corpus and await bench.exists(f"bench_emb_corpus_{args.chunks}")
@@ -714,22 +722,52 @@ def show(report: dict[str, Any]) -> list[dict[str, Any]]:
         for col in ("", "texts/s", "vs (a)"):
             table.add_column(col)
         table.add_row(
-            f"(a) raw model.encode, batch {report['batch_size']}", f"{t['a_raw']:.1f}", "1.00"
+            f"(a) raw model.encode (torch fp32), batch {report['batch_size']}",
+            f"{t['a_raw']:.1f}",
+            "1.00",
         )
-        table.add_row(
-            "(b) bus-fed embedder, published -> committed",
-            f"{t['b_end_to_end']:.1f}",
-            f"{t['ratio']:.3f}",
-        )
-        table.add_row("lone message, publish -> committed", f"{t['b_lone_p50_ms']:.0f} ms", "")
+        if "a_raw_int8" in t:
+            table.add_row(
+                "(a8) raw int8 encode", f"{t['a_raw_int8']:.1f}", f"{t['raw_int8_ratio']:.3f}"
+            )
+        for runtime in report.get("runtimes", ["torch"]):
+            table.add_row(
+                f"(b) bus-fed embedder, {runtime}, published -> committed",
+                f"{t[f'b_{runtime}']:.1f}",
+                f"{t[f'ratio_{runtime}']:.3f}",
+            )
+            table.add_row(
+                f"    lone message ({runtime}), publish -> committed",
+                f"{t[f'b_{runtime}_lone_p50_ms']:.0f} ms",
+                "",
+            )
         console.print(table)
-        goals.append(
-            {
-                "goal": f"(b) >= {GOAL_RATIO} x (a)",
-                "value": round(t["ratio"], 3),
-                "pass": t["ratio"] >= GOAL_RATIO,
-            }
-        )
+        if "torch" in report.get("runtimes", []):
+            goals.append(
+                {
+                    "goal": f"(b) torch >= {GOAL_RATIO} x (a)",
+                    "value": round(t["ratio_torch"], 3),
+                    "pass": t["ratio_torch"] >= GOAL_RATIO,
+                }
+            )
+        if "onnx-int8" in report.get("runtimes", []):
+            goals.append(
+                {
+                    "goal": f"(b) int8 >= {GOAL_INT8} x (a)",
+                    "value": round(t["ratio_onnx-int8"], 3),
+                    "pass": t["ratio_onnx-int8"] >= GOAL_INT8,
+                }
+            )
+        if "int8_quality" in report:
+            q = report["int8_quality"]
+            console.print(f"int8 vs fp32 on this corpus: {q}")
+            goals.append(
+                {
+                    "goal": "int8 recall@10 of fp32's exact top 10 >= 0.97",
+                    "value": round(q["recall@10"], 3),
+                    "pass": q["recall@10"] >= 0.97,
+                }
+            )
     if "search" in report:
         table = Table(
             title=f"Search at {report['search_corpus']['chunks']} chunks (medians of runs)"
@@ -777,6 +815,17 @@ def main() -> None:
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--keep-corpus", action="store_true")
+    parser.add_argument(
+        "--runtimes",
+        type=lambda v: v.split(","),
+        default=["torch", "onnx-int8"],
+        help="bus-fed runtimes to measure, comma-separated (torch, onnx, onnx-int8)",
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, or cuda: raw encode and the worker on the GPU (batch sweep up to 256)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "embedder.json")
     args = parser.parse_args()
     root = args.data_dir or Path(tempfile.mkdtemp(prefix="engram-bench-embedder-"))

@@ -49,6 +49,13 @@ def reembed(
         typer.Option(help="Name to store its vectors under (default: its name or folder)."),
     ] = None,
     device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
+    runtime: Annotated[
+        str,
+        typer.Option(
+            help="What encodes: torch, onnx, onnx-int8 (vectors stored under "
+            "`<model id>#int8`), or auto (EMBEDDER_RUNTIME's choice: int8 on a CPU with VNNI).",
+        ),
+    ] = "auto",
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per model batch.")] = 64,
     grace: Annotated[
         float,
@@ -70,8 +77,17 @@ def reembed(
     atomically. Stop it any time (Ctrl-C) and run it again to resume. Needs the owner's
     DATABASE_URL or the embedder's role (it creates the new model's index through
     embedder.register_model)."""
+    from services.embedder.bulk import choose
+    from services.embedder.gate import Gate
+    from services.embedder.quantize import cpu_int8_support
     from services.embedder.reembed import reembed as run
+    from services.embedder.settings import EmbedderSettings
     from services.runtime.cli import connection
+
+    settings = EmbedderSettings()
+    if runtime == "auto":
+        runtime = settings.runtime
+    runtime, device = choose(runtime, device, cuda=False, int8_cpu=cpu_int8_support())
 
     _, database_url = connection(data_dir)
     columns = (
@@ -99,6 +115,13 @@ def reembed(
                     model_id=model_id,
                     device=device,
                     batch_size=batch_size,
+                    runtime=runtime,
+                    gate=Gate(
+                        settings.int8_min_mean_cosine,
+                        settings.int8_min_cosine,
+                        settings.int8_min_recall,
+                    ),
+                    cache_dir=settings.onnx_cache_dir or None,
                     grace_s=grace,
                     keep_old=keep_old,
                     progress=progress,

@@ -20,10 +20,11 @@ from contracts.embedding import (
     SourceType,
 )
 from contracts.envelope import utcnow
-from services.embedder import repo, repo_models, repo_queue
+from services.embedder import bulk, gate, repo, repo_models, repo_queue
 from services.embedder.logic import Chunk, chunk_text, embedding_event_id, mean_unit
 from services.embedder.model import Encoder, LoadedModel, NotReady, load, resolve
 from services.embedder.pump import Pump
+from services.embedder.quantize import INT8_SUFFIX, cpu_int8_support
 from services.embedder.settings import EmbedderSettings
 from services.runtime.bus import ENGRAM
 from services.runtime.db import ALL_TENANTS, scope_tenant
@@ -60,6 +61,11 @@ class Engine:
         return self.encoder.model
 
     @property
+    def runtime_info(self) -> bulk.RuntimeInfo | None:
+        """What encodes bulk work, the gate's cosines, and the fallback's reason if any."""
+        return self.model.runtime_info
+
+    @property
     def pump(self) -> Pump:
         assert self._pump is not None
         return self._pump
@@ -86,7 +92,7 @@ class Engine:
         async with pool.acquire() as conn:
             active = await repo_models.active_model(conn)
         if active is None:
-            model = await self._load(self.settings.model, self.settings.model_id)
+            model = await self._load(self.settings.model, self.settings.model_id, None)
             async with pool.acquire() as conn:
                 state = await repo_models.register_model(
                     conn,
@@ -98,7 +104,7 @@ class Engine:
                 )
                 active = await repo_models.active_model(conn)
             if state != "active" and active is not None:  # another replica won the race
-                model = await self._load(active.source, active.model_id)
+                model = await self._load_active(active)
         else:
             if self.settings.model not in (active.source, active.model_id):
                 log.warning(
@@ -108,7 +114,7 @@ class Engine:
                     active.model_id,
                     active.model_id,
                 )
-            model = await self._load(active.source, active.model_id)
+            model = await self._load_active(active)
         self._encoder = self._new_encoder(model)
         self._pump = Pump(pool, self._encoder, self.settings, self.publish_outbox)
 
@@ -118,7 +124,10 @@ class Engine:
 
     def _new_encoder(self, model: LoadedModel) -> Encoder:
         s = self.settings
-        return Encoder(model, query_threads=s.query_threads, onnx_queries=s.onnx_queries)
+        on_cpu = model.runtime_info is None or model.runtime_info.device == "cpu"
+        return Encoder(
+            model, query_threads=s.query_threads, onnx_queries=s.onnx_queries and on_cpu
+        )
 
     async def start_background(self, js: JetStreamContext) -> None:
         """After the consumers: the pump, the NOTIFY listener, the model follower."""
@@ -143,11 +152,59 @@ class Engine:
         if self._encoder is not None:
             await asyncio.to_thread(self._encoder.close)
 
-    async def _load(self, source: str, model_id: str | None) -> LoadedModel:
+    async def _load_active(self, active: repo_models.ModelRow) -> LoadedModel:
+        """The active model, encoded the way its vectors were: an index of int8 vectors
+        (`<id>#int8`) with int8 whatever the setting, an fp32 index with fp32."""
+        if active.model_id.endswith(INT8_SUFFIX):
+            base_id = active.model_id.removesuffix(INT8_SUFFIX)
+            model = await self._load(active.source, base_id, "onnx-int8")
+            if model.model_id != active.model_id:  # the gate failed here: keep the space
+                log.error(
+                    "the active index is int8 (%s) but int8 failed this worker's gate; "
+                    "encoding with int8 anyway so its vectors match the index",
+                    active.model_id,
+                )
+                model = await self._load(active.source, base_id, "onnx-int8", forced=True)
+            return model
+        runtime, _ = await asyncio.to_thread(self.choose_runtime)
+        if runtime == "onnx-int8":
+            log.info(
+                "the active index is fp32 (%s): encoding with fp32; `engram reembed --model "
+                "%s --runtime onnx-int8` moves it to int8 (%s%s, about 2x faster here)",
+                active.model_id, active.source, active.model_id, INT8_SUFFIX,
+            )
+            runtime = "torch"
+        return await self._load(active.source, active.model_id, runtime)
+
+    def choose_runtime(self) -> tuple[str, str]:
+        """(runtime, device) that EMBEDDER_RUNTIME and EMBEDDER_DEVICE ask for here."""
         s = self.settings
-        return await asyncio.to_thread(
-            load, resolve(source, model_id), device=s.device, batch_size=s.model_batch_size
-        )
+        cuda = False
+        if s.device == "auto" or s.runtime == "auto":
+            import torch
+
+            cuda = bool(torch.cuda.is_available())
+        return bulk.choose(s.runtime, s.device, cuda=cuda, int8_cpu=cpu_int8_support())
+
+    async def _load(
+        self, source: str, model_id: str | None, runtime: str | None, *, forced: bool = False
+    ) -> LoadedModel:
+        s = self.settings
+
+        def loading() -> LoadedModel:
+            chosen, device = self.choose_runtime()
+            limits = gate.Gate(s.int8_min_mean_cosine, s.int8_min_cosine, s.int8_min_recall)
+            return load(
+                resolve(source, model_id),
+                device=device,
+                batch_size=s.model_batch_size if device == "cpu" else s.gpu_batch_size,
+                runtime=runtime or chosen,
+                gate=gate.Gate(-1.0, -1.0, -1.0) if forced else limits,
+                cache_dir=s.onnx_cache_dir or None,
+                query_threads=s.query_threads,
+            )
+
+        return await asyncio.to_thread(loading)
 
     # --- background ------------------------------------------------------------------
 
@@ -191,7 +248,7 @@ class Engine:
         if active is None or active.model_id == self.model.model_id:
             return False
         log.info("active model is now %s; loading it", active.model_id)
-        model = await self._load(active.source, active.model_id)
+        model = await self._load_active(active)
         if model.dimensions != active.dimensions:
             raise ValueError(
                 f"{active.source} has {model.dimensions} dimensions, the "

@@ -18,14 +18,15 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from services.embedder import onnx_query
+from services.embedder import bulk, onnx_query, quantize
+from services.embedder import gate as gate_
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -83,7 +84,10 @@ class LoadedModel:
     # One process may run two workers (tests): they share the model, one encode at a time.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # Set by an Encoder's thread once built (onnx_query.build); None: queries use torch.
-    query_runner: onnx_query.OnnxQueryEncoder | None = field(default=None, repr=False)
+    query_runner: bulk.TextEncoder | None = field(default=None, repr=False)
+    # ONNX Runtime for bulk work (EMBEDDER_RUNTIME onnx / onnx-int8); None: torch.
+    bulk_runner: bulk.OnnxBulkEncoder | None = field(default=None, repr=False)
+    runtime_info: bulk.RuntimeInfo | None = None
 
     @property
     def model_id(self) -> str:
@@ -122,6 +126,8 @@ class LoadedModel:
             return runner.encode(texts)
 
     def _encode(self, texts: Sequence[str]) -> Vectors:
+        if self.bulk_runner is not None:
+            return self.bulk_runner.encode(texts)
         vectors = self.model.encode(
             list(texts),
             batch_size=self.batch_size,
@@ -132,24 +138,73 @@ class LoadedModel:
         return np.asarray(vectors, dtype=np.float32)
 
 
-_LOADED: dict[tuple[str, str, str, int], LoadedModel] = {}
-_LOADING = threading.Lock()
+_LOADED: dict[tuple[Any, ...], LoadedModel] = {}
+_LOADING = threading.RLock()
 
 
-def load(source: ModelSource, *, device: str = "cpu", batch_size: int = 64) -> LoadedModel:
+def load(
+    source: ModelSource,
+    *,
+    device: str = "cpu",
+    batch_size: int = 64,
+    runtime: str = "torch",
+    gate: gate_.Gate = gate_.DEFAULT_GATE,
+    cache_dir: str | None = None,
+    query_threads: int = 1,
+) -> LoadedModel:
     """Load a model once per process (seconds; call it from a thread, not the event loop).
-    A second call with the same files returns the same model."""
-    key = (source.path, source.model_id, device, batch_size)
+    A second call with the same files returns the same model.
+
+    ``runtime`` (torch, onnx, onnx-int8) is what encodes bulk work: with ONNX Runtime the
+    model's graph is built from the loaded weights (``quantize.graph``, cached in
+    ``cache_dir``) and used only if it passes the gate against torch fp32 on probe texts;
+    else torch, said in the log and in ``runtime_info.fallback``. int8 vectors are stored
+    under ``<model id>#int8``."""
+    if runtime == "torch":  # neither applies: one key, one model
+        gate, cache_dir = gate_.DEFAULT_GATE, None
+    key = (source.path, source.model_id, device, batch_size, runtime, gate, cache_dir)
     with _LOADING:
         if key not in _LOADED:
-            _LOADED[key] = _load(source, device, batch_size)
+            if runtime == "torch":
+                model = _load(source, device, batch_size)
+                model.runtime_info = bulk.RuntimeInfo(runtime, "torch", device)
+            else:
+                base = load(source, device=device, batch_size=batch_size)
+                model = _with_onnx(base, runtime, gate, cache_dir, query_threads, device)
+            _LOADED[key] = model
         return _LOADED[key]
 
 
 def remember(model: LoadedModel, device: str = "cpu") -> None:
     """Make ``load`` return ``model`` for its source (a process that holds it already)."""
     with _LOADING:
-        _LOADED[(model.source.path, model.model_id, device, model.batch_size)] = model
+        key = (model.source.path, model.model_id, device, model.batch_size, "torch")
+        _LOADED[(*key, gate_.DEFAULT_GATE, None)] = model
+
+
+def _with_onnx(  # noqa: PLR0917
+    base: LoadedModel, runtime: str, limits: gate_.Gate, cache_dir: str | None,
+    query_threads: int, device: str,
+) -> LoadedModel:
+    """``base`` with bulk (and query) encoding on ONNX Runtime, or ``base`` (torch) with
+    the reason when the graph cannot be built or fails the gate."""
+    import torch
+
+    with base.lock:
+        runner, query, info = bulk.build(
+            base.model, base.source.path, base.max_tokens, base.batch_size, base._encode,
+            runtime=runtime, limits=limits, cache_dir=cache_dir,
+            bulk_threads=torch.get_num_threads(), query_threads=max(1, query_threads),
+            device=device,
+        )
+    if runner is None:
+        return replace(base, runtime_info=info, query_runner=None)
+    source = base.source
+    if runtime == "onnx-int8":
+        source = replace(source, model_id=source.model_id + quantize.INT8_SUFFIX)
+    return replace(
+        base, source=source, bulk_runner=runner, query_runner=query, runtime_info=info
+    )
 
 
 def _load(source: ModelSource, device: str, batch_size: int) -> LoadedModel:

@@ -54,50 +54,67 @@ class OnnxQueryEncoder:
         return np.asarray(pooled / norms, dtype=np.float32)
 
 
+def export(model: Any, tokenizer: Any, path: Path) -> tuple[str, ...]:
+    """Write ``model``'s transformer (token ids -> last hidden state, batch and token axes
+    dynamic) as an ONNX graph at ``path``, from the weights in memory; returns the names of
+    its inputs. Raises on an architecture the exporter does not take."""
+    import torch
+
+    transformer = model[0].auto_model
+    probe = tokenizer(["probe"], return_tensors="pt")
+    inputs = tuple(name for name in INPUTS if name in probe)
+
+    class Hidden(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.transformer = transformer
+
+        def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+            out = self.transformer(**dict(zip(inputs, tensors, strict=True)))
+            return out.last_hidden_state  # type: ignore[no-any-return]
+
+    axes = {name: {0: "batch", 1: "tokens"} for name in (*inputs, "hidden")}
+    # The tracer warns about every Python branch it freezes (sizes, None checks).
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Hidden(), tuple(probe[name] for name in inputs), str(path),
+            input_names=list(inputs), output_names=["hidden"], dynamic_axes=axes,
+            opset_version=17, dynamo=False,
+        )
+    return inputs
+
+
+def session(graph: bytes | str, threads: int, providers: Sequence[str] = ()) -> Any:
+    """An ONNX Runtime session of ``graph`` (bytes or a file) on ``threads`` threads whose
+    idle workers sleep instead of spinning (the process shares its cores)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(
+        graph, options, providers=list(providers) or ["CPUExecutionProvider"]
+    )
+
+
 def build(model: Any, tokenizer: Any, max_tokens: int, threads: int) -> OnnxQueryEncoder | None:
     """An ONNX Runtime encoder reproducing ``model`` (a SentenceTransformer on the CPU), or
     None (logged) when onnxruntime is missing or the vectors would differ."""
     try:
-        import onnxruntime as ort
-        import torch
+        import onnxruntime  # noqa: F401
+        import torch  # noqa: F401
     except ImportError as exc:
         log.info("queries encode with torch: %s", exc)
         return None
     try:
-        transformer = model[0].auto_model
-        probe = tokenizer(["probe"], return_tensors="pt")
-        inputs = tuple(name for name in INPUTS if name in probe)
-
-        class Hidden(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.transformer = transformer
-
-            def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-                out = self.transformer(**dict(zip(inputs, tensors, strict=True)))
-                return out.last_hidden_state  # type: ignore[no-any-return]
-
-        axes = {name: {0: "batch", 1: "tokens"} for name in (*inputs, "hidden")}
-        # The tracer warns about every Python branch it freezes (sizes, None checks).
-        with tempfile.TemporaryDirectory(prefix="engram-onnx-") as folder, \
-                warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with tempfile.TemporaryDirectory(prefix="engram-onnx-") as folder:
             path = Path(folder) / "query.onnx"
-            with torch.inference_mode():
-                torch.onnx.export(
-                    Hidden(), tuple(probe[name] for name in inputs), str(path),
-                    input_names=list(inputs), output_names=["hidden"], dynamic_axes=axes,
-                    opset_version=17, dynamo=False,
-                )
+            inputs = export(model, tokenizer, path)
             graph = path.read_bytes()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        session = ort.InferenceSession(
-            graph, options, providers=["CPUExecutionProvider"]
-        )
-        encoder = OnnxQueryEncoder(session, tokenizer, inputs, max_tokens)
+        encoder = OnnxQueryEncoder(session(graph, threads), tokenizer, inputs, max_tokens)
         expected = model.encode(
             list(PROBES), normalize_embeddings=True, convert_to_numpy=True,
             show_progress_bar=False,

@@ -24,6 +24,7 @@ import asyncpg
 import numpy as np
 from pgvector.asyncpg import register_vector
 
+from services.embedder import gate as gate_
 from services.embedder import repo, repo_models
 from services.embedder.model import LoadedModel, load, resolve
 from services.runtime.db import ALL_TENANTS, scope_tenant
@@ -62,10 +63,22 @@ async def reembed(
     progress: Progress = lambda *_: None,
     model: LoadedModel | None = None,
     page_size: int = 2048,
+    runtime: str = "torch",
+    gate: gate_.Gate = gate_.DEFAULT_GATE,
+    cache_dir: str | None = None,
 ) -> Outcome:
+    """``runtime`` (torch, onnx, onnx-int8) encodes the new vectors; onnx-int8 stores them
+    under ``<model id>#int8`` (so the same model in int8 is a new index to move to), unless
+    int8 fails its gate (then fp32, logged)."""
     if model is None:
         model = await asyncio.to_thread(
-            load, resolve(source, model_id), device=device, batch_size=batch_size
+            load,
+            resolve(source, model_id),
+            device=device,
+            batch_size=batch_size,
+            runtime=runtime,
+            gate=gate,
+            cache_dir=cache_dir,
         )
     conn = await connect(database_url)
     try:

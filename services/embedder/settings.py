@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -36,8 +37,51 @@ class EmbedderSettings(WorkerSettings):
         description="Name the vectors are stored under; default: the model's name "
         "(or its folder's name).",
     )
-    device: str = Field(default="cpu", description="torch device: cpu, cuda, mps.")
+    device: str = Field(
+        default="auto",
+        description="torch device: auto (cuda when torch sees a GPU, else cpu), cpu, cuda, mps.",
+    )
     model_batch_size: int = Field(default=64, ge=1, le=4096, description="Texts per model batch.")
+    gpu_batch_size: int = Field(
+        default=256,
+        ge=1,
+        le=8192,
+        description="Texts per model batch on a GPU (large batches keep it busy).",
+    )
+    runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+        default="auto",
+        description="What encodes bulk work (chunks, re-embedding, memories): torch (fp32), "
+        "onnx (ONNX Runtime fp32: the same vectors as torch), onnx-int8 (int8 MatMul "
+        "weights: about 2x on a CPU with VNNI, vectors stored under `<model id>#int8`, "
+        "queries encoded the same way), or auto: a GPU with torch if there is one, else "
+        "onnx-int8 on a CPU with int8 instructions (VNNI/AMX), else torch. int8 is used only "
+        "if it passes the quality gate; an index built by another runtime is moved with "
+        "`engram reembed`.",
+    )
+    int8_min_mean_cosine: float = Field(
+        default=0.98,
+        ge=-1,
+        le=1.0001,
+        description="Quality gate of int8: mean cosine to fp32 on probe texts, at least this.",
+    )
+    int8_min_cosine: float = Field(
+        default=0.95,
+        ge=-1,
+        le=1.0001,
+        description="Quality gate of int8: every probe's cosine to fp32, at least this.",
+    )
+    int8_min_recall: float = Field(
+        default=0.97,
+        ge=-1,
+        le=1.0001,
+        description="Quality gate of int8: recall@10 of fp32's exact top 10 on the gate's "
+        "corpus of chat-like texts, at least this.",
+    )
+    onnx_cache_dir: str = Field(
+        default_factory=lambda: _user_cache("onnx"),
+        description="Folder where built ONNX graphs are kept, by the model files' hash "
+        "(\"\" builds them at every start: a few seconds).",
+    )
     query_runtime: Literal["onnx", "torch"] = Field(
         default="onnx",
         description="What encodes queries on the CPU: the model's graph exported to ONNX "
@@ -115,4 +159,10 @@ class EmbedderSettings(WorkerSettings):
 
     @property
     def onnx_queries(self) -> bool:
-        return self.query_runtime == "onnx" and self.device == "cpu"
+        return self.query_runtime == "onnx" and self.device in ("cpu", "auto")
+
+
+def _user_cache(name: str) -> str:
+    import platformdirs
+
+    return str(Path(platformdirs.user_cache_dir("engram")) / name)

@@ -35,6 +35,8 @@ from tests.helpers import eventually
 FAST = {
     "retry_base_s": 0.05, "retry_max_s": 0.2, "max_deliver": 4, "fetch_wait_s": 0.5,
     "drain_timeout_s": 10.0, "poll_s": 1.0, "model_check_s": 0.5, "model_max_wait_s": 0.02,
+    # fp32 torch, the model the session loads once (int8: test_embedder_runtime*.py)
+    "runtime": "torch",
 }  # fmt: skip
 
 
