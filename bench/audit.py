@@ -59,14 +59,15 @@ from nats.js.errors import NotFoundError  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from bench._common import Postgres, fresh_streams, stop_process, write_report  # noqa: E402
 from contracts.chat import MessageCreated, MessageCreatedPayload, Role  # noqa: E402
 from services.audit import repo  # noqa: E402
 from services.audit.logic import build_record  # noqa: E402
 from services.audit.record import AuditRecord  # noqa: E402
 from services.audit.redaction import RedactionPolicy  # noqa: E402
 from services.audit.verify import verify_database  # noqa: E402
-from services.runtime.bus import STREAMS, ensure_streams  # noqa: E402
-from services.runtime.migrate import migrate  # noqa: E402
+from services.catalog import migrate  # noqa: E402
+from services.runtime.bus import STREAMS  # noqa: E402
 
 TEMPLATE = "audit_bench_template"
 GOALS = {"e2e_eps": 10_000.0, "append_rps": 20_000.0}
@@ -164,32 +165,15 @@ def build_messages(n: int, seed: int = 7) -> list[Wire]:
 
 
 @dataclass
-class Servers:
+class Servers(Postgres):
     nats_url: str
     admin_url: str
 
-    def url(self, name: str) -> str:
-        return self.admin_url.rsplit("/", 1)[0] + f"/{name}"
-
-    async def sql(self, statement: str) -> None:
-        conn = await asyncpg.connect(self.admin_url)
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
     async def fresh_db(self, name: str) -> str:
-        await self.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await self.sql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
-        await self.sql("CHECKPOINT")
+        await self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await self.admin(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        await self.admin("CHECKPOINT")
         return self.url(name)
-
-
-async def fresh_streams(js: JetStreamContext) -> None:
-    for stream in STREAMS:
-        with contextlib.suppress(NotFoundError):
-            await js.delete_stream(stream.name)
-    await ensure_streams(js)
 
 
 async def publish(js: JetStreamContext, wire: list[Wire]) -> float:
@@ -209,16 +193,6 @@ def start_writer(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # --- measurements -----------------------------------------------------------------------
@@ -254,7 +228,7 @@ async def end_to_end(
     finally:
         await db.close()
         for p in procs:
-            stop(p)
+            stop_process(p, 20)
     return n / seconds
 
 
@@ -403,7 +377,7 @@ async def run_once(
     result["verify_rps"] = await verify_rate(srv.url(f"audit_bench_e2e{cfg.replicas[0]}"), n)
     url = await srv.fresh_db("audit_bench_append")
     result["append_rps"] = await chain_append(url, records, cfg.batch)
-    await srv.sql("CHECKPOINT")
+    await srv.admin("CHECKPOINT")
     result["copy_rps"] = await plain_copy(url, records, cfg.batch)
     _, result["decode_us"] = decode_all(wire)
     if "e2e_eps" in result:
@@ -435,8 +409,8 @@ def table(title: str, runs: list[dict[str, float]]) -> Table:
 
 async def bench(cfg: Config, urls: dict[str, str]) -> dict[str, Any]:
     srv = Servers(urls["NATS_URL"], urls["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres")
-    await srv.sql(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
-    await srv.sql(f"CREATE DATABASE {TEMPLATE}")
+    await srv.admin(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+    await srv.admin(f"CREATE DATABASE {TEMPLATE}")
     await migrate(srv.url(TEMPLATE), ["audit"])
     wire = build_messages(cfg.events)
     records, _ = decode_all(wire)
@@ -499,8 +473,7 @@ def main(argv: list[str]) -> int:
     stack = DevStack(data_dir)
     try:
         report = asyncio.run(bench(cfg, stack.start()))
-        cfg.out.parent.mkdir(parents=True, exist_ok=True)
-        cfg.out.write_text(json.dumps(report, indent=2) + "\n")
+        write_report(cfg.out, report)
         console.log(f"wrote {cfg.out}")
     except KeyboardInterrupt:
         return 130

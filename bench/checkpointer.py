@@ -60,18 +60,44 @@ import orjson  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from bench._common import admin_url, pct  # noqa: E402
 from contracts.state import StatePatch, StatePatchPayload  # noqa: E402
 from contracts.state_queries import STATE_GET_REPLY, StateGetReply  # noqa: E402
-from services.checkpointer.logic import apply_patch  # noqa: E402
+from services.catalog import migrate  # noqa: E402
+from services.checkpointer.patch import apply_patch  # noqa: E402
 from services.checkpointer.versions import canonical  # noqa: E402
 from services.runtime.bus import STREAMS, ensure_streams  # noqa: E402
 from services.runtime.embedded import DevStack  # noqa: E402
-from services.runtime.migrate import migrate  # noqa: E402
 
 PARTS = ("local", "shared", "session", "persistent")
-WORDS = ["agent", "tool", "plan", "hotel", "river", "trip", "budget", "user", "search",
-         "result", "memory", "step", "note", "price", "city", "date", "room", "guest",
-         "flight", "seat", "meal", "window", "quiet", "view", "late", "early"]
+WORDS = [
+    "agent",
+    "tool",
+    "plan",
+    "hotel",
+    "river",
+    "trip",
+    "budget",
+    "user",
+    "search",
+    "result",
+    "memory",
+    "step",
+    "note",
+    "price",
+    "city",
+    "date",
+    "room",
+    "guest",
+    "flight",
+    "seat",
+    "meal",
+    "window",
+    "quiet",
+    "view",
+    "late",
+    "early",
+]
 GOAL_WRITES, GOAL_STORAGE, GOAL_P99_MS = 2.0, 0.10, 20.0
 TENANT, USER, AGENT = "bench", "u-1", "travel-bot"
 console = Console()
@@ -84,19 +110,33 @@ def text(rng: random.Random, n: int) -> str:
 def build(versions: int, seed: int = 7) -> tuple[list[list[dict[str, Any]]], list[bytes]]:
     """RFC 6902 patches, one per version, and the canonical state after each."""
     rng = random.Random(seed)
-    initial = {p: {f"k{i:02}": {"title": text(rng, 37), "notes": text(rng, 37), "count": 0,
-                                "status": "new", "tags": [rng.choice(WORDS)]}
-                   for i in range(25)} for p in PARTS}
+    initial = {
+        p: {
+            f"k{i:02}": {
+                "title": text(rng, 37),
+                "notes": text(rng, 37),
+                "count": 0,
+                "status": "new",
+                "tags": [rng.choice(WORDS)],
+            }
+            for i in range(25)
+        }
+        for p in PARTS
+    }
     patches = [[{"op": "add", "path": f"/{p}", "value": initial[p]} for p in PARTS]]
     for step in range(1, versions):
         ops = []
         for _ in range(3):
             path = f"/{rng.choice(PARTS)}/k{rng.randrange(25):02}"
-            ops.append(rng.choice([
-                {"op": "replace", "path": f"{path}/count", "value": step},
-                {"op": "replace", "path": f"{path}/status", "value": rng.choice(WORDS)},
-                {"op": "add", "path": f"{path}/tags/-", "value": rng.choice(WORDS)},
-            ]))
+            ops.append(
+                rng.choice(
+                    [
+                        {"op": "replace", "path": f"{path}/count", "value": step},
+                        {"op": "replace", "path": f"{path}/status", "value": rng.choice(WORDS)},
+                        {"op": "add", "path": f"{path}/tags/-", "value": rng.choice(WORDS)},
+                    ]
+                )
+            )
         patches.append(ops)
     doc: dict[str, Any] = {p: {} for p in PARTS}
     states = []
@@ -117,23 +157,30 @@ async def fresh(admin: str, name: str) -> str:
 
 
 # Bookkeeping that is not state history: the runtime's idempotency inbox (pruned after
-# the streams' max age), the checkpointer's transient queues (outbox, parked: empty at
-# rest) and the migration tables of either side. Both totals are reported.
-BOOKKEEPING = {"inbox", "schema_migrations", "checkpoint_migrations", "outbox", "parked"}
+# the streams' max age) and outbox, the checkpointer's parking lot (both empty at rest)
+# and the migration tables of either side. Both totals are reported.
+BOOKKEEPING = {"inbox", "schema_migrations", "checkpoint_migrations", "event_outbox", "parked"}
 
 
 async def table_bytes(url: str, schema: str) -> dict[str, int]:
     """Bytes per table (heap, TOAST and indexes) after VACUUM."""
     conn = await asyncpg.connect(url)
     try:
-        tables = [r[0] for r in await conn.fetch(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n "
-            "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind = 'r'", schema)]
+        tables = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind = 'r'",
+                schema,
+            )
+        ]
         for table in tables:
             await conn.execute(f'VACUUM "{schema}"."{table}"')
         rows = await conn.fetch(
             "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n "
-            "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind = 'r'", schema)
+            "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind = 'r'",
+            schema,
+        )
         return {r[0]: int(r[1]) for r in rows}
     finally:
         await conn.close()
@@ -144,18 +191,23 @@ def sizes(tables: dict[str, int], empty: dict[str, int]) -> dict[str, Any]:
     freshly created (empty) size; totals as they stand are reported beside it."""
     history = sum(v for k, v in tables.items() if k not in BOOKKEEPING)
     history_empty = sum(v for k, v in empty.items() if k not in BOOKKEEPING)
-    return {"bytes": history - history_empty, "bytes_history_total": history,
-            "bytes_all_tables": sum(tables.values()), "tables": tables}
+    return {
+        "bytes": history - history_empty,
+        "bytes_history_total": history,
+        "bytes_all_tables": sum(tables.values()),
+        "tables": tables,
+    }
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-async def run_engram(nats_url: str, url: str, *, patches: list[list[dict[str, Any]]],
-                     states: list[bytes], sample: list[int],
-                     settings: dict[str, str]) -> dict[str, float]:
+async def run_engram(
+    nats_url: str,
+    url: str,
+    *,
+    patches: list[list[dict[str, Any]]],
+    states: list[bytes],
+    sample: list[int],
+    settings: dict[str, str],
+) -> dict[str, float]:
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     for stream in STREAMS:
@@ -164,9 +216,20 @@ async def run_engram(nats_url: str, url: str, *, patches: list[list[dict[str, An
     await ensure_streams(js)
     env = {**os.environ, "NATS_URL": nats_url, "DATABASE_URL": url, **settings}
     worker = subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
-        [sys.executable, "-c", "from services.runtime.cli import main; main()", "run",
-         "checkpointer", "--log-level", "WARNING"], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-c",
+            "from services.catalog import main; main()",
+            "run",
+            "checkpointer",
+            "--log-level",
+            "WARNING",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     empty = await table_bytes(url, "checkpoint")
     db = await asyncpg.connect(url)
     try:
@@ -177,23 +240,32 @@ async def run_engram(nats_url: str, url: str, *, patches: list[list[dict[str, An
                 break
             except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
                 await asyncio.sleep(0.1)
-        bodies = [StatePatch(event_id=uuid.uuid4(), occurred_at=datetime.now(UTC), tenant_id=TENANT, producer="bench", payload=StatePatchPayload(
-            user_id=USER, agent_id=AGENT, patch=ops)) for ops in patches]  # type: ignore[arg-type]
+        bodies = [
+            StatePatch(
+                event_id=uuid.uuid4(),
+                occurred_at=datetime.now(UTC),
+                tenant_id=TENANT,
+                producer="bench",
+                payload=StatePatchPayload(user_id=USER, agent_id=AGENT, patch=ops),
+            )
+            for ops in patches
+        ]  # type: ignore[arg-type]
         data = [(e.model_dump_json(by_alias=True).encode(), e.headers()) for e in bodies]
         started = time.perf_counter()
         for i in range(0, len(data), 200):
-            await asyncio.gather(*(js.publish("state.patch", d, headers=h)
-                                   for d, h in data[i:i + 200]))
-        while (await db.fetchval(  # noqa: ASYNC110 - polling the database on purpose
-                "SELECT max(version) FROM checkpoint.agent_states") or 0) < len(patches):
+            await asyncio.gather(
+                *(js.publish("state.patch", d, headers=h) for d, h in data[i : i + 200])
+            )
+        sql = "SELECT max(version) FROM checkpoint.agent_states"
+        while (await db.fetchval(sql) or 0) < len(patches):  # noqa: ASYNC110 - polling the db
             await asyncio.sleep(0.005)
         elapsed = time.perf_counter() - started
-        batches = await db.fetchval("SELECT count(DISTINCT applied_at) FROM "
-                                    "checkpoint.transitions")
+        batches = await db.fetchval("SELECT count(DISTINCT applied_at) FROM checkpoint.transitions")
         latencies = []
         for version in sample:
-            body = orjson.dumps({"tenant_id": TENANT, "user_id": USER, "agent_id": AGENT,
-                                 "at_version": version + 1})
+            body = orjson.dumps(
+                {"tenant_id": TENANT, "user_id": USER, "agent_id": AGENT, "at_version": version + 1}
+            )
             t = time.perf_counter()
             msg = await nc.request("query.state.get", body, timeout=5)
             latencies.append((time.perf_counter() - t) * 1000)
@@ -206,9 +278,13 @@ async def run_engram(nats_url: str, url: str, *, patches: list[list[dict[str, An
         worker.wait(30)
         await db.close()
         await nc.close()
-    return {"writes_per_s": len(patches) / elapsed, "read_p50_ms": pct(latencies, 0.5),
-            "read_p99_ms": pct(latencies, 0.99), "batches": batches,
-            **sizes(await table_bytes(url, "checkpoint"), empty)}
+    return {
+        "writes_per_s": len(patches) / elapsed,
+        "read_p50_ms": pct(latencies, 0.5),
+        "read_p99_ms": pct(latencies, 0.99),
+        "batches": batches,
+        **sizes(await table_bytes(url, "checkpoint"), empty),
+    }
 
 
 def run_langgraph(url: str, states: list[bytes], sample: list[int]) -> dict[str, float]:
@@ -232,29 +308,48 @@ def run_langgraph(url: str, states: list[bytes], sample: list[int]) -> dict[str,
             checkpoint = create_checkpoint(checkpoint, None, step)
             checkpoint["channel_values"] = doc
             checkpoint["channel_versions"] = versions
-            config = saver.put(config, checkpoint, {"source": "loop", "step": step,
-                                                    "parents": {}},
-                               {p: versions[p] for p in changed})
+            config = saver.put(
+                config,
+                checkpoint,
+                {"source": "loop", "step": step, "parents": {}},
+                {p: versions[p] for p in changed},
+            )
             ids.append(config["configurable"]["checkpoint_id"])
         elapsed = time.perf_counter() - started
         latencies = []
         for version in sample:
-            at = {"configurable": {"thread_id": "t-1", "checkpoint_ns": "",
-                                   "checkpoint_id": ids[version]}}
+            at = {
+                "configurable": {
+                    "thread_id": "t-1",
+                    "checkpoint_ns": "",
+                    "checkpoint_id": ids[version],
+                }
+            }
             t = time.perf_counter()
             found = saver.get_tuple(at)
             latencies.append((time.perf_counter() - t) * 1000)
             assert found is not None
             got = {p: found.checkpoint["channel_values"][p] for p in PARTS}
             assert canonical(got) == states[version], f"langgraph version {version} differs"
-    return {"writes_per_s": len(docs) / elapsed, "read_p50_ms": pct(latencies, 0.5),
-            "read_p99_ms": pct(latencies, 0.99),
-            **sizes(asyncio.run(table_bytes(url, "public")), empty)}
+    return {
+        "writes_per_s": len(docs) / elapsed,
+        "read_p50_ms": pct(latencies, 0.5),
+        "read_p99_ms": pct(latencies, 0.99),
+        **sizes(asyncio.run(table_bytes(url, "public")), empty),
+    }
 
 
-async def one_run(stack_env: dict[str, str], admin: str, template: str, run: int, *,
-                  patches: list[list[dict[str, Any]]], states: list[bytes],
-                  sample: list[int], settings: dict[str, str]) -> dict[str, dict[str, float]]:
+async def one_run(
+    stack_env: dict[str, str],
+    admin: str,
+    template: str,
+    run: int,
+    *,
+    patches: list[list[dict[str, Any]]],
+    states: list[bytes],
+    sample: list[int],
+    settings: dict[str, str],
+) -> dict[str, dict[str, float]]:
     conn = await asyncpg.connect(admin)
     name = f"bench_engram_{run}"
     try:
@@ -263,8 +358,14 @@ async def one_run(stack_env: dict[str, str], admin: str, template: str, run: int
     finally:
         await conn.close()
     engram_url = admin.rsplit("/", 1)[0] + f"/{name}"
-    engram = await run_engram(stack_env["NATS_URL"], engram_url, patches=patches,
-                              states=states, sample=sample, settings=settings)
+    engram = await run_engram(
+        stack_env["NATS_URL"],
+        engram_url,
+        patches=patches,
+        states=states,
+        sample=sample,
+        settings=settings,
+    )
     lg_url = await fresh(admin, f"bench_langgraph_{run}")
     langgraph = await asyncio.to_thread(run_langgraph, lg_url, states, sample)
     return {"engram": engram, "langgraph": langgraph}
@@ -272,19 +373,37 @@ async def one_run(stack_env: dict[str, str], admin: str, template: str, run: int
 
 def show(title: str, row: dict[str, dict[str, Any]]) -> None:
     table = Table(title=title)
-    for col in ("", "writes/s", "read p50 ms", "read p99 ms", "bytes stored",
-                "history tables", "all tables"):
+    for col in (
+        "",
+        "writes/s",
+        "read p50 ms",
+        "read p99 ms",
+        "bytes stored",
+        "history tables",
+        "all tables",
+    ):
         table.add_column(col, justify="right")
     for side in ("engram", "langgraph"):
         r = row[side]
-        table.add_row(side, f"{r['writes_per_s']:,.0f}", f"{r['read_p50_ms']:.2f}",
-                      f"{r['read_p99_ms']:.2f}", f"{r['bytes']:,.0f}",
-                      f"{r['bytes_history_total']:,.0f}", f"{r['bytes_all_tables']:,.0f}")
+        table.add_row(
+            side,
+            f"{r['writes_per_s']:,.0f}",
+            f"{r['read_p50_ms']:.2f}",
+            f"{r['read_p99_ms']:.2f}",
+            f"{r['bytes']:,.0f}",
+            f"{r['bytes_history_total']:,.0f}",
+            f"{r['bytes_all_tables']:,.0f}",
+        )
     console.print(table)
     for side in ("engram", "langgraph"):
         if "tables" in row[side]:
-            console.print(f"  {side}: " + ", ".join(
-                f"{k} {v:,}" for k, v in sorted(row[side]["tables"].items(), key=lambda x: -x[1])))
+            console.print(
+                f"  {side}: "
+                + ", ".join(
+                    f"{k} {v:,}"
+                    for k, v in sorted(row[side]["tables"].items(), key=lambda x: -x[1])
+                )
+            )
 
 
 def main() -> None:
@@ -293,36 +412,56 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--reads", type=int, default=200)
     parser.add_argument("--data-dir", type=Path)
-    parser.add_argument("--snapshot-every", type=int,
-                        help="CHECKPOINTER_SNAPSHOT_EVERY for the worker (default: its own)")
+    parser.add_argument(
+        "--snapshot-every",
+        type=int,
+        help="CHECKPOINTER_SNAPSHOT_EVERY for the worker (default: its own)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/checkpointer.json")
     args = parser.parse_args()
     patches, states = build(args.versions)
-    console.print(f"state: {len(states[0]):,} bytes canonical JSON, {args.versions} versions, "
-                  f"{sum(len(orjson.dumps(p)) for p in patches[1:]) // (args.versions - 1)} "
-                  "bytes per step patch")
+    console.print(
+        f"state: {len(states[0]):,} bytes canonical JSON, {args.versions} versions, "
+        f"{sum(len(orjson.dumps(p)) for p in patches[1:]) // (args.versions - 1)} "
+        "bytes per step patch"
+    )
     sample = random.Random(11).sample(range(args.versions), min(args.reads, args.versions))
-    settings = ({"CHECKPOINTER_SNAPSHOT_EVERY": str(args.snapshot_every)}
-                if args.snapshot_every else {})
+    settings = (
+        {"CHECKPOINTER_SNAPSHOT_EVERY": str(args.snapshot_every)} if args.snapshot_every else {}
+    )
     folder = args.data_dir or Path(tempfile.mkdtemp(prefix="engram-checkpointer-bench-"))
     stack = DevStack(folder)
     env = stack.start()
-    admin = env["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
+    admin = admin_url(env["DATABASE_URL"])
     try:
         template = "bench_checkpoint_template"
         asyncio.run(migrate(asyncio.run(fresh(admin, template)), ["checkpointer"]))
         runs = []
         for run in range(args.runs):
-            result = asyncio.run(one_run(env, admin, template, run, patches=patches,
-                                         states=states, sample=sample, settings=settings))
+            result = asyncio.run(
+                one_run(
+                    env,
+                    admin,
+                    template,
+                    run,
+                    patches=patches,
+                    states=states,
+                    sample=sample,
+                    settings=settings,
+                )
+            )
             show(f"run {run + 1}", result)
             runs.append(result)
     finally:
         stack.stop()
         if not args.data_dir:
             shutil.rmtree(folder, ignore_errors=True)
-    median = {side: {k: statistics.median(r[side][k] for r in runs)
-                     for k in runs[0][side] if k != "tables"} for side in ("engram", "langgraph")}
+    median = {
+        side: {
+            k: statistics.median(r[side][k] for r in runs) for k in runs[0][side] if k != "tables"
+        }
+        for side in ("engram", "langgraph")
+    }
     show(f"median of {len(runs)} runs", median)
     e, lg = median["engram"], median["langgraph"]
     goals = {
@@ -330,15 +469,27 @@ def main() -> None:
         "storage <= 10% of langgraph": e["bytes"] / lg["bytes"] <= GOAL_STORAGE,
         "read p99 <= 20 ms": e["read_p99_ms"] <= GOAL_P99_MS,
     }
-    console.print(f"write ratio {e['writes_per_s'] / lg['writes_per_s']:.1f}x, storage ratio "
-                  f"{e['bytes'] / lg['bytes']:.1%}")
+    console.print(
+        f"write ratio {e['writes_per_s'] / lg['writes_per_s']:.1f}x, storage ratio "
+        f"{e['bytes'] / lg['bytes']:.1%}"
+    )
     for goal, ok in goals.items():
         console.print(f"  {'[green]PASS' if ok else '[red]FAIL'}[/] {goal}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"versions": args.versions, "settings": settings,
-                                    "load_average": os.getloadavg(),
-                                    "runs": runs, "median": median,
-                                    "goals": goals, "state_bytes": len(states[0])}, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {
+                "versions": args.versions,
+                "settings": settings,
+                "load_average": os.getloadavg(),
+                "runs": runs,
+                "median": median,
+                "goals": goals,
+                "state_bytes": len(states[0]),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

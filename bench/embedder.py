@@ -33,12 +33,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -60,24 +58,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import asyncpg  # noqa: E402
 import nats  # noqa: E402
 import numpy as np  # noqa: E402
-from nats.js.errors import NotFoundError  # noqa: E402
 from pgvector import Vector  # noqa: E402
 from pgvector.asyncpg import register_vector  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from bench._common import Postgres, admin_url, fresh_streams, pct, stop_process, write_report  # noqa: E402
 from bench.corpus import chat_texts, query_texts  # noqa: E402
 from contracts.chat import MessageCreated, MessageCreatedPayload, Role  # noqa: E402
 from contracts.embedding import KnowledgeFilters  # noqa: E402
+from services.catalog import migrate  # noqa: E402
 from services.embedder import gate, repo_search  # noqa: E402
 from services.embedder.gate import Gate  # noqa: E402
 from services.embedder.logic import candidates_for, chunk_text, content_hash  # noqa: E402
 from services.embedder.model import LoadedModel, load, resolve  # noqa: E402
 from services.embedder.settings import DEFAULT_MODEL, EmbedderSettings  # noqa: E402
-from services.runtime.bus import STREAMS, ensure_streams  # noqa: E402
 from services.runtime.db import create_pool  # noqa: E402
 from services.runtime.embedded import DevStack  # noqa: E402
-from services.runtime.migrate import migrate  # noqa: E402
 
 console = Console()
 TEMPLATE = "bench_embedder_template"
@@ -146,26 +143,9 @@ def best_batch_size(model: LoadedModel, texts: Sequence[str]) -> tuple[int, dict
 # --- servers, databases, worker ------------------------------------------------------
 
 
-class Bench:
+class Bench(Postgres):
     def __init__(self, admin_url: str, nats_url: str, logs: Path) -> None:
         self.admin_url, self.nats_url, self.logs = admin_url, nats_url, logs
-
-    def url(self, db: str) -> str:
-        return self.admin_url.rsplit("/", 1)[0] + f"/{db}"
-
-    async def admin(self, sql: str) -> None:
-        conn = await asyncpg.connect(self.admin_url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    async def exists(self, db: str) -> bool:
-        conn = await asyncpg.connect(self.admin_url)
-        try:
-            return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", db))
-        finally:
-            await conn.close()
 
     async def fresh_db(self) -> str:
         name = f"bench_emb_{uuid.uuid4().hex[:8]}"
@@ -175,10 +155,7 @@ class Bench:
     async def fresh_streams(self) -> None:
         nc = await nats.connect(self.nats_url)
         js = nc.jetstream()
-        for stream in STREAMS:
-            with contextlib.suppress(NotFoundError):
-                await js.delete_stream(stream.name)
-        await ensure_streams(js)
+        await fresh_streams(js)
         await nc.close()
 
     def start_worker(
@@ -214,16 +191,6 @@ class Bench:
             start_new_session=True,
             cwd=ROOT,
         )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def wait_for(probe: Any, until: Any, within: float, interval: float = 0.1) -> Any:
@@ -308,7 +275,7 @@ async def end_to_end(  # noqa: PLR0917
             "lone_p50_ms": statistics.median(lone) * 1000,
         }
     finally:
-        stop(worker)
+        stop_process(worker)
         await nc.close()
         await conn.close()
         await bench.admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
@@ -501,11 +468,6 @@ async def hybrid_search(
     return top10(found), (time.perf_counter() - started) * 1000
 
 
-def pct(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 async def search_bench(
     bench: Bench,
     *,
@@ -573,7 +535,7 @@ async def search_over_nats(
             per_run.append({"p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99)})
     finally:
         await nc.close()
-        stop(worker)
+        stop_process(worker)
     return {k: statistics.median(r[k] for r in per_run) for k in per_run[0]}
 
 
@@ -832,14 +794,13 @@ def main() -> None:
     stack = DevStack(root)
     urls = stack.start()
     try:
-        admin = urls["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
+        admin = admin_url(urls["DATABASE_URL"])
         report = asyncio.run(run(args, admin, urls["NATS_URL"], root))
     finally:
         stack.stop()
     report["goals"] = show(report)
     report["when"] = datetime.now(UTC).isoformat(timespec="seconds")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     console.print(f"wrote {args.out}")
 
 

@@ -27,19 +27,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import itertools
 import json
 import math
 import os
 import platform
 import random
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 import warnings
@@ -50,10 +46,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-# The code measured: by default a snapshot of these folders taken at start (see main), so
-# edits landing in the working tree during a run do not mix versions.
-CODE_DIRS = ("services", "contracts", "sql")
-SNAPSHOT_ENV = "ENGRAM_BENCH_CODE"
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))  # after PYTHONPATH, so a snapshot there wins
 
@@ -61,7 +53,6 @@ warnings.filterwarnings("ignore", module="platformdirs")
 
 import asyncpg  # noqa: E402
 import nats  # noqa: E402
-import psutil  # noqa: E402
 from nats.js import JetStreamContext  # noqa: E402
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy  # noqa: E402
 from nats.js.errors import NotFoundError  # noqa: E402
@@ -77,6 +68,20 @@ from rich.progress import (  # noqa: E402
 )
 from rich.table import Table  # noqa: E402
 
+from bench import _common  # noqa: E402
+from bench._common import (  # noqa: E402
+    SNAPSHOT_ENV,
+    Postgres,
+    admin_url,
+    embedded_servers,
+    fresh_streams,
+    imported_code,
+    loadavg,
+    percentile,
+    reexec_on_snapshot,
+    stop_process,
+    write_report,
+)
 from contracts.chat import MessageCreated, MessageCreatedPayload, MessageMetadata, Role  # noqa: E402
 
 SUBJECT = "chat.message.created"
@@ -111,11 +116,23 @@ budget estimate quarter revenue growth customer churn dashboard metric latency t
 python rust javascript typescript postgres redis kafka nats kubernetes docker container
 please thanks sure great perfect exactly actually probably maybe definitely honestly
 """.split()  # noqa: SIM905
-UNICODE_BITS = ["café", "naïve", "São Paulo", "Zürich", "jalapeño", "😊", "👍", "→", "€120",
-                "日本語", "Ελληνικά", "—", "“quoted”"]
+UNICODE_BITS = [
+    "café",
+    "naïve",
+    "São Paulo",
+    "Zürich",
+    "jalapeño",
+    "😊",
+    "👍",
+    "→",
+    "€120",
+    "日本語",
+    "Ελληνικά",
+    "—",
+    "“quoted”",
+]
 CODE_SNIPPETS = [
-    "```python\nasync def handler(msg):\n    event = decode(msg.data)\n"
-    "    await store(event)\n```",
+    "```python\nasync def handler(msg):\n    event = decode(msg.data)\n    await store(event)\n```",
     "```sql\nSELECT conversation_id, count(*) FROM messages\n"
     " GROUP BY 1 ORDER BY 2 DESC LIMIT 10;\n```",
     "```bash\nkubectl rollout restart deployment/ingest -n engram\n```",
@@ -177,8 +194,9 @@ class _Conv:
     turn: int = 0
 
 
-def build_events(n: int, *, seed: int = 7, conversations: int = 300,
-                 tenants: int = 6) -> list[MessageCreated]:
+def build_events(
+    n: int, *, seed: int = 7, conversations: int = 300, tenants: int = 6
+) -> list[MessageCreated]:
     """N chat.message.created events over a few hundred conversations, in a realistic
     interleaving: busy and quiet conversations, user/assistant turns (some tool calls),
     replies linked by parent_message_id, token counts and model metadata."""
@@ -190,8 +208,13 @@ def build_events(n: int, *, seed: int = 7, conversations: int = 300,
         return uuid.UUID(int=rng.getrandbits(128), version=4)
 
     convs = [
-        _Conv(uid(), f"tenant-{i % tenants}", f"u-{rng.randrange(100_000)}", rng.choice(AGENTS),
-              base + timedelta(seconds=rng.randrange(3600)))
+        _Conv(
+            uid(),
+            f"tenant-{i % tenants}",
+            f"u-{rng.randrange(100_000)}",
+            rng.choice(AGENTS),
+            base + timedelta(seconds=rng.randrange(3600)),
+        )
         for i in range(conversations)
     ]
     # Some chats are much busier than others.
@@ -210,8 +233,10 @@ def build_events(n: int, *, seed: int = 7, conversations: int = 300,
         c.at += timedelta(seconds=rng.uniform(1, 90))
         if role is Role.user:
             content = texts.text(_length(rng, 90, 0.9), code=False)
-            meta = MessageMetadata(tokens=max(1, len(content) // 4), client=rng.choice(
-                ["web", "ios", "android", "slack"]))
+            meta = MessageMetadata(
+                tokens=max(1, len(content) // 4),
+                client=rng.choice(["web", "ios", "android", "slack"]),
+            )
             sender = {"sender_user_id": c.user}
         elif role is Role.tool:
             content = texts.text(_length(rng, 300, 0.8), code=True)
@@ -219,17 +244,31 @@ def build_events(n: int, *, seed: int = 7, conversations: int = 300,
             sender = {"sender_agent_id": c.agent}
         else:
             content = texts.text(_length(rng, 650, 0.7), code=rng.random() < 0.3)
-            meta = MessageMetadata(tokens=max(1, len(content) // 4), model=rng.choice(MODELS),
-                                   latency_ms=round(rng.uniform(200, 4000), 1))
+            meta = MessageMetadata(
+                tokens=max(1, len(content) // 4),
+                model=rng.choice(MODELS),
+                latency_ms=round(rng.uniform(200, 4000), 1),
+            )
             sender = {"sender_agent_id": c.agent}
         message_id = uid()
-        events.append(MessageCreated(
-            event_id=uid(), occurred_at=c.at, tenant_id=c.tenant, producer="chat-api@bench",
-            correlation_id=c.conversation_id,
-            payload=MessageCreatedPayload(
-                message_id=message_id, conversation_id=c.conversation_id, role=role,
-                content=content, metadata=meta, parent_message_id=c.last, **sender),
-        ))
+        events.append(
+            MessageCreated(
+                event_id=uid(),
+                occurred_at=c.at,
+                tenant_id=c.tenant,
+                producer="chat-api@bench",
+                correlation_id=c.conversation_id,
+                payload=MessageCreatedPayload(
+                    message_id=message_id,
+                    conversation_id=c.conversation_id,
+                    role=role,
+                    content=content,
+                    metadata=meta,
+                    parent_message_id=c.last,
+                    **sender,
+                ),
+            )
+        )
         c.last = message_id
     return events
 
@@ -246,9 +285,20 @@ def serialize(events: Sequence[MessageCreated]) -> list[Wire]:
 
 
 COPY_COLUMNS = (
-    "message_id", "tenant_id", "conversation_id", "session_id", "parent_message_id", "role",
-    "content", "content_type", "metadata", "tokens", "model", "sender_user_id",
-    "sender_agent_id", "created_at",
+    "message_id",
+    "tenant_id",
+    "conversation_id",
+    "session_id",
+    "parent_message_id",
+    "role",
+    "content",
+    "content_type",
+    "metadata",
+    "tokens",
+    "model",
+    "sender_user_id",
+    "sender_agent_id",
+    "created_at",
 )
 
 
@@ -256,10 +306,24 @@ def copy_records(events: Sequence[MessageCreated]) -> list[tuple[Any, ...]]:
     rows = []
     for e in events:
         p = e.payload
-        rows.append((p.message_id, e.tenant_id, p.conversation_id, p.session_id,
-                     p.parent_message_id, p.role.value, p.content, p.content_type.value,
-                     json.dumps(p.metadata.model_dump(exclude_none=True)), p.metadata.tokens,
-                     p.metadata.model, p.sender_user_id, p.sender_agent_id, e.occurred_at))
+        rows.append(
+            (
+                p.message_id,
+                e.tenant_id,
+                p.conversation_id,
+                p.session_id,
+                p.parent_message_id,
+                p.role.value,
+                p.content,
+                p.content_type.value,
+                json.dumps(p.metadata.model_dump(exclude_none=True)),
+                p.metadata.tokens,
+                p.metadata.model,
+                p.sender_user_id,
+                p.sender_agent_id,
+                e.occurred_at,
+            )
+        )
     return rows
 
 
@@ -295,30 +359,51 @@ def naive_main() -> None:
 
     @app.on_startup
     async def connect(context: ContextRepo) -> None:
-        state["pool"] = await create_pool(os.environ["DATABASE_URL"], role="engram_ingest",
-                                          min_size=1, max_size=2)
+        state["pool"] = await create_pool(
+            os.environ["DATABASE_URL"], role="engram_ingest", min_size=1, max_size=2
+        )
 
     @app.after_shutdown
     async def close() -> None:
         await state["pool"].close()
 
     @broker.subscriber(
-        SUBJECT, stream=JStream("CHAT", declare=False), durable="naive",
-        config=ConsumerConfig(durable_name="naive", deliver_policy=DeliverPolicy.ALL,
-                              ack_policy=AckPolicy.EXPLICIT, ack_wait=30, max_deliver=10,
-                              max_ack_pending=1000),
+        SUBJECT,
+        stream=JStream("CHAT", declare=False),
+        durable="naive",
+        config=ConsumerConfig(
+            durable_name="naive",
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=30,
+            max_deliver=10,
+            max_ack_pending=1000,
+        ),
         ack_policy=FsAckPolicy.NACK_ON_ERROR,
     )
     async def handle(event: MessageCreated) -> None:
         p = event.payload
         async with state["pool"].acquire() as conn, conn.transaction():
-            await conn.execute(NAIVE_PLACEHOLDER, p.conversation_id, event.tenant_id,
-                               event.occurred_at)
             await conn.execute(
-                NAIVE_MESSAGE, p.message_id, event.tenant_id, p.conversation_id, p.session_id,
-                p.parent_message_id, p.role.value, p.content, p.content_type.value,
-                p.metadata.model_dump(exclude_none=True), p.metadata.tokens, p.metadata.model,
-                p.sender_user_id, p.sender_agent_id, event.occurred_at)
+                NAIVE_PLACEHOLDER, p.conversation_id, event.tenant_id, event.occurred_at
+            )
+            await conn.execute(
+                NAIVE_MESSAGE,
+                p.message_id,
+                event.tenant_id,
+                p.conversation_id,
+                p.session_id,
+                p.parent_message_id,
+                p.role.value,
+                p.content,
+                p.content_type.value,
+                p.metadata.model_dump(exclude_none=True),
+                p.metadata.tokens,
+                p.metadata.model,
+                p.sender_user_id,
+                p.sender_agent_id,
+                event.occurred_at,
+            )
 
     logging.basicConfig(level=logging.WARNING)
     asyncio.run(app.run(log_level=logging.WARNING))
@@ -330,32 +415,22 @@ def naive_main() -> None:
 
 
 @dataclass
-class Servers:
+class Servers(Postgres):
     nats_url: str
     admin_url: str
     pids: dict[str, int] = field(default_factory=dict)  # postgres (postmaster), nats
 
-    def db_url(self, name: str) -> str:
-        return self.admin_url.rsplit("/", 1)[0] + f"/{name}"
-
-    async def admin(self, sql: str) -> None:
-        conn = await asyncpg.connect(self.admin_url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
     async def make_template(self) -> None:
-        from services.runtime.migrate import migrate
+        from services.catalog import migrate
 
         await self.admin(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
         await self.admin(f"CREATE DATABASE {TEMPLATE_DB}")
-        await migrate(self.db_url(TEMPLATE_DB), ["ingest"])
+        await migrate(self.url(TEMPLATE_DB), ["ingest"])
 
     async def fresh_db(self, name: str) -> str:
         await self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await self.admin(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
-        return self.db_url(name)
+        return self.url(name)
 
     async def drop_db(self, name: str) -> None:
         await self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -363,15 +438,6 @@ class Servers:
     async def checkpoint(self) -> None:
         # Start each timed phase with no dirty buffers left over from the one before.
         await self.admin("CHECKPOINT")
-
-
-async def fresh_streams(js: JetStreamContext) -> None:
-    from services.runtime.bus import STREAMS, ensure_streams
-
-    for stream in STREAMS:
-        with contextlib.suppress(NotFoundError):
-            await js.delete_stream(stream.name)
-    await ensure_streams(js)
 
 
 async def consumer_info(js: JetStreamContext, durable: str) -> Any:
@@ -384,21 +450,16 @@ async def consumer_info(js: JetStreamContext, durable: str) -> Any:
 def start_process(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     log = log_path.open("ab")
     try:
-        return subprocess.Popen(args, env={**os.environ, **env}, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+        return subprocess.Popen(
+            args,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=ROOT,
+        )
     finally:
         log.close()
-
-
-def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 25.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def engram_cmd() -> list[str]:
@@ -444,9 +505,15 @@ class Ui:
     def __init__(self) -> None:
         self.live = console.is_terminal
         self.progress = Progress(
-            SpinnerColumn(), TextColumn("{task.description:<34}"), BarColumn(),
-            MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-            console=console, disable=not self.live, transient=True,
+            SpinnerColumn(),
+            TextColumn("{task.description:<34}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not self.live,
+            transient=True,
         )
 
     def __enter__(self) -> Ui:
@@ -469,8 +536,9 @@ class Ui:
         console.log(message)
 
 
-async def publish_backlog(js: JetStreamContext, wire: Sequence[Wire], ui: Ui,
-                          label: str = "publishing backlog") -> float:
+async def publish_backlog(
+    js: JetStreamContext, wire: Sequence[Wire], ui: Ui, label: str = "publishing backlog"
+) -> float:
     """Publish every event (Nats-Msg-Id set) with a window of async publishes; events/s."""
     task = ui.task(label, len(wire))
     started = time.perf_counter()
@@ -484,77 +552,33 @@ async def publish_backlog(js: JetStreamContext, wire: Sequence[Wire], ui: Ui,
     acks = [f.result() for f in futures]
     duplicates = sum(1 for a in acks if a.duplicate)
     if duplicates or acks[-1].seq != len(wire):
-        raise RuntimeError(f"backlog not as expected: last seq {acks[-1].seq}, "
-                           f"{duplicates} duplicates")
+        raise RuntimeError(
+            f"backlog not as expected: last seq {acks[-1].seq}, {duplicates} duplicates"
+        )
     rate = len(wire) / elapsed
     ui.finish(task, f"{label}: {len(wire):,} events in {elapsed:.2f}s ({rate:,.0f}/s)")
     return rate
 
 
-def _machine_jiffies() -> tuple[int, int]:
-    """(busy, total) CPU jiffies of the whole machine, from /proc/stat."""
-    try:
-        with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:9]]
-    except OSError:
-        return 0, 0
-    idle = values[3] + values[4]  # idle + iowait
-    return sum(values) - idle, sum(values)
-
-
-def _cpu_seconds(procs: Sequence[psutil.Process]) -> float:
-    total = 0.0
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            t = p.cpu_times()
-            total += t.user + t.system
-    return total
-
-
-class CpuMeter:
+class CpuMeter(_common.CpuMeter):
     """CPU seconds of the worker, PostgreSQL, nats-server and this process over a window,
     and how busy the whole machine was (other sessions' work shows up as "others").
     Processes born during the window (the worker's second PostgreSQL backend, opened when
     two batches first commit at once) count whole; those that ended during it are missed."""
 
     def __init__(self, pids: dict[str, int], worker: subprocess.Popen[bytes] | None) -> None:
-        self.pids = pids
+        super().__init__(pids, {} if worker is None else {"worker": worker})
         self.worker = worker
 
-    def _groups(self) -> dict[str, list[psutil.Process]]:
-        groups: dict[str, list[psutil.Process]] = {}
-        with contextlib.suppress(psutil.Error):
-            if self.worker is not None:
-                w = psutil.Process(self.worker.pid)
-                groups["worker"] = [w, *w.children(recursive=True)]
-            pg = psutil.Process(self.pids["postgres"])
-            groups["postgres"] = [pg, *pg.children(recursive=True)]
-            groups["nats"] = [psutil.Process(self.pids["nats"])]
-            groups["bench"] = [psutil.Process()]
-        return groups
-
-    def start(self) -> None:
-        self.t0 = time.perf_counter()
-        self.cpu0 = {name: {p.pid: _cpu_seconds([p]) for p in procs}
-                     for name, procs in self._groups().items()}
-        self.m0 = _machine_jiffies()
-
     def stop(self, events: int) -> dict[str, float]:
-        wall = time.perf_counter() - self.t0
-        m1 = _machine_jiffies()
+        wall, used, machine = self.measure()
         out: dict[str, float] = {"wall_s": wall}
-        ours = 0.0
-        for name, procs in self._groups().items():
-            before = self.cpu0.get(name, {})
-            used = sum(_cpu_seconds([p]) - before.get(p.pid, 0.0) for p in procs)
-            ours += used
-            out[f"{name}_cores"] = used / wall
-            out[f"{name}_us_per_event"] = 1e6 * used / max(events, 1)
-        busy, total = m1[0] - self.m0[0], m1[1] - self.m0[1]
-        if total > 0:
-            machine = (os.cpu_count() or 1) * busy / total
+        for name, cpu in used.items():
+            out[f"{name}_cores"] = cpu / wall
+            out[f"{name}_us_per_event"] = 1e6 * cpu / max(events, 1)
+        if machine is not None:
             out["machine_cores_busy"] = machine
-            out["others_cores"] = max(0.0, machine - ours / wall)
+            out["others_cores"] = max(0.0, machine - sum(used.values()) / wall)
         return out
 
 
@@ -568,8 +592,9 @@ class Consumed:
     cpu: dict[str, float] = field(default_factory=dict)
 
 
-async def wait_consumer(js: JetStreamContext, durable: str, proc: subprocess.Popen[bytes],
-                        limit_s: float = 60.0) -> None:
+async def wait_consumer(
+    js: JetStreamContext, durable: str, proc: subprocess.Popen[bytes], limit_s: float = 60.0
+) -> None:
     deadline = time.perf_counter() + limit_s
     while await consumer_info(js, durable) is None:
         if proc.poll() is not None:
@@ -580,9 +605,18 @@ async def wait_consumer(js: JetStreamContext, durable: str, proc: subprocess.Pop
 
 
 async def measure_consumption(  # noqa: PLR0912 - one polling loop, several exits
-    js: JetStreamContext, db: asyncpg.Connection, *, durable: str, n: int,
-    last_message_id: uuid.UUID, proc: subprocess.Popen[bytes], ui: Ui, label: str,
-    started: float | None = None, max_s: float | None = None, meter: CpuMeter | None = None,
+    js: JetStreamContext,
+    db: asyncpg.Connection,
+    *,
+    durable: str,
+    n: int,
+    last_message_id: uuid.UUID,
+    proc: subprocess.Popen[bytes],
+    ui: Ui,
+    label: str,
+    started: float | None = None,
+    max_s: float | None = None,
+    meter: CpuMeter | None = None,
 ) -> Consumed:
     """From the first delivery (or ``started``) to the moment every row is committed.
 
@@ -614,8 +648,9 @@ async def measure_consumption(  # noqa: PLR0912 - one polling loop, several exit
     rows = 0
     while end is None:
         probe = time.perf_counter()
-        if await db.fetchval("SELECT EXISTS (SELECT 1 FROM ingest.messages WHERE message_id = $1)",
-                             last_message_id):
+        if await db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM ingest.messages WHERE message_id = $1)", last_message_id
+        ):
             rows = await db.fetchval("SELECT count(*) FROM ingest.messages")
             if rows >= n:
                 end = probe
@@ -639,16 +674,22 @@ async def measure_consumption(  # noqa: PLR0912 - one polling loop, several exit
     cpu = meter.stop(rows) if meter is not None else {}
     result = Consumed(rows / seconds, seconds, rows, partial, startup, cpu)
     note = f" (stopped after {max_s:.0f}s: {rows:,}/{n:,} rows)" if partial else ""
-    ui.finish(task, f"{label}: {rows:,} rows in {seconds:.2f}s = {result.events_per_s:,.0f} "
-                    f"events/s{note}{cpu_note(cpu)}")
+    ui.finish(
+        task,
+        f"{label}: {rows:,} rows in {seconds:.2f}s = {result.events_per_s:,.0f} "
+        f"events/s{note}{cpu_note(cpu)}",
+    )
     return result
 
 
 def cpu_note(cpu: dict[str, float]) -> str:
     if not cpu:
         return ""
-    parts = [f"{k} {cpu[f'{k}_cores']:.2f}" for k in ("worker", "postgres", "nats")
-             if f"{k}_cores" in cpu]
+    parts = [
+        f"{k} {cpu[f'{k}_cores']:.2f}"
+        for k in ("worker", "postgres", "nats")
+        if f"{k}_cores" in cpu
+    ]
     if "others_cores" in cpu:
         parts.append(f"other sessions {cpu['others_cores']:.2f}")
     return "; CPU cores: " + ", ".join(parts)
@@ -656,10 +697,18 @@ def cpu_note(cpu: dict[str, float]) -> str:
 
 async def measure_pull_ack(js: JetStreamContext, nc: Any, n: int, ui: Ui) -> float:
     """nats-py pull (fetch 500) + ack of every message; no decoding, no database."""
-    await js.add_consumer("CHAT", ConsumerConfig(
-        durable_name="raw", name="raw", deliver_policy=DeliverPolicy.ALL,
-        ack_policy=AckPolicy.EXPLICIT, ack_wait=30, max_ack_pending=5000,
-        filter_subjects=[SUBJECT]))
+    await js.add_consumer(
+        "CHAT",
+        ConsumerConfig(
+            durable_name="raw",
+            name="raw",
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=30,
+            max_ack_pending=5000,
+            filter_subjects=[SUBJECT],
+        ),
+    )
     sub = await js.pull_subscribe_bind(durable="raw", stream="CHAT")
     task = ui.task("(c) raw pull+ack", n)
     got = 0
@@ -689,8 +738,9 @@ async def measure_copy(url: str, records: Sequence[tuple[Any, ...]], ui: Ui) -> 
         await conn.execute("CREATE TABLE ingest.bench_copy (LIKE ingest.messages INCLUDING ALL)")
         task = ui.task("(c) COPY rows", len(records))
         started = time.perf_counter()
-        await conn.copy_records_to_table("bench_copy", schema_name="ingest",
-                                         columns=list(COPY_COLUMNS), records=records)
+        await conn.copy_records_to_table(
+            "bench_copy", schema_name="ingest", columns=list(COPY_COLUMNS), records=records
+        )
         elapsed = time.perf_counter() - started
         count = await conn.fetchval("SELECT count(*) FROM ingest.bench_copy")
         assert count == len(records), count
@@ -699,21 +749,6 @@ async def measure_copy(url: str, records: Sequence[tuple[Any, ...]], ui: Ui) -> 
     rate = len(records) / elapsed
     ui.finish(task, f"(c) COPY: {len(records):,} rows in {elapsed:.2f}s = {rate:,.0f} rows/s")
     return rate
-
-
-def _loadavg() -> list[float]:
-    with contextlib.suppress(OSError):
-        return [round(x, 2) for x in os.getloadavg()]
-    return []
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    k = (len(ordered) - 1) * q
-    lo, hi = math.floor(k), math.ceil(k)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 @dataclass
@@ -747,9 +782,16 @@ def _ack_stream_seq(subject: str, stream: str, durable: str) -> int | None:
 
 
 async def measure_latency(  # noqa: PLR0915
-    nc: Any, js: JetStreamContext, db: asyncpg.Connection,
-                          events: Sequence[MessageCreated], *, rate: int, warmup: int,
-                          ui: Ui, meter: CpuMeter | None = None) -> Latency:
+    nc: Any,
+    js: JetStreamContext,
+    db: asyncpg.Connection,
+    events: Sequence[MessageCreated],
+    *,
+    rate: int,
+    warmup: int,
+    ui: Ui,
+    meter: CpuMeter | None = None,
+) -> Latency:
     """Publish at a steady rate; a poller (every ~2 ms) records when each row is visible.
 
     Latency of an event = start of the first poll that sees its row - its publish call.
@@ -836,14 +878,29 @@ async def measure_latency(  # noqa: PLR0915
         await ack_sub.unsubscribe()
     ms = [x * 1000 for x in latencies]
     by_ack = [1000 * (acked[f.result().seq] - t) for f, t in sent if f.result().seq in acked]
-    result = Latency(rate, len(measured), seen, round(achieved, 1), percentile(ms, 0.5),
-                     percentile(ms, 0.95), percentile(ms, 0.99), max(ms) if ms else math.nan,
-                     len(by_ack), percentile(by_ack, 0.5), percentile(by_ack, 0.95),
-                     percentile(by_ack, 0.99), max(by_ack) if by_ack else math.nan, cpu)
-    ui.finish(task, f"(d) latency at {achieved:,.0f}/s: p50 {result.p50_ms:.1f} ms, p95 "
-                    f"{result.p95_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, max "
-                    f"{result.max_ms:.1f} ms ({seen:,}/{len(measured):,} seen); by ack: p50 "
-                    f"{result.ack_p50_ms:.1f}, p99 {result.ack_p99_ms:.1f} ms{cpu_note(cpu)}")
+    result = Latency(
+        rate,
+        len(measured),
+        seen,
+        round(achieved, 1),
+        percentile(ms, 0.5),
+        percentile(ms, 0.95),
+        percentile(ms, 0.99),
+        max(ms) if ms else math.nan,
+        len(by_ack),
+        percentile(by_ack, 0.5),
+        percentile(by_ack, 0.95),
+        percentile(by_ack, 0.99),
+        max(by_ack) if by_ack else math.nan,
+        cpu,
+    )
+    ui.finish(
+        task,
+        f"(d) latency at {achieved:,.0f}/s: p50 {result.p50_ms:.1f} ms, p95 "
+        f"{result.p95_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, max "
+        f"{result.max_ms:.1f} ms ({seen:,}/{len(measured):,} seen); by ack: p50 "
+        f"{result.ack_p50_ms:.1f}, p99 {result.ack_p99_ms:.1f} ms{cpu_note(cpu)}",
+    )
     return result
 
 
@@ -867,7 +924,7 @@ async def run_once(shared: Shared, run: int, ui: Ui) -> dict[str, Any]:  # noqa:
     cfg, servers = shared.cfg, shared.servers
     n = len(shared.wire)
     last_id = shared.events[-1].payload.message_id
-    result: dict[str, Any] = {"run": run, "loadavg_at_start": _loadavg()}
+    result: dict[str, Any] = {"run": run, "loadavg_at_start": loadavg()}
     nc = await nats.connect(servers.nats_url, max_reconnect_attempts=-1)
     js = nc.jetstream(publish_async_max_pending=4000)
     names = [f"bench_r{run}_{x}" for x in ("engram", "naive", "copy", "concurrent", "latency")]
@@ -884,40 +941,72 @@ async def run_once(shared: Shared, run: int, ui: Ui) -> dict[str, Any]:  # noqa:
         url = await servers.fresh_db(names[0])
         await servers.checkpoint()
         db = await asyncpg.connect(url)
-        proc = start_process(engram_cmd(), worker_env(cfg, servers.nats_url, url),
-                             shared.logs / f"run{run}-engram.log")
+        proc = start_process(
+            engram_cmd(),
+            worker_env(cfg, servers.nats_url, url),
+            shared.logs / f"run{run}-engram.log",
+        )
         try:
-            a = await measure_consumption(js, db, durable="ingest", n=n, last_message_id=last_id,
-                                          proc=proc, ui=ui, label="(a) engram ingest (backlog)",
-                                          meter=CpuMeter(servers.pids, proc))
+            a = await measure_consumption(
+                js,
+                db,
+                durable="ingest",
+                n=n,
+                last_message_id=last_id,
+                proc=proc,
+                ui=ui,
+                label="(a) engram ingest (backlog)",
+                meter=CpuMeter(servers.pids, proc),
+            )
             inbox = await db.fetchval("SELECT count(*) FROM ingest.inbox")
             if inbox != n:
                 raise RuntimeError(f"engram recorded {inbox} inbox rows for {n} events")
             result["engram_versions"] = await db.fetchval(
-                "SELECT count(*) FROM ingest.message_versions")
+                "SELECT count(*) FROM ingest.message_versions"
+            )
         finally:
-            stop_process(proc)
+            stop_process(proc, 25.0)
             await db.close()
-        result.update(engram_eps=a.events_per_s, engram_s=a.seconds,
-                      engram_startup_s=a.startup_s, engram_cpu=a.cpu)
+        result.update(
+            engram_eps=a.events_per_s,
+            engram_s=a.seconds,
+            engram_startup_s=a.startup_s,
+            engram_cpu=a.cpu,
+        )
         await servers.drop_db(names[0])
 
         # (b) naive FastStream consumer on the same backlog
         url = await servers.fresh_db(names[1])
         await servers.checkpoint()
         db = await asyncpg.connect(url)
-        proc = start_process(naive_cmd(), {"NATS_URL": servers.nats_url, "DATABASE_URL": url},
-                             shared.logs / f"run{run}-naive.log")
+        proc = start_process(
+            naive_cmd(),
+            {"NATS_URL": servers.nats_url, "DATABASE_URL": url},
+            shared.logs / f"run{run}-naive.log",
+        )
         try:
-            b = await measure_consumption(js, db, durable="naive", n=n, last_message_id=last_id,
-                                          proc=proc, ui=ui, label="(b) naive FastStream",
-                                          max_s=cfg.naive_max_s,
-                                          meter=CpuMeter(servers.pids, proc))
+            b = await measure_consumption(
+                js,
+                db,
+                durable="naive",
+                n=n,
+                last_message_id=last_id,
+                proc=proc,
+                ui=ui,
+                label="(b) naive FastStream",
+                max_s=cfg.naive_max_s,
+                meter=CpuMeter(servers.pids, proc),
+            )
         finally:
-            stop_process(proc)
+            stop_process(proc, 25.0)
             await db.close()
-        result.update(naive_eps=b.events_per_s, naive_s=b.seconds, naive_rows=b.rows,
-                      naive_partial=b.partial, naive_cpu=b.cpu)
+        result.update(
+            naive_eps=b.events_per_s,
+            naive_s=b.seconds,
+            naive_rows=b.rows,
+            naive_partial=b.partial,
+            naive_cpu=b.cpu,
+        )
         await servers.drop_db(names[1])
 
         # (c) COPY of the same rows
@@ -932,24 +1021,37 @@ async def run_once(shared: Shared, run: int, ui: Ui) -> dict[str, Any]:  # noqa:
             url = await servers.fresh_db(names[3])
             await servers.checkpoint()
             db = await asyncpg.connect(url)
-            proc = start_process(engram_cmd(), worker_env(cfg, servers.nats_url, url),
-                                 shared.logs / f"run{run}-concurrent.log")
+            proc = start_process(
+                engram_cmd(),
+                worker_env(cfg, servers.nats_url, url),
+                shared.logs / f"run{run}-concurrent.log",
+            )
             try:
                 await wait_consumer(js, "ingest", proc)
                 await asyncio.sleep(0.5)  # the worker's first pull request is waiting
                 started = time.perf_counter()
                 publish_task = asyncio.create_task(
-                    publish_backlog(js, shared.wire, ui, "(a') publishing while consuming"))
+                    publish_backlog(js, shared.wire, ui, "(a') publishing while consuming")
+                )
                 c = await measure_consumption(
-                    js, db, durable="ingest", n=n, last_message_id=last_id, proc=proc, ui=ui,
-                    label="(a') engram ingest (live publish)", started=started,
-                    meter=CpuMeter(servers.pids, proc))
+                    js,
+                    db,
+                    durable="ingest",
+                    n=n,
+                    last_message_id=last_id,
+                    proc=proc,
+                    ui=ui,
+                    label="(a') engram ingest (live publish)",
+                    started=started,
+                    meter=CpuMeter(servers.pids, proc),
+                )
                 result["concurrent_publish_eps"] = await publish_task
             finally:
-                stop_process(proc)
+                stop_process(proc, 25.0)
                 await db.close()
-            result.update(concurrent_eps=c.events_per_s, concurrent_s=c.seconds,
-                          concurrent_cpu=c.cpu)
+            result.update(
+                concurrent_eps=c.events_per_s, concurrent_s=c.seconds, concurrent_cpu=c.cpu
+            )
             await servers.drop_db(names[3])
 
         # (d) latency at a steady rate
@@ -958,16 +1060,26 @@ async def run_once(shared: Shared, run: int, ui: Ui) -> dict[str, Any]:  # noqa:
             url = await servers.fresh_db(names[4])
             await servers.checkpoint()
             db = await asyncpg.connect(url)
-            proc = start_process(engram_cmd(), worker_env(cfg, servers.nats_url, url),
-                                 shared.logs / f"run{run}-latency.log")
+            proc = start_process(
+                engram_cmd(),
+                worker_env(cfg, servers.nats_url, url),
+                shared.logs / f"run{run}-latency.log",
+            )
             try:
                 await wait_consumer(js, "ingest", proc)
                 await asyncio.sleep(0.5)
-                lat = await measure_latency(nc, js, db, shared.latency_events, rate=cfg.rate,
-                                            warmup=min(300, cfg.rate // 2), ui=ui,
-                                            meter=CpuMeter(servers.pids, proc))
+                lat = await measure_latency(
+                    nc,
+                    js,
+                    db,
+                    shared.latency_events,
+                    rate=cfg.rate,
+                    warmup=min(300, cfg.rate // 2),
+                    ui=ui,
+                    meter=CpuMeter(servers.pids, proc),
+                )
             finally:
-                stop_process(proc)
+                stop_process(proc, 25.0)
                 await db.close()
             result["latency"] = lat.__dict__
             await servers.drop_db(names[4])
@@ -1020,17 +1132,29 @@ GOALS: dict[str, tuple[str, Callable[[float], bool]]] = {
 
 
 def flatten(run: dict[str, Any]) -> dict[str, float]:
-    flat = {k: float(v) for k, v in run.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)}
+    flat = {
+        k: float(v)
+        for k, v in run.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
     lat = run.get("latency")
     if lat:
-        flat.update(latency_p50_ms=lat["p50_ms"], latency_p95_ms=lat["p95_ms"],
-                    latency_p99_ms=lat["p99_ms"], latency_max_ms=lat["max_ms"],
-                    latency_ack_p50_ms=lat["ack_p50_ms"], latency_ack_p99_ms=lat["ack_p99_ms"])
+        flat.update(
+            latency_p50_ms=lat["p50_ms"],
+            latency_p95_ms=lat["p95_ms"],
+            latency_p99_ms=lat["p99_ms"],
+            latency_max_ms=lat["max_ms"],
+            latency_ack_p50_ms=lat["ack_p50_ms"],
+            latency_ack_p99_ms=lat["ack_p99_ms"],
+        )
     for prefix in ("engram", "naive", "concurrent"):
         cpu = run.get(f"{prefix}_cpu") or {}
-        for key in ("worker_us_per_event", "postgres_us_per_event", "nats_us_per_event",
-                    "others_cores"):
+        for key in (
+            "worker_us_per_event",
+            "postgres_us_per_event",
+            "nats_us_per_event",
+            "others_cores",
+        ):
             if key in cpu:
                 flat[f"{prefix}_{key}"] = cpu[key]
     if lat and lat.get("cpu", {}).get("others_cores") is not None:
@@ -1058,15 +1182,24 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     for key, _, _ in ROWS:
         values = [f[key] for f in flats if key in f and not math.isnan(f[key])]
         if values:
-            summary[key] = {"median": statistics.median(values), "min": min(values),
-                            "max": max(values)}
+            summary[key] = {
+                "median": statistics.median(values),
+                "min": min(values),
+                "max": max(values),
+            }
     return summary
 
 
 def summary_table(summary: dict[str, dict[str, float]], runs: int) -> Table:
     table = Table(title=f"summary - median of {runs} run(s)")
-    for name, justify in (("measure", "left"), ("median", "right"), ("min", "right"),
-                          ("max", "right"), ("goal", "right"), ("", "center")):
+    for name, justify in (
+        ("measure", "left"),
+        ("median", "right"),
+        ("min", "right"),
+        ("max", "right"),
+        ("goal", "right"),
+        ("", "center"),
+    ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for key, label, fmt in ROWS:
         if key not in summary:
@@ -1089,55 +1222,17 @@ def goal_results(summary: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
     return out
 
 
-def git_state() -> dict[str, Any]:
-    """The commit, and whether services/, contracts/ or sql/ had uncommitted changes."""
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                                  check=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    dirty = git("status", "--porcelain", "--", *CODE_DIRS)
-    return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(dirty)}
-
-
-def tree_hash(root: Path) -> str:
-    digest = hashlib.sha256()
-    for folder in CODE_DIRS:
-        for path in sorted((root / folder).rglob("*")):
-            if path.is_file() and path.suffix in (".py", ".sql"):
-                digest.update(str(path.relative_to(root)).encode())
-                digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 def code_version() -> dict[str, Any]:
     snapshot = os.environ.get(SNAPSHOT_ENV)
-    if snapshot:
-        info = json.loads(os.environ.get(f"{SNAPSHOT_ENV}_GIT", "{}"))
-        return {**info, "snapshot": True, "tree_sha": tree_hash(Path(snapshot))}
-    return {**git_state(), "snapshot": False, "tree_sha": tree_hash(ROOT)}
-
-
-def reexec_on_snapshot(argv: list[str]) -> None:
-    """Copy services/, contracts/ and sql/ aside and run the whole bench (this process, the
-    workers, the naive consumer) on the copy, through PYTHONPATH."""
-    info = git_state()
-    snapshot = Path(tempfile.mkdtemp(prefix="engram-bench-code-"))
-    snapshot.chmod(0o755)
-    for folder in CODE_DIRS:
-        shutil.copytree(ROOT / folder, snapshot / folder,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    pythonpath = os.pathsep.join(p for p in (str(snapshot), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, SNAPSHOT_ENV: str(snapshot), f"{SNAPSHOT_ENV}_GIT": json.dumps(info),
-           "PYTHONPATH": pythonpath}
-    os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *argv], env)
+    return _common.code_version(Path(snapshot) if snapshot else ROOT)
 
 
 def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
-                            "cpus": os.cpu_count()}
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
     with contextlib.suppress(OSError):
         info["loadavg_at_start"] = os.getloadavg()
     return info
@@ -1148,9 +1243,10 @@ def machine() -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 
-async def bench(cfg: Config, nats_url: str, database_url: str, logs: Path,
-                pids: dict[str, int]) -> dict[str, Any]:
-    admin = database_url.rsplit("/", 1)[0] + "/postgres"
+async def bench(
+    cfg: Config, nats_url: str, database_url: str, logs: Path, pids: dict[str, int]
+) -> dict[str, Any]:
+    admin = admin_url(database_url)
     servers = Servers(nats_url, admin, pids)
     await servers.make_template()
 
@@ -1162,10 +1258,12 @@ async def bench(cfg: Config, nats_url: str, database_url: str, logs: Path,
     latency_events = build_events(latency_n, seed=cfg.seed + 1000)
     sizes = [len(e.payload.content) for e in events]
     conversations = len({e.payload.conversation_id for e in events})
-    console.log(f"built {len(events):,} events in {time.perf_counter() - started:.1f}s: content "
-                f"{min(sizes)}-{max(sizes)} chars (median {statistics.median(sizes):.0f}, mean "
-                f"{statistics.fmean(sizes):.0f}), {conversations} conversations, "
-                f"{sum(len(w.data) for w in wire) / 1e6:.1f} MB on the wire")
+    console.log(
+        f"built {len(events):,} events in {time.perf_counter() - started:.1f}s: content "
+        f"{min(sizes)}-{max(sizes)} chars (median {statistics.median(sizes):.0f}, mean "
+        f"{statistics.fmean(sizes):.0f}), {conversations} conversations, "
+        f"{sum(len(w.data) for w in wire) / 1e6:.1f} MB on the wire"
+    )
     shared = Shared(cfg, servers, logs, events, wire, records, latency_events)
 
     runs: list[dict[str, Any]] = []
@@ -1181,18 +1279,28 @@ async def bench(cfg: Config, nats_url: str, database_url: str, logs: Path,
     console.print(summary_table(summary, len(runs)))
     naive_partial = [r for r in runs if r.get("naive_partial")]
     if naive_partial:
-        console.print(f"note: the naive consumer was stopped after {cfg.naive_max_s:.0f}s in "
-                      f"{len(naive_partial)} run(s); its rate is rows committed / time.")
+        console.print(
+            f"note: the naive consumer was stopped after {cfg.naive_max_s:.0f}s in "
+            f"{len(naive_partial)} run(s); its rate is rows committed / time."
+        )
     return {
         "benchmark": "ingest",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": {"events": cfg.events, "runs": cfg.runs, "quick": cfg.quick,
-                   "latency_rate": cfg.rate, "latency_seconds": cfg.latency_s,
-                   "naive_max_s": cfg.naive_max_s,
-                   "ingest_env": worker_env(cfg, "", "") | {"NATS_URL": "", "DATABASE_URL": ""},
-                   "content_chars": {"min": min(sizes), "max": max(sizes),
-                                     "median": statistics.median(sizes),
-                                     "mean": statistics.fmean(sizes)}},
+        "config": {
+            "events": cfg.events,
+            "runs": cfg.runs,
+            "quick": cfg.quick,
+            "latency_rate": cfg.rate,
+            "latency_seconds": cfg.latency_s,
+            "naive_max_s": cfg.naive_max_s,
+            "ingest_env": worker_env(cfg, "", "") | {"NATS_URL": "", "DATABASE_URL": ""},
+            "content_chars": {
+                "min": min(sizes),
+                "max": max(sizes),
+                "median": statistics.median(sizes),
+                "mean": statistics.fmean(sizes),
+            },
+        },
         "machine": machine(),
         "code": code_version(),
         "runs": runs,
@@ -1202,28 +1310,52 @@ async def bench(cfg: Config, nats_url: str, database_url: str, logs: Path,
 
 
 def parse_args(argv: list[str]) -> Config:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=None, help="events per run (100000)")
     parser.add_argument("--runs", type=int, default=None, help="runs; medians are reported (3)")
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="data folder of the embedded servers (default: a temp dir)")
-    parser.add_argument("--quick", action="store_true",
-                        help="sanity check: 10k events, 1 run, 5 s of latency")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="data folder of the embedded servers (default: a temp dir)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="sanity check: 10k events, 1 run, 5 s of latency"
+    )
     parser.add_argument("--rate", type=int, default=1000, help="events/s of the latency test")
-    parser.add_argument("--latency-seconds", type=float, default=None,
-                        help="length of the latency test (10)")
-    parser.add_argument("--naive-max-seconds", type=float, default=60.0,
-                        help="stop the naive consumer after this long and report rows/time")
-    parser.add_argument("--no-concurrent", action="store_true",
-                        help="skip (a') publish-while-consuming")
+    parser.add_argument(
+        "--latency-seconds", type=float, default=None, help="length of the latency test (10)"
+    )
+    parser.add_argument(
+        "--naive-max-seconds",
+        type=float,
+        default=60.0,
+        help="stop the naive consumer after this long and report rows/time",
+    )
+    parser.add_argument(
+        "--no-concurrent", action="store_true", help="skip (a') publish-while-consuming"
+    )
     parser.add_argument("--no-latency", action="store_true", help="skip (d)")
-    parser.add_argument("--ingest-env", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra INGEST_* setting for the worker (repeatable)")
-    parser.add_argument("--live-code", action="store_true",
-                        help="run the working tree's code as it changes, not a snapshot")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON results (bench/results/ingest.json; -quick.json with --quick)")
+    parser.add_argument(
+        "--ingest-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra INGEST_* setting for the worker (repeatable)",
+    )
+    parser.add_argument(
+        "--live-code",
+        action="store_true",
+        help="run the working tree's code as it changes, not a snapshot",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON results (bench/results/ingest.json; -quick.json with --quick)",
+    )
     a = parser.parse_args(argv)
     quick = a.quick
     default_out = ROOT / "bench" / "results" / ("ingest-quick.json" if quick else "ingest.json")
@@ -1249,51 +1381,29 @@ def main(argv: list[str]) -> int:
         return 0
     cfg = parse_args(argv)
     if not cfg.live_code and SNAPSHOT_ENV not in os.environ:
-        reexec_on_snapshot(argv)  # does not return
+        reexec_on_snapshot(__file__, argv)  # does not return
     snapshot = os.environ.get(SNAPSHOT_ENV)
-    import services
-
     code = code_version()
-    where = Path(services.__file__).resolve().parents[1]
-    if snapshot and where != Path(snapshot).resolve():
-        console.print(f"[red]services imported from {where}, not from the snapshot {snapshot}")
+    where = imported_code(console)
+    if where is None:
         return 2
     dirty = ", with uncommitted changes" if code.get("uncommitted_changes") else ""
-    console.log(f"measuring {'a snapshot of ' if snapshot else ''}{where} (commit "
-                f"{code.get('commit', '')[:10]}{dirty}, tree {code['tree_sha']})")
-    from services.runtime.embedded import DevStack
-
-    temp = None
-    if cfg.data_dir is None:
-        temp = Path(tempfile.mkdtemp(prefix="engram-bench-"))
-        os.chmod(temp, 0o755)  # the embedded PostgreSQL runs as its own user under root
-    data_dir = cfg.data_dir or temp
-    assert data_dir is not None
-    logs = data_dir / "bench-logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    console.log(f"starting embedded nats-server + PostgreSQL in {data_dir}")
-    stack = DevStack(data_dir)
+    console.log(
+        f"measuring {'a snapshot of ' if snapshot else ''}{where} (commit "
+        f"{code.get('commit', '')[:10]}{dirty}, tree {code['tree_sha']})"
+    )
     try:
-        urls = stack.start()
-        console.log(f"NATS {urls['NATS_URL']}  PostgreSQL {urls['DATABASE_URL']}; worker logs "
-                    f"in {logs}")
-        pidfile = stack.postgres.pgdata / "postmaster.pid"
-        assert stack.nats.process is not None
-        pids = {"postgres": int(pidfile.read_text().split()[0]), "nats": stack.nats.process.pid}
-        report = asyncio.run(bench(cfg, urls["NATS_URL"], urls["DATABASE_URL"], logs, pids))
-        report["code"] = code
-        cfg.out.parent.mkdir(parents=True, exist_ok=True)
-        cfg.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        console.log(f"wrote {cfg.out}")
+        with embedded_servers(cfg.data_dir, "engram-bench-", console) as servers:
+            urls = servers.urls
+            report = asyncio.run(
+                bench(cfg, urls["NATS_URL"], urls["DATABASE_URL"], servers.logs, servers.pids)
+            )
+            report["code"] = code
+            write_report(cfg.out, report)
+            console.log(f"wrote {cfg.out}")
     except KeyboardInterrupt:
         console.log("interrupted")
         return 130
-    finally:
-        stack.stop()
-        if temp is not None:
-            shutil.rmtree(temp, ignore_errors=True)
-        if snapshot and Path(snapshot).name.startswith("engram-bench-code-"):
-            shutil.rmtree(snapshot, ignore_errors=True)
     return 0
 
 

@@ -45,8 +45,9 @@ import asyncpg  # noqa: E402
 import nats  # noqa: E402
 import psutil  # type: ignore[import-untyped]  # noqa: E402
 
+from bench._common import admin_url, pct, stop_process, write_report  # noqa: E402
 from bench.corpus import chat_texts  # noqa: E402
-from bench.embedder import Bench, stop  # noqa: E402
+from bench.embedder import Bench  # noqa: E402
 from contracts.chat import (  # noqa: E402
     ConversationCreated,
     ConversationCreatedPayload,
@@ -63,8 +64,8 @@ from contracts.chat import (  # noqa: E402
     SessionStartedPayload,
 )
 from contracts.envelope import Envelope  # noqa: E402
+from services.catalog import migrate  # noqa: E402
 from services.runtime.embedded import DevStack  # noqa: E402
-from services.runtime.migrate import migrate  # noqa: E402
 
 SERVICES = ("ingest", "embedder", "memory", "checkpointer", "audit")
 TEMPLATE = "bench_embedder_template"
@@ -238,7 +239,7 @@ async def one_run(
         }  # fmt: skip
     finally:
         for w in workers.values():
-            stop(w)
+            stop_process(w)
         await nc.close()
         await conn.close()
         await bench.admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
@@ -288,9 +289,6 @@ async def steady(js: Any, conn: asyncpg.Connection, args: argparse.Namespace) ->
     chunk = sorted((chunk_at[m] - sent[m]) * 1000 for m in chunk_at)
     vector = sorted((vector_at[m] - sent[m]) * 1000 for m in vector_at)
 
-    def pct(v: list[float], q: float) -> float:
-        return v[min(len(v) - 1, round(q * (len(v) - 1)))] if v else float("nan")
-
     return {
         "messages": len(sent), "vectors_seen": len(vector),
         "chunk_p50_ms": pct(chunk, 0.5), "chunk_p99_ms": pct(chunk, 0.99),
@@ -329,13 +327,12 @@ def main() -> None:
     urls = stack.start()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:
-        admin = urls["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
+        admin = admin_url(urls["DATABASE_URL"])
         report = asyncio.run(run(args, admin, urls["NATS_URL"], root))
     finally:
         stack.stop()
     report["when"] = datetime.now(UTC).isoformat(timespec="seconds")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    write_report(args.out, report)
     print(f"wrote {args.out}; medians: " + json.dumps(summary(report["runs"]), indent=1))
 
 

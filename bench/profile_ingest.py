@@ -40,6 +40,8 @@ import nats
 import psutil
 from rich.table import Table
 
+from bench._common import admin_url, cpu_seconds  # after ingest: it puts the root on sys.path
+
 console = bench.console
 
 
@@ -54,8 +56,9 @@ STAGES: dict[str, Stage] = defaultdict(Stage)
 BATCHES: list[tuple[float, int, float, float]] = []  # (t, size, fetch wait s, process s)
 
 
-def timed_async(name: str, fn: Callable[..., Any], items: Callable[..., int] | None = None
-                ) -> Callable[..., Any]:
+def timed_async(
+    name: str, fn: Callable[..., Any], items: Callable[..., int] | None = None
+) -> Callable[..., Any]:
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
@@ -105,25 +108,26 @@ def instrument() -> None:  # noqa: PLR0915
                 msgs = await fetch(*args, **kwargs)
             finally:
                 STAGES["fetch (pull request -> messages)"].calls += 1
-                STAGES["fetch (pull request -> messages)"].seconds += (
-                    time.perf_counter() - started)
+                STAGES["fetch (pull request -> messages)"].seconds += time.perf_counter() - started
             last_end["fetch_s"] = time.perf_counter() - started
             return msgs
+
         return timed_fetch
 
     # The worker's own fetch (services/runtime/fetch.py) if this code has it, else nats-py's.
     try:
         from services.runtime.fetch import Fetcher
+
         Fetcher.fetch = timed(Fetcher.fetch)  # type: ignore[method-assign]
     except ImportError:
         JetStreamContext.PullSubscription.fetch = timed(  # type: ignore[method-assign]
-            JetStreamContext.PullSubscription.fetch)
+            JetStreamContext.PullSubscription.fetch
+        )
 
     # The pull loop either runs process(msgs) per batch, or (pipelined) prepare(msgs) for
     # batch N+1 while commit(batch N) is in flight: then the stages overlap in time.
     def record_batch(size: int, started: float) -> None:
-        BATCHES.append((started, size, last_end.get("fetch_s", 0.0),
-                        time.perf_counter() - started))
+        BATCHES.append((started, size, last_end.get("fetch_s", 0.0), time.perf_counter() - started))
 
     if hasattr(pipeline.BatchProcessor, "prepare") and hasattr(pipeline.BatchProcessor, "commit"):
         prepare, commit = pipeline.BatchProcessor.prepare, pipeline.BatchProcessor.commit
@@ -183,7 +187,8 @@ def instrument() -> None:  # noqa: PLR0915
         wrap(repo, "message_columns", "      message_columns (Python)")
     if "chat.message.created" in getattr(handlers, "STORE", {}):
         handlers.STORE["chat.message.created"] = timed_async(
-            "    create_messages (cols + INSERT CTE)", handlers.STORE["chat.message.created"])
+            "    create_messages (cols + INSERT CTE)", handlers.STORE["chat.message.created"]
+        )
     wrap(app_mod, "apply_chat_events", "   apply_chat_events")
 
     decoder = app_mod.contract_decoder  # type: ignore[attr-defined]
@@ -193,15 +198,6 @@ def instrument() -> None:  # noqa: PLR0915
 
     app_mod.contract_decoder = timed_decoder  # type: ignore[attr-defined]
     wrap(Msg, "ack", "  ack (one per message)")
-
-
-def cpu_of(procs: list[psutil.Process]) -> float:
-    total = 0.0
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            t = p.cpu_times()
-            total += t.user + t.system
-    return total
 
 
 def postgres_procs(stack: Any) -> list[psutil.Process]:
@@ -216,7 +212,7 @@ async def run(  # noqa: PLR0912, PLR0915
     from services.ingest.app import create_app
     from services.ingest.settings import IngestSettings
 
-    servers = bench.Servers(urls["NATS_URL"], urls["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres")
+    servers = bench.Servers(urls["NATS_URL"], admin_url(urls["DATABASE_URL"]))
     await servers.make_template()
     url = await servers.fresh_db("profile_ingest")
     if args.db_settings:  # asyncpg passes unknown query parameters on as server settings
@@ -239,8 +235,7 @@ async def run(  # noqa: PLR0912, PLR0915
     gc.freeze()
     instrument()
     overrides = dict(kv.split("=", 1) for kv in args.set)
-    app, _ = create_app(IngestSettings(nats_url=servers.nats_url, database_url=url,
-                                            **overrides))
+    app, _ = create_app(IngestSettings(nats_url=servers.nats_url, database_url=url, **overrides))
     db = await asyncpg.connect(url)
     me = psutil.Process()
     ns = psutil.Process(stack.nats.process.pid)
@@ -249,8 +244,8 @@ async def run(  # noqa: PLR0912, PLR0915
     from faststream import TestApp
 
     async with TestApp(app):
-        pg0 = {p.pid: cpu_of([p]) for p in postgres_procs(stack)}
-        cpu0 = (cpu_of([me]), 0.0, cpu_of([ns]))
+        pg0 = {p.pid: cpu_seconds([p]) for p in postgres_procs(stack)}
+        cpu0 = (cpu_seconds([me]), 0.0, cpu_seconds([ns]))
         if profiler:
             profiler.enable()
         started = time.perf_counter()
@@ -258,42 +253,65 @@ async def run(  # noqa: PLR0912, PLR0915
         if args.rate:
             publisher = asyncio.create_task(steady(js, wire, args.rate))
         while not await db.fetchval(  # noqa: ASYNC110 - polling the database
-                "SELECT EXISTS (SELECT 1 FROM ingest.messages WHERE message_id = $1)", last_id):
+            "SELECT EXISTS (SELECT 1 FROM ingest.messages WHERE message_id = $1)", last_id
+        ):
             await asyncio.sleep(0.005)
         wall = time.perf_counter() - started
         if profiler:
             profiler.disable()
         # Backends born during the window (the second connection, opened when two batches
         # first commit at once) count whole.
-        pg_used = sum(cpu_of([p]) - pg0.get(p.pid, 0.0) for p in postgres_procs(stack))
-        cpu1 = (cpu_of([me]), pg_used, cpu_of([ns]))
+        pg_used = sum(cpu_seconds([p]) - pg0.get(p.pid, 0.0) for p in postgres_procs(stack))
+        cpu1 = (cpu_seconds([me]), pg_used, cpu_seconds([ns]))
         if publisher:
             await publisher
         rows = await db.fetchval("SELECT count(*) FROM ingest.messages")
     await db.close()
     await nc.close()
 
-    table = Table(caption="stages nest by indentation; with a pipelined consumer, prepare and "
-                  "fetch overlap commit, so the shares add up to more than 100%",
-                  title=f"ingest worker in-process: {rows:,} events in {wall:.2f}s = "
-                        f"{rows / wall:,.0f}/s, {len(BATCHES)} batches "
-                        f"(mean {rows / max(len(BATCHES), 1):.0f} events)")
-    for col, justify in (("stage", "left"), ("calls", "right"), ("seconds", "right"),
-                         ("% of wall", "right"), ("ms/batch", "right"), ("us/event", "right")):
+    table = Table(
+        caption="stages nest by indentation; with a pipelined consumer, prepare and "
+        "fetch overlap commit, so the shares add up to more than 100%",
+        title=f"ingest worker in-process: {rows:,} events in {wall:.2f}s = "
+        f"{rows / wall:,.0f}/s, {len(BATCHES)} batches "
+        f"(mean {rows / max(len(BATCHES), 1):.0f} events)",
+    )
+    for col, justify in (
+        ("stage", "left"),
+        ("calls", "right"),
+        ("seconds", "right"),
+        ("% of wall", "right"),
+        ("ms/batch", "right"),
+        ("us/event", "right"),
+    ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    order = ["fetch (pull request -> messages)", "process (whole batch)",
-             "prepare (decode; overlaps commit)", "commit (transaction + acks)",
-             "  decode (pydantic validate_json)", "  transaction (acquire..COMMIT)",
-             "    inbox claim", "   apply_chat_events", "    placeholder conversations",
-             "    create_messages (cols + INSERT CTE)", "      message_columns (Python)",
-             "  ack (one per message)"]
+    order = [
+        "fetch (pull request -> messages)",
+        "process (whole batch)",
+        "prepare (decode; overlaps commit)",
+        "commit (transaction + acks)",
+        "  decode (pydantic validate_json)",
+        "  transaction (acquire..COMMIT)",
+        "    inbox claim",
+        "   apply_chat_events",
+        "    placeholder conversations",
+        "    create_messages (cols + INSERT CTE)",
+        "      message_columns (Python)",
+        "  ack (one per message)",
+    ]
     nb = max(len(BATCHES), 1)
     for name in order:
         s = STAGES.get(name)
         if s is None:
             continue
-        table.add_row(name, f"{s.calls:,}", f"{s.seconds:.2f}", f"{100 * s.seconds / wall:.1f}",
-                      f"{1000 * s.seconds / nb:.2f}", f"{1e6 * s.seconds / max(rows, 1):.1f}")
+        table.add_row(
+            name,
+            f"{s.calls:,}",
+            f"{s.seconds:.2f}",
+            f"{100 * s.seconds / wall:.1f}",
+            f"{1000 * s.seconds / nb:.2f}",
+            f"{1e6 * s.seconds / max(rows, 1):.1f}",
+        )
     console.print(table)
     labels = ("this process (worker + poller)", "PostgreSQL (all processes)", "nats-server")
     for label, a, b in zip(labels, cpu0, cpu1, strict=True):
@@ -306,11 +324,13 @@ async def run(  # noqa: PLR0912, PLR0915
         def pct(v: list[float] | list[int], q: float) -> float:
             return float(v[min(len(v) - 1, int(q * len(v)))])
 
-        console.print(f"batch size p50 {pct(sizes, .5):.0f} p95 {pct(sizes, .95):.0f} max "
-                      f"{sizes[-1]}; fetch wait p50 {1000 * pct(waits, .5):.1f} ms p95 "
-                      f"{1000 * pct(waits, .95):.1f} ms max {1000 * waits[-1]:.1f} ms; "
-                      f"process p50 {1000 * pct(procs, .5):.1f} ms p95 "
-                      f"{1000 * pct(procs, .95):.1f} ms max {1000 * procs[-1]:.1f} ms")
+        console.print(
+            f"batch size p50 {pct(sizes, 0.5):.0f} p95 {pct(sizes, 0.95):.0f} max "
+            f"{sizes[-1]}; fetch wait p50 {1000 * pct(waits, 0.5):.1f} ms p95 "
+            f"{1000 * pct(waits, 0.95):.1f} ms max {1000 * waits[-1]:.1f} ms; "
+            f"process p50 {1000 * pct(procs, 0.5):.1f} ms p95 "
+            f"{1000 * pct(procs, 0.95):.1f} ms max {1000 * procs[-1]:.1f} ms"
+        )
     if profiler:
         profiler.dump_stats(args.cprofile)
         out = io.StringIO()
@@ -326,8 +346,10 @@ INCLUSIVE = [
     ("  engram fetch (pull request, queue drained)", "fetch (services/runtime/fetch.py"),
     ("  decode (contract_decoder: validate_json)", "decode (services/runtime/pipeline.py"),
     ("    of which contract validators in Python", "contracts/"),
-    ("commit (transaction + acks; its own task when pipelined)",
-     "commit (services/runtime/pipeline.py"),
+    (
+        "commit (transaction + acks; its own task when pipelined)",
+        "commit (services/runtime/pipeline.py",
+    ),
     ("  transaction", "_transaction (services/runtime/pipeline.py"),
     ("    message_columns", "message_columns (services/ingest/logic.py"),
     ("    asyncpg (encode, send, receive)", "asyncpg/"),
@@ -369,7 +391,7 @@ async def run_pyspy(args: argparse.Namespace, stack: Any, urls: dict[str, str]) 
     """The real `engram run ingest` process under py-spy, on the same backlog as bench."""
     from types import SimpleNamespace
 
-    servers = bench.Servers(urls["NATS_URL"], urls["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres")
+    servers = bench.Servers(urls["NATS_URL"], admin_url(urls["DATABASE_URL"]))
     await servers.make_template()
     url = await servers.fresh_db("profile_ingest")
     events = bench.build_events(args.events)
@@ -382,17 +404,43 @@ async def run_pyspy(args: argparse.Namespace, stack: Any, urls: dict[str, str]) 
     await bench.publish_backlog(js, wire, ui)
     await servers.checkpoint()
     spy = Path(sys.executable).parent / "py-spy"
-    cmd = [str(spy), "record", "-r", "200", "-f", "raw", "-o", args.py_spy, "--nonblocking",
-           *(["--native"] if args.native else []), "--", *bench.engram_cmd()]
-    env = bench.worker_env(SimpleNamespace(ingest_env=dict(  # type: ignore[arg-type]
-        kv.split("=", 1) for kv in args.set)), servers.nats_url, url)
+    cmd = [
+        str(spy),
+        "record",
+        "-r",
+        "200",
+        "-f",
+        "raw",
+        "-o",
+        args.py_spy,
+        "--nonblocking",
+        *(["--native"] if args.native else []),
+        "--",
+        *bench.engram_cmd(),
+    ]
+    env = bench.worker_env(
+        SimpleNamespace(
+            ingest_env=dict(  # type: ignore[arg-type]
+                kv.split("=", 1) for kv in args.set
+            )
+        ),
+        servers.nats_url,
+        url,
+    )
     db = await asyncpg.connect(url)
     log = Path(args.py_spy).with_suffix(".log")
     proc = bench.start_process(cmd, env, log)
     try:
-        await bench.measure_consumption(js, db, durable="ingest", n=len(wire),
-                                        last_message_id=last_id, proc=proc, ui=ui,
-                                        label="engram run ingest under py-spy")
+        await bench.measure_consumption(
+            js,
+            db,
+            durable="ingest",
+            n=len(wire),
+            last_message_id=last_id,
+            proc=proc,
+            ui=ui,
+            label="engram run ingest under py-spy",
+        )
     finally:
         for child in psutil.Process(proc.pid).children():
             with contextlib.suppress(psutil.Error):
@@ -423,20 +471,43 @@ async def steady(js: Any, wire: list[bench.Wire], rate: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--rate", type=int, default=0,
-                        help="publish at this rate while consuming (default: backlog)")
+    parser.add_argument(
+        "--rate",
+        type=int,
+        default=0,
+        help="publish at this rate while consuming (default: backlog)",
+    )
     parser.add_argument("--cprofile", default=None, help="write a cProfile of the window here")
-    parser.add_argument("--py-spy", default=None, metavar="FILE",
-                        help="instead: run the real `engram run ingest` under py-spy (install "
-                        "it with .venv/bin/pip install py-spy) and write raw stacks to FILE")
+    parser.add_argument(
+        "--py-spy",
+        default=None,
+        metavar="FILE",
+        help="instead: run the real `engram run ingest` under py-spy (install "
+        "it with .venv/bin/pip install py-spy) and write raw stacks to FILE",
+    )
     parser.add_argument("--native", action="store_true", help="py-spy --native")
-    parser.add_argument("--summarize", default=None, metavar="FILE",
-                        help="only summarize an existing py-spy raw file")
-    parser.add_argument("--db-setting", dest="db_settings", action="append", default=[],
-                        metavar="NAME=VALUE", help="server setting for the worker's "
-                        "connections, for diagnosis only (e.g. synchronous_commit=off)")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="IngestSettings override, e.g. batch_size=1000")
+    parser.add_argument(
+        "--summarize",
+        default=None,
+        metavar="FILE",
+        help="only summarize an existing py-spy raw file",
+    )
+    parser.add_argument(
+        "--db-setting",
+        dest="db_settings",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="server setting for the worker's "
+        "connections, for diagnosis only (e.g. synchronous_commit=off)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="IngestSettings override, e.g. batch_size=1000",
+    )
     args = parser.parse_args()
     if args.summarize:
         summarize_pyspy(args.summarize)

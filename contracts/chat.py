@@ -32,6 +32,8 @@ INT64_MAX = 2**63 - 1
 # A free-form JSON object, at most MAX_METADATA_DEPTH levels deep.
 Metadata = Annotated[dict[str, Any], AfterValidator(shallow_metadata)]
 METADATA_RULE = f"Free-form JSON object, at most {MAX_METADATA_DEPTH} levels deep."
+
+
 class ChatEnvelope(Envelope):
     """Base of the CHAT events: stray U+0000 is replaced, not rejected."""
 

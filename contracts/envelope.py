@@ -57,9 +57,10 @@ NUL_RULES = {
 
 def _event_rules(schema: dict[str, Any], cls: type[Any]) -> None:
     # Every event's published schema states the size limit and its NUL rule.
-    rules = f"At most {MAX_EVENT_BYTES} bytes of JSON (the bus's max_payload). " + NUL_RULES[
-        cls.nul_rule
-    ]
+    rules = (
+        f"At most {MAX_EVENT_BYTES} bytes of JSON (the bus's max_payload). "
+        + NUL_RULES[cls.nul_rule]
+    )
     schema["description"] = f"{schema.get('description', '')}\n\n{rules}".strip()
 
 

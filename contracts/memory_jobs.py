@@ -97,8 +97,7 @@ class Step(StrEnum):
 
 # The order steps always run in: abstract before summarize, because summarize supersedes
 # the episodes both work from.
-ALL_STEPS: tuple[Step, ...] = (Step.expire, Step.merge, Step.abstract, Step.summarize,
-                               Step.decay)
+ALL_STEPS: tuple[Step, ...] = (Step.expire, Step.merge, Step.abstract, Step.summarize, Step.decay)
 
 
 class ConsolidatePayload(Contract):

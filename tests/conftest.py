@@ -22,9 +22,9 @@ from nats.aio.client import Client as NatsClient
 
 warnings.filterwarnings("ignore", module="platformdirs")
 
+from services.catalog import migrate  # noqa: E402
 from services.runtime.bus import STREAMS, ensure_streams  # noqa: E402
 from services.runtime.embedded import DevStack  # noqa: E402
-from services.runtime.migrate import migrate  # noqa: E402
 
 TEMPLATE_DB = "engram_template"
 

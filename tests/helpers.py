@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from contracts.envelope import Envelope
@@ -91,3 +92,23 @@ async def dlq_depth(nc: NatsClient) -> int:
 # For tests that put every event in the stream before the worker starts and need them in
 # one batch: natural batching would commit whatever the first socket read brought in.
 ONE_BATCH_S = 0.5
+
+
+async def stored(nc: NatsClient, subject: str, stream: str = "ENGRAM") -> list[Msg]:
+    """Every message ``stream`` holds on ``subject``, oldest first (duplicates included:
+    what a consumer would receive)."""
+    js = nc.jetstream()
+    info = await js.stream_info(stream, subjects_filter=subject)
+    count = (info.state.subjects or {}).get(subject, 0)
+    if not count:
+        return []
+    sub = await js.pull_subscribe(subject, stream=stream)
+    try:
+        return await sub.fetch(count, timeout=5)
+    finally:
+        await sub.unsubscribe()
+
+
+async def stored_ids(nc: NatsClient, subject: str, stream: str = "ENGRAM") -> list[str]:
+    """The Nats-Msg-Id of every message ``stream`` holds on ``subject``."""
+    return [(m.headers or {}).get("Nats-Msg-Id", "") for m in await stored(nc, subject, stream)]

@@ -54,7 +54,7 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def database_url(data_dir: Path | None) -> str:
-    from services.runtime.cli import connection
+    from services.runtime.cli_env import connection
     from services.runtime.settings import CliSettings
 
     return CliSettings().database_url or connection(data_dir)[1]

@@ -1,17 +1,12 @@
-"""The request/reply subjects of the checkpointer, served through
-``services.runtime.replies`` (one queue group: replicas share the queries). Every reply is
-the query's result or a ``QueryError``; a request that breaks its contract gets
-``invalid`` instead of a timeout, and a reply that would not fit in one message is
-shortened (history) or answered ``too_large`` with what to ask instead."""
+"""The request/reply subjects of the checkpointer, as the runtime's ``QueryRoute``s (one
+queue group: replicas share the queries). Every reply is the query's result or a
+``QueryError``; a request that breaks its contract gets ``invalid`` instead of a timeout,
+a query before the query pool opened gets ``unavailable``, and a reply that would not fit
+in one message is shortened (history) or answered ``too_large`` with what to ask
+instead."""
 
 from __future__ import annotations
 
-from typing import cast
-
-import asyncpg
-from faststream.nats import NatsBroker
-
-from contracts.state import StateConflict
 from contracts.state_queries import (
     StateDiffReply,
     StateDiffRequest,
@@ -21,57 +16,42 @@ from contracts.state_queries import (
     StateHistoryRequest,
 )
 from services.checkpointer import queries
-from services.runtime.replies import serve_query
+from services.checkpointer.components import QueryPool
+from services.runtime.router import QueryRoute
 
 
-def register_queries(broker: NatsBroker, queue: str) -> None:
-    def pool() -> asyncpg.Pool:
-        # Set by app.py before the subscribers start. Looked up here, not injected with
-        # Context(): FastStream resolves an injected Context in a worker thread
-        # (anyio.to_thread), a thread hop per request that shows in read latency, more so
-        # on a busy machine.
-        return cast(asyncpg.Pool, broker.context.get("query_pool"))
-
+def query_routes(reads: QueryPool) -> list[QueryRoute]:
+    # The pool is looked up per request (``reads.pool``): it opens when the worker has
+    # started, after the subscriptions, and raises NotStarted until then.
     async def state_get(request: StateGetRequest, limit: int) -> StateGetReply:
-        return await queries.get_state(pool(), request, limit)
+        return await queries.get_state(reads.pool, request, limit)
 
     async def state_history(request: StateHistoryRequest, limit: int) -> StateHistoryReply:
-        return await queries.get_history(pool(), request, limit)
+        return await queries.get_history(reads.pool, request, limit)
 
     async def state_diff(request: StateDiffRequest, limit: int) -> StateDiffReply:
-        return await queries.get_diff(pool(), request, limit)
+        return await queries.get_diff(reads.pool, request, limit)
 
-    serve_query(
-        broker,
-        "query.state.get",
-        StateGetRequest,
-        state_get,
-        queue=queue,
-        hint=queries.GET_HINT,
-        description="The current state, or the version at_version / at_time.",
-    )
-    serve_query(
-        broker,
-        "query.state.history",
-        StateHistoryRequest,
-        state_history,
-        queue=queue,
-        hint=queries.HISTORY_HINT,
-        description="Transitions newest first, with patches; paginated.",
-    )
-    serve_query(
-        broker,
-        "query.state.diff",
-        StateDiffRequest,
-        state_diff,
-        queue=queue,
-        hint=queries.DIFF_HINT,
-        description="RFC 6902 patch from one version to another.",
-    )
-    # Documentation only: conflicts are published by the outbox drain (outbox.py).
-    broker.publisher(
-        "engram.state.conflict",
-        title="engram.state.conflict",
-        description=(StateConflict.__doc__ or "").strip(),
-        schema=StateConflict,
-    )
+    return [
+        QueryRoute(
+            "query.state.get",
+            StateGetRequest,
+            state_get,
+            description="The current state, or the version at_version / at_time.",
+            hint=queries.GET_HINT,
+        ),
+        QueryRoute(
+            "query.state.history",
+            StateHistoryRequest,
+            state_history,
+            description="Transitions newest first, with patches; paginated.",
+            hint=queries.HISTORY_HINT,
+        ),
+        QueryRoute(
+            "query.state.diff",
+            StateDiffRequest,
+            state_diff,
+            description="RFC 6902 patch from one version to another.",
+            hint=queries.DIFF_HINT,
+        ),
+    ]

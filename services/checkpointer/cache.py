@@ -8,16 +8,16 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
-Key = tuple[str, str, str]
+from services.checkpointer.patch import Document
+from services.checkpointer.repo import Key
 
 
 @dataclass(frozen=True)
 class Cached:
     version: int
     state_hash: bytes
-    doc: dict[str, Any]
+    doc: Document
 
 
 class StateCache:
@@ -25,7 +25,7 @@ class StateCache:
         self._size = size
         self._items: OrderedDict[Key, Cached] = OrderedDict()
 
-    def take(self, key: Key, version: int, state_hash: bytes) -> dict[str, Any] | None:
+    def take(self, key: Key, version: int, state_hash: bytes) -> Document | None:
         cached = self._items.get(key)
         if cached is None or cached.version != version or cached.state_hash != state_hash:
             return None

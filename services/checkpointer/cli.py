@@ -21,16 +21,28 @@ def state() -> None:
 
 @state_cli.command()
 def prune(
-    keep_days: Annotated[float, typer.Option("--keep-days", min=0, help=(
-        "Keep every version current at any time in the last D days exactly "
-        "reconstructable; remove older transitions and temporary checkpoints."))],
-    data_dir: Annotated[Path | None, typer.Option(
-        "--data-dir", help="Data folder of `engram dev` (when DATABASE_URL is unset).")] = None,
+    keep_days: Annotated[
+        float,
+        typer.Option(
+            "--keep-days",
+            min=0,
+            help=(
+                "Keep every version current at any time in the last D days exactly "
+                "reconstructable; remove older transitions and temporary checkpoints."
+            ),
+        ),
+    ],
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir", help="Data folder of `engram dev` (when DATABASE_URL is unset)."
+        ),
+    ] = None,
 ) -> None:
     """Remove old history; every retained version stays exact (run it daily as a job)."""
     from services.checkpointer.prune import PruneReport
     from services.checkpointer.prune import prune as run_prune
-    from services.runtime.cli import connection, run_async
+    from services.runtime.cli_env import connection, run_async
     from services.runtime.db import create_pool
     from services.runtime.settings import CliSettings
 
@@ -40,14 +52,26 @@ def prune(
     async def go() -> None:
         pool = await create_pool(database_url, role="engram_checkpointer")
         try:
-            with Progress(TextColumn("pruning states"), BarColumn(), MofNCompleteColumn(),
-                          TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
-                          console=console, transient=False) as bar:
+            with Progress(
+                TextColumn("pruning states"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[detail]}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=False,
+            ) as bar:
                 task = bar.add_task("prune", total=None, detail="")
 
                 def progress(done: int, total: int, r: PruneReport) -> None:
-                    bar.update(task, completed=done, total=total, detail=(
-                        f"{r.transitions} transitions, {r.checkpoints} checkpoints removed"))
+                    bar.update(
+                        task,
+                        completed=done,
+                        total=total,
+                        detail=(
+                            f"{r.transitions} transitions, {r.checkpoints} checkpoints removed"
+                        ),
+                    )
 
                 report = await run_prune(pool, keep_days, progress=progress)
                 bar.update(task, total=max(report.states, 1), completed=max(report.states, 1))

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+
+import asyncpg
 
 from services.checkpointer import repo_read
-from services.checkpointer.logic import Op
+from services.checkpointer.patch import Document, Op
 from services.checkpointer.versions import (
+    base_order,
     canonical,
     empty_state,
     loads,
@@ -25,7 +27,7 @@ from services.checkpointer.versions import (
 )
 from services.runtime.db import Connection
 
-HeadDoc = Callable[[], Awaitable[dict[str, Any]]]
+HeadDoc = Callable[[], Awaitable[Document]]
 
 
 class NotReadable(LookupError):
@@ -53,7 +55,7 @@ async def rebuild(
     target: int,
     head_doc: HeadDoc,
     around: tuple[int | None, int | None] | None = None,
-) -> dict[str, Any]:
+) -> Document:
     """The document at ``target``. ``around``: the nearest checkpoint versions at or below
     and at or above it, when the caller already has them."""
     if target < 0 or target > point.head_version:
@@ -66,11 +68,7 @@ async def rebuild(
     if point.floor_version == 0:
         below = max(below or 0, 0)  # version 0 is the empty state
     above = point.head_version if above is None else min(above, point.head_version)
-    options = []
-    if below is not None:
-        options.append((target - below, "forward", below))
-    options.append((above - target, "backward", above))
-    for _, direction, base in sorted(options):
+    for direction, base in base_order(target, below, above):
         if direction == "forward":
             doc = await _forward(conn, point, base, target)
         else:
@@ -83,11 +81,10 @@ async def rebuild(
     )
 
 
-async def _forward(
-    conn: Connection, point: StatePoint, base: int, target: int
-) -> dict[str, Any] | None:
-    rows = await repo_read.base_and_patches(conn, point.state_id, base, base + 1, target,
-                                       inverse=False)
+async def _forward(conn: Connection, point: StatePoint, base: int, target: int) -> Document | None:
+    rows = await repo_read.base_and_patches(
+        conn, point.state_id, base, base + 1, target, inverse=False
+    )
     snap = [r for r in rows if r["part"] == 0]
     patches = [r for r in rows if r["part"] == 1]
     if snap:
@@ -107,10 +104,11 @@ async def _forward(
 
 async def _backward(
     conn: Connection, point: StatePoint, base: int, target: int, head_doc: HeadDoc
-) -> dict[str, Any] | None:
+) -> Document | None:
     from_head = base == point.head_version
-    rows = await repo_read.base_and_patches(conn, point.state_id, -1 if from_head else base,
-                                       target, base, inverse=True)
+    rows = await repo_read.base_and_patches(
+        conn, point.state_id, -1 if from_head else base, target, base, inverse=True
+    )
     snap = [r for r in rows if r["part"] == 0]
     if from_head:
         doc = await head_doc()
@@ -119,8 +117,9 @@ async def _backward(
     else:
         return None
     patches = [r for r in rows if r["part"] == 1]
-    expected = bytes(patches[0]["state_hash"]) if patches and patches[0]["version"] == target \
-        else None
+    expected = (
+        bytes(patches[0]["state_hash"]) if patches and patches[0]["version"] == target else None
+    )
     needed = [r for r in patches if r["version"] > target]
     if len(needed) != base - target:
         return None
@@ -128,9 +127,7 @@ async def _backward(
     return _checked(replay(doc, ops), expected, point, target)
 
 
-def _checked(
-    doc: dict[str, Any], expected: bytes | None, point: StatePoint, target: int
-) -> dict[str, Any]:
+def _checked(doc: Document, expected: bytes | None, point: StatePoint, target: int) -> Document:
     if expected is not None and state_hash(canonical(doc)) != expected:
         raise InconsistentHistory(
             f"state {point.state_id}: rebuilt version {target} does not match its stored hash"
@@ -138,22 +135,24 @@ def _checked(
     return doc
 
 
-def rebuilt(row: Any) -> tuple[dict[str, Any], bytes]:
+def rebuilt(row: asyncpg.Record) -> tuple[Document, bytes]:
     """The document and its hash from one ``read_version`` row (its base and the patches
     from there to the target, in order), checked against the target's stored hash."""
     target, head = row["target"], row["version"]
     direction = row["direction"]
     if direction is None:
         if target < 0 or target > head:
-            raise NotReadable("not_found",
-                              f"version {target} does not exist (current is {head})")
-        raise NotReadable("pruned", f"version {target} was removed by retention (oldest "
-                          f"kept: {row['history_floor_version']})")
+            raise NotReadable("not_found", f"version {target} does not exist (current is {head})")
+        raise NotReadable(
+            "pruned",
+            f"version {target} was removed by retention (oldest "
+            f"kept: {row['history_floor_version']})",
+        )
     if direction == "head":
         # The current row is trusted as stored: its hash was computed from this text.
         return loads(row["head_doc"]), bytes(row["state_hash"])
     if row["head_doc"] is not None:
-        doc: dict[str, Any] = loads(row["head_doc"])
+        doc: Document = loads(row["head_doc"])
     elif row["snapshot"] is not None:
         doc = read_snapshot(bytes(row["snapshot"]), row["compression"])
     else:

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, NamedTuple
 from uuid import UUID
 
 import orjson
@@ -33,12 +33,24 @@ from nats.js.errors import NotFoundError
 
 from services.checkpointer import repo
 from services.checkpointer.repo import Key
+from services.runtime.component import Health, NotStarted, WorkerContext
 from services.runtime.db import Connection
+
+if TYPE_CHECKING:
+    from services.checkpointer.writer import Delivered
 
 _REMEMBER = 200_000
 _CONCURRENT_GETS = 64
-Ref = tuple[int, UUID]  # stream sequence and event id of one message
-Known = tuple[Key | None, UUID | None]
+
+
+class Ref(NamedTuple):
+    """One message: its stream sequence and event id."""
+
+    seq: int
+    event_id: UUID
+
+
+Known = tuple[Key | None, UUID | None]  # a message's state and event id, if readable
 
 
 def key_of(data: bytes) -> Known:
@@ -62,11 +74,17 @@ class Candidate:
     key: Key
     waits_for: tuple[Ref, ...] = ()
     parked: bool = False
-    event: Any = None  # the decoded event (new) or None (parked: read from its row)
+    event: Delivered | None = None  # the decoded message (new) or None (parked: its row)
+
+    def delivered(self) -> Delivered:
+        """The decoded message of a new candidate (a parked one is read from its row)."""
+        assert self.event is not None, f"message {self.seq} is parked: read it from its row"
+        return self.event
 
 
-def plan(candidates: Sequence[Candidate], done: set[int]) -> tuple[list[Candidate],
-                                                                   list[Candidate]]:
+def plan(
+    candidates: Sequence[Candidate], done: set[int]
+) -> tuple[list[Candidate], list[Candidate]]:
     """Pure: which candidates apply now (in stream order) and which wait (parked, with
     what they still wait for). A candidate waits while an earlier message of its state is
     not done, including an earlier candidate that waits."""
@@ -75,11 +93,11 @@ def plan(candidates: Sequence[Candidate], done: set[int]) -> tuple[list[Candidat
     blocked: dict[Key, list[Ref]] = {}
     done = set(done)
     for c in sorted(candidates, key=lambda c: c.seq):
-        pending = [ref for ref in c.waits_for if ref[0] not in done and ref[0] < c.seq]
+        pending = [ref for ref in c.waits_for if ref.seq not in done and ref.seq < c.seq]
         pending += blocked.get(c.key, [])
         if pending:
             waiting.append(replace(c, waits_for=tuple(sorted(set(pending)))))
-            blocked.setdefault(c.key, []).append((c.seq, c.event_id))
+            blocked.setdefault(c.key, []).append(Ref(c.seq, c.event_id))
         else:
             ready.append(c)
             done.add(c.seq)
@@ -87,13 +105,33 @@ def plan(candidates: Sequence[Candidate], done: set[int]) -> tuple[list[Candidat
 
 
 class OrderingGate:
-    def __init__(self, jetstream: Callable[[], JetStreamContext], stream: str,
-                 durable: str) -> None:
-        self._js = jetstream
+    """A component: it reads the consumer's ack floor and earlier messages through the
+    worker's JetStream connection, which it is given at start (before the consumers)."""
+
+    name = "ordering-gate"
+
+    def __init__(self, stream: str, durable: str) -> None:
         self._stream = stream
         self._durable = durable
+        self._jetstream: JetStreamContext | None = None
         self._known: OrderedDict[int, Known] = OrderedDict()
         self.parked = 0  # messages this replica parked
+
+    async def start(self, ctx: WorkerContext) -> None:
+        self._jetstream = ctx.js
+
+    async def stop(self) -> None:
+        self._jetstream = None
+
+    def health(self) -> Health:
+        if self._jetstream is None:
+            return Health(self.name, False, "not started")
+        return Health(self.name, True, f"{self.parked} parked")
+
+    def _js(self) -> JetStreamContext:
+        if self._jetstream is None:
+            raise NotStarted("the ordering gate")
+        return self._jetstream
 
     def _remember(self, seq: int, known: Known) -> None:
         self._known[seq] = known
@@ -116,9 +154,11 @@ class OrderingGate:
         for seq in gap:
             key, event_id = self._known.get(seq, (None, None))
             if key is not None and event_id is not None:
-                by_key.setdefault(key, []).append((seq, event_id))
-        return [replace(c, waits_for=tuple(r for r in by_key.get(c.key, ()) if r[0] < c.seq))
-                for c in candidates]
+                by_key.setdefault(key, []).append(Ref(seq, event_id))
+        return [
+            replace(c, waits_for=tuple(r for r in by_key.get(c.key, ()) if r.seq < c.seq))
+            for c in candidates
+        ]
 
     async def _learn(self, seqs: list[int]) -> None:
         js = self._js()
@@ -130,16 +170,16 @@ class OrderingGate:
 
     async def _read(self, js: JetStreamContext, seq: int) -> Known:
         try:
-            msg: Any = await js.get_msg(self._stream, seq=seq, direct=True)
+            msg = await js.get_msg(self._stream, seq=seq, direct=True)
         except NotFoundError:  # deleted (max age) or never a message
             return None, None
         return key_of(msg.data or b"")
 
 
-async def done_among(conn: Connection, refs: Sequence[Ref], floor: int,
-                     parked: set[int]) -> set[int]:
+async def done_among(
+    conn: Connection, refs: Sequence[Ref], floor: int, parked: set[int]
+) -> set[int]:
     """Sequences of ``refs`` that are done: applied, or passed by the ack floor, and not
     parked."""
-    applied = await repo.applied_events(conn, [r[1] for r in refs])
-    return {seq for seq, eid in refs
-            if seq not in parked and (eid in applied or seq <= floor)}
+    applied = await repo.applied_events(conn, [r.event_id for r in refs])
+    return {seq for seq, eid in refs if seq not in parked and (eid in applied or seq <= floor)}

@@ -11,25 +11,21 @@ Permanent and archive checkpoints are never deleted (their versions stay readabl
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 
 from contracts.state import PARTITIONS
 from services.checkpointer import repo, repo_read
 from services.checkpointer.history import StatePoint, rebuild
+from services.checkpointer.patch import Document
 from services.checkpointer.rows import derived_id
 from services.checkpointer.versions import canonical, compress, loads, state_hash
 from services.runtime.db import Connection
-from services.runtime.errors import describe
 
-log = logging.getLogger("engram.checkpointer.prune")
 LOCK_KEY = 0x70727566  # one pruner at a time across replicas and jobs
 
 
@@ -96,7 +92,9 @@ async def _prune_state(
     survivors = await conn.fetchval(
         """SELECT count(*) FROM checkpoint.checkpoints
             WHERE state_id = $1 AND version = $2 AND NOT checkpoint_id = ANY($3::uuid[])""",
-        state_id, floor, doomed,
+        state_id,
+        floor,
+        doomed,
     )
     if 0 < floor < head.version and not survivors:
         await _write_base(conn, row, head, floor, compress_above)
@@ -104,7 +102,8 @@ async def _prune_state(
     if keep is not None and keep > 0:
         status = await conn.execute(
             "DELETE FROM checkpoint.transitions WHERE state_id = $1 AND version <= $2",
-            state_id, keep,
+            state_id,
+            keep,
         )
         report.transitions += int(status.split()[-1])
         await conn.execute(
@@ -112,7 +111,9 @@ async def _prune_state(
                   SET history_floor_version = $2,
                       history_floor_at = greatest(history_floor_at, $3)
                 WHERE state_id = $1""",
-            state_id, floor, cutoff,
+            state_id,
+            floor,
+            cutoff,
         )
     if doomed:
         status = await conn.execute(
@@ -122,9 +123,9 @@ async def _prune_state(
 
 
 async def _write_base(
-    conn: Connection, row: Any, head: repo.Head, version: int, compress_above: int
+    conn: Connection, row: asyncpg.Record, head: repo.Head, version: int, compress_above: int
 ) -> None:
-    async def current() -> dict[str, Any]:
+    async def current() -> Document:
         texts = (row["l"], row["sh"], row["se"], row["p"])
         return {name: loads(t) for name, t in zip(PARTITIONS, texts, strict=True)}
 
@@ -132,27 +133,35 @@ async def _write_base(
     doc = await rebuild(conn, point, version, current)
     text = canonical(doc)
     snap = compress(text, threshold=compress_above)
-    await repo.insert_checkpoints(conn, [(
-        derived_id("base", head.state_id, version), head.state_id, head.key[0], version,
-        "automatic", "retention base", "temporary", None, snap.compression, snap.size_bytes,
-        snap.data, state_hash(text), "{}", None,
-    )])
+    base = repo.CheckpointRow(
+        checkpoint_id=derived_id("base", head.state_id, version),
+        state_id=head.state_id,
+        tenant_id=head.key[0],
+        version=version,
+        checkpoint_type="automatic",
+        label="retention base",
+        retention="temporary",
+        expires_at=None,
+        compression=snap.compression,
+        size_bytes=snap.size_bytes,
+        snapshot=snap.data,
+        state_hash=state_hash(text),
+        metadata="{}",
+        event_id=None,
+    )
+    await repo.insert_checkpoints(conn, [base])
 
 
-async def prune_periodically(pool: asyncpg.Pool, keep_days: float, every_s: float,
-                             compress_above: int) -> None:
-    """The worker's own retention job: one replica at a time (advisory lock)."""
-    while True:
-        await asyncio.sleep(every_s)
+async def prune_exclusively(
+    pool: asyncpg.Pool, keep_days: float, *, compress_above: int
+) -> PruneReport | None:
+    """The worker's retention run: ``prune``, unless another replica is at it (then
+    None): one pruner at a time, so replicas do not lock the same states in turn."""
+    async with pool.acquire() as conn:
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
+            return None
         try:
-            async with pool.acquire() as conn:
-                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
-                    continue
-                try:
-                    report = await prune(pool, keep_days, compress_above=compress_above)
-                finally:
-                    with contextlib.suppress(Exception):
-                        await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
-            log.info("pruned %s", report)
-        except Exception as exc:
-            log.warning("prune failed: %s", describe(exc))
+            return await prune(pool, keep_days, compress_above=compress_above)
+        finally:
+            with contextlib.suppress(Exception):  # a lost connection released it anyway
+                await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)

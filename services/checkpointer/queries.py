@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
@@ -29,7 +28,8 @@ from contracts.state_queries import (
 )
 from services.checkpointer import repo, repo_read
 from services.checkpointer.history import NotReadable, rebuilt
-from services.checkpointer.logic import diff
+from services.checkpointer.patch import Document
+from services.checkpointer.patch_diff import diff
 from services.checkpointer.versions import dumps, loads
 from services.runtime.db import Connection, create_pool, scope_tenant
 from services.runtime.replies import PACK_SLACK, QueryFailed, fit_items, json_size
@@ -65,7 +65,7 @@ def _missing(req: QueryKey) -> NotReadable:
 
 async def _read(
     conn: Connection, req: QueryKey, at_version: int | None = None, at_time: datetime | None = None
-) -> tuple[Any, dict[str, Any], bytes]:
+) -> tuple[asyncpg.Record, Document, bytes]:
     """The state's row, and the document and hash of the version asked for: one round
     trip (the function scopes the connection to the tenant before it reads)."""
     key = (req.tenant_id, req.user_id, req.agent_id)
@@ -107,7 +107,7 @@ async def get_state(pool: asyncpg.Pool, req: StateGetRequest, limit: int) -> Sta
     return reply
 
 
-def _state_too_large(doc: dict[str, Any], wanted: set[str], size: int, limit: int) -> QueryFailed:
+def _state_too_large(doc: Document, wanted: set[str], size: int, limit: int) -> QueryFailed:
     """``too_large`` with each partition's size, and which of them fit one reply."""
     sizes = {p: len(dumps(doc[p]).encode()) for p in PARTITIONS if p in wanted}
     room = limit - PACK_SLACK - 600  # the view's version, hash and times

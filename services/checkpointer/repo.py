@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import NamedTuple
 from uuid import UUID
+
+import asyncpg
 
 from services.runtime.db import Connection
 
 Key = tuple[str, str, str]  # tenant_id, user_id, agent_id
-PARTITION_COLUMNS = ("local_state", "shared_state", "session_state", "persistent_state")
 
 
 @dataclass
@@ -28,13 +29,19 @@ class Head:
     floor_at: datetime | None = None
 
 
-def _head(row: Any) -> Head:
-    return Head(row["state_id"], (row["tenant_id"], row["user_id"], row["agent_id"]),
-                row["version"], bytes(row["state_hash"]), row["modification_count"],
-                row["history_floor_version"], row["history_floor_at"])
+def _head(row: asyncpg.Record) -> Head:
+    return Head(
+        row["state_id"],
+        (row["tenant_id"], row["user_id"], row["agent_id"]),
+        row["version"],
+        bytes(row["state_hash"]),
+        row["modification_count"],
+        row["history_floor_version"],
+        row["history_floor_at"],
+    )
 
 
-def head_of(row: Any) -> Head:
+def head_of(row: asyncpg.Record) -> Head:
     return _head(row)
 
 
@@ -55,7 +62,11 @@ async def lock_states(
                SELECT t, u, a, $4, $5 FROM unnest($1::text[], $2::text[], $3::text[]) k(t, u, a)
                 ORDER BY t, u, a
                ON CONFLICT (tenant_id, user_id, agent_id) DO NOTHING""",
-            tenants, users, agents, empty_hash, empty_size,
+            tenants,
+            users,
+            agents,
+            empty_hash,
+            empty_size,
         )
     rows = await conn.fetch(
         f"""SELECT {HEAD_COLUMNS}
@@ -64,7 +75,9 @@ async def lock_states(
                 ON s.tenant_id = k.t AND s.user_id = k.u AND s.agent_id = k.a
              ORDER BY s.tenant_id, s.user_id, s.agent_id
                FOR UPDATE OF s""",
-        tenants, users, agents,
+        tenants,
+        users,
+        agents,
     )
     return {head.key: head for head in map(_head, rows)}
 
@@ -74,7 +87,8 @@ async def lock_user_states(conn: Connection, tenant: str, user: str) -> list[Hea
         f"""SELECT {HEAD_COLUMNS} FROM checkpoint.agent_states s
              WHERE s.tenant_id = $1 AND s.user_id = $2
              ORDER BY s.tenant_id, s.user_id, s.agent_id FOR UPDATE""",
-        tenant, user,
+        tenant,
+        user,
     )
     return [_head(row) for row in rows]
 
@@ -95,7 +109,26 @@ async def load_partitions(conn: Connection, state_ids: Sequence[int]) -> dict[in
     return {row[0]: [row[1], row[2], row[3], row[4]] for row in rows}
 
 
-async def insert_transitions(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+class TransitionRow(NamedTuple):
+    """One version of a state: its patch and inverse (JSON text) and where it came from."""
+
+    state_id: int
+    version: int
+    tenant_id: str
+    kind: str
+    patch: str
+    inverse: str
+    state_hash: bytes
+    trigger: str | None  # None: the event type, implied by the kind
+    actor: str | None
+    event_id: UUID
+    restored_from_version: int | None
+    restored_from_checkpoint: UUID | None
+    occurred_at: datetime
+    applied_at: datetime
+
+
+async def insert_transitions(conn: Connection, rows: Sequence[TransitionRow]) -> None:
     if not rows:
         return
     cols = [list(c) for c in zip(*rows, strict=True)]
@@ -111,13 +144,29 @@ async def insert_transitions(conn: Connection, rows: Sequence[tuple[Any, ...]]) 
     )
 
 
-CHECKPOINT_COLUMNS = (
-    "checkpoint_id", "state_id", "tenant_id", "version", "checkpoint_type", "label", "retention",
-    "expires_at", "compression", "size_bytes", "snapshot", "state_hash", "metadata", "event_id",
-)
+class CheckpointRow(NamedTuple):
+    """One snapshot (the fields are the columns of checkpoint.checkpoints, in order)."""
+
+    checkpoint_id: UUID
+    state_id: int
+    tenant_id: str
+    version: int
+    checkpoint_type: str
+    label: str | None
+    retention: str
+    expires_at: datetime | None
+    compression: str
+    size_bytes: int
+    snapshot: bytes
+    state_hash: bytes
+    metadata: str  # JSON text
+    event_id: UUID | None  # None: written by the checkpointer itself
 
 
-async def insert_checkpoints(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+CHECKPOINT_COLUMNS = CheckpointRow._fields
+
+
+async def insert_checkpoints(conn: Connection, rows: Sequence[CheckpointRow]) -> None:
     if not rows:
         return
     await conn.executemany(
@@ -127,9 +176,22 @@ async def insert_checkpoints(conn: Connection, rows: Sequence[tuple[Any, ...]]) 
     )
 
 
-async def update_states(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """(state_id, version, hash, size, modification_count, 4 x partition JSON or None):
-    a partition given as None keeps its stored value (and its TOAST chunks)."""
+class StateUpdate(NamedTuple):
+    """The new current row of a state. A partition given as None keeps its stored value
+    (and its TOAST chunks)."""
+
+    state_id: int
+    version: int
+    state_hash: bytes
+    size_bytes: int
+    modification_count: int
+    local_state: str | None
+    shared_state: str | None
+    session_state: str | None
+    persistent_state: str | None
+
+
+async def update_states(conn: Connection, rows: Sequence[StateUpdate]) -> None:
     await conn.executemany(
         """UPDATE checkpoint.agent_states
               SET version = $2, state_hash = $3, size_bytes = $4, modification_count = $5,
@@ -143,7 +205,20 @@ async def update_states(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> No
     )
 
 
-async def insert_conflicts(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+class ConflictRow(NamedTuple):
+    """An event refused because its expected_version was not the current one."""
+
+    conflict_id: UUID
+    state_id: int
+    tenant_id: str
+    event_id: UUID
+    event_type: str
+    expected_version: int
+    current_version: int
+    payload: str  # the refused event's payload, JSON text
+
+
+async def insert_conflicts(conn: Connection, rows: Sequence[ConflictRow]) -> None:
     if rows:
         await conn.executemany(
             """INSERT INTO checkpoint.conflicts (conflict_id, state_id, tenant_id, event_id,
@@ -154,83 +229,8 @@ async def insert_conflicts(conn: Connection, rows: Sequence[tuple[Any, ...]]) ->
         )
 
 
-OUTBOX_CHANNEL = "checkpoint_outbox"
-
-
-async def enqueue(conn: Connection, rows: Sequence[tuple[str, str, str, bytes]]) -> None:
-    """(subject, msg_id, headers JSON, data) to publish after commit; NOTIFY is delivered
-    at commit."""
-    if rows:
-        await conn.executemany(
-            """INSERT INTO checkpoint.outbox (subject, msg_id, headers, data)
-               VALUES ($1, $2, $3::text::jsonb, $4)""",
-            rows,
-        )
-        await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
-
-
-async def take_outbox(conn: Connection, limit: int) -> list[Any]:
-    return await conn.fetch(
-        """SELECT id, subject, msg_id, headers::text, data FROM checkpoint.outbox ORDER BY id
-            LIMIT $1 FOR UPDATE SKIP LOCKED""",
-        limit,
-    )
-
-
-async def delete_outbox(conn: Connection, ids: Sequence[int]) -> None:
-    await conn.execute("DELETE FROM checkpoint.outbox WHERE id = ANY($1::bigint[])", list(ids))
-
-
 async def applied_events(conn: Connection, ids: Sequence[UUID]) -> set[UUID]:
     rows = await conn.fetch(
         "SELECT event_id FROM checkpoint.inbox WHERE event_id = ANY($1::uuid[])", list(ids)
     )
     return {row[0] for row in rows}
-
-
-# ---- the parking lot of the ordering gate ----
-
-
-async def parked_for(conn: Connection, state_ids: Sequence[int]) -> list[Any]:
-    return await conn.fetch(
-        """SELECT stream_seq, state_id, event_id, waits_seq, waits_id, data
-             FROM checkpoint.parked WHERE state_id = ANY($1::bigint[])
-            ORDER BY stream_seq FOR UPDATE""",
-        list(state_ids),
-    )
-
-
-async def park(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """(stream_seq, state_id, tenant_id, event_id, waits_seq, waits_id, data)."""
-    if rows:
-        await conn.executemany(
-            """INSERT INTO checkpoint.parked (stream_seq, state_id, tenant_id, event_id,
-                   waits_seq, waits_id, data) VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-            rows,
-        )
-
-
-async def still_parked(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """(stream_seq, waits_seq, waits_id): what a parked message still waits for."""
-    if rows:
-        await conn.executemany(
-            "UPDATE checkpoint.parked SET waits_seq = $2, waits_id = $3 WHERE stream_seq = $1",
-            rows,
-        )
-
-
-async def unpark(conn: Connection, seqs: Sequence[int]) -> None:
-    if seqs:
-        await conn.execute(
-            "DELETE FROM checkpoint.parked WHERE stream_seq = ANY($1::bigint[])", list(seqs)
-        )
-
-
-async def parked_keys(conn: Connection, limit: int) -> list[Key]:
-    rows = await conn.fetch(
-        """SELECT DISTINCT s.tenant_id, s.user_id, s.agent_id
-             FROM checkpoint.parked p JOIN checkpoint.agent_states s USING (state_id)
-            LIMIT $1""",
-        limit,
-    )
-    return [(r[0], r[1], r[2]) for r in rows]

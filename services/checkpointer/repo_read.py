@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 from uuid import UUID
+
+import asyncpg
 
 from services.checkpointer.repo import HEAD_COLUMNS, Key
 from services.runtime.db import Connection
@@ -19,7 +20,8 @@ async def checkpoint_around(
                     WHERE state_id = $1 AND version <= $2),
                   (SELECT min(version) FROM checkpoint.checkpoints
                     WHERE state_id = $1 AND version >= $2)""",
-        state_id, version,
+        state_id,
+        version,
     )
     assert row is not None
     return row[0], row[1]
@@ -27,7 +29,7 @@ async def checkpoint_around(
 
 async def read_version(
     conn: Connection, key: Key, at_version: int | None, at_time: datetime | None
-) -> Any:
+) -> asyncpg.Record | None:
     """One round trip for a read (``checkpoint.read_version``, sql/checkpoint): scopes the
     connection to the key's tenant, then returns the state's row, the version asked for
     (``target``) and what rebuilds it (``direction``, the base document, the patches as
@@ -37,11 +39,13 @@ async def read_version(
                   history_floor_at, updated_at, target, target_applied_at, target_hash,
                   direction, base, snapshot, compression, head_doc, patches
              FROM checkpoint.read_version($1, $2, $3, $4, $5)""",
-        *key, at_version, at_time,
+        *key,
+        at_version,
+        at_time,
     )
 
 
-async def head(conn: Connection, key: Key) -> Any:
+async def head(conn: Connection, key: Key) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"SELECT {HEAD_COLUMNS} FROM checkpoint.agent_states s WHERE s.tenant_id = $1 "
         "AND s.user_id = $2 AND s.agent_id = $3",
@@ -51,7 +55,7 @@ async def head(conn: Connection, key: Key) -> Any:
 
 async def base_and_patches(
     conn: Connection, state_id: int, base: int, low: int, high: int, *, inverse: bool
-) -> list[Any]:
+) -> list[asyncpg.Record]:
     """The snapshot at ``base`` (part 0, if any) and transitions low..high (part 1), as
     (part, version, snapshot, compression, ops text, state_hash), in one round trip."""
     column = "inverse" if inverse else "patch"
@@ -63,15 +67,21 @@ async def base_and_patches(
             (SELECT 1, version, NULL, NULL, {column}::text, state_hash
                FROM checkpoint.transitions
               WHERE state_id = $1 AND version BETWEEN $3 AND $4 ORDER BY version)""",
-        state_id, base, low, high,
+        state_id,
+        base,
+        low,
+        high,
     )
 
 
-async def checkpoint_by_id(conn: Connection, state_id: int, checkpoint_id: UUID) -> Any:
+async def checkpoint_by_id(
+    conn: Connection, state_id: int, checkpoint_id: UUID
+) -> asyncpg.Record | None:
     return await conn.fetchrow(
         """SELECT checkpoint_id, version, snapshot, compression, state_hash
              FROM checkpoint.checkpoints WHERE state_id = $1 AND checkpoint_id = $2""",
-        state_id, checkpoint_id,
+        state_id,
+        checkpoint_id,
     )
 
 
@@ -79,14 +89,15 @@ async def version_at(conn: Connection, state_id: int, at: datetime) -> int | Non
     version: int | None = await conn.fetchval(
         """SELECT max(version) FROM checkpoint.transitions
             WHERE state_id = $1 AND applied_at <= $2""",
-        state_id, at,
+        state_id,
+        at,
     )
     return version
 
 
 async def history_page(
     conn: Connection, state_id: int, before: int | None, limit: int, with_patches: bool
-) -> list[Any]:
+) -> list[asyncpg.Record]:
     patch_cols = "patch::text, inverse::text" if with_patches else "NULL, NULL"
     return await conn.fetch(
         f"""SELECT version, kind, coalesce(trigger, CASE kind WHEN 'reset'
@@ -96,7 +107,7 @@ async def history_page(
               FROM checkpoint.transitions
              WHERE state_id = $1 AND ($2::bigint IS NULL OR version < $2)
              ORDER BY version DESC LIMIT $3""",
-        state_id, before, limit,
+        state_id,
+        before,
+        limit,
     )
-
-

@@ -4,13 +4,18 @@ set-based statements (``Batch.flush``); and the per-state working copy."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from contracts.envelope import utcnow
-from contracts.state import PARTITIONS, StateConflict, StateConflictPayload
+from contracts.state import (
+    PARTITIONS,
+    StateConflict,
+    StateConflictPayload,
+    StatePatch,
+    StateRestore,
+)
 from services.checkpointer import repo
-from services.checkpointer.logic import Op, parse_pointer
+from services.checkpointer.patch import Document, Op, parse_pointer
 from services.checkpointer.versions import canonical, compress, dumps, state_hash
 from services.runtime.bus import STATE
 from services.runtime.db import Connection
@@ -24,6 +29,7 @@ from services.runtime.dlq import (
     MAX_REASON,
     DeadKind,
 )
+from services.runtime.outbox import Outbox, Outgoing
 
 NAMESPACE = uuid5(NAMESPACE_URL, "https://engram.dev/checkpointer")
 PRODUCER = "checkpointer"
@@ -52,7 +58,7 @@ class Working:
     """One state while its batch is applied: the locked row and the current document."""
 
     head: repo.Head
-    doc: dict[str, Any]
+    doc: Document
     text: bytes | None = None  # canonical JSON of doc, once computed
     touched: set[str] = field(default_factory=set)
     changed: bool = False
@@ -62,7 +68,7 @@ class Working:
             self.text = canonical(self.doc)
         return self.text
 
-    def advance(self, doc: dict[str, Any], text: bytes, ops: list[Op]) -> None:
+    def advance(self, doc: Document, text: bytes, ops: list[Op]) -> None:
         self.doc, self.text = doc, text
         self.head.version += 1
         self.head.state_hash = state_hash(text)
@@ -70,24 +76,48 @@ class Working:
         self.touched |= touched_partitions(ops)
         self.changed = True
 
-    def update_row(self) -> tuple[Any, ...]:
-        parts = [dumps(self.doc[p]) if p in self.touched else None for p in PARTITIONS]
+    def update_row(self) -> repo.StateUpdate:
+        local, shared, session, persistent = (
+            dumps(self.doc[p]) if p in self.touched else None for p in PARTITIONS
+        )
         h = self.head
-        return (h.state_id, h.version, h.state_hash, len(self.canonical()),
-                h.modification_count, *parts)
+        return repo.StateUpdate(
+            state_id=h.state_id,
+            version=h.version,
+            state_hash=h.state_hash,
+            size_bytes=len(self.canonical()),
+            modification_count=h.modification_count,
+            local_state=local,
+            shared_state=shared,
+            session_state=session,
+            persistent_state=persistent,
+        )
 
 
-def automatic_snapshot(w: Working, threshold: int, level: int) -> tuple[Any, ...]:
+def automatic_snapshot(w: Working, threshold: int, level: int) -> repo.CheckpointRow:
     snap = compress(w.canonical(), threshold=threshold, level=level)
     h = w.head
-    return (derived_id("auto", h.state_id, h.version), h.state_id, h.key[0], h.version,
-            "automatic", None, "temporary", None, snap.compression, snap.size_bytes, snap.data,
-            h.state_hash, "{}", None)
+    return repo.CheckpointRow(
+        checkpoint_id=derived_id("auto", h.state_id, h.version),
+        state_id=h.state_id,
+        tenant_id=h.key[0],
+        version=h.version,
+        checkpoint_type="automatic",
+        label=None,
+        retention="temporary",
+        expires_at=None,
+        compression=snap.compression,
+        size_bytes=snap.size_bytes,
+        snapshot=snap.data,
+        state_hash=h.state_hash,
+        metadata="{}",
+        event_id=None,
+    )
 
 
 def conflict_rows(
-    head: repo.Head, event: Any, expected: int
-) -> tuple[tuple[Any, ...], tuple[str, str, str, bytes]]:
+    head: repo.Head, event: StatePatch | StateRestore, expected: int
+) -> tuple[repo.ConflictRow, Outgoing]:
     conflict_id = derived_id("conflict", event.event_id)
     tenant, user, agent = head.key
     out = StateConflict(
@@ -108,13 +138,23 @@ def conflict_rows(
             current_state_hash=head.state_hash.hex(),
         ),
     )
-    row = (conflict_id, head.state_id, tenant, event.event_id, event.type, expected,
-           head.version, event.payload.model_dump_json(by_alias=True))
-    return row, (out.type, str(out.event_id), "{}", out.model_dump_json().encode())
+    row = repo.ConflictRow(
+        conflict_id=conflict_id,
+        state_id=head.state_id,
+        tenant_id=tenant,
+        event_id=event.event_id,
+        event_type=event.type,
+        expected_version=expected,
+        current_version=head.version,
+        payload=event.payload.model_dump_json(by_alias=True),
+    )
+    return row, Outgoing.event(out)
 
 
-def dead_letter(subject: str, data: bytes, seq: int, reason: str) -> tuple[str, str, str, bytes]:
-    """An outbox row that dead-letters a parked message like the runtime's DLQ does."""
+def dead_letter(subject: str, data: bytes, seq: int, reason: str) -> Outgoing:
+    """Dead-letters a parked message like the runtime's DLQ does (a parked message was
+    acked when it was parked, so the runtime no longer can); its msg id is the one the
+    runtime would give it."""
     headers = {
         HEADER_KIND: DeadKind.poison.value,
         HEADER_REASON: " ".join(reason.split())[:MAX_REASON],
@@ -123,19 +163,20 @@ def dead_letter(subject: str, data: bytes, seq: int, reason: str) -> tuple[str, 
         HEADER_SEQUENCE: str(seq),
         HEADER_DELIVERIES: "1",
     }
-    return (f"dlq.{PRODUCER}.{subject}", f"{PRODUCER}:{STATE.name}:{seq}", dumps(headers), data)
+    return Outgoing(f"dlq.{PRODUCER}.{subject}", f"{PRODUCER}:{STATE.name}:{seq}", data, headers)
 
 
 @dataclass
 class Batch:
-    transitions: list[tuple[Any, ...]] = field(default_factory=list)
-    checkpoints: list[tuple[Any, ...]] = field(default_factory=list)
-    conflicts: list[tuple[Any, ...]] = field(default_factory=list)
-    outbox: list[tuple[str, str, str, bytes]] = field(default_factory=list)
+    outbox: Outbox  # where ``outgoing`` goes, in the batch's transaction
+    transitions: list[repo.TransitionRow] = field(default_factory=list)
+    checkpoints: list[repo.CheckpointRow] = field(default_factory=list)
+    conflicts: list[repo.ConflictRow] = field(default_factory=list)
+    outgoing: list[Outgoing] = field(default_factory=list)  # published after commit
 
     async def flush(self, conn: Connection) -> None:
         await repo.insert_transitions(conn, self.transitions)
         await repo.insert_checkpoints(conn, self.checkpoints)
         await repo.insert_conflicts(conn, self.conflicts)
-        await repo.enqueue(conn, self.outbox)
-        self.transitions, self.checkpoints, self.conflicts, self.outbox = [], [], [], []
+        await self.outbox.add(conn, self.outgoing)
+        self.transitions, self.checkpoints, self.conflicts, self.outgoing = [], [], [], []

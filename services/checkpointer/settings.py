@@ -45,10 +45,6 @@ class CheckpointerSettings(WorkerSettings):
     sweep_every_s: float = Field(
         default=1.0, gt=0, description="How often parked messages are re-checked."
     )
-    outbox_poll_s: float = Field(
-        default=2.0, gt=0, description="Outbox poll interval (a NOTIFY wakes it sooner)."
-    )
-    query_queue: str = Field(default="checkpointer", description="Queue group of queries.")
     query_pool_max: int = Field(
         default=4, ge=1, description="Connections of the query pool (separate from the writer's)."
     )

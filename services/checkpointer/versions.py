@@ -11,22 +11,22 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal
 
 import orjson
 import zstandard
 
 from contracts.state import PARTITIONS
-from services.checkpointer.logic import Op, PatchRejected, apply_patch
+from services.checkpointer.patch import Document, Json, Op, PatchRejected, apply_patch
 
 _ARCHIVE_LEVEL = 19
 
 
-def empty_state() -> dict[str, Any]:
+def empty_state() -> Document:
     return {name: {} for name in PARTITIONS}
 
 
-def check_shape(doc: Any) -> dict[str, Any]:
+def check_shape(doc: Json) -> Document:
     """The document must keep exactly its four partitions, each a JSON object."""
     if not isinstance(doc, dict) or doc.keys() != set(PARTITIONS):
         keys = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
@@ -42,7 +42,7 @@ def check_shape(doc: Any) -> dict[str, Any]:
 _NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
-def canonical(doc: Any) -> bytes:
+def canonical(doc: Json) -> bytes:
     try:
         return storable(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS))
     except (TypeError, orjson.JSONEncodeError) as err:
@@ -60,12 +60,12 @@ def state_hash(canonical_json: bytes) -> bytes:
     return hashlib.sha256(canonical_json).digest()
 
 
-def dumps(value: Any) -> str:
+def dumps(value: Json) -> str:
     """JSON text for a jsonb parameter (compact, keys as given)."""
     return storable(orjson.dumps(value)).decode()
 
 
-def loads(text: str | bytes) -> Any:
+def loads(text: str | bytes) -> Json:
     return orjson.loads(text)
 
 
@@ -98,40 +98,30 @@ def decompress(data: bytes, compression: str) -> bytes:
     raise ValueError(f"unknown compression {compression!r}")
 
 
-def read_snapshot(data: bytes, compression: str) -> dict[str, Any]:
-    doc: dict[str, Any] = orjson.loads(decompress(data, compression))
+def read_snapshot(data: bytes, compression: str) -> Document:
+    doc: Document = orjson.loads(decompress(data, compression))
     return doc
 
 
-@dataclass(frozen=True)
-class Base:
-    """A version whose full document is stored: a checkpoint, or the current state."""
-
-    version: int
-    doc: dict[str, Any]
+Direction = Literal["forward", "backward"]
 
 
-def choose_base(target: int, below: int | None, above: int | None) -> tuple[str, int] | None:
-    """Which snapshot to rebuild ``target`` from: the nearest one at or below it (replay
-    patches forward) or at or above it (replay inverses backward), whichever needs fewer."""
-    options = []
+def base_order(target: int, below: int | None, above: int | None) -> list[tuple[Direction, int]]:
+    """The snapshots to rebuild ``target`` from, best first: the nearest one at or below it
+    (replay patches forward) and at or above it (replay inverses backward), the one that
+    needs fewer patches first (backward on a tie). The database function
+    ``checkpoint.read_version`` makes the same choice."""
+    options: list[tuple[int, Direction, int]] = []
     if below is not None and below <= target:
         options.append((target - below, "forward", below))
     if above is not None and above >= target:
         options.append((above - target, "backward", above))
-    if not options:
-        return None
-    _, direction, version = min(options)
-    return direction, version
+    return [(direction, version) for _, direction, version in sorted(options)]
 
 
-def replay(doc: dict[str, Any], patches: Iterable[Sequence[Op]]) -> dict[str, Any]:
+def replay(doc: Document, patches: Iterable[Sequence[Op]]) -> Document:
     """Apply patches in order (forward patches ascending, or inverses descending). The
     patches are freshly parsed and used once, so their values go in without a copy."""
     for ops in patches:
         doc, _ = apply_patch(doc, ops, copy_values=False)
     return check_shape(doc)
-
-
-def hex_hash(digest: bytes) -> str:
-    return digest.hex()

@@ -12,25 +12,34 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import NamedTuple
 from uuid import UUID
+
+import asyncpg
 
 from contracts.chat import SessionEnded
 from contracts.state import PARTITIONS, STATE_EVENT, StateEvent
-from services.checkpointer import repo
+from services.checkpointer import repo, repo_parked
 from services.checkpointer.cache import Cached, StateCache
 from services.checkpointer.changes import Changes
-from services.checkpointer.logic import PatchRejected
-from services.checkpointer.ordering import Candidate, OrderingGate, done_among, plan
+from services.checkpointer.ordering import Candidate, OrderingGate, Ref, done_among, plan
+from services.checkpointer.patch import PatchRejected
 from services.checkpointer.rows import Batch, Working, dead_letter
 from services.checkpointer.settings import CheckpointerSettings
 from services.checkpointer.versions import canonical, empty_state, loads, state_hash
 from services.runtime.db import Connection
+from services.runtime.outbox import Outbox
 
 EMPTY_CANONICAL = canonical(empty_state())
 EMPTY_HASH = state_hash(EMPTY_CANONICAL)
-# (state, event, the parked row it comes from: its faults are dead-lettered by us)
-Job = tuple[repo.Key, Any, Any]
+
+
+class Job(NamedTuple):
+    """One event to apply to one state."""
+
+    key: repo.Key
+    event: StateEvent | SessionEnded
+    parked: asyncpg.Record | None = None  # the parked row it comes from: we dead-letter it
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,7 @@ class Delivered:
 @dataclass
 class StateWriter:
     settings: CheckpointerSettings
+    outbox: Outbox  # conflicts and dead letters of parked messages, published after commit
     gate: OrderingGate | None = None
     cache: StateCache = field(init=False)
     changes: Changes = field(init=False)
@@ -67,14 +77,15 @@ class StateWriter:
 
     async def apply_state(self, conn: Connection, items: Sequence[Delivered]) -> Mapping[UUID, str]:
         heads = await self._lock(conn, sorted({i.key for i in items}), create=True)
-        await self._ordered(conn, heads, [Candidate(i.seq, i.event_id, i.key, event=i)
-                                          for i in items])
+        await self._ordered(
+            conn, heads, [Candidate(i.seq, i.event_id, i.key, event=i) for i in items]
+        )
         return {}
 
     async def sweep(self, conn: Connection, limit: int = 100) -> int:
         """Apply parked messages whose predecessors are done (liveness when a predecessor
         was dead-lettered and no later message of its state arrives)."""
-        keys = sorted(await repo.parked_keys(conn, limit))
+        keys = sorted(await repo_parked.parked_keys(conn, limit))
         if keys:
             await self._ordered(conn, await self._lock(conn, keys, create=False), [])
         return len(keys)
@@ -84,14 +95,26 @@ class StateWriter:
     ) -> Mapping[UUID, str]:
         """chat.session.ended empties the session partition of that user + agent (of every
         agent of the user when the event names none)."""
-        exact = sorted({(e.tenant_id, e.payload.user_id, e.payload.agent_id) for e in events
-                        if e.payload.user_id and e.payload.agent_id})
+        exact = sorted(
+            {
+                (e.tenant_id, e.payload.user_id, e.payload.agent_id)
+                for e in events
+                if e.payload.user_id and e.payload.agent_id
+            }
+        )
         heads = list((await self._lock(conn, exact, create=False)).values()) if exact else []
-        for tenant, user in sorted({(e.tenant_id, e.payload.user_id) for e in events
-                                    if e.payload.user_id and not e.payload.agent_id}):
+        for tenant, user in sorted(
+            {
+                (e.tenant_id, e.payload.user_id)
+                for e in events
+                if e.payload.user_id and not e.payload.agent_id
+            }
+        ):
             heads.extend(await repo.lock_user_states(conn, tenant, user))
-        jobs: list[Job] = [
-            (h.key, e, None) for e in events for h in heads
+        jobs = [
+            Job(h.key, e)
+            for e in events
+            for h in heads
             if h.key[:2] == (e.tenant_id, e.payload.user_id)
             and e.payload.agent_id in (None, h.key[2])
         ]
@@ -99,43 +122,67 @@ class StateWriter:
             await self._run(conn, heads, jobs)
         return {}
 
-    async def _lock(self, conn: Connection, keys: Sequence[repo.Key], *,
-                    create: bool) -> dict[repo.Key, repo.Head]:
-        return await repo.lock_states(conn, keys, EMPTY_HASH, len(EMPTY_CANONICAL),
-                                      create=create)
+    async def _lock(
+        self, conn: Connection, keys: Sequence[repo.Key], *, create: bool
+    ) -> dict[repo.Key, repo.Head]:
+        return await repo.lock_states(conn, keys, EMPTY_HASH, len(EMPTY_CANONICAL), create=create)
 
-    async def _ordered(self, conn: Connection, heads: dict[repo.Key, repo.Head],
-                       new: list[Candidate]) -> None:
+    async def _ordered(
+        self, conn: Connection, heads: dict[repo.Key, repo.Head], new: list[Candidate]
+    ) -> None:
         if self.gate is None:
-            await self._run(conn, list(heads.values()), [
-                (c.key, c.event.event, None) for c in sorted(new, key=lambda c: c.seq)])
+            await self._run(
+                conn,
+                list(heads.values()),
+                [Job(c.key, c.delivered().event) for c in sorted(new, key=lambda c: c.seq)],
+            )
             return
         floor = await self.gate.floor()
         new = await self.gate.earlier(new, floor)
         state_key = {h.state_id: h.key for h in heads.values()}
-        rows = {r["stream_seq"]: r for r in await repo.parked_for(conn, list(state_key))}
-        parked = [Candidate(seq, r["event_id"], state_key[r["state_id"]],
-                            tuple(zip(r["waits_seq"], r["waits_id"], strict=True)), True)
-                  for seq, r in rows.items()]
+        rows = {r["stream_seq"]: r for r in await repo_parked.parked_for(conn, list(state_key))}
+        parked = [
+            Candidate(seq, r["event_id"], state_key[r["state_id"]], _waits(r), parked=True)
+            for seq, r in rows.items()
+        ]
         refs = list({ref for c in [*new, *parked] for ref in c.waits_for})
         done = await done_among(conn, refs, floor, set(rows))
         ready, waiting = plan([*new, *parked], done)
-        jobs: list[Job] = [
-            (c.key, c.event.event, None) if not c.parked
-            else (c.key, STATE_EVENT.validate_json(rows[c.seq]["data"]), rows[c.seq])
+        jobs = [
+            Job(c.key, c.delivered().event)
+            if not c.parked
+            else Job(c.key, STATE_EVENT.validate_json(rows[c.seq]["data"]), rows[c.seq])
             for c in ready
         ]
         await self._run(conn, list(heads.values()), jobs)
-        await repo.unpark(conn, [c.seq for c in ready if c.parked])
+        await repo_parked.unpark(conn, [c.seq for c in ready if c.parked])
         heads_by_key = {h.key: h for h in heads.values()}
-        await repo.park(conn, [
-            (c.seq, heads_by_key[c.key].state_id, c.key[0], c.event_id,
-             [r[0] for r in c.waits_for], [r[1] for r in c.waits_for], c.event.data)
-            for c in waiting if not c.parked
-        ])
-        await repo.still_parked(conn, [(c.seq, [r[0] for r in c.waits_for],
-                                        [r[1] for r in c.waits_for])
-                                       for c in waiting if c.parked])
+        await repo_parked.park(
+            conn,
+            [
+                repo_parked.ParkedRow(
+                    stream_seq=c.seq,
+                    state_id=heads_by_key[c.key].state_id,
+                    tenant_id=c.key[0],
+                    event_id=c.event_id,
+                    waits_seq=[r.seq for r in c.waits_for],
+                    waits_id=[r.event_id for r in c.waits_for],
+                    data=c.delivered().data,
+                )
+                for c in waiting
+                if not c.parked
+            ],
+        )
+        await repo_parked.still_parked(
+            conn,
+            [
+                repo_parked.StillParked(
+                    c.seq, [r.seq for r in c.waits_for], [r.event_id for r in c.waits_for]
+                )
+                for c in waiting
+                if c.parked
+            ],
+        )
         self.gate.parked += sum(1 for c in waiting if not c.parked)
 
     async def _run(self, conn: Connection, heads: list[repo.Head], jobs: Sequence[Job]) -> None:
@@ -143,7 +190,7 @@ class StateWriter:
         try:
             now = await repo.clock(conn)
             work = await self._load(conn, heads)
-            batch = Batch()
+            batch = Batch(self.outbox)
             for key, event, parked in jobs:
                 try:
                     await self.changes.apply(conn, work[key], event, batch, now)
@@ -151,9 +198,14 @@ class StateWriter:
                     if parked is None:
                         raise  # the runtime dead-letters it (and replays the rest)
                     # Parked: acked long ago, so it is dead-lettered from here.
-                    batch.outbox.append(dead_letter(event.type, bytes(parked["data"]),
-                                                    parked["stream_seq"],
-                                                    f"PatchRejected: {err}"))
+                    batch.outgoing.append(
+                        dead_letter(
+                            event.type,
+                            bytes(parked["data"]),
+                            parked["stream_seq"],
+                            f"PatchRejected: {err}",
+                        )
+                    )
             await batch.flush(conn)
             await repo.update_states(conn, [w.update_row() for w in work.values() if w.changed])
         except BaseException:
@@ -178,3 +230,8 @@ class StateWriter:
                 doc = {name: loads(text) for name, text in zip(PARTITIONS, parts, strict=True)}
                 work[head.key] = Working(head, doc)
         return work
+
+
+def _waits(row: asyncpg.Record) -> tuple[Ref, ...]:
+    """What a parked row waits for."""
+    return tuple(Ref(s, i) for s, i in zip(row["waits_seq"], row["waits_id"], strict=True))

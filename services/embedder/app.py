@@ -1,27 +1,31 @@
-"""The embedder worker: message, file and memory text into chunks and vectors (pgvector),
-knowledge search and embeddings on request. Run with ``engram run embedder`` (or
-``faststream run services.embedder.app:app``)."""
+"""The embedder worker's parts: message, file and memory text into chunks and vectors
+(pgvector), knowledge search and embeddings on request, memory vectors announced through
+the outbox. Run with ``engram run embedder``."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
-from faststream import ContextRepo, FastStream
-from faststream.nats import NatsBroker
+from faststream import FastStream
 from pydantic import Field, TypeAdapter
 
 from contracts.chat import FileUploaded, MessageCreated, MessageDeleted, MessageEdited
+from contracts.embedding import EmbeddingReady
 from contracts.memory import MEMORY_EVENT_TYPES, MemoryWrite
 from contracts.memory_jobs import MEMORY_FORGOTTEN, MemoryForgotten
-from services.embedder.engine import Engine
-from services.embedder.handlers import ApplyStats, make_apply
-from services.embedder.queries import register_queries
+from services.embedder.active_model import ActiveModel
+from services.embedder.announce import Announcer
+from services.embedder.handlers import SourceWriter
+from services.embedder.pump import Pump
+from services.embedder.queries import query_routes
 from services.embedder.settings import EmbedderSettings
+from services.embedder.spec import SPEC
 from services.runtime.bus import CHAT, ENGRAM, MEMORY
+from services.runtime.outbox import Outbox
 from services.runtime.pipeline import contract_decoder
-from services.runtime.service import Consumes, Worker, build_worker_app
-
-Settings = EmbedderSettings
+from services.runtime.service import Worker, build_worker_app
+from services.runtime.spec import Assembly, Consumes
 
 CHAT_TYPES = (MessageCreated, MessageEdited, MessageDeleted, FileUploaded)
 CHAT_SUBJECTS = tuple(t.model_fields["type"].default for t in CHAT_TYPES)
@@ -32,65 +36,46 @@ CHAT_TEXT = TypeAdapter[ChatText](ChatText)
 MEMORY_WRITE = TypeAdapter[MemoryWrite](MemoryWrite)
 
 
-def create_embedder(
-    settings: EmbedderSettings | None = None,
-) -> tuple[FastStream, Worker, Engine, ApplyStats]:
-    """The app, the runtime's worker state, and the embedder's own (tests read both)."""
-    settings = settings or EmbedderSettings()
-    engine = Engine(settings)
-    stats = ApplyStats()
-    apply = make_apply(engine, stats)
-    app, worker = build_worker_app(
-        settings,
-        [
+def assemble(settings: EmbedderSettings) -> Assembly:
+    active = ActiveModel(settings)
+    announcer = Announcer(Outbox(SPEC.schema))
+    apply = SourceWriter(active, announcer)
+    return Assembly(
+        consumes=[
             Consumes(CHAT, CHAT_SUBJECTS, contract_decoder(CHAT_TEXT), apply, CHAT_TYPES),
             Consumes(
-                MEMORY,
-                ("memory.write",),
-                contract_decoder(MEMORY_WRITE),
-                apply,
-                MEMORY_EVENT_TYPES,
+                MEMORY, ("memory.write",), contract_decoder(MEMORY_WRITE), apply, MEMORY_EVENT_TYPES
             ),
             # Memories the memory service erased (forget, expiry): drop their chunks too.
-            Consumes(ENGRAM, ("engram.memory.forgotten",), contract_decoder(MEMORY_FORGOTTEN),
-                     apply, (MemoryForgotten,)),
+            Consumes(
+                ENGRAM,
+                ("engram.memory.forgotten",),
+                contract_decoder(MEMORY_FORGOTTEN),
+                apply,
+                (MemoryForgotten,),
+            ),
         ],
-        description="Cuts message, file and memory text into chunks with the model's "
-        "tokenizer, embeds them in model batches (a local sentence-transformers model) into "
-        "pgvector, answers query.embed and query.knowledge.search (hybrid: HNSW + full "
-        "text, fused by reciprocal rank), and announces memory vectors "
-        "(engram.embedding.ready).",
+        queries=query_routes(active),
+        # In this order: the model first (chunking in the handlers and the pump need it).
+        components=[active, Pump(active, settings, announcer)],
+        publishes=[EmbeddingReady],
     )
-    broker = app.broker
-    assert isinstance(broker, NatsBroker)
-    register_queries(broker, engine)
-
-    @app.on_startup
-    async def load_model(context: ContextRepo) -> None:
-        # Before the consumers start: chunking needs the model's tokenizer.
-        await engine.start(context.get("pool"))
-        context.set_global("engine", engine)
-
-    @app.after_startup
-    async def start_pump() -> None:
-        await engine.start_background(broker.connection.jetstream())
-
-    @app.on_shutdown
-    async def stop_pump() -> None:
-        # Registered after the runtime's hook: the consumers have drained already.
-        await engine.stop()
-
-    return app, worker, engine, stats
 
 
 def create_app(settings: EmbedderSettings | None = None) -> tuple[FastStream, Worker]:
-    app, worker, _, _ = create_embedder(settings)
-    return app, worker
+    return build_worker_app(SPEC, settings or EmbedderSettings())
 
 
-def __getattr__(name: str) -> object:
-    # `faststream run services.embedder.app:app` works, without building an app (and
-    # reading the environment) on every import of this module.
-    if name == "app":
-        return create_app()[0]
-    raise AttributeError(name)
+@dataclass(frozen=True)
+class Parts:
+    """The embedder's running parts, as tests and tools read them."""
+
+    active: ActiveModel
+    pump: Pump
+    writer: SourceWriter
+
+
+def parts(worker: Worker) -> Parts:
+    writer = worker.assembly.consumes[0].apply
+    assert isinstance(writer, SourceWriter)
+    return Parts(worker.component(ActiveModel), worker.component(Pump), writer)

@@ -82,7 +82,7 @@ def reembed(
     from services.embedder.quantize import cpu_int8_support
     from services.embedder.reembed import reembed as run
     from services.embedder.settings import EmbedderSettings
-    from services.runtime.cli import connection
+    from services.runtime.cli_env import connection
 
     settings = EmbedderSettings()
     if runtime == "auto":

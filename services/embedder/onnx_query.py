@@ -43,7 +43,10 @@ class OnnxQueryEncoder:
 
     def encode(self, texts: Sequence[str]) -> Vectors:
         encoded = self._tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self._max_tokens,
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self._max_tokens,
             return_tensors="np",
         )
         feed = {name: encoded[name].astype(np.int64) for name in self._inputs}
@@ -78,9 +81,14 @@ def export(model: Any, tokenizer: Any, path: Path) -> tuple[str, ...]:
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            Hidden(), tuple(probe[name] for name in inputs), str(path),
-            input_names=list(inputs), output_names=["hidden"], dynamic_axes=axes,
-            opset_version=17, dynamo=False,
+            Hidden(),
+            tuple(probe[name] for name in inputs),
+            str(path),
+            input_names=list(inputs),
+            output_names=["hidden"],
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
         )
     return inputs
 
@@ -116,7 +124,9 @@ def build(model: Any, tokenizer: Any, max_tokens: int, threads: int) -> OnnxQuer
             graph = path.read_bytes()
         encoder = OnnxQueryEncoder(session(graph, threads), tokenizer, inputs, max_tokens)
         expected = model.encode(
-            list(PROBES), normalize_embeddings=True, convert_to_numpy=True,
+            list(PROBES),
+            normalize_embeddings=True,
+            convert_to_numpy=True,
             show_progress_bar=False,
         )
         agreement = float(np.min(np.sum(encoder.encode(PROBES) * expected, axis=1)))

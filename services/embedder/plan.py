@@ -26,8 +26,7 @@ from contracts.memory_jobs import MemoryForgotten
 from services.embedder.logic import content_hash
 
 Event = (
-    MessageCreated | MessageEdited | MessageDeleted | FileUploaded | MemoryWrite
-    | MemoryForgotten
+    MessageCreated | MessageEdited | MessageDeleted | FileUploaded | MemoryWrite | MemoryForgotten
 )
 EMPTY_HASH = content_hash("")
 
@@ -94,8 +93,13 @@ def changes_of(event: Event, embed_roles: Iterable[str]) -> list[Change]:
     a memory.write of a forgotten memory arriving late is not embedded again)."""
     if isinstance(event, MemoryForgotten):
         return [
-            Change(event.event_id, SourceKey(SourceType.memory, memory_id), event.tenant_id,
-                   event.occurred_at, "delete")
+            Change(
+                event.event_id,
+                SourceKey(SourceType.memory, memory_id),
+                event.tenant_id,
+                event.occurred_at,
+                "delete",
+            )
             for memory_id in event.payload.memory_ids
         ]
     return [change_of(event, embed_roles)]

@@ -1,16 +1,19 @@
 """The embedding pump: queued chunks -> model batches -> vectors committed.
 
-Three stages joined by one-slot queues, so each overlaps the others:
+Three stages, so each overlaps the others:
 
-  gather   leases queued chunks (woken by a PostgreSQL NOTIFY at the commit that queued
-           them); while the model is busy it keeps filling the next batch, while the model
-           is idle it hands a batch over once full or ``model_max_wait_s`` after its first
-           chunk, so one event alone is embedded at once and a backlog makes full batches;
+  gather   a Loop that leases queued chunks, woken by a PostgreSQL NOTIFY at the commit
+           that queued them (or every ``poll_s``); while the model is busy it keeps filling
+           the next batch, while the model is idle it hands a batch over once full or
+           ``model_max_wait_s`` after its first chunk, so one event alone is embedded at
+           once and a backlog makes full batches. At most one batch waits for the model
+           while another is encoded;
   encode   the encoder thread; a text whose vector is known (same text of the tenant, in
            the database or the recent-vector cache) is not encoded again, nor twice in one
            batch;
-  write    one transaction stores the vectors and drops the queue rows (and outboxes the
-           memories now complete), while the model encodes the next batch.
+  write    one transaction stores the vectors, drops the queue rows and adds the
+           engram.embedding.ready of each memory now complete to the outbox, while the
+           model encodes the next batch.
 
 A chunk leased by a worker that dies is embedded by another after ``lease_s``.
 """
@@ -22,44 +25,25 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import asyncpg
 import numpy as np
 
 from services.embedder import repo, repo_queue
+from services.embedder.active_model import ActiveModel
+from services.embedder.announce import Announcer
 from services.embedder.logic import length_batches
-from services.embedder.model import Encoder
 from services.embedder.settings import EmbedderSettings
+from services.embedder.vector_cache import VectorCache
+from services.runtime.component import Health, NotStarted, WorkerContext
 from services.runtime.db import ALL_TENANTS, scope_tenant
 from services.runtime.errors import describe
+from services.runtime.loop import Loop
 
 log = logging.getLogger("engram.embedder.pump")
 MAX_ATTEMPTS = 5
-
-
-class VectorCache:
-    """Recently embedded vectors by (model id, text hash): an LRU of bounded size."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._items: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
-
-    def get(self, model_id: str, digest: str) -> np.ndarray | None:
-        value = self._items.get((model_id, digest))
-        if value is not None:
-            self._items.move_to_end((model_id, digest))
-        return value
-
-    def put(self, model_id: str, digest: str, vector: np.ndarray) -> None:
-        if self._size <= 0:
-            return
-        self._items[(model_id, digest)] = vector
-        self._items.move_to_end((model_id, digest))
-        while len(self._items) > self._size:
-            self._items.popitem(last=False)
+WAITING = 2  # batches handed to the encoder at most: one encoding, one next
 
 
 @dataclass
@@ -81,117 +65,133 @@ class _Batch:
 
 
 class Pump:
+    """A component: the gather Loop and the batches it handed over."""
+
+    name = "pump"
+
     def __init__(
-        self,
-        pool: asyncpg.Pool,
-        encoder: Encoder,
-        settings: EmbedderSettings,
-        on_memories_ready: Callable[[], Awaitable[None]],
+        self, active: ActiveModel, settings: EmbedderSettings, announcer: Announcer
     ) -> None:
-        self._pool = pool
-        self._encoder = encoder
+        self._active = active
         self._settings = settings
-        self._on_memories_ready = on_memories_ready
+        self._announcer = announcer
         self.cache = VectorCache(settings.cache_size)
         self.stats = PumpStats()
         self.token = uuid.uuid4()  # this pump's leases
-        self._tick = asyncio.Event()  # new work was queued, or the model became idle
-        self._to_encode: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=1)
-        self._to_write: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=1)
-        self._encoding = False
+        self._pool: asyncpg.Pool | None = None
+        self._encoding = 0  # batches handed over and not encoded yet
+        self._encoded = asyncio.Event()  # a batch was encoded: the model may be idle
+        self._writing = asyncio.Lock()  # one write transaction at a time
+        self._batches: set[asyncio.Task[None]] = set()
         self._stopping = False
-        self._tasks: list[asyncio.Task[None]] = []
-
-    def wake(self) -> None:
-        self._tick.set()
+        self._gather = Loop(
+            "embedding-pump", self.gather, every_s=settings.poll_s, channel=repo.NOTIFY_CHANNEL
+        )
 
     @property
     def idle(self) -> bool:
-        return not self._encoding and self._to_encode.empty()
+        return self._encoding == 0
 
-    async def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._gather(), name="embedder-gather"),
-            asyncio.create_task(self._encode(), name="embedder-encode"),
-            asyncio.create_task(self._write(), name="embedder-write"),
-        ]
-        self.wake()
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise NotStarted("the embedding pump")
+        return self._pool
 
-    async def stop(self, timeout_s: float) -> None:
-        """Stop leasing; the batches in flight are encoded and written (within the
-        timeout), the rest is given back."""
+    async def start(self, ctx: WorkerContext) -> None:
+        self._pool = ctx.pool
+        self._stopping = False
+        await self._gather.start(ctx)  # its first step takes what was queued meanwhile
+
+    async def stop(self) -> None:
+        """Stop leasing; the batches in flight are encoded and written (within
+        drain_timeout_s), the rest is given back or left to its lease."""
         self._stopping = True
-        self.wake()
-        try:
-            await asyncio.wait_for(asyncio.gather(*self._tasks), timeout_s)
-        except TimeoutError:
+        await self._gather.stop()
+        if not self._batches:
+            return
+        timeout_s = self._settings.drain_timeout_s
+        _, pending = await asyncio.wait(self._batches, timeout=timeout_s)
+        if pending:
             log.error("embedding pump did not drain in %ss; leases expire on their own", timeout_s)
-            for task in self._tasks:
+            for task in pending:
                 task.cancel()
+            await asyncio.wait(pending)
+
+    def health(self) -> Health:
+        gather = self._gather.health()
+        s = self.stats
+        detail = f"{s.chunks} vectors in {s.batches} batches, {s.errors} errors; {gather.detail}"
+        return Health(self.name, gather.ok, detail)
 
     # --- gather ----------------------------------------------------------------------
 
-    async def _gather(self) -> None:
+    async def gather(self) -> bool:
+        """One batch leased and handed to the encoder; whether more may be queued."""
+        if self._stopping:
+            return False
         s = self._settings
+        size = max(s.gather_max, s.model_batch_size)
+        items = await self._claim(size)  # a failure: the Loop tries again after a backoff
+        if not items:
+            return False
         try:
-            while not self._stopping:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._tick.wait(), s.poll_s)
-                self._tick.clear()
-                if self._stopping:
+            deadline = time.monotonic() + s.model_max_wait_s
+            while len(items) < size and not self._stopping:
+                self._encoded.clear()  # before looking: an encode ending now still wakes
+                remaining = deadline - time.monotonic()
+                if self.idle and remaining <= 0:
                     break
-                size = max(s.gather_max, s.model_batch_size)
-                items = await self._claim(size)
-                if not items:
-                    continue
-                deadline = time.monotonic() + s.model_max_wait_s
-                while len(items) < size and not self._stopping:
-                    remaining = deadline - time.monotonic()
-                    if self.idle and remaining <= 0:
-                        break
-                    self._tick.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(
-                            self._tick.wait(), max(remaining, 0.001) if self.idle else s.poll_s
-                        )
+                await self._until_encoded(max(remaining, 0.001) if self.idle else s.poll_s)
+                try:
                     items += await self._claim(size - len(items))
-                await self._to_encode.put(_Batch(items))
-        finally:
-            await self._to_encode.put(None)
+                except Exception as exc:  # hand over what was leased
+                    self.stats.errors += 1
+                    log.warning("could not lease more queued chunks: %s", describe(exc))
+                    break
+            while self._encoding >= WAITING:
+                self._encoded.clear()
+                if self._encoding >= WAITING:
+                    await self._until_encoded(s.poll_s)
+        except asyncio.CancelledError:  # stopping: not handed over, so given back
+            await self._release(items)
+            raise
+        self._encoding += 1
+        task = asyncio.create_task(self._process(_Batch(items)), name="embedder-batch")
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+        return True
+
+    async def _until_encoded(self, timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._encoded.wait(), timeout_s)
 
     async def _claim(self, limit: int) -> list[repo_queue.Claimed]:
-        try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                await scope_tenant(conn, ALL_TENANTS)
-                return await repo_queue.claim(
-                    conn, limit, self._settings.lease_s, self.token, MAX_ATTEMPTS
-                )
-        except Exception as exc:  # database away: try again on the next tick
-            self.stats.errors += 1
-            log.warning("could not lease queued chunks: %s", describe(exc))
-            await asyncio.sleep(1.0)
-            return []
+        async with self.pool.acquire() as conn, conn.transaction():
+            await scope_tenant(conn, ALL_TENANTS)
+            return await repo_queue.claim(
+                conn, limit, self._settings.lease_s, self.token, MAX_ATTEMPTS
+            )
 
     # --- encode ----------------------------------------------------------------------
 
-    async def _encode(self) -> None:
-        while (batch := await self._to_encode.get()) is not None:
-            self._encoding = True
+    async def _process(self, batch: _Batch) -> None:
+        try:
             try:
                 await self._embed(batch)
-            except Exception as exc:
-                self.stats.errors += 1
-                log.error("could not embed %d chunks: %s", len(batch.items), describe(exc))
-                await self._release(batch)
-                continue
             finally:
-                self._encoding = False
-                self.wake()
-            await self._to_write.put(batch)
-        await self._to_write.put(None)
+                self._encoding -= 1
+                self._encoded.set()
+        except Exception as exc:
+            self.stats.errors += 1
+            log.error("could not embed %d chunks: %s", len(batch.items), describe(exc))
+            await self._release(batch.items)
+            return
+        async with self._writing:
+            await self._write(batch)
 
     async def _embed(self, batch: _Batch) -> None:
-        model_id = self._encoder.model.model_id
+        model_id = self._active.encoder.model.model_id
         known = await self._known(model_id, batch.items)
         todo: dict[str, repo_queue.Claimed] = {}  # digest -> a chunk: each text once
         for item in batch.items:
@@ -208,7 +208,7 @@ class Pump:
                 self._settings.model_batch_size,
             )
             done = await asyncio.gather(
-                *(self._encoder.encode([todo[digests[i]].text for i in g]) for g in groups)
+                *(self._active.encoder.encode([todo[digests[i]].text for i in g]) for g in groups)
             )
             self.stats.encode_s += time.perf_counter() - started
             self.stats.encoded += len(todo)
@@ -232,7 +232,7 @@ class Pump:
             else:
                 ask.add((item.tenant_id, item.content_hash))
         if ask:
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with self.pool.acquire() as conn, conn.transaction():
                 await scope_tenant(conn, ALL_TENANTS)
                 found = await repo_queue.known_vectors(conn, model_id, sorted(ask))
             for (_, digest), vector in found.items():
@@ -241,26 +241,25 @@ class Pump:
 
     # --- write -----------------------------------------------------------------------
 
-    async def _write(self) -> None:
-        while (batch := await self._to_write.get()) is not None:
-            for attempt in range(1, 4):
-                try:
-                    await self._store(batch)
-                    break
-                except Exception as exc:  # kept leased: embedded again after lease_s
-                    self.stats.errors += 1
-                    log.warning(
-                        "writing %d vectors failed (attempt %d): %s",
-                        len(batch.items),
-                        attempt,
-                        describe(exc),
-                    )
-                    await asyncio.sleep(0.5 * attempt)
+    async def _write(self, batch: _Batch) -> None:
+        for attempt in range(1, 4):
+            try:
+                await self._store(batch)
+                return
+            except Exception as exc:  # kept leased: embedded again after lease_s
+                self.stats.errors += 1
+                log.warning(
+                    "writing %d vectors failed (attempt %d): %s",
+                    len(batch.items),
+                    attempt,
+                    describe(exc),
+                )
+                await asyncio.sleep(0.5 * attempt)
 
     async def _store(self, batch: _Batch) -> None:
         pairs = [(i, v) for i, v in zip(batch.items, batch.vectors, strict=True) if v is not None]
-        memories = sorted({i.source_id for i, _ in pairs if i.source_type == "memory"})
-        async with self._pool.acquire() as conn, conn.transaction():
+        memories = [i.source_id for i, _ in pairs if i.source_type == "memory"]
+        async with self.pool.acquire() as conn, conn.transaction():
             await scope_tenant(conn, ALL_TENANTS)
             await repo_queue.write_vectors(
                 conn,
@@ -269,16 +268,13 @@ class Pump:
                 [v for _, v in pairs],
                 self.token,
             )
-            ready = (
-                await repo.queue_ready_memories(conn, memories, batch.model_id) if memories else 0
-            )
+            if memories:
+                await self._announcer.memories(conn, memories, batch.model_id)
         self.stats.batches += 1
         self.stats.chunks += len(pairs)
         self.stats.last_batch = len(pairs)
-        if ready:
-            await self._on_memories_ready()
 
-    async def _release(self, batch: _Batch) -> None:
+    async def _release(self, items: list[repo_queue.Claimed]) -> None:
         with contextlib.suppress(Exception):
-            async with self._pool.acquire() as conn:
-                await repo_queue.release(conn, self.token, [i.chunk_id for i in batch.items])
+            async with self.pool.acquire() as conn:
+                await repo_queue.release(conn, self.token, [i.chunk_id for i in items])

@@ -1,17 +1,15 @@
-"""Request/reply: ``query.embed`` and ``query.knowledge.search`` (core NATS, queue group
-``embedder``, so replicas share them), answered through ``services.runtime.replies``: a
-request that breaks its contract gets an ``invalid`` ``QueryError`` at once rather than a
-timeout, and a reply that would not fit in one message is shortened (search: the lowest
-ranked hits are left out, ``omitted``) or is a ``too_large`` error (embed: how many texts
-fit)."""
+"""Request/reply: ``query.embed`` and ``query.knowledge.search``, two ``QueryRoute``s that
+the runtime serves in the worker's queue group (replicas share them): a request that
+breaks its contract gets an ``invalid`` ``QueryError`` at once rather than a timeout, and
+a reply that would not fit in one message is shortened (search: the lowest ranked hits
+are left out, ``omitted``) or is a ``too_large`` error (embed: how many texts fit). Asked
+before the model or the pool is there (starting, stopping): ``unavailable``."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import asyncpg
-from faststream.nats import NatsBroker
 from pydantic import BaseModel
 
 from contracts.embedding import (
@@ -28,19 +26,19 @@ from contracts.embedding import (
 )
 from contracts.errors import ErrorCode
 from services.embedder import repo_search
-from services.embedder.engine import Engine
+from services.embedder.active_model import ActiveModel
 from services.embedder.logic import candidates_for, rrf
 from services.embedder.model import NotReady
-from services.runtime.replies import PACK_SLACK, QueryFailed, fit_items, json_size, serve_query
+from services.runtime.component import NotStarted
+from services.runtime.replies import PACK_SLACK, QueryFailed, fit_items, json_size
+from services.runtime.router import QueryRoute
 
-log = logging.getLogger("engram.embedder.queries")
-QUEUE = "embedder"
-CONCURRENCY = 8
+CONCURRENCY = 8  # requests of each subject one replica answers at once
 MAX_TEXT_QUERY_CHARS = 500
 
 
-async def embed(engine: Engine, request: EmbedRequest) -> EmbedReply:
-    model, vectors = await engine.encoder.encode(request.texts, urgent=True)
+async def embed(active: ActiveModel, request: EmbedRequest) -> EmbedReply:
+    model, vectors = await active.encoder.encode(request.texts, urgent=True)
     lengths = [len(spans) for spans in model.token_offsets(request.texts)]
     return EmbedReply(
         model_id=model.model_id,
@@ -51,15 +49,15 @@ async def embed(engine: Engine, request: EmbedRequest) -> EmbedReply:
 
 
 async def knowledge_search(
-    engine: Engine, pool: asyncpg.Pool, request: KnowledgeSearchRequest
+    active: ActiveModel, pool: asyncpg.Pool, request: KnowledgeSearchRequest
 ) -> KnowledgeSearchReply:
     """Hybrid search of one tenant: the vector and full-text rankings fused by RRF."""
-    model_id = engine.model.model_id
+    model_id = active.model.model_id
     encoding = None
     if request.mode is not SearchMode.text:
-        encoding = asyncio.ensure_future(_encode(engine, request.text))
+        encoding = asyncio.ensure_future(_encode(active, request.text))
     n = candidates_for(request.top_k)
-    s = engine.settings
+    s = active.settings
     scope = repo_search.SearchScope(
         tenant_id=request.tenant_id,
         filters=request.filters,
@@ -114,8 +112,8 @@ async def knowledge_search(
     return KnowledgeSearchReply(model_id=model_id, hits=hits)
 
 
-async def _encode(engine: Engine, text: str) -> repo_search.QueryVector:
-    model, vectors = await engine.encoder.encode([text], urgent=True)
+async def _encode(active: ActiveModel, text: str) -> repo_search.QueryVector:
+    model, vectors = await active.encoder.encode([text], urgent=True)
     # the model that encoded the query: only its vectors are searched, never mixed
     return repo_search.QueryVector(model.model_id, model.dimensions, vectors[0])
 
@@ -124,17 +122,15 @@ EMBED_HINT = "send fewer texts per request (see detail.fits)"
 SEARCH_HINT = "ask with a smaller top_k"
 
 
-def register_queries(broker: NatsBroker, engine: Engine) -> None:
-    """Subscribe the two queries on the worker's broker."""
+def query_routes(active: ActiveModel) -> list[QueryRoute]:
+    """The embedder's two queries, answered with the model ``active`` serves."""
 
     async def on_embed(request: EmbedRequest, limit: int) -> BaseModel:
-        return fit_embed(await embed(engine, request), limit)
+        return fit_embed(await embed(active, request), limit)
 
     async def on_search(request: KnowledgeSearchRequest, limit: int) -> BaseModel:
-        pool: asyncpg.Pool | None = broker.context.get("pool")
-        if pool is None:
-            raise NotReady("the embedder is starting: no database pool yet")
-        reply, omitted = fit_items(await knowledge_search(engine, pool, request), "hits", limit)
+        reply = await knowledge_search(active, active.pool, request)
+        reply, omitted = fit_items(reply, "hits", limit)
         if omitted and not reply.hits:
             raise QueryFailed(
                 ErrorCode.too_large,
@@ -143,30 +139,29 @@ def register_queries(broker: NatsBroker, engine: Engine) -> None:
             )
         return reply.model_copy(update={"omitted": omitted}) if omitted else reply
 
-    serve_query(
-        broker,
-        EMBED_SUBJECT,
-        EmbedRequest,
-        on_embed,
-        queue=QUEUE,
-        hint=EMBED_HINT,
-        max_workers=CONCURRENCY,
-        unavailable=(NotReady,),
-        description="Texts in, unit vectors of the active model out (EmbedRequest -> "
-        "EmbedReply | QueryError).",
-    )
-    serve_query(
-        broker,
-        KNOWLEDGE_SEARCH_SUBJECT,
-        KnowledgeSearchRequest,
-        on_search,
-        queue=QUEUE,
-        hint=SEARCH_HINT,
-        max_workers=CONCURRENCY,
-        unavailable=(NotReady,),
-        description="Hybrid search of one tenant's messages and files "
-        "(KnowledgeSearchRequest -> KnowledgeSearchReply | QueryError).",
-    )
+    unavailable = (NotReady, NotStarted)
+    return [
+        QueryRoute(
+            EMBED_SUBJECT,
+            EmbedRequest,
+            on_embed,
+            description="Texts in, unit vectors of the active model out (EmbedRequest -> "
+            "EmbedReply | QueryError).",
+            hint=EMBED_HINT,
+            unavailable=unavailable,
+            max_workers=CONCURRENCY,
+        ),
+        QueryRoute(
+            KNOWLEDGE_SEARCH_SUBJECT,
+            KnowledgeSearchRequest,
+            on_search,
+            description="Hybrid search of one tenant's messages and files "
+            "(KnowledgeSearchRequest -> KnowledgeSearchReply | QueryError).",
+            hint=SEARCH_HINT,
+            unavailable=unavailable,
+            max_workers=CONCURRENCY,
+        ),
+    ]
 
 
 def fit_embed(reply: EmbedReply, limit: int) -> EmbedReply:

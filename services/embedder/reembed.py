@@ -8,7 +8,8 @@
    starts with the chunks still missing (resume).
 3. The switch is one transaction: chunk writes are paused (SHARE lock on chunks), the few
    chunks added since the pass are embedded, the new model becomes active and the old one
-   retired, and every memory is queued for an engram.embedding.ready with the new vector.
+   retired, and every memory's engram.embedding.ready with the new vector goes to the
+   outbox in that transaction (a running worker's outbox drain publishes it).
 4. Workers notice within ``model_check_s``, load the new model, and queue what they wrote
    with the old one meanwhile. After ``grace_s`` the old model's vectors and index go.
 """
@@ -26,8 +27,11 @@ from pgvector.asyncpg import register_vector
 
 from services.embedder import gate as gate_
 from services.embedder import repo, repo_models
+from services.embedder.announce import Announcer
 from services.embedder.model import LoadedModel, load, resolve
+from services.embedder.spec import SPEC
 from services.runtime.db import ALL_TENANTS, scope_tenant
+from services.runtime.outbox import Outbox
 
 log = logging.getLogger("engram.embedder.reembed")
 Page = list[tuple[int, str, str, str]]  # chunk id, tenant, hash, text
@@ -107,7 +111,8 @@ async def reembed(
             await conn.execute("LOCK TABLE embedder.chunks IN SHARE MODE")
             await job.run_pass()  # what arrived since: a few chunks, writes are paused
             previous = await repo_models.switch_model(conn, model.model_id)
-        await conn.execute(f"NOTIFY {repo.OUTBOX_CHANNEL}")
+            announcer = Announcer(Outbox(SPEC.schema))
+            await announcer.memories(conn, await repo.indexed_memories(conn), model.model_id)
         deleted = 0
         if previous and previous != model.model_id and not keep_old:
             deleted = await _drop_old(conn, previous, grace_s, progress)

@@ -1,5 +1,5 @@
 """SQL of the embedder's write side: sources and chunks (inside the batch's transaction),
-the embedding queue, vectors, and the memory outbox."""
+the embedding queue, vectors, and the memories whose vectors are complete."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from services.embedder.plan import SourceKey, SourceState, SourceWrite
 from services.runtime.db import Connection
 
 NOTIFY_CHANNEL = "embedder_queue"  # chunks were queued for embedding
-OUTBOX_CHANNEL = "embedder_outbox"  # memories are ready to announce
 
 
 async def load_states(conn: Connection, keys: Sequence[SourceKey]) -> dict[SourceKey, SourceState]:
@@ -155,9 +154,6 @@ async def replace_chunks(
         await conn.execute(
             "DELETE FROM embedder.chunks WHERE chunk_id = ANY($1::bigint[])", [r[0] for r in old]
         )
-    memories = [w.key.source_id for w in writes if w.key.source_type is SourceType.memory]
-    if memories and await queue_ready_memories(conn, memories, model_id):
-        await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
     return NewChunks(len(new_ids), len(reused), len(queued))
 
 
@@ -184,25 +180,47 @@ async def copy_known_vectors(conn: Connection, chunk_ids: Sequence[int], model_i
     return {r[0] for r in rows}
 
 
-async def queue_ready_memories(conn: Connection, memory_ids: Sequence[UUID], model_id: str) -> int:
-    """Outbox an engram.embedding.ready for each memory whose chunks all have a vector."""
-    status = await conn.execute(
-        """INSERT INTO embedder.memory_outbox (memory_id, model_id, content_hash, tenant_id,
-               causation_id)
-           SELECT s.source_id, $2, s.content_hash, s.tenant_id, s.event_id
+@dataclass(frozen=True)
+class ReadyMemory:
+    """A memory whose every chunk has a vector of the model, with their mean."""
+
+    memory_id: UUID
+    content_hash: str
+    tenant_id: str
+    causation_id: UUID | None  # the event that set its text
+    vector: list[float]  # the mean of its chunks' vectors (not normalized)
+    chunks: int
+
+
+async def ready_memories(
+    conn: Connection, memory_ids: Sequence[UUID], model_id: str
+) -> list[ReadyMemory]:
+    """Of ``memory_ids``, the memories (not deleted) whose chunks all have a vector of
+    ``model_id``. The chunks are those of the source's text now (a new text replaces them
+    in the transaction that stores it), so the vector is always of its content hash."""
+    rows = await conn.fetch(
+        """SELECT s.source_id, s.content_hash, s.tenant_id, s.event_id,
+                  avg(v.embedding) AS vector, count(*) AS chunks
              FROM embedder.sources s
+             JOIN embedder.chunks c ON c.source_type = 'memory' AND c.source_id = s.source_id
+             LEFT JOIN embedder.chunk_vectors v
+               ON v.chunk_id = c.chunk_id AND v.model_id = $2
             WHERE s.source_type = 'memory' AND s.source_id = ANY($1::uuid[])
               AND s.deleted_at IS NULL
-              AND EXISTS (SELECT 1 FROM embedder.chunks c
-                           WHERE c.source_type = 'memory' AND c.source_id = s.source_id)
-              AND NOT EXISTS (
-                    SELECT 1 FROM embedder.chunks c
-                      LEFT JOIN embedder.chunk_vectors v
-                        ON v.chunk_id = c.chunk_id AND v.model_id = $2
-                     WHERE c.source_type = 'memory' AND c.source_id = s.source_id
-                       AND v.chunk_id IS NULL)
-           ON CONFLICT DO NOTHING""",
+            GROUP BY s.source_id, s.content_hash, s.tenant_id, s.event_id
+           HAVING count(v.chunk_id) = count(*)
+            ORDER BY s.source_id""",
         list(memory_ids),
         model_id,
     )
-    return int(status.split()[-1])
+    return [ReadyMemory(r[0], r[1], r[2], r[3], r[4].to_numpy().tolist(), int(r[5])) for r in rows]
+
+
+async def indexed_memories(conn: Connection) -> list[UUID]:
+    """Every memory that is searchable now (announced again after a model switch)."""
+    rows = await conn.fetch(
+        """SELECT source_id FROM embedder.sources
+            WHERE source_type = 'memory' AND deleted_at IS NULL AND indexed
+            ORDER BY source_id"""
+    )
+    return [r[0] for r in rows]

@@ -80,7 +80,7 @@ class EmbedderSettings(WorkerSettings):
     onnx_cache_dir: str = Field(
         default_factory=lambda: _user_cache("onnx"),
         description="Folder where built ONNX graphs are kept, by the model files' hash "
-        "(\"\" builds them at every start: a few seconds).",
+        '("" builds them at every start: a few seconds).',
     )
     query_runtime: Literal["onnx", "torch"] = Field(
         default="onnx",

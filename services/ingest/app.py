@@ -1,5 +1,5 @@
-"""The ingest worker: CHAT events into conversations, messages (every version), sessions
-and files. Run with ``engram run ingest`` (or ``faststream run services.ingest.app:app``)."""
+"""The ingest worker's parts: CHAT events into conversations, messages (every version),
+sessions and files. Run with ``engram run ingest``."""
 
 from __future__ import annotations
 
@@ -9,17 +9,16 @@ from contracts.chat import CHAT_EVENT, CHAT_EVENT_TYPES
 from services.ingest.handlers import apply_chat_events
 from services.ingest.logic import must_wait
 from services.ingest.settings import IngestSettings
+from services.ingest.spec import SPEC
 from services.runtime.bus import CHAT
 from services.runtime.pipeline import contract_decoder
-from services.runtime.service import Consumes, Worker, build_worker_app
+from services.runtime.service import Worker, build_worker_app
+from services.runtime.spec import Assembly, Consumes
 
-Settings = IngestSettings
 
-
-def create_app(settings: IngestSettings | None = None) -> tuple[FastStream, Worker]:
-    return build_worker_app(
-        settings or IngestSettings(),
-        [
+def assemble(settings: IngestSettings) -> Assembly:
+    return Assembly(
+        consumes=[
             Consumes(
                 CHAT,
                 CHAT.subjects,
@@ -28,15 +27,9 @@ def create_app(settings: IngestSettings | None = None) -> tuple[FastStream, Work
                 contracts=CHAT_EVENT_TYPES,
                 waits_for=must_wait,
             )
-        ],
-        description="Stores conversations, messages with full edit history, sessions with "
-        "counters, and files, exactly once in effect.",
+        ]
     )
 
 
-def __getattr__(name: str) -> object:
-    # `faststream run services.ingest.app:app` works, without building an app (and reading
-    # the environment) on every import of this module.
-    if name == "app":
-        return create_app()[0]
-    raise AttributeError(name)
+def create_app(settings: IngestSettings | None = None) -> tuple[FastStream, Worker]:
+    return build_worker_app(SPEC, settings or IngestSettings())

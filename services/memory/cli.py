@@ -47,35 +47,58 @@ def parse_steps(value: str | None) -> list[Step]:
 @trigger_cli.command()
 def consolidate(  # noqa: PLR0917 (typer reads options from the signature)
     tenant: Annotated[str, typer.Option("--tenant", help="Tenant to consolidate.")],
-    agent: Annotated[str | None, typer.Option(
-        "--agent", help="Agent; default: every agent of the tenant.")] = None,
-    steps: Annotated[str | None, typer.Option(
-        "--steps", help="Comma-separated: expire,merge,abstract,summarize,decay (default: all).",
-    )] = None,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Report only; change nothing.")] = False,
-    job_id: Annotated[str | None, typer.Option(
-        "--job-id", help="Job id (a retried trigger with the same id does the work once, "
-        "and --wait prints the summary of the job even when it finished before); "
-        "default: a new one.")] = None,
-    wait: Annotated[float, typer.Option(
-        "--wait", min=0, help="Seconds to wait for the summary of each agent (0: do not wait; "
-        "with --agent only).")] = 0,
-    data_dir: Annotated[Path | None, typer.Option(
-        "--data-dir", help="Data folder of `engram dev` (when NATS_URL is unset).")] = None,
+    agent: Annotated[
+        str | None, typer.Option("--agent", help="Agent; default: every agent of the tenant.")
+    ] = None,
+    steps: Annotated[
+        str | None,
+        typer.Option(
+            "--steps",
+            help="Comma-separated: expire,merge,abstract,summarize,decay (default: all).",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report only; change nothing.")
+    ] = False,
+    job_id: Annotated[
+        str | None,
+        typer.Option(
+            "--job-id",
+            help="Job id (a retried trigger with the same id does the work once, "
+            "and --wait prints the summary of the job even when it finished before); "
+            "default: a new one.",
+        ),
+    ] = None,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            min=0,
+            help="Seconds to wait for the summary of each agent (0: do not wait; "
+            "with --agent only).",
+        ),
+    ] = 0,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Data folder of `engram dev` (when NATS_URL is unset)."),
+    ] = None,
 ) -> None:
     """Publish a memory.consolidate job; with --wait, print its summary when done."""
     import nats
 
-    from services.runtime.cli import connection, fail, run_async
+    from services.runtime.cli_env import connection, fail, run_async
     from services.runtime.settings import CliSettings
 
     try:
         job = UUID(job_id) if job_id else uuid4()
         event = MemoryConsolidate(
-            event_id=uuid4(), occurred_at=utcnow(), tenant_id=tenant, producer="engram-cli",
-            payload=ConsolidatePayload(job_id=job, agent_id=agent, steps=parse_steps(steps),
-                                       dry_run=dry_run),
+            event_id=uuid4(),
+            occurred_at=utcnow(),
+            tenant_id=tenant,
+            producer="engram-cli",
+            payload=ConsolidatePayload(
+                job_id=job, agent_id=agent, steps=parse_steps(steps), dry_run=dry_run
+            ),
         )
     except ValueError as exc:
         fail(f"bad job: {exc}")
@@ -94,19 +117,25 @@ def consolidate(  # noqa: PLR0917 (typer reads options from the signature)
 
             sub = await nc.subscribe("engram.memory.consolidated", cb=on_done)
             js = nc.jetstream()
-            ack = await js.publish(event.type, event.model_dump_json().encode(),
-                                   headers={"Nats-Msg-Id": str(event.event_id)})
-            console.print(f"job {job} queued (MEMORY seq {ack.seq}) for tenant {tenant}"
-                          + (f", agent {agent}" if agent else ", every agent"))
+            ack = await js.publish(
+                event.type,
+                event.model_dump_json().encode(),
+                headers={"Nats-Msg-Id": str(event.event_id)},
+            )
+            console.print(
+                f"job {job} queued (MEMORY seq {ack.seq}) for tenant {tenant}"
+                + (f", agent {agent}" if agent else ", every agent")
+            )
             if wait and agent:
                 deadline = time.monotonic() + wait
                 with console.status("consolidating…"):
                     try:
-                        summary = await asyncio.wait_for(done.get(),
-                                                         deadline - time.monotonic())
+                        summary = await asyncio.wait_for(done.get(), deadline - time.monotonic())
                     except TimeoutError:
-                        fail(f"no summary within {wait:g} s; the job is still queued or "
-                             "running (see the memory worker's log)")
+                        fail(
+                            f"no summary within {wait:g} s; the job is still queued or "
+                            "running (see the memory worker's log)"
+                        )
                 print(json.dumps(summary.payload.model_dump(mode="json"), indent=2))
             await sub.unsubscribe()
         finally:

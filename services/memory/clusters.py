@@ -35,14 +35,12 @@ class Graph:
         return len(self.nbr)
 
 
-def neighbours(
-    vectors: NDArray[np.float32], threshold: float, max_neighbours: int = 64
-) -> Graph:
+def neighbours(vectors: NDArray[np.float32], threshold: float, max_neighbours: int = 64) -> Graph:
     n = len(vectors)
     nbr: list[NDArray[np.int64]] = []
     sim: list[NDArray[np.float32]] = []
     for start in range(0, n, BLOCK_ROWS):
-        block = vectors[start:start + BLOCK_ROWS] @ vectors.T
+        block = vectors[start : start + BLOCK_ROWS] @ vectors.T
         for row, i in enumerate(range(start, min(start + BLOCK_ROWS, n))):
             sims = block[row]
             sims[i] = -1.0  # not its own neighbour
@@ -101,12 +99,15 @@ def complete_linkage(
     when all their cross pairs qualify. Stricter than stars for duplicates, where one
     wrong member is a wrong merge. Returns groups of two or more, best ``rank`` first."""
     live = np.ones(len(graph), dtype=bool) if alive is None else alive
-    edges = sorted({
-        (-float(s), min(i, int(j)), max(i, int(j)))
-        for i in range(len(graph)) if live[i]
-        for j, s in zip(graph.nbr[i], graph.sim[i], strict=True)
-        if s >= threshold and live[j]
-    })
+    edges = sorted(
+        {
+            (-float(s), min(i, int(j)), max(i, int(j)))
+            for i in range(len(graph))
+            if live[i]
+            for j, s in zip(graph.nbr[i], graph.sim[i], strict=True)
+            if s >= threshold and live[j]
+        }
+    )
     group_of = list(range(len(graph)))
     members: dict[int, list[int]] = {}
     for _, i, j in edges:
@@ -130,8 +131,10 @@ def by_degree(graph: Graph, threshold: float, alive: NDArray[np.bool_] | None = 
     """Memories with the most neighbours at ``threshold`` first: cluster centres."""
     live = np.ones(len(graph), dtype=bool) if alive is None else alive
     degree = np.array(
-        [int(np.count_nonzero((s >= threshold) & live[n])) for n, s in
-         zip(graph.nbr, graph.sim, strict=True)],
+        [
+            int(np.count_nonzero((s >= threshold) & live[n]))
+            for n, s in zip(graph.nbr, graph.sim, strict=True)
+        ],
         dtype=np.int64,
     )
     degree[~live] = -1

@@ -13,19 +13,52 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
-          "september", "october", "november", "december")
-MONTH = r"(jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|" \
-        r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+MONTHS = (
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+)
+MONTH = (
+    r"(jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
+    r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+)
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
-                "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen",
-                "sixteen", "seventeen", "eighteen", "nineteen", "twenty")
+NUMBER_WORDS = (
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+)
 ISO_DATE = re.compile(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b")
 YEAR = r"(?:,?\s+(?:19|20)\d{2}\b)?"  # a date's year: often added or left out
 DAY_MONTH = re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?{MONTH}\b{YEAR}", re.I)
-MONTH_DAY = re.compile(
-    rf"\b{MONTH}\s+(\d{{1,2}})(?:st|nd|rd|th)?\b(?!\s*(?:am|pm|:)){YEAR}", re.I)
+MONTH_DAY = re.compile(rf"\b{MONTH}\s+(\d{{1,2}})(?:st|nd|rd|th)?\b(?!\s*(?:am|pm|:)){YEAR}", re.I)
 TIME = re.compile(r"\b(\d{1,2})(?::(\d{2}))?\s*(am|pm)\b|\b(\d{1,2}):(\d{2})\b", re.I)
 NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 LIST_MARKER = re.compile(r"\(\d{1,2}\)|(?<![\w.])\d{1,2}[.)](?=\s)")  # "(1)", "2." of a list
@@ -33,9 +66,37 @@ NUMBER_WORD = re.compile(rf"\b({'|'.join(NUMBER_WORDS)})\b", re.I)
 WEEKDAY = re.compile(rf"\b({'|'.join(WEEKDAYS)})s?\b", re.I)
 # A capitalized word not opening a sentence: a name of a person, place, product.
 NAME = re.compile(r"(?<![.!?:]\s)(?<!^)\b([A-Z][a-zA-Z]+)")
-NOT_NAMES = frozenset(MONTHS) | frozenset(WEEKDAYS) | frozenset(
-    ("i", "the", "a", "an", "on", "in", "to", "for", "from", "at", "by", "and", "or", "then",
-     "first", "finally", "user", "users", "how", "when", "what", "step", "steps"))
+NOT_NAMES = (
+    frozenset(MONTHS)
+    | frozenset(WEEKDAYS)
+    | frozenset(
+        (
+            "i",
+            "the",
+            "a",
+            "an",
+            "on",
+            "in",
+            "to",
+            "for",
+            "from",
+            "at",
+            "by",
+            "and",
+            "or",
+            "then",
+            "first",
+            "finally",
+            "user",
+            "users",
+            "how",
+            "when",
+            "what",
+            "step",
+            "steps",
+        )
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -105,7 +166,10 @@ def _agree(a: frozenset[object], b: frozenset[object]) -> bool:
 
 def compatible(a: Facts, b: Facts) -> bool:
     """No kind of fact that the two state differently."""
-    return (_agree(a.numbers, b.numbers) and _agree(a.dates, b.dates)
-            and _agree(a.times, b.times)
-            and _agree(a.weekdays, b.weekdays)
-            and (not a.names or not b.names or bool(a.names & b.names)))
+    return (
+        _agree(a.numbers, b.numbers)
+        and _agree(a.dates, b.dates)
+        and _agree(a.times, b.times)
+        and _agree(a.weekdays, b.weekdays)
+        and (not a.names or not b.names or bool(a.names & b.names))
+    )

@@ -1,21 +1,20 @@
-"""What the memory service consumes, and the batch functions the runtime calls inside its
-transaction (inbox claim + effects + COMMIT, ack after).
+"""The batch functions the runtime calls inside its transaction (inbox claim + effects +
+COMMIT, ack after) for what the memory service consumes (see app.py).
 
-Events the service itself publishes from a handler (a session's summary as
-``memory.write``, ``engram.memory.forgotten``) are published *before* COMMIT with an id
-derived from the event that caused them: a failed transaction redelivers the cause, which
-publishes the same id again, and JetStream's duplicate window and every inbox drop it.
+What a handler announces (a session's summary as ``memory.write``,
+``engram.memory.forgotten``, the summary of a job already done) is queued in the outbox in
+that same transaction (notices.py): published after COMMIT, never for a rolled-back batch.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 from uuid import UUID
 
 import numpy as np
-from pydantic import Field, TypeAdapter
+from pydantic import Field
 
 from contracts.chat import (
     MessageCreated,
@@ -24,27 +23,25 @@ from contracts.chat import (
     SessionEnded,
     SessionStarted,
 )
-from contracts.embedding import EmbeddingReady, SourceType
-from contracts.envelope import Envelope, utcnow
+from contracts.embedding import SourceType
 from contracts.memory import MemoryWrite
-from contracts.memory_jobs import (
-    MAX_FORGOTTEN_IDS,
-    ForgottenPayload,
-    MemoryConsolidate,
-    MemoryConsolidated,
-    MemoryForget,
-    MemoryForgotten,
+from contracts.memory_jobs import MemoryConsolidate, MemoryForget
+from services.memory import repo, repo_jobs, repo_sessions, sessions
+from services.memory.logic import content_hash, estimate_tokens
+from services.memory.notices import announce, forgotten_events
+from services.memory.rows import (
+    LinkTarget,
+    MemoryKey,
+    NewMemory,
+    Note,
+    SessionStart,
+    VectorUpdate,
 )
-from services.memory import repo, repo_jobs, sessions
-from services.memory.logic import content_hash, derived_id, estimate_tokens
 from services.memory.settings import MemorySettings
-from services.runtime.bus import CHAT, ENGRAM, MEMORY
 from services.runtime.db import ALL_TENANTS, Connection, scope_tenant
-from services.runtime.pipeline import contract_decoder
-from services.runtime.service import Consumes
+from services.runtime.outbox import Outbox
 
 log = logging.getLogger("engram.memory")
-Publish = Callable[[Envelope], Awaitable[None]]
 
 MemoryEvent = Annotated[MemoryWrite | MemoryForget | MemoryConsolidate, Field(discriminator="type")]
 ChatEvent = Annotated[
@@ -56,30 +53,15 @@ CHAT_TYPES = (MessageCreated, MessageEdited, MessageDeleted, SessionStarted, Ses
 SUMMARIZED_ROLES = frozenset({"user", "assistant"})
 
 
-def _subjects(types: Sequence[type[Envelope]]) -> tuple[str, ...]:
-    return tuple(t.model_fields["type"].default for t in types)
-
-
 class Handlers:
-    def __init__(self, settings: MemorySettings, publish: Publish) -> None:
+    def __init__(self, settings: MemorySettings, outbox: Outbox) -> None:
         self.settings = settings
-        self.publish = publish
+        self.outbox = outbox
         self._indexed: set[tuple[str, int]] = set()
 
-    def consumes(self) -> list[Consumes]:
-        return [
-            Consumes(MEMORY, _subjects(MEMORY_TYPES),
-                     contract_decoder(TypeAdapter[MemoryEvent](MemoryEvent)),
-                     self.apply_memory, MEMORY_TYPES),
-            Consumes(CHAT, _subjects(CHAT_TYPES),
-                     contract_decoder(TypeAdapter[ChatEvent](ChatEvent)),
-                     self.apply_chat, CHAT_TYPES),
-            Consumes(ENGRAM, ("engram.embedding.ready",),
-                     contract_decoder(TypeAdapter[EmbeddingReady](EmbeddingReady)),
-                     self.apply_vectors, (EmbeddingReady,)),
-        ]
-
     # --- MEMORY ------------------------------------------------------------------------
+    # ``events: Sequence[Any]``: the runtime's ``Consumes`` callback type; each batch holds
+    # the events its decoder validated (MemoryEvent, ChatEvent, EmbeddingReady).
 
     async def apply_memory(self, conn: Connection, events: Sequence[Any]) -> Mapping[UUID, str]:
         await scope_tenant(conn, ALL_TENANTS)
@@ -93,8 +75,7 @@ class Handlers:
             if isinstance(event, MemoryForget):
                 await self._forget(conn, event)
             else:  # a job already done (a retried trigger) announces its summary again
-                for summary in await repo_jobs.enqueue(conn, event):
-                    await self.publish(MemoryConsolidated.model_validate(summary))
+                await announce(self.outbox, conn, await repo_jobs.enqueue(conn, event))
         await self._write(conn, writes)
         return {}
 
@@ -110,75 +91,113 @@ class Handlers:
         for w in newest.values():
             p = w.payload
             if (w.tenant_id, p.memory_id) in applied:  # not older, not forgotten
-                await repo.replace_links(conn, w.tenant_id, p.memory_id,
-                                         [(x.memory_id, x.relation, x.weight) for x in p.links])
+                await repo.replace_links(
+                    conn,
+                    w.tenant_id,
+                    p.memory_id,
+                    [LinkTarget(x.memory_id, x.relation, x.weight) for x in p.links],
+                )
 
-    def _row(self, w: MemoryWrite) -> dict[str, Any]:
+    def _row(self, w: MemoryWrite) -> NewMemory:
         p = w.payload
         rate = p.decay_rate
         if rate is None:
             rate = self.settings.decay_rates.get(p.memory_type, 0.01)
-        return {
-            "tenant_id": w.tenant_id, "memory_id": p.memory_id, "agent_id": p.agent_id,
-            "user_id": p.user_id, "conversation_id": p.conversation_id,
-            "memory_type": p.memory_type, "text": p.text,
-            "content": p.content.model_dump(mode="json", exclude_none=True),
-            "content_hash": content_hash(p.text), "tokens": estimate_tokens(p.text),
-            "importance": p.importance, "decay_rate": rate, "expires_at": p.expires_at,
-            "source_message_id": p.source_message_id,
-            "origin": "session" if w.producer == sessions.PRODUCER else "write",
-            "written_at": w.occurred_at,
-        }
+        return NewMemory(
+            tenant_id=w.tenant_id,
+            memory_id=p.memory_id,
+            agent_id=p.agent_id,
+            user_id=p.user_id,
+            conversation_id=p.conversation_id,
+            memory_type=p.memory_type,
+            text=p.text,
+            content=p.content.model_dump(mode="json", exclude_none=True),
+            content_hash=content_hash(p.text),
+            tokens=estimate_tokens(p.text),
+            importance=p.importance,
+            decay_rate=rate,
+            expires_at=p.expires_at,
+            source_message_id=p.source_message_id,
+            origin="session" if w.producer == sessions.PRODUCER else "write",
+            written_at=w.occurred_at,
+        )
 
     async def _forget(self, conn: Connection, event: MemoryForget) -> None:
         p = event.payload
         erased = await repo.forget(
-            conn, event.tenant_id, ids=p.memory_ids, agent_id=p.agent_id, user_id=p.user_id,
-            conversation_id=p.conversation_id, at=event.occurred_at, by=p.requested_by,
+            conn,
+            event.tenant_id,
+            ids=p.memory_ids,
+            agent_id=p.agent_id,
+            user_id=p.user_id,
+            conversation_id=p.conversation_id,
+            at=event.occurred_at,
+            by=p.requested_by,
             reason=p.reason,
         )
         if p.memory_ids:
             unknown = set(p.memory_ids) - set(erased)
-            await repo.tombstones(conn, event.tenant_id, sorted(unknown, key=str),
-                                  at=event.occurred_at, by=p.requested_by, reason=p.reason)
+            await repo.tombstones(
+                conn,
+                event.tenant_id,
+                sorted(unknown, key=str),
+                at=event.occurred_at,
+                by=p.requested_by,
+                reason=p.reason,
+            )
             erased = list(p.memory_ids)
         if p.conversation_id is not None:
-            await repo.forget_notes(conn, event.tenant_id, p.conversation_id)
+            await repo_sessions.forget_notes(conn, event.tenant_id, p.conversation_id)
         if erased:
-            for notice in forgotten_events(
+            notices = forgotten_events(
                 event.tenant_id, event.event_id, erased, "forget", event.correlation_id
-            ):
-                await self.publish(notice)
+            )
+            await announce(self.outbox, conn, notices)
 
     # --- CHAT --------------------------------------------------------------------------
 
     async def apply_chat(self, conn: Connection, events: Sequence[Any]) -> Mapping[UUID, str]:
         await scope_tenant(conn, ALL_TENANTS)
-        notes: list[tuple[Any, ...]] = []  # consecutive new messages go as one statement
+        notes: list[Note] = []  # consecutive new messages go as one statement
         for event in events:
             t = event.tenant_id
             p = event.payload
             if isinstance(event, MessageCreated):
                 if p.role in SUMMARIZED_ROLES and p.content.strip():
-                    notes.append((t, p.message_id, p.conversation_id, p.session_id,
-                                  p.role.value, p.content, event.occurred_at))
+                    notes.append(
+                        Note(
+                            t,
+                            p.message_id,
+                            p.conversation_id,
+                            p.session_id,
+                            p.role.value,
+                            p.content,
+                            event.occurred_at,
+                        )
+                    )
                 continue
-            await repo.add_notes(conn, notes)
+            await repo_sessions.add_notes(conn, notes)
             notes = []
             if isinstance(event, MessageEdited):
-                await repo.edit_note(conn, t, p.message_id, p.content)
+                await repo_sessions.edit_note(conn, t, p.message_id, p.content)
             elif isinstance(event, MessageDeleted):
-                await repo.delete_note(conn, t, p.message_id)
+                await repo_sessions.delete_note(conn, t, p.message_id)
             elif isinstance(event, SessionStarted):
-                await repo.session_started(conn, t, (p.session_id, p.conversation_id,
-                                                     p.agent_id, p.user_id, event.occurred_at))
+                await repo_sessions.session_started(
+                    conn,
+                    t,
+                    SessionStart(
+                        p.session_id, p.conversation_id, p.agent_id, p.user_id, event.occurred_at
+                    ),
+                )
             else:
-                session, said = await repo.take_session(
-                    conn, t, p.session_id, p.conversation_id, event.occurred_at)
+                session, said = await repo_sessions.take_session(
+                    conn, t, p.session_id, p.conversation_id, event.occurred_at
+                )
                 summary = sessions.summary_event(event, session, said, self.settings)
                 if summary is not None:
-                    await self.publish(summary)
-        await repo.add_notes(conn, notes)
+                    await announce(self.outbox, conn, [summary])
+        await repo_sessions.add_notes(conn, notes)
         return {}
 
     # --- ENGRAM: vectors ---------------------------------------------------------------
@@ -194,8 +213,13 @@ class Handlers:
                 await repo.ensure_model_index(conn, *key)
                 self._indexed.add(key)
         rows = [
-            (e.tenant_id, e.payload.source_id, bytes.fromhex(e.payload.content_hash),
-             e.payload.model_id, np.asarray(e.payload.vector, dtype=np.float32))
+            VectorUpdate(
+                e.tenant_id,
+                e.payload.source_id,
+                bytes.fromhex(e.payload.content_hash),
+                e.payload.model_id,
+                np.asarray(e.payload.vector, dtype=np.float32),
+            )
             for e in ready
         ]
         stored = await repo.set_vectors(conn, rows)
@@ -205,28 +229,10 @@ class Handlers:
         # A vector of text that was replaced or forgotten is dropped; one for a memory
         # whose write this service has not applied yet waits for it.
         present = await repo.memories_present(
-            conn, [(e.tenant_id, e.payload.source_id) for e in missing])
-        return {e.event_id: "memory not written yet" for e in missing
-                if e.payload.source_id not in present}
-
-
-def forgotten_events(
-    tenant_id: str, cause_id: UUID, ids: Sequence[UUID], reason: str,
-    correlation_id: UUID | None = None,
-) -> list[MemoryForgotten]:
-    """One notice per ``MAX_FORGOTTEN_IDS`` erased memories, so that a forget of any size
-    announces every one of them in messages that fit the bus."""
-    chunks = [ids[i:i + MAX_FORGOTTEN_IDS] for i in range(0, len(ids), MAX_FORGOTTEN_IDS)]
-    return [
-        MemoryForgotten(
-            # The first keeps the id a single notice always had (a redelivery re-derives it).
-            event_id=derived_id("forgotten", cause_id, *([n] if n else [])),
-            occurred_at=utcnow(),
-            tenant_id=tenant_id,
-            producer=sessions.SERVICE_PRODUCER,
-            correlation_id=correlation_id,
-            causation_id=cause_id,
-            payload=ForgottenPayload(memory_ids=list(chunk), reason=reason),
+            conn, [MemoryKey(e.tenant_id, e.payload.source_id) for e in missing]
         )
-        for n, chunk in enumerate(chunks)
-    ]
+        return {
+            e.event_id: "memory not written yet"
+            for e in missing
+            if e.payload.source_id not in present
+        }

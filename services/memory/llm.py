@@ -22,12 +22,15 @@ PROMPT = (
 
 
 def _post(url: str, body: dict[str, Any], api_key: str | None) -> dict[str, Any]:
+    # Any: a JSON request and reply of an endpoint this service does not define.
     headers = {"Content-Type": "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     request = urllib.request.Request(
-        url.rstrip("/") + "/chat/completions", data=json.dumps(body).encode(),
-        headers=headers, method="POST",
+        url.rstrip("/") + "/chat/completions",
+        data=json.dumps(body).encode(),
+        headers=headers,
+        method="POST",
     )
     with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
         data: dict[str, Any] = json.loads(response.read())
@@ -39,8 +42,10 @@ async def summarize(url: str, model: str, api_key: str | None, texts: list[str])
     body = {
         "model": model,
         "temperature": 0,
-        "messages": [{"role": "system", "content": PROMPT},
-                     {"role": "user", "content": "\n".join(f"- {t}" for t in texts)}],
+        "messages": [
+            {"role": "system", "content": PROMPT},
+            {"role": "user", "content": "\n".join(f"- {t}" for t in texts)},
+        ],
     }
     try:
         reply = await asyncio.to_thread(_post, url, body, api_key)

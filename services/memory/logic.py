@@ -70,11 +70,7 @@ class Weights:
     half_life_days: float
 
     def score(self, similarity: float, importance: float, recency_: float) -> float:
-        return (
-            self.similarity * similarity
-            + self.importance * importance
-            + self.recency * recency_
-        )
+        return self.similarity * similarity + self.importance * importance + self.recency * recency_
 
 
 def combined_importance(values: Iterable[float]) -> float:

@@ -3,18 +3,14 @@ scan so filters still fill the list), re-ranked by similarity, importance and re
 
 The query's vector comes from the embedder (``query.embed``): this service loads no model.
 Returning a memory counts as an access; the counts are written by ``AccessLog`` in the
-background, so the reply never waits for that write.
+background, so the reply never waits for that write. ``MemorySearch`` is the component
+that answers: it owns the search connections and is the query route's handler.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections import Counter
 from datetime import UTC, datetime
-from typing import Any
-from uuid import UUID
 
 import asyncpg
 import numpy as np
@@ -29,9 +25,11 @@ from contracts.memory_search import (
     ScoreParts,
     ScoreWeights,
 )
+from services.memory.access import AccessLog
 from services.memory.logic import Weights, recency
 from services.memory.settings import MemorySettings
-from services.runtime.db import ALL_TENANTS, create_pool, scope_tenant
+from services.runtime.component import Health, NotStarted, WorkerContext
+from services.runtime.db import create_pool, scope_tenant
 from services.runtime.errors import describe
 from services.runtime.replies import QueryFailed, fit_items
 
@@ -42,15 +40,55 @@ class EmbedderUnavailable(RuntimeError):
     pass
 
 
+class MemorySearch:
+    """The component behind ``query.memory.search``: its own connections (see
+    ``create_search_pool``) from start to stop, the worker's NATS connection for
+    ``query.embed``, and the access log the hits are counted in."""
+
+    name = "memory-search"
+
+    def __init__(self, settings: MemorySettings, access: AccessLog) -> None:
+        self.settings = settings
+        self.access = access
+        self._pool: asyncpg.Pool | None = None
+        self._nc: NatsClient | None = None
+
+    async def start(self, ctx: WorkerContext) -> None:
+        self._pool = await create_search_pool(self.settings)
+        self._nc = ctx.nc
+
+    async def stop(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    def health(self) -> Health:
+        if self._pool is None:
+            return Health(self.name, False, "not running")
+        return Health(self.name, True, f"{self._pool.get_size()} connections")
+
+    async def answer(self, request: MemorySearchRequest, limit: int) -> MemorySearchReply:
+        if self._pool is None or self._nc is None:
+            raise NotStarted("memory search")
+        return await search(
+            self._pool, self._nc, self.settings, self.access, request, reply_bytes=limit
+        )
+
+
 def weights_of(settings: MemorySettings) -> Weights:
-    return Weights(settings.weight_similarity, settings.weight_importance,
-                   settings.weight_recency, settings.recency_half_life_days)
+    return Weights(
+        settings.weight_similarity,
+        settings.weight_importance,
+        settings.weight_recency,
+        settings.recency_half_life_days,
+    )
 
 
 async def embed_query(nc: NatsClient, text: str, timeout: float) -> tuple[str, np.ndarray]:
     try:
-        msg = await nc.request(EMBED_SUBJECT, EmbedRequest(texts=[text]).model_dump_json()
-                               .encode(), timeout=timeout)
+        msg = await nc.request(
+            EMBED_SUBJECT, EmbedRequest(texts=[text]).model_dump_json().encode(), timeout=timeout
+        )
     except Exception as exc:
         raise EmbedderUnavailable(f"query.embed did not answer: {describe(exc)}") from exc
     reply = EMBED_REPLY.validate_json(msg.data)
@@ -84,16 +122,28 @@ async def create_search_pool(settings: MemorySettings) -> asyncpg.Pool:
     two round trips, not the four of a transaction."""
     ef_search = max(settings.ef_search, settings.candidates, MAX_TOP_K)
     return await create_pool(
-        settings.database_url, role=settings.role(), min_size=1,
-        max_size=settings.search_pool_max, vectors=True, keep_session=True,
-        server_settings={"hnsw.ef_search": str(ef_search), "plan_cache_mode": "force_custom_plan",
-                         "hnsw.iterative_scan": "relaxed_order"},
+        settings.database_url,
+        role=settings.role(),
+        min_size=1,
+        max_size=settings.search_pool_max,
+        vectors=True,
+        keep_session=True,
+        server_settings={
+            "hnsw.ef_search": str(ef_search),
+            "plan_cache_mode": "force_custom_plan",
+            "hnsw.iterative_scan": "relaxed_order",
+        },
     )
 
 
 async def search(
-    pool: asyncpg.Pool, nc: NatsClient, settings: MemorySettings, access: AccessLog,
-    request: MemorySearchRequest, *, reply_bytes: int | None = None,
+    pool: asyncpg.Pool,
+    nc: NatsClient,
+    settings: MemorySettings,
+    access: AccessLog,
+    request: MemorySearchRequest,
+    *,
+    reply_bytes: int | None = None,
 ) -> MemorySearchReply:
     """The hits; with ``reply_bytes`` (the reply's byte budget) the lowest ranked are left out
     (``omitted``) when they would not fit, and only the hits returned count as accessed."""
@@ -106,16 +156,30 @@ async def search(
         # Session-level: row-level security shows this tenant until the next search.
         await scope_tenant(conn, request.tenant_id, local=False)
         rows = await conn.fetch(
-            search_sql(len(query)), request.tenant_id, request.agent_id, query, model_id,
-            statuses, [t.value for t in f.types] if f.types else None, f.min_importance,
-            f.user_id, f.conversation_id, limit, now,
+            search_sql(len(query)),
+            request.tenant_id,
+            request.agent_id,
+            query,
+            model_id,
+            statuses,
+            [t.value for t in f.types] if f.types else None,
+            f.min_importance,
+            f.user_id,
+            f.conversation_id,
+            limit,
+            now,
         )
     w = weights_of(settings)
     hits = rank(rows, w, now, request.top_k)
     reply = MemorySearchReply(
-        model_id=model_id, hits=hits,
-        weights=ScoreWeights(similarity=w.similarity, importance=w.importance,
-                             recency=w.recency, recency_half_life_days=w.half_life_days),
+        model_id=model_id,
+        hits=hits,
+        weights=ScoreWeights(
+            similarity=w.similarity,
+            importance=w.importance,
+            recency=w.recency,
+            recency_half_life_days=w.half_life_days,
+        ),
     )
     if reply_bytes is not None:
         reply = fit_hits(reply, reply_bytes)
@@ -130,13 +194,18 @@ def fit_hits(reply: MemorySearchReply, limit: int) -> MemorySearchReply:
     if not omitted:
         return reply
     if not fitted.hits:
-        raise QueryFailed(ErrorCode.too_large, "the best hit alone does not fit in one "
-                          "message", hint="narrow the filters (e.g. types) or the query",
-                          detail={"limit": limit})
+        raise QueryFailed(
+            ErrorCode.too_large,
+            "the best hit alone does not fit in one message",
+            hint="narrow the filters (e.g. types) or the query",
+            detail={"limit": limit},
+        )
     return fitted.model_copy(update={"omitted": omitted})
 
 
-def rank(rows: list[Any], weights: Weights, now: datetime, top_k: int) -> list[MemoryHit]:
+def rank(
+    rows: list[asyncpg.Record], weights: Weights, now: datetime, top_k: int
+) -> list[MemoryHit]:
     """The ``top_k`` best candidates by the full score (ties: by id, for a stable order)."""
     scored = []
     for r in rows:
@@ -148,71 +217,17 @@ def rank(rows: list[Any], weights: Weights, now: datetime, top_k: int) -> list[M
     scored.sort(key=lambda s: (-s[0], str(s[1]["memory_id"])))
     return [  # hits (pydantic models) for the top k only
         MemoryHit(
-            memory_id=r["memory_id"], memory_type=r["memory_type"], status=r["status"],
-            text=r["text"], content=r["content"], user_id=r["user_id"],
-            conversation_id=r["conversation_id"], access_count=r["access_count"],
-            last_accessed_at=r["last_accessed_at"], score=score,
+            memory_id=r["memory_id"],
+            memory_type=r["memory_type"],
+            status=r["status"],
+            text=r["text"],
+            content=r["content"],
+            user_id=r["user_id"],
+            conversation_id=r["conversation_id"],
+            access_count=r["access_count"],
+            last_accessed_at=r["last_accessed_at"],
+            score=score,
             parts=ScoreParts(similarity=similarity, importance=importance, recency=fresh),
         )
         for score, r, (similarity, importance, fresh) in scored[:top_k]
     ]
-
-
-class AccessLog:
-    """Access counts of returned memories, written in batches every ``flush_s``."""
-
-    def __init__(self, pool: asyncpg.Pool, flush_s: float) -> None:
-        self.pool = pool
-        self.flush_s = flush_s
-        self._pending: Counter[tuple[str, UUID]] = Counter()
-        self._last: dict[tuple[str, UUID], datetime] = {}
-        self._task: asyncio.Task[None] | None = None
-
-    def record(self, tenant_id: str, ids: list[UUID]) -> None:
-        now = datetime.now(UTC)
-        for memory_id in ids:
-            self._pending[(tenant_id, memory_id)] += 1
-            self._last[(tenant_id, memory_id)] = now
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="memory-access")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.flush()
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.flush_s)
-            try:
-                await self.flush()
-            except Exception as exc:  # counts wait for the next round
-                log.warning("access counts not written: %s", describe(exc))
-
-    async def flush(self) -> None:
-        if not self._pending:
-            return
-        pending, last = self._pending, self._last
-        self._pending, self._last = Counter(), {}
-        keys = sorted(pending, key=lambda k: (k[0], str(k[1])))  # one lock order
-        try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                await scope_tenant(conn, ALL_TENANTS)
-                await conn.execute(
-                    """UPDATE memory.memories m
-                          SET access_count = m.access_count + a.n,
-                              last_accessed_at = greatest(m.last_accessed_at, a.at)
-                         FROM unnest($1::text[], $2::uuid[], $3::int[], $4::timestamptz[])
-                              AS a(tenant_id, memory_id, n, at)
-                        WHERE m.tenant_id = a.tenant_id AND m.memory_id = a.memory_id""",
-                    [k[0] for k in keys], [k[1] for k in keys], [pending[k] for k in keys],
-                    [last[k] for k in keys],
-                )
-        except Exception:
-            self._pending.update(pending)  # put them back for the next round
-            for k, at in last.items():
-                self._last[k] = max(at, self._last.get(k, at))
-            raise

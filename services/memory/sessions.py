@@ -10,11 +10,11 @@ same path as any other.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from contracts.chat import SessionEnded
 from contracts.memory import EpisodicContent, EpisodicMemory, MemoryWrite, Temporal
 from services.memory.logic import derived_id
+from services.memory.rows import SaidNote, SeenSession
 from services.memory.settings import MemorySettings
 from services.memory.summary import lexical_summary
 
@@ -25,22 +25,22 @@ MAX_SUMMARY_CHARS = 4000
 
 def summary_event(
     ended: SessionEnded,
-    session: dict[str, Any] | None,
-    notes: list[dict[str, Any]],
+    session: SeenSession | None,
+    notes: list[SaidNote],
     settings: MemorySettings,
 ) -> MemoryWrite | None:
     """The memory.write of a session's summary; None when there is nothing to remember or
     no agent to remember it."""
     p = ended.payload
-    agent = p.agent_id or (session or {}).get("agent_id")
-    user = p.user_id or (session or {}).get("user_id")
+    agent = p.agent_id or (session.agent_id if session else None)
+    user = p.user_id or (session.user_id if session else None)
     if not notes or not agent:
         return None
     kept = lexical_summary(
-        [f"{n['role'].capitalize()}: {n['text']}" for n in notes], settings.summary_sentences
+        [f"{n.role.capitalize()}: {n.text}" for n in notes], settings.summary_sentences
     )
     text = " ".join(kept)[:MAX_SUMMARY_CHARS]
-    started: datetime = (session or {}).get("started_at") or notes[0]["occurred_at"]
+    started: datetime = (session.started_at if session else None) or notes[0].occurred_at
     ended_at = max(ended.occurred_at, started)
     memory_id = derived_id("session", ended.tenant_id, p.session_id)
     return MemoryWrite(
@@ -60,8 +60,11 @@ def summary_event(
             importance=settings.session_importance,
             content=EpisodicContent(
                 event=text,
-                temporal=Temporal(occurred_at=started, ended_at=ended_at,
-                                  description=f"session of {len(notes)} messages"),
+                temporal=Temporal(
+                    occurred_at=started,
+                    ended_at=ended_at,
+                    description=f"session of {len(notes)} messages",
+                ),
             ),
         ),
     )

@@ -17,8 +17,11 @@ class MemorySettings(WorkerSettings):
     uses_vectors: ClassVar[bool] = True
 
     pool_max: int = Field(
-        default=8, ge=4, description="Three consumers, the job runner, access counts and "
-        "queries share it.")
+        default=8,
+        ge=4,
+        description="Three consumers, the job runner, the access counts and the outbox "
+        "drain share it (searches have their own, search_pool_max).",
+    )
 
     # --- memories -------------------------------------------------------------------
     decay_rates: dict[str, float] = Field(
@@ -32,30 +35,41 @@ class MemorySettings(WorkerSettings):
     weight_recency: float = Field(default=0.15, ge=0, le=1)
     recency_half_life_days: float = Field(default=30.0, gt=0)
     candidates: int = Field(
-        default=50, ge=1, le=1000,
+        default=50,
+        ge=1,
+        le=1000,
         description="Nearest memories re-ranked by the full score (at least top_k).",
     )
-    ef_search: int = Field(default=100, ge=10, le=1000, description="HNSW candidate list size "
-                           "(at least the candidates and the largest top_k).")
+    ef_search: int = Field(
+        default=100,
+        ge=10,
+        le=1000,
+        description="HNSW candidate list size (at least the candidates and the largest top_k).",
+    )
     search_pool_max: int = Field(default=8, ge=1, description="Connections for searches.")
     embed_timeout_s: float = Field(
         default=5.0, gt=0, description="How long a search waits for query.embed."
     )
     access_flush_s: float = Field(
-        default=0.5, gt=0,
+        default=0.5,
+        gt=0,
         description="Access counts of returned memories are written in the background, at "
         "most this late (the reply never waits for them).",
     )
-    query_queue: str = Field(default="memory", description="Queue group of the queries.")
 
     # --- consolidation --------------------------------------------------------------
     merge_threshold: float = Field(
-        default=0.88, ge=0.5, le=1, description="Cosine similarity from which two memories "
+        default=0.88,
+        ge=0.5,
+        le=1,
+        description="Cosine similarity from which two memories "
         "of one type, one user and the same stated facts are duplicates; every two members "
         "of a merge must reach it (measured: bench/memory.py --quality).",
     )
     cluster_threshold: float = Field(
-        default=0.7, ge=0.3, le=1,
+        default=0.7,
+        ge=0.3,
+        le=1,
         description="Cosine similarity to a cluster's centre for summarize / abstract.",
     )
     min_cluster: int = Field(default=3, ge=2, description="Smallest cluster summarized.")
@@ -66,7 +80,9 @@ class MemorySettings(WorkerSettings):
         default=1.0, gt=0, description="Working memories unused this long expire."
     )
     working_capacity: int = Field(
-        default=32, ge=1, description="Most active working memories per agent; the least "
+        default=32,
+        ge=1,
+        description="Most active working memories per agent; the least "
         "recently used beyond it expire.",
     )
     job_lease_s: float = Field(
@@ -87,8 +103,10 @@ class MemorySettings(WorkerSettings):
         default=0.5, ge=0, le=1, description="Importance of a session's episodic summary."
     )
     session_notes_days: float = Field(
-        default=7.0, gt=0, description="Notes of a session that has not ended after this "
-        "long are dropped (the streams keep 7 days)."
+        default=7.0,
+        gt=0,
+        description="Notes of a session that has not ended after this "
+        "long are dropped (the streams keep 7 days).",
     )
 
     @model_validator(mode="after")

@@ -9,131 +9,97 @@ Vectors of different models never mix: each (type, model) group is consolidated 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
-from typing import Any
 from uuid import UUID
 
-import asyncpg
-import numpy as np
-from numpy.typing import NDArray
-
 from contracts.memory_jobs import Step, StepReport
-from services.memory import llm, repo, repo_jobs
+from services.memory import llm, repo, repo_jobs, repo_steps
+from services.memory.changes import Changes, derived_memory
 from services.memory.clusters import by_degree, complete_linkage, star_clusters, unit_mean
-from services.memory.facts import compatible, facts
-from services.memory.job import Cluster, Job
+from services.memory.facts import Facts, compatible, facts
+from services.memory.job_context import Cluster, JobContext
 from services.memory.logic import (
     combined_importance,
-    content_hash,
-    derived_id,
-    estimate_tokens,
     working_to_expire,
 )
-from services.memory.repo import Link
+from services.memory.rows import Consolidation, Link, MemoryRow, Supersession
 from services.memory.summary import central_order, keywords
 
 MERGED_TYPES = ("episodic", "semantic", "procedural")  # working memories only expire
 
 
-def _most_important_first(rows: list[asyncpg.Record]) -> list[int]:
-    return sorted(range(len(rows)), key=lambda i: (
-        -rows[i]["importance"], -rows[i]["access_count"], -rows[i]["written_at"].timestamp(),
-        str(rows[i]["memory_id"])))
+def _most_important_first(rows: list[MemoryRow]) -> list[int]:
+    return sorted(
+        range(len(rows)),
+        key=lambda i: (
+            -rows[i].importance,
+            -rows[i].access_count,
+            -rows[i].written_at.timestamp(),
+            str(rows[i].memory_id),
+        ),
+    )
 
 
-def _derived(job: Job, origin: str, members: list[asyncpg.Record], *, memory_type: str,
-             text: str, content: dict[str, Any], vector: NDArray[np.float32], model: str,
-             importance: float) -> dict[str, Any]:
-    users = {m["user_id"] for m in members}
-    conversations = {m["conversation_id"] for m in members}
-    expiries = [m["expires_at"] for m in members]
-    accessed = [m["last_accessed_at"] for m in members if m["last_accessed_at"]]
-    return {
-        "memory_id": derived_id(origin, job.row["job_id"], job.agent,
-                                *sorted(str(m["memory_id"]) for m in members)),
-        "user_id": users.pop() if len(users) == 1 else None,
-        "conversation_id": conversations.pop() if len(conversations) == 1 else None,
-        "memory_type": memory_type, "text": text, "content": content,
-        "content_hash": content_hash(text), "tokens": estimate_tokens(text),
-        "importance": importance,
-        "decay_rate": min(m["decay_rate"] for m in members),
-        "access_count": sum(m["access_count"] for m in members),
-        "last_accessed_at": max(accessed) if accessed else None,
-        "decayed_at": max(m["decayed_at"] for m in members),
-        "expires_at": None if None in expiries else max(expiries),
-        "source_message_id": members[0]["source_message_id"],
-        "origin": origin, "written_at": job.clock, "model_id": model, "embedding": vector,
-    }
-
-
-@dataclass
-class Changes:
-    """What a step writes, all in its one transaction."""
-
-    created: list[dict[str, Any]] = field(default_factory=list)
-    superseded: list[tuple[UUID, UUID]] = field(default_factory=list)
-    links: list[Link] = field(default_factory=list)
-    records: list[tuple[list[UUID], UUID | None, int]] = field(default_factory=list)
-
-    @property
-    def tokens_saved(self) -> int:
-        return sum(r[2] for r in self.records)
-
-    async def write(self, job: Job, step: str) -> None:
-        if job.dry_run:
-            return
-        await repo_jobs.insert_derived(job.conn, job.tenant, job.agent, self.created)
-        await repo_jobs.supersede(job.conn, job.tenant, self.superseded)
-        if self.links:
-            await repo.add_links(job.conn, job.tenant, self.links)
-        await repo_jobs.record(job.conn, job.row, step, self.records)
-
-
-async def merge(job: Job) -> StepReport:
+async def merge(job: JobContext) -> StepReport:
     c = Changes()
     examined = 0
     for memory_type in MERGED_TYPES:
         for model, group in await job.load(memory_type):
             rows = group.rows
             examined += int(group.alive.sum())
-            # A group is one user's memories (Job.load), so only the facts remain to check.
-            stated = [facts(str(r["text"])) for r in rows]
+            # A group is one user's memories (JobContext.load), so only the facts remain to check.
+            stated = [facts(str(r.text)) for r in rows]
 
-            def duplicable(a: int, b: int, stated: Any = stated) -> bool:
+            def duplicable(a: int, b: int, stated: list[Facts] = stated) -> bool:
                 return compatible(stated[a], stated[b])
 
             clusters = await asyncio.to_thread(
-                complete_linkage, group.graph, group.vectors, _most_important_first(rows),
-                job.merge_threshold, joinable=duplicable, alive=group.alive)
+                complete_linkage,
+                group.graph,
+                group.vectors,
+                _most_important_first(rows),
+                job.merge_threshold,
+                joinable=duplicable,
+                alive=group.alive,
+            )
             for members in clusters:
                 lead = rows[members[0]]
                 sources = [rows[i] for i in members]
-                result = _derived(job, "merge", sources, memory_type=memory_type,
-                                  text=lead["text"], content=lead["content"],
-                                  vector=group.vectors[members[0]], model=model,
-                                  importance=combined_importance(r["importance"]
-                                                                 for r in sources))
+                result = derived_memory(
+                    job,
+                    "merge",
+                    sources,
+                    memory_type=memory_type,
+                    text=lead.text,
+                    content=lead.content,
+                    vector=group.vectors[members[0]],
+                    model=model,
+                    importance=combined_importance(r.importance for r in sources),
+                )
                 c.created.append(result)
                 for s in sources:
-                    c.superseded.append((s["memory_id"], result["memory_id"]))
-                    c.links.append((result["memory_id"], s["memory_id"], "merged_from", None))
-                c.records.append(([s["memory_id"] for s in sources], result["memory_id"],
-                                  sum(s["tokens"] for s in sources) - result["tokens"]))
+                    c.superseded.append(Supersession(s.memory_id, result.memory_id))
+                    c.links.append(Link(result.memory_id, s.memory_id, "merged_from", None))
+                c.records.append(
+                    Consolidation(
+                        [s.memory_id for s in sources],
+                        result.memory_id,
+                        sum(s.tokens for s in sources) - result.tokens,
+                    )
+                )
                 if not job.dry_run:  # the group now expects the merged memory instead
                     group.alive[members[1:]] = False
-                    group.rows[members[0]] = _as_record(lead, result)
+                    group.rows[members[0]] = result
     await c.write(job, "merge")
-    return job.report(Step.merge, examined=examined, created=len(c.created),
-                      superseded=len(c.superseded), tokens_saved=c.tokens_saved)
+    return job.report(
+        Step.merge,
+        examined=examined,
+        created=len(c.created),
+        superseded=len(c.superseded),
+        tokens_saved=c.tokens_saved,
+    )
 
 
-def _as_record(lead: asyncpg.Record, result: dict[str, Any]) -> Any:
-    merged = dict(lead)
-    merged.update(result)
-    return merged
-
-
-async def _episode_clusters(job: Job) -> list[Cluster]:
+async def _episode_clusters(job: JobContext) -> list[Cluster]:
     """Clusters of similar episodes, computed once per job from the same state: abstract
     runs before summarize and changes no episode, so a re-run after a crash between the
     two finds the same clusters."""
@@ -142,33 +108,37 @@ async def _episode_clusters(job: Job) -> list[Cluster]:
         t = job.settings.cluster_threshold
         for model, group in await job.load("episodic"):
             for members in star_clusters(
-                group.graph, by_degree(group.graph, t, group.alive), t, alive=group.alive,
+                group.graph,
+                by_degree(group.graph, t, group.alive),
+                t,
+                alive=group.alive,
                 min_size=job.settings.min_cluster,
             ):
-                found.append(Cluster(model, [group.rows[i] for i in members],
-                                     group.vectors[members]))
+                found.append(
+                    Cluster(model, [group.rows[i] for i in members], group.vectors[members])
+                )
         job.episode_clusters = found
     return job.episode_clusters
 
 
-async def _summary(job: Job, cluster: Cluster) -> str:
+async def _summary(job: JobContext, cluster: Cluster) -> str:
     """The cluster's most central memories (its extractive summary), in time order; or the
     configured LLM's summary of the whole cluster."""
     s = job.settings
     if s.llm_url:
-        texts = [str(r["text"]) for r in sorted(cluster.rows, key=_occurred)]
+        texts = [str(r.text) for r in sorted(cluster.rows, key=_occurred)]
         if text := await llm.summarize(s.llm_url, s.llm_model, s.llm_api_key, texts):
             return text
     order = central_order(cluster.vectors)[: s.summary_sentences]
     chosen = sorted((cluster.rows[i] for i in order), key=_occurred)
-    return " ".join(str(r["text"]).strip() for r in chosen)
+    return " ".join(str(r.text).strip() for r in chosen)
 
 
-def _occurred(row: Any) -> str:
-    return str((row["content"].get("temporal") or {}).get("occurred_at", ""))
+def _occurred(row: MemoryRow) -> str:
+    return str((row.content.get("temporal") or {}).get("occurred_at", ""))
 
 
-async def summarize(job: Job) -> StepReport:
+async def summarize(job: JobContext) -> StepReport:
     c = Changes()
     examined = 0
     for cluster in await _episode_clusters(job):
@@ -176,73 +146,121 @@ async def summarize(job: Job) -> StepReport:
         examined += len(sources)
         text = await _summary(job, cluster)
         times = sorted(_occurred(r) for r in sources)
-        ends = sorted(str(r["content"]["temporal"].get("ended_at") or _occurred(r))
-                      for r in sources)
-        content = {"event": text, "temporal": {
-            "occurred_at": times[0], "ended_at": max(ends[-1], times[0]),
-            "description": f"{len(sources)} episodes"}}
-        result = _derived(job, "summarize", sources, memory_type="episodic", text=text,
-                          content=content, vector=unit_mean(cluster.vectors),
-                          model=cluster.model, importance=max(r["importance"] for r in sources))
+        ends = sorted(str(r.content["temporal"].get("ended_at") or _occurred(r)) for r in sources)
+        content = {
+            "event": text,
+            "temporal": {
+                "occurred_at": times[0],
+                "ended_at": max(ends[-1], times[0]),
+                "description": f"{len(sources)} episodes",
+            },
+        }
+        result = derived_memory(
+            job,
+            "summarize",
+            sources,
+            memory_type="episodic",
+            text=text,
+            content=content,
+            vector=unit_mean(cluster.vectors),
+            model=cluster.model,
+            importance=max(r.importance for r in sources),
+        )
         c.created.append(result)
         for s in sources:
-            c.superseded.append((s["memory_id"], result["memory_id"]))
-            c.links.append((result["memory_id"], s["memory_id"], "summarizes", None))
-        c.records.append(([s["memory_id"] for s in sources], result["memory_id"],
-                          sum(s["tokens"] for s in sources) - result["tokens"]))
+            c.superseded.append(Supersession(s.memory_id, result.memory_id))
+            c.links.append(Link(result.memory_id, s.memory_id, "summarizes", None))
+        c.records.append(
+            Consolidation(
+                [s.memory_id for s in sources],
+                result.memory_id,
+                sum(s.tokens for s in sources) - result.tokens,
+            )
+        )
     await c.write(job, "summarize")
-    return job.report(Step.summarize, examined=examined, created=len(c.created),
-                      superseded=len(c.superseded), tokens_saved=c.tokens_saved)
+    return job.report(
+        Step.summarize,
+        examined=examined,
+        created=len(c.created),
+        superseded=len(c.superseded),
+        tokens_saved=c.tokens_saved,
+    )
 
 
-async def abstract(job: Job) -> StepReport:
+async def abstract(job: JobContext) -> StepReport:
     c = Changes()
-    done_before = await repo_jobs.abstracted_ids(job.conn, job.tenant, job.agent)
+    done_before = await repo_steps.abstracted_ids(job.conn, job.tenant, job.agent)
     examined = 0
     for cluster in await _episode_clusters(job):
         sources = cluster.rows
-        if all(s["memory_id"] in done_before for s in sources):
+        if all(s.memory_id in done_before for s in sources):
             continue
         examined += len(sources)
         text = await _summary(job, cluster)
-        concept = ", ".join(keywords([str(s["text"]) for s in sources])) or "episodes"
-        result = _derived(job, "abstract", sources, memory_type="semantic",
-                          text=f"{concept}: {text}",
-                          content={"concept": concept, "definition": text},
-                          vector=unit_mean(cluster.vectors), model=cluster.model,
-                          importance=max(r["importance"] for r in sources))
+        concept = ", ".join(keywords([str(s.text) for s in sources])) or "episodes"
+        result = derived_memory(
+            job,
+            "abstract",
+            sources,
+            memory_type="semantic",
+            text=f"{concept}: {text}",
+            content={"concept": concept, "definition": text},
+            vector=unit_mean(cluster.vectors),
+            model=cluster.model,
+            importance=max(r.importance for r in sources),
+        )
         c.created.append(result)
-        c.links += [(result["memory_id"], s["memory_id"], "derived_from", None)
-                    for s in sources]
-        c.records.append(([s["memory_id"] for s in sources], result["memory_id"],
-                          -result["tokens"]))
+        c.links += [Link(result.memory_id, s.memory_id, "derived_from", None) for s in sources]
+        c.records.append(
+            Consolidation([s.memory_id for s in sources], result.memory_id, -result.tokens)
+        )
     await c.write(job, "abstract")
-    return job.report(Step.abstract, examined=examined, created=len(c.created),
-                      tokens_saved=c.tokens_saved)
+    return job.report(
+        Step.abstract, examined=examined, created=len(c.created), tokens_saved=c.tokens_saved
+    )
 
 
-async def expire(job: Job) -> tuple[StepReport, list[UUID]]:
-    past, working = await repo_jobs.expiry_candidates(job.conn, job.tenant, job.agent,
-                                                      job.clock)
+async def expire(job: JobContext) -> tuple[StepReport, list[UUID]]:
+    past, working = await repo_steps.expiry_candidates(job.conn, job.tenant, job.agent, job.clock)
     s = job.settings
-    stale = set(working_to_expire([(r["memory_id"], r["last_used"]) for r in working],
-                                  job.clock, s.working_ttl_days, s.working_capacity))
-    tokens = {r["memory_id"]: r["tokens"] for r in [*past, *working]}
-    ids = sorted({r["memory_id"] for r in past} | stale, key=str)
+    stale = set(
+        working_to_expire(
+            [(r.memory_id, r.last_used) for r in working],
+            job.clock,
+            s.working_ttl_days,
+            s.working_capacity,
+        )
+    )
+    tokens = {r.memory_id: r.tokens for r in past}
+    tokens.update((r.memory_id, r.tokens) for r in working)
+    ids = sorted({r.memory_id for r in past} | stale, key=str)
     if ids and not job.dry_run:
-        await repo.forget(job.conn, job.tenant, ids=ids, agent_id=None, user_id=None,
-                          conversation_id=None, at=job.clock,
-                          by=f"consolidation:{job.row['job_id']}", reason="expired")
-        await repo_jobs.record(job.conn, job.row, "expire",
-                               [(ids, None, sum(tokens[i] for i in ids))])
-    report = job.report(Step.expire, examined=len(past) + len(working), forgotten=len(ids),
-                        tokens_saved=sum(tokens[i] for i in ids))
+        await repo.forget(
+            job.conn,
+            job.tenant,
+            ids=ids,
+            agent_id=None,
+            user_id=None,
+            conversation_id=None,
+            at=job.clock,
+            by=f"consolidation:{job.row.job_id}",
+            reason="expired",
+        )
+        await repo_jobs.record(
+            job.conn, job.row.key, "expire", [Consolidation(ids, None, sum(tokens[i] for i in ids))]
+        )
+    report = job.report(
+        Step.expire,
+        examined=len(past) + len(working),
+        forgotten=len(ids),
+        tokens_saved=sum(tokens[i] for i in ids),
+    )
     return report, ([] if job.dry_run else ids)
 
 
-async def decay(job: Job) -> StepReport:
+async def decay(job: JobContext) -> StepReport:
     if job.dry_run:
-        n = await repo_jobs.count_decay(job.conn, job.tenant, job.agent, job.clock)
+        n = await repo_steps.count_decay(job.conn, job.tenant, job.agent, job.clock)
     else:
-        n = await repo_jobs.decay(job.conn, job.tenant, job.agent, job.clock)
+        n = await repo_steps.decay(job.conn, job.tenant, job.agent, job.clock)
     return job.report(Step.decay, examined=n, changed=n)

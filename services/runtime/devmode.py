@@ -20,8 +20,8 @@ from rich.table import Table
 from services.runtime.demo import demo_conversation
 from services.runtime.embedded import DevStack
 from services.runtime.migrate import migrate
-from services.runtime.registry import create_worker
-from services.runtime.service import Worker
+from services.runtime.service import Worker, create_worker
+from services.runtime.spec import Catalog, ServiceSpec
 from services.runtime.status import collect, render
 from services.runtime.supervise import EXIT_CANNOT_WORK
 
@@ -51,27 +51,24 @@ async def publish_demo(nats_url: str, tenant: str = "demo") -> int:
         await nc.close()
 
 
-async def latest_messages(database_url: str, limit: int = 8) -> Table:
-    table = Table(title="latest messages (ingest)", title_justify="left")
-    for column in ("tenant", "conversation", "role", "v", "content", "state"):
-        table.add_column(
-            column, overflow="ellipsis", no_wrap=True, max_width=60 if column == "content" else 24
-        )
+async def dev_views(database_url: str, specs: Sequence[ServiceSpec], limit: int = 8) -> list[Table]:
+    """What each service shows of its data (its spec's ``dev_view``), newest first."""
+    tables: list[Table] = []
     conn = await asyncpg.connect(database_url)
     try:
-        rows = await conn.fetch(
-            """SELECT m.tenant_id, coalesce(c.title, '(placeholder)') AS title, m.role, m.version,
-                      m.content, m.deleted_at IS NOT NULL AS deleted
-                 FROM ingest.messages m JOIN ingest.conversations c USING (conversation_id)
-                ORDER BY m.created_at DESC LIMIT $1""",
-            limit,
-        )
+        for spec in specs:
+            view = spec.dev_view
+            if view is None:
+                continue
+            table = Table(title=f"{view.title} ({spec.name})", title_justify="left")
+            for column in view.columns:
+                table.add_column(column, overflow="ellipsis", no_wrap=True, max_width=60)
+            for row in await conn.fetch(view.sql, limit):
+                table.add_row(*("" if v is None else str(v) for v in row))
+            tables.append(table)
     finally:
         await conn.close()
-    for r in rows:
-        state = "deleted" if r["deleted"] else ("edited" if r["version"] > 1 else "")
-        table.add_row(r["tenant_id"], r["title"], r["role"], str(r["version"]), r["content"], state)
-    return table
+    return tables
 
 
 def worker_table(workers: Sequence[tuple[str, Worker]]) -> Table:
@@ -110,6 +107,7 @@ async def run_dev(
     data_dir: Path,
     nats_url: str | None,
     database_url: str | None,
+    catalog: Catalog,
     services: Sequence[str],
     demo: bool,
     refresh_s: float = 1.0,
@@ -132,6 +130,7 @@ async def run_dev(
     try:
         await migrate(
             database_url,
+            catalog.schemas(),
             progress=lambda svc, name, state: console.print(
                 f"  migrate {svc}: {name} [{'green' if state == 'applied' else 'dim'}]{state}[/]"
             ),
@@ -139,7 +138,9 @@ async def run_dev(
         async with AsyncExitStack() as workers_stack:
             workers: list[tuple[str, Worker]] = []
             for service in services:
-                app, worker = create_worker(service, nats_url=nats_url, database_url=database_url)
+                app, worker = create_worker(
+                    catalog.get(service), nats_url=nats_url, database_url=database_url
+                )
                 await workers_stack.enter_async_context(running(app))
                 workers.append((service, worker))
                 console.print(f"  [green]started[/] {service}")
@@ -148,7 +149,15 @@ async def run_dev(
                 console.print(f"  published a demo conversation ({count} events)")
             console.print("[dim]Ctrl-C stops everything.[/]")
             if console.is_terminal:
-                await _live_view(stop, workers, nats_url, database_url, refresh_s)
+                specs = [catalog.get(name) for name in services]
+                await _live_view(
+                    stop,
+                    workers=workers,
+                    specs=specs,
+                    nats_url=nats_url,
+                    database_url=database_url,
+                    refresh_s=refresh_s,
+                )
             else:
                 await _log_view(stop, workers, refresh_s)
             console.print("stopping: draining workers...")
@@ -164,17 +173,19 @@ async def run_dev(
 
 async def _live_view(
     stop: asyncio.Event,
+    *,
     workers: Sequence[tuple[str, Worker]],
+    specs: Sequence[ServiceSpec],
     nats_url: str,
     database_url: str,
     refresh_s: float,
 ) -> None:
+    schemas = [spec.schema for spec in specs]
     with Live(console=console, refresh_per_second=4) as live:
         while not stop.is_set() and not _failure(workers):
-            status = await collect(nats_url, database_url, exact=True)
-            live.update(
-                Group(worker_table(workers), *render(status), await latest_messages(database_url))
-            )
+            status = await collect(nats_url, database_url, schemas, exact=True)
+            views = await dev_views(database_url, specs)
+            live.update(Group(worker_table(workers), *render(status), *views))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), refresh_s)
 

@@ -19,7 +19,8 @@ from faststream.nats import JStream, NatsBroker, PullSub
 if TYPE_CHECKING:
     from faststream import FastStream
 
-    from services.runtime.service import Consumes
+    from contracts.envelope import Envelope
+    from services.runtime.spec import Consumes
 
 SCHEMA_REF = "#/components/schemas/"
 EVENT_HEADERS: dict[str, Any] = {
@@ -98,8 +99,19 @@ def document_replies(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def describe_consumers(service: str, consumes: Sequence[Consumes]) -> NatsBroker:
+def describe_consumers(
+    service: str, consumes: Sequence[Consumes], publishes: Sequence[type[Envelope]] = ()
+) -> NatsBroker:
+    """A never-connected broker declaring what the service consumes and publishes."""
     broker = NatsBroker(name=f"engram-{service}")
+    for event in publishes:
+        subject = event.model_fields["type"].default
+        broker.publisher(
+            subject,
+            title=subject,
+            schema=event,
+            description=(event.__doc__ or "").strip() or None,
+        )
     for item in consumes:
         stream = JStream(item.stream.name, subjects=list(item.stream.subjects), declare=False)
         for contract in item.contracts:

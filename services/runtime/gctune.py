@@ -31,6 +31,4 @@ def tune_gc(*, freeze: bool, young_threshold: int) -> None:
         gc.unfreeze()
         gc.collect()
         gc.freeze()
-    log.debug(
-        "gc thresholds %s, %d objects frozen", gc.get_threshold(), gc.get_freeze_count()
-    )
+    log.debug("gc thresholds %s, %d objects frozen", gc.get_threshold(), gc.get_freeze_count())

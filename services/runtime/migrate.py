@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,19 +32,6 @@ class ServiceSchema:
     @property
     def role(self) -> str:
         return f"engram_{self.service}"
-
-
-SCHEMAS: dict[str, ServiceSchema] = {
-    s.service: s
-    for s in (
-        ServiceSchema("ingest", "ingest"),
-        ServiceSchema("embedder", "embedder"),
-        ServiceSchema("memory", "memory"),
-        ServiceSchema("checkpointer", "checkpoint"),
-        # Append-only: the audit role may only add and read rows.
-        ServiceSchema("audit", "audit", privileges="SELECT, INSERT"),
-    )
-}
 
 
 class MigrationError(RuntimeError):
@@ -76,13 +63,12 @@ Progress = Callable[[str, str, str], None]  # (service, migration name, "applied
 
 async def migrate(
     dsn: str,
-    services: list[str] | None = None,
+    targets: Sequence[ServiceSchema],
     *,
     root: Path = SQL_ROOT,
     progress: Progress | None = None,
 ) -> list[str]:
-    """Apply what is missing; returns the names applied now."""
-    targets = [_target(name) for name in (services or list(SCHEMAS))]
+    """Apply what is missing in each target's schema; returns the names applied now."""
     conn = await asyncpg.connect(dsn)
     applied_now: list[str] = []
     try:
@@ -95,13 +81,6 @@ async def migrate(
     finally:
         await conn.close()
     return applied_now
-
-
-def _target(name: str) -> ServiceSchema:
-    try:
-        return SCHEMAS[name]
-    except KeyError:
-        raise MigrationError(f"unknown service {name!r}; known: {', '.join(SCHEMAS)}") from None
 
 
 async def _migrate_one(
@@ -151,4 +130,10 @@ async def _migrate_one(
         GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role};
         GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {schema} TO {role};
     """)
+    if await conn.fetchval("SELECT to_regclass($1)", f"{schema}.event_outbox"):
+        # The runtime's outbox drain deletes what it published, whatever the service's
+        # own privileges.
+        await conn.execute(
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.event_outbox TO {role}"
+        )
     return applied

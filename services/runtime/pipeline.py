@@ -183,10 +183,6 @@ class BatchProcessor(Generic[E]):
                 await self._retry(item.msg, reason)
         self.stats.duplicates += duplicates
         self.stats.applied += len(items) - duplicates - len(retry)
-        for item in items:
-            self.stats.by_subject[item.msg.subject] = (
-                self.stats.by_subject.get(item.msg.subject, 0) + 1
-            )
 
     async def _transaction(self, items: Sequence[Item[E]]) -> tuple[Mapping[UUID, str], int]:
         unique: dict[UUID, E] = {}

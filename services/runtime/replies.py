@@ -1,16 +1,17 @@
 """Request/reply queries, answered the same way by every service.
 
-``serve_query`` subscribes a query: it validates the request against its contract, runs
-the service's handler and sends back the reply as JSON, **always** either the query's
-result (``status: "ok"``) or ``contracts.errors.QueryError`` (``status: "error"``). The
-mapping from a failure to an error code lives here only (``query_failure``):
+``router.py`` subscribes a service's queries: it validates the request against its
+contract, runs the service's handler and sends back the reply as JSON, **always** either
+the query's result (``status: "ok"``) or ``contracts.errors.QueryError``
+(``status: "error"``). The mapping from a failure to an error code lives here only
+(``query_failure``):
 
 - the request breaks its contract (``ValidationError``) -> ``invalid``, with each broken
   field in ``detail.errors``;
 - ``QueryFailed`` raised by a handler -> its own code (``not_found``, ``pruned``,
   ``too_large`` …), message, hint and detail;
-- the database or the network is unreachable (a transient error, or one of the handler's
-  ``unavailable`` exceptions) -> ``unavailable``;
+- the database or the network is unreachable (a transient error, a component not started
+  yet, or one of the route's ``unavailable`` exceptions) -> ``unavailable``;
 - anything else -> ``internal`` (logged with its traceback).
 
 A reply is one NATS message, and the server refuses one over its ``max_payload``
@@ -24,14 +25,13 @@ becomes ``too_large`` with the query's hint of what to ask instead.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from faststream import ExceptionMiddleware
-from faststream.nats import NatsBroker, NatsRouter
+from faststream.nats import NatsBroker
 from pydantic import BaseModel, ValidationError
 
 from contracts.errors import ErrorCode, QueryError
+from services.runtime.component import NotStarted
 from services.runtime.errors import describe, is_transient
 
 log = logging.getLogger("engram.queries")
@@ -43,7 +43,6 @@ DEFAULT_MAX_PAYLOAD = 1024 * 1024
 # Room kept when items are packed: the reply's counters grow by a few digits.
 PACK_SLACK = 256
 M = TypeVar("M", bound=BaseModel)
-Handler = Callable[[Any, int], Awaitable[BaseModel]]
 
 
 class QueryFailed(Exception):
@@ -88,7 +87,7 @@ def query_failure(
             message=f"bad request: {validation_message(exc)}",
             detail={"errors": _errors(exc)},
         )
-    if is_transient(exc) or isinstance(exc, unavailable):
+    if is_transient(exc) or isinstance(exc, (NotStarted, *unavailable)):
         log.warning("%s unavailable: %s", subject, describe(exc))
         return QueryError(code=ErrorCode.unavailable, message=describe(exc))
     log.error("%s failed", subject, exc_info=exc)
@@ -146,58 +145,3 @@ def fit_items(reply: M, field: str, limit: int) -> tuple[M, int]:
             break
         kept += 1
     return reply.model_copy(update={field: items[:kept]}), len(items) - kept
-
-
-async def answer(
-    subject: str,
-    request: BaseModel,
-    handle: Handler,
-    limit: int,
-    *,
-    hint: str,
-    unavailable: tuple[type[BaseException], ...] = (),
-) -> bytes:
-    """Run ``handle(request, limit)`` and encode what it answered, or its failure."""
-    try:
-        reply = await handle(request, limit)
-    except Exception as exc:
-        reply = query_failure(exc, subject, unavailable)
-    return fit(reply, limit, subject, hint)
-
-
-def serve_query(
-    broker: NatsBroker,
-    subject: str,
-    request_model: type[BaseModel],
-    handle: Handler,
-    *,
-    queue: str,
-    description: str,
-    hint: str,
-    unavailable: tuple[type[BaseException], ...] = (),
-    max_workers: int = 1,
-) -> None:
-    """Subscribe ``subject`` (queue group ``queue``) answered by ``handle(request, limit)``,
-    which returns the result model or raises; ``limit`` is the reply's byte budget.
-
-    The request is the handler's typed parameter, so FastStream validates it and the
-    AsyncAPI document shows its schema; a request that breaks it is answered ``invalid``
-    by the router's exception middleware instead of reaching the handler.
-    """
-
-    def failed(exc: Exception) -> bytes:
-        limit = reply_limit(broker)
-        return fit(query_failure(exc, subject), limit, subject, hint)
-
-    router = NatsRouter(middlewares=[ExceptionMiddleware(publish_handlers={Exception: failed})])
-
-    async def handler(request: Any) -> bytes:
-        limit = reply_limit(broker)
-        return await answer(subject, request, handle, limit, hint=hint, unavailable=unavailable)
-
-    handler.__annotations__["request"] = request_model
-    handler.__annotations__["return"] = bytes
-    router.subscriber(
-        subject, queue=queue, title=subject, description=description, max_workers=max_workers
-    )(handler)
-    broker.include_router(router)

@@ -1,50 +1,43 @@
-"""Builds a worker's FastStream app from what it consumes; the same for every service.
+"""Builds a worker's FastStream app from its service's spec; the same for every service.
 
-The pool is made in the lifespan and injected through FastStream's context (``pool``);
-consumers start after the broker connects and drain before it closes.
+The pool is made in the lifespan and injected through FastStream's context (``pool``).
+Once the broker is connected: the streams are ensured, the components start (in their
+order; the outbox drain first when the service publishes), then the consumers. At
+shutdown the consumers drain first, then the components stop in reverse order, so the
+drain publishes what the last batches committed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from faststream import ContextRepo, FastStream
 from faststream.nats import NatsBroker
 from faststream.specification import AsyncAPI
 
-from contracts.envelope import Envelope
 from services.runtime.bus import ConsumerSpec, Stream, ensure_streams
-from services.runtime.consumer import PullConsumer, WaitsFor
+from services.runtime.component import Component, Health, WorkerContext
+from services.runtime.consumer import PullConsumer
 from services.runtime.db import create_pool
 from services.runtime.dlq import DeadLetters
 from services.runtime.docs import describe_consumers
+from services.runtime.errors import describe
 from services.runtime.gctune import tune_gc
 from services.runtime.inbox import Inbox
-from services.runtime.migrate import SCHEMAS
-from services.runtime.pipeline import ApplyBatch, BatchProcessor, Decoder, RetryPolicy
+from services.runtime.outbox import Outbox, OutboxDrain
+from services.runtime.pipeline import BatchProcessor, RetryPolicy
+from services.runtime.router import QueryStats, serve_routes
 from services.runtime.settings import WorkerSettings
+from services.runtime.spec import Assembly, ServiceSpec
 from services.runtime.supervise import Supervisor
 from services.runtime.telemetry import Stats
 
 log = logging.getLogger("engram.service")
-
-
-@dataclass(frozen=True)
-class Consumes:
-    """One durable consumer of a service: which stream and subjects, how to read, what to do."""
-
-    stream: Stream
-    subjects: tuple[str, ...]
-    decode: Decoder[Any]
-    apply: ApplyBatch[Any]
-    contracts: Sequence[type[Envelope]] = field(default=())  # for the AsyncAPI document
-    # With commits_in_flight > 1: whether a batch must wait for an earlier one still
-    # committing, (earlier events, later events) -> bool.
-    waits_for: WaitsFor[Any] | None = None
+C = TypeVar("C", bound=Component)
 
 
 @dataclass
@@ -52,9 +45,12 @@ class Worker:
     """What a running worker holds; tests and `engram dev` read its stats."""
 
     settings: WorkerSettings
-    consumes: Sequence[Consumes]
+    assembly: Assembly
+    outbox: Outbox
     consumers: list[PullConsumer] = field(default_factory=list)
+    components: list[Component] = field(default_factory=list)  # started, in start order
     stats: Stats = field(default_factory=Stats)
+    queries: QueryStats = field(default_factory=QueryStats)
     supervisor: Supervisor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -63,6 +59,16 @@ class Worker:
         self.supervisor = Supervisor(
             f"engram {self.settings.service}", grace_s=self.settings.drain_timeout_s + 5.0
         )
+
+    def component(self, kind: type[C]) -> C:
+        """The running component of that class (tests and tools read them)."""
+        for component in self.components:
+            if isinstance(component, kind):
+                return component
+        raise LookupError(f"no running {kind.__name__} in {self.settings.service}")
+
+    def health(self) -> list[Health]:
+        return [component.health() for component in self.components]
 
     def spec_for(self, stream: Stream, subjects: tuple[str, ...]) -> ConsumerSpec:
         s = self.settings
@@ -76,11 +82,13 @@ class Worker:
         )
 
 
-def build_worker_app(
-    settings: WorkerSettings, consumes: Sequence[Consumes], *, description: str
-) -> tuple[FastStream, Worker]:
-    service = settings.service
-    worker = Worker(settings, consumes)
+def build_worker_app(spec: ServiceSpec, settings: WorkerSettings) -> tuple[FastStream, Worker]:
+    service = spec.name
+    assembly = spec.assembly(settings)
+    worker = Worker(settings, assembly, Outbox(spec.schema))
+    components: list[Component] = list(assembly.components)
+    if assembly.publishes:
+        components.insert(0, OutboxDrain(worker.outbox, poll_s=settings.outbox_poll_s))
     broker = NatsBroker(
         settings.nats_url,
         name=f"engram-{service}",
@@ -110,12 +118,13 @@ def build_worker_app(
         broker,
         lifespan=lifespan,
         specification=AsyncAPI(
-            describe_consumers(service, consumes),
+            describe_consumers(service, assembly.consumes, assembly.publishes),
             title=f"engram {service}",
             version="1.0.0",
-            description=description,
+            description=spec.description,
         ),
     )
+    serve_routes(broker, assembly.queries, queue=settings.queue_group, stats=worker.queries)
 
     worker.supervisor.stops(app.exit)
 
@@ -126,7 +135,11 @@ def build_worker_app(
         js = nc.jetstream()
         await ensure_streams(js)
         pool = context.get("pool")
-        inbox = Inbox(SCHEMAS[service].schema)
+        ctx = WorkerContext(settings, pool, nc, worker.outbox, worker.supervisor)
+        for component in components:
+            await component.start(ctx)
+            worker.components.append(component)
+        inbox = Inbox(spec.schema)
         policy = RetryPolicy(
             settings.max_deliver,
             settings.retry_base_s,
@@ -135,7 +148,7 @@ def build_worker_app(
         )
         dead_letters = DeadLetters(js, service)
         await dead_letters.body_store()  # at start, so a missing permission shows at once
-        for item in consumes:
+        for item in assembly.consumes:
             processor: BatchProcessor[Any] = BatchProcessor(
                 pool=pool,
                 inbox=inbox,
@@ -173,5 +186,16 @@ def build_worker_app(
         for consumer in worker.consumers:
             await consumer.stop()
         worker.consumers.clear()
+        for component in reversed(worker.components):
+            try:
+                await component.stop()
+            except Exception as exc:  # the others still stop
+                log.error("%s: stopping %s failed: %s", service, component.name, describe(exc))
+        worker.components.clear()
 
     return app, worker
+
+
+def create_worker(spec: ServiceSpec, **overrides: Any) -> tuple[FastStream, Worker]:
+    """The service's app and worker state; ``overrides`` win over the environment."""
+    return build_worker_app(spec, spec.settings(**overrides))

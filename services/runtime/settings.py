@@ -83,6 +83,17 @@ class WorkerSettings(BaseSettings):
         "ends the worker's process (exit code 75) so that its supervisor restarts it; -1 "
         "reconnects forever.",
     )
+    query_queue: str = Field(
+        default="",
+        description="Queue group of the worker's queries (replicas share them); empty: "
+        "the service's name.",
+    )
+    outbox_poll_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often the outbox drain looks for unpublished events when no "
+        "NOTIFY woke it (a missed notification only delays them).",
+    )
     # The collector is per process; in `engram dev` (several workers in one process) the
     # worker started last sets it. See services/runtime/gctune.py for why.
     gc_freeze: bool = Field(
@@ -107,6 +118,10 @@ class WorkerSettings(BaseSettings):
                 "commits_in_flight must be 1"
             )
         return self
+
+    @property
+    def queue_group(self) -> str:
+        return self.query_queue or self.service
 
     def role(self) -> str | None:
         if self.db_role is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -10,7 +11,6 @@ from nats.js.errors import NotFoundError
 from rich.table import Table
 
 from services.runtime.bus import DLQ, STREAMS
-from services.runtime.migrate import SCHEMAS
 
 
 @dataclass
@@ -22,7 +22,9 @@ class Status:
     rows: dict[str, int] = field(default_factory=dict)  # schema.table -> rows
 
 
-async def collect(nats_url: str, database_url: str, *, exact: bool = False) -> Status:
+async def collect(
+    nats_url: str, database_url: str, schemas: Sequence[str], *, exact: bool = False
+) -> Status:
     status = Status()
     nc = await nats.connect(nats_url, connect_timeout=3, max_reconnect_attempts=0)
     try:
@@ -57,7 +59,7 @@ async def collect(nats_url: str, database_url: str, *, exact: bool = False) -> S
             "SELECT schemaname, relname, n_live_tup FROM pg_stat_user_tables "
             "WHERE schemaname = ANY($1) AND relname <> 'schema_migrations' "
             "ORDER BY schemaname, relname",
-            [s.schema for s in SCHEMAS.values()],
+            list(schemas),
         )
         for t in tables:
             name = f"{t['schemaname']}.{t['relname']}"

@@ -1,9 +1,9 @@
-"""Counters a worker keeps about its own work, logged periodically and read by `engram dev`."""
+"""Counters a worker keeps about its own work, read by `engram dev` (and, later, metrics)."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 log = logging.getLogger("engram")
 
@@ -17,15 +17,11 @@ class Stats:
     batches: int = 0
     last_batch: int = 0
     last_batch_ms: float = 0.0
-    by_subject: dict[str, int] = field(default_factory=dict)
 
     def batch_done(self, size: int, elapsed_s: float) -> None:
         self.batches += 1
         self.last_batch = size
         self.last_batch_ms = round(elapsed_s * 1000, 2)
-
-    def snapshot(self) -> dict[str, object]:
-        return asdict(self)
 
 
 def configure_logging(level: str = "INFO") -> None:

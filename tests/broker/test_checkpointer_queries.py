@@ -1,5 +1,6 @@
 """query.state.* through FastStream's in-memory broker (no nats-server); the database is
-the real one the test session starts (the writer fills it directly)."""
+the real one the test session starts (the writer fills it directly). The in-memory broker
+runs no lifespan: each test starts the query pool component itself."""
 
 from __future__ import annotations
 
@@ -9,13 +10,19 @@ from typing import Any
 import asyncpg
 import pytest
 from faststream.nats import TestNatsBroker
+from nats.aio.client import Client as NatsClient
 
 from contracts.state_queries import STATE_DIFF_REPLY, STATE_GET_REPLY, STATE_HISTORY_REPLY
 from services.checkpointer import repo_read
 from services.checkpointer.app import create_app
+from services.checkpointer.components import QueryPool
 from services.checkpointer.settings import CheckpointerSettings
 from services.checkpointer.writer import Delivered, StateWriter
+from services.runtime.component import WorkerContext
 from services.runtime.db import create_pool
+from services.runtime.outbox import Outbox
+from services.runtime.service import Worker
+from services.runtime.supervise import Supervisor
 from tests.conftest import Env
 from tests.connected.checkpointer_fixtures import add, patch
 
@@ -23,7 +30,7 @@ from tests.connected.checkpointer_fixtures import add, patch
 @pytest.fixture
 async def pool(env: Env) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(env.database_url, role="engram_checkpointer")
-    writer = StateWriter(CheckpointerSettings())
+    writer = StateWriter(CheckpointerSettings(), Outbox("checkpoint"))
     events = [patch([add("/local/n", i)]) for i in range(1, 4)]
     events.append(patch([add("/local/n", 99)], tenant="globex"))
     async with pool.acquire() as conn, conn.transaction():
@@ -32,13 +39,39 @@ async def pool(env: Env) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
+def query_pool(worker: Worker) -> QueryPool:
+    found = [c for c in worker.assembly.components if isinstance(c, QueryPool)]
+    assert len(found) == 1
+    return found[0]
+
+
+async def start_query_pool(worker: Worker, pool: asyncpg.Pool) -> QueryPool:
+    """What the worker does once connected (only the settings are read by this part)."""
+    reads = query_pool(worker)
+    ctx = WorkerContext(
+        worker.settings, pool, NatsClient(), Outbox("checkpoint"), Supervisor("tests", grace_s=1)
+    )
+    await reads.start(ctx)
+    return reads
+
+
 @pytest.fixture
-async def broker(env: Env, pool: asyncpg.Pool) -> AsyncIterator[Any]:
-    app, _ = create_app(CheckpointerSettings(nats_url=env.nats_url,
-                                             database_url=env.database_url))
-    app.context.set_global("query_pool", pool)  # what the worker does after startup
+async def app_worker(env: Env, pool: asyncpg.Pool) -> AsyncIterator[tuple[Any, Worker]]:
+    app, worker = create_app(
+        CheckpointerSettings(nats_url=env.nats_url, database_url=env.database_url, query_pool_max=1)
+    )
     async with TestNatsBroker(app.broker) as br:  # type: ignore[type-var]
+        yield br, worker
+
+
+@pytest.fixture
+async def broker(app_worker: tuple[Any, Worker], pool: asyncpg.Pool) -> AsyncIterator[Any]:
+    br, worker = app_worker
+    reads = await start_query_pool(worker, pool)
+    try:
         yield br
+    finally:
+        await reads.stop()
 
 
 async def ask(broker: Any, subject: str, **body: Any) -> dict[str, Any]:
@@ -58,10 +91,12 @@ async def test_get_current_and_past_versions(broker: Any) -> None:
 
 async def test_every_query_is_scoped_by_tenant(broker: Any) -> None:
     other = STATE_GET_REPLY.validate_python(
-        await ask(broker, "query.state.get", tenant_id="globex"))
+        await ask(broker, "query.state.get", tenant_id="globex")
+    )
     assert other.state is not None and other.state.local == {"n": 99}
     none = STATE_HISTORY_REPLY.validate_python(
-        await ask(broker, "query.state.history", tenant_id="initech"))
+        await ask(broker, "query.state.history", tenant_id="initech")
+    )
     assert none.code == "not_found"
 
 
@@ -70,10 +105,12 @@ async def test_bad_requests_get_an_invalid_reply(broker: Any) -> None:
     assert missing.code == "invalid"
     assert "tenant_id" in missing.message
     both = STATE_GET_REPLY.validate_python(
-        await ask(broker, "query.state.get", at_version=1, at_time="2026-01-01T00:00:00Z"))
+        await ask(broker, "query.state.get", at_version=1, at_time="2026-01-01T00:00:00Z")
+    )
     assert both.status == "error" and "at most one" in both.message
     naive = STATE_GET_REPLY.validate_python(
-        await ask(broker, "query.state.get", at_time="2026-01-01T00:00:00"))
+        await ask(broker, "query.state.get", at_time="2026-01-01T00:00:00")
+    )
     assert naive.code == "invalid"
 
 
@@ -82,32 +119,52 @@ async def test_history_and_diff(broker: Any) -> None:
     assert [t.version for t in page.items] == [3, 2] and page.next_before_version == 2
     assert page.items[0].patch == [{"op": "add", "path": "/local/n", "value": 3}]
     diff = STATE_DIFF_REPLY.validate_python(
-        await ask(broker, "query.state.diff", from_version=0, to_version=3))
+        await ask(broker, "query.state.diff", from_version=0, to_version=3)
+    )
     assert diff.patch == [{"op": "add", "path": "/local/n", "value": 3}]
     bad = STATE_DIFF_REPLY.validate_python(
-        await ask(broker, "query.state.diff", from_version=0, to_version=7))
+        await ask(broker, "query.state.diff", from_version=0, to_version=7)
+    )
     assert bad.code == "not_found"
 
 
 async def test_each_query_sets_its_own_tenant_on_the_query_pool(
-    broker: Any, env: Env
+    app_worker: tuple[Any, Worker], pool: asyncpg.Pool
 ) -> None:
-    from services.checkpointer.queries import create_query_pool
-
-    queries = await create_query_pool(env.database_url, "engram_checkpointer", 1)
+    broker, worker = app_worker
+    reads = await start_query_pool(worker, pool)  # one connection (query_pool_max=1)
     try:
-        broker.context.set_global("query_pool", queries)
-        one = STATE_GET_REPLY.validate_python(await ask(broker, "query.state.get",
-                                                     tenant_id="globex"))
+        one = STATE_GET_REPLY.validate_python(
+            await ask(broker, "query.state.get", tenant_id="globex")
+        )
         two = STATE_GET_REPLY.validate_python(await ask(broker, "query.state.get"))
         assert one.state is not None and one.state.local == {"n": 99}
         assert two.state is not None and two.state.local == {"n": 3}  # same connection
-        async with queries.acquire() as conn:
+        async with reads.pool.acquire() as conn:
             assert not conn.is_in_transaction()
             assert await conn.fetchval("SELECT current_setting('engram.tenant_id')") == "acme"
             assert await conn.fetchval("SELECT count(*) FROM checkpoint.agent_states") == 1
     finally:
-        await queries.close()
+        await reads.stop()
+
+
+async def test_queries_before_the_query_pool_opened_or_after_it_closed_are_unavailable(
+    app_worker: tuple[Any, Worker], pool: asyncpg.Pool
+) -> None:
+    broker, worker = app_worker
+    for subject, extra in (
+        ("query.state.get", {}),
+        ("query.state.history", {}),
+        ("query.state.diff", {"from_version": 0, "to_version": 1}),
+    ):
+        early = await ask(broker, subject, **extra)
+        assert (early["status"], early["code"]) == ("error", "unavailable"), early
+    reads = await start_query_pool(worker, pool)
+    assert STATE_GET_REPLY.validate_python(await ask(broker, "query.state.get")).status == "ok"
+    await reads.stop()
+    late = STATE_GET_REPLY.validate_python(await ask(broker, "query.state.get"))
+    assert late.code == "unavailable" and "not running" in late.message
+    assert not reads.health().ok
 
 
 async def test_a_read_scopes_its_connection_before_it_reads(pool: asyncpg.Pool) -> None:
@@ -121,5 +178,4 @@ async def test_a_read_scopes_its_connection_before_it_reads(pool: asyncpg.Pool) 
         assert row["direction"] == "forward" and row["patches"] is not None
         assert await conn.fetchval("SELECT current_setting('engram.tenant_id')") == "acme"
         assert await conn.fetchval("SELECT count(*) FROM checkpoint.agent_states") == 1
-        assert await repo_read.read_version(conn, ("globex", "u-1", "nobody"), None,
-                                            None) is None
+        assert await repo_read.read_version(conn, ("globex", "u-1", "nobody"), None, None) is None

@@ -18,10 +18,11 @@ from contracts.embedding import (
     EmbedReply,
 )
 from contracts.errors import QueryError
-from services.embedder.engine import Engine
+from services.embedder.active_model import ActiveModel
 from services.embedder.model import LoadedModel, load, resolve
-from services.embedder.queries import register_queries
+from services.embedder.queries import query_routes
 from services.embedder.settings import DEFAULT_MODEL, EmbedderSettings
+from services.runtime.router import QueryStats, serve_routes
 
 
 @pytest.fixture(scope="session")
@@ -32,12 +33,12 @@ def model() -> LoadedModel:
 @pytest.fixture
 async def broker(model: LoadedModel) -> AsyncIterator[NatsBroker]:
     broker = NatsBroker()
-    engine = Engine(EmbedderSettings())
-    engine.use_model(model)
-    register_queries(broker, engine)
+    active = ActiveModel(EmbedderSettings())
+    active.use_model(model)  # a model, but no database: searches are unavailable
+    serve_routes(broker, query_routes(active), queue="embedder", stats=QueryStats())
     async with TestNatsBroker(broker) as test_broker:
         yield test_broker
-    engine.encoder.close()
+    active.encoder.close()
 
 
 async def request(broker: NatsBroker, subject: str, body: bytes) -> bytes:

@@ -32,18 +32,27 @@ from services.runtime.service import Worker
 from tests.conftest import Env
 from tests.helpers import eventually
 
-FAST = {"retry_base_s": 0.05, "retry_max_s": 0.2, "max_deliver": 20, "fetch_wait_s": 0.5,
-        "drain_timeout_s": 5.0, "outbox_poll_s": 0.5}
+FAST = {
+    "retry_base_s": 0.05,
+    "retry_max_s": 0.2,
+    "max_deliver": 20,
+    "fetch_wait_s": 0.5,
+    "drain_timeout_s": 5.0,
+    "outbox_poll_s": 0.5,
+}
 TENANT, USER, AGENT = "acme", "u-1", "bot"
 R = TypeVar("R", bound=BaseModel)
-REPLIES: dict[str, Any] = {"query.state.get": STATE_GET_REPLY,
-                           "query.state.history": STATE_HISTORY_REPLY,
-                           "query.state.diff": STATE_DIFF_REPLY}
+REPLIES: dict[str, Any] = {
+    "query.state.get": STATE_GET_REPLY,
+    "query.state.history": STATE_HISTORY_REPLY,
+    "query.state.diff": STATE_DIFF_REPLY,
+}
 
 
 def settings_for(env: Env, **overrides: Any) -> CheckpointerSettings:
-    return CheckpointerSettings(**{"nats_url": env.nats_url, "database_url": env.database_url,
-                                   **FAST, **overrides})
+    return CheckpointerSettings(
+        **{"nats_url": env.nats_url, "database_url": env.database_url, **FAST, **overrides}
+    )
 
 
 @pytest.fixture(name="run_checkpointer")
@@ -67,28 +76,57 @@ async def checkpointer_fixture(
         yield worker
 
 
-def patch(ops: list[dict[str, Any]] | None = None, *, merge: dict[str, Any] | None = None,
-          expected: int | None = None, user: str = USER, agent: str = AGENT,
-          tenant: str = TENANT, **envelope: Any) -> StatePatch:
+def patch(
+    ops: list[dict[str, Any]] | None = None,
+    *,
+    merge: dict[str, Any] | None = None,
+    expected: int | None = None,
+    user: str = USER,
+    agent: str = AGENT,
+    tenant: str = TENANT,
+    **envelope: Any,
+) -> StatePatch:
     envelope.setdefault("event_id", uuid4())
     envelope.setdefault("occurred_at", datetime.now(UTC))
-    return StatePatch(tenant_id=tenant, producer="tests", **envelope,
-                      payload=StatePatchPayload(user_id=user, agent_id=agent, patch=ops,
-                                                merge_patch=merge, expected_version=expected))
+    return StatePatch(
+        tenant_id=tenant,
+        producer="tests",
+        **envelope,
+        payload=StatePatchPayload(
+            user_id=user, agent_id=agent, patch=ops, merge_patch=merge, expected_version=expected
+        ),
+    )
 
 
-def checkpoint(checkpoint_id: UUID, *, user: str = USER, agent: str = AGENT,
-               tenant: str = TENANT, **payload: Any) -> StateCheckpoint:
-    return StateCheckpoint(event_id=uuid4(), occurred_at=datetime.now(UTC),
-                           tenant_id=tenant, producer="tests", payload=StateCheckpointPayload(
-        user_id=user, agent_id=agent, checkpoint_id=checkpoint_id, **payload))
+def checkpoint(
+    checkpoint_id: UUID,
+    *,
+    user: str = USER,
+    agent: str = AGENT,
+    tenant: str = TENANT,
+    **payload: Any,
+) -> StateCheckpoint:
+    return StateCheckpoint(
+        event_id=uuid4(),
+        occurred_at=datetime.now(UTC),
+        tenant_id=tenant,
+        producer="tests",
+        payload=StateCheckpointPayload(
+            user_id=user, agent_id=agent, checkpoint_id=checkpoint_id, **payload
+        ),
+    )
 
 
-def restore(*, user: str = USER, agent: str = AGENT, tenant: str = TENANT,
-            **payload: Any) -> StateRestore:
-    return StateRestore(event_id=uuid4(), occurred_at=datetime.now(UTC),
-                        tenant_id=tenant, producer="tests",
-                        payload=StateRestorePayload(user_id=user, agent_id=agent, **payload))
+def restore(
+    *, user: str = USER, agent: str = AGENT, tenant: str = TENANT, **payload: Any
+) -> StateRestore:
+    return StateRestore(
+        event_id=uuid4(),
+        occurred_at=datetime.now(UTC),
+        tenant_id=tenant,
+        producer="tests",
+        payload=StateRestorePayload(user_id=user, agent_id=agent, **payload),
+    )
 
 
 def add(path: str, value: Any) -> dict[str, Any]:
@@ -107,11 +145,16 @@ async def request(nc: NatsClient, subject: str, reply: type[R], **body: Any) -> 
     return REPLIES[subject].validate_json(msg.data)  # type: ignore[no-any-return]
 
 
-async def version_of(db: asyncpg.Connection, user: str = USER, agent: str = AGENT,
-                     tenant: str = TENANT) -> int:
+async def version_of(
+    db: asyncpg.Connection, user: str = USER, agent: str = AGENT, tenant: str = TENANT
+) -> int:
     version = await db.fetchval(
         """SELECT version FROM checkpoint.agent_states
-            WHERE tenant_id = $1 AND user_id = $2 AND agent_id = $3""", tenant, user, agent)
+            WHERE tenant_id = $1 AND user_id = $2 AND agent_id = $3""",
+        tenant,
+        user,
+        agent,
+    )
     return int(version or 0)
 
 

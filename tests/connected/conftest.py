@@ -14,13 +14,22 @@ from tests.conftest import Env
 
 pytestmark = pytest.mark.connected
 
-FAST_RETRIES = {"retry_base_s": 0.05, "retry_max_s": 0.2, "max_deliver": 4,
-                "fetch_wait_s": 0.5, "drain_timeout_s": 5.0}
+FAST_RETRIES = {
+    "retry_base_s": 0.05,
+    "retry_max_s": 0.2,
+    "max_deliver": 4,
+    "fetch_wait_s": 0.5,
+    "drain_timeout_s": 5.0,
+}
 
 
 def ingest_settings(env: Env, **overrides: Any) -> IngestSettings:
-    values = {"nats_url": env.nats_url, "database_url": env.database_url, **FAST_RETRIES,
-              **overrides}
+    values = {
+        "nats_url": env.nats_url,
+        "database_url": env.database_url,
+        **FAST_RETRIES,
+        **overrides,
+    }
     return IngestSettings(**values)
 
 
@@ -38,7 +47,8 @@ def run_ingest(env: Env) -> Callable[..., AbstractAsyncContextManager[Worker]]:
 
 
 @pytest.fixture
-async def ingest(run_ingest: Callable[..., AbstractAsyncContextManager[Worker]]
-                 ) -> AsyncIterator[Worker]:
+async def ingest(
+    run_ingest: Callable[..., AbstractAsyncContextManager[Worker]],
+) -> AsyncIterator[Worker]:
     async with run_ingest() as worker:
         yield worker

@@ -23,10 +23,11 @@ from contracts.embedding import (
     KnowledgeSearchReply,
 )
 from contracts.errors import QueryError
-from services.embedder.app import create_embedder
-from services.embedder.engine import Engine
+from services.embedder.active_model import ActiveModel
+from services.embedder.app import create_app, parts
 from services.embedder.handlers import ApplyStats
 from services.embedder.model import LoadedModel, load, resolve
+from services.embedder.pump import Pump
 from services.embedder.settings import DEFAULT_MODEL, EmbedderSettings
 from services.runtime.service import Worker
 from tests.conftest import Env
@@ -44,8 +45,18 @@ FAST = {
 class Running:
     app: FastStream
     worker: Worker
-    engine: Engine
-    stats: ApplyStats
+
+    @property
+    def active(self) -> ActiveModel:
+        return parts(self.worker).active
+
+    @property
+    def pump(self) -> Pump:
+        return parts(self.worker).pump
+
+    @property
+    def stats(self) -> ApplyStats:
+        return parts(self.worker).writer.stats
 
 
 def embedder_settings(env: Env, **overrides: Any) -> EmbedderSettings:
@@ -68,9 +79,9 @@ def run_embedder(
 
     @asynccontextmanager
     async def running(**overrides: Any) -> AsyncIterator[Running]:
-        app, worker, engine, stats = create_embedder(embedder_settings(env, **overrides))
+        app, worker = create_app(embedder_settings(env, **overrides))
         async with TestApp(app):
-            yield Running(app, worker, engine, stats)
+            yield Running(app, worker)
 
     return running
 

@@ -19,49 +19,65 @@ from nats.aio.client import Client as NatsClient
 from contracts.memory import MemoryWrite
 from contracts.memory_jobs import ConsolidatePayload, MemoryConsolidate, MemoryForget
 from contracts.memory_search import MEMORY_SEARCH_REPLY, MEMORY_SEARCH_SUBJECT, MemorySearchReply
-from services.memory.app import Parts, create_memory
+from services.memory.app import create_app
 from services.memory.settings import MemorySettings
 from services.runtime.service import Worker
 from tests.conftest import Env
 from tests.connected.embedder_fixtures import Running
 from tests.helpers import eventually
 
-FAST = {"retry_base_s": 0.05, "retry_max_s": 0.2, "max_deliver": 20, "fetch_wait_s": 0.5,
-        "drain_timeout_s": 5.0, "job_poll_s": 0.2, "access_flush_s": 0.1}
+FAST = {
+    "retry_base_s": 0.05,
+    "retry_max_s": 0.2,
+    "max_deliver": 20,
+    "fetch_wait_s": 0.5,
+    "drain_timeout_s": 5.0,
+    "job_poll_s": 0.2,
+    "access_flush_s": 0.1,
+}
 TENANT, AGENT = "acme", "travel-bot"
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
 
 def memory_settings(env: Env, **overrides: Any) -> MemorySettings:
-    return MemorySettings(**{"nats_url": env.nats_url, "database_url": env.database_url,
-                             **FAST, **overrides})
+    return MemorySettings(
+        **{"nats_url": env.nats_url, "database_url": env.database_url, **FAST, **overrides}
+    )
 
 
 @pytest.fixture
-def run_memory(env: Env) -> Callable[..., AbstractAsyncContextManager[tuple[Worker, Parts]]]:
-    """``async with run_memory(**settings) as (worker, parts)``: the real worker here."""
+def run_memory(env: Env) -> Callable[..., AbstractAsyncContextManager[Worker]]:
+    """``async with run_memory(**settings) as worker``: the real worker here; its parts
+    are ``worker.component(JobRunner)`` and the like."""
 
     @asynccontextmanager
-    async def running(**overrides: Any) -> AsyncIterator[tuple[Worker, Parts]]:
-        app, worker, parts = create_memory(memory_settings(env, **overrides))
+    async def running(**overrides: Any) -> AsyncIterator[Worker]:
+        app, worker = create_app(memory_settings(env, **overrides))
         async with TestApp(app):
-            yield worker, parts
+            yield worker
 
     return running
 
 
 @pytest.fixture
 async def memory(
-    embedder: Running,
-    run_memory: Callable[..., AbstractAsyncContextManager[tuple[Worker, Parts]]],
-) -> AsyncIterator[Parts]:
-    async with run_memory() as (_, parts):
-        yield parts
+    embedder: Running, run_memory: Callable[..., AbstractAsyncContextManager[Worker]]
+) -> AsyncIterator[Worker]:
+    async with run_memory() as worker:
+        yield worker
 
 
-def write(text: str, memory_type: str = "semantic", *, memory_id: UUID | None = None,
-          tenant: str = TENANT, agent: str = AGENT, at: datetime = T0,
-          content: dict[str, Any] | None = None, **payload: Any) -> MemoryWrite:
+def write(
+    text: str,
+    memory_type: str = "semantic",
+    *,
+    memory_id: UUID | None = None,
+    tenant: str = TENANT,
+    agent: str = AGENT,
+    at: datetime = T0,
+    content: dict[str, Any] | None = None,
+    **payload: Any,
+) -> MemoryWrite:
     if content is None:
         content = {
             "episodic": {"event": text, "temporal": {"occurred_at": at.isoformat()}},
@@ -70,25 +86,47 @@ def write(text: str, memory_type: str = "semantic", *, memory_id: UUID | None = 
             "working": {"items": [text], "capacity": 3},
         }[memory_type]
     payload.setdefault("importance", 0.5)
-    return MemoryWrite.model_validate({
-        "event_id": uuid4(), "tenant_id": tenant, "producer": "tests", "occurred_at": at,
-        "payload": {"memory_id": memory_id or uuid4(), "agent_id": agent, "text": text,
-                    "memory_type": memory_type, "content": content, **payload},
-    })
+    return MemoryWrite.model_validate(
+        {
+            "event_id": uuid4(),
+            "tenant_id": tenant,
+            "producer": "tests",
+            "occurred_at": at,
+            "payload": {
+                "memory_id": memory_id or uuid4(),
+                "agent_id": agent,
+                "text": text,
+                "memory_type": memory_type,
+                "content": content,
+                **payload,
+            },
+        }
+    )
 
 
 def forget(tenant: str = TENANT, at: datetime = T0, **payload: Any) -> MemoryForget:
     payload.setdefault("requested_by", "u-1")
     return MemoryForget.model_validate(
-        {"event_id": uuid4(), "tenant_id": tenant, "producer": "tests", "occurred_at": at,
-         "payload": payload})
+        {
+            "event_id": uuid4(),
+            "tenant_id": tenant,
+            "producer": "tests",
+            "occurred_at": at,
+            "payload": payload,
+        }
+    )
 
 
 def consolidate(at: datetime = T0, tenant: str = TENANT, **payload: Any) -> MemoryConsolidate:
     payload.setdefault("job_id", uuid4())
     payload.setdefault("agent_id", AGENT)
-    return MemoryConsolidate(event_id=uuid4(), tenant_id=tenant, producer="tests", occurred_at=at,
-                             payload=ConsolidatePayload(**payload))
+    return MemoryConsolidate(
+        event_id=uuid4(),
+        tenant_id=tenant,
+        producer="tests",
+        occurred_at=at,
+        payload=ConsolidatePayload(**payload),
+    )
 
 
 async def msearch(nc: NatsClient, text: str, **request: Any) -> MemorySearchReply:
@@ -103,18 +141,27 @@ async def with_vectors(db: asyncpg.Connection, n: int, within: float = 30.0) -> 
     """Wait until ``n`` memories have their vector."""
     await eventually(
         lambda: db.fetchval("SELECT count(*) FROM memory.memories WHERE embedding IS NOT NULL"),
-        lambda c: c >= n, timeout=within)
+        lambda c: c >= n,
+        timeout=within,
+    )
 
 
 async def job_done(db: asyncpg.Connection, job_id: UUID, within: float = 30.0) -> dict[str, Any]:
     row = await eventually(
-        lambda: db.fetchrow("SELECT * FROM memory.jobs WHERE job_id = $1 AND state = 'done'",
-                            job_id),
-        lambda r: r is not None, timeout=within)
+        lambda: db.fetchrow(
+            "SELECT * FROM memory.jobs WHERE job_id = $1 AND state = 'done'", job_id
+        ),
+        lambda r: r is not None,
+        timeout=within,
+    )
     return dict(row)
 
 
 async def active(db: asyncpg.Connection, agent: str = AGENT) -> list[asyncpg.Record]:
-    return list(await db.fetch(
-        """SELECT * FROM memory.memories WHERE agent_id = $1 AND status = 'active'
-            ORDER BY text""", agent))
+    return list(
+        await db.fetch(
+            """SELECT * FROM memory.memories WHERE agent_id = $1 AND status = 'active'
+            ORDER BY text""",
+            agent,
+        )
+    )

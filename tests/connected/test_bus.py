@@ -21,11 +21,18 @@ async def test_streams_are_declared_explicitly_and_idempotently(nc: NatsClient) 
 
 async def test_consumer_settings_change_in_place(nc: NatsClient) -> None:
     js = nc.jetstream()
-    spec = ConsumerSpec(CHAT, "svc", ("chat.message.*",), max_deliver=4, ack_wait_s=10,
-                        max_ack_pending=100)
+    spec = ConsumerSpec(
+        CHAT, "svc", ("chat.message.*",), max_deliver=4, ack_wait_s=10, max_ack_pending=100
+    )
     await ensure_consumer(js, spec)
-    changed = ConsumerSpec(CHAT, "svc", ("chat.message.*", "chat.file.*"), max_deliver=7,
-                           ack_wait_s=20, max_ack_pending=200)
+    changed = ConsumerSpec(
+        CHAT,
+        "svc",
+        ("chat.message.*", "chat.file.*"),
+        max_deliver=7,
+        ack_wait_s=20,
+        max_ack_pending=200,
+    )
     await ensure_consumer(js, changed)
     info = await js.consumer_info("CHAT", "svc")
     assert info.config.max_deliver == 7

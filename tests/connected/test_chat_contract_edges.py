@@ -75,9 +75,7 @@ async def test_a_stray_nul_is_stored_as_u_fffd_and_recorded(
         f.edit(mid, "edited\x00"),
     ]
     for event in events:
-        await js.publish(
-            event.type, event.model_dump_json().encode(), headers=event.headers()
-        )
+        await js.publish(event.type, event.model_dump_json().encode(), headers=event.headers())
     await eventually(lambda: _versions(db, mid), lambda v: len(v) == 2)
     title, conv_meta = await db.fetchrow(
         "SELECT title, metadata FROM ingest.conversations WHERE conversation_id = $1", cid

@@ -10,6 +10,7 @@ from contextlib import AbstractAsyncContextManager
 import asyncpg
 from nats.aio.client import Client as NatsClient
 
+from services.checkpointer.ordering import OrderingGate
 from services.runtime.service import Worker
 from tests.connected.checkpointer_fixtures import (  # noqa: F401
     add,
@@ -27,10 +28,13 @@ async def publish_interleaved(nc: NatsClient) -> None:
     acks = []
     for i in range(PER_AGENT):
         for agent in AGENTS:
-            event = patch([add("/local/log/-", i)] if i else
-                          [add("/local/log", []), add("/local/log/-", 0)], agent=agent)
-            acks.append(js.publish(event.type, event.model_dump_json().encode(),
-                                   headers=event.headers()))
+            event = patch(
+                [add("/local/log/-", i)] if i else [add("/local/log", []), add("/local/log/-", 0)],
+                agent=agent,
+            )
+            acks.append(
+                js.publish(event.type, event.model_dump_json().encode(), headers=event.headers())
+            )
     # Concurrent publishes from one connection keep their order on the wire and in the
     # stream; awaiting the acks together makes the backlog arrive as fast as possible.
     await asyncio.gather(*acks)
@@ -38,7 +42,8 @@ async def publish_interleaved(nc: NatsClient) -> None:
 
 async def test_two_replicas_apply_each_state_in_publish_order(
     run_checkpointer: Callable[..., AbstractAsyncContextManager[Worker]],
-    nc: NatsClient, db: asyncpg.Connection,
+    nc: NatsClient,
+    db: asyncpg.Connection,
 ) -> None:
     # Small batches so the two replicas interleave; default retry settings: a message held
     # back too often would end in the DLQ.
@@ -47,22 +52,25 @@ async def test_two_replicas_apply_each_state_in_publish_order(
         await publish_interleaved(nc)
         for agent in AGENTS:
             await wait_version(db, PER_AGENT, agent=agent)
+        gates = [w.component(OrderingGate) for w in (one, two)]
     for agent in AGENTS:
-        text = await db.fetchval("SELECT local_state::text FROM checkpoint.agent_states "
-                                 "WHERE agent_id = $1", agent)
+        text = await db.fetchval(
+            "SELECT local_state::text FROM checkpoint.agent_states WHERE agent_id = $1", agent
+        )
         assert json.loads(text)["log"] == list(range(PER_AGENT)), agent
         events = await db.fetch(
             """SELECT t.version, t.patch::text FROM checkpoint.transitions t
                  JOIN checkpoint.agent_states s USING (state_id)
-                WHERE s.agent_id = $1 ORDER BY t.version""", agent)
+                WHERE s.agent_id = $1 ORDER BY t.version""",
+            agent,
+        )
         values = [json.loads(e["patch"])[-1]["value"] for e in events]
         assert values == list(range(PER_AGENT))
     assert await db.fetchval("SELECT count(*) FROM checkpoint.conflicts") == 0
     # Both replicas did part of the work, and the gate held some messages back.
     assert one.stats.applied > 0 and two.stats.applied > 0, (one.stats, two.stats)
     assert one.stats.applied + two.stats.applied == len(AGENTS) * PER_AGENT
-    writers = [w.consumes[0].apply.__self__ for w in (one, two)]  # type: ignore[attr-defined]
-    parked = sum(w.gate.parked for w in writers)
+    parked = sum(gate.parked for gate in gates)
     print(f"parked: {parked}; naked: {one.stats.retried + two.stats.retried}")
     assert parked > 0  # the replicas did race on the same states
     assert one.stats.retried + two.stats.retried == 0

@@ -23,14 +23,16 @@ from tests.helpers import dead_letters, eventually
 
 
 async def published(nc: NatsClient, event: StatePatch) -> int:
-    ack = await nc.jetstream().publish(event.type, event.model_dump_json().encode(),
-                                       headers=event.headers())
+    ack = await nc.jetstream().publish(
+        event.type, event.model_dump_json().encode(), headers=event.headers()
+    )
     return int(ack.seq)
 
 
 async def test_parked_messages_are_applied_or_dead_lettered(
     run_checkpointer: Callable[..., AbstractAsyncContextManager[Worker]],
-    nc: NatsClient, db: asyncpg.Connection,
+    nc: NatsClient,
+    db: asyncpg.Connection,
 ) -> None:
     async with run_checkpointer():
         await published(nc, patch([add("/local/a", 1)]))
@@ -43,18 +45,30 @@ async def test_parked_messages_are_applied_or_dead_lettered(
     for event in (later, broken):
         # As if another replica had parked them while `poison` was in flight.
         seq = await published(nc, event)
-        await db.execute("INSERT INTO checkpoint.inbox (event_id, subject) VALUES ($1, $2)",
-                         event.event_id, event.type)
+        await db.execute(
+            "INSERT INTO checkpoint.inbox (event_id, subject) VALUES ($1, $2)",
+            event.event_id,
+            event.type,
+        )
         await db.execute(
             """INSERT INTO checkpoint.parked (stream_seq, state_id, tenant_id, event_id,
                    waits_seq, waits_id, data) VALUES ($1, $2, 'acme', $3, $4, $5, $6)""",
-            seq, state_id, event.event_id, [p_seq], [poison.event_id],
-            event.model_dump_json().encode())
+            seq,
+            state_id,
+            event.event_id,
+            [p_seq],
+            [poison.event_id],
+            event.model_dump_json().encode(),
+        )
     async with run_checkpointer(sweep_every_s=0.2):
         found = await dead_letters(nc, "dlq.checkpointer.>", expect=2)
         await wait_version(db, 2)
-        assert await eventually(lambda: db.fetchval("SELECT count(*) FROM checkpoint.parked"),
-                                lambda n: n == 0) == 0
+        assert (
+            await eventually(
+                lambda: db.fetchval("SELECT count(*) FROM checkpoint.parked"), lambda n: n == 0
+            )
+            == 0
+        )
         reply = await request(nc, "query.state.get", StateGetReply)
     reasons = " | ".join(h["Engram-Dlq-Reason"] for _, h, _ in found)
     assert "test failed" in reasons and "path /local/nope does not exist" in reasons

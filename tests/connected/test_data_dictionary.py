@@ -8,6 +8,7 @@ import difflib
 
 import pytest
 
+from services.catalog import SERVICES
 from services.runtime.datadict import COMMAND, DOC, render
 from tests.conftest import Env
 
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.connected
 
 
 async def test_the_committed_data_dictionary_matches_the_migrations(env: Env) -> None:
-    fresh = await render(env.database_url)
+    fresh = await render(env.database_url, SERVICES)
     committed = DOC.read_text() if DOC.exists() else ""
     diff = "".join(
         difflib.unified_diff(

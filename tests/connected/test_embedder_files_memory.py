@@ -18,6 +18,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from contracts.embedding import EMBEDDING_READY, EmbeddingReady
 from services.embedder.logic import content_hash, embedding_event_id
 from services.embedder.model import LoadedModel
+from services.runtime.outbox import OutboxDrain
 from tests import factories as f
 from tests.connected.embedder_fixtures import Running, embed, search, settled
 from tests.helpers import eventually, publish
@@ -54,7 +55,7 @@ async def test_a_files_text_is_chunked_and_found_by_a_phrase_from_its_middle(
     await settled(db, 1)
     chunks = await db.fetch("SELECT chunk_index, text FROM embedder.chunks ORDER BY chunk_index")
     assert len(chunks) > 4
-    assert all(len(embedder.engine.model.token_offsets([c["text"]])[0]) <= 254 for c in chunks)
+    assert all(len(embedder.active.model.token_offsets([c["text"]])[0]) <= 254 for c in chunks)
     hits = (await search(nc, "acme", "where is the secret rendezvous point?", top_k=3)).hits
     assert SECRET in hits[0].text
     assert hits[0].source.source_type == "file"
@@ -121,8 +122,62 @@ async def test_a_memory_gets_an_embedding_ready_event_once(
     assert p.content_hash == content_hash(write.payload.text) and p.dimensions == 384
     expected = embedding_model.encode([write.payload.text])[0]
     assert float(np.dot(np.array(p.vector), expected)) > 0.999
-    assert embedder.engine.pump.stats.encoded == 1
+    assert embedder.pump.stats.encoded == 1
     assert (await search(nc, "acme", "quiet hotel rooms")).hits == []  # memories: not here
+
+
+async def on_the_stream(nc: NatsClient) -> dict[str, list[bytes]]:
+    """Every engram.embedding.ready on ENGRAM, by Nats-Msg-Id."""
+    sub = await nc.jetstream().pull_subscribe(
+        "engram.embedding.ready", stream="ENGRAM",
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+    )  # fmt: skip
+    found: dict[str, list[bytes]] = {}
+    more = True
+    while more:
+        try:
+            msgs = await sub.fetch(100, timeout=0.5)
+        except TimeoutError:
+            msgs = []
+        for m in msgs:
+            found.setdefault((m.headers or {}).get("Nats-Msg-Id", ""), []).append(m.data)
+            await m.ack()
+        more = bool(msgs)
+    await sub.unsubscribe()
+    return found
+
+
+async def test_a_memory_is_announced_once_even_across_a_restart(
+    run_embedder: Callable[..., AbstractAsyncContextManager[Running]],
+    nc: NatsClient,
+    db: asyncpg.Connection,
+    embedding_model: LoadedModel,
+) -> None:
+    write = memory_write(text="The user asks for a vegetarian meal on every flight.")
+    msg_id = str(
+        embedding_event_id(
+            write.payload.memory_id, embedding_model.model_id, content_hash(write.payload.text)
+        )
+    )
+    async with run_embedder():
+        await publish(nc, write)
+        await settled(db, 1)
+        published = await eventually(lambda: on_the_stream(nc), lambda m: msg_id in m)
+    assert len(published[msg_id]) == 1
+    # As if the worker had died after publishing and before deleting its outbox row: the
+    # row is there at the next start. And the write is delivered again (new event id).
+    await db.execute(
+        "INSERT INTO embedder.event_outbox (subject, msg_id, data) "
+        "VALUES ('engram.embedding.ready', $1, $2)",
+        msg_id,
+        published[msg_id][0],
+    )
+    async with run_embedder() as running:
+        await publish(nc, write.model_copy(update={"event_id": uuid.uuid4()}))
+        await settled(db, 1, events=2)
+        await running.worker.component(OutboxDrain).drain()
+        assert await db.fetchval("SELECT count(*) FROM embedder.event_outbox") == 0
+    assert len((await on_the_stream(nc))[msg_id]) == 1
 
 
 async def test_query_embed_matches_the_model(
@@ -143,7 +198,7 @@ async def test_chunks_leased_by_a_dead_worker_are_embedded_after_the_lease(
     db: asyncpg.Connection,
 ) -> None:
     async with run_embedder(lease_s=1.0) as running:
-        running.engine.pump._stopping = True  # this worker stores chunks but embeds nothing
+        await running.pump.stop()  # this worker stores chunks but embeds nothing
         await publish(nc, f.message(uuid4(), content="a message nobody embedded yet"))
         await eventually(lambda: db.fetchval("SELECT count(*) FROM embedder.embed_queue"))
         # as if a worker had leased it and died

@@ -75,7 +75,7 @@ async def test_reembed_switches_atomically_and_workers_follow(
         await publish(nc, late)
         # ...embedded with the old model by the worker that has not followed yet
         await eventually(lambda: vectors_by_model(db), {OLD: 7, "minilm-next": 6}.__eq__)
-        assert await running.engine.follow_once()
+        assert await running.active.follow_once()
         await eventually(lambda: vectors_by_model(db), lambda v: v["minilm-next"] == 7)
         after = await search(nc, "acme", "when does the museum close?")
         assert after.model_id == "minilm-next"

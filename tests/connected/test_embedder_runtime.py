@@ -61,8 +61,8 @@ async def test_reembed_moves_an_fp32_index_to_int8_and_workers_follow(
         assert outcome.switched and outcome.model_id == INT8 and outcome.previous == FP32
         # The worker's own setting is torch, and its gate the default: it follows the index
         # anyway (an int8 index is searched with int8 queries), and says so in its log.
-        assert await running.engine.follow_once()
-        info = running.engine.runtime_info
+        assert await running.active.follow_once()
+        info = running.active.runtime_info
         assert info is not None and info.runtime == "onnx-int8"
         late = f.message(cid, content="Late note: the museum closes at 6pm.")
         await publish(nc, late)
@@ -81,7 +81,7 @@ async def test_a_new_index_is_int8_when_the_gate_passes(
     async with run_embedder(
         runtime="onnx-int8", int8_min_recall=LOWERED.min_recall, onnx_cache_dir=str(cache)
     ) as running:
-        info = running.engine.runtime_info
+        info = running.active.runtime_info
         assert info is not None and info.fallback is None and info.recall is not None
         await publish(
             nc, *[f.message(uuid4(), content=f"Hotel {i} by the river.") for i in range(3)]
@@ -100,7 +100,7 @@ async def test_below_the_gate_the_worker_stays_on_fp32(
     async with run_embedder(
         runtime="onnx-int8", int8_min_cosine=1.0001, onnx_cache_dir=str(cache)
     ) as running:
-        info = running.engine.runtime_info
+        info = running.active.runtime_info
         assert info is not None and info.runtime == "torch" and info.fallback
         assert "min cosine" in info.fallback
         await publish(nc, f.message(uuid4(), content="A quiet room, please."))

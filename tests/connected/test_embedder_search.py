@@ -101,7 +101,7 @@ async def test_tenant_a_never_sees_tenant_b(
 async def test_the_same_text_twice_is_embedded_once(
     embedder: Running, nc: NatsClient, db: asyncpg.Connection
 ) -> None:
-    pump = embedder.engine.pump.stats
+    pump = embedder.pump.stats
     await publish(nc, f.message(uuid4(), content=DINNER))
     await settled(db, 1)
     assert pump.encoded == 1
@@ -213,7 +213,7 @@ async def test_many_hybrid_searches_at_once_on_a_pool_of_two(
     # for its second, searches could wait for each other forever.
     await publish(nc, *(f.message(uuid4(), content=t) for t in (HOTEL, CAR, DINNER)))
     await settled(db, 3)
-    model, vectors = await embedder.engine.encoder.encode(["hotel by the river"], urgent=True)
+    model, vectors = await embedder.active.encoder.encode(["hotel by the river"], urgent=True)
     query = QueryVector(model.model_id, model.dimensions, vectors[0])
     scope = SearchScope("acme", KnowledgeFilters(), limit=40, ef_search=100, max_scan_tuples=1000)
     pool = await create_pool(

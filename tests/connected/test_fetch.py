@@ -28,8 +28,10 @@ SUBJECT = "chat.message.created"
 async def bound(nc: NatsClient, durable: str = "fetch") -> JetStreamContext.PullSubscription:
     js = nc.jetstream()
     await ensure_consumer(
-        js, ConsumerSpec(CHAT, durable, CHAT.subjects, max_deliver=5, ack_wait_s=30,
-                         max_ack_pending=5000)
+        js,
+        ConsumerSpec(
+            CHAT, durable, CHAT.subjects, max_deliver=5, ack_wait_s=30, max_ack_pending=5000
+        ),
     )
     return await js.pull_subscribe_bind(durable=durable, stream="CHAT")
 
@@ -149,8 +151,9 @@ async def test_nothing_lost_or_doubled_while_a_publisher_races(nc: NatsClient) -
     assert max(sizes) <= 37
     assert 0 in sizes  # requests did expire during the race
     # Acks are fire-and-forget: the server may count the last ones a moment later.
-    info = await eventually(lambda: nc.jetstream().consumer_info("CHAT", "fetch"),
-                            lambda i: i.num_ack_pending == 0)
+    info = await eventually(
+        lambda: nc.jetstream().consumer_info("CHAT", "fetch"), lambda i: i.num_ack_pending == 0
+    )
     assert info.num_redelivered == 0 and info.num_pending == 0
     await psub.unsubscribe()
 
@@ -172,11 +175,17 @@ class Recorder:
 
 async def test_stop_drains_the_open_request_and_asks_for_no_more(nc: NatsClient) -> None:
     js = nc.jetstream()
-    spec = ConsumerSpec(CHAT, "drainer", CHAT.subjects, max_deliver=5, ack_wait_s=30,
-                        max_ack_pending=5000)
+    spec = ConsumerSpec(
+        CHAT, "drainer", CHAT.subjects, max_deliver=5, ack_wait_s=30, max_ack_pending=5000
+    )
     recorder = Recorder()
-    consumer = PullConsumer(spec, recorder, batch_size=50,  # type: ignore[arg-type]
-                            fetch_wait_s=1.5, drain_timeout_s=5.0)
+    consumer = PullConsumer(
+        spec,
+        recorder,
+        batch_size=50,  # type: ignore[arg-type]
+        fetch_wait_s=1.5,
+        drain_timeout_s=5.0,
+    )
     await consumer.start(nc, DeadLetters(js, "drainer"))
     await publish(nc, 0, 1)
     await eventually(lambda: asyncio.sleep(0, len(recorder.seen)), lambda n: n == 1)
@@ -190,6 +199,7 @@ async def test_stop_drains_the_open_request_and_asks_for_no_more(nc: NatsClient)
     await stopping
     assert recorder.seen == [0, 1, 2]
     assert fetcher.requests == requests
-    info = await eventually(lambda: js.consumer_info("CHAT", "drainer"),
-                            lambda i: i.num_ack_pending == 0)
+    info = await eventually(
+        lambda: js.consumer_info("CHAT", "drainer"), lambda i: i.num_ack_pending == 0
+    )
     assert info.num_pending == 0 and info.num_redelivered == 0

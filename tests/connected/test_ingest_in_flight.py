@@ -52,19 +52,23 @@ async def test_batches_in_flight_share_conversations_without_deadlock(
     assert {r["conversation_id"]: (r["message_count"], r["total_tokens"]) for r in rows} == {
         cid: (n, 2 * n) for cid, n in counts.items()
     }
-    last = dict(await db.fetch(
-        "SELECT conversation_id, last_message_at FROM ingest.conversations"
-        " WHERE conversation_id = ANY($1)",
-        conversations,
-    ))
+    last = dict(
+        await db.fetch(
+            "SELECT conversation_id, last_message_at FROM ingest.conversations"
+            " WHERE conversation_id = ANY($1)",
+            conversations,
+        )
+    )
     assert last == latest
 
 
 async def deadlocks(db: asyncpg.Connection) -> int:
     await db.execute("SELECT pg_stat_clear_snapshot()")
-    return int(await db.fetchval(
-        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
-    ))
+    return int(
+        await db.fetchval(
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+        )
+    )
 
 
 async def test_mixed_batches_in_flight_apply_as_in_stream_order(
@@ -115,12 +119,22 @@ async def test_mixed_batches_in_flight_apply_as_in_stream_order(
         conversations,
     )
     assert {r[0]: r[1] for r in rows if r[1]} == dict(counts)
-    assert dict(await db.fetch(
-        "SELECT conversation_id, title FROM ingest.conversations WHERE conversation_id = ANY($1)"
-        " AND title IS NOT NULL",
-        conversations,
-    )) == titles
-    assert dict(await db.fetch(
-        "SELECT message_id, content FROM ingest.messages WHERE conversation_id = ANY($1)",
-        conversations,
-    )) == contents
+    assert (
+        dict(
+            await db.fetch(
+                "SELECT conversation_id, title FROM ingest.conversations"
+                " WHERE conversation_id = ANY($1) AND title IS NOT NULL",
+                conversations,
+            )
+        )
+        == titles
+    )
+    assert (
+        dict(
+            await db.fetch(
+                "SELECT message_id, content FROM ingest.messages WHERE conversation_id = ANY($1)",
+                conversations,
+            )
+        )
+        == contents
+    )

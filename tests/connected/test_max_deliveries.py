@@ -17,8 +17,9 @@ pytestmark = pytest.mark.connected
 
 
 async def test_unacked_to_the_end_is_dead_lettered(nc: NatsClient) -> None:
-    spec = ConsumerSpec(CHAT, "crashy", CHAT.subjects, max_deliver=2, ack_wait_s=0.5,
-                        max_ack_pending=10)
+    spec = ConsumerSpec(
+        CHAT, "crashy", CHAT.subjects, max_deliver=2, ack_wait_s=0.5, max_ack_pending=10
+    )
     js = nc.jetstream()
     await ensure_consumer(js, spec)
     watcher = await watch_max_deliveries(nc, spec, DeadLetters(js, "crashy"))

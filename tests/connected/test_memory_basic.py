@@ -13,7 +13,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from contracts.memory_search import MEMORY_SEARCH_REPLY, MEMORY_SEARCH_SUBJECT
-from services.memory.app import Parts
+from services.runtime.service import Worker
 from tests import factories as f
 from tests.connected.memory_fixtures import (
     AGENT,
@@ -35,13 +35,19 @@ ALFAMA = "Alfama is the oldest district of Lisbon, below the castle."
 
 
 async def test_memories_of_each_type_are_stored_and_searchable(
-    memory: Parts, nc: NatsClient, db: asyncpg.Connection
+    memory: Worker, nc: NatsClient, db: asyncpg.Connection
 ) -> None:
     hotel = write(HOTEL, "episodic", importance=0.9, user_id="u-1")
-    events = [hotel, write(ALFAMA, "semantic"),
-              write("Book a hotel", "procedural",
-                    content={"skill": "Book a hotel", "steps": ["search", "compare", "pay"]}),
-              write(CAR, "working", content={"items": [CAR], "capacity": 2})]
+    events = [
+        hotel,
+        write(ALFAMA, "semantic"),
+        write(
+            "Book a hotel",
+            "procedural",
+            content={"skill": "Book a hotel", "steps": ["search", "compare", "pay"]},
+        ),
+        write(CAR, "working", content={"items": [CAR], "capacity": 2}),
+    ]
     await publish(nc, *events)
     await with_vectors(db, 4)
     rows = {r["memory_type"]: r for r in await db.fetch("SELECT * FROM memory.memories")}
@@ -54,28 +60,35 @@ async def test_memories_of_each_type_are_stored_and_searchable(
     assert top.memory_id == hotel.payload.memory_id and top.text == HOTEL
     assert top.parts.similarity > 0.4 and top.parts.importance == pytest.approx(0.9)
     w = found.weights
-    assert top.score == pytest.approx(w.similarity * top.parts.similarity
-                                      + w.importance * top.parts.importance
-                                      + w.recency * top.parts.recency, abs=1e-6)
+    assert top.score == pytest.approx(
+        w.similarity * top.parts.similarity
+        + w.importance * top.parts.importance
+        + w.recency * top.parts.recency,
+        abs=1e-6,
+    )
     assert [h.score for h in found.hits] == sorted((h.score for h in found.hits), reverse=True)
     # filters: types, user
     only = await msearch(nc, "Lisbon", filters={"types": ["semantic"]})
     assert [h.text for h in only.hits] == [ALFAMA]
-    assert [h.text for h in (await msearch(nc, "Lisbon", filters={"user_id": "u-1"})).hits] \
-        == [HOTEL]
+    assert [h.text for h in (await msearch(nc, "Lisbon", filters={"user_id": "u-1"})).hits] == [
+        HOTEL
+    ]
     # what a search returns is counted as accessed, after the reply
-    await eventually(lambda: db.fetchval(
-        "SELECT access_count FROM memory.memories WHERE memory_id = $1",
-        hotel.payload.memory_id), lambda n: n >= 2)
+    await eventually(
+        lambda: db.fetchval(
+            "SELECT access_count FROM memory.memories WHERE memory_id = $1", hotel.payload.memory_id
+        ),
+        lambda n: n >= 2,
+    )
 
 
 async def test_type_rules_hold_on_the_bus_and_in_the_database(
-    memory: Parts, nc: NatsClient, db: asyncpg.Connection
+    memory: Worker, nc: NatsClient, db: asyncpg.Connection
 ) -> None:
     bad = json.loads(write(ALFAMA, "semantic").model_dump_json())
     bad["payload"]["content"] = {"items": ["x", "y"], "capacity": 1}  # working content
     await publish_raw(nc, "memory.write", json.dumps(bad).encode(), msg_id=str(uuid4()))
-    (subject, headers, _), = await dead_letters(nc, "dlq.memory.>")
+    ((subject, headers, _),) = await dead_letters(nc, "dlq.memory.>")
     assert subject == "dlq.memory.memory.write"
     assert "payload.semantic.content.concept" in headers["Engram-Dlq-Reason"]
     with pytest.raises(asyncpg.CheckViolationError, match="content_fits_type"):
@@ -83,39 +96,48 @@ async def test_type_rules_hold_on_the_bus_and_in_the_database(
             """INSERT INTO memory.memories (tenant_id, memory_id, agent_id, memory_type, text,
                    content, importance, decay_rate, decayed_at, written_at)
                VALUES ('acme', $1, 'a', 'working', 'x', '{"items": ["a", "b"], "capacity": 1}',
-                       0.5, 0.1, now(), now())""", uuid4())
+                       0.5, 0.1, now(), now())""",
+            uuid4(),
+        )
 
 
 async def test_forget_erases_text_and_vector_and_keeps_a_tombstone(
-    memory: Parts, nc: NatsClient, db: asyncpg.Connection
+    memory: Worker, nc: NatsClient, db: asyncpg.Connection
 ) -> None:
     keep, gone = write(CAR, "episodic"), write(HOTEL, "episodic", user_id="u-9")
     await publish(nc, keep, gone)
     await with_vectors(db, 2)
     await publish(nc, forget(user_id="u-9", requested_by="dpo@acme", reason="erasure request"))
-    row = await eventually(lambda: db.fetchrow(
-        "SELECT * FROM memory.memories WHERE memory_id = $1 AND status = 'forgotten'",
-        gone.payload.memory_id))
+    row = await eventually(
+        lambda: db.fetchrow(
+            "SELECT * FROM memory.memories WHERE memory_id = $1 AND status = 'forgotten'",
+            gone.payload.memory_id,
+        )
+    )
     assert row["text"] is None and row["content"] is None and row["embedding"] is None
     assert row["forgotten_by"] == "dpo@acme" and row["forget_reason"] == "erasure request"
     assert [h.text for h in (await msearch(nc, "hotel in Lisbon")).hits] == [CAR]
     # a redelivered or late write of the forgotten memory does not bring it back
-    await publish(nc, write(HOTEL, "episodic", memory_id=gone.payload.memory_id,
-                            at=T0 + timedelta(days=1)))
+    await publish(
+        nc, write(HOTEL, "episodic", memory_id=gone.payload.memory_id, at=T0 + timedelta(days=1))
+    )
     # and a forget by id that arrives before its write leaves a tombstone the write respects
     early = uuid4()
     await publish(nc, forget(memory_ids=[early]), write(ALFAMA, memory_id=early))
     await eventually(lambda: db.fetchval("SELECT count(*) FROM memory.inbox"), lambda n: n >= 6)
-    assert await db.fetchval(
-        "SELECT count(*) FROM memory.memories WHERE text IS NOT NULL") == 1
+    assert await db.fetchval("SELECT count(*) FROM memory.memories WHERE text IS NOT NULL") == 1
     # the embedder drops its copy of the text as well
-    await eventually(lambda: db.fetchval(
-        "SELECT count(*) FROM embedder.chunks WHERE source_type = 'memory' AND source_id = $1",
-        gone.payload.memory_id), lambda n: n == 0)
+    await eventually(
+        lambda: db.fetchval(
+            "SELECT count(*) FROM embedder.chunks WHERE source_type = 'memory' AND source_id = $1",
+            gone.payload.memory_id,
+        ),
+        lambda n: n == 0,
+    )
 
 
 async def test_an_ended_session_becomes_an_episodic_memory(
-    memory: Parts, nc: NatsClient, db: asyncpg.Connection
+    memory: Worker, nc: NatsClient, db: asyncpg.Connection
 ) -> None:
     sid, cid = uuid4(), uuid4()
     turns = [
@@ -124,14 +146,21 @@ async def test_an_ended_session_becomes_an_episodic_memory(
         ("user", "Yes, book Hotel Alfama please."),
         ("assistant", "Done: Hotel Alfama is booked from Friday for three nights."),
     ]
-    await publish(nc, f.session_start(sid, cid, agent_id=AGENT, user_id="u-1"),
-                  *[f.message(cid, content=text, role=role, session_id=sid,
-                              at=T0 + timedelta(minutes=i))
-                    for i, (role, text) in enumerate(turns)],
-                  f.session_end(sid, cid))
-    row = await eventually(lambda: db.fetchrow(
-        "SELECT * FROM memory.memories WHERE origin = 'session' AND embedding IS NOT NULL"),
-        timeout=30)
+    await publish(
+        nc,
+        f.session_start(sid, cid, agent_id=AGENT, user_id="u-1"),
+        *[
+            f.message(cid, content=text, role=role, session_id=sid, at=T0 + timedelta(minutes=i))
+            for i, (role, text) in enumerate(turns)
+        ],
+        f.session_end(sid, cid),
+    )
+    row = await eventually(
+        lambda: db.fetchrow(
+            "SELECT * FROM memory.memories WHERE origin = 'session' AND embedding IS NOT NULL"
+        ),
+        timeout=30,
+    )
     assert row["memory_type"] == "episodic" and row["agent_id"] == AGENT
     assert row["user_id"] == "u-1" and row["conversation_id"] == cid
     assert "Hotel Alfama" in row["text"]
@@ -141,19 +170,23 @@ async def test_an_ended_session_becomes_an_episodic_memory(
     assert found.hits[0].memory_id == row["memory_id"]
 
 
-async def test_bad_search_requests_get_a_clear_error(memory: Parts, nc: NatsClient) -> None:
-    reply = await nc.request(MEMORY_SEARCH_SUBJECT, json.dumps(
-        {"tenant_id": TENANT, "text": "x", "top_k": 1000}).encode(), timeout=10)
+async def test_bad_search_requests_get_a_clear_error(memory: Worker, nc: NatsClient) -> None:
+    reply = await nc.request(
+        MEMORY_SEARCH_SUBJECT,
+        json.dumps({"tenant_id": TENANT, "text": "x", "top_k": 1000}).encode(),
+        timeout=10,
+    )
     error = MEMORY_SEARCH_REPLY.validate_json(reply.data)
     assert error.status == "error" and error.code == "invalid"
     assert "agent_id" in error.message and "top_k" in error.message
 
 
 async def test_a_tenant_never_sees_another_tenants_memories(
-    memory: Parts, nc: NatsClient, db: asyncpg.Connection
+    memory: Worker, nc: NatsClient, db: asyncpg.Connection
 ) -> None:
-    await publish(nc, write(HOTEL, "episodic", tenant="tenant-a"),
-                  write(CAR, "episodic", tenant="tenant-b"))
+    await publish(
+        nc, write(HOTEL, "episodic", tenant="tenant-a"), write(CAR, "episodic", tenant="tenant-b")
+    )
     await with_vectors(db, 2)
     for _ in range(3):  # search connections are reused across tenants
         for tenant, mine in (("tenant-a", HOTEL), ("tenant-b", CAR)):

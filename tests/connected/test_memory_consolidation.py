@@ -4,23 +4,22 @@ across replicas; the same job id twice; a job that fails midway and runs again."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
-import threading
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
+from typing import Any
 
 import asyncpg
 import pytest
 from nats.aio.client import Client as NatsClient
 
 from contracts.memory_jobs import MemoryConsolidated, Step
-from services.memory import jobs
-from services.memory.app import Parts
+from services.memory import runner
 from services.memory.logic import decayed
+from services.memory.runner import JobRunner
 from services.runtime.service import Worker
 from tests.connected.embedder_fixtures import Running
 from tests.connected.memory_fixtures import (
@@ -35,18 +34,24 @@ from tests.helpers import eventually, publish
 
 pytestmark = pytest.mark.connected
 pytest_plugins = ["tests.connected.embedder_fixtures", "tests.connected.memory_fixtures"]
-RunMemory = Callable[..., AbstractAsyncContextManager[tuple[Worker, Parts]]]
+RunMemory = Callable[..., AbstractAsyncContextManager[Worker]]
 
-WINDOW = ["The user prefers window seats on flights.",
-          "The user prefers a window seat when flying.",
-          "When flying, the user prefers window seats."]
-VEGGIE = ["The user asked for vegetarian restaurants in Lisbon for Friday dinner.",
-          "Friday evening: the user hoped to find a vegetarian spot in Lisbon.",
-          "The user looked for meat-free dinner options in Lisbon this Friday.",
-          "The user requested a table at a vegetarian restaurant in Lisbon for Friday night."]
-OTHER = ["The user booked Hotel Alfama in Lisbon for three nights.",
-         "The user's daughter is allergic to peanuts.",
-         "The user rented an electric car in Porto for the weekend."]
+WINDOW = [
+    "The user prefers window seats on flights.",
+    "The user prefers a window seat when flying.",
+    "When flying, the user prefers window seats.",
+]
+VEGGIE = [
+    "The user asked for vegetarian restaurants in Lisbon for Friday dinner.",
+    "Friday evening: the user hoped to find a vegetarian spot in Lisbon.",
+    "The user looked for meat-free dinner options in Lisbon this Friday.",
+    "The user requested a table at a vegetarian restaurant in Lisbon for Friday night.",
+]
+OTHER = [
+    "The user booked Hotel Alfama in Lisbon for three nights.",
+    "The user's daughter is allergic to peanuts.",
+    "The user rented an electric car in Porto for the weekend.",
+]
 
 
 def planted(tenant: str = "acme") -> list[Any]:
@@ -54,14 +59,16 @@ def planted(tenant: str = "acme") -> list[Any]:
         write(WINDOW[0], "semantic", tenant=tenant, importance=0.6, user_id="u-1"),
         write(WINDOW[1], "semantic", tenant=tenant, importance=0.5, user_id="u-1"),
         write(WINDOW[2], "semantic", tenant=tenant, importance=0.2, user_id="u-1"),
-        *[write(t, "episodic", tenant=tenant, at=T0 + timedelta(hours=i), importance=0.4)
-          for i, t in enumerate(VEGGIE)],
+        *[
+            write(t, "episodic", tenant=tenant, at=T0 + timedelta(hours=i), importance=0.4)
+            for i, t in enumerate(VEGGIE)
+        ],
         *[write(t, "episodic", tenant=tenant) for t in OTHER],
     ]
 
 
 async def test_merge_makes_one_memory_of_near_duplicates_and_keeps_the_sources(
-    memory: Parts, nc: NatsClient, db: asyncpg.Connection
+    memory: Worker, nc: NatsClient, db: asyncpg.Connection
 ) -> None:
     events = planted()
     await publish(nc, *events)
@@ -83,12 +90,16 @@ async def test_merge_makes_one_memory_of_near_duplicates_and_keeps_the_sources(
     assert merged["text"] == WINDOW[0] and merged["status"] == "active"
     assert merged["access_count"] == 6 and merged["user_id"] == "u-1"
     assert merged["importance"] == pytest.approx(1 - 0.4 * 0.5 * 0.8, abs=1e-6)
-    sources = await db.fetch("SELECT * FROM memory.memories WHERE text = ANY($1) "
-                             "AND origin = 'write'", WINDOW)
+    sources = await db.fetch(
+        "SELECT * FROM memory.memories WHERE text = ANY($1) AND origin = 'write'", WINDOW
+    )
     assert {s["status"] for s in sources} == {"superseded"}
     assert {s["superseded_by"] for s in sources} == {merged["memory_id"]}
-    links = await db.fetch("SELECT target_id FROM memory.memory_links WHERE memory_id = $1 "
-                           "AND relation = 'merged_from'", merged["memory_id"])
+    links = await db.fetch(
+        "SELECT target_id FROM memory.memory_links WHERE memory_id = $1 "
+        "AND relation = 'merged_from'",
+        merged["memory_id"],
+    )
     assert {r[0] for r in links} == {s["memory_id"] for s in sources}
     row = await db.fetchrow("SELECT * FROM memory.consolidations WHERE step = 'merge'")
     assert set(row["source_ids"]) == {s["memory_id"] for s in sources}
@@ -103,7 +114,7 @@ async def test_merge_makes_one_memory_of_near_duplicates_and_keeps_the_sources(
 
 
 async def test_abstract_and_summarize_turn_similar_episodes_into_new_memories(
-    memory: Parts, nc: NatsClient, db: asyncpg.Connection
+    memory: Worker, nc: NatsClient, db: asyncpg.Connection
 ) -> None:
     events = planted()
     await publish(nc, *events)
@@ -124,12 +135,19 @@ async def test_abstract_and_summarize_turn_similar_episodes_into_new_memories(
     veggie = await db.fetch("SELECT * FROM memory.memories WHERE text = ANY($1)", VEGGIE)
     assert {v["status"] for v in veggie} == {"superseded"}
     assert {v["superseded_by"] for v in veggie} == {summary["memory_id"]}
-    derived = await db.fetch("SELECT target_id FROM memory.memory_links WHERE memory_id = $1 "
-                             "AND relation = 'derived_from'", semantic["memory_id"])
+    derived = await db.fetch(
+        "SELECT target_id FROM memory.memory_links WHERE memory_id = $1 "
+        "AND relation = 'derived_from'",
+        semantic["memory_id"],
+    )
     assert {r[0] for r in derived} == {v["memory_id"] for v in veggie}
     # the unrelated episodes and the window facts are untouched
-    assert await db.fetchval("SELECT count(*) FROM memory.memories WHERE status = 'active' "
-                             "AND origin = 'write'") == 6
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM memory.memories WHERE status = 'active' AND origin = 'write'"
+        )
+        == 6
+    )
 
 
 async def test_decay_and_expiry_at_fixed_clocks(
@@ -139,20 +157,28 @@ async def test_decay_and_expiry_at_fixed_clocks(
     used = write("used often", decay_rate=0.1, importance=0.8)
     dated = write("until tomorrow", "episodic", expires_at=T0 + timedelta(days=1))
     old_working = write("old item", "working")
-    recent = [write(f"item {i}", "working", at=T0 + timedelta(days=1, hours=12 + i))
-              for i in range(3)]
+    recent = [
+        write(f"item {i}", "working", at=T0 + timedelta(days=1, hours=12 + i)) for i in range(3)
+    ]
     async with run_memory(working_capacity=2, working_ttl_days=1.0):
         await publish(nc, plain, used, dated, old_working, *recent)
-        await eventually(lambda: db.fetchval("SELECT count(*) FROM memory.memories"),
-                         lambda n: n == 7)
-        await db.execute("UPDATE memory.memories SET access_count = 3, last_accessed_at = $1 "
-                         "WHERE text = 'used often'", T0 + timedelta(days=5))
+        await eventually(
+            lambda: db.fetchval("SELECT count(*) FROM memory.memories"), lambda n: n == 7
+        )
+        await db.execute(
+            "UPDATE memory.memories SET access_count = 3, last_accessed_at = $1 "
+            "WHERE text = 'used often'",
+            T0 + timedelta(days=5),
+        )
         first = consolidate(at=T0 + timedelta(days=2), steps=["expire"])
         await publish(nc, first)
         await job_done(db, first.payload.job_id)
         gone = await db.fetch("SELECT * FROM memory.memories WHERE status = 'forgotten'")
         assert {g["memory_id"] for g in gone} == {
-            dated.payload.memory_id, old_working.payload.memory_id, recent[0].payload.memory_id}
+            dated.payload.memory_id,
+            old_working.payload.memory_id,
+            recent[0].payload.memory_id,
+        }
         assert {g["forget_reason"] for g in gone} == {"expired"}
         assert all(g["text"] is None for g in gone)
 
@@ -161,19 +187,26 @@ async def test_decay_and_expiry_at_fixed_clocks(
             await publish(nc, job)
             await job_done(db, job.payload.job_id)
         rows = {r["text"]: r for r in await db.fetch("SELECT * FROM memory.memories")}
-        assert rows["plain"]["importance"] == pytest.approx(0.8 * 0.9 ** 20, rel=1e-4)
+        assert rows["plain"]["importance"] == pytest.approx(0.8 * 0.9**20, rel=1e-4)
         slowed = 0.1 / (1 + math.log(4))
+        assert rows["used often"]["importance"] == pytest.approx(0.8 * (1 - slowed) ** 15, rel=1e-4)
         assert rows["used often"]["importance"] == pytest.approx(
-            0.8 * (1 - slowed) ** 15, rel=1e-4)
-        assert rows["used often"]["importance"] == pytest.approx(decayed(
-            0.8, decay_rate=0.1, access_count=3, decayed_at=T0,
-            last_accessed_at=T0 + timedelta(days=5), now=T0 + timedelta(days=20)), rel=1e-4)
+            decayed(
+                0.8,
+                decay_rate=0.1,
+                access_count=3,
+                decayed_at=T0,
+                last_accessed_at=T0 + timedelta(days=5),
+                now=T0 + timedelta(days=20),
+            ),
+            rel=1e-4,
+        )
 
 
 async def test_one_job_per_agent_at_a_time_across_replicas_and_job_ids_are_idempotent(
     embedder: Running, run_memory: RunMemory, nc: NatsClient, db: asyncpg.Connection
 ) -> None:
-    async with run_memory() as (_, one), run_memory() as (_, two):
+    async with run_memory() as one, run_memory() as two:
         events = planted()
         await publish(nc, *events)
         await with_vectors(db, len(events))
@@ -183,20 +216,32 @@ async def test_one_job_per_agent_at_a_time_across_replicas_and_job_ids_are_idemp
         await job_done(db, a.payload.job_id)
         await job_done(db, b.payload.job_id)
         assert await db.fetchval("SELECT count(*) FROM memory.jobs") == 2
-        assert one.runner is not None and two.runner is not None
+        runners = [one.component(JobRunner), two.component(JobRunner)]  # each job ran once
+        await eventually(lambda: asyncio.sleep(0, sum(r.done for r in runners)), lambda n: n == 2)
     # the work was done once: one merge, one abstraction, one summary
-    assert await db.fetchval("SELECT count(*) FROM memory.consolidations "
-                             "WHERE step IN ('merge', 'abstract', 'summarize')") == 3
-    origins = await db.fetch("SELECT origin, count(*) FROM memory.memories "
-                             "WHERE status = 'active' GROUP BY origin ORDER BY origin")
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM memory.consolidations "
+            "WHERE step IN ('merge', 'abstract', 'summarize')"
+        )
+        == 3
+    )
+    origins = await db.fetch(
+        "SELECT origin, count(*) FROM memory.memories "
+        "WHERE status = 'active' GROUP BY origin ORDER BY origin"
+    )
     assert [(r[0], r[1]) for r in origins] == [
-        ("abstract", 1), ("merge", 1), ("summarize", 1), ("write", 3)]
+        ("abstract", 1),
+        ("merge", 1),
+        ("summarize", 1),
+        ("write", 3),
+    ]
 
 
 async def test_a_job_that_fails_midway_runs_again_to_the_same_result(
-    memory: Parts, nc: NatsClient, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+    memory: Worker, nc: NatsClient, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = jobs.STEPS[Step.summarize]
+    real = runner.STEPS[Step.summarize]
     failed: list[str] = []
 
     async def summarize_then_crash(job: Any) -> Any:
@@ -206,7 +251,7 @@ async def test_a_job_that_fails_midway_runs_again_to_the_same_result(
             raise RuntimeError("worker died")  # ...and roll back with it
         return report
 
-    monkeypatch.setitem(jobs.STEPS, Step.summarize, summarize_then_crash)
+    monkeypatch.setitem(runner.STEPS, Step.summarize, summarize_then_crash)
     clean, crashy = planted("clean"), planted("crashy")
     await publish(nc, *clean, *crashy)
     await with_vectors(db, len(clean) + len(crashy))
@@ -216,75 +261,23 @@ async def test_a_job_that_fails_midway_runs_again_to_the_same_result(
     for job in jobs_:
         await job_done(db, job.payload.job_id, within=60)
     assert failed == ["crashy"]
-    row = await db.fetchrow("SELECT attempts, last_error FROM memory.jobs "
-                            "WHERE tenant_id = 'crashy'")
+    row = await db.fetchrow(
+        "SELECT attempts, last_error FROM memory.jobs WHERE tenant_id = 'crashy'"
+    )
     assert row["attempts"] == 2 and "worker died" in row["last_error"]
 
     async def outcome(tenant: str) -> list[tuple[Any, ...]]:
         rows = await db.fetch(
             """SELECT text, memory_type, status, origin, importance, access_count
-                 FROM memory.memories WHERE tenant_id = $1 ORDER BY text, origin""", tenant)
+                 FROM memory.memories WHERE tenant_id = $1 ORDER BY text, origin""",
+            tenant,
+        )
         return [tuple(r) for r in rows]
 
     assert await outcome("crashy") == await outcome("clean")
-    counts = await db.fetch("SELECT tenant_id, step, count(*) FROM memory.consolidations "
-                            "GROUP BY 1, 2 ORDER BY 2, 1")
+    counts = await db.fetch(
+        "SELECT tenant_id, step, count(*) FROM memory.consolidations GROUP BY 1, 2 ORDER BY 2, 1"
+    )
     assert [(r[1], r[2]) for r in counts if r[0] == "clean"] == [
-        (r[1], r[2]) for r in counts if r[0] == "crashy"]
-
-
-class FakeCompletions(BaseHTTPRequestHandler):
-    """An OpenAI-compatible endpoint standing in for a model server (not engram's bus or
-    database): answers a fixed summary, or fails when asked to."""
-
-    requests: ClassVar[list[dict[str, Any]]] = []
-    fail = False
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        FakeCompletions.requests.append({"path": self.path, "body": body})
-        if FakeCompletions.fail:
-            self.send_response(500)
-            self.end_headers()
-            return
-        reply = {"choices": [{"message": {"role": "assistant",
-                                          "content": "The user wants vegetarian food in Lisbon."}}]}
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        return None
-
-
-@pytest.mark.parametrize("fail", [False, True], ids=["llm", "llm-down-falls-back"])
-async def test_an_llm_endpoint_when_configured_summarizes_clusters(
-    embedder: Running, run_memory: RunMemory, nc: NatsClient, db: asyncpg.Connection,
-    fail: bool,
-) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeCompletions)
-    FakeCompletions.requests, FakeCompletions.fail = [], fail
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-        async with run_memory(llm_url=url, llm_model="tiny"):
-            events = planted()
-            await publish(nc, *events)
-            await with_vectors(db, len(events))
-            job = consolidate(steps=["summarize"])
-            await publish(nc, job)
-            await job_done(db, job.payload.job_id)
-    finally:
-        server.shutdown()
-    text = await db.fetchval("SELECT text FROM memory.memories WHERE origin = 'summarize'")
-    (request,) = FakeCompletions.requests
-    assert request["path"] == "/v1/chat/completions" and request["body"]["model"] == "tiny"
-    assert all(v in request["body"]["messages"][1]["content"] for v in VEGGIE)
-    if fail:
-        assert text.startswith(VEGGIE[0])  # the extractive summary
-    else:
-        assert text == "The user wants vegetarian food in Lisbon."
+        (r[1], r[2]) for r in counts if r[0] == "crashy"
+    ]

@@ -32,17 +32,21 @@ pytestmark = pytest.mark.connected
 pytest_plugins = ["tests.connected.embedder_fixtures", "tests.connected.memory_fixtures"]
 ENGRAM = Path(sys.executable).parent / "engram"
 CLOCK = T0 + timedelta(days=30)  # both jobs decay to the same moment
-WORKER_ENV = {"MEMORY_JOB_LEASE_S": "3", "MEMORY_JOB_POLL_S": "0.2",
-              "MEMORY_FETCH_WAIT_S": "0.5", "MEMORY_DRAIN_TIMEOUT_S": "5"}
+WORKER_ENV = {
+    "MEMORY_JOB_LEASE_S": "3",
+    "MEMORY_JOB_POLL_S": "0.2",
+    "MEMORY_FETCH_WAIT_S": "0.5",
+    "MEMORY_DRAIN_TIMEOUT_S": "5",
+}
 
 
 def start_worker(env: Env, log: Path) -> subprocess.Popen[bytes]:
     base = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL")}
     return subprocess.Popen(
         [str(ENGRAM), "run", "memory"],
-        env={**base, **WORKER_ENV, "NATS_URL": env.nats_url,
-             "DATABASE_URL": env.database_url},
-        stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        env={**base, **WORKER_ENV, "NATS_URL": env.nats_url, "DATABASE_URL": env.database_url},
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -50,7 +54,9 @@ async def outcome(db: asyncpg.Connection, tenant: str) -> list[tuple[Any, ...]]:
     rows = await db.fetch(
         """SELECT text, memory_type, status, origin, importance, access_count,
                   superseded_by IS NOT NULL
-             FROM memory.memories WHERE tenant_id = $1 ORDER BY text, origin""", tenant)
+             FROM memory.memories WHERE tenant_id = $1 ORDER BY text, origin""",
+        tenant,
+    )
     return [tuple(r) for r in rows]
 
 
@@ -74,16 +80,24 @@ async def test_a_job_killed_midway_and_run_again_ends_like_a_clean_run(
         job = consolidate(tenant="killed", at=CLOCK)
         await publish(nc, job)
         # the merge step has written its memories and waits for the lock
-        await eventually(lambda: db.fetchval(
-            """SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
-                AND query LIKE '%INSERT INTO memory.consolidations%'"""), lambda n: n == 1)
+        await eventually(
+            lambda: db.fetchval(
+                """SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
+                AND query LIKE '%INSERT INTO memory.consolidations%'"""
+            ),
+            lambda n: n == 1,
+        )
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
         await tx.rollback()
         await blocker.close()
-        assert await db.fetchval(
-            "SELECT count(*) FROM memory.memories WHERE tenant_id = 'killed' "
-            "AND origin <> 'write'") == 0  # the half step was rolled back
+        assert (
+            await db.fetchval(
+                "SELECT count(*) FROM memory.memories WHERE tenant_id = 'killed' "
+                "AND origin <> 'write'"
+            )
+            == 0
+        )  # the half step was rolled back
 
         worker = start_worker(env, log)
         await job_done(db, job.payload.job_id, within=60)
@@ -93,12 +107,15 @@ async def test_a_job_killed_midway_and_run_again_ends_like_a_clean_run(
             worker.wait(20)
         except subprocess.TimeoutExpired:
             worker.kill()
-    row = await db.fetchrow("SELECT attempts, steps_done FROM memory.jobs "
-                            "WHERE tenant_id = 'killed'")
+    row = await db.fetchrow(
+        "SELECT attempts, steps_done FROM memory.jobs WHERE tenant_id = 'killed'"
+    )
     assert row["attempts"] == 2
     assert row["steps_done"] == ["expire", "merge", "abstract", "summarize", "decay"]
     assert await outcome(db, "killed") == await outcome(db, "clean")
-    links = await db.fetch("SELECT tenant_id, relation, count(*) FROM memory.memory_links "
-                           "GROUP BY 1, 2 ORDER BY 2, 1")
+    links = await db.fetch(
+        "SELECT tenant_id, relation, count(*) FROM memory.memory_links GROUP BY 1, 2 ORDER BY 2, 1"
+    )
     assert [(r[1], r[2]) for r in links if r[0] == "clean"] == [
-        (r[1], r[2]) for r in links if r[0] == "killed"]
+        (r[1], r[2]) for r in links if r[0] == "killed"
+    ]

@@ -15,7 +15,6 @@ import asyncpg
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from services.memory.app import Parts
 from services.runtime.service import Worker
 from tests.conftest import Env
 from tests.connected.memory_fixtures import T0, job_done, msearch, with_vectors, write
@@ -31,7 +30,7 @@ FARO = "The user booked Hotel Marina in Faro for a week."
 
 
 async def test_search_never_returns_an_expired_memory(
-    memory: Parts, nc: NatsClient, db: asyncpg.Connection
+    memory: Worker, nc: NatsClient, db: asyncpg.Connection
 ) -> None:
     now = datetime.now(UTC)
     soon = now + timedelta(seconds=1)
@@ -62,7 +61,7 @@ async def test_search_never_returns_an_expired_memory(
 
 async def test_retried_trigger_of_a_finished_job_reports_its_summary(
     env: Env,
-    run_memory: Callable[..., AbstractAsyncContextManager[tuple[Worker, Parts]]],
+    run_memory: Callable[..., AbstractAsyncContextManager[Worker]],
     nc: NatsClient,
     db: asyncpg.Connection,
 ) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from services.runtime.migrate import SQL_ROOT, MigrationError, migrate
+from services.catalog import migrate
+from services.runtime.migrate import SQL_ROOT, MigrationError
 from tests.conftest import Servers
 
 pytestmark = pytest.mark.connected
@@ -29,7 +30,8 @@ async def test_concurrent_runs_apply_each_file_once(empty_db: str) -> None:
     results = await asyncio.gather(*(migrate(empty_db, ["ingest"]) for _ in range(4)))
     applied = [name for run in results for name in run]
     expected = sorted(
-        f"{folder}/{p.name}" for folder in ("runtime", "ingest")
+        f"{folder}/{p.name}"
+        for folder in ("runtime", "ingest")
         for p in (SQL_ROOT / folder).glob("*.sql")
     )
     assert sorted(applied) == expected
@@ -60,5 +62,5 @@ async def test_a_changed_applied_file_stops_the_run(empty_db: str, tmp_path: Pat
 
 
 async def test_unknown_service_is_a_clear_error(empty_db: str) -> None:
-    with pytest.raises(MigrationError, match="unknown service 'nope'"):
+    with pytest.raises(ValueError, match="unknown service 'nope'"):
         await migrate(empty_db, ["nope"])

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from services.catalog import create_worker
 from services.runtime.docs import asyncapi_document
-from services.runtime.registry import create_worker
 
 
 @pytest.mark.parametrize("service", ["ingest", "embedder", "memory", "checkpointer"])

@@ -10,15 +10,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.checkpointer.logic import (
+from services.checkpointer.patch import (
     PatchRejected,
     apply_patch,
-    diff,
     escape,
     json_equal,
-    merge_to_ops,
     parse_pointer,
 )
+from services.checkpointer.patch_diff import diff, merge_to_ops
 
 
 def canon(value: Any) -> bytes:
@@ -33,31 +32,56 @@ def patched(doc: Any, ops: list[dict[str, Any]]) -> Any:
 @pytest.mark.parametrize(
     ("doc", "ops", "expected"),
     [
-        ({"foo": "bar"}, [{"op": "add", "path": "/baz", "value": "qux"}],
-         {"baz": "qux", "foo": "bar"}),
-        ({"foo": ["bar", "baz"]}, [{"op": "add", "path": "/foo/1", "value": "qux"}],
-         {"foo": ["bar", "qux", "baz"]}),
+        (
+            {"foo": "bar"},
+            [{"op": "add", "path": "/baz", "value": "qux"}],
+            {"baz": "qux", "foo": "bar"},
+        ),
+        (
+            {"foo": ["bar", "baz"]},
+            [{"op": "add", "path": "/foo/1", "value": "qux"}],
+            {"foo": ["bar", "qux", "baz"]},
+        ),
         ({"baz": "qux", "foo": "bar"}, [{"op": "remove", "path": "/baz"}], {"foo": "bar"}),
-        ({"foo": ["bar", "qux", "baz"]}, [{"op": "remove", "path": "/foo/1"}],
-         {"foo": ["bar", "baz"]}),
-        ({"baz": "qux", "foo": "bar"}, [{"op": "replace", "path": "/baz", "value": "boo"}],
-         {"baz": "boo", "foo": "bar"}),
-        ({"foo": {"bar": "baz", "waldo": "fred"}, "qux": {"corge": "grault"}},
-         [{"op": "move", "from": "/foo/waldo", "path": "/qux/thud"}],
-         {"foo": {"bar": "baz"}, "qux": {"corge": "grault", "thud": "fred"}}),
-        ({"foo": ["all", "grass", "cows", "eat"]},
-         [{"op": "move", "from": "/foo/1", "path": "/foo/3"}],
-         {"foo": ["all", "cows", "eat", "grass"]}),
-        ({"baz": "qux", "foo": ["a", 2, "c"]},
-         [{"op": "test", "path": "/baz", "value": "qux"},
-          {"op": "test", "path": "/foo/1", "value": 2}],
-         {"baz": "qux", "foo": ["a", 2, "c"]}),
-        ({"foo": "bar"}, [{"op": "add", "path": "/child", "value": {"grandchild": {}}}],
-         {"foo": "bar", "child": {"grandchild": {}}}),
-        ({"foo": ["bar"]}, [{"op": "add", "path": "/foo/-", "value": ["abc", "def"]}],
-         {"foo": ["bar", ["abc", "def"]]}),
-        ({"/": 9, "~1": 10}, [{"op": "test", "path": "/~01", "value": 10}],
-         {"/": 9, "~1": 10}),
+        (
+            {"foo": ["bar", "qux", "baz"]},
+            [{"op": "remove", "path": "/foo/1"}],
+            {"foo": ["bar", "baz"]},
+        ),
+        (
+            {"baz": "qux", "foo": "bar"},
+            [{"op": "replace", "path": "/baz", "value": "boo"}],
+            {"baz": "boo", "foo": "bar"},
+        ),
+        (
+            {"foo": {"bar": "baz", "waldo": "fred"}, "qux": {"corge": "grault"}},
+            [{"op": "move", "from": "/foo/waldo", "path": "/qux/thud"}],
+            {"foo": {"bar": "baz"}, "qux": {"corge": "grault", "thud": "fred"}},
+        ),
+        (
+            {"foo": ["all", "grass", "cows", "eat"]},
+            [{"op": "move", "from": "/foo/1", "path": "/foo/3"}],
+            {"foo": ["all", "cows", "eat", "grass"]},
+        ),
+        (
+            {"baz": "qux", "foo": ["a", 2, "c"]},
+            [
+                {"op": "test", "path": "/baz", "value": "qux"},
+                {"op": "test", "path": "/foo/1", "value": 2},
+            ],
+            {"baz": "qux", "foo": ["a", 2, "c"]},
+        ),
+        (
+            {"foo": "bar"},
+            [{"op": "add", "path": "/child", "value": {"grandchild": {}}}],
+            {"foo": "bar", "child": {"grandchild": {}}},
+        ),
+        (
+            {"foo": ["bar"]},
+            [{"op": "add", "path": "/foo/-", "value": ["abc", "def"]}],
+            {"foo": ["bar", ["abc", "def"]]},
+        ),
+        ({"/": 9, "~1": 10}, [{"op": "test", "path": "/~01", "value": 10}], {"/": 9, "~1": 10}),
         ({"foo": 1}, [{"op": "copy", "from": "/foo", "path": "/bar"}], {"foo": 1, "bar": 1}),
         ({"foo": 1}, [{"op": "test", "path": "/foo", "value": 1.0}], {"foo": 1}),
     ],
@@ -98,9 +122,14 @@ def test_rejected_patches_name_the_op_and_leave_the_doc(
 
 def test_inserted_values_are_not_shared() -> None:
     value = {"k": [1]}
-    doc, _ = apply_patch({}, [{"op": "add", "path": "/a", "value": value},
-                              {"op": "copy", "from": "/a", "path": "/b"},
-                              {"op": "add", "path": "/a/k/-", "value": 2}])
+    doc, _ = apply_patch(
+        {},
+        [
+            {"op": "add", "path": "/a", "value": value},
+            {"op": "copy", "from": "/a", "path": "/b"},
+            {"op": "add", "path": "/a/k/-", "value": 2},
+        ],
+    )
     assert value == {"k": [1]}
     assert doc == {"a": {"k": [1, 2]}, "b": {"k": [1]}}
 
@@ -135,8 +164,13 @@ def merge_reference(target: Any, patch: Any) -> Any:
 
 # ---- properties ----
 
-scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=5) | \
-    st.floats(allow_nan=False, allow_infinity=False)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.text(max_size=5)
+    | st.floats(allow_nan=False, allow_infinity=False)
+)
 keys = st.sampled_from(["a", "b", "c", "a/b", "m~n", "0", ""])
 json_values = st.recursive(
     scalars,

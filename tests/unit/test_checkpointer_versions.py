@@ -12,13 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.checkpointer.history import InconsistentHistory, NotReadable, rebuilt
-from services.checkpointer.logic import PatchRejected, apply_patch
-from services.checkpointer.ordering import Candidate, key_of, plan
+from services.checkpointer.ordering import Candidate, Ref, key_of, plan
+from services.checkpointer.patch import PatchRejected, apply_patch
 from services.checkpointer.rows import touched_partitions
 from services.checkpointer.versions import (
+    base_order,
     canonical,
     check_shape,
-    choose_base,
     compress,
     decompress,
     empty_state,
@@ -45,12 +45,15 @@ def test_canonical_rejects_what_json_cannot_hold() -> None:
     assert canonical({"text": "\\u0000"}) == b'{"text":"\\\\u0000"}'  # the six characters
 
 
-@pytest.mark.parametrize("doc", [
-    {"local": {}, "shared": {}, "session": {}},
-    {"local": {}, "shared": {}, "session": {}, "persistent": {}, "extra": {}},
-    {"local": [], "shared": {}, "session": {}, "persistent": {}},
-    [],
-])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"local": {}, "shared": {}, "session": {}},
+        {"local": {}, "shared": {}, "session": {}, "persistent": {}, "extra": {}},
+        {"local": [], "shared": {}, "session": {}, "persistent": {}},
+        [],
+    ],
+)
 def test_shape_keeps_four_object_partitions(doc: Any) -> None:
     with pytest.raises(PatchRejected, match="partition"):
         check_shape(doc)
@@ -70,18 +73,23 @@ def test_compression_above_threshold_only() -> None:
     assert read_snapshot(archived.data, "zstd") == {"a": "x" * 10}
 
 
-def test_choose_base_prefers_fewer_patches() -> None:
-    assert choose_base(12, 10, 20) == ("forward", 10)
-    assert choose_base(18, 10, 20) == ("backward", 20)
-    assert choose_base(18, None, 20) == ("backward", 20)
-    assert choose_base(5, None, None) is None
+def test_base_order_prefers_fewer_patches() -> None:
+    assert base_order(12, 10, 20) == [("forward", 10), ("backward", 20)]
+    assert base_order(18, 10, 20) == [("backward", 20), ("forward", 10)]
+    assert base_order(15, 10, 20) == [("backward", 20), ("forward", 10)]  # a tie
+    assert base_order(18, None, 20) == [("backward", 20)]
+    assert base_order(5, None, None) == []
 
 
 # The pure version of "every version rebuilds exactly": random patch sequences on the
 # four-partition document, snapshots every N, each version from the nearest snapshot.
 partition = st.sampled_from(["local", "shared", "session", "persistent"])
-leaf = st.none() | st.integers(-1000, 1000) | st.booleans() | st.text(
-    st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=4)
+leaf = (
+    st.none()
+    | st.integers(-1000, 1000)
+    | st.booleans()
+    | st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=4)
+)
 
 
 @st.composite
@@ -97,11 +105,19 @@ def steps(draw: st.DrawFn) -> list[list[dict[str, Any]]]:
         elif kind == "remove":
             out.append([{"op": "add", "path": path, "value": 0}, {"op": "remove", "path": path}])
         elif kind == "append":
-            out.append([{"op": "add", "path": path, "value": []},
-                        {"op": "add", "path": path + "/-", "value": draw(leaf)}])
+            out.append(
+                [
+                    {"op": "add", "path": path, "value": []},
+                    {"op": "add", "path": path + "/-", "value": draw(leaf)},
+                ]
+            )
         else:
-            out.append([{"op": "add", "path": path, "value": {"x": draw(leaf)}},
-                        {"op": "move", "from": path + "/x", "path": f"/{part}/moved"}])
+            out.append(
+                [
+                    {"op": "add", "path": path, "value": {"x": draw(leaf)}},
+                    {"op": "move", "from": path + "/x", "path": f"/{part}/moved"},
+                ]
+            )
     return out
 
 
@@ -126,7 +142,7 @@ def test_every_version_rebuilds_from_nearest_snapshot(
     for target in range(head + 1):
         below = max(v for v in snapshots if v <= target)
         above = min(v for v in snapshots if v >= target)
-        direction, base = choose_base(target, below, above) or ("", 0)
+        direction, base = base_order(target, below, above)[0]
         assert abs(target - base) <= every
         start = orjson.loads(snapshots[base])
         if direction == "forward":
@@ -139,10 +155,21 @@ def test_every_version_rebuilds_from_nearest_snapshot(
 
 def read_row(**fields: Any) -> dict[str, Any]:
     """A row as checkpoint.read_version returns it: state at version 3, nothing pruned."""
-    return {"state_id": 1, "version": 3, "state_hash": b"h" * 32, "history_floor_version": 0,
-            "target": 2, "target_hash": None, "direction": "forward", "base": 0,
-            "snapshot": None, "compression": None, "head_doc": None, "patches": "[]",
-            **fields}
+    return {
+        "state_id": 1,
+        "version": 3,
+        "state_hash": b"h" * 32,
+        "history_floor_version": 0,
+        "target": 2,
+        "target_hash": None,
+        "direction": "forward",
+        "base": 0,
+        "snapshot": None,
+        "compression": None,
+        "head_doc": None,
+        "patches": "[]",
+        **fields,
+    }
 
 
 def test_a_read_row_rebuilds_from_its_base_and_checks_the_hash() -> None:
@@ -151,19 +178,29 @@ def test_a_read_row_rebuilds_from_its_base_and_checks_the_hash() -> None:
     assert doc["local"] == {"n": 1} and digest == state_hash(canonical(doc))
     head = orjson.dumps({**empty_state(), "local": {"n": 2}}).decode()
     back = [[{"op": "replace", "path": "/local/n", "value": 1}]]
-    doc, _ = rebuilt(read_row(target=1, direction="backward", base=3, head_doc=head,
-                              patches=orjson.dumps(back).decode(), target_hash=digest))
+    doc, _ = rebuilt(
+        read_row(
+            target=1,
+            direction="backward",
+            base=3,
+            head_doc=head,
+            patches=orjson.dumps(back).decode(),
+            target_hash=digest,
+        )
+    )
     assert doc["local"] == {"n": 1}
     snap = compress(canonical(doc), threshold=0)
-    doc, _ = rebuilt(read_row(target=1, base=1, snapshot=snap.data,
-                              compression=snap.compression, target_hash=digest))
+    doc, _ = rebuilt(
+        read_row(
+            target=1, base=1, snapshot=snap.data, compression=snap.compression, target_hash=digest
+        )
+    )
     assert doc["local"] == {"n": 1}
     with pytest.raises(InconsistentHistory):
         rebuilt(read_row(target=1, patches=orjson.dumps(one).decode(), target_hash=b"x" * 32))
 
 
-@pytest.mark.parametrize(("target", "code"), [(7, "not_found"), (-1, "not_found"),
-                                              (1, "pruned")])
+@pytest.mark.parametrize(("target", "code"), [(7, "not_found"), (-1, "not_found"), (1, "pruned")])
 def test_a_read_row_without_a_way_says_why(target: int, code: str) -> None:
     with pytest.raises(NotReadable) as err:
         rebuilt(read_row(target=target, direction=None))
@@ -174,7 +211,7 @@ K1, K2 = ("t", "u", "a1"), ("t", "u", "a2")
 
 
 def cand(seq: int, key: tuple[str, str, str], *waits: int, parked: bool = False) -> Candidate:
-    return Candidate(seq, UUID(int=seq), key, tuple((w, UUID(int=w)) for w in waits), parked)
+    return Candidate(seq, UUID(int=seq), key, tuple(Ref(w, UUID(int=w)) for w in waits), parked)
 
 
 def test_plan_applies_in_order_and_parks_what_waits() -> None:
@@ -194,8 +231,7 @@ def test_plan_applies_a_parked_message_when_its_predecessor_applies_here() -> No
 
 def test_key_of_reads_raw_messages() -> None:
     eid = uuid4()
-    body = {"event_id": str(eid), "tenant_id": "t",
-            "payload": {"user_id": "u", "agent_id": "a"}}
+    body = {"event_id": str(eid), "tenant_id": "t", "payload": {"user_id": "u", "agent_id": "a"}}
     assert key_of(orjson.dumps(body)) == (("t", "u", "a"), eid)
     assert key_of(b"not json") == (None, None)
     assert key_of(b'{"payload": {}}') == (None, None)
@@ -203,9 +239,12 @@ def test_key_of_reads_raw_messages() -> None:
 
 def test_touched_partitions() -> None:
     assert touched_partitions([{"op": "add", "path": "/local/a", "value": 1}]) == {"local"}
-    assert touched_partitions([{"op": "move", "from": "/session/x", "path": "/shared/x"},
-                               {"op": "copy", "from": "/persistent/y", "path": "/local/y"}]
-                              ) == {"session", "shared", "local"}
+    assert touched_partitions(
+        [
+            {"op": "move", "from": "/session/x", "path": "/shared/x"},
+            {"op": "copy", "from": "/persistent/y", "path": "/local/y"},
+        ]
+    ) == {"session", "shared", "local"}
     assert len(touched_partitions([{"op": "replace", "path": "", "value": {}}])) == 4
 
 

@@ -8,8 +8,8 @@ from nats.aio.msg import Msg
 
 from contracts.chat import CHAT_EVENT, MessageCreated
 from contracts.envelope import MAX_METADATA_DEPTH, NUL_RECORD_KEY
-from contracts.state import STATE_EVENT
 from contracts.registry import all_contracts
+from contracts.state import STATE_EVENT
 from services.runtime.errors import InvalidEvent
 from services.runtime.pipeline import contract_decoder
 from tests import factories as f
@@ -116,7 +116,11 @@ def test_nul_in_chat_is_replaced_and_recorded_but_rejected_in_state() -> None:
     assert event.payload.content == "a\ufffdb"
     extra = event.payload.metadata.model_dump()
     assert extra["k\ufffd"] == ["\ufffd"]
-    assert extra[NUL_RECORD_KEY] == ["payload.content", "payload.metadata.k\ufffd", "payload.metadata.k\ufffd.0"]
+    assert extra[NUL_RECORD_KEY] == [
+        "payload.content",
+        "payload.metadata.k\ufffd",
+        "payload.metadata.k\ufffd.0",
+    ]
     state = {
         "event_id": str(uuid4()),
         "type": "state.patch",

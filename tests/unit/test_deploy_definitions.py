@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from services.ingest.settings import IngestSettings
+from services.catalog import create_worker
 from services.runtime.bus import CHAT, STREAMS
-from services.runtime.service import Worker
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "nats"
 
@@ -23,11 +22,17 @@ def test_streams_match_bus() -> None:
 
 def test_ingest_consumer_matches_defaults() -> None:
     (written,) = json.loads((DEPLOY / "consumers.json").read_text())
-    worker = Worker(IngestSettings(), [])
+    _, worker = create_worker("ingest")
     spec = worker.spec_for(CHAT, CHAT.subjects)
     declared = spec.config().as_dict()
     assert written["stream"] == "CHAT"
     assert "backoff" not in written["config"]  # it would replace the ack wait
-    for key in ("durable_name", "ack_policy", "ack_wait", "max_deliver",
-                "max_ack_pending", "filter_subjects"):
+    for key in (
+        "durable_name",
+        "ack_policy",
+        "ack_wait",
+        "max_deliver",
+        "max_ack_pending",
+        "filter_subjects",
+    ):
         assert written["config"][key] == declared[key], key

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from services.embedder.model import Encoder
+from services.embedder.encoder import Encoder
 
 
 async def test_queries_use_their_thread_count_and_batches_keep_the_default() -> None:

@@ -43,13 +43,21 @@ class FakePull:
 
 
 def event(n: int) -> Msg:
-    return Msg(None, subject="chat.message.created",  # type: ignore[arg-type]
-               reply=f"$JS.ACK.CHAT.svc.1.{n}.{n}.0.0", data=b'{"n": %d}' % n)
+    return Msg(
+        None,
+        subject="chat.message.created",  # type: ignore[arg-type]
+        reply=f"$JS.ACK.CHAT.svc.1.{n}.{n}.0.0",
+        data=b'{"n": %d}' % n,
+    )
 
 
 def status(code: str, description: str = "") -> Msg:
-    return Msg(None, subject="_INBOX.x", reply="",  # type: ignore[arg-type]
-               headers={"Status": code, "Description": description})
+    return Msg(
+        None,
+        subject="_INBOX.x",
+        reply="",  # type: ignore[arg-type]
+        headers={"Status": code, "Description": description},
+    )
 
 
 def fetcher() -> tuple[Fetcher, FakePull]:
@@ -68,7 +76,7 @@ async def test_one_request_for_a_batch_and_its_leftovers_go_to_the_next_call() -
     first = await f.fetch(10, 1.0)
     await task
     assert [m.data for m in first] == [b'{"n": 1}', b'{"n": 2}']
-    (subject, body, reply), = pull._nc.sent
+    ((subject, body, reply),) = pull._nc.sent
     assert subject == pull._nms and reply == pull._deliver
     assert body["batch"] == 10 and 0.9e9 <= body["expires"] < 1e9
     # The request is still open (8 to come): what arrives later is the next call's, taken

@@ -22,11 +22,20 @@ from tests import factories as f
 
 def test_runs_keep_order_between_types() -> None:
     cid, mid = uuid4(), uuid4()
-    events = [f.message(cid, mid), f.message(cid), f.edit(mid, "x"), f.message(cid),
-              f.edit(mid, "y")]
+    events = [
+        f.message(cid, mid),
+        f.message(cid),
+        f.edit(mid, "x"),
+        f.message(cid),
+        f.edit(mid, "y"),
+    ]
     kinds = [(kind, len(run)) for kind, run in runs(events)]
-    assert kinds == [("chat.message.created", 2), ("chat.message.edited", 1),
-                     ("chat.message.created", 1), ("chat.message.edited", 1)]
+    assert kinds == [
+        ("chat.message.created", 2),
+        ("chat.message.edited", 1),
+        ("chat.message.created", 1),
+        ("chat.message.edited", 1),
+    ]
 
 
 def test_message_columns_are_aligned() -> None:
@@ -49,8 +58,13 @@ def test_conversation_refs_skip_events_without_one() -> None:
 
 def test_batch_locks_share_message_conversations_and_hold_the_rest_alone() -> None:
     busy, quiet, mid = uuid4(), uuid4(), uuid4()
-    events = [f.message(busy), f.message(quiet, mid), f.message(busy),
-              f.conversation_update(quiet, title="t"), f.edit(mid, "x")]
+    events = [
+        f.message(busy),
+        f.message(quiet, mid),
+        f.message(busy),
+        f.conversation_update(quiet, title="t"),
+        f.edit(mid, "x"),
+    ]
     locks = batch_locks(events)
     assert [key for key, _ in locks] == sorted(key for key, _ in locks)
     assert dict(locks) == {lock_key(busy): False, lock_key(quiet): True, lock_key(mid): True}

@@ -33,28 +33,58 @@ def days(n: float) -> datetime:
     return T0 + timedelta(days=n)
 
 
-@given(st.floats(0, 1), st.floats(0, 0.5), st.integers(0, 1000), st.floats(0, 100),
-       st.floats(0, 100))
-def test_decay_in_two_steps_equals_one(importance: float, rate: float, uses: int, a: float,
-                                       b: float) -> None:
-    once = decayed(importance, decay_rate=rate, access_count=uses, decayed_at=T0,
-                   last_accessed_at=None, now=days(a + b))
-    first = decayed(importance, decay_rate=rate, access_count=uses, decayed_at=T0,
-                    last_accessed_at=None, now=days(a))
-    twice = decayed(first, decay_rate=rate, access_count=uses, decayed_at=days(a),
-                    last_accessed_at=None, now=days(a + b))
+@given(
+    st.floats(0, 1), st.floats(0, 0.5), st.integers(0, 1000), st.floats(0, 100), st.floats(0, 100)
+)
+def test_decay_in_two_steps_equals_one(
+    importance: float, rate: float, uses: int, a: float, b: float
+) -> None:
+    once = decayed(
+        importance,
+        decay_rate=rate,
+        access_count=uses,
+        decayed_at=T0,
+        last_accessed_at=None,
+        now=days(a + b),
+    )
+    first = decayed(
+        importance,
+        decay_rate=rate,
+        access_count=uses,
+        decayed_at=T0,
+        last_accessed_at=None,
+        now=days(a),
+    )
+    twice = decayed(
+        first,
+        decay_rate=rate,
+        access_count=uses,
+        decayed_at=days(a),
+        last_accessed_at=None,
+        now=days(a + b),
+    )
     assert twice == pytest.approx(once, rel=1e-9, abs=1e-12)
     assert 0 <= once <= importance
 
 
 def test_decay_counts_from_the_last_access_and_use_slows_it() -> None:
-    fresh = decayed(0.8, decay_rate=0.1, access_count=0, decayed_at=T0,
-                    last_accessed_at=days(9), now=days(10))
+    fresh = decayed(
+        0.8, decay_rate=0.1, access_count=0, decayed_at=T0, last_accessed_at=days(9), now=days(10)
+    )
     assert fresh == pytest.approx(0.8 * 0.9)
     assert effective_rate(0.1, 0) == 0.1 and effective_rate(0.1, 10) < effective_rate(0.1, 1)
     # a clock before the last decay never raises importance
-    assert decayed(0.5, decay_rate=0.1, access_count=0, decayed_at=days(5),
-                   last_accessed_at=None, now=days(1)) == 0.5
+    assert (
+        decayed(
+            0.5,
+            decay_rate=0.1,
+            access_count=0,
+            decayed_at=days(5),
+            last_accessed_at=None,
+            now=days(1),
+        )
+        == 0.5
+    )
 
 
 def test_recency_halves_every_half_life_and_scores_add_up() -> None:
@@ -99,8 +129,9 @@ def test_neighbours_are_exact_and_capped() -> None:
     g = neighbours(v, threshold=0.3, max_neighbours=5)
     sims = v @ v.T
     for i in range(len(v)):
-        want = sorted((j for j in range(len(v)) if j != i and sims[i, j] >= 0.3),
-                      key=lambda j: -sims[i, j])[:5]
+        want = sorted(
+            (j for j in range(len(v)) if j != i and sims[i, j] >= 0.3), key=lambda j: -sims[i, j]
+        )[:5]
         assert list(g.nbr[i]) == want
         assert np.allclose(g.sim[i], sims[i, want])
 
@@ -123,9 +154,11 @@ def test_stars_do_not_chain() -> None:
 
 
 def test_extractive_summaries_keep_central_sentences_in_order() -> None:
-    texts = ["We booked Hotel Alfama in Lisbon. The weather was nice.",
-             "Hotel Alfama in Lisbon is by the river.",
-             "Lisbon hotel Alfama has quiet rooms. My cat is grey."]
+    texts = [
+        "We booked Hotel Alfama in Lisbon. The weather was nice.",
+        "Hotel Alfama in Lisbon is by the river.",
+        "Lisbon hotel Alfama has quiet rooms. My cat is grey.",
+    ]
     kept = lexical_summary(texts, keep=2)
     assert len(kept) == 2 and all("Alfama" in s for s in kept)
     assert kept == sorted(kept, key=lambda s: " ".join(texts).index(s))
@@ -162,8 +195,9 @@ def test_facts_read_numbers_dates_and_names_however_they_are_written() -> None:
     assert compatible(a, b)
     assert compatible(facts("Met Ana on 2026-03-06."), facts("Ana: met on March 6."))
     # different facts, however close in meaning
-    assert not compatible(facts("Chloe's order #93428 came broken"),
-                          facts("Chloe's order #82883 came broken"))
+    assert not compatible(
+        facts("Chloe's order #93428 came broken"), facts("Chloe's order #82883 came broken")
+    )
     assert not compatible(facts("Escalate a priority-two ticket"), facts("Escalate a P1 ticket"))
     assert not compatible(facts("Moved from Tuesday"), facts("Moved from Monday"))
     assert not compatible(facts("The user uses Ubuntu daily"), facts("The user uses Windows daily"))
@@ -179,19 +213,23 @@ def test_complete_linkage_keeps_every_pair_within_the_group() -> None:
     v = unit([[1, 0], [np.cos(angle), np.sin(angle)], [np.cos(2 * angle), np.sin(2 * angle)]])
     g = neighbours(v, threshold=0.85)
     assert complete_linkage(g, v, [0, 1, 2], 0.85, joinable=lambda a, b: True) in (
-        [[0, 1]], [[1, 2]])
+        [[0, 1]],
+        [[1, 2]],
+    )
     close = unit([[1, 0], [0.99, 0.05], [0.98, 0.08]])
     g = neighbours(close, threshold=0.9)
     assert complete_linkage(g, close, [2, 0, 1], 0.9, joinable=lambda a, b: True) == [[2, 0, 1]]
-    assert complete_linkage(g, close, [2, 0, 1], 0.9, joinable=lambda a, b: {a, b} != {0, 2}) \
-        in ([[0, 1]], [[2, 1]])
+    assert complete_linkage(g, close, [2, 0, 1], 0.9, joinable=lambda a, b: {a, b} != {0, 2}) in (
+        [[0, 1]],
+        [[2, 1]],
+    )
 
 
 def test_a_forget_of_any_size_is_announced_in_notices_that_fit() -> None:
     from uuid import uuid4
 
     from contracts.memory_jobs import MAX_FORGOTTEN_IDS
-    from services.memory.handlers import forgotten_events
+    from services.memory.notices import forgotten_events
 
     cause = uuid4()
     ids = [uuid4() for _ in range(2 * MAX_FORGOTTEN_IDS + 1)]

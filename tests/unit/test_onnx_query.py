@@ -7,7 +7,8 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.models import Pooling
 
 from services.embedder import onnx_query
-from services.embedder.model import Encoder, LoadedModel, load, resolve
+from services.embedder.encoder import Encoder
+from services.embedder.model import LoadedModel, load, resolve
 
 TEXTS = ["where did we book the hotel?", "Schritt 2: Logs prüfen", "ok"]
 

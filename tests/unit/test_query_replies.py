@@ -12,8 +12,8 @@ from contracts.embedding import KnowledgeSearchReply
 from contracts.errors import ErrorCode, QueryError
 from contracts.memory_search import MemorySearchRequest
 from contracts.registry import QUERIES
+from services.catalog import create_worker
 from services.runtime.docs import asyncapi_document
-from services.runtime.registry import create_worker
 from services.runtime.replies import QueryFailed, fit, fit_items, json_size, query_failure
 
 

@@ -1,5 +1,5 @@
-"""The JSON Patch engine of the checkpointer, pure: RFC 6902 apply with its exact inverse,
-RFC 7386 merge patches as RFC 6902 operations, and a structural diff.
+"""The JSON Patch engine of the checkpointer, pure: JSON Pointers, JSON equality, and
+RFC 6902 apply with its exact inverse (patches made from documents: patch_diff.py).
 
 ``apply_patch`` changes the document in place (no copy of a 50 KB state per version) and
 returns the inverse patch, built from the values each operation removes or overwrites, so
@@ -20,9 +20,13 @@ from typing import Any
 
 import orjson
 
-Op = dict[str, Any]
-Copy = Callable[[Any], Any]
-_MISSING: Any = object()
+# A JSON value. Any rather than a recursive union: documents come from orjson.loads and
+# operations from pydantic models, and the engine narrows with isinstance where it must.
+Json = Any
+Document = dict[str, Json]  # an object at the root: a state's four partitions
+Op = dict[str, Json]  # one RFC 6902 operation
+Copy = Callable[[Json], Json]
+_MISSING: Json = object()
 _INDEX = re.compile(r"0|[1-9][0-9]*")
 
 
@@ -48,7 +52,7 @@ def escape(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
 
 
-def clone(value: Any) -> Any:
+def clone(value: Json) -> Json:
     if value is None or isinstance(value, str | int | float):
         return value
     try:
@@ -57,7 +61,7 @@ def clone(value: Any) -> Any:
         return copy.deepcopy(value)
 
 
-def json_equal(a: Any, b: Any) -> bool:
+def json_equal(a: Json, b: Json) -> bool:
     """JSON equality (RFC 6902 `test`): numbers by value, but true is not 1."""
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
@@ -81,7 +85,7 @@ def _index(token: str, length: int, *, end: bool) -> int:
     return i
 
 
-def _get(doc: Any, tokens: Sequence[str]) -> Any:
+def _get(doc: Json, tokens: Sequence[str]) -> Json:
     node = doc
     for depth, token in enumerate(tokens):
         if isinstance(node, dict):
@@ -102,10 +106,10 @@ def _join(tokens: Sequence[str]) -> str:
 class _Doc:
     """The document being patched, boxed so that the root itself can be replaced."""
 
-    def __init__(self, doc: Any) -> None:
+    def __init__(self, doc: Json) -> None:
         self.root = doc
 
-    def put(self, tokens: list[str], value: Any) -> tuple[str, Any]:
+    def put(self, tokens: list[str], value: Json) -> tuple[str, Json]:
         """`add` semantics; returns the concrete path and the value overwritten (if any)."""
         if not tokens:
             old, self.root = self.root, value
@@ -121,7 +125,7 @@ class _Doc:
             return _join([*tokens[:-1], str(i)]), _MISSING
         raise PatchRejected(f"{_join(tokens[:-1]) or 'the root'} is not a container")
 
-    def set(self, tokens: list[str], value: Any) -> tuple[str, Any]:
+    def set(self, tokens: list[str], value: Json) -> tuple[str, Json]:
         """`replace` semantics: the path must exist; returns it and the value replaced."""
         if not tokens:
             old, self.root = self.root, value
@@ -138,7 +142,7 @@ class _Doc:
             return _join([*tokens[:-1], str(i)]), old
         raise PatchRejected(f"{_join(tokens[:-1]) or 'the root'} is not a container")
 
-    def take(self, tokens: list[str]) -> tuple[str, Any]:
+    def take(self, tokens: list[str]) -> tuple[str, Json]:
         """`remove` semantics; returns the concrete path and the value removed."""
         if not tokens:
             raise PatchRejected("the whole document cannot be removed")
@@ -153,13 +157,13 @@ class _Doc:
         raise PatchRejected(f"{_join(tokens[:-1]) or 'the root'} is not a container")
 
 
-def _undo_put(path: str, old: Any) -> list[Op]:
+def _undo_put(path: str, old: Json) -> list[Op]:
     if old is _MISSING:
         return [{"op": "remove", "path": path}]
     return [{"op": "replace", "path": path, "value": old}]
 
 
-def _own(value: Any) -> Any:
+def _own(value: Json) -> Json:
     return value
 
 
@@ -212,8 +216,14 @@ def _test(doc: _Doc, tokens: list[str], op: Op, fresh: Copy) -> list[Op]:
     return []
 
 
-_OPS = {"add": _add, "remove": _remove, "replace": _replace, "move": _move, "copy": _copy,
-        "test": _test}
+_OPS = {
+    "add": _add,
+    "remove": _remove,
+    "replace": _replace,
+    "move": _move,
+    "copy": _copy,
+    "test": _test,
+}
 
 
 def _apply_op(doc: _Doc, op: Op, fresh: Copy = clone) -> list[Op]:
@@ -226,14 +236,12 @@ def _apply_op(doc: _Doc, op: Op, fresh: Copy = clone) -> list[Op]:
     return handler(doc, parse_pointer(op["path"]), op, fresh)
 
 
-def _short(value: Any) -> str:
+def _short(value: Json) -> str:
     text = orjson.dumps(value, default=str).decode()
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def apply_patch(
-    doc: Any, ops: Sequence[Op], *, copy_values: bool = True
-) -> tuple[Any, list[Op]]:
+def apply_patch(doc: Json, ops: Sequence[Op], *, copy_values: bool = True) -> tuple[Json, list[Op]]:
     """Apply RFC 6902 ``ops`` to ``doc`` (in place); returns the new root and the inverse.
 
     On failure the document is restored and ``PatchRejected`` names the operation.
@@ -259,69 +267,3 @@ def _rollback(box: _Doc, undo: list[list[Op]]) -> None:
                 _apply_op(box, op, _own)
     except PatchRejected as err:  # an inverse that does not apply is a bug, not bad input
         raise RuntimeError(f"could not roll back a rejected patch: {err}") from err
-
-
-def merge_to_ops(target: Any, merge: dict[str, Any], prefix: str = "") -> list[Op]:
-    """RFC 7386: the RFC 6902 operations that merging ``merge`` into ``target`` means.
-
-    Keys set to the value they already have produce no operation.
-    """
-    if not isinstance(target, dict):
-        raise PatchRejected(f"{prefix or 'the root'} is not an object")
-    ops: list[Op] = []
-    for key, value in merge.items():
-        path = f"{prefix}/{escape(key)}"
-        current = target.get(key, _MISSING)
-        if value is None:
-            if current is not _MISSING:
-                ops.append({"op": "remove", "path": path})
-        elif isinstance(value, dict) and isinstance(current, dict):
-            ops.extend(merge_to_ops(current, value, path))
-        elif current is _MISSING or not _same(current, value):
-            ops.append({"op": "add", "path": path, "value": _strip_nulls(value)})
-    return ops
-
-
-def _strip_nulls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip_nulls(v) for k, v in value.items() if v is not None}
-    return value
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Identical as JSON text (1 and 1.0 differ), checked at C speed."""
-    return bool(a == b) and canonical_or_none(a) == canonical_or_none(b)
-
-
-def canonical_or_none(value: Any) -> bytes | None:
-    try:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    except (TypeError, orjson.JSONEncodeError):
-        return None
-
-
-def diff(a: Any, b: Any, prefix: str = "") -> list[Op]:
-    """RFC 6902 operations that turn ``a`` into ``b`` (values are shared with ``b``)."""
-    if _same(a, b):
-        return []
-    if isinstance(a, dict) and isinstance(b, dict):
-        ops: list[Op] = [
-            {"op": "remove", "path": f"{prefix}/{escape(k)}"} for k in a if k not in b
-        ]
-        for key, value in b.items():
-            path = f"{prefix}/{escape(key)}"
-            if key in a:
-                ops.extend(diff(a[key], value, path))
-            else:
-                ops.append({"op": "add", "path": path, "value": value})
-        return ops
-    if isinstance(a, list) and isinstance(b, list):
-        ops = []
-        for i in range(min(len(a), len(b))):
-            ops.extend(diff(a[i], b[i], f"{prefix}/{i}"))
-        ops.extend({"op": "add", "path": f"{prefix}/{i}", "value": b[i]}
-                   for i in range(len(a), len(b)))
-        ops.extend({"op": "remove", "path": f"{prefix}/{i}"}
-                   for i in reversed(range(len(b), len(a))))
-        return ops
-    return [{"op": "replace", "path": prefix, "value": b}]

@@ -1,0 +1,102 @@
+"""The one query router: every request/reply subject of every service is a ``QueryRoute``.
+
+A service declares its routes in its assembly; the worker app subscribes them all in one
+queue group (replicas share the queries) through ``serve_routes``. The request is the
+handler's typed parameter, so FastStream validates it and the AsyncAPI document shows its
+schema; a request that breaks it is answered ``invalid`` by the router's exception
+middleware instead of reaching the handler. Errors map to the one ``QueryError`` in
+``replies.query_failure``; a reply over the connection's ``max_payload`` is answered
+``too_large`` with the route's hint; each answer's latency and outcome are counted per
+subject (``QueryStats``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from faststream import ExceptionMiddleware
+from faststream.nats import NatsBroker, NatsRouter
+from pydantic import BaseModel
+
+from contracts.errors import QueryError
+from services.runtime.replies import fit, query_failure, reply_limit
+
+
+@dataclass(frozen=True)
+class QueryRoute:
+    """One request/reply subject: its request contract, its handler and how it answers."""
+
+    subject: str
+    request: type[BaseModel]
+    handle: Callable[[Any, int], Awaitable[BaseModel]]  # (request, reply bytes) -> result
+    description: str
+    hint: str  # what to ask instead when the answer does not fit in one message
+    unavailable: tuple[type[BaseException], ...] = ()  # failures that mean "try later"
+    max_workers: int = 1  # requests of this subject answered at once by one replica
+
+
+@dataclass
+class SubjectStats:
+    answered: int = 0
+    errors: dict[str, int] = field(default_factory=dict)  # by error code
+    total_ms: float = 0.0
+    last_ms: float = 0.0
+
+
+@dataclass
+class QueryStats:
+    """What a worker answered, per subject (read by `engram dev` and the metrics)."""
+
+    subjects: dict[str, SubjectStats] = field(default_factory=dict)
+
+    def record(self, subject: str, elapsed_s: float, error: QueryError | None) -> None:
+        stats = self.subjects.setdefault(subject, SubjectStats())
+        stats.answered += 1
+        stats.last_ms = elapsed_s * 1000
+        stats.total_ms += stats.last_ms
+        if error is not None:
+            stats.errors[error.code.value] = stats.errors.get(error.code.value, 0) + 1
+
+
+def serve_routes(
+    broker: NatsBroker, routes: Sequence[QueryRoute], *, queue: str, stats: QueryStats
+) -> None:
+    for route in routes:
+        _serve(broker, route, queue, stats)
+
+
+def _serve(broker: NatsBroker, route: QueryRoute, queue: str, stats: QueryStats) -> None:
+    subject = route.subject
+
+    def failed(exc: Exception) -> bytes:  # the request broke its contract
+        error = query_failure(exc, subject)
+        stats.record(subject, 0.0, error)
+        return fit(error, reply_limit(broker), subject, route.hint)
+
+    router = NatsRouter(middlewares=[ExceptionMiddleware(publish_handlers={Exception: failed})])
+
+    async def handler(request: Any) -> bytes:
+        limit = reply_limit(broker)
+        started = time.perf_counter()
+        error: QueryError | None = None
+        reply: BaseModel
+        try:
+            reply = await route.handle(request, limit)
+        except Exception as exc:
+            reply = error = query_failure(exc, subject, route.unavailable)
+        stats.record(subject, time.perf_counter() - started, error)
+        return fit(reply, limit, subject, route.hint)
+
+    handler.__annotations__["request"] = route.request
+    handler.__annotations__["return"] = bytes
+    router.subscriber(
+        subject,
+        queue=queue,
+        title=subject,
+        description=route.description,
+        max_workers=route.max_workers,
+    )(handler)
+    broker.include_router(router)
