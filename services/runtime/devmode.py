@@ -90,7 +90,7 @@ def worker_table(workers: Sequence[tuple[str, Worker]]) -> Table:
         failure = worker.supervisor.failure
         table.add_row(
             name,
-            "[green]working[/]" if failure is None else f"[red]cannot work: {failure}[/]",
+            _state(worker, failure),
             str(s.applied),
             str(s.duplicates),
             str(s.retried),
@@ -100,6 +100,14 @@ def worker_table(workers: Sequence[tuple[str, Worker]]) -> Table:
             f"{s.last_batch_ms:.1f}",
         )
     return table
+
+
+def _state(worker: Worker, failure: str | None) -> str:
+    if failure is not None:
+        return f"[red]cannot work: {failure}[/]"
+    if worker.stats.database_unreachable_since is not None:
+        return "[yellow]waiting for the database[/]"
+    return "[green]working[/]"
 
 
 async def run_dev(
@@ -198,12 +206,14 @@ async def _log_view(
     while not stop.is_set() and not _failure(workers):
         for name, worker in workers:
             s = worker.stats
-            now = (s.applied, s.duplicates, s.retried, s.dead)
-            if now != last.get(name, (0, 0, 0, 0)):
+            waiting = int(s.database_unreachable_since is not None)
+            now = (s.applied, s.duplicates, s.retried, s.dead, waiting)
+            if now != last.get(name, (0, 0, 0, 0, 0)):
                 last[name] = now
                 console.print(
                     f"{name}: applied {s.applied}, duplicates {s.duplicates}, "
                     f"retried {s.retried}, dead-lettered {s.dead}"
+                    + ("; waiting for the database, pulling nothing" if waiting else "")
                 )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), refresh_s)

@@ -33,6 +33,7 @@ from services.runtime.inbox import Inbox
 from services.runtime.telemetry import Stats
 
 log = logging.getLogger("engram.pipeline")
+PROBE_TIMEOUT_S = 5.0  # a database that does not answer a SELECT 1 in this is unreachable
 
 
 class Event(Protocol):
@@ -164,6 +165,11 @@ class BatchProcessor(Generic[E]):
         try:
             retry, duplicates = await self._transaction(items)
         except Exception as exc:
+            if is_transient(exc) and await self._wait_for_database(exc):
+                # The database was unreachable and is back: the same batch again, with no
+                # delivery spent on an outage, however long it lasted.
+                await self._commit(items)
+                return
             if is_transient(exc):
                 log.warning("transient failure on %d events: %s", len(items), describe(exc))
                 for item in items:
@@ -197,6 +203,38 @@ class BatchProcessor(Generic[E]):
             if retry:
                 await self._inbox.release(conn, list(retry))
         return retry, len(items) - len(fresh)
+
+    async def _reachable(self) -> bool:
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                async with self._pool.acquire() as conn:
+                    await conn.fetchval("SELECT 1")
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            return False
+        return True
+
+    async def _wait_for_database(self, failure: BaseException) -> bool:
+        """After a transient failure: when the database does not answer, hold the batch
+        (its messages kept alive, nothing more pulled) until it does, and return True;
+        False when it answers at once (the failure was the batch's: retried by nak)."""
+        if await self._reachable():
+            return False
+        self.stats.database_unreachable_since = time.time()
+        log.error(
+            "the database is unreachable (%s): holding the batch, pulling nothing until it is back",
+            describe(failure),
+        )
+        waits = 0
+        while not await self._reachable():
+            waits += 1
+            await asyncio.sleep(retry_delay(waits, self._policy.base_s, self._policy.max_s))
+        down_s = time.time() - self.stats.database_unreachable_since
+        self.stats.database_unreachable_since = None
+        self.stats.database_outages += 1
+        log.warning("the database is back after %.1fs; applying the held batch", down_s)
+        return True
 
     async def _retry(self, msg: Msg, reason: str) -> None:
         deliveries = msg.metadata.num_delivered

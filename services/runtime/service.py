@@ -10,6 +10,7 @@ drain publishes what the last batches committed.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -68,7 +69,13 @@ class Worker:
         raise LookupError(f"no running {kind.__name__} in {self.settings.service}")
 
     def health(self) -> list[Health]:
-        return [component.health() for component in self.components]
+        since = self.stats.database_unreachable_since
+        database = Health(
+            "database",
+            since is None,
+            "" if since is None else f"unreachable for {time.time() - since:.0f}s; pulling nothing",
+        )
+        return [database, *(component.health() for component in self.components)]
 
     def spec_for(self, stream: Stream, subjects: tuple[str, ...]) -> ConsumerSpec:
         s = self.settings

@@ -17,6 +17,10 @@ class Stats:
     batches: int = 0
     last_batch: int = 0
     last_batch_ms: float = 0.0
+    # Set while the database is unreachable (time.time() it was found so): the worker
+    # holds its batch and pulls nothing; health shows it.
+    database_unreachable_since: float | None = None
+    database_outages: int = 0
 
     def batch_done(self, size: int, elapsed_s: float) -> None:
         self.batches += 1
