@@ -16,14 +16,13 @@ from services.checkpointer.spec import SPEC
 from services.checkpointer.writer import StateWriter
 from services.runtime.bus import STATE
 from services.runtime.component import Component
-from services.runtime.outbox import Outbox
 from services.runtime.service import Worker, build_worker_app
 from services.runtime.spec import Assembly
 
 
 def assemble(settings: CheckpointerSettings) -> Assembly:
     gate = OrderingGate(STATE.name, settings.service) if settings.ordering_gate else None
-    writer = StateWriter(settings, Outbox(SPEC.schema), gate)
+    writer = StateWriter(settings, SPEC.outbox, gate)
     reads = QueryPool(settings.query_pool_max)
     components: list[Component] = [reads]
     if gate is not None:

@@ -22,7 +22,6 @@ from services.embedder.queries import query_routes
 from services.embedder.settings import EmbedderSettings
 from services.embedder.spec import SPEC
 from services.runtime.bus import CHAT, ENGRAM, MEMORY
-from services.runtime.outbox import Outbox
 from services.runtime.pipeline import contract_decoder
 from services.runtime.service import Worker, build_worker_app
 from services.runtime.spec import Assembly, Consumes
@@ -38,7 +37,7 @@ MEMORY_WRITE = TypeAdapter[MemoryWrite](MemoryWrite)
 
 def assemble(settings: EmbedderSettings) -> Assembly:
     active = ActiveModel(settings)
-    announcer = Announcer(Outbox(SPEC.schema))
+    announcer = Announcer(SPEC.outbox)
     apply = SourceWriter(active, announcer)
     return Assembly(
         consumes=[

@@ -31,7 +31,6 @@ from services.embedder.announce import Announcer
 from services.embedder.model import LoadedModel, load, resolve
 from services.embedder.spec import SPEC
 from services.runtime.db import ALL_TENANTS, scope_tenant
-from services.runtime.outbox import Outbox
 
 log = logging.getLogger("engram.embedder.reembed")
 Page = list[tuple[int, str, str, str]]  # chunk id, tenant, hash, text
@@ -111,7 +110,7 @@ async def reembed(
             await conn.execute("LOCK TABLE embedder.chunks IN SHARE MODE")
             await job.run_pass()  # what arrived since: a few chunks, writes are paused
             previous = await repo_models.switch_model(conn, model.model_id)
-            announcer = Announcer(Outbox(SPEC.schema))
+            announcer = Announcer(SPEC.outbox)
             await announcer.memories(conn, await repo.indexed_memories(conn), model.model_id)
         deleted = 0
         if previous and previous != model.model_id and not keep_old:

@@ -20,7 +20,6 @@ from services.memory.search import EmbedderUnavailable, MemorySearch
 from services.memory.settings import MemorySettings
 from services.memory.spec import SPEC
 from services.runtime.bus import CHAT, ENGRAM, MEMORY
-from services.runtime.outbox import Outbox
 from services.runtime.pipeline import contract_decoder
 from services.runtime.router import QueryRoute
 from services.runtime.service import Worker, build_worker_app
@@ -30,7 +29,7 @@ SEARCHES_AT_ONCE = 16  # per replica; each holds a search connection only for it
 
 
 def assemble(settings: MemorySettings) -> Assembly:
-    outbox = Outbox(SPEC.schema)
+    outbox = SPEC.outbox
     handlers = Handlers(settings, outbox)
     # In start order: searches count accesses into the log, which stops (and writes what
     # is left) after the searches; the runner starts last, once everything else runs.

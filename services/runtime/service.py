@@ -92,7 +92,7 @@ class Worker:
 def build_worker_app(spec: ServiceSpec, settings: WorkerSettings) -> tuple[FastStream, Worker]:
     service = spec.name
     assembly = spec.assembly(settings)
-    worker = Worker(settings, assembly, Outbox(spec.schema))
+    worker = Worker(settings, assembly, spec.outbox)
     components: list[Component] = list(assembly.components)
     if assembly.publishes:
         components.insert(0, OutboxDrain(worker.outbox, poll_s=settings.outbox_poll_s))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from contracts.envelope import Envelope
@@ -21,6 +22,7 @@ from services.runtime.bus import Stream
 from services.runtime.component import Component
 from services.runtime.consumer import WaitsFor
 from services.runtime.migrate import ServiceSchema
+from services.runtime.outbox import Outbox
 from services.runtime.pipeline import ApplyBatch, Decoder
 from services.runtime.router import QueryRoute
 from services.runtime.settings import WorkerSettings
@@ -85,6 +87,11 @@ class ServiceSpec:
     privileges: str = "SELECT, INSERT, UPDATE, DELETE"
     commands: tuple[Command, ...] = ()
     dev_view: DevView | None = None
+
+    @cached_property
+    def outbox(self) -> Outbox:
+        """The service's one outbox: its handlers add to it, the worker's drain empties it."""
+        return Outbox(self.schema)
 
     @property
     def store(self) -> ServiceSchema:
