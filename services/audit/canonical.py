@@ -20,6 +20,11 @@ numbers as ``numeric`` and prints them without exponents, so parsing normalizes 
 whose form that trip would change: one of magnitude >= 1e16 becomes its integer (it is
 one), ``-0.0`` becomes ``0.0``; NaN and Infinity are refused. Text ``jsonb`` cannot hold
 (NUL, a lone surrogate) is refused with ``Unstorable``: such a message is kept as raw bytes.
+
+Nesting is bounded by orjson: it reads 1,024 levels but writes only ``MAX_DEPTH`` (254).
+``loads`` refuses anything deeper than it is asked to accept with ``TooDeep``, so every
+value that is hashed, stored and exported can be written and read back by the fast path
+(and the plain-Python fallbacks, which recurse, never go deeper than that either).
 """
 
 from __future__ import annotations
@@ -35,10 +40,15 @@ from typing import Any
 import orjson
 
 ZERO_HASH = bytes(32)  # prev_hash of position 1 of every chain
+MAX_DEPTH = 254  # levels of arrays and objects orjson writes (it fails at 255)
 
 
 class Unstorable(ValueError):
     """JSON that cannot be stored in jsonb and read back identically."""
+
+
+class TooDeep(Unstorable):
+    """JSON nested deeper than the reader accepts."""
 
 
 # --- parsing --------------------------------------------------------------------------
@@ -66,31 +76,74 @@ def _parse_constant(name: str) -> Any:
 
 
 _EXACT = json.JSONDecoder(parse_float=_parse_float, parse_constant=_parse_constant)
+_TOO_DEEP = object()
 
 
-def loads(data: bytes | str) -> Any:
+def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     """Strict JSON with the normalizations above; raises ValueError on anything else
-    (invalid JSON or UTF-8, NaN, a NUL character, nesting too deep)."""
+    (invalid JSON or UTF-8, NaN, a NUL character), TooDeep beyond ``max_depth`` levels."""
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     value: Any
     try:
         value = orjson.loads(raw)
         # orjson reads an integer beyond 64 bits as a float (losing digits), and a float
         # that needs normalizing is one it writes with "e+" (>= 1e16) or as -0.0: then
-        # parse exactly. A string with those letters only costs the slower path.
-        written = orjson.dumps(value)
+        # parse exactly. A string with those letters only costs the slower path. Writing
+        # fails (TypeError) beyond MAX_DEPTH levels, which the wrapping lowers to max_depth.
+        written = orjson.dumps(_nested(value, MAX_DEPTH - max_depth))
         if b"e+" in written or b"-0.0" in written:
             raise ValueError("parse exactly")
-    except ValueError:  # orjson's errors too: the exact parser says precisely what is wrong
+    except (ValueError, TypeError):  # the exact parser says precisely what is wrong
         try:
             value = _EXACT.decode(raw.decode("utf-8"))
-        except RecursionError:
-            raise Unstorable("JSON nested too deeply") from None
+        except RecursionError:  # Python's parser stops near 1,000 levels
+            value = _TOO_DEEP
+        if value is _TOO_DEEP or depth(value) > max_depth:
+            raise TooDeep(f"JSON nested deeper than {max_depth} levels") from None
     if _SUSPECT.search(raw) and _unstorable(value):
         raise Unstorable(
             "JSON text with a NUL character or a lone surrogate (jsonb cannot store it)"
         )
     return value
+
+
+def _nested(value: Any, levels: int) -> Any:
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def depth(value: Any) -> int:
+    """Levels of arrays and objects (a scalar: 0, ``[]``: 1); iterative, for any depth."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        level += 1
+        deepest = max(deepest, level)
+        stack.extend((child, level) for child in item)
+    return deepest
+
+
+def string_members(data: bytes) -> dict[str, str] | None:
+    """The members of a JSON object whose values are strings jsonb can hold, for a body
+    ``loads`` refuses as too deep: orjson reads it if it is at most 1,024 levels deep
+    (else None). Only strings are taken, so nothing deep is kept."""
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    return {
+        k: v
+        for k, v in body.items()
+        if isinstance(v, str) and not _bad_text(k) and not _bad_text(v)
+    }
 
 
 def _bad_text(text: str) -> bool:

@@ -25,29 +25,44 @@ def record_decoder(policy: RedactionPolicy, *, keep_raw: bool) -> Decoder[AuditR
     that is malformed for every other service is exactly what an audit trail must hold."""
 
     def decode(msg: Msg) -> AuditRecord:
+        data = msg.data or b""
         try:
             meta = msg.metadata
-            return build_record(
-                stream=meta.stream,
-                stream_seq=meta.sequence.stream,
-                subject=msg.subject,
-                data=msg.data or b"",
-                headers=msg.headers,
-                received_at=meta.timestamp,
-                policy=policy,
-                keep_raw=keep_raw,
-            )
-        except Exception as exc:  # a bug here must not stop the stream: keep the bytes
-            log.exception("could not read %s; recording its bytes", msg.subject)
+        except Exception as exc:  # not a JetStream delivery: no stream position to key on
+            log.exception("no stream metadata on %s; recording its bytes", msg.subject)
             return raw_record(
                 stream=UNREADABLE,
                 stream_seq=0,
                 subject=msg.subject,
-                data=msg.data or b"",
+                data=data,
                 received_at=datetime.now(UTC),
                 reason=f"not read: {describe(exc)}",
                 keep_raw=keep_raw,
-                id_salt=msg.reply or "",  # the ack subject: one per stream message
+                id_salt=msg.reply or "",
+            )
+        stream, seq, at = meta.stream, meta.sequence.stream, meta.timestamp
+        try:
+            return build_record(
+                stream=stream,
+                stream_seq=seq,
+                subject=msg.subject,
+                data=data,
+                headers=msg.headers,
+                received_at=at,
+                policy=policy,
+                keep_raw=keep_raw,
+            )
+        except Exception as exc:  # a bug here must not stop the stream: keep the bytes,
+            # under the message's own stream position, so a redelivery is the same record
+            log.exception("could not read %s; recording its bytes", msg.subject)
+            return raw_record(
+                stream=stream,
+                stream_seq=seq,
+                subject=msg.subject,
+                data=data,
+                received_at=at,
+                reason=f"not read: {describe(exc)}",
+                keep_raw=keep_raw,
             )
 
     return decode

@@ -1,9 +1,12 @@
 """Reading any message as an audit record. Pure functions; never raises on content.
 
-Whatever crossed the bus is recorded. A body that is a JSON object is parsed leniently
-(each envelope field is taken when it has the right form, and kept verbatim in ``extra``
-when not); anything else is recorded as its raw bytes and their SHA-256 under the tenant
-``_malformed``.
+Whatever crossed the bus is recorded, once: the record id comes from the message's stream,
+stream sequence and bytes only, so every delivery of it builds the same record. A body that
+is a JSON object is parsed leniently (each envelope field is taken when it has the right
+form, and kept verbatim in ``extra`` when not); anything else is recorded as its raw bytes
+and their SHA-256 under the tenant ``_malformed``. An object nested deeper than
+``MAX_BODY_DEPTH`` is kept as raw bytes too, but with its envelope's text fields (its
+tenant among them) when they can be read.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from contracts.envelope import TENANT_PATTERN
@@ -25,6 +28,22 @@ TENANT_UNKNOWN = "_unknown"
 TENANT_MALFORMED = "_malformed"
 UNREADABLE = "_unreadable"  # the stream of a message whose metadata could not be read
 _TENANT = re.compile(TENANT_PATTERN)
+# A body's members are stored one level deeper than in the body: in a record's fields
+# (what the chain hashes) and in an export row. Both must stay within what orjson writes.
+MAX_BODY_DEPTH = c.MAX_DEPTH - 1
+
+
+class Fields(NamedTuple):
+    """The envelope's fields that have their form (the others stay in the body)."""
+
+    tenant_id: str
+    event_id: str | None = None
+    event_type: str | None = None
+    producer: str | None = None
+    schema_version: str | None = None
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    occurred_at: datetime | None = None
 
 
 def clean_headers(headers: Mapping[str, str] | None) -> dict[str, str] | None:
@@ -55,25 +74,102 @@ def build_record(
 ) -> AuditRecord:
     """Any message as an audit record; never raises on the message's content."""
     rid = record_id(stream, stream_seq, data)
-    try:
-        body = c.loads(data)
-        if not isinstance(body, dict):
-            raise c.Unstorable(f"the body is JSON {type(body).__name__}, not an object")
-    except ValueError as exc:  # Unstorable and JSON/UTF-8 errors are ValueErrors
+
+    def raw(reason: str, fields: Fields | None = None, keep: bool = keep_raw) -> AuditRecord:
         return raw_record(
             stream=stream,
             stream_seq=stream_seq,
             subject=subject,
             data=data,
             received_at=received_at,
-            reason=f"{type(exc).__name__}: {exc}",
-            keep_raw=keep_raw,
+            reason=reason,
+            keep_raw=keep,
             headers=headers,
             rid=rid,
+            fields=fields,
         )
 
-    # The envelope's fields, each taken when it has its type; the rest stays in `extra`.
-    pop = body.pop
+    try:
+        body = c.loads(data, max_depth=MAX_BODY_DEPTH)
+        if not isinstance(body, dict):
+            raise c.Unstorable(f"the body is JSON {type(body).__name__}, not an object")
+    except c.TooDeep as exc:
+        members = c.string_members(data)
+        fields = None if members is None else read_fields(members)
+        if fields and policy.paths_for(fields.tenant_id):
+            # Its tenant's payloads are redacted, and bytes cannot be: keep their digest only.
+            return raw(f"{type(exc).__name__}: {exc}; not kept: cannot be redacted", fields, False)
+        return raw(f"{type(exc).__name__}: {exc}", fields)
+    except Exception as exc:  # Unstorable, JSON and UTF-8 errors (ValueErrors), or a bug
+        return raw(f"{type(exc).__name__}: {exc}")
+    try:
+        return _envelope_record(
+            body,
+            policy,
+            rid=rid,
+            stream=stream,
+            stream_seq=stream_seq,
+            subject=subject,
+            headers=headers,
+            received_at=received_at,
+        )
+    except Exception as exc:  # a bug must not lose the message, nor give it another id
+        return raw(f"not read: {type(exc).__name__}: {exc}")
+
+
+def _envelope_record(
+    body: dict[str, Any],
+    policy: RedactionPolicy,
+    *,
+    rid: UUID,
+    stream: str,
+    stream_seq: int,
+    subject: str,
+    headers: Mapping[str, str] | None,
+    received_at: datetime,
+) -> AuditRecord:
+    fields = read_fields(body)
+    payload_text = payload_sha = stored_digest = None
+    redacted: list[str] = []
+    if "payload" in body:
+        payload = body.pop("payload")
+        payload_json = c.canonical(payload)
+        payload_sha = stored_digest = c.sha256(payload_json)
+        for path in policy.paths_for(fields.tenant_id):
+            payload, hits = redact(payload, path)
+            redacted += hits
+        if redacted:
+            payload_json = c.canonical(payload)
+            stored_digest = c.sha256(payload_json)
+        payload_text = payload_json.decode("utf-8")
+    return AuditRecord(
+        rid,
+        fields.tenant_id,
+        stream,
+        stream_seq,
+        subject,
+        received_at,
+        fields.event_id,
+        fields.event_type,
+        fields.producer,
+        fields.schema_version,
+        fields.correlation_id,
+        fields.causation_id,
+        fields.occurred_at,
+        clean_headers(headers),
+        payload_text=payload_text,
+        extra=body or None,
+        raw=None,
+        redacted=tuple(redacted) or None,
+        payload_sha256=payload_sha,
+        payload_digest=stored_digest,
+        raw_digest=None,
+    ).seal()
+
+
+def read_fields(body: dict[str, Any]) -> Fields:
+    """The envelope's fields, each taken (popped) when it has its form; the rest stays in
+    ``body``, verbatim. No valid tenant_id: the tenant ``_unknown``."""
     event_id = _uuid(body, "event_id")
     correlation_id = _uuid(body, "correlation_id")
     causation_id = _uuid(body, "causation_id")
@@ -93,27 +189,8 @@ def build_record(
         del body["tenant_id"]
     else:
         tenant = TENANT_UNKNOWN
-
-    payload_text = payload_sha = stored_digest = None
-    redacted: list[str] = []
-    if "payload" in body:
-        payload = pop("payload")
-        payload_json = c.canonical(payload)
-        payload_sha = stored_digest = c.sha256(payload_json)
-        for path in policy.paths_for(tenant):
-            payload, hits = redact(payload, path)
-            redacted += hits
-        if redacted:
-            payload_json = c.canonical(payload)
-            stored_digest = c.sha256(payload_json)
-        payload_text = payload_json.decode("utf-8")
-    return AuditRecord(
-        rid,
+    return Fields(
         tenant,
-        stream,
-        stream_seq,
-        subject,
-        received_at,
         event_id,
         event_type,
         producer,
@@ -121,15 +198,7 @@ def build_record(
         correlation_id,
         causation_id,
         occurred_at,
-        clean_headers(headers),
-        payload_text=payload_text,
-        extra=body or None,
-        raw=None,
-        redacted=tuple(redacted) or None,
-        payload_sha256=payload_sha,
-        payload_digest=stored_digest,
-        raw_digest=None,
-    ).seal()
+    )
 
 
 def raw_record(
@@ -144,26 +213,32 @@ def raw_record(
     headers: Mapping[str, str] | None = None,
     rid: UUID | None = None,
     id_salt: str = "",
+    fields: Fields | None = None,
 ) -> AuditRecord:
-    """A message recorded as its bytes (and their SHA-256) under the tenant _malformed."""
+    """A message recorded as its bytes (and their SHA-256), with the ``fields`` read from
+    its envelope if any: in its tenant's chain when they name one, else in _malformed."""
+    if fields is None:
+        fields = Fields(TENANT_MALFORMED)
+    elif fields.tenant_id == TENANT_UNKNOWN:
+        fields = fields._replace(tenant_id=TENANT_MALFORMED)
     digest = c.sha256(data)
     return AuditRecord(
         rid or record_id(stream + id_salt, stream_seq, data),
-        TENANT_MALFORMED,
+        fields.tenant_id,
         stream,
         stream_seq,
         subject,
         received_at,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
+        fields.event_id,
+        fields.event_type,
+        fields.producer,
+        fields.schema_version,
+        fields.correlation_id,
+        fields.causation_id,
+        fields.occurred_at,
         clean_headers(headers),
         payload_text=None,
-        extra={"malformed": reason[:500]},
+        extra={"malformed": _text(reason[:500])},
         raw=data if keep_raw else None,
         redacted=None,
         payload_sha256=digest,
