@@ -46,6 +46,35 @@ class Fields(NamedTuple):
     occurred_at: datetime | None = None
 
 
+def _record(
+    rid: UUID,
+    fields: Fields,
+    where: tuple[str, int, str, datetime],
+    headers: Mapping[str, str] | None,
+    **body: Any,
+) -> AuditRecord:
+    """A record of the envelope's ``fields`` found at ``where`` (stream, sequence,
+    subject, received at): the one place both kinds of record are built."""
+    stream, stream_seq, subject, received_at = where
+    return AuditRecord(
+        rid,
+        fields.tenant_id,
+        stream,
+        stream_seq,
+        subject,
+        received_at,
+        fields.event_id,
+        fields.event_type,
+        fields.producer,
+        fields.schema_version,
+        fields.correlation_id,
+        fields.causation_id,
+        fields.occurred_at,
+        clean_headers(headers),
+        **body,
+    )
+
+
 def clean_headers(headers: Mapping[str, str] | None) -> dict[str, str] | None:
     if not headers:
         return None
@@ -142,21 +171,11 @@ def _envelope_record(
             payload_json = c.canonical(payload)
             stored_digest = c.sha256(payload_json)
         payload_text = payload_json.decode("utf-8")
-    return AuditRecord(
+    return _record(
         rid,
-        fields.tenant_id,
-        stream,
-        stream_seq,
-        subject,
-        received_at,
-        fields.event_id,
-        fields.event_type,
-        fields.producer,
-        fields.schema_version,
-        fields.correlation_id,
-        fields.causation_id,
-        fields.occurred_at,
-        clean_headers(headers),
+        fields,
+        (stream, stream_seq, subject, received_at),
+        headers,
         payload_text=payload_text,
         extra=body or None,
         raw=None,
@@ -222,21 +241,11 @@ def raw_record(
     elif fields.tenant_id == TENANT_UNKNOWN:
         fields = fields._replace(tenant_id=TENANT_MALFORMED)
     digest = c.sha256(data)
-    return AuditRecord(
+    return _record(
         rid or record_id(stream + id_salt, stream_seq, data),
-        fields.tenant_id,
-        stream,
-        stream_seq,
-        subject,
-        received_at,
-        fields.event_id,
-        fields.event_type,
-        fields.producer,
-        fields.schema_version,
-        fields.correlation_id,
-        fields.causation_id,
-        fields.occurred_at,
-        clean_headers(headers),
+        fields,
+        (stream, stream_seq, subject, received_at),
+        headers,
         payload_text=None,
         extra={"malformed": _text(reason[:500])},
         raw=data if keep_raw else None,
