@@ -409,6 +409,7 @@ def scope_of(tenant: str) -> repo_search.SearchScope:
     n = candidates_for(10)
     return repo_search.SearchScope(
         tenant_id=tenant,
+        reader=SETTINGS.roles.reader,
         filters=KnowledgeFilters(),
         limit=n,
         ef_search=max(SETTINGS.ef_search, n),
@@ -430,13 +431,18 @@ async def vector_search(
     scope = scope_of(tenant or "*")
     async with conn.transaction():
         await repo_search.scope_search(
-            conn, scope.tenant_id, ef_search=scope.ef_search, max_scan_tuples=scope.max_scan_tuples
+            conn,
+            scope.tenant_id,
+            reader=scope.reader,
+            ef_search=scope.ef_search,
+            max_scan_tuples=scope.max_scan_tuples,
         )
         if exact:
             await conn.execute(
                 "SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off"
             )
-        if tenant is None:
+        if tenant is None:  # the bare index over every tenant's rows
+            await conn.execute(f"SET LOCAL ROLE {SETTINGS.roles.all_tenants}")
             rows = await conn.fetch(
                 f"SELECT chunk_id FROM embedder.chunk_vectors v WHERE model_id = '{MODEL_ID}' "
                 "ORDER BY (v.embedding::vector(384)) <=> $1::vector LIMIT 10",

@@ -333,13 +333,13 @@ def copy_records(events: Sequence[MessageCreated]) -> list[tuple[Any, ...]]:
 
 NAIVE_PLACEHOLDER = """
 INSERT INTO ingest.conversations (conversation_id, tenant_id, is_placeholder, created_at)
-VALUES ($1, $2, true, $3) ON CONFLICT (conversation_id) DO NOTHING"""
+VALUES ($1, $2, true, $3) ON CONFLICT (tenant_id, conversation_id) DO NOTHING"""
 NAIVE_MESSAGE = """
 INSERT INTO ingest.messages (message_id, tenant_id, conversation_id, session_id,
     parent_message_id, role, content, content_type, metadata, tokens, model,
     sender_user_id, sender_agent_id, created_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-ON CONFLICT (message_id) DO NOTHING"""
+ON CONFLICT (tenant_id, message_id) DO NOTHING"""
 
 
 def naive_main() -> None:

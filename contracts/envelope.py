@@ -71,10 +71,11 @@ class Envelope(Contract):
     nul_rule: ClassVar[NulRule] = NulRule.reject
 
     event_id: UUID = Field(
-        description="Unique id of this event, chosen by the producer and kept across its "
-        "retries; also sent as the `Nats-Msg-Id` header, so JetStream and every consumer's "
-        "inbox drop duplicates. Required: without it a retried event could not be told "
-        "from a new one.",
+        description="Unique id of this event within its tenant, chosen by the producer and "
+        "kept across its retries; also sent, after the tenant, as the `Nats-Msg-Id` header "
+        "(`<tenant_id>:<event_id>`), so JetStream drops a re-published copy and every "
+        "consumer's inbox drops any other. Two tenants may use the same event_id. Required: "
+        "without it a retried event could not be told from a new one.",
         examples=["0b6f3f0e-5d1b-4a53-9f7e-8a51f3c1a9d2"],
     )
     type: str = Field(
@@ -134,9 +135,17 @@ class Envelope(Contract):
             )
         return value
 
+    @property
+    def msg_id(self) -> str:
+        """The ``Nats-Msg-Id`` to publish with: ``<tenant_id>:<event_id>``. JetStream's
+        duplicate window keys on the bare header, and two tenants may choose the same
+        event_id; the tenant in it keeps one from dropping the other's event. (A tenant id
+        may hold ``:``; the event id is the fixed-length part after the last one.)"""
+        return f"{self.tenant_id}:{self.event_id}"
+
     def headers(self) -> dict[str, str]:
         """Headers to publish with: JetStream de-duplicates on Nats-Msg-Id."""
-        return {"Nats-Msg-Id": str(self.event_id)}
+        return {"Nats-Msg-Id": self.msg_id}
 
 
 def json_depth(value: object) -> int:

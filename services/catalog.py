@@ -4,7 +4,7 @@ names no service."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,12 @@ async def migrate(
     *,
     root: Path = migrations.SQL_ROOT,
     progress: migrations.Progress | None = None,
+    passwords: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Migrate the named services' schemas (default: all), as `engram migrate` does."""
-    return await migrations.migrate(dsn, SERVICES.schemas(services), root=root, progress=progress)
+    return await migrations.migrate(
+        dsn, SERVICES.schemas(services), root=root, progress=progress, passwords=passwords
+    )
 
 
 def create_worker(name: str, **settings: Any) -> tuple[FastStream, service.Worker]:

@@ -24,6 +24,7 @@ warnings.filterwarnings("ignore", module="platformdirs")
 
 from services.catalog import migrate  # noqa: E402
 from services.runtime.bus import STREAMS, ensure_streams  # noqa: E402
+from services.runtime.db import Roles, login_url  # noqa: E402
 from services.runtime.embedded import DevStack  # noqa: E402
 
 TEMPLATE_DB = "engram_template"
@@ -44,8 +45,12 @@ class Env:
     """One test's world: its own database and empty streams on the shared servers."""
 
     nats_url: str
-    database_url: str
+    database_url: str  # the superuser's: tests look at every schema and tenant with it
     servers: Servers
+
+    def login(self, service: str) -> str:
+        """The database URL a worker of ``service`` logs in with: its own role."""
+        return login_url(self.database_url, Roles(service).worker)
 
 
 @pytest.fixture(scope="session")

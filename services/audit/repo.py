@@ -189,8 +189,21 @@ def _jsonb_decode(data: bytes) -> Any:
     return json.loads(data[1:])
 
 
+# PostgreSQL refuses COPY into a table under row-level security, so a batch is copied into
+# a session's temporary table (emptied at each commit) and moved by one INSERT … SELECT,
+# which the tenant policies check.
+STAGE = "audit_events_stage"
+CREATE_STAGE = f"""CREATE TEMP TABLE IF NOT EXISTS {STAGE}
+    (LIKE audit.events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"""
+MOVE_STAGE = (
+    f"INSERT INTO audit.events ({', '.join(COLUMNS)}) "
+    f"SELECT {', '.join(COLUMNS)} FROM pg_temp.{STAGE}"
+)
+
+
 async def copy_rows(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """COPY into audit.events; JSON columns are given as (canonical) JSON text."""
+    """COPY into audit.events (through the stage); JSON columns are given as (canonical)
+    JSON text."""
     raw = getattr(conn, "_con", None) or conn  # a pool proxy's connection
     if raw not in _COPY_READY:
         await conn.set_type_codec(
@@ -201,7 +214,9 @@ async def copy_rows(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
             decoder=_jsonb_decode,
         )
         _COPY_READY.add(raw)
-    await conn.copy_records_to_table("events", schema_name="audit", columns=COLUMNS, records=rows)
+    await conn.execute(CREATE_STAGE)
+    await conn.copy_records_to_table(STAGE, schema_name="pg_temp", columns=COLUMNS, records=rows)
+    await conn.execute(MOVE_STAGE)
 
 
 # --- reading, for verify and export ----------------------------------------------------

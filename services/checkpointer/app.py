@@ -26,11 +26,14 @@ def assemble(settings: CheckpointerSettings) -> Assembly:
     reads = QueryPool(settings.query_pool_max)
     components: list[Component] = [reads]
     if gate is not None:
-        components += [gate, parked_sweep(writer, settings.sweep_every_s)]
+        components += [gate, parked_sweep(writer, settings.sweep_every_s, settings.roles)]
     if settings.prune_keep_days:
         components.append(
             periodic_prune(
-                settings.prune_keep_days, settings.prune_every_s, settings.compress_above
+                settings.prune_keep_days,
+                settings.prune_every_s,
+                settings.compress_above,
+                settings.roles,
             )
         )
     return Assembly(

@@ -47,6 +47,7 @@ class Changes:
         if isinstance(event, StateCheckpoint):
             if w.head.version == 0:  # a state exists from its first applied version
                 raise PatchRejected("no such state: nothing to checkpoint before its first patch")
+            await self.unused(conn, w.head.key[0], event.payload.checkpoint_id, batch)
             self.checkpoint(w, event, batch)
             return
         if isinstance(event, SessionEnded):
@@ -88,7 +89,9 @@ class Changes:
         p = event.payload
         await batch.flush(conn)  # earlier versions of this batch must be readable
         if p.checkpoint_id is not None:
-            row = await repo_read.checkpoint_by_id(conn, w.head.state_id, p.checkpoint_id)
+            row = await repo_read.checkpoint_by_id(
+                conn, w.head.key[0], w.head.state_id, p.checkpoint_id
+            )
             if row is None:
                 raise PatchRejected(f"checkpoint {p.checkpoint_id} does not exist for this state")
             target, version = read_snapshot(bytes(row["snapshot"]), row["compression"]), None
@@ -115,6 +118,20 @@ class Changes:
             p.checkpoint_id,
         )
         self.new_version(w, diff(w.doc, target), source, batch, now)
+
+    @staticmethod
+    async def unused(conn: Connection, tenant: str, checkpoint_id: UUID, batch: Batch) -> None:
+        """A checkpoint id names one checkpoint of its tenant (other tenants may use it
+        too): taken again, the event is rejected with that reason, not a unique violation
+        of the whole batch."""
+        taken = any(
+            (c.tenant_id, c.checkpoint_id) == (tenant, checkpoint_id) for c in batch.checkpoints
+        )
+        if taken or await repo_read.checkpoint_taken(conn, tenant, checkpoint_id):
+            raise PatchRejected(
+                f"checkpoint {checkpoint_id} exists already in tenant {tenant!r}: "
+                "a checkpoint id names one checkpoint of its tenant"
+            )
 
     def checkpoint(self, w: Working, event: StateCheckpoint, batch: Batch) -> None:
         p = event.payload

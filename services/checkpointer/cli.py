@@ -43,7 +43,7 @@ def prune(
     from services.checkpointer.prune import PruneReport
     from services.checkpointer.prune import prune as run_prune
     from services.runtime.cli_env import connection, run_async
-    from services.runtime.db import create_pool
+    from services.runtime.db import Roles, create_pool
     from services.runtime.settings import CliSettings
 
     # Only the database is needed: DATABASE_URL, else the running `engram dev`'s.
@@ -73,7 +73,9 @@ def prune(
                         ),
                     )
 
-                report = await run_prune(pool, keep_days, progress=progress)
+                report = await run_prune(
+                    pool, keep_days, roles=Roles("checkpointer"), progress=progress
+                )
                 bar.update(task, total=max(report.states, 1), completed=max(report.states, 1))
         finally:
             await pool.close()

@@ -12,6 +12,7 @@ from services.checkpointer.prune import prune_exclusively
 from services.checkpointer.queries import create_query_pool
 from services.checkpointer.writer import StateWriter
 from services.runtime.component import Health, NotStarted, WorkerContext
+from services.runtime.db import Roles, act_for_all_tenants
 from services.runtime.loop import Loop
 
 log = logging.getLogger("engram.checkpointer")
@@ -30,7 +31,9 @@ class QueryPool:
 
     async def start(self, ctx: WorkerContext) -> None:
         settings = ctx.settings
-        self._pool = await create_query_pool(settings.database_url, settings.role(), self._size)
+        self._pool = await create_query_pool(
+            settings.database_url, settings.roles.reader, self._size
+        )
 
     async def stop(self) -> None:
         pool, self._pool = self._pool, None  # queries from now on: unavailable
@@ -80,23 +83,26 @@ class PoolLoop:
         return await self._work(self._pool)
 
 
-def parked_sweep(writer: StateWriter, every_s: float) -> PoolLoop:
+def parked_sweep(writer: StateWriter, every_s: float, roles: Roles) -> PoolLoop:
     """Applies parked messages whose predecessors were dead-lettered (see ordering.py):
     no later message of their state may come to apply them."""
 
     async def sweep(pool: asyncpg.Pool) -> bool:
         async with pool.acquire() as conn, conn.transaction():
+            await act_for_all_tenants(conn, roles)  # parked messages of every tenant
             await writer.sweep(conn)
         return False  # what is left still waits: the next period looks again
 
     return PoolLoop("parked-sweep", sweep, every_s=every_s)
 
 
-def periodic_prune(keep_days: float, every_s: float, compress_above: int) -> PoolLoop:
+def periodic_prune(keep_days: float, every_s: float, compress_above: int, roles: Roles) -> PoolLoop:
     """The worker's own retention run (``prune_keep_days``), one replica at a time."""
 
     async def prune(pool: asyncpg.Pool) -> bool:
-        report = await prune_exclusively(pool, keep_days, compress_above=compress_above)
+        report = await prune_exclusively(
+            pool, keep_days, roles=roles, compress_above=compress_above
+        )
         if report is not None:
             log.info("pruned %s", report)
         return False

@@ -35,6 +35,7 @@ from services.checkpointer import repo
 from services.checkpointer.repo import Key
 from services.runtime.component import Health, NotStarted, WorkerContext
 from services.runtime.db import Connection
+from services.runtime.inbox import InboxKey
 
 if TYPE_CHECKING:
     from services.checkpointer.writer import Delivered
@@ -177,9 +178,14 @@ class OrderingGate:
 
 
 async def done_among(
-    conn: Connection, refs: Sequence[Ref], floor: int, parked: set[int]
+    conn: Connection, candidates: Sequence[Candidate], floor: int, parked: set[int]
 ) -> set[int]:
-    """Sequences of ``refs`` that are done: applied, or passed by the ack floor, and not
-    parked."""
-    applied = await repo.applied_events(conn, [r.event_id for r in refs])
-    return {seq for seq, eid in refs if seq not in parked and (eid in applied or seq <= floor)}
+    """Sequences the ``candidates`` wait for that are done: applied (in the candidate's
+    tenant: event ids are per tenant), or passed by the ack floor, and not parked."""
+    refs = {(c.key[0], ref) for c in candidates for ref in c.waits_for}
+    applied = await repo.applied_events(conn, [InboxKey(t, ref.event_id) for t, ref in refs])
+    return {
+        ref.seq
+        for t, ref in refs
+        if ref.seq not in parked and (InboxKey(t, ref.event_id) in applied or ref.seq <= floor)
+    }

@@ -24,7 +24,7 @@ from services.checkpointer.history import StatePoint, rebuild
 from services.checkpointer.patch import Document
 from services.checkpointer.rows import derived_id
 from services.checkpointer.versions import canonical, compress, loads, state_hash
-from services.runtime.db import Connection
+from services.runtime.db import Connection, Roles, act_for_all_tenants
 
 LOCK_KEY = 0x70727566  # one pruner at a time across replicas and jobs
 
@@ -57,16 +57,20 @@ async def prune(
     pool: asyncpg.Pool,
     keep_days: float,
     *,
+    roles: Roles,
     now: datetime | None = None,
     compress_above: int = 4096,
     progress: Callable[[int, int, PruneReport], None] | None = None,
 ) -> PruneReport:
     cutoff = (now or datetime.now(UTC)) - timedelta(days=keep_days)
     report = PruneReport()
-    async with pool.acquire() as conn:
+    # Retention spans every tenant by design: it acts as the cross-tenant role.
+    async with pool.acquire() as conn, conn.transaction():
+        await act_for_all_tenants(conn, roles)
         state_ids = [row[0] for row in await conn.fetch(CANDIDATES, cutoff)]
     for done, state_id in enumerate(state_ids, 1):
         async with pool.acquire() as conn, conn.transaction():
+            await act_for_all_tenants(conn, roles)
             await _prune_state(conn, state_id, cutoff, compress_above, report)
         report.states = done
         if progress:
@@ -116,8 +120,13 @@ async def _prune_state(
             cutoff,
         )
     if doomed:
+        # Checkpoint ids are per tenant: another tenant's checkpoint may share one.
         status = await conn.execute(
-            "DELETE FROM checkpoint.checkpoints WHERE checkpoint_id = ANY($1::uuid[])", doomed
+            """DELETE FROM checkpoint.checkpoints
+                WHERE tenant_id = $1 AND checkpoint_id = ANY($2::uuid[]) AND state_id = $3""",
+            head.key[0],
+            doomed,
+            state_id,
         )
         report.checkpoints += int(status.split()[-1])
 
@@ -153,7 +162,7 @@ async def _write_base(
 
 
 async def prune_exclusively(
-    pool: asyncpg.Pool, keep_days: float, *, compress_above: int
+    pool: asyncpg.Pool, keep_days: float, *, roles: Roles, compress_above: int
 ) -> PruneReport | None:
     """The worker's retention run: ``prune``, unless another replica is at it (then
     None): one pruner at a time, so replicas do not lock the same states in turn."""
@@ -161,7 +170,7 @@ async def prune_exclusively(
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
             return None
         try:
-            return await prune(pool, keep_days, compress_above=compress_above)
+            return await prune(pool, keep_days, roles=roles, compress_above=compress_above)
         finally:
             with contextlib.suppress(Exception):  # a lost connection released it anyway
                 await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)

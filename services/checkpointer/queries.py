@@ -52,8 +52,11 @@ async def scoped(pool: asyncpg.Pool, tenant: str) -> AsyncIterator[Connection]:
         yield conn
 
 
-async def create_query_pool(dsn: str, role: str | None, size: int) -> asyncpg.Pool:
-    return await create_pool(dsn, role=role, min_size=1, max_size=size, keep_session=True)
+async def create_query_pool(dsn: str, reader: str, size: int) -> asyncpg.Pool:
+    """Connections that act as the service's reader: reads of the one tenant set."""
+    return await create_pool(
+        dsn, role=reader, worker=True, min_size=1, max_size=size, keep_session=True
+    )
 
 
 def _missing(req: QueryKey) -> NotReadable:

@@ -12,6 +12,7 @@ from uuid import UUID
 import asyncpg
 
 from services.runtime.db import Connection
+from services.runtime.inbox import ANY_TENANT, InboxKey
 
 Key = tuple[str, str, str]  # tenant_id, user_id, agent_id
 
@@ -224,13 +225,20 @@ async def insert_conflicts(conn: Connection, rows: Sequence[ConflictRow]) -> Non
             """INSERT INTO checkpoint.conflicts (conflict_id, state_id, tenant_id, event_id,
                    event_type, expected_version, current_version, payload)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb)
-               ON CONFLICT (conflict_id) DO NOTHING""",
+               ON CONFLICT (tenant_id, conflict_id) DO NOTHING""",
             rows,
         )
 
 
-async def applied_events(conn: Connection, ids: Sequence[UUID]) -> set[UUID]:
+async def applied_events(conn: Connection, keys: Sequence[InboxKey]) -> set[InboxKey]:
+    """The keys already in the inbox (a pre-004 row of tenant ``*`` counts for every
+    tenant, as in the claim)."""
     rows = await conn.fetch(
-        "SELECT event_id FROM checkpoint.inbox WHERE event_id = ANY($1::uuid[])", list(ids)
+        f"""SELECT k.tenant_id, k.event_id
+              FROM unnest($1::text[], $2::uuid[]) AS k(tenant_id, event_id)
+             WHERE EXISTS (SELECT FROM checkpoint.inbox AS i WHERE i.event_id = k.event_id
+                              AND i.tenant_id IN (k.tenant_id, '{ANY_TENANT}'))""",
+        [k.tenant_id for k in keys],
+        [k.event_id for k in keys],
     )
-    return {row[0] for row in rows}
+    return {InboxKey(row[0], row[1]) for row in rows}

@@ -75,14 +75,28 @@ async def base_and_patches(
 
 
 async def checkpoint_by_id(
-    conn: Connection, state_id: int, checkpoint_id: UUID
+    conn: Connection, tenant_id: str, state_id: int, checkpoint_id: UUID
 ) -> asyncpg.Record | None:
+    """A checkpoint of the state (checkpoint ids are chosen by producers: per tenant)."""
     return await conn.fetchrow(
         """SELECT checkpoint_id, version, snapshot, compression, state_hash
-             FROM checkpoint.checkpoints WHERE state_id = $1 AND checkpoint_id = $2""",
+             FROM checkpoint.checkpoints
+            WHERE tenant_id = $1 AND checkpoint_id = $2 AND state_id = $3""",
+        tenant_id,
+        checkpoint_id,
         state_id,
+    )
+
+
+async def checkpoint_taken(conn: Connection, tenant_id: str, checkpoint_id: UUID) -> bool:
+    """Whether the tenant has a checkpoint ``checkpoint_id`` (of any of its states)."""
+    taken: bool = await conn.fetchval(
+        """SELECT EXISTS (SELECT FROM checkpoint.checkpoints
+                           WHERE tenant_id = $1 AND checkpoint_id = $2)""",
+        tenant_id,
         checkpoint_id,
     )
+    return taken
 
 
 async def version_at(conn: Connection, state_id: int, at: datetime) -> int | None:

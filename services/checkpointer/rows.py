@@ -118,8 +118,9 @@ def automatic_snapshot(w: Working, threshold: int, level: int) -> repo.Checkpoin
 def conflict_rows(
     head: repo.Head, event: StatePatch | StateRestore, expected: int
 ) -> tuple[repo.ConflictRow, Outgoing]:
-    conflict_id = derived_id("conflict", event.event_id)
     tenant, user, agent = head.key
+    # event ids are per tenant: two tenants' refused events may share one
+    conflict_id = derived_id("conflict", tenant, event.event_id)
     out = StateConflict(
         event_id=conflict_id,
         occurred_at=utcnow(),

@@ -59,6 +59,10 @@ class Delivered:
         return self.event.type
 
     @property
+    def tenant_id(self) -> str:
+        return self.event.tenant_id
+
+    @property
     def key(self) -> repo.Key:
         return (self.event.tenant_id, self.event.payload.user_id, self.event.payload.agent_id)
 
@@ -145,8 +149,7 @@ class StateWriter:
             Candidate(seq, r["event_id"], state_key[r["state_id"]], _waits(r), parked=True)
             for seq, r in rows.items()
         ]
-        refs = list({ref for c in [*new, *parked] for ref in c.waits_for})
-        done = await done_among(conn, refs, floor, set(rows))
+        done = await done_among(conn, [*new, *parked], floor, set(rows))
         ready, waiting = plan([*new, *parked], done)
         jobs = [
             Job(c.key, c.delivered().event)

@@ -18,7 +18,7 @@ from services.embedder.logic import Chunk, chunk_text
 from services.embedder.model import LoadedModel, NotReady
 from services.embedder.settings import EmbedderSettings
 from services.runtime.component import Health, NotStarted, WorkerContext
-from services.runtime.db import ALL_TENANTS, scope_tenant
+from services.runtime.db import act_for_all_tenants
 from services.runtime.loop import Loop
 
 log = logging.getLogger("engram.embedder")
@@ -150,7 +150,7 @@ class ActiveModel:
         await self.encoder.swap(model)
         self.switches += 1
         async with self.pool.acquire() as conn, conn.transaction():
-            await scope_tenant(conn, ALL_TENANTS)
+            await act_for_all_tenants(conn, self.settings.roles)
             queued = await repo_queue.backfill(conn, model.model_id)
         log.info(
             "switched to %s; %d chunks written meanwhile queued for it", model.model_id, queued

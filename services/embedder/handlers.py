@@ -17,7 +17,7 @@ from services.embedder.active_model import ActiveModel
 from services.embedder.announce import Announcer
 from services.embedder.logic import Chunk
 from services.embedder.plan import Event, SourceKey, changes_of, fold
-from services.runtime.db import ALL_TENANTS, Connection, scope_tenant
+from services.runtime.db import Connection
 
 
 @dataclass
@@ -37,7 +37,6 @@ class SourceWriter:
     stats: ApplyStats = field(default_factory=ApplyStats)
 
     async def __call__(self, conn: Connection, events: Sequence[Event]) -> Mapping[UUID, str]:
-        await scope_tenant(conn, ALL_TENANTS)
         roles = self.active.settings.embed_roles
         changes = [c for e in events for c in changes_of(e, roles)]
         keys = list(dict.fromkeys(c.key for c in changes))
@@ -58,7 +57,11 @@ class SourceWriter:
             self.stats.chunks += done.inserted
             self.stats.reused += done.reused
             self.stats.queued += done.queued
-            memories = [w.key.source_id for w in rechunk if w.key.source_type is SourceType.memory]
+            memories = [
+                repo.MemoryKey(w.key.tenant_id, w.key.source_id)
+                for w in rechunk
+                if w.key.source_type is SourceType.memory
+            ]
             if memories:
                 await self.announcer.memories(conn, memories, model_id)
         return plan.retry

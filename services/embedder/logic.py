@@ -140,10 +140,15 @@ def mean_unit(vectors: Sequence[Sequence[float]]) -> list[float]:
     return [v / norm for v in total]
 
 
-def embedding_event_id(source_id: uuid.UUID, model_id: str, text_hash: str) -> uuid.UUID:
+def embedding_event_id(
+    tenant_id: str, source_id: uuid.UUID, model_id: str, text_hash: str
+) -> uuid.UUID:
     """The same vector of the same text of one source is announced once, however often
-    the write is redelivered or the outbox republished."""
-    return uuid.uuid5(EVENT_NAMESPACE, f"embedding.ready:{source_id}:{model_id}:{text_hash}")
+    the write is redelivered or the outbox republished. The tenant is part of it: source
+    ids are chosen by producers, so two tenants' memories may share one (and their text)."""
+    return uuid.uuid5(
+        EVENT_NAMESPACE, f"embedding.ready:{tenant_id}:{source_id}:{model_id}:{text_hash}"
+    )
 
 
 def sql_literal(value: str) -> str:

@@ -7,8 +7,10 @@ deletes one message does each step's work once, on the final outcome:
 * last writer wins by ``occurred_at``: an edit older than the text stored is ignored;
 * a delete leaves a tombstone, so a late or redelivered create or edit does not revive it;
 * an edit of a message not seen yet is retried later (it arrived before its create);
-* text equal to the stored text (same hash) is not chunked or embedded again;
-* an event naming another tenant's source is refused (poison: dead-lettered, not applied).
+* text equal to the stored text (same hash) is not chunked or embedded again.
+
+A source is keyed by its tenant with its producer-chosen id: two tenants that use the same
+message, file or memory id have two sources that never meet.
 """
 
 from __future__ import annotations
@@ -31,21 +33,19 @@ Event = (
 EMPTY_HASH = content_hash("")
 
 
-class TenantMismatch(ValueError):
-    """An event names a source of another tenant: never applied, dead-lettered as poison."""
-
-
 @dataclass(frozen=True)
 class SourceKey:
+    """The key of ``embedder.sources``: ids are chosen by producers, so per tenant."""
+
+    tenant_id: str
     source_type: SourceType
     source_id: UUID
 
 
 @dataclass(frozen=True)
 class SourceState:
-    """A row of ``embedder.sources``."""
+    """A row of ``embedder.sources`` without its key (the ``SourceKey``)."""
 
-    tenant_id: str
     conversation_id: UUID | None
     agent_id: str | None
     source_at: datetime
@@ -62,7 +62,6 @@ class Change:
 
     event_id: UUID
     key: SourceKey
-    tenant_id: str
     at: datetime
     kind: Literal["set", "edit", "delete"]
     text: str = ""
@@ -95,8 +94,7 @@ def changes_of(event: Event, embed_roles: Iterable[str]) -> list[Change]:
         return [
             Change(
                 event.event_id,
-                SourceKey(SourceType.memory, memory_id),
-                event.tenant_id,
+                SourceKey(event.tenant_id, SourceType.memory, memory_id),
                 event.occurred_at,
                 "delete",
             )
@@ -114,8 +112,7 @@ def change_of(
         p = event.payload
         return Change(
             event.event_id,
-            SourceKey(SourceType.message, p.message_id),
-            tenant,
+            SourceKey(tenant, SourceType.message, p.message_id),
             at,
             "set",
             text=p.content,
@@ -124,18 +121,17 @@ def change_of(
             agent_id=p.sender_agent_id,
         )
     if isinstance(event, MessageEdited):
-        key = SourceKey(SourceType.message, event.payload.message_id)
-        return Change(event.event_id, key, tenant, at, "edit", text=event.payload.content)
+        key = SourceKey(tenant, SourceType.message, event.payload.message_id)
+        return Change(event.event_id, key, at, "edit", text=event.payload.content)
     if isinstance(event, MessageDeleted):
-        key = SourceKey(SourceType.message, event.payload.message_id)
-        return Change(event.event_id, key, tenant, at, "delete")
+        key = SourceKey(tenant, SourceType.message, event.payload.message_id)
+        return Change(event.event_id, key, at, "delete")
     if isinstance(event, FileUploaded):
         f = event.payload
         text = f.extracted_text or ""
         return Change(
             event.event_id,
-            SourceKey(SourceType.file, f.file_id),
-            tenant,
+            SourceKey(tenant, SourceType.file, f.file_id),
             at,
             "set",
             text=text,
@@ -145,8 +141,7 @@ def change_of(
     m = event.payload
     return Change(
         event.event_id,
-        SourceKey(SourceType.memory, m.memory_id),
-        tenant,
+        SourceKey(tenant, SourceType.memory, m.memory_id),
         at,
         "set",
         text=m.text,
@@ -161,13 +156,7 @@ def fold(changes: Sequence[Change], stored: Mapping[SourceKey, SourceState]) -> 
     writes: dict[SourceKey, SourceWrite] = {}
     retry: dict[UUID, str] = {}
     for ch in changes:
-        current = state.get(ch.key)
-        if current is not None and current.tenant_id != ch.tenant_id:
-            raise TenantMismatch(
-                f"{ch.key.source_type.value} {ch.key.source_id} belongs to another tenant "
-                f"than {ch.tenant_id!r}; not applied"
-            )
-        outcome = _step(ch, current)
+        outcome = _step(ch, state.get(ch.key))
         if isinstance(outcome, str):
             retry[ch.event_id] = outcome
             continue
@@ -224,7 +213,6 @@ def _delete(ch: Change, cur: SourceState | None) -> Outcome:
 
 def _new(ch: Change, digest: str, *, indexed: bool) -> SourceState:
     return SourceState(
-        tenant_id=ch.tenant_id,
         conversation_id=ch.conversation_id,
         agent_id=ch.agent_id,
         source_at=ch.at,

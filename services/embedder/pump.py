@@ -37,7 +37,7 @@ from services.embedder.logic import length_batches
 from services.embedder.settings import EmbedderSettings
 from services.embedder.vector_cache import VectorCache
 from services.runtime.component import Health, NotStarted, WorkerContext
-from services.runtime.db import ALL_TENANTS, scope_tenant
+from services.runtime.db import act_for_all_tenants
 from services.runtime.errors import describe
 from services.runtime.loop import Loop
 
@@ -168,7 +168,7 @@ class Pump:
 
     async def _claim(self, limit: int) -> list[repo_queue.Claimed]:
         async with self.pool.acquire() as conn, conn.transaction():
-            await scope_tenant(conn, ALL_TENANTS)
+            await act_for_all_tenants(conn, self._settings.roles)
             return await repo_queue.claim(
                 conn, limit, self._settings.lease_s, self.token, MAX_ATTEMPTS
             )
@@ -233,7 +233,7 @@ class Pump:
                 ask.add((item.tenant_id, item.content_hash))
         if ask:
             async with self.pool.acquire() as conn, conn.transaction():
-                await scope_tenant(conn, ALL_TENANTS)
+                await act_for_all_tenants(conn, self._settings.roles)
                 found = await repo_queue.known_vectors(conn, model_id, sorted(ask))
             for (_, digest), vector in found.items():
                 known[digest] = vector
@@ -258,9 +258,11 @@ class Pump:
 
     async def _store(self, batch: _Batch) -> None:
         pairs = [(i, v) for i, v in zip(batch.items, batch.vectors, strict=True) if v is not None]
-        memories = [i.source_id for i, _ in pairs if i.source_type == "memory"]
+        memories = [
+            repo.MemoryKey(i.tenant_id, i.source_id) for i, _ in pairs if i.source_type == "memory"
+        ]
         async with self.pool.acquire() as conn, conn.transaction():
-            await scope_tenant(conn, ALL_TENANTS)
+            await act_for_all_tenants(conn, self._settings.roles)
             await repo_queue.write_vectors(
                 conn,
                 batch.model_id,

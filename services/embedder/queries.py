@@ -60,6 +60,7 @@ async def knowledge_search(
     s = active.settings
     scope = repo_search.SearchScope(
         tenant_id=request.tenant_id,
+        reader=s.roles.reader,
         filters=request.filters,
         limit=n,
         ef_search=max(s.ef_search, n),

@@ -30,7 +30,7 @@ from services.embedder import repo, repo_models
 from services.embedder.announce import Announcer
 from services.embedder.model import LoadedModel, load, resolve
 from services.embedder.spec import SPEC
-from services.runtime.db import ALL_TENANTS, scope_tenant
+from services.runtime.db import quote_ident
 
 log = logging.getLogger("engram.embedder.reembed")
 Page = list[tuple[int, str, str, str]]  # chunk id, tenant, hash, text
@@ -50,7 +50,9 @@ class Outcome:
 async def connect(database_url: str) -> asyncpg.Connection:
     conn = await asyncpg.connect(database_url)
     await register_vector(conn)
-    await scope_tenant(conn, ALL_TENANTS, local=False)
+    # Moving the index spans every tenant: this one connection acts, for its whole
+    # session, as the embedder's cross-tenant role (an admin login or the worker's).
+    await conn.execute(f"SET ROLE {quote_ident(SPEC.store.roles.all_tenants)}")
     return conn
 
 

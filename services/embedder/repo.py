@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from contracts.embedding import SourceType
@@ -15,29 +15,29 @@ from services.runtime.db import Connection
 
 NOTIFY_CHANNEL = "embedder_queue"  # chunks were queued for embedding
 
+# A source is (tenant, type, id): ids are chosen by producers, so two tenants may share one.
+KEYS = "unnest($1::text[], $2::text[], $3::uuid[]) AS k(tenant_id, source_type, source_id)"
+LOCK_SOURCES = f"""
+SELECT pg_advisory_xact_lock(
+           hashtextextended(k.tenant_id || ':' || k.source_type || ':' || k.source_id::text, 0))
+  FROM (SELECT DISTINCT * FROM {KEYS} ORDER BY 1, 2, 3) k"""
+LOAD_SOURCES = f"""
+SELECT s.* FROM embedder.sources s
+  JOIN {KEYS} USING (tenant_id, source_type, source_id)"""
+CHUNKS_OF_SOURCES = f"""
+SELECT c.chunk_id FROM embedder.chunks c
+  JOIN {KEYS} USING (tenant_id, source_type, source_id)"""
+
 
 async def load_states(conn: Connection, keys: Sequence[SourceKey]) -> dict[SourceKey, SourceState]:
     """The stored state of each source, locked until the transaction ends: two replicas
     writing one source take turns (an advisory lock per source, taken in a fixed order,
     also covers a source not stored yet)."""
-    await conn.execute(
-        """SELECT pg_advisory_xact_lock(hashtextextended(k.t || ':' || k.id::text, 0))
-             FROM (SELECT DISTINCT t, id FROM unnest($1::text[], $2::uuid[]) AS u(t, id)
-                    ORDER BY t, id) k""",
-        [k.source_type.value for k in keys],
-        [k.source_id for k in keys],
-    )
-    rows = await conn.fetch(
-        """SELECT s.* FROM embedder.sources s
-             JOIN unnest($1::text[], $2::uuid[]) AS k(t, id)
-               ON s.source_type = k.t AND s.source_id = k.id
-""",
-        [k.source_type.value for k in keys],
-        [k.source_id for k in keys],
-    )
+    tenants, types, ids = _columns(keys)
+    await conn.execute(LOCK_SOURCES, tenants, types, ids)
+    rows = await conn.fetch(LOAD_SOURCES, tenants, types, ids)
     return {
-        SourceKey(SourceType(r["source_type"]), r["source_id"]): SourceState(
-            tenant_id=r["tenant_id"],
+        SourceKey(r["tenant_id"], SourceType(r["source_type"]), r["source_id"]): SourceState(
             conversation_id=r["conversation_id"],
             agent_id=r["agent_id"],
             source_at=r["source_at"],
@@ -51,6 +51,14 @@ async def load_states(conn: Connection, keys: Sequence[SourceKey]) -> dict[Sourc
     }
 
 
+def _columns(keys: Sequence[SourceKey]) -> tuple[list[str], list[str], list[UUID]]:
+    return (
+        [k.tenant_id for k in keys],
+        [k.source_type.value for k in keys],
+        [k.source_id for k in keys],
+    )
+
+
 async def save_sources(conn: Connection, writes: Sequence[SourceWrite]) -> None:
     cols: list[list[Any]] = [[] for _ in range(12)]
     for w in writes:
@@ -58,7 +66,7 @@ async def save_sources(conn: Connection, writes: Sequence[SourceWrite]) -> None:
         row = (
             w.key.source_type.value,
             w.key.source_id,
-            s.tenant_id,
+            w.key.tenant_id,
             s.conversation_id,
             s.agent_id,
             s.source_at,
@@ -80,7 +88,7 @@ async def save_sources(conn: Connection, writes: Sequence[SourceWrite]) -> None:
                          $6::timestamptz[], $7::text[], $8::timestamptz[], $9::boolean[],
                          $10::timestamptz[], $11::uuid[])
                   AS r(t, id, tenant, conv, agent, at, hash, text_at, indexed, deleted, event)
-           ON CONFLICT (source_type, source_id) DO UPDATE SET
+           ON CONFLICT (tenant_id, source_type, source_id) DO UPDATE SET
                conversation_id = EXCLUDED.conversation_id, agent_id = EXCLUDED.agent_id,
                content_hash = EXCLUDED.content_hash, text_at = EXCLUDED.text_at,
                indexed = EXCLUDED.indexed, deleted_at = EXCLUDED.deleted_at,
@@ -105,20 +113,13 @@ async def replace_chunks(
     """Replace the chunks of ``writes`` (rechunked sources) with ``chunks``. A new chunk
     whose text has a vector for ``model_id`` (this tenant) gets a copy; the others are
     queued for the embedding pump, which is notified at COMMIT."""
-    keys = [w.key for w in writes]
-    old = await conn.fetch(
-        """SELECT c.chunk_id FROM embedder.chunks c
-             JOIN unnest($1::text[], $2::uuid[]) AS k(t, id)
-               ON c.source_type = k.t AND c.source_id = k.id""",
-        [k.source_type.value for k in keys],
-        [k.source_id for k in keys],
-    )
+    old = await conn.fetch(CHUNKS_OF_SOURCES, *_columns([w.key for w in writes]))
     cols: list[list[Any]] = [[] for _ in range(10)]
     for w in writes:
         s = w.state
         for chunk in chunks.get(w.key, []):
             row = (
-                s.tenant_id,
+                w.key.tenant_id,
                 w.key.source_type.value,
                 w.key.source_id,
                 s.conversation_id,
@@ -180,6 +181,13 @@ async def copy_known_vectors(conn: Connection, chunk_ids: Sequence[int], model_i
     return {r[0] for r in rows}
 
 
+class MemoryKey(NamedTuple):
+    """A memory of ``embedder.sources``: its id is chosen by producers, so per tenant."""
+
+    tenant_id: str
+    memory_id: UUID
+
+
 @dataclass(frozen=True)
 class ReadyMemory:
     """A memory whose every chunk has a vector of the model, with their mean."""
@@ -192,35 +200,41 @@ class ReadyMemory:
     chunks: int
 
 
+READY_MEMORIES = """
+SELECT s.source_id, s.content_hash, s.tenant_id, s.event_id,
+       avg(v.embedding) AS vector, count(*) AS chunks
+  FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::uuid[]) AS u(tenant_id, source_id)) k
+  JOIN embedder.sources s
+    ON s.tenant_id = k.tenant_id AND s.source_type = 'memory' AND s.source_id = k.source_id
+  JOIN embedder.chunks c
+    ON c.tenant_id = s.tenant_id AND c.source_type = 'memory' AND c.source_id = s.source_id
+  LEFT JOIN embedder.chunk_vectors v ON v.chunk_id = c.chunk_id AND v.model_id = $3
+ WHERE s.deleted_at IS NULL
+ GROUP BY s.tenant_id, s.source_id, s.content_hash, s.event_id
+HAVING count(v.chunk_id) = count(*)
+ ORDER BY s.tenant_id, s.source_id"""
+
+
 async def ready_memories(
-    conn: Connection, memory_ids: Sequence[UUID], model_id: str
+    conn: Connection, memories: Sequence[MemoryKey], model_id: str
 ) -> list[ReadyMemory]:
-    """Of ``memory_ids``, the memories (not deleted) whose chunks all have a vector of
+    """Of ``memories``, those (not deleted) whose chunks all have a vector of
     ``model_id``. The chunks are those of the source's text now (a new text replaces them
     in the transaction that stores it), so the vector is always of its content hash."""
     rows = await conn.fetch(
-        """SELECT s.source_id, s.content_hash, s.tenant_id, s.event_id,
-                  avg(v.embedding) AS vector, count(*) AS chunks
-             FROM embedder.sources s
-             JOIN embedder.chunks c ON c.source_type = 'memory' AND c.source_id = s.source_id
-             LEFT JOIN embedder.chunk_vectors v
-               ON v.chunk_id = c.chunk_id AND v.model_id = $2
-            WHERE s.source_type = 'memory' AND s.source_id = ANY($1::uuid[])
-              AND s.deleted_at IS NULL
-            GROUP BY s.source_id, s.content_hash, s.tenant_id, s.event_id
-           HAVING count(v.chunk_id) = count(*)
-            ORDER BY s.source_id""",
-        list(memory_ids),
+        READY_MEMORIES,
+        [m.tenant_id for m in memories],
+        [m.memory_id for m in memories],
         model_id,
     )
     return [ReadyMemory(r[0], r[1], r[2], r[3], r[4].to_numpy().tolist(), int(r[5])) for r in rows]
 
 
-async def indexed_memories(conn: Connection) -> list[UUID]:
+async def indexed_memories(conn: Connection) -> list[MemoryKey]:
     """Every memory that is searchable now (announced again after a model switch)."""
     rows = await conn.fetch(
-        """SELECT source_id FROM embedder.sources
+        """SELECT tenant_id, source_id FROM embedder.sources
             WHERE source_type = 'memory' AND deleted_at IS NULL AND indexed
-            ORDER BY source_id"""
+            ORDER BY tenant_id, source_id"""
     )
-    return [r[0] for r in rows]
+    return [MemoryKey(r[0], r[1]) for r in rows]

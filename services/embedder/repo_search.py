@@ -110,6 +110,7 @@ class SearchScope:
     """What both sides of one search share."""
 
     tenant_id: str
+    reader: str  # the role a search acts as: reads of exactly this tenant
     filters: KnowledgeFilters
     limit: int  # candidates per side
     ef_search: int
@@ -117,12 +118,13 @@ class SearchScope:
 
 
 async def scope_search(
-    conn: Connection, tenant_id: str, *, ef_search: int, max_scan_tuples: int
+    conn: Connection, tenant_id: str, *, reader: str, ef_search: int, max_scan_tuples: int
 ) -> None:
-    """Row-level security to one tenant, and the planner and HNSW settings, for this
-    transaction."""
+    """The reader role and row-level security to one tenant, and the planner and HNSW
+    settings, for this transaction."""
     await conn.execute(
-        """SELECT set_config('engram.tenant_id', $1, true),
+        """SELECT set_config('role', $4, true),  -- SET LOCAL ROLE, in the same round trip
+                  set_config('engram.tenant_id', $1, true),
                   set_config('hnsw.ef_search', $2, true),
                   set_config('hnsw.iterative_scan', 'relaxed_order', true),
                   set_config('hnsw.max_scan_tuples', $3, true),
@@ -135,6 +137,7 @@ async def scope_search(
         tenant_id,
         str(ef_search),
         str(max_scan_tuples),
+        reader,
     )
 
 
@@ -241,7 +244,11 @@ async def _in_scope(
 ) -> list[Candidate]:
     async with pool.acquire() as conn, conn.transaction(readonly=True):
         await scope_search(
-            conn, scope.tenant_id, ef_search=scope.ef_search, max_scan_tuples=scope.max_scan_tuples
+            conn,
+            scope.tenant_id,
+            reader=scope.reader,
+            ef_search=scope.ef_search,
+            max_scan_tuples=scope.max_scan_tuples,
         )
         return await side(conn)
 

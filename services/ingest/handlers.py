@@ -13,7 +13,6 @@ from services.ingest.logic import (
     batch_locks,
     conversation_refs,
     missing_reason,
-    owned_ids,
     runs,
 )
 from services.runtime.db import Connection
@@ -31,16 +30,6 @@ STORE: dict[str, Store] = {
     "chat.file.uploaded": repo.store_files,
     "chat.session.started": repo.start_sessions,
     "chat.session.ended": repo.end_sessions,
-}
-# The row each kind creates or upserts, checked against the tenant after the write
-# (messages check themselves, cheaper, inside create_messages).
-OWNS: dict[str, tuple[str, str]] = {
-    "chat.conversation.created": ("conversations", "conversation_id"),
-    "chat.conversation.updated": ("conversations", "conversation_id"),
-    "chat.conversation.archived": ("conversations", "conversation_id"),
-    "chat.file.uploaded": ("files", "file_id"),
-    "chat.session.started": ("conversation_sessions", "session_id"),
-    "chat.session.ended": ("conversation_sessions", "session_id"),
 }
 # These create their conversation themselves (with the producer's fields).
 OWNS_CONVERSATION = {
@@ -60,7 +49,7 @@ async def apply_chat_events(conn: Connection, events: Sequence[ChatEvent]) -> Ma
             present = await messages.existing_messages(conn, run)  # type: ignore[arg-type]
             for event in run:
                 message_id = event.payload.message_id  # type: ignore[union-attr]
-                if message_id is not None and message_id not in present:
+                if message_id is not None and (event.tenant_id, message_id) not in present:
                     retry[event.event_id] = missing_reason(kind, message_id)
             ready = [e for e in run if e.event_id not in retry]
             if not ready:
@@ -70,8 +59,5 @@ async def apply_chat_events(conn: Connection, events: Sequence[ChatEvent]) -> Ma
         added = await STORE[kind](conn, ready)
         if added is not None:
             activity.extend(added)
-        if kind in OWNS:
-            table, column = OWNS[kind]
-            await repo.check_tenants(conn, table, column, owned_ids(ready, column))
     await messages.bump_activity(conn, activity)
     return retry

@@ -66,21 +66,6 @@ def message_columns(events: Sequence[MessageCreated]) -> list[list[Any]]:
     return cols
 
 
-def foreign_parent(events: Sequence[MessageCreated]) -> UUID | None:
-    """A message of the batch that answers another tenant's message of the same batch.
-
-    The insert checks parents stored before; rows the batch inserts are not visible to its
-    own statement, and comparing them here costs a dict instead of a self-join per row."""
-    tenant_of: dict[UUID, str] = {}
-    for e in events:
-        tenant_of.setdefault(e.payload.message_id, e.tenant_id)  # the first one is stored
-    for e in events:
-        parent = e.payload.parent_message_id
-        if parent is not None and tenant_of.get(parent, e.tenant_id) != e.tenant_id:
-            return e.payload.message_id
-    return None
-
-
 def conversation_refs(events: Sequence[Envelope]) -> list[tuple[Any, str, Any]]:
     """(conversation_id, tenant_id, occurred_at) of every conversation the events name."""
     refs = []
@@ -89,11 +74,6 @@ def conversation_refs(events: Sequence[Envelope]) -> list[tuple[Any, str, Any]]:
         if conversation_id is not None:
             refs.append((conversation_id, e.tenant_id, e.occurred_at))
     return refs
-
-
-def owned_ids(events: Sequence[Envelope], column: str) -> list[tuple[Any, str]]:
-    """(id, tenant_id) of the row each event writes, by the payload field naming it."""
-    return [(getattr(e.payload, column), e.tenant_id) for e in events]
 
 
 def missing_reason(kind: str, message_id: object) -> str:
@@ -110,6 +90,8 @@ NEEDS_MESSAGE = {"chat.message.edited", "chat.message.deleted", "chat.file.uploa
 # message, or file) in any order, so a batch holding one locks that key exclusively,
 # before anything else. Keys are ints of the two-int pg_advisory_xact_lock, so they never
 # meet another service's one-bigint locks; two ids sharing a key only wait for each other.
+# A key is the id's alone, whatever its tenant: rows are keyed by (tenant, id), and two
+# tenants using one id are one more case of two ids sharing a key.
 SHARED_BY = {"chat.message.created": "conversation_id"}
 KEYED_BY = ("conversation_id", "message_id", "file_id")
 
@@ -144,8 +126,13 @@ def must_wait(earlier: Sequence[ChatEvent], later: Sequence[ChatEvent]) -> bool:
     first, then = dict(batch_locks(earlier)), dict(batch_locks(later))
     if any(first[key] or alone for key, alone in then.items() if key in first):
         return True
-    wanted = {getattr(e.payload, "message_id", None) for e in later if e.type in NEEDS_MESSAGE}
-    wanted.discard(None)
+    wanted = {
+        (e.tenant_id, message_id)
+        for e in later
+        if e.type in NEEDS_MESSAGE
+        and (message_id := getattr(e.payload, "message_id", None)) is not None
+    }
     return bool(wanted) and any(
-        isinstance(e, MessageCreated) and e.payload.message_id in wanted for e in earlier
+        isinstance(e, MessageCreated) and (e.tenant_id, e.payload.message_id) in wanted
+        for e in earlier
     )

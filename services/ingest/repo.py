@@ -1,11 +1,13 @@
-"""SQL of the ingest service: conversations, sessions, files and the tenant wall.
-Every function runs inside the batch's transaction. Messages are in ``messages.py``."""
+"""SQL of the ingest service: conversations, sessions, files and the batch's locks.
+Every function runs inside the batch's transaction. Messages are in ``messages.py``.
+
+Ids chosen by producers are per tenant: every key, conflict target and look-up names the
+tenant with the id (sql/ingest/005), so the same id in two tenants is two rows."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-from uuid import UUID
 
 from contracts.chat import (
     ConversationArchived,
@@ -16,11 +18,6 @@ from contracts.chat import (
     SessionStarted,
 )
 from services.runtime.db import Connection
-
-
-class TenantMismatch(ValueError):
-    """An id the event names belongs to another tenant: never applied, dead-lettered."""
-
 
 LOCK_CLASS = 0x696E6763  # "ingc": the first int of ingest's two-int advisory locks
 
@@ -39,66 +36,24 @@ async def lock_batch(conn: Connection, locks: Sequence[tuple[int, bool]]) -> Non
         )
 
 
-async def check_tenants(
-    conn: Connection, table: str, column: str, pairs: Sequence[tuple[UUID, str]]
-) -> None:
-    """Raise if any (id, tenant) names a row of another tenant.
-
-    Run after a run's write: upserts only touch rows of their own tenant (their
-    ``DO UPDATE … WHERE`` guard), so an event whose id another tenant holds (stored
-    before, or earlier in the same run) changed nothing and is found here. The raise
-    rolls the batch back; the pipeline replays it one event at a time and dead-letters
-    the intruder as poison.
-    """
-    if not pairs:
-        return
-    row = await conn.fetchrow(
-        f"""SELECT t.{column}, r.tenant
-              FROM unnest($1::uuid[], $2::text[]) AS r(id, tenant)
-              JOIN ingest.{table} t ON t.{column} = r.id
-             WHERE t.tenant_id <> r.tenant
-             LIMIT 1""",
-        [p[0] for p in pairs],
-        [p[1] for p in pairs],
-    )
-    if row is not None:
-        raise TenantMismatch(f"{column} {row[0]} belongs to another tenant than {row[1]!r}")
-
-
 async def ensure_conversations(conn: Connection, refs: Sequence[tuple[Any, ...]]) -> None:
-    """Placeholder rows for conversations named before their created event arrived, and
-    the tenant check of every conversation the run names, in one round trip. (Composite
-    foreign keys would refuse another tenant's conversation too, but row-level security
-    hides the key from their error, and the DLQ reason should name it.)"""
+    """Placeholder rows for the conversations the run names that have not arrived yet (in
+    the event's own tenant: ids are per tenant), inserted in key order like every row two
+    batches in flight may both insert."""
     if not refs:
         return
     ids, tenants, times = zip(*refs, strict=True)
-    foreign = await conn.fetchrow(
-        """WITH r AS (
-               SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[])
-                 AS r(id, tenant, at)
-           ), placeholders AS (
-               INSERT INTO ingest.conversations
-                   (conversation_id, tenant_id, is_placeholder, created_at)
-               SELECT DISTINCT ON (id) id, tenant, true, at FROM r ORDER BY id, at
-               -- No conflict target: a placeholder another batch inserts at the same
-               -- time may meet ours first in the (tenant_id, conversation_id) index,
-               -- which a target of conversation_id alone would raise on.
-               ON CONFLICT DO NOTHING
-           )
-           SELECT r.id, r.tenant FROM r JOIN ingest.conversations c ON c.conversation_id = r.id
-            WHERE c.tenant_id <> r.tenant
-           UNION ALL
-           SELECT r.id, max(r.tenant) FROM r GROUP BY r.id HAVING count(DISTINCT r.tenant) > 1
-           LIMIT 1""",
+    await conn.execute(
+        """INSERT INTO ingest.conversations
+               (conversation_id, tenant_id, is_placeholder, created_at)
+           SELECT DISTINCT ON (tenant, id) id, tenant, true, at
+             FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS r(id, tenant, at)
+            ORDER BY tenant, id, at
+           ON CONFLICT (tenant_id, conversation_id) DO NOTHING""",
         list(ids),
         list(tenants),
         list(times),
     )
-    if foreign is not None:
-        raise TenantMismatch(
-            f"conversation_id {foreign[0]} belongs to another tenant than {foreign[1]!r}"
-        )
 
 
 async def create_conversations(conn: Connection, events: Sequence[ConversationCreated]) -> None:
@@ -107,14 +62,13 @@ async def create_conversations(conn: Connection, events: Sequence[ConversationCr
         """INSERT INTO ingest.conversations AS c
                (conversation_id, tenant_id, title, user_id, agent_id, metadata, created_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7)
-           ON CONFLICT (conversation_id) DO UPDATE SET
+           ON CONFLICT (tenant_id, conversation_id) DO UPDATE SET
                title = coalesce(c.title, EXCLUDED.title),
                user_id = coalesce(c.user_id, EXCLUDED.user_id),
                agent_id = coalesce(c.agent_id, EXCLUDED.agent_id),
                metadata = EXCLUDED.metadata || c.metadata,
                created_at = least(c.created_at, EXCLUDED.created_at),
-               is_placeholder = false
-           WHERE c.tenant_id = EXCLUDED.tenant_id""",
+               is_placeholder = false""",
         [
             (
                 p.conversation_id,
@@ -137,14 +91,13 @@ async def update_conversations(conn: Connection, events: Sequence[ConversationUp
         """INSERT INTO ingest.conversations AS c (conversation_id, tenant_id, title, metadata,
                is_placeholder, created_at, source_updated_at)
            VALUES ($1, $2, $3, coalesce($4::jsonb, '{}'), true, $5, $5)
-           ON CONFLICT (conversation_id) DO UPDATE SET
+           ON CONFLICT (tenant_id, conversation_id) DO UPDATE SET
                title = CASE WHEN EXCLUDED.source_updated_at >= c.source_updated_at
                             THEN coalesce($3, c.title) ELSE coalesce(c.title, $3) END,
                metadata = CASE WHEN EXCLUDED.source_updated_at >= c.source_updated_at
                                THEN c.metadata || coalesce($4::jsonb, '{}')
                                ELSE coalesce($4::jsonb, '{}') || c.metadata END,
-               source_updated_at = greatest(c.source_updated_at, EXCLUDED.source_updated_at)
-           WHERE c.tenant_id = EXCLUDED.tenant_id""",
+               source_updated_at = greatest(c.source_updated_at, EXCLUDED.source_updated_at)""",
         [
             (
                 e.payload.conversation_id,
@@ -163,11 +116,10 @@ async def archive_conversations(conn: Connection, events: Sequence[ConversationA
         """INSERT INTO ingest.conversations AS c (conversation_id, tenant_id, status,
                is_placeholder, created_at, archived_at, archived_by)
            VALUES ($1, $2, 'archived', true, $3, $3, $4)
-           ON CONFLICT (conversation_id) DO UPDATE SET
+           ON CONFLICT (tenant_id, conversation_id) DO UPDATE SET
                status = 'archived',
                archived_at = coalesce(c.archived_at, EXCLUDED.archived_at),
-               archived_by = coalesce(c.archived_by, EXCLUDED.archived_by)
-           WHERE c.tenant_id = EXCLUDED.tenant_id""",
+               archived_by = coalesce(c.archived_by, EXCLUDED.archived_by)""",
         [
             (e.payload.conversation_id, e.tenant_id, e.occurred_at, e.payload.archived_by)
             for e in events
@@ -180,7 +132,7 @@ async def store_files(conn: Connection, events: Sequence[FileUploaded]) -> None:
         """INSERT INTO ingest.files (file_id, tenant_id, conversation_id, uploaded_by, filename,
                mime_type, size_bytes, sha256, storage_uri, extracted_text, metadata, created_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-           ON CONFLICT (file_id) DO NOTHING""",
+           ON CONFLICT (tenant_id, file_id) DO NOTHING""",
         [
             (
                 p.file_id,
@@ -208,7 +160,7 @@ async def store_files(conn: Connection, events: Sequence[FileUploaded]) -> None:
     if links:  # composite foreign keys keep a link inside one tenant
         await conn.executemany(
             """INSERT INTO ingest.message_files (message_id, file_id, tenant_id)
-               VALUES ($1, $2, $3) ON CONFLICT DO NOTHING""",
+               VALUES ($1, $2, $3) ON CONFLICT (tenant_id, message_id, file_id) DO NOTHING""",
             links,
         )
 
@@ -218,12 +170,11 @@ async def start_sessions(conn: Connection, events: Sequence[SessionStarted]) -> 
         """INSERT INTO ingest.conversation_sessions AS s (session_id, tenant_id, conversation_id,
                user_id, agent_id, started_at, metadata)
            VALUES ($1, $2, $3, $4, $5, $6, $7)
-           ON CONFLICT (session_id) DO UPDATE SET
+           ON CONFLICT (tenant_id, session_id) DO UPDATE SET
                started_at = coalesce(s.started_at, EXCLUDED.started_at),
                user_id = coalesce(s.user_id, EXCLUDED.user_id),
                agent_id = coalesce(s.agent_id, EXCLUDED.agent_id),
-               metadata = EXCLUDED.metadata || s.metadata
-           WHERE s.tenant_id = EXCLUDED.tenant_id""",
+               metadata = EXCLUDED.metadata || s.metadata""",
         [
             (
                 p.session_id,
@@ -245,13 +196,12 @@ async def end_sessions(conn: Connection, events: Sequence[SessionEnded]) -> None
         """INSERT INTO ingest.conversation_sessions AS s (session_id, tenant_id, conversation_id,
                user_id, agent_id, status, ended_at, end_reason)
            VALUES ($1, $2, $3, $4, $5, 'ended', $6, $7)
-           ON CONFLICT (session_id) DO UPDATE SET
+           ON CONFLICT (tenant_id, session_id) DO UPDATE SET
                status = 'ended',
                ended_at = coalesce(s.ended_at, EXCLUDED.ended_at),
                end_reason = coalesce(s.end_reason, EXCLUDED.end_reason),
                user_id = coalesce(s.user_id, EXCLUDED.user_id),
-               agent_id = coalesce(s.agent_id, EXCLUDED.agent_id)
-           WHERE s.tenant_id = EXCLUDED.tenant_id""",
+               agent_id = coalesce(s.agent_id, EXCLUDED.agent_id)""",
         [
             (
                 p.session_id,

@@ -20,7 +20,8 @@ SPEC = ServiceSpec(
                       m.content,
                       CASE WHEN m.deleted_at IS NOT NULL THEN 'deleted'
                            WHEN m.version > 1 THEN 'edited' ELSE '' END
-                 FROM ingest.messages m JOIN ingest.conversations c USING (conversation_id)
+                 FROM ingest.messages m
+                 JOIN ingest.conversations c USING (tenant_id, conversation_id)
                 ORDER BY m.created_at DESC LIMIT $1""",
     ),
 )

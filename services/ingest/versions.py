@@ -24,26 +24,27 @@ from services.runtime.db import Connection
 # (migration 004), so versions can move past each other.
 EDIT_MESSAGES = """
 WITH input AS (
-    -- An event id once per batch (the first delivered); ids, as everywhere, per message.
-    SELECT DISTINCT ON (event_id) *
+    -- An event once per batch (the first delivered); ids, as everywhere, per tenant.
+    SELECT DISTINCT ON (tenant_id, event_id) *
       FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
                   $7::text[], $8::timestamptz[]) WITH ORDINALITY
         AS i(event_id, message_id, tenant_id, content, content_type, edited_by, reason,
              created_at, position)
-     ORDER BY event_id, position
+     ORDER BY tenant_id, event_id, position
 ), new AS (
     -- Edits of a stored message of the same tenant that are not one of its versions yet
     -- (an edit redelivered after its inbox row was pruned changes nothing).
     SELECT i.* FROM input i
       JOIN ingest.messages m ON m.message_id = i.message_id AND m.tenant_id = i.tenant_id
      WHERE NOT EXISTS (SELECT 1 FROM ingest.message_versions v
-                        WHERE v.message_id = i.message_id AND v.event_id = i.event_id)
+                        WHERE v.tenant_id = i.tenant_id AND v.message_id = i.message_id
+                          AND v.event_id = i.event_id)
 ), every AS (
     SELECT v.message_id, v.version AS old, v.tenant_id, v.content, v.content_type,
            v.content_type_inherited AS inherited, v.edited_by, v.reason, v.event_id,
            v.created_at
       FROM ingest.message_versions v
-     WHERE v.message_id IN (SELECT message_id FROM new)
+     WHERE (v.tenant_id, v.message_id) IN (SELECT tenant_id, message_id FROM new)
     UNION ALL
     SELECT message_id, NULL, tenant_id, content, content_type, content_type IS NULL,
            edited_by, reason, event_id, created_at
@@ -55,17 +56,19 @@ WITH input AS (
            -- version before them that named one (version 1 always does).
            count(*) FILTER (WHERE NOT e.inherited) OVER w AS type_group
       FROM every e
-    WINDOW w AS (PARTITION BY e.message_id
+    WINDOW w AS (PARTITION BY e.tenant_id, e.message_id
                  ORDER BY e.old IS DISTINCT FROM 1, e.created_at, e.event_id
                  ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
 ), typed AS (
-    SELECT r.*, first_value(r.content_type) OVER (PARTITION BY r.message_id, r.type_group
-                                                  ORDER BY r.version) AS effective_type
+    SELECT r.*, first_value(r.content_type) OVER (
+               PARTITION BY r.tenant_id, r.message_id, r.type_group ORDER BY r.version)
+               AS effective_type
       FROM ranked r
 ), moved AS (
     UPDATE ingest.message_versions v SET version = t.version, content_type = t.effective_type
       FROM typed t
-     WHERE t.old IS NOT NULL AND v.message_id = t.message_id AND v.version = t.old
+     WHERE t.old IS NOT NULL AND v.tenant_id = t.tenant_id AND v.message_id = t.message_id
+       AND v.version = t.old
        AND (v.version, v.content_type) IS DISTINCT FROM (t.version, t.effective_type)
 ), added AS (
     INSERT INTO ingest.message_versions (message_id, version, tenant_id, content,
@@ -77,8 +80,9 @@ WITH input AS (
 UPDATE ingest.messages m
    SET content = t.content, content_type = t.effective_type, edited_at = t.created_at,
        version = t.version
-  FROM (SELECT DISTINCT ON (message_id) * FROM typed ORDER BY message_id, version DESC) t
- WHERE m.message_id = t.message_id
+  FROM (SELECT DISTINCT ON (tenant_id, message_id) * FROM typed
+         ORDER BY tenant_id, message_id, version DESC) t
+ WHERE m.tenant_id = t.tenant_id AND m.message_id = t.message_id
 """
 
 

@@ -15,7 +15,7 @@ from uuid import UUID
 import asyncpg
 
 from services.runtime.component import Health, NotStarted, WorkerContext
-from services.runtime.db import ALL_TENANTS, scope_tenant
+from services.runtime.db import scope_tenants
 from services.runtime.loop import Loop
 
 
@@ -57,7 +57,7 @@ class AccessLog:
         keys = sorted(pending, key=lambda k: (k[0], str(k[1])))  # one lock order
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                await scope_tenant(conn, ALL_TENANTS)
+                await scope_tenants(conn, {k[0] for k in keys})
                 await conn.execute(
                     """UPDATE memory.memories m
                           SET access_count = m.access_count + a.n,

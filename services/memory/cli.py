@@ -120,7 +120,7 @@ def consolidate(  # noqa: PLR0917 (typer reads options from the signature)
             ack = await js.publish(
                 event.type,
                 event.model_dump_json().encode(),
-                headers={"Nats-Msg-Id": str(event.event_id)},
+                headers=event.headers(),
             )
             console.print(
                 f"job {job} queued (MEMORY seq {ack.seq}) for tenant {tenant}"

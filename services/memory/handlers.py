@@ -38,7 +38,7 @@ from services.memory.rows import (
     VectorUpdate,
 )
 from services.memory.settings import MemorySettings
-from services.runtime.db import ALL_TENANTS, Connection, scope_tenant
+from services.runtime.db import Connection
 from services.runtime.outbox import Outbox
 
 log = logging.getLogger("engram.memory")
@@ -64,7 +64,6 @@ class Handlers:
     # the events its decoder validated (MemoryEvent, ChatEvent, EmbeddingReady).
 
     async def apply_memory(self, conn: Connection, events: Sequence[Any]) -> Mapping[UUID, str]:
-        await scope_tenant(conn, ALL_TENANTS)
         writes: list[MemoryWrite] = []
         for event in events:  # in stream order; consecutive writes go as one statement
             if isinstance(event, MemoryWrite):
@@ -157,7 +156,6 @@ class Handlers:
     # --- CHAT --------------------------------------------------------------------------
 
     async def apply_chat(self, conn: Connection, events: Sequence[Any]) -> Mapping[UUID, str]:
-        await scope_tenant(conn, ALL_TENANTS)
         notes: list[Note] = []  # consecutive new messages go as one statement
         for event in events:
             t = event.tenant_id
@@ -203,7 +201,6 @@ class Handlers:
     # --- ENGRAM: vectors ---------------------------------------------------------------
 
     async def apply_vectors(self, conn: Connection, events: Sequence[Any]) -> Mapping[UUID, str]:
-        await scope_tenant(conn, ALL_TENANTS)
         ready = [e for e in events if e.payload.source_type is SourceType.memory]
         if not ready:
             return {}

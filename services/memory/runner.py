@@ -35,7 +35,7 @@ from services.memory.rows import JobRow
 from services.memory.sessions import SERVICE_PRODUCER
 from services.memory.settings import MemorySettings
 from services.runtime.component import Health, NotStarted, WorkerContext
-from services.runtime.db import ALL_TENANTS, Connection, scope_tenant
+from services.runtime.db import Connection, act_for_all_tenants, scope_tenant
 from services.runtime.errors import describe
 from services.runtime.loop import Loop
 from services.runtime.outbox import Outbox, Outgoing
@@ -92,7 +92,8 @@ class JobRunner:
         return self._pool
 
     async def prune_notes(self) -> bool:
-        async with self._running().acquire() as conn:
+        async with self._running().acquire() as conn, conn.transaction():
+            await act_for_all_tenants(conn, self.settings.roles)
             dropped = await repo_sessions.prune_notes(conn, self.settings.session_notes_days)
         if dropped:
             log.info("dropped %d notes of sessions that never ended", dropped)
@@ -101,10 +102,13 @@ class JobRunner:
     async def run_once(self) -> bool:
         """Claim and run one job; False when there was none to run."""
         async with self._running().acquire() as conn:
-            await scope_tenant(conn, ALL_TENANTS, local=False)  # the pool resets it on release
-            job = await repo_jobs.claim(conn, self.settings.job_lease_s)
+            async with conn.transaction():  # the queue holds every tenant's jobs
+                await act_for_all_tenants(conn, self.settings.roles)
+                job = await repo_jobs.claim(conn, self.settings.job_lease_s)
             if job is None:
                 return False
+            # The job's own tenant until the connection goes back (the pool resets it).
+            await scope_tenant(conn, job.tenant_id, local=False)
             if not await repo_jobs.try_lock_agent(conn, job.tenant_id, job.agent_id):
                 await repo_jobs.defer(conn, job.key, BUSY_RETRY_S)
                 return True

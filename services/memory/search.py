@@ -123,7 +123,8 @@ async def create_search_pool(settings: MemorySettings) -> asyncpg.Pool:
     ef_search = max(settings.ef_search, settings.candidates, MAX_TOP_K)
     return await create_pool(
         settings.database_url,
-        role=settings.role(),
+        role=settings.roles.reader,  # reads of the one tenant set, nothing else
+        worker=True,
         min_size=1,
         max_size=settings.search_pool_max,
         vectors=True,

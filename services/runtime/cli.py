@@ -127,7 +127,14 @@ def migrate(
         console.print(f"{svc}: {name} [{'green' if state == 'applied' else 'dim'}]{state}[/]")
 
     try:
-        run_async(apply(database_url, services(ctx).schemas(service), progress=progress))
+        run_async(
+            apply(
+                database_url,
+                services(ctx).schemas(service),
+                progress=progress,
+                passwords=CliSettings().db_passwords,
+            )
+        )
     except (MigrationError, ValueError) as exc:
         fail(str(exc))
 

@@ -5,6 +5,10 @@ alone is processed at once, while under load the messages that arrive during one
 transaction make up the next batch. An idle loop keeps one pull request lingering for
 ``fetch_wait_s``, not a busy poll. The fetch itself is ours (``fetch.py``): nats-py's
 awaits each message of a batch separately.
+
+A failing fetch is logged once and shown in the health until a fetch works again. When
+the failure is the consumer itself gone (deleted under the worker), it is created again
+from its last ack floor (``durable.py``) rather than from the start of the stream.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -20,11 +25,14 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from services.runtime.bus import ConsumerSpec, ensure_consumer
+from services.runtime.bus import ConsumerSpec
+from services.runtime.component import Health
 from services.runtime.dlq import DeadLetters, watch_max_deliveries
+from services.runtime.durable import Durable, may_mean_missing
 from services.runtime.errors import describe
 from services.runtime.fetch import Fetcher
 from services.runtime.pipeline import BatchProcessor, Prepared
+from services.runtime.positions import ConsumerPositions
 from services.runtime.supervise import Supervisor
 
 log = logging.getLogger("engram.consumer")
@@ -58,18 +66,30 @@ class PullConsumer:
         self._drain_timeout_s = drain_timeout_s
         self._sub: JetStreamContext.PullSubscription | None = None
         self._fetcher: Fetcher | None = None
+        self._durable: Durable | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._failures = 0
+        self._failures = 0  # fetches failed in a row
+        self._failing_since = 0.0
+        self._last_error = ""
         self._advisories: Any = None
 
     async def start(
-        self, nc: NatsClient, dead_letters: DeadLetters, supervisor: Supervisor | None = None
+        self,
+        nc: NatsClient,
+        dead_letters: DeadLetters,
+        supervisor: Supervisor | None = None,
+        positions: ConsumerPositions | None = None,
     ) -> None:
         """Bind and start pulling. With a supervisor, a loop that ends before ``stop``
-        (a bug, a cancellation) fails the worker rather than leaving it idle."""
+        (a bug, a cancellation) fails the worker rather than leaving it idle. With
+        ``positions``, the consumer's position is recorded, and a consumer found missing
+        is created again from there (without them, from the start of the stream)."""
         js = nc.jetstream()
-        await ensure_consumer(js, self.spec)
+        self._durable = Durable(js, self.spec, positions)
+        await self._durable.ensure()
+        if positions is not None:
+            positions.track(self.spec)
         self._sub = await js.pull_subscribe_bind(
             durable=self.spec.durable, stream=self.spec.stream.name
         )
@@ -128,12 +148,52 @@ class PullConsumer:
                 linger_s=self._fetch_linger_s,
             )
         except Exception as exc:  # connection trouble or a 409: back off, nats-py reconnects
-            self._failures += 1
-            log.warning("fetch failed on %s: %s", self.spec.stream.name, describe(exc))
-            await asyncio.sleep(min(0.2 * 2**self._failures, 5.0))
+            await self._fetch_failed(exc)
             return []
-        self._failures = 0
+        if self._failures:
+            log.info(
+                "fetch works again on %s after %d failures", self.spec.stream.name, self._failures
+            )
+            self._failures = 0
         return msgs
+
+    async def _fetch_failed(self, exc: Exception) -> None:
+        durable = self._durable
+        assert durable is not None
+        if not self._stopping and may_mean_missing(exc) and await durable.is_missing():
+            if await durable.recover():
+                self._failures = 0
+                return  # pull again at once, from the consumer created again
+        elif self._failures == 0:  # logged once; the health shows how long it lasts
+            log.warning("fetch failed on %s: %s", self.spec.stream.name, describe(exc))
+        if self._failures == 0:
+            self._failing_since = time.time()
+        self._failures += 1
+        self._last_error = describe(exc)
+        await asyncio.sleep(min(0.2 * 2**self._failures, 5.0))
+
+    def health(self) -> Health:
+        name = f"consume:{self.spec.stream.name}:{self.spec.durable}"
+        durable = self._durable
+        if durable is not None and durable.missing_since is not None:
+            detail = f"consumer missing for {time.time() - durable.missing_since:.0f}s"
+            why = f"cannot create it again yet: {durable.problem}" if durable.problem else ""
+            return Health(name, False, f"{detail}, pulling nothing; {why or 'creating it again'}")
+        if self._failures:
+            return Health(
+                name,
+                False,
+                f"fetch failing ({self._failures}x) for "
+                f"{time.time() - self._failing_since:.0f}s: {self._last_error}",
+            )
+        if durable is not None and durable.recreated:
+            return Health(
+                name,
+                True,
+                f"pulling; consumer created again {durable.recreated}x (it was missing), "
+                f"last from stream sequence {durable.last_start_seq or 1}",
+            )
+        return Health(name, True, "pulling")
 
     async def _commit(self, batch: Prepared[Any]) -> None:
         try:

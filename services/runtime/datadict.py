@@ -96,11 +96,12 @@ async def render(dsn: str, catalog: Catalog) -> str:
         "",
         "(a throwaway embedded PostgreSQL, migrated from `sql/`; a connected test fails",
         "while this file differs from the migrations). Each service owns one schema and",
-        "logs in with its own role; `inbox` and `schema_migrations` are the runtime's, in",
-        "every schema. Partitions of partitioned tables are not listed. Row-level security:",
-        "*enabled* means the table's policies apply to the service's role; *forced*, to the",
-        "table's owner too. Descriptions are the columns' `COMMENT`s; what the tables are",
-        "for is in each service's guide.",
+        "logs in with its own role (docs/security.md); `inbox`, `event_outbox`,",
+        "`consumer_positions`, `dead_letters_sent` and `schema_migrations` are the runtime's,",
+        "in every schema. Partitions of partitioned tables are not listed. Row-level",
+        "security: *enabled* means the table's policies apply to the service's roles;",
+        "*forced*, to the table's owner too. Descriptions are the columns' `COMMENT`s; what",
+        "the tables are for is in each service's guide.",
         "",
     ]
     for schema in sorted(owners):
@@ -109,7 +110,8 @@ async def render(dsn: str, catalog: Catalog) -> str:
         lines += [
             f"## `{schema}`",
             "",
-            f"Owned by the {owner.name} service (role `{owner.role}`)"
+            f"Owned by the {owner.name} service (its worker logs in as `{owner.role}`; the"
+            f" objects belong to `{owner.store.roles.owner}`)"
             + (f"; guide: [{guide.split('#')[0]}]({guide})." if guide else "."),
             "",
         ]

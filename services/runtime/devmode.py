@@ -17,6 +17,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from services.runtime.db import login_url
 from services.runtime.demo import demo_conversation
 from services.runtime.embedded import DevStack
 from services.runtime.migrate import migrate
@@ -146,9 +147,11 @@ async def run_dev(
         async with AsyncExitStack() as workers_stack:
             workers: list[tuple[str, Worker]] = []
             for service in services:
-                app, worker = create_worker(
-                    catalog.get(service), nats_url=nats_url, database_url=database_url
-                )
+                spec = catalog.get(service)
+                # Each worker logs in as its own role (created by the migration above),
+                # as in production; with your own server, one that trusts or knows it.
+                login = login_url(database_url, spec.role)
+                app, worker = create_worker(spec, nats_url=nats_url, database_url=login)
                 await workers_stack.enter_async_context(running(app))
                 workers.append((service, worker))
                 console.print(f"  [green]started[/] {service}")

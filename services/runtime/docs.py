@@ -5,7 +5,8 @@ does not see them; this builds a never-connected broker that declares each consu
 subject with its contract, which FastStream's generator turns into the document.
 ``asyncapi_document`` then corrects what FastStream assumes about every message: the
 correlation id is the envelope's body field ``correlation_id`` (not a header), and an
-event (an envelope, with ``event_id``) requires the ``Nats-Msg-Id`` header.
+event (an envelope, with ``event_id``) requires the ``Nats-Msg-Id`` header
+(``<tenant_id>:<event_id>``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from faststream.nats import JStream, NatsBroker, PullSub
 
+from contracts.envelope import TENANT_PATTERN
+
 if TYPE_CHECKING:
     from faststream import FastStream
 
@@ -23,16 +26,25 @@ if TYPE_CHECKING:
     from services.runtime.spec import Consumes
 
 SCHEMA_REF = "#/components/schemas/"
+# contracts.envelope.TENANT_PATTERN, a colon, a UUID (Envelope.msg_id).
+MSG_ID_PATTERN = (
+    TENANT_PATTERN.removesuffix("$")
+    + ":[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
 EVENT_HEADERS: dict[str, Any] = {
     "type": "object",
     "required": ["Nats-Msg-Id"],
     "properties": {
         "Nats-Msg-Id": {
             "type": "string",
-            "format": "uuid",
-            "description": "Required: the envelope's event_id, the same string. JetStream's "
-            "duplicate window drops a re-publish with the same id, and every consumer's "
-            "inbox (per tenant) applies an event_id once.",
+            "pattern": MSG_ID_PATTERN,
+            "examples": ["acme:0b6f3f0e-5d1b-4a53-9f7e-8a51f3c1a9d2"],
+            "description": "Required: the envelope's tenant_id and event_id, joined by a "
+            "colon (`<tenant_id>:<event_id>`). JetStream's duplicate window drops a "
+            "re-publish with the same id, and the tenant in it lets two tenants use the "
+            "same event_id. Consumers do not depend on it: every consumer's inbox applies "
+            "an event once per (tenant_id, event_id), whatever the header says (a bare "
+            "event_id, as producers sent before, or none).",
         },
     },
 }

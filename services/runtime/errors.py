@@ -37,7 +37,16 @@ TRANSIENT_SQLSTATES = frozenset(
 )
 
 
+def refused_by_tenant_wall(exc: BaseException) -> bool:
+    """Row-level security refused a row: the event names an id another tenant holds (its
+    row is invisible to this batch, or the row it would write is of another tenant). Same
+    SQLSTATE as a missing grant, but caused by the event: poison, not transient."""
+    return getattr(exc, "sqlstate", None) == "42501" and "row-level security" in str(exc)
+
+
 def is_transient(exc: BaseException) -> bool:
+    if refused_by_tenant_wall(exc):
+        return False
     if isinstance(exc, OSError | asyncio.TimeoutError | TimeoutError | asyncpg.InterfaceError):
         return True
     if isinstance(exc, asyncpg.PostgresConnectionError):
@@ -55,4 +64,6 @@ def retry_delay(deliveries: int, base_s: float, max_s: float) -> float:
 
 def describe(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
+    if refused_by_tenant_wall(exc):
+        text = f"refused by tenant isolation (an id it names belongs to another tenant): {text}"
     return text if len(text) <= 2000 else text[:2000] + "..."

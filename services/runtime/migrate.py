@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 
-from services.runtime.db import quote_ident
+from services.runtime.db import Roles, quote_ident
+from services.runtime.tenancy import create_roles, secure_schema, set_password
 
 SQL_ROOT = Path(__file__).resolve().parents[2] / "sql"
 SHARED_DIR = "runtime"  # applied inside every service schema (the inbox)
@@ -30,8 +31,12 @@ class ServiceSchema:
     privileges: str = "SELECT, INSERT, UPDATE, DELETE"
 
     @property
+    def roles(self) -> Roles:
+        return Roles(self.service)
+
+    @property
     def role(self) -> str:
-        return f"engram_{self.service}"
+        return self.roles.worker
 
 
 class MigrationError(RuntimeError):
@@ -67,8 +72,10 @@ async def migrate(
     *,
     root: Path = SQL_ROOT,
     progress: Progress | None = None,
+    passwords: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """Apply what is missing in each target's schema; returns the names applied now."""
+    """Apply what is missing in each target's schema; returns the names applied now.
+    ``passwords``: by service, the password its worker's login role is given."""
     conn = await asyncpg.connect(dsn)
     applied_now: list[str] = []
     try:
@@ -76,6 +83,8 @@ async def migrate(
         try:
             for target in targets:
                 applied_now += await _migrate_one(conn, target, root, progress)
+                if password := (passwords or {}).get(target.service):
+                    await set_password(conn, target.role, password)
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
     finally:
@@ -86,17 +95,14 @@ async def migrate(
 async def _migrate_one(
     conn: asyncpg.Connection, target: ServiceSchema, root: Path, progress: Progress | None
 ) -> list[str]:
-    schema, role = quote_ident(target.schema), quote_ident(target.role)
+    schema = quote_ident(target.schema)
+    await create_roles(conn, target.roles)
     await conn.execute(f"""
         CREATE SCHEMA IF NOT EXISTS {schema};
         CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
             name text PRIMARY KEY,
             checksum text NOT NULL,
             applied_at timestamptz NOT NULL DEFAULT now());
-        DO $$ BEGIN
-            CREATE ROLE {role} NOLOGIN;
-        EXCEPTION WHEN duplicate_object THEN NULL;
-        END $$;
     """)
     done: dict[str, str] = {
         row["name"]: row["checksum"]
@@ -124,16 +130,13 @@ async def _migrate_one(
         applied.append(migration.name)
         if progress:
             progress(target.service, migration.name, "applied")
-    await conn.execute(f"""
-        GRANT USAGE ON SCHEMA {schema} TO {role};
-        GRANT {target.privileges} ON ALL TABLES IN SCHEMA {schema} TO {role};
-        GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role};
-        GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {schema} TO {role};
-    """)
-    if await conn.fetchval("SELECT to_regclass($1)", f"{schema}.event_outbox"):
-        # The runtime's outbox drain deletes what it published, whatever the service's
-        # own privileges.
-        await conn.execute(
-            f"GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.event_outbox TO {role}"
-        )
+    async with conn.transaction():
+        await secure_schema(conn, target.schema, target.roles, target.privileges)
+        if await conn.fetchval("SELECT to_regclass($1)", f"{schema}.event_outbox"):
+            # The runtime's outbox drain deletes what it published, whatever the
+            # service's own privileges.
+            await conn.execute(
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.event_outbox "
+                f"TO {quote_ident(target.role)}, {quote_ident(target.roles.all_tenants)}"
+            )
     return applied

@@ -44,10 +44,10 @@ class Outgoing:
 
     @classmethod
     def event(cls, event: Envelope) -> Outgoing:
-        """An envelope, published on its type with ``Nats-Msg-Id`` = its event id."""
-        return cls(
-            event.type, str(event.event_id), event.model_dump_json().encode(), event.headers()
-        )
+        """An envelope, published on its type with ``Nats-Msg-Id`` = ``<tenant>:<event id>``
+        (``Envelope.msg_id``): the ids services derive from their causes repeat across
+        tenants when the causes' ids do."""
+        return cls(event.type, event.msg_id, event.model_dump_json().encode(), event.headers())
 
 
 class Outbox:

@@ -26,10 +26,10 @@ from nats.aio.msg import Msg
 from pydantic import TypeAdapter, ValidationError
 
 from contracts.envelope import Envelope, NulRule, nul_paths, without_nul
-from services.runtime.db import Connection
+from services.runtime.db import Connection, scope_tenants
 from services.runtime.dlq import DeadKind, DeadLetters
 from services.runtime.errors import InvalidEvent, describe, is_transient, retry_delay
-from services.runtime.inbox import Inbox
+from services.runtime.inbox import Inbox, InboxKey
 from services.runtime.telemetry import Stats
 
 log = logging.getLogger("engram.pipeline")
@@ -37,10 +37,14 @@ PROBE_TIMEOUT_S = 5.0  # a database that does not answer a SELECT 1 in this is u
 
 
 class Event(Protocol):
-    """What the pipeline needs of a decoded message: an id for the inbox and its type."""
+    """What the pipeline needs of a decoded message: an id for the inbox, its type, and
+    the tenant whose rows it may touch."""
 
     @property
     def event_id(self) -> UUID: ...
+
+    @property
+    def tenant_id(self) -> str: ...
 
     @property
     def type(self) -> str: ...
@@ -83,6 +87,21 @@ def contract_decoder(adapter: TypeAdapter[EnvelopeT]) -> Decoder[EnvelopeT]:
         return event
 
     return decode
+
+
+def one_tenant_per_id(items: Sequence[Item[E]]) -> list[Sequence[Item[E]]]:
+    """The batch cut, in stream order, where an event id comes again under another tenant:
+    an apply (and the {event_id: reason} it returns) then never sees one id twice. Rare, so
+    the common batch is returned whole."""
+    parts: list[Sequence[Item[E]]] = []
+    start, tenants = 0, dict[UUID, str]()
+    for i, item in enumerate(items):
+        event = item.event
+        if tenants.setdefault(event.event_id, event.tenant_id) != event.tenant_id:
+            parts.append(items[start:i])
+            start, tenants = i, {event.event_id: event.tenant_id}
+    parts.append(items[start:])
+    return parts
 
 
 def _location(loc: tuple[int | str, ...], subject: str) -> str:
@@ -162,6 +181,10 @@ class BatchProcessor(Generic[E]):
         self.stats.batch_done(len(batch.msgs), time.perf_counter() - batch.started)
 
     async def _commit(self, items: Sequence[Item[E]]) -> None:
+        if len(parts := one_tenant_per_id(items)) > 1:
+            for part in parts:
+                await self._commit(part)
+            return
         try:
             retry, duplicates = await self._transaction(items)
         except Exception as exc:
@@ -191,17 +214,20 @@ class BatchProcessor(Generic[E]):
         self.stats.applied += len(items) - duplicates - len(retry)
 
     async def _transaction(self, items: Sequence[Item[E]]) -> tuple[Mapping[UUID, str], int]:
-        unique: dict[UUID, E] = {}
+        unique: dict[InboxKey, E] = {}
         for item in items:
-            unique.setdefault(item.event.event_id, item.event)
+            unique.setdefault(InboxKey(item.event.tenant_id, item.event.event_id), item.event)
         async with self._pool.acquire() as conn, conn.transaction():
-            fresh_ids = await self._inbox.claim(
+            # Row-level security admits the rows of exactly the tenants of this validated
+            # batch (docs/security.md); the worker's policy fails closed without it.
+            await scope_tenants(conn, {e.tenant_id for e in unique.values()})
+            fresh_keys = await self._inbox.claim(
                 conn, list(unique), [e.type for e in unique.values()]
             )
-            fresh = [e for eid, e in unique.items() if eid in fresh_ids]
+            fresh = [e for key, e in unique.items() if key in fresh_keys]
             retry = await self._apply(conn, fresh) if fresh else {}
             if retry:
-                await self._inbox.release(conn, list(retry))
+                await self._inbox.release(conn, [k for k in fresh_keys if k.event_id in retry])
         return retry, len(items) - len(fresh)
 
     async def _reachable(self) -> bool:

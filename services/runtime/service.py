@@ -24,13 +24,14 @@ from services.runtime.bus import ConsumerSpec, Stream, ensure_streams
 from services.runtime.component import Component, Health, WorkerContext
 from services.runtime.consumer import PullConsumer
 from services.runtime.db import create_pool
-from services.runtime.dlq import DeadLetters
+from services.runtime.dlq_once import OnceDeadLetters
 from services.runtime.docs import describe_consumers
 from services.runtime.errors import describe
 from services.runtime.gctune import tune_gc
 from services.runtime.inbox import Inbox
 from services.runtime.outbox import Outbox, OutboxDrain
 from services.runtime.pipeline import BatchProcessor, RetryPolicy
+from services.runtime.positions import ConsumerPositions
 from services.runtime.router import QueryStats, serve_routes
 from services.runtime.settings import WorkerSettings
 from services.runtime.spec import Assembly, ServiceSpec
@@ -75,7 +76,11 @@ class Worker:
             since is None,
             "" if since is None else f"unreachable for {time.time() - since:.0f}s; pulling nothing",
         )
-        return [database, *(component.health() for component in self.components)]
+        return [
+            database,
+            *(consumer.health() for consumer in self.consumers),
+            *(component.health() for component in self.components),
+        ]
 
     def spec_for(self, stream: Stream, subjects: tuple[str, ...]) -> ConsumerSpec:
         s = self.settings
@@ -96,6 +101,10 @@ def build_worker_app(spec: ServiceSpec, settings: WorkerSettings) -> tuple[FastS
     components: list[Component] = list(assembly.components)
     if assembly.publishes:
         components.insert(0, OutboxDrain(worker.outbox, poll_s=settings.outbox_poll_s))
+    # Last, so it stops first: once the consumers drained, it records where they stand.
+    positions = ConsumerPositions(spec.schema)
+    if assembly.consumes:
+        components.append(positions)
     broker = NatsBroker(
         settings.nats_url,
         name=f"engram-{service}",
@@ -109,7 +118,7 @@ def build_worker_app(spec: ServiceSpec, settings: WorkerSettings) -> tuple[FastS
     async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
         pool = await create_pool(
             settings.database_url,
-            role=settings.role(),
+            worker=True,
             min_size=settings.pool_min,
             max_size=settings.pool_max,
             vectors=settings.uses_vectors,
@@ -153,7 +162,7 @@ def build_worker_app(spec: ServiceSpec, settings: WorkerSettings) -> tuple[FastS
             settings.retry_max_s,
             keepalive_s=settings.ack_wait_s / 3,
         )
-        dead_letters = DeadLetters(js, service)
+        dead_letters = OnceDeadLetters(js, service, pool, spec.schema)
         await dead_letters.body_store()  # at start, so a missing permission shows at once
         for item in assembly.consumes:
             processor: BatchProcessor[Any] = BatchProcessor(
@@ -175,7 +184,7 @@ def build_worker_app(spec: ServiceSpec, settings: WorkerSettings) -> tuple[FastS
                 commits_in_flight=settings.commits_in_flight,
                 waits_for=item.waits_for,
             )
-            await consumer.start(nc, dead_letters, worker.supervisor)
+            await consumer.start(nc, dead_letters, worker.supervisor, positions)
             worker.consumers.append(consumer)
         log.info(
             "%s consuming %s",

@@ -8,6 +8,8 @@ from typing import ClassVar
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.runtime.db import Roles
+
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/engram"
 
@@ -24,8 +26,9 @@ class WorkerSettings(BaseSettings):
     # arrives out of order). Services that apply events in stream order keep this False.
     batches_commute: ClassVar[bool] = False
 
-    # Unprefixed on purpose: one worker pod, one NATS_URL and one DATABASE_URL (which can
-    # carry the service's own login role), the same names the CLI and compose file use.
+    # Unprefixed on purpose: one worker pod, one NATS_URL and one DATABASE_URL (which logs
+    # in as the service's own role, engram_<service>: a worker refuses a login that
+    # bypasses row-level security), the same names the CLI and compose file use.
     nats_url: str = Field(default=DEFAULT_NATS_URL, validation_alias="NATS_URL")
     database_url: str = Field(default=DEFAULT_DATABASE_URL, validation_alias="DATABASE_URL")
 
@@ -68,11 +71,6 @@ class WorkerSettings(BaseSettings):
     retry_max_s: float = Field(default=30.0, gt=0, description="Largest nak delay.")
     pool_min: int = Field(default=1, ge=1)
     pool_max: int = Field(default=4, ge=1)
-    db_role: str | None = Field(
-        default=None,
-        description="Role to SET on every connection (default engram_<service>); empty "
-        "string to keep the login role.",
-    )
     drain_timeout_s: float = Field(
         default=20.0, gt=0, description="How long shutdown waits for in-flight work."
     )
@@ -123,10 +121,9 @@ class WorkerSettings(BaseSettings):
     def queue_group(self) -> str:
         return self.query_queue or self.service
 
-    def role(self) -> str | None:
-        if self.db_role is None:
-            return f"engram_{self.service}"
-        return self.db_role or None
+    @property
+    def roles(self) -> Roles:
+        return Roles(self.service)
 
 
 class CliSettings(BaseSettings):
@@ -137,3 +134,9 @@ class CliSettings(BaseSettings):
     nats_url: str | None = Field(default=None, validation_alias=AliasChoices("NATS_URL"))
     database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL"))
     data_dir: str | None = Field(default=None, description="Data folder of `engram dev`.")
+    db_passwords: dict[str, str] = Field(
+        default_factory=dict,
+        description="JSON, by service: the password `engram migrate` gives each worker's "
+        'login role, e.g. {"ingest": "..."} (ENGRAM_DB_PASSWORDS). Roles not named keep '
+        "theirs (none: log in by your server's other means, e.g. certificates).",
+    )

@@ -19,7 +19,7 @@ from services.checkpointer.components import QueryPool
 from services.checkpointer.settings import CheckpointerSettings
 from services.checkpointer.writer import Delivered, StateWriter
 from services.runtime.component import WorkerContext
-from services.runtime.db import create_pool
+from services.runtime.db import create_pool, scope_tenants
 from services.runtime.outbox import Outbox
 from services.runtime.service import Worker
 from services.runtime.supervise import Supervisor
@@ -34,6 +34,7 @@ async def pool(env: Env) -> AsyncIterator[asyncpg.Pool]:
     events = [patch([add("/local/n", i)]) for i in range(1, 4)]
     events.append(patch([add("/local/n", 99)], tenant="globex"))
     async with pool.acquire() as conn, conn.transaction():
+        await scope_tenants(conn, {e.tenant_id for e in events})  # as the pipeline does
         await writer.apply_state(conn, [Delivered(e, i) for i, e in enumerate(events, 1)])
     yield pool
     await pool.close()
@@ -58,7 +59,9 @@ async def start_query_pool(worker: Worker, pool: asyncpg.Pool) -> QueryPool:
 @pytest.fixture
 async def app_worker(env: Env, pool: asyncpg.Pool) -> AsyncIterator[tuple[Any, Worker]]:
     app, worker = create_app(
-        CheckpointerSettings(nats_url=env.nats_url, database_url=env.database_url, query_pool_max=1)
+        CheckpointerSettings(
+            nats_url=env.nats_url, database_url=env.login("checkpointer"), query_pool_max=1
+        )
     )
     async with TestNatsBroker(app.broker) as br:  # type: ignore[type-var]
         yield br, worker

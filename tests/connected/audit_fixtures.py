@@ -20,6 +20,7 @@ from services.audit.record import AuditRecord
 from services.audit.redaction import RedactionPolicy
 from services.audit.settings import AuditSettings
 from services.audit.verify import VerifyResult, verify_database
+from services.runtime.db import scope_tenants
 from services.runtime.service import Worker
 from tests.conftest import Env
 
@@ -31,7 +32,7 @@ RunAudit = Callable[..., AbstractAsyncContextManager[Worker]]
 
 
 def audit_settings(env: Env, **overrides: Any) -> AuditSettings:
-    values = {"nats_url": env.nats_url, "database_url": env.database_url, **FAST, **overrides}
+    values = {"nats_url": env.nats_url, "database_url": env.login("audit"), **FAST, **overrides}
     return AuditSettings(**values)
 
 
@@ -89,14 +90,16 @@ def records_for(
 
 
 async def append_now(env: Env, records: Sequence[AuditRecord], batch: int = 50) -> None:
-    """repo.append as the writer's role, in batches (one transaction each)."""
-    conn = await asyncpg.connect(env.database_url)
+    """repo.append as the writer's login, in batches (one transaction each, scoped to its
+    records' tenants as the pipeline scopes a batch)."""
+    conn = await asyncpg.connect(env.login("audit"))
     try:
-        await conn.execute("SET ROLE engram_audit")
         for i in range(0, len(records), batch):
+            chunk = records[i : i + batch]
             async with conn.transaction():
+                await scope_tenants(conn, {r.tenant_id for r in chunk})
                 await repo.Partitions().ensure(conn)
-                await repo.append(conn, records[i : i + batch])
+                await repo.append(conn, chunk)
     finally:
         await conn.close()
 

@@ -26,7 +26,7 @@ FAST_RETRIES = {
 def ingest_settings(env: Env, **overrides: Any) -> IngestSettings:
     values = {
         "nats_url": env.nats_url,
-        "database_url": env.database_url,
+        "database_url": env.login("ingest"),
         **FAST_RETRIES,
         **overrides,
     }

@@ -61,7 +61,7 @@ class Running:
 
 def embedder_settings(env: Env, **overrides: Any) -> EmbedderSettings:
     return EmbedderSettings(
-        **{"nats_url": env.nats_url, "database_url": env.database_url, **FAST, **overrides}
+        **{"nats_url": env.nats_url, "database_url": env.login("embedder"), **FAST, **overrides}
     )
 
 

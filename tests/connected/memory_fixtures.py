@@ -41,7 +41,7 @@ T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
 def memory_settings(env: Env, **overrides: Any) -> MemorySettings:
     return MemorySettings(
-        **{"nats_url": env.nats_url, "database_url": env.database_url, **FAST, **overrides}
+        **{"nats_url": env.nats_url, "database_url": env.login("memory"), **FAST, **overrides}
     )
 
 

@@ -107,7 +107,7 @@ async def test_every_family_recorded_once_and_chained(
     assert (row["tenant_id"], row["type"], row["subject"]) == ("acme", message.type, message.type)
     assert row["producer"] == "tests" and row["occurred_at"] == message.occurred_at
     assert json.loads(row["payload"]) == message.model_dump(mode="json")["payload"]
-    assert row["headers"] and json.loads(row["headers"]) == {"Nats-Msg-Id": str(message.event_id)}
+    assert row["headers"] and json.loads(row["headers"]) == {"Nats-Msg-Id": message.msg_id}
     # The DLQ copy is a message of its own, with the same event id and the reason headers.
     copy = next(r for r in rows if r["stream"] == "DLQ")
     assert copy["event_id"] == message.event_id and copy["tenant_id"] == "acme"
@@ -141,11 +141,13 @@ async def test_redelivery_of_everything_records_nothing_twice(
     async with run_audit():
         sent = await publish_families(nc)
         await eventually(lambda: recorded(db), sent["total"].__eq__)
-    # A new durable per stream delivers every message again from the start.
+    # A new durable per stream delivers every message again from the start: the consumers
+    # and the positions the worker would re-create them from are both forgotten.
     js = nc.jetstream()
     for stream in STREAMS:
         with contextlib.suppress(NotFoundError):
             await js.delete_consumer(stream.name, "audit")
+    await db.execute("DELETE FROM audit.consumer_positions")
 
     async def backlog() -> int:
         total = 0

@@ -44,7 +44,7 @@ class Writer:
         self.env = {
             **os.environ,
             "NATS_URL": env.nats_url,
-            "DATABASE_URL": env.database_url,
+            "DATABASE_URL": env.login("audit"),
             **WORKER_ENV,
         }
         self.log = log

@@ -82,7 +82,7 @@ async def test_stale_patch_is_a_conflict_not_lost(
     assert event.causation_id == stale.event_id
     assert event.payload.current_version == 1
     assert event.payload.expected_version == 0
-    assert msgs[0].headers and msgs[0].headers["Nats-Msg-Id"] == str(event.event_id)
+    assert msgs[0].headers and msgs[0].headers["Nats-Msg-Id"] == event.msg_id
     await eventually(
         lambda: db.fetchval("SELECT count(*) FROM checkpoint.event_outbox"), lambda n: n == 0
     )

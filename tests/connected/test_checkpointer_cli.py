@@ -10,15 +10,17 @@ from typer.testing import CliRunner
 from services.checkpointer.cli import state_cli
 from services.checkpointer.settings import CheckpointerSettings
 from services.checkpointer.writer import Delivered, StateWriter
-from services.runtime.db import create_pool
+from services.runtime.db import Roles, create_pool
 from services.runtime.outbox import Outbox
 from tests.conftest import Env
 from tests.connected.checkpointer_fixtures import add, patch
 
+ROLES = Roles("checkpointer")  # the writer's rows of every tenant, as a test sets them up
+
 
 def test_prune_command_reports_progress_and_removes_history(env: Env) -> None:
     async def fill() -> None:
-        pool = await create_pool(env.database_url, role="engram_checkpointer")
+        pool = await create_pool(env.database_url, role=ROLES.all_tenants)
         writer = StateWriter(CheckpointerSettings(snapshot_every=3), Outbox("checkpoint"))
         events = [patch([add("/local/n", i)]) for i in range(7)]
         async with pool.acquire() as conn, conn.transaction():

@@ -46,7 +46,7 @@ async def test_parked_messages_are_applied_or_dead_lettered(
         # As if another replica had parked them while `poison` was in flight.
         seq = await published(nc, event)
         await db.execute(
-            "INSERT INTO checkpoint.inbox (event_id, subject) VALUES ($1, $2)",
+            "INSERT INTO checkpoint.inbox (event_id, tenant_id, subject) VALUES ($1, 'acme', $2)",
             event.event_id,
             event.type,
         )

@@ -22,11 +22,13 @@ from services.checkpointer.queries import get_state
 from services.checkpointer.settings import CheckpointerSettings
 from services.checkpointer.versions import canonical, empty_state
 from services.checkpointer.writer import Delivered, StateWriter
-from services.runtime.db import create_pool
+from services.runtime.db import Roles, create_pool
 from services.runtime.outbox import Outbox
 from services.runtime.replies import QueryFailed
 from tests.conftest import Env
 from tests.connected.checkpointer_fixtures import TENANT, checkpoint, patch, restore
+
+ROLES = Roles("checkpointer")  # the writer's rows of every tenant, as a test sets them up
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 leaf = (
@@ -90,7 +92,7 @@ async def scenario(
         reference.append(canonical(doc))
     if not events:
         return
-    pool = await create_pool(env.database_url, role="engram_checkpointer")
+    pool = await create_pool(env.database_url, role=ROLES.all_tenants)
     try:
         for start in range(0, len(events), batch):
             async with pool.acquire() as conn, conn.transaction():
@@ -110,7 +112,7 @@ async def scenario(
             )
         floor, now = 0, T0 + timedelta(minutes=head + 1)
         for keep in (keep_a, min(keep_a, keep_b)):  # the second run removes more, or nothing
-            await prune(pool, keep / 1440, now=now, compress_above=64)
+            await prune(pool, keep / 1440, roles=ROLES, now=now, compress_above=64)
             cutoff = now - timedelta(minutes=keep)
             floor = max(floor, min(head, int((cutoff - T0).total_seconds() // 60)))
             await check_versions(

@@ -89,7 +89,7 @@ async def test_run_drains_on_sigterm(
         log=log,
         env={
             "NATS_URL": env.nats_url,
-            "DATABASE_URL": env.database_url,
+            "DATABASE_URL": env.login("ingest"),
             "INGEST_BATCH_SIZE": "100",
         },
     )

@@ -71,7 +71,7 @@ class PostgresCut:
 
 @pytest.fixture
 async def cut(env: Env) -> AsyncIterator[tuple[PostgresCut, str]]:
-    url = urlsplit(env.database_url)
+    url = urlsplit(env.login("ingest"))
     proxy = PostgresCut(url.hostname or "127.0.0.1", url.port or 5432)
     port = await proxy.start()
     netloc = url.netloc.rsplit(":", 1)[0] + f":{port}"

@@ -117,7 +117,7 @@ async def test_a_memory_gets_an_embedding_ready_event_once(
     assert len(events) == 2
     first = next(e for e in events if e.payload.source_id == write.payload.memory_id)
     p = first.payload
-    assert first.event_id == embedding_event_id(p.source_id, p.model_id, p.content_hash)
+    assert first.event_id == embedding_event_id("acme", p.source_id, p.model_id, p.content_hash)
     assert first.causation_id == write.event_id and first.tenant_id == "acme"
     assert p.content_hash == content_hash(write.payload.text) and p.dimensions == 384
     expected = embedding_model.encode([write.payload.text])[0]
@@ -154,11 +154,13 @@ async def test_a_memory_is_announced_once_even_across_a_restart(
     embedding_model: LoadedModel,
 ) -> None:
     write = memory_write(text="The user asks for a vegetarian meal on every flight.")
-    msg_id = str(
-        embedding_event_id(
-            write.payload.memory_id, embedding_model.model_id, content_hash(write.payload.text)
-        )
+    event_id = embedding_event_id(
+        write.tenant_id,
+        write.payload.memory_id,
+        embedding_model.model_id,
+        content_hash(write.payload.text),
     )
+    msg_id = f"{write.tenant_id}:{event_id}"
     async with run_embedder():
         await publish(nc, write)
         await settled(db, 1)

@@ -13,7 +13,7 @@ from nats.aio.client import Client as NatsClient
 
 from contracts.embedding import KnowledgeFilters
 from services.embedder.repo_search import QueryVector, SearchScope, candidates
-from services.runtime.db import create_pool
+from services.runtime.db import Roles, create_pool
 from tests import factories as f
 from tests.conftest import Env
 from tests.connected.embedder_fixtures import Running, search, search_error, settled
@@ -215,7 +215,14 @@ async def test_many_hybrid_searches_at_once_on_a_pool_of_two(
     await settled(db, 3)
     model, vectors = await embedder.active.encoder.encode(["hotel by the river"], urgent=True)
     query = QueryVector(model.model_id, model.dimensions, vectors[0])
-    scope = SearchScope("acme", KnowledgeFilters(), limit=40, ef_search=100, max_scan_tuples=1000)
+    scope = SearchScope(
+        "acme",
+        Roles("embedder").reader,
+        KnowledgeFilters(),
+        limit=40,
+        ef_search=100,
+        max_scan_tuples=1000,
+    )
     pool = await create_pool(
         env.database_url, role="engram_embedder", min_size=2, max_size=2, vectors=True
     )

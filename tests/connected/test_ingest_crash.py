@@ -564,7 +564,7 @@ async def test_kill_9_while_consuming_loses_and_duplicates_nothing(
 
     proxy = NatsProxy(env.nats_url)
     await proxy.start()
-    worker = WorkerProcess(proxy.url, env.database_url, tmp_path / "ingest-worker.log")
+    worker = WorkerProcess(proxy.url, env.login("ingest"), tmp_path / "ingest-worker.log")
     try:
         kills = await kill_and_restart(worker, proxy, stored, n_messages)
         await wait_for(

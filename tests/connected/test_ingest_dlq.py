@@ -317,24 +317,31 @@ async def test_event_whose_message_never_arrives_is_exhausted(
 
 
 def _poison_cases() -> list[Any]:
-    # Valid by contract, refused by the database: each names a row of tenant "acme"
-    # (the test's conversation is created first) from tenant "globex".
+    # Valid by contract, refused by the database: a rule the test adds (a CHECK the
+    # contract cannot know) stands for any such refusal. An id that another tenant also
+    # uses is not one: ids are per tenant, and such an event is applied in its own tenant
+    # (test_ingest_tenants.py, "message-in-acme-conversation" and
+    # "conversation-created-with-acme-id", the two cases this test had before).
     return [
         pytest.param(
-            lambda cid: f.message(cid, tenant="globex"), "conversation", id="foreign-conversation"
+            "ALTER TABLE ingest.messages ADD CONSTRAINT refuses_poison CHECK (content <> 'poison')",
+            lambda cid: f.message(cid, content="poison"),
+            id="message",  # in one statement with the messages around it
         ),
         pytest.param(
-            lambda cid: f.conversation(cid, tenant="globex", title="x"),
-            "conversation_id",
-            id="foreign-conversation-upsert",
+            "ALTER TABLE ingest.conversations ADD CONSTRAINT refuses_poison "
+            "CHECK (title IS DISTINCT FROM 'poison')",
+            lambda cid: f.conversation_update(cid, title="poison"),
+            id="conversation-upsert",
         ),
     ]
 
 
-@pytest.mark.parametrize(("poison", "fragment"), _poison_cases())
+@pytest.mark.parametrize(("rule", "poison"), _poison_cases())
 async def test_poison_event_is_isolated_and_the_batch_commits(
-    run_ingest: RunIngest, nc: NatsClient, db: asyncpg.Connection, poison: Any, fragment: str
+    run_ingest: RunIngest, nc: NatsClient, db: asyncpg.Connection, rule: str, poison: Any
 ) -> None:
+    await db.execute(rule)
     cid, before, after, sid = uuid4(), uuid4(), uuid4(), uuid4()
     poison = poison(cid)
     await send_event(nc, f.conversation(cid, title="kept"))
@@ -352,7 +359,7 @@ async def test_poison_event_is_isolated_and_the_batch_commits(
     assert subject == f"dlq.ingest.{poison.type}"
     assert body == poison.model_dump_json().encode()
     assert headers["Engram-Dlq-Kind"] == "poison"
-    assert fragment in headers["Engram-Dlq-Reason"]
+    assert "refuses_poison" in headers["Engram-Dlq-Reason"]
     assert headers["Engram-Original-Sequence"] == str(seq)
     assert headers["Engram-Deliveries"] == "1"  # not retried
     assert await message_ids(db) == {before, after}
@@ -371,6 +378,7 @@ async def test_poison_event_is_isolated_and_the_batch_commits(
     }
     assert await db.fetchval("SELECT count(*) FROM ingest.files") == 0
     assert await db.fetchval("SELECT count(*) FROM ingest.conversations") == 1
+    assert await db.fetchval("SELECT title FROM ingest.conversations") == "kept"
 
 
 async def test_each_stored_copy_of_an_invalid_event_is_dead_lettered_once(

@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 
 from contracts.chat import ChatEvent
 from services.ingest.handlers import apply_chat_events
-from services.runtime.db import create_pool
+from services.runtime.db import create_pool, scope_tenants
 from services.runtime.errors import is_transient
-from services.runtime.inbox import Inbox
+from services.runtime.inbox import Inbox, InboxKey
 from tests import factories as f
 from tests.conftest import Env
 from tests.connected.versions_check import histories, version_problems
@@ -41,7 +41,7 @@ MS = timedelta(milliseconds=1)
 
 @pytest.fixture
 async def pool(env: Env) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(env.database_url, role="engram_ingest", max_size=2)
+    pool = await create_pool(env.login("ingest"), max_size=2, worker=True)
     yield pool
     await pool.close()
 
@@ -72,15 +72,17 @@ def build(tenants: Sequence[Sequence[Any]]) -> list[ChatEvent]:
 
 async def transaction(pool: asyncpg.Pool, batch: Sequence[ChatEvent]) -> set[Any]:
     """One batch as BatchProcessor._transaction runs it; the ids to deliver again."""
-    unique: dict[Any, ChatEvent] = {}
+    unique: dict[InboxKey, ChatEvent] = {}
     for e in batch:
-        unique.setdefault(e.event_id, e)  # the first copy of each id, in delivery order
+        # the first copy of each id, in delivery order
+        unique.setdefault(InboxKey(e.tenant_id, e.event_id), e)
     async with pool.acquire() as conn, conn.transaction():
-        fresh_ids = await INBOX.claim(conn, list(unique), [e.type for e in unique.values()])
-        fresh = [e for eid, e in unique.items() if eid in fresh_ids]
+        await scope_tenants(conn, {e.tenant_id for e in batch})
+        fresh_keys = await INBOX.claim(conn, list(unique), [e.type for e in unique.values()])
+        fresh = [e for key, e in unique.items() if key in fresh_keys]
         retry = await apply_chat_events(conn, fresh) if fresh else {}
         if retry:
-            await INBOX.release(conn, list(retry))
+            await INBOX.release(conn, [k for k in fresh_keys if k.event_id in retry])
     return set(retry)
 
 

@@ -93,7 +93,7 @@ async def test_a_notice_committed_but_not_published_before_a_stop_arrives_once_a
 
     kept = write("a fact to forget")
     erase = forget(memory_ids=[kept.payload.memory_id])
-    msg_id = str(derived_id("forgotten", erase.event_id))
+    msg_id = f"{erase.tenant_id}:{derived_id('forgotten', erase.event_id)}"
     with monkeypatch.context() as patch:
         patch.setattr(OutboxDrain, "drain_batch", cut_off)
         async with run_memory() as worker:

@@ -42,7 +42,8 @@ async def test_concurrent_runs_apply_each_file_once(empty_db: str) -> None:
         # the worker role may write its own schema and nothing else
         await conn.execute("SET ROLE engram_ingest")
         await conn.execute(
-            "INSERT INTO ingest.inbox (event_id, subject) VALUES (gen_random_uuid(), 'x')"
+            "INSERT INTO ingest.inbox (event_id, tenant_id, subject) "
+            "VALUES (gen_random_uuid(), 'acme', 'x')"
         )
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute("CREATE TABLE public.intruder (id int)")

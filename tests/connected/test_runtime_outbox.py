@@ -104,7 +104,10 @@ async def probe_db(env: Env) -> str:
 @asynccontextmanager
 async def running(env: Env) -> AsyncIterator[Worker]:
     settings = ProbeSettings(
-        nats_url=env.nats_url, database_url=env.database_url, outbox_poll_s=0.2, **FAST_RETRIES
+        nats_url=env.nats_url,
+        database_url=env.login(SPEC.name),
+        outbox_poll_s=0.2,
+        **FAST_RETRIES,
     )
     app, worker = build_worker_app(SPEC, settings)
     async with TestApp(app):
@@ -137,7 +140,7 @@ async def test_each_applied_event_is_announced_once_even_when_retried_without_he
         await eventually(lambda: pending(db), lambda n: n == 0)
         assert worker.stats.duplicates == 5
     ids = await echoes(nc)
-    assert sorted(ids) == sorted(str(echo_of(e).event_id) for e in events)
+    assert sorted(ids) == sorted(echo_of(e).msg_id for e in events)
 
 
 async def test_a_drain_that_died_after_publishing_publishes_nothing_twice(
@@ -151,7 +154,7 @@ async def test_a_drain_that_died_after_publishing_publishes_nothing_twice(
         await js.publish(ECHO, event.model_dump_json().encode(), headers=event.headers())
     async with running(env):
         await eventually(lambda: pending(db), lambda n: n == 0)
-    assert sorted(await echoes(nc)) == sorted(str(e.event_id) for e in announced)
+    assert sorted(await echoes(nc)) == sorted(e.msg_id for e in announced)
 
 
 async def test_a_rolled_back_effect_announces_nothing(
@@ -167,7 +170,7 @@ async def test_a_rolled_back_effect_announces_nothing(
         await publish(nc, event)
         await eventually(lambda: echoes(nc), lambda ids: len(ids) >= 1)
         await asyncio.sleep(0.5)  # two more polls of the drain
-    assert await echoes(nc) == [str(echo_of(event).event_id)]
+    assert await echoes(nc) == [echo_of(event).msg_id]
 
 
 async def test_a_row_over_max_payload_is_kept_with_its_reason_and_the_rest_flow(
@@ -180,7 +183,7 @@ async def test_a_row_over_max_payload_is_kept_with_its_reason_and_the_rest_flow(
         await eventually(lambda: echoes(nc), lambda ids: len(ids) >= 1)
         drain = worker.component(OutboxDrain)
         await eventually(lambda: asyncio.sleep(0, drain.failed), lambda n: n == 1)
-    assert await echoes(nc) == [str(small.event_id)]
+    assert await echoes(nc) == [small.msg_id]
     row = await db.fetchrow("SELECT msg_id, failed FROM probe.event_outbox")
     assert row is not None and row["msg_id"] == "huge-1"
     assert "max_payload" in row["failed"] or "bytes" in row["failed"]
@@ -188,8 +191,8 @@ async def test_a_row_over_max_payload_is_kept_with_its_reason_and_the_rest_flow(
 
 @asynccontextmanager
 async def loop_context(env: Env) -> AsyncIterator[WorkerContext]:
-    settings = ProbeSettings(nats_url=env.nats_url, database_url=env.database_url)
-    pool = await create_pool(env.database_url)
+    settings = ProbeSettings(nats_url=env.nats_url, database_url=env.login(SPEC.name))
+    pool = await create_pool(settings.database_url, worker=True)
     nc = await nats.connect(env.nats_url)
     try:
         yield WorkerContext(settings, pool, nc, OUTBOX, Supervisor("probe", grace_s=1))

@@ -110,7 +110,7 @@ async def test_run_exits_non_zero_once_its_connection_is_closed_for_good(
     worker_env = {
         **os.environ,
         "NATS_URL": server.url,
-        "DATABASE_URL": env.database_url,
+        "DATABASE_URL": env.login("ingest"),
         "INGEST_FETCH_WAIT_S": "0.5",
         "INGEST_DRAIN_TIMEOUT_S": "3",
     }

@@ -157,12 +157,15 @@ def test_mean_unit_is_normalized() -> None:
         mean_unit([])
 
 
-def test_event_ids_are_deterministic_per_source_model_and_text() -> None:
+def test_event_ids_are_deterministic_per_tenant_source_model_and_text() -> None:
     sid = uuid.uuid4()
-    a = embedding_event_id(sid, "m1", content_hash("x"))
-    assert a == embedding_event_id(sid, "m1", content_hash("x"))
-    assert a != embedding_event_id(sid, "m2", content_hash("x"))
-    assert a != embedding_event_id(sid, "m1", content_hash("y"))
+    a = embedding_event_id("acme", sid, "m1", content_hash("x"))
+    assert a == embedding_event_id("acme", sid, "m1", content_hash("x"))
+    assert a != embedding_event_id("acme", sid, "m2", content_hash("x"))
+    assert a != embedding_event_id("acme", sid, "m1", content_hash("y"))
+    assert a != embedding_event_id("acme", uuid.uuid4(), "m1", content_hash("x"))
+    # source ids are chosen by producers: another tenant's memory may share one, and its text
+    assert a != embedding_event_id("globex", sid, "m1", content_hash("x"))
 
 
 def test_sql_literal_quotes() -> None:

@@ -5,15 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 from uuid import UUID, uuid4
 
-import pytest
-
 from contracts.embedding import SourceType
 from services.embedder.logic import content_hash
 from services.embedder.plan import (
     Change,
     SourceKey,
     SourceState,
-    TenantMismatch,
     change_of,
     fold,
 )
@@ -28,15 +25,14 @@ def changes(*events: object) -> list[Change]:
     return [change_of(e, ROLES) for e in events]  # type: ignore[arg-type]
 
 
-def key(mid: UUID) -> SourceKey:
-    return SourceKey(SourceType.message, mid)
+def key(mid: UUID, tenant: str = "acme") -> SourceKey:
+    return SourceKey(tenant, SourceType.message, mid)
 
 
 def stored(
-    text: str, *, tenant: str = "acme", at_min: int = 0, deleted: bool = False, indexed: bool = True
+    text: str, *, at_min: int = 0, deleted: bool = False, indexed: bool = True
 ) -> SourceState:
     return SourceState(
-        tenant,
         uuid4(),
         None,
         T0,
@@ -116,10 +112,35 @@ def test_touch_after_rechunk_keeps_the_rechunk() -> None:
     assert write.rechunk and write.text == "a"
 
 
-def test_another_tenants_source_is_refused() -> None:
-    mid = uuid4()
-    with pytest.raises(TenantMismatch, match="another tenant"):
-        fold(changes(f.edit(mid, "x", tenant="evil")), {key(mid): stored("x", tenant="acme")})
+def test_another_tenants_source_with_the_same_id_is_a_source_of_its_own() -> None:
+    cid, mid = uuid4(), uuid4()
+    theirs = {key(mid, "acme"): stored("acme's text")}
+    # an edit in globex does not find acme's message: it waits for globex's own create
+    early = f.edit(mid, "globex's edit", tenant="globex")
+    plan = fold(changes(early), theirs)
+    assert plan.writes == {} and "not stored yet" in plan.retry[early.event_id]
+    # globex's create, edit and delete under acme's id are globex's alone
+    plan = fold(
+        changes(
+            f.message(cid, mid, tenant="globex", content="globex's text"),
+            f.edit(mid, "globex's edit", tenant="globex"),
+        ),
+        theirs,
+    )
+    assert set(plan.writes) == {key(mid, "globex")} and plan.retry == {}
+    assert plan.writes[key(mid, "globex")].text == "globex's edit"
+    plan = fold(changes(f.delete(mid, tenant="globex")), theirs)
+    assert set(plan.writes) == {key(mid, "globex")}
+    # and acme's edit in the same batch still applies to acme's message
+    plan = fold(
+        changes(
+            f.message(cid, mid, tenant="globex", content="globex's text"),
+            f.edit(mid, "acme's edit", tenant="acme", at=T0 + timedelta(minutes=9)),
+        ),
+        theirs,
+    )
+    assert plan.writes[key(mid, "acme")].text == "acme's edit"
+    assert plan.writes[key(mid, "globex")].text == "globex's text"
 
 
 def test_system_messages_are_stored_but_not_embedded_nor_their_edits() -> None:
@@ -138,7 +159,7 @@ def test_system_messages_are_stored_but_not_embedded_nor_their_edits() -> None:
 def test_file_without_text_is_not_embedded_and_agent_is_kept() -> None:
     fid = uuid4()
     plan = fold(changes(f.file(fid)), {})
-    write = plan.writes[SourceKey(SourceType.file, fid)]
+    write = plan.writes[SourceKey("acme", SourceType.file, fid)]
     assert not write.state.indexed and write.text is None
     cid, mid = uuid4(), uuid4()
     plan = fold(changes(f.message(cid, mid, role="assistant", sender_agent_id="bot")), {})
@@ -148,6 +169,6 @@ def test_file_without_text_is_not_embedded_and_agent_is_kept() -> None:
 def test_memory_write_sets_its_text() -> None:
     event = memory_write(text="The user prefers quiet rooms.")
     plan = fold(changes(event), {})
-    write = plan.writes[SourceKey(SourceType.memory, event.payload.memory_id)]
+    write = plan.writes[SourceKey("acme", SourceType.memory, event.payload.memory_id)]
     assert write.text == "The user prefers quiet rooms."
     assert write.state.agent_id == event.payload.agent_id

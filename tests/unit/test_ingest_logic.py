@@ -10,7 +10,6 @@ from services.ingest.logic import (
     MESSAGE_COLUMNS,
     batch_locks,
     conversation_refs,
-    foreign_parent,
     lock_key,
     message_columns,
     must_wait,
@@ -91,16 +90,25 @@ def test_a_batch_waits_for_one_it_conflicts_with() -> None:
     assert not must_wait([f.edit(mid, "x")], [f.message(uuid4())])
 
 
-def test_a_reply_to_another_tenants_message_in_the_same_batch_is_found() -> None:
-    cid, gid, mid = uuid4(), uuid4(), uuid4()
-    question = f.message(cid, mid, tenant="acme")
-    own_reply = f.message(cid, tenant="acme", parent_message_id=mid)
-    intruder = f.message(gid, tenant="globex", parent_message_id=mid)
-    assert foreign_parent([question, own_reply]) is None
-    assert foreign_parent([question, own_reply, intruder]) == intruder.payload.message_id
-    # A parent not in the batch is the insert's to check; a message_id sent twice is
-    # stored as its first sender's, so a reply from that tenant is fine.
-    assert foreign_parent([intruder]) is None
-    again = f.message(gid, mid, tenant="globex")
-    assert foreign_parent([question, again, own_reply]) is None
-    assert foreign_parent([again, question, own_reply]) == own_reply.payload.message_id
+def test_a_batch_waits_only_for_its_own_tenants_message() -> None:
+    # Ids are per tenant: globex's edit of a message_id acme is creating edits globex's
+    # message of that id, which acme's batch does not create.
+    mid = uuid4()
+    acme_creates = [f.message(uuid4(), mid, tenant="acme")]
+    assert must_wait(acme_creates, [f.edit(mid, "x", tenant="acme")])
+    assert must_wait(acme_creates, [f.delete(mid, tenant="acme")])
+    assert must_wait(acme_creates, [f.file(uuid4(), tenant="acme", message_id=mid)])
+    assert not must_wait(acme_creates, [f.edit(mid, "x", tenant="globex")])
+    assert not must_wait(acme_creates, [f.delete(mid, tenant="globex")])
+    assert not must_wait(acme_creates, [f.file(uuid4(), tenant="globex", message_id=mid)])
+
+
+def test_two_tenants_using_one_id_share_its_lock() -> None:
+    # The lock key is the id's alone: harmless (they only wait for each other), and it
+    # never lets two batches of one tenant run past each other.
+    cid = uuid4()
+    acme = f.conversation_update(cid, tenant="acme")
+    globex = f.conversation_update(cid, tenant="globex")
+    assert batch_locks([acme]) == batch_locks([globex]) == [(lock_key(cid), True)]
+    assert batch_locks([acme, globex]) == [(lock_key(cid), True)]
+    assert must_wait([acme], [globex])
