@@ -22,9 +22,11 @@ from nats.aio.client import Client as NatsClient
 
 warnings.filterwarnings("ignore", module="platformdirs")
 
-from services.catalog import migrate  # noqa: E402
+from services.catalog import SERVICES, migrate  # noqa: E402
 from services.runtime.bus import STREAMS, ensure_streams  # noqa: E402
+from services.runtime.bus_setup import connect  # noqa: E402
 from services.runtime.db import Roles, login_url  # noqa: E402
+from services.runtime.dlq import ensure_body_store  # noqa: E402
 from services.runtime.embedded import DevStack  # noqa: E402
 
 TEMPLATE_DB = "engram_template"
@@ -32,7 +34,7 @@ TEMPLATE_DB = "engram_template"
 
 @dataclass(frozen=True)
 class Servers:
-    nats_url: str
+    nats_url: str  # NATS's admin user's: the harness sets the bus up and looks at everything
     admin_url: str  # the postgres database, for CREATE DATABASE
     stack: DevStack
 
@@ -44,13 +46,18 @@ class Servers:
 class Env:
     """One test's world: its own database and empty streams on the shared servers."""
 
-    nats_url: str
+    nats_url: str  # NATS's admin user's, as database_url is the superuser's
     database_url: str  # the superuser's: tests look at every schema and tenant with it
     servers: Servers
 
     def login(self, service: str) -> str:
         """The database URL a worker of ``service`` logs in with: its own role."""
         return login_url(self.database_url, Roles(service).worker)
+
+    def nats_login(self, user: str) -> str:
+        """The NATS URL a worker of ``user`` connects with: its own NATS user (also
+        ``producer``, the upstream chat services' user)."""
+        return self.servers.stack.nats_url(user)
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +67,7 @@ def servers() -> Iterator[Servers]:
     # session's running PostgreSQL.
     given = os.environ.get("ENGRAM_TEST_DATA_DIR")
     root = Path(given) if given else Path(tempfile.mkdtemp(prefix="engram-test-"))
-    stack = DevStack(root)
+    stack = DevStack(root, SERVICES)
     urls = stack.start()
     admin = urls["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
     servers = Servers(urls["NATS_URL"], admin, stack)
@@ -91,9 +98,10 @@ async def env(servers: Servers) -> AsyncIterator[Env]:
         await conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
     finally:
         await conn.close()
-    nc = await nats.connect(servers.nats_url)
+    nc = await connect(servers.nats_url)
     try:
         js = nc.jetstream()
+        await ensure_body_store(js)  # the bus setup's, as the admin (workers may not)
         for stream in STREAMS:
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 await js.delete_stream(stream.name)
@@ -119,7 +127,7 @@ async def env(servers: Servers) -> AsyncIterator[Env]:
 
 @pytest.fixture
 async def nc(env: Env) -> AsyncIterator[NatsClient]:
-    client = await nats.connect(env.nats_url)
+    client = await connect(env.nats_url)
     yield client
     await client.drain()
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from faststream import FastStream
 from pydantic import TypeAdapter
 
-from contracts.embedding import EmbeddingReady
+from contracts.embedding import EMBED_SUBJECT, EmbeddingReady
 from contracts.envelope import Envelope
 from contracts.memory_search import MEMORY_SEARCH_SUBJECT, MemorySearchRequest
 from services.memory.access import AccessLog
@@ -73,6 +73,7 @@ def assemble(settings: MemorySettings) -> Assembly:
         ],
         components=[access, search, JobRunner(settings, outbox)],
         publishes=PUBLISHES,
+        asks=(EMBED_SUBJECT,),  # a search embeds its text through the embedder
     )
 
 

@@ -84,8 +84,7 @@ def consolidate(  # noqa: PLR0917 (typer reads options from the signature)
     ] = None,
 ) -> None:
     """Publish a memory.consolidate job; with --wait, print its summary when done."""
-    import nats
-
+    from services.runtime.bus_setup import connect
     from services.runtime.cli_env import connection, fail, run_async
     from services.runtime.settings import CliSettings
 
@@ -106,7 +105,7 @@ def consolidate(  # noqa: PLR0917 (typer reads options from the signature)
     nats_url = CliSettings().nats_url or connection(data_dir)[0]
 
     async def go() -> None:
-        nc = await nats.connect(nats_url)
+        nc = await connect(nats_url)
         try:
             done: asyncio.Queue[MemoryConsolidated] = asyncio.Queue()
 
@@ -115,7 +114,13 @@ def consolidate(  # noqa: PLR0917 (typer reads options from the signature)
                 if summary.payload.job_id == job:
                     await done.put(summary)
 
-            sub = await nc.subscribe("engram.memory.consolidated", cb=on_done)
+            # Only when waiting: a scheduler logs in as the producer, which may not read
+            # engram's own events (docs/security.md); waiting takes the admin's user.
+            sub = (
+                await nc.subscribe("engram.memory.consolidated", cb=on_done)
+                if wait and agent
+                else None
+            )
             js = nc.jetstream()
             ack = await js.publish(
                 event.type,
@@ -137,7 +142,8 @@ def consolidate(  # noqa: PLR0917 (typer reads options from the signature)
                             "running (see the memory worker's log)"
                         )
                 print(json.dumps(summary.payload.model_dump(mode="json"), indent=2))
-            await sub.unsubscribe()
+            if sub is not None:
+                await sub.unsubscribe()
         finally:
             await nc.close()
 

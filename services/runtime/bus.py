@@ -7,6 +7,7 @@ deliver and in-flight limit.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
@@ -30,6 +31,9 @@ class Stream:
     subjects: tuple[str, ...]
     max_age_s: float
     duplicate_window_s: float = 120.0
+    # Whether upstream producers (chat services, agents, schedulers) publish its events;
+    # engram's own streams (ENGRAM, DLQ) take messages from engram's workers only.
+    upstream: bool = True
 
     def config(self) -> StreamConfig:
         return StreamConfig(
@@ -53,8 +57,8 @@ MEMORY = Stream(
     "MEMORY", ("memory.write", "memory.forget", "memory.consolidate"), max_age_s=7 * DAY_S
 )
 STATE = Stream("STATE", ("state.patch", "state.checkpoint", "state.restore"), max_age_s=7 * DAY_S)
-ENGRAM = Stream("ENGRAM", ("engram.>",), max_age_s=7 * DAY_S)
-DLQ = Stream("DLQ", ("dlq.>",), max_age_s=30 * DAY_S)
+ENGRAM = Stream("ENGRAM", ("engram.>",), max_age_s=7 * DAY_S, upstream=False)
+DLQ = Stream("DLQ", ("dlq.>",), max_age_s=30 * DAY_S, upstream=False)
 STREAMS: tuple[Stream, ...] = (CHAT, MEMORY, STATE, ENGRAM, DLQ)
 
 
@@ -108,8 +112,13 @@ class ConsumerSpec:
         )
 
 
+class BusNotReady(RuntimeError):
+    """A stream (or bucket) a worker needs does not exist: the bus was not set up."""
+
+
 async def ensure_streams(js: JetStreamContext, streams: tuple[Stream, ...] = STREAMS) -> None:
-    """Create or update each stream to its declared config (idempotent)."""
+    """Create or update each stream to its declared config (idempotent). An admin's step
+    (``engram migrate``, ``bus_setup.py``): workers have no right to it."""
     for stream in streams:
         try:
             await js.stream_info(stream.name)
@@ -117,6 +126,20 @@ async def ensure_streams(js: JetStreamContext, streams: tuple[Stream, ...] = STR
             await js.add_stream(stream.config())
         else:
             await js.update_stream(stream.config())
+
+
+async def require_streams(js: JetStreamContext, streams: Iterable[Stream]) -> None:
+    """Raise ``BusNotReady`` naming the first of ``streams`` that does not exist. A worker
+    never creates a stream (it may not: least privilege); it says what is missing and
+    exits, so its supervisor restarts it once an admin set the bus up."""
+    for stream in streams:
+        try:
+            await js.stream_info(stream.name)
+        except NotFoundError:
+            raise BusNotReady(
+                f"stream {stream.name} does not exist: set the bus up first "
+                "(`engram migrate` with NATS_URL of the NATS admin user)"
+            ) from None
 
 
 async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:

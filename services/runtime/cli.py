@@ -113,7 +113,8 @@ def migrate(
     service: Annotated[list[str] | None, typer.Option("--service", "-s")] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Apply forward-only SQL migrations (safe to run concurrently)."""
+    """Apply forward-only SQL migrations (safe to run concurrently) and, given NATS_URL
+    (the NATS admin user's), create or update the streams."""
     from services.runtime.migrate import MigrationError
     from services.runtime.migrate import migrate as apply
 
@@ -137,6 +138,18 @@ def migrate(
         )
     except (MigrationError, ValueError) as exc:
         fail(str(exc))
+    # The bus too, when there is one to reach: as NATS's admin, since workers may not
+    # create streams. (A DATABASE_URL alone migrates only the database.)
+    nats_url = CliSettings().nats_url or (
+        connection(data_dir)[0] if not CliSettings().database_url else None
+    )
+    if nats_url:
+        from services.runtime.bus_setup import setup_bus
+
+        async def bus() -> None:
+            console.print(f"bus: {', '.join(await setup_bus(nats_url))} [green]ready[/]")
+
+        run_async(bus())
 
 
 @cli.command()
@@ -234,6 +247,9 @@ def datadict(
 
 
 def main(catalog: Catalog) -> None:
+    from services.runtime.cli_nats import nats_config
+
+    cli.command("nats-config")(nats_config)
     for spec in catalog:
         for command in spec.commands:
             target = command.load()

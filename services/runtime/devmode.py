@@ -11,12 +11,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import asyncpg
-import nats
 from faststream import FastStream
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from services.runtime.bus_setup import connect, setup_bus
 from services.runtime.db import login_url
 from services.runtime.demo import demo_conversation
 from services.runtime.embedded import DevStack
@@ -41,7 +41,7 @@ async def running(app: FastStream) -> AsyncIterator[None]:
 
 
 async def publish_demo(nats_url: str, tenant: str = "demo") -> int:
-    nc = await nats.connect(nats_url)
+    nc = await connect(nats_url)
     try:
         js = nc.jetstream()
         events = demo_conversation(tenant)
@@ -129,7 +129,7 @@ async def run_dev(
     if nats_url and database_url:
         console.print("[bold]using your servers[/] (NATS_URL and DATABASE_URL are set)")
     else:
-        stack = DevStack(data_dir)
+        stack = DevStack(data_dir, catalog)
         console.print(f"[bold]starting embedded nats-server and PostgreSQL[/] in {data_dir}")
         urls = await asyncio.to_thread(stack.start)
         nats_url, database_url = urls["NATS_URL"], urls["DATABASE_URL"]
@@ -144,6 +144,8 @@ async def run_dev(
                 f"  migrate {svc}: {name} [{'green' if state == 'applied' else 'dim'}]{state}[/]"
             ),
         )
+        # As NATS's admin: the workers may not create streams (docs/security.md).
+        console.print(f"  bus: {', '.join(await setup_bus(nats_url))}")
         async with AsyncExitStack() as workers_stack:
             workers: list[tuple[str, Worker]] = []
             for service in services:
@@ -151,7 +153,10 @@ async def run_dev(
                 # Each worker logs in as its own role (created by the migration above),
                 # as in production; with your own server, one that trusts or knows it.
                 login = login_url(database_url, spec.role)
-                app, worker = create_worker(spec, nats_url=nats_url, database_url=login)
+                # And as its own NATS user on the embedded server; your own server's URL
+                # is used as given.
+                bus = stack.nats_url(service) if stack is not None else nats_url
+                app, worker = create_worker(spec, nats_url=bus, database_url=login)
                 await workers_stack.enter_async_context(running(app))
                 workers.append((service, worker))
                 console.print(f"  [green]started[/] {service}")

@@ -27,7 +27,7 @@ from nats.js.api import ObjectMeta, ObjectMetaOptions, ObjectStoreConfig, Storag
 from nats.js.errors import BucketNotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
-from services.runtime.bus import DLQ, ConsumerSpec
+from services.runtime.bus import DLQ, BusNotReady, ConsumerSpec
 from services.runtime.errors import describe
 from services.runtime.sizes import headers_size, message_size, publish_checked
 
@@ -139,9 +139,16 @@ class DeadLetters:
         )
 
     async def body_store(self) -> ObjectStore:
-        """The bucket of big bodies, created on first use (idempotent across replicas)."""
+        """The bucket of big bodies, which the bus setup created (a worker may not create
+        it): ``BusNotReady`` when it is missing."""
         if self._bodies is None:
-            self._bodies = await ensure_body_store(self._js)
+            try:
+                self._bodies = await self._js.object_store(BODY_BUCKET)
+            except BucketNotFoundError:
+                raise BusNotReady(
+                    f"the dead-letter body bucket {BODY_BUCKET} does not exist: set the bus "
+                    "up first (`engram migrate` with NATS_URL of the NATS admin user)"
+                ) from None
         return self._bodies
 
     async def _keep_body(self, name: str, data: bytes, digest: str, subject: str) -> None:
@@ -166,7 +173,8 @@ class DeadLetters:
 
 async def ensure_body_store(js: JetStreamContext) -> ObjectStore:
     """Bind the bucket of dead-letter bodies, creating it (file storage, kept as long as
-    the DLQ stream keeps its messages) when it does not exist yet."""
+    the DLQ stream keeps its messages) when it does not exist yet. The bus setup's (an
+    admin's) step."""
     try:
         return await js.object_store(BODY_BUCKET)
     except BucketNotFoundError:

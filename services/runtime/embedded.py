@@ -3,6 +3,11 @@ both from PyPI packages, keeping their data in one folder.
 
 ``engram dev`` and the test session use the same code. A second start on the same folder
 reuses the data (and a server still running from a killed session).
+
+The nats-server always requires a login: its users and their rights are generated from
+the service catalog (``nats_auth.py``), with passwords made once and kept in
+``nats/users.json`` (mode 0600) of the data folder. ``engram.env`` holds the admin's URL,
+for operator tools; each worker of ``engram dev`` gets its own (``DevStack.nats_url``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
+
+from services.runtime import nats_auth
+from services.runtime.spec import Catalog
 
 PG_DATABASE = "engram"
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root.
@@ -62,8 +70,14 @@ class EmbeddedNats:
     monitor_url: str = ""
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
-    def start(self, timeout_s: float = 15.0) -> str:
+    def start(self, timeout_s: float = 15.0, config: str = "") -> str:
+        """Start it; ``config`` (nats-server syntax, e.g. its ``authorization``) is
+        written to ``nats.conf`` (mode 0600: it holds passwords) and given with ``-c``."""
         self.root.mkdir(parents=True, exist_ok=True)
+        conf = self.root / "nats.conf"
+        conf.touch(mode=0o600)
+        conf.chmod(0o600)
+        conf.write_text(config)
         for stale in self.root.glob("*.ports"):
             stale.unlink()
         log = (self.root / "nats.log").open("ab")
@@ -83,6 +97,8 @@ class EmbeddedNats:
                 str(self.root),
                 "-n",
                 "engram-dev",
+                "-c",
+                str(conf),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -221,16 +237,38 @@ class EmbeddedPostgres:
 
 @dataclass
 class DevStack:
-    """Both servers under one data folder; writes ``engram.env`` for other tools."""
+    """Both servers under one data folder; writes ``engram.env`` for other tools. With a
+    ``catalog``, each of its services has its own NATS user; without one (benchmarks),
+    only the admin and the producer."""
 
     data_dir: Path
+    catalog: Catalog | None = None
     nats: EmbeddedNats = field(init=False)
     postgres: EmbeddedPostgres = field(init=False)
+    passwords: dict[str, str] = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.expanduser().resolve()
         self.nats = EmbeddedNats(self.data_dir / "nats")
         self.postgres = EmbeddedPostgres(self.data_dir / "postgres")
+
+    def nats_url(self, user: str = nats_auth.ADMIN) -> str:
+        """The URL of the running nats-server, logging in as ``user`` (a service's name,
+        ``admin`` or ``producer``)."""
+        if user not in self.passwords:
+            raise ValueError(f"no NATS user {user!r} in this stack")
+        return nats_auth.with_user(self.nats.url, user, self.passwords[user])
+
+    def _nats_config(self) -> str:
+        if self.catalog is not None:
+            rights = nats_auth.catalog_rights(self.catalog)
+        else:
+            rights = {
+                nats_auth.ADMIN: nats_auth.admin_rights(),
+                nats_auth.PRODUCER: nats_auth.producer_rights(),
+            }
+        self.passwords = nats_auth.stored_passwords(self.nats.root / "users.json", rights)
+        return nats_auth.render_config(rights, self.passwords)
 
     @property
     def env_file(self) -> Path:
@@ -239,7 +277,8 @@ class DevStack:
     def start(self) -> dict[str, str]:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
-            env = {"NATS_URL": self.nats.start(), "DATABASE_URL": self.postgres.start()}
+            self.nats.start(config=self._nats_config())
+            env = {"NATS_URL": self.nats_url(), "DATABASE_URL": self.postgres.start()}
         except BaseException:
             self.stop()
             raise

@@ -1,7 +1,9 @@
 """Builds a worker's FastStream app from its service's spec; the same for every service.
 
 The pool is made in the lifespan and injected through FastStream's context (``pool``).
-Once the broker is connected: the streams are ensured, the components start (in their
+Once the broker is connected: the streams it reads and writes must exist (the bus setup,
+an admin's step, creates them; a worker that finds one missing says so and exits, so that
+its supervisor restarts it), the components start (in their
 order; the outbox drain first when the service publishes), then the consumers. At
 shutdown the consumers drain first, then the components stop in reverse order, so the
 drain publishes what the last batches committed.
@@ -19,8 +21,9 @@ from typing import Any, TypeVar
 from faststream import ContextRepo, FastStream
 from faststream.nats import NatsBroker
 from faststream.specification import AsyncAPI
+from nats.js import JetStreamContext
 
-from services.runtime.bus import ConsumerSpec, Stream, ensure_streams
+from services.runtime.bus import DLQ, BusNotReady, ConsumerSpec, Stream, require_streams, stream_of
 from services.runtime.component import Component, Health, WorkerContext
 from services.runtime.consumer import PullConsumer
 from services.runtime.db import create_pool
@@ -29,6 +32,7 @@ from services.runtime.docs import describe_consumers
 from services.runtime.errors import describe
 from services.runtime.gctune import tune_gc
 from services.runtime.inbox import Inbox
+from services.runtime.nats_auth import inbox_prefix
 from services.runtime.outbox import Outbox, OutboxDrain
 from services.runtime.pipeline import BatchProcessor, RetryPolicy
 from services.runtime.positions import ConsumerPositions
@@ -112,6 +116,8 @@ def build_worker_app(spec: ServiceSpec, settings: WorkerSettings) -> tuple[FastS
         graceful_timeout=settings.drain_timeout_s,
         # Closed for good (an -ERR from the server, reconnects given up): end the process.
         closed_cb=worker.supervisor.connection_closed,
+        # Its NATS user may read replies only under its own prefix (nats_auth.py).
+        inbox_prefix=inbox_prefix(service),
     )
 
     @asynccontextmanager
@@ -149,7 +155,10 @@ def build_worker_app(spec: ServiceSpec, settings: WorkerSettings) -> tuple[FastS
         nc = broker.connection
         worker.supervisor.nc = nc
         js = nc.jetstream()
-        await ensure_streams(js)
+        dead_letters = OnceDeadLetters(js, service, context.get("pool"), spec.schema)
+        if missing := await bus_missing(js, assembly, dead_letters):
+            worker.supervisor.fail(missing)  # one line, and a non-zero exit: no traceback
+            return
         pool = context.get("pool")
         ctx = WorkerContext(settings, pool, nc, worker.outbox, worker.supervisor)
         for component in components:
@@ -162,8 +171,6 @@ def build_worker_app(spec: ServiceSpec, settings: WorkerSettings) -> tuple[FastS
             settings.retry_max_s,
             keepalive_s=settings.ack_wait_s / 3,
         )
-        dead_letters = OnceDeadLetters(js, service, pool, spec.schema)
-        await dead_letters.body_store()  # at start, so a missing permission shows at once
         for item in assembly.consumes:
             processor: BatchProcessor[Any] = BatchProcessor(
                 pool=pool,
@@ -210,6 +217,28 @@ def build_worker_app(spec: ServiceSpec, settings: WorkerSettings) -> tuple[FastS
         worker.components.clear()
 
     return app, worker
+
+
+async def bus_missing(
+    js: JetStreamContext, assembly: Assembly, dead_letters: OnceDeadLetters
+) -> str | None:
+    """What of the bus the worker needs does not exist, in words; None when all does."""
+    try:
+        await require_streams(js, streams_of(assembly))
+        if assembly.consumes:
+            await dead_letters.body_store()
+    except BusNotReady as exc:
+        return str(exc)
+    return None
+
+
+def streams_of(assembly: Assembly) -> list[Stream]:
+    """The streams a worker reads, publishes to and dead-letters into."""
+    streams = [item.stream for item in assembly.consumes]
+    streams += [stream_of(event.model_fields["type"].default) for event in assembly.publishes]
+    if assembly.consumes:
+        streams.append(DLQ)
+    return list(dict.fromkeys(streams))
 
 
 def create_worker(spec: ServiceSpec, **overrides: Any) -> tuple[FastStream, Worker]:

@@ -140,3 +140,8 @@ class CliSettings(BaseSettings):
         'login role, e.g. {"ingest": "..."} (ENGRAM_DB_PASSWORDS). Roles not named keep '
         "theirs (none: log in by your server's other means, e.g. certificates).",
     )
+    nats_passwords: dict[str, str] = Field(
+        default_factory=dict,
+        description="JSON, by NATS user (admin, producer, each service): the passwords "
+        "`engram nats-config` puts in the nats-server config (ENGRAM_NATS_PASSWORDS).",
+    )

@@ -51,6 +51,9 @@ class Assembly:
     queries: Sequence[QueryRoute] = ()
     components: Sequence[Component] = ()
     publishes: Sequence[type[Envelope]] = ()  # documented; a non-empty list runs the drain
+    # Query subjects it asks other services (core request/reply): its NATS user may
+    # publish them (services/runtime/nats_auth.py), and nothing it does not declare.
+    asks: Sequence[str] = ()
 
 
 @dataclass(frozen=True)

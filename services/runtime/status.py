@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
-import nats
 from nats.js.errors import NotFoundError
 from rich.table import Table
 
 from services.runtime.bus import DLQ, STREAMS
+from services.runtime.bus_setup import connect
 
 
 @dataclass
@@ -26,7 +26,7 @@ async def collect(
     nats_url: str, database_url: str, schemas: Sequence[str], *, exact: bool = False
 ) -> Status:
     status = Status()
-    nc = await nats.connect(nats_url, connect_timeout=3, max_reconnect_attempts=0)
+    nc = await connect(nats_url, connect_timeout=3, max_reconnect_attempts=0)
     try:
         js = nc.jetstream()
         for stream in STREAMS:

@@ -60,7 +60,9 @@ async def start_query_pool(worker: Worker, pool: asyncpg.Pool) -> QueryPool:
 async def app_worker(env: Env, pool: asyncpg.Pool) -> AsyncIterator[tuple[Any, Worker]]:
     app, worker = create_app(
         CheckpointerSettings(
-            nats_url=env.nats_url, database_url=env.login("checkpointer"), query_pool_max=1
+            nats_url=env.nats_login("checkpointer"),
+            database_url=env.login("checkpointer"),
+            query_pool_max=1,
         )
     )
     async with TestNatsBroker(app.broker) as br:  # type: ignore[type-var]

@@ -32,7 +32,12 @@ RunAudit = Callable[..., AbstractAsyncContextManager[Worker]]
 
 
 def audit_settings(env: Env, **overrides: Any) -> AuditSettings:
-    values = {"nats_url": env.nats_url, "database_url": env.login("audit"), **FAST, **overrides}
+    values = {
+        "nats_url": env.nats_login("audit"),
+        "database_url": env.login("audit"),
+        **FAST,
+        **overrides,
+    }
     return AuditSettings(**values)
 
 

@@ -51,7 +51,12 @@ REPLIES: dict[str, Any] = {
 
 def settings_for(env: Env, **overrides: Any) -> CheckpointerSettings:
     return CheckpointerSettings(
-        **{"nats_url": env.nats_url, "database_url": env.login("checkpointer"), **FAST, **overrides}
+        **{
+            "nats_url": env.nats_login("checkpointer"),
+            "database_url": env.login("checkpointer"),
+            **FAST,
+            **overrides,
+        }
     )
 
 

@@ -25,7 +25,7 @@ FAST_RETRIES = {
 
 def ingest_settings(env: Env, **overrides: Any) -> IngestSettings:
     values = {
-        "nats_url": env.nats_url,
+        "nats_url": env.nats_login("ingest"),
         "database_url": env.login("ingest"),
         **FAST_RETRIES,
         **overrides,

@@ -61,7 +61,12 @@ class Running:
 
 def embedder_settings(env: Env, **overrides: Any) -> EmbedderSettings:
     return EmbedderSettings(
-        **{"nats_url": env.nats_url, "database_url": env.login("embedder"), **FAST, **overrides}
+        **{
+            "nats_url": env.nats_login("embedder"),
+            "database_url": env.login("embedder"),
+            **FAST,
+            **overrides,
+        }
     )
 
 

@@ -41,7 +41,12 @@ T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
 def memory_settings(env: Env, **overrides: Any) -> MemorySettings:
     return MemorySettings(
-        **{"nats_url": env.nats_url, "database_url": env.login("memory"), **FAST, **overrides}
+        **{
+            "nats_url": env.nats_login("memory"),
+            "database_url": env.login("memory"),
+            **FAST,
+            **overrides,
+        }
     )
 
 

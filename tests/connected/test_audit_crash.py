@@ -43,7 +43,7 @@ class Writer:
     def __init__(self, env: Env, log: Path) -> None:
         self.env = {
             **os.environ,
-            "NATS_URL": env.nats_url,
+            "NATS_URL": env.nats_login("audit"),
             "DATABASE_URL": env.login("audit"),
             **WORKER_ENV,
         }

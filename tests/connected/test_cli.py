@@ -63,7 +63,7 @@ def test_dev_starts_its_own_servers_shows_the_demo_and_stops_cleanly(tmp_path: P
                 assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.3)
             env_file = (data / "engram.env").read_text()
-            assert "NATS_URL=nats://127.0.0.1:" in env_file
+            assert "NATS_URL=nats://engram_admin:" in env_file  # the admin, for tools
             assert "DATABASE_URL=postgresql://" in env_file
         finally:
             code = stop(proc)
@@ -88,7 +88,7 @@ async def test_run_drains_on_sigterm(
         "ingest",
         log=log,
         env={
-            "NATS_URL": env.nats_url,
+            "NATS_URL": env.nats_login("ingest"),
             "DATABASE_URL": env.login("ingest"),
             "INGEST_BATCH_SIZE": "100",
         },

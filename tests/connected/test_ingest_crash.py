@@ -562,9 +562,11 @@ async def test_kill_9_while_consuming_loses_and_duplicates_nothing(
             return -1, -1
         return info.num_pending, info.num_ack_pending
 
-    proxy = NatsProxy(env.nats_url)
+    proxy = NatsProxy(env.servers.stack.nats.url)  # host and port only
     await proxy.start()
-    worker = WorkerProcess(proxy.url, env.login("ingest"), tmp_path / "ingest-worker.log")
+    # Through the proxy, as the ingest's own NATS user.
+    through = proxy.url.replace("nats://", env.nats_login("ingest").split("@")[0] + "@")
+    worker = WorkerProcess(through, env.login("ingest"), tmp_path / "ingest-worker.log")
     try:
         kills = await kill_and_restart(worker, proxy, stored, n_messages)
         await wait_for(

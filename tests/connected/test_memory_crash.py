@@ -44,7 +44,12 @@ def start_worker(env: Env, log: Path) -> subprocess.Popen[bytes]:
     base = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL")}
     return subprocess.Popen(
         [str(ENGRAM), "run", "memory"],
-        env={**base, **WORKER_ENV, "NATS_URL": env.nats_url, "DATABASE_URL": env.login("memory")},
+        env={
+            **base,
+            **WORKER_ENV,
+            "NATS_URL": env.nats_login("memory"),
+            "DATABASE_URL": env.login("memory"),
+        },
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )

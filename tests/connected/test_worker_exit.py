@@ -28,6 +28,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from services.runtime.bus import CHAT, ConsumerSpec
+from services.runtime.bus_setup import setup_bus
 from services.runtime.consumer import PullConsumer
 from services.runtime.dlq import DeadLetters
 from services.runtime.embedded import nats_server_binary
@@ -107,6 +108,7 @@ async def test_run_exits_non_zero_once_its_connection_is_closed_for_good(
 ) -> None:
     server = OwnNats(tmp_path / "nats")
     server.start()
+    await setup_bus(server.url)  # the admin's step: a worker may not create streams
     worker_env = {
         **os.environ,
         "NATS_URL": server.url,
