@@ -35,7 +35,8 @@ class Stream:
     # engram's own streams (ENGRAM, DLQ) take messages from engram's workers only.
     upstream: bool = True
 
-    def config(self) -> StreamConfig:
+    def config(self, replicas: int = 1) -> StreamConfig:
+        """Its config, stored on ``replicas`` servers of a cluster (1 on a single server)."""
         return StreamConfig(
             name=self.name,
             subjects=list(self.subjects),
@@ -45,6 +46,7 @@ class Stream:
             max_age=self.max_age_s,
             duplicate_window=self.duplicate_window_s,
             allow_direct=True,
+            num_replicas=replicas,
         )
 
 
@@ -116,16 +118,21 @@ class BusNotReady(RuntimeError):
     """A stream (or bucket) a worker needs does not exist: the bus was not set up."""
 
 
-async def ensure_streams(js: JetStreamContext, streams: tuple[Stream, ...] = STREAMS) -> None:
+async def ensure_streams(
+    js: JetStreamContext, streams: tuple[Stream, ...] = STREAMS, replicas: int | None = None
+) -> None:
     """Create or update each stream to its declared config (idempotent). An admin's step
-    (``engram migrate``, ``bus_setup.py``): workers have no right to it."""
+    (``engram migrate``, ``bus_setup.py``): workers have no right to it.
+
+    ``replicas`` None keeps an existing stream's replica count (1 for a new one), so that a
+    later setup run without the setting never scales a cluster's streams down to one copy."""
     for stream in streams:
         try:
-            await js.stream_info(stream.name)
+            info = await js.stream_info(stream.name)
         except NotFoundError:
-            await js.add_stream(stream.config())
+            await js.add_stream(stream.config(replicas or 1))
         else:
-            await js.update_stream(stream.config())
+            await js.update_stream(stream.config(replicas or info.config.num_replicas or 1))
 
 
 async def require_streams(js: JetStreamContext, streams: Iterable[Stream]) -> None:

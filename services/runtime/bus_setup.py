@@ -16,22 +16,35 @@ from nats.aio.client import Client as NatsClient
 from services.runtime.bus import STREAMS, ensure_streams
 from services.runtime.dlq import BODY_BUCKET, ensure_body_store
 from services.runtime.nats_auth import client_inbox
+from services.runtime.nats_servers import parse_servers
+from services.runtime.settings import BusSettings
 
 
 async def connect(url: str, **options: Any) -> NatsClient:
-    """A client of ``url``'s user, with that user's own reply-inbox prefix (the only
-    inbox its permissions let it read)."""
-    return await nats.connect(url, inbox_prefix=client_inbox(url), **options)
+    """A client of ``url``'s user (``url``: one server or several, comma-separated), with
+    that user's own reply-inbox prefix (the only inbox its permissions let it read)."""
+    parsed = parse_servers(url)
+    return await nats.connect(
+        parsed.servers,
+        user=parsed.user,
+        password=parsed.password,
+        inbox_prefix=client_inbox(url),
+        **options,
+    )
 
 
-async def setup_bus(url: str) -> list[str]:
+async def setup_bus(url: str, replicas: int | None = None) -> list[str]:
     """Create or update every stream and the dead-letter body bucket (idempotent); the
-    names of what is now set up."""
+    names of what is now set up. ``replicas``: copies of each stream in the cluster (by
+    default ENGRAM_STREAM_REPLICAS; unset, a stream keeps the count it has)."""
+    if replicas is None:
+        replicas = BusSettings().stream_replicas
     nc = await connect(url)
     try:
         js = nc.jetstream()
-        await ensure_streams(js)
-        await ensure_body_store(js)
-        return [*(s.name for s in STREAMS), f"bucket {BODY_BUCKET}"]
+        await ensure_streams(js, replicas=replicas)
+        await ensure_body_store(js, replicas=replicas)
+        shown = "" if replicas is None else f" (R{replicas})"
+        return [*(s.name + shown for s in STREAMS), f"bucket {BODY_BUCKET}{shown}"]
     finally:
         await nc.close()

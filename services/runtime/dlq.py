@@ -171,19 +171,29 @@ class DeadLetters:
         await store.put(name, data, meta=meta)
 
 
-async def ensure_body_store(js: JetStreamContext) -> ObjectStore:
+async def ensure_body_store(js: JetStreamContext, replicas: int | None = None) -> ObjectStore:
     """Bind the bucket of dead-letter bodies, creating it (file storage, kept as long as
     the DLQ stream keeps its messages) when it does not exist yet. The bus setup's (an
-    admin's) step."""
+    admin's) step. ``replicas``: as for the streams (``bus.ensure_streams``); None keeps
+    what the bucket has."""
     try:
-        return await js.object_store(BODY_BUCKET)
+        store = await js.object_store(BODY_BUCKET)
     except BucketNotFoundError:
         config = ObjectStoreConfig(
             description="bodies of dead letters too big for one DLQ message",
             ttl=DLQ.max_age_s,
             storage=StorageType.FILE,
+            replicas=replicas or 1,
         )
         return await js.create_object_store(BODY_BUCKET, config=config)
+    # The bucket is a stream: scale it as the streams (nats-py's object store has no
+    # update of its own).
+    stream = f"OBJ_{BODY_BUCKET}"
+    info = await js.stream_info(stream)
+    if replicas and info.config.num_replicas != replicas:
+        info.config.num_replicas = replicas
+        await js.update_stream(info.config)
+    return store
 
 
 class Letter(Protocol):

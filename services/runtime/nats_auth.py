@@ -29,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 from contracts.registry import EVENTS
 from services.runtime.bus import DLQ, Stream, stream_of
 from services.runtime.dlq import BODY_BUCKET
+from services.runtime.nats_servers import parse_servers
 from services.runtime.spec import Assembly, Catalog, ServiceSpec
 
 ADMIN = "admin"
@@ -216,7 +217,8 @@ def with_user(url: str, name: str, password: str) -> str:
 def user_of(url: str) -> str | None:
     """The short name of the engram NATS user ``url`` logs in as, if any (it picks the
     client's inbox prefix)."""
-    user = urlsplit(url).username or ""
+    servers = parse_servers(url)
+    user = servers.user or (urlsplit(servers.servers[0]).username or "")
     return user.removeprefix("engram_") if user.startswith("engram_") else None
 
 

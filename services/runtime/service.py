@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from faststream import ContextRepo, FastStream
-from faststream.nats import NatsBroker
+from faststream.nats import NatsBroker, NatsUserPassword
 from faststream.specification import AsyncAPI
 from nats.js import JetStreamContext
 
@@ -33,6 +33,7 @@ from services.runtime.errors import describe
 from services.runtime.gctune import tune_gc
 from services.runtime.inbox import Inbox
 from services.runtime.nats_auth import inbox_prefix
+from services.runtime.nats_servers import parse_servers
 from services.runtime.outbox import Outbox, OutboxDrain
 from services.runtime.pipeline import BatchProcessor, RetryPolicy
 from services.runtime.positions import ConsumerPositions
@@ -98,6 +99,25 @@ class Worker:
         )
 
 
+def worker_broker(service: str, settings: WorkerSettings, supervisor: Supervisor) -> NatsBroker:
+    """The worker's NATS connection: every server of NATS_URL, logged in as its own user."""
+    nats = parse_servers(settings.nats_url)
+    login = NatsUserPassword(nats.user, nats.password) if nats.user and nats.password else None
+    return NatsBroker(
+        nats.servers,
+        # As options, not in the URLs: they apply to servers discovered from the cluster too.
+        security=login,
+        dont_randomize=not settings.nats_randomize,
+        name=f"engram-{service}",
+        max_reconnect_attempts=settings.nats_max_reconnect_attempts,
+        graceful_timeout=settings.drain_timeout_s,
+        # Closed for good (an -ERR from the server, reconnects given up): end the process.
+        closed_cb=supervisor.connection_closed,
+        # Its NATS user may read replies only under its own prefix (nats_auth.py).
+        inbox_prefix=inbox_prefix(service),
+    )
+
+
 def build_worker_app(spec: ServiceSpec, settings: WorkerSettings) -> tuple[FastStream, Worker]:
     service = spec.name
     assembly = spec.assembly(settings)
@@ -109,16 +129,7 @@ def build_worker_app(spec: ServiceSpec, settings: WorkerSettings) -> tuple[FastS
     positions = ConsumerPositions(spec.schema)
     if assembly.consumes:
         components.append(positions)
-    broker = NatsBroker(
-        settings.nats_url,
-        name=f"engram-{service}",
-        max_reconnect_attempts=settings.nats_max_reconnect_attempts,
-        graceful_timeout=settings.drain_timeout_s,
-        # Closed for good (an -ERR from the server, reconnects given up): end the process.
-        closed_cb=worker.supervisor.connection_closed,
-        # Its NATS user may read replies only under its own prefix (nats_auth.py).
-        inbox_prefix=inbox_prefix(service),
-    )
+    broker = worker_broker(service, settings, worker.supervisor)
 
     @asynccontextmanager
     async def lifespan(context: ContextRepo) -> AsyncIterator[None]:

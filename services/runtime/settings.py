@@ -28,8 +28,15 @@ class WorkerSettings(BaseSettings):
 
     # Unprefixed on purpose: one worker pod, one NATS_URL and one DATABASE_URL (which logs
     # in as the service's own role, engram_<service>: a worker refuses a login that
-    # bypasses row-level security), the same names the CLI and compose file use.
+    # bypasses row-level security), the same names the CLI and compose file use. NATS_URL
+    # may name every server of a cluster, comma-separated (nats_servers.py).
     nats_url: str = Field(default=DEFAULT_NATS_URL, validation_alias="NATS_URL")
+    nats_randomize: bool = Field(
+        default=True,
+        description="Connect (and fail over) to the servers of NATS_URL in random order, "
+        "which spreads a service's replicas over a cluster; false: in the given order "
+        "(e.g. the nearest first).",
+    )
     database_url: str = Field(default=DEFAULT_DATABASE_URL, validation_alias="DATABASE_URL")
 
     batch_size: int = Field(
@@ -124,6 +131,23 @@ class WorkerSettings(BaseSettings):
     @property
     def roles(self) -> Roles:
         return Roles(self.service)
+
+
+class BusSettings(BaseSettings):
+    """What the bus setup (`engram migrate`, `engram dev`: an admin's step) reads."""
+
+    model_config = SettingsConfigDict(env_prefix="ENGRAM_", extra="ignore")
+
+    stream_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=5,
+        description="Copies of each stream (and of the dead-letter body bucket) in a "
+        "JetStream cluster: 3 survives the loss of any one server (ENGRAM_STREAM_REPLICAS). "
+        "More than 1 needs a cluster of at least that many servers. Unset: a new stream "
+        "gets 1 and an existing one keeps its count, so a setup run without it never "
+        "scales a cluster's streams down.",
+    )
 
 
 class CliSettings(BaseSettings):
