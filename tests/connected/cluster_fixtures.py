@@ -44,7 +44,9 @@ class Node:
         conf.write_text(
             f'server_name: "{self.name}"\n'
             f'listen: "127.0.0.1:{self.port}"\n'
-            f'jetstream {{ store_dir: "{self.root / "js"}" }}\n'
+            # Every write flushed to disk before it is acknowledged, as Jepsen's analysis
+            # of NATS 2.12.1 recommends: a node killed with SIGKILL loses no acked write.
+            f'jetstream {{ store_dir: "{self.root / "js"}", sync_interval: always }}\n'
             "cluster {\n"
             f'  name: "{CLUSTER_NAME}"\n'
             f'  listen: "127.0.0.1:{self.cluster_port}"\n'

@@ -162,7 +162,21 @@ WRITABLE_COLUMNS = """
 SELECT array_agg(quote_ident(attname) ORDER BY attnum) FROM pg_attribute
  WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
 """
-READ_KINDS = ("count", "ids", "filtered", "update", "delete", "insert_other")
+READ_KINDS = ("count", "ids", "filtered", "search", "update", "delete", "insert_other")
+# The searches the query paths run, on the tables that have them (elsewhere "search" reads
+# ids): nearest vectors to one of the tenant's own, and full text. Whatever they rank,
+# every row they return must be the tenant's.
+NEAREST = (
+    "SELECT tenant_id FROM {table} WHERE embedding IS NOT NULL "
+    "ORDER BY embedding <=> (SELECT embedding FROM {table} WHERE embedding IS NOT NULL LIMIT 1) "
+    "LIMIT 10"
+)
+SEARCHES = {
+    "embedder.chunk_vectors": NEAREST,
+    "memory.memories": NEAREST,
+    "embedder.chunks": "SELECT tenant_id FROM {table} "
+    "WHERE tsv @@ to_tsquery('english', 'hotel | car | itinerary | window') LIMIT 10",
+}
 
 
 @dataclass(frozen=True)
@@ -214,9 +228,12 @@ async def run(pool: asyncpg.Pool, op: Op, world: World) -> None:
                 await conn.execute(f"SET LOCAL ROLE {roles.reader}")
             if op.kind == "count":
                 assert await conn.fetchval(f"SELECT count(*) FROM {op.table}") == mine
-            elif op.kind == "ids":
+            elif op.kind == "ids" or (op.kind == "search" and op.table not in SEARCHES):
                 tenants = await conn.fetch(f"SELECT DISTINCT tenant_id FROM {op.table}")
                 assert {r[0] for r in tenants} <= {op.tenant}
+            elif op.kind == "search":
+                found = await conn.fetch(SEARCHES[op.table].format(table=op.table))
+                assert {r[0] for r in found} == ({op.tenant} if mine else set()), op
             elif op.kind == "filtered":  # asking for the other tenant by name
                 n = await conn.fetchval(
                     f"SELECT count(*) FROM {op.table} WHERE tenant_id = $1", other
@@ -255,7 +272,7 @@ async def run(pool: asyncpg.Pool, op: Op, world: World) -> None:
 
 
 @settings(
-    max_examples=50,
+    max_examples=500,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -263,7 +280,7 @@ async def run(pool: asyncpg.Pool, op: Op, world: World) -> None:
 async def test_a_storm_of_reads_and_writes_never_crosses_tenants(
     world: World, pools: dict[str, asyncpg.Pool], data: st.DataObject
 ) -> None:
-    """50 x 200 = 10,000 operations, ten at a time over the services' pools of two: a
+    """500 x 200 = 100,000 operations, ten at a time over the services' pools of two: a
     connection serves one tenant, then the other."""
     batch = data.draw(ops(world))
     for start in range(0, len(batch), 10):
