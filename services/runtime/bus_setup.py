@@ -17,13 +17,15 @@ from services.runtime.bus import STREAMS, ensure_streams
 from services.runtime.dlq import BODY_BUCKET, ensure_body_store
 from services.runtime.nats_auth import client_inbox
 from services.runtime.nats_servers import parse_servers
-from services.runtime.settings import BusSettings
+from services.runtime.settings import BusSettings, NatsTlsSettings
 
 
 async def connect(url: str, **options: Any) -> NatsClient:
     """A client of ``url``'s user (``url``: one server or several, comma-separated), with
     that user's own reply-inbox prefix (the only inbox its permissions let it read)."""
     parsed = parse_servers(url)
+    if (tls := NatsTlsSettings().context()) is not None:
+        options.setdefault("tls", tls)
     return await nats.connect(
         parsed.servers,
         user=parsed.user,

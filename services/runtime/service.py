@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from faststream import ContextRepo, FastStream
 from faststream.nats import NatsBroker, NatsUserPassword
+from faststream.nats.security import NatsSecurity
 from faststream.specification import AsyncAPI
 from nats.js import JetStreamContext
 
@@ -38,7 +39,7 @@ from services.runtime.outbox import Outbox, OutboxDrain
 from services.runtime.pipeline import BatchProcessor, RetryPolicy
 from services.runtime.positions import ConsumerPositions
 from services.runtime.router import QueryStats, serve_routes
-from services.runtime.settings import WorkerSettings
+from services.runtime.settings import NatsTlsSettings, WorkerSettings
 from services.runtime.spec import Assembly, ServiceSpec
 from services.runtime.supervise import Supervisor
 from services.runtime.telemetry import Stats
@@ -102,7 +103,12 @@ class Worker:
 def worker_broker(service: str, settings: WorkerSettings, supervisor: Supervisor) -> NatsBroker:
     """The worker's NATS connection: every server of NATS_URL, logged in as its own user."""
     nats = parse_servers(settings.nats_url)
-    login = NatsUserPassword(nats.user, nats.password) if nats.user and nats.password else None
+    tls = NatsTlsSettings().context()
+    login: NatsSecurity | None = (
+        NatsUserPassword(nats.user, nats.password, ssl_context=tls)
+        if nats.user and nats.password
+        else (None if tls is None else NatsSecurity(ssl_context=tls))
+    )
     return NatsBroker(
         nats.servers,
         # As options, not in the URLs: they apply to servers discovered from the cluster too.

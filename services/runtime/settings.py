@@ -3,6 +3,8 @@ own env prefix; this module and those subclasses are the only readers of the env
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import AliasChoices, Field, model_validator
@@ -148,6 +150,31 @@ class BusSettings(BaseSettings):
         "gets 1 and an existing one keeps its count, so a setup run without it never "
         "scales a cluster's streams down.",
     )
+
+
+class NatsTlsSettings(BaseSettings):
+    """TLS to NATS, for every client of engram (workers and CLI): a ``tls://`` NATS_URL
+    verifies the server against the system's authorities unless NATS_CA_FILE names the
+    one that signed it (e.g. a private or self-signed CA); NATS_CERT_FILE and
+    NATS_KEY_FILE give a client certificate when the server asks for one (mutual TLS).
+    Unprefixed, like NATS_URL: one set per pod."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    ca_file: Path | None = Field(default=None, validation_alias="NATS_CA_FILE")
+    cert_file: Path | None = Field(default=None, validation_alias="NATS_CERT_FILE")
+    key_file: Path | None = Field(default=None, validation_alias="NATS_KEY_FILE")
+
+    def context(self) -> ssl.SSLContext | None:
+        """The client's TLS context, or None to leave it to the URL's scheme."""
+        if self.ca_file is None and self.cert_file is None:
+            return None
+        context = ssl.create_default_context(
+            cafile=None if self.ca_file is None else str(self.ca_file)
+        )
+        if self.cert_file is not None:
+            context.load_cert_chain(self.cert_file, self.key_file)
+        return context
 
 
 class CliSettings(BaseSettings):
