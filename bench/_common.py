@@ -9,6 +9,7 @@ a snapshot on PYTHONPATH (see ``reexec_on_snapshot``) is what the bench measures
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -21,14 +22,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import psutil
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 from rich.console import Console
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,13 +143,34 @@ class Postgres:
 
 
 async def fresh_streams(js: JetStreamContext) -> None:
-    """Every engram stream deleted and created again, empty."""
+    """Every engram stream deleted and created again, empty, and the dead-letter body
+    bucket: the bus setup, which only the admin may do (``js`` must be the admin's)."""
     from services.runtime.bus import STREAMS, ensure_streams
+    from services.runtime.dlq import ensure_body_store
 
+    await ensure_body_store(js)
     for stream in STREAMS:
         with contextlib.suppress(NotFoundError):
             await js.delete_stream(stream.name)
-    await ensure_streams(js)
+    for attempt in range(5):
+        try:
+            await ensure_streams(js)
+            break
+        except APIError:
+            # Re-creating a just-deleted stream can race the server's cleanup of its
+            # storage (10049/10077), as in tests/conftest.py: wait and try again.
+            if attempt == 4:
+                raise
+            await asyncio.sleep(0.2)
+
+
+def worker_login(database_url: str, service: str) -> str:
+    """The DATABASE_URL a worker of ``service`` logs in with: its own role
+    ``engram_<service>`` (no superuser, no BYPASSRLS: a worker refuses those). The
+    embedded PostgreSQL trusts loopback logins, so no password."""
+    from services.runtime.db import Roles, login_url
+
+    return login_url(database_url, Roles(service).worker)
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 30.0) -> None:
@@ -167,9 +189,12 @@ def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 30.0) ->
 class Servers:
     """The embedded nats-server and PostgreSQL of one bench run."""
 
-    urls: dict[str, str]
+    urls: dict[str, str]  # NATS_URL: the NATS admin's; DATABASE_URL: the superuser's
     logs: Path  # <data dir>/bench-logs: the workers' logs
     pids: dict[str, int]  # postgres (the postmaster), nats
+    # NATS URL of each user: every service of the catalog (its worker's own user),
+    # "admin" (sets the bus up: the benches' own clients) and "producer"
+    nats_users: dict[str, str] = field(default_factory=dict)
 
     @property
     def admin_url(self) -> str:
@@ -181,6 +206,7 @@ def embedded_servers(data_dir: Path | None, prefix: str, console: Console) -> It
     """Starts the embedded nats-server and PostgreSQL (DevStack) in ``data_dir``, or in a
     temporary folder (``prefix``) removed after; stops them after, and removes the code
     snapshot the bench ran on (if any)."""
+    from services.catalog import SERVICES
     from services.runtime.embedded import DevStack
 
     temp = None
@@ -192,7 +218,8 @@ def embedded_servers(data_dir: Path | None, prefix: str, console: Console) -> It
     logs = data_dir / "bench-logs"
     logs.mkdir(parents=True, exist_ok=True)
     console.log(f"starting embedded nats-server + PostgreSQL in {data_dir}")
-    stack = DevStack(data_dir)
+    # With the catalog, each service has its own NATS user, as under `engram dev`.
+    stack = DevStack(data_dir, SERVICES)
     snapshot = os.environ.get(SNAPSHOT_ENV)
     try:
         urls = stack.start()
@@ -202,7 +229,8 @@ def embedded_servers(data_dir: Path | None, prefix: str, console: Console) -> It
         pidfile = stack.postgres.pgdata / "postmaster.pid"
         assert stack.nats.process is not None
         pids = {"postgres": int(pidfile.read_text().split()[0]), "nats": stack.nats.process.pid}
-        yield Servers(urls, logs, pids)
+        users = {user: stack.nats_url(user) for user in stack.passwords}
+        yield Servers(urls, logs, pids, users)
     finally:
         stack.stop()
         if temp is not None:

@@ -15,7 +15,8 @@ measures side by side:
   pull+ack        nats-py fetch(500) + ack of the same backlog: no decoding, no database.
                   The ceiling of any Python JetStream consumer on this machine.
   chain append    repo.append (tenant locks, heads, hashing, COPY, heads moved) of the
-                  same records, pre-decoded, 500 per transaction, as the writer's role.
+                  same records, pre-decoded, 500 per transaction, logged in as the
+                  writer (engram_audit), each transaction scoped to its batch's tenants.
   plain COPY      the same rows (already hashed) COPY'd 500 per transaction into a plain
                   table with audit.events' columns and indexes: the write limit.
   verify          `engram audit verify`'s walk over the rows the writer recorded (rows/s).
@@ -59,7 +60,13 @@ from nats.js.errors import NotFoundError  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench._common import Postgres, fresh_streams, stop_process, write_report  # noqa: E402
+from bench._common import (  # noqa: E402
+    Postgres,
+    fresh_streams,
+    stop_process,
+    worker_login,
+    write_report,
+)
 from contracts.chat import MessageCreated, MessageCreatedPayload, Role  # noqa: E402
 from services.audit import repo  # noqa: E402
 from services.audit.logic import build_record  # noqa: E402
@@ -68,6 +75,7 @@ from services.audit.redaction import RedactionPolicy  # noqa: E402
 from services.audit.verify import verify_database  # noqa: E402
 from services.catalog import migrate  # noqa: E402
 from services.runtime.bus import STREAMS  # noqa: E402
+from services.runtime.db import scope_tenants  # noqa: E402
 
 TEMPLATE = "audit_bench_template"
 GOALS = {"e2e_eps": 10_000.0, "append_rps": 20_000.0}
@@ -166,8 +174,9 @@ def build_messages(n: int, seed: int = 7) -> list[Wire]:
 
 @dataclass
 class Servers(Postgres):
-    nats_url: str
+    nats_url: str  # the NATS admin's: the bench's own client sets the streams up
     admin_url: str
+    writer_nats_url: str = ""  # the audit writer's own NATS user (else nats_url)
 
     async def fresh_db(self, name: str) -> str:
         await self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -206,7 +215,11 @@ async def end_to_end(
         with contextlib.suppress(NotFoundError):
             await js.delete_consumer(stream.name, "audit")
     url = await srv.fresh_db(db_name)
-    env = {"NATS_URL": srv.nats_url, "DATABASE_URL": url, **cfg.audit_env}
+    env = {
+        "NATS_URL": srv.writer_nats_url or srv.nats_url,
+        "DATABASE_URL": worker_login(url, "audit"),  # its own role, under row-level security
+        **cfg.audit_env,
+    }
     procs = [start_writer(env, cfg.logs / f"{db_name}-{i}.log") for i in range(replicas)]
     db = await asyncpg.connect(url)
     try:
@@ -278,15 +291,17 @@ def decode_all(wire: list[Wire]) -> tuple[list[AuditRecord], float]:
 
 
 async def chain_append(url: str, records: list[AuditRecord], batch: int) -> float:
-    conn = await asyncpg.connect(url)
+    conn = await asyncpg.connect(worker_login(url, "audit"))
     try:
-        await conn.execute("SET ROLE engram_audit")
         partitions = repo.Partitions()
         started = time.perf_counter()
         for i in range(0, len(records), batch):
+            chunk = records[i : i + batch]
             async with conn.transaction():
+                # The tenants of the batch, as the pipeline scopes the writer's transaction.
+                await scope_tenants(conn, {r.tenant_id for r in chunk})
                 await partitions.ensure(conn)
-                await repo.append(conn, records[i : i + batch])
+                await repo.append(conn, chunk)
         return len(records) / (time.perf_counter() - started)
     finally:
         await conn.close()
@@ -407,8 +422,10 @@ def table(title: str, runs: list[dict[str, float]]) -> Table:
     return t
 
 
-async def bench(cfg: Config, urls: dict[str, str]) -> dict[str, Any]:
-    srv = Servers(urls["NATS_URL"], urls["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres")
+async def bench(cfg: Config, urls: dict[str, str], writer_nats_url: str) -> dict[str, Any]:
+    srv = Servers(
+        urls["NATS_URL"], urls["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres", writer_nats_url
+    )
     await srv.admin(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
     await srv.admin(f"CREATE DATABASE {TEMPLATE}")
     await migrate(srv.url(TEMPLATE), ["audit"])
@@ -468,11 +485,13 @@ def main(argv: list[str]) -> int:
         | dict(kv.split("=", 1) for kv in a.audit_env),
     )
     cfg.logs.mkdir(parents=True, exist_ok=True)
+    from services.catalog import SERVICES
     from services.runtime.embedded import DevStack
 
-    stack = DevStack(data_dir)
+    stack = DevStack(data_dir, SERVICES)  # each service its own NATS user
     try:
-        report = asyncio.run(bench(cfg, stack.start()))
+        urls = stack.start()
+        report = asyncio.run(bench(cfg, urls, stack.nats_url("audit")))
         write_report(cfg.out, report)
         console.log(f"wrote {cfg.out}")
     except KeyboardInterrupt:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import random
@@ -60,13 +59,13 @@ import orjson  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench._common import admin_url, pct  # noqa: E402
+from bench._common import admin_url, fresh_streams, pct, worker_login  # noqa: E402
 from contracts.state import StatePatch, StatePatchPayload  # noqa: E402
 from contracts.state_queries import STATE_GET_REPLY, StateGetReply  # noqa: E402
-from services.catalog import migrate  # noqa: E402
+from services.catalog import SERVICES, migrate  # noqa: E402
 from services.checkpointer.patch import apply_patch  # noqa: E402
 from services.checkpointer.versions import canonical  # noqa: E402
-from services.runtime.bus import STREAMS, ensure_streams  # noqa: E402
+from services.runtime.bus_setup import connect  # noqa: E402
 from services.runtime.embedded import DevStack  # noqa: E402
 
 PARTS = ("local", "shared", "session", "persistent")
@@ -200,7 +199,7 @@ def sizes(tables: dict[str, int], empty: dict[str, int]) -> dict[str, Any]:
 
 
 async def run_engram(
-    nats_url: str,
+    nats_users: dict[str, str],
     url: str,
     *,
     patches: list[list[dict[str, Any]]],
@@ -208,13 +207,21 @@ async def run_engram(
     sample: list[int],
     settings: dict[str, str],
 ) -> dict[str, float]:
-    nc = await nats.connect(nats_url)
+    # The bus is set up by the admin; the agent publishes and asks as the producer (the
+    # upstream user); the worker runs as its own NATS user and database login.
+    admin = await nats.connect(nats_users["admin"])
+    try:
+        await fresh_streams(admin.jetstream())
+    finally:
+        await admin.close()
+    nc = await connect(nats_users["producer"])
     js = nc.jetstream()
-    for stream in STREAMS:
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await js.delete_stream(stream.name)
-    await ensure_streams(js)
-    env = {**os.environ, "NATS_URL": nats_url, "DATABASE_URL": url, **settings}
+    env = {
+        **os.environ,
+        "NATS_URL": nats_users["checkpointer"],
+        "DATABASE_URL": worker_login(url, "checkpointer"),
+        **settings,
+    }
     worker = subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
         [
             sys.executable,
@@ -340,7 +347,7 @@ def run_langgraph(url: str, states: list[bytes], sample: list[int]) -> dict[str,
 
 
 async def one_run(
-    stack_env: dict[str, str],
+    nats_users: dict[str, str],
     admin: str,
     template: str,
     run: int,
@@ -359,7 +366,7 @@ async def one_run(
         await conn.close()
     engram_url = admin.rsplit("/", 1)[0] + f"/{name}"
     engram = await run_engram(
-        stack_env["NATS_URL"],
+        nats_users,
         engram_url,
         patches=patches,
         states=states,
@@ -430,8 +437,9 @@ def main() -> None:
         {"CHECKPOINTER_SNAPSHOT_EVERY": str(args.snapshot_every)} if args.snapshot_every else {}
     )
     folder = args.data_dir or Path(tempfile.mkdtemp(prefix="engram-checkpointer-bench-"))
-    stack = DevStack(folder)
+    stack = DevStack(folder, SERVICES)  # each service its own NATS user
     env = stack.start()
+    users = {user: stack.nats_url(user) for user in stack.passwords}
     admin = admin_url(env["DATABASE_URL"])
     try:
         template = "bench_checkpoint_template"
@@ -440,7 +448,7 @@ def main() -> None:
         for run in range(args.runs):
             result = asyncio.run(
                 one_run(
-                    env,
+                    users,
                     admin,
                     template,
                     run,

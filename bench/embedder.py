@@ -16,13 +16,13 @@ unless --data-dir). Per run, side by side on the same realistic chat texts:
       the one (a) found best. Also the latency of one lone message (publish -> committed).
 
 Then search at --chunks chunks (built once; see build_corpus for how), through the
-service's own SQL (role engram_embedder, row-level security, iterative scan, exact
-fallback): p50/p99 latency and recall@10 against exact search (index scans disabled),
-unfiltered and tenant-filtered (a large, a medium and a small tenant); hybrid search of the
-large tenant as the service runs it (vector and full-text sides at once on two pooled
-connections; recall@10 of its vector side), its full-text side alone, and
-query.knowledge.search end to end over NATS (with the query's encoding). Every figure is
-the median of the runs. Writes bench/results/embedder.json. The worker runs this
+service's own SQL (logged in as engram_embedder acting as its reader, row-level security,
+iterative scan, exact fallback): p50/p99 latency and recall@10 against exact search (index
+scans disabled), unfiltered and tenant-filtered (a large, a medium and a small tenant);
+hybrid search of the large tenant as the service runs it (vector and full-text sides at
+once on two pooled connections; recall@10 of its vector side), its full-text side alone,
+and query.knowledge.search end to end over NATS (with the query's encoding). Every figure
+is the median of the runs. Writes bench/results/embedder.json. The worker runs this
 checkout's code (PYTHONPATH), whichever checkout the venv was installed from.
 
 --keep-corpus (with --data-dir) keeps the search corpus's database and reuses it on the
@@ -63,11 +63,19 @@ from pgvector.asyncpg import register_vector  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench._common import Postgres, admin_url, fresh_streams, pct, stop_process, write_report  # noqa: E402
+from bench._common import (  # noqa: E402
+    Postgres,
+    admin_url,
+    fresh_streams,
+    pct,
+    stop_process,
+    worker_login,
+    write_report,
+)
 from bench.corpus import chat_texts, query_texts  # noqa: E402
 from contracts.chat import MessageCreated, MessageCreatedPayload, Role  # noqa: E402
 from contracts.embedding import KnowledgeFilters  # noqa: E402
-from services.catalog import migrate  # noqa: E402
+from services.catalog import SERVICES, migrate  # noqa: E402
 from services.embedder import gate, repo_search  # noqa: E402
 from services.embedder.gate import Gate  # noqa: E402
 from services.embedder.logic import candidates_for, chunk_text, content_hash  # noqa: E402
@@ -144,8 +152,17 @@ def best_batch_size(model: LoadedModel, texts: Sequence[str]) -> tuple[int, dict
 
 
 class Bench(Postgres):
-    def __init__(self, admin_url: str, nats_url: str, logs: Path) -> None:
+    def __init__(
+        self, admin_url: str, nats_url: str, logs: Path, worker_nats_url: str = ""
+    ) -> None:
+        # nats_url: the NATS admin's (sets the bus up; the bench's own clients);
+        # worker_nats_url: the embedder's own NATS user.
         self.admin_url, self.nats_url, self.logs = admin_url, nats_url, logs
+        self.worker_nats_url = worker_nats_url or nats_url
+
+    def service_url(self, db: str) -> str:
+        """What the embedder logs in as: its own role, under row-level security."""
+        return worker_login(self.url(db), "embedder")
 
     async def fresh_db(self) -> str:
         name = f"bench_emb_{uuid.uuid4().hex[:8]}"
@@ -163,8 +180,8 @@ class Bench(Postgres):
     ) -> subprocess.Popen[bytes]:
         env = {
             **os.environ,
-            "NATS_URL": self.nats_url,
-            "DATABASE_URL": self.url(db),
+            "NATS_URL": self.worker_nats_url,
+            "DATABASE_URL": self.service_url(db),
             "EMBEDDER_MODEL_BATCH_SIZE": str(batch_size),
             "EMBEDDER_GPU_BATCH_SIZE": str(batch_size),
             "EMBEDDER_RUNTIME": runtime,
@@ -398,9 +415,9 @@ async def reuse_corpus(bench: Bench, db: str) -> tuple[str, np.ndarray | None]:
 
 
 async def service_conn(url: str) -> asyncpg.Connection:
+    """A connection as the service's own login (``url``: Bench.service_url)."""
     conn = await asyncpg.connect(url)
     await register_vector(conn)
-    await conn.execute("SET ROLE engram_embedder")
     return conn
 
 
@@ -483,8 +500,8 @@ async def search_bench(
     tenants: dict[str, str | None],
     runs: int,
 ) -> dict[str, dict[str, float]]:
-    conn = await service_conn(bench.url(db))
-    pool = await create_pool(bench.url(db), role="engram_embedder", min_size=2, vectors=True)
+    conn = await service_conn(bench.service_url(db))
+    pool = await create_pool(bench.service_url(db), worker=True, min_size=2, vectors=True)
     results: dict[str, dict[str, float]] = {}
     try:
         large = next(t for t in tenants.values() if t is not None)
@@ -579,9 +596,9 @@ async def corpus(
 
 
 async def run(  # noqa: PLR0915
-    args: argparse.Namespace, admin_url: str, nats_url: str, logs: Path
+    args: argparse.Namespace, admin_url: str, nats_url: str, logs: Path, worker_nats_url: str
 ) -> dict[str, Any]:
-    bench = Bench(admin_url, nats_url, logs)
+    bench = Bench(admin_url, nats_url, logs, worker_nats_url)
     await bench.admin(f"DROP DATABASE IF EXISTS {TEMPLATE}")
     await bench.admin(f"CREATE DATABASE {TEMPLATE}")
     await migrate(bench.url(TEMPLATE))
@@ -797,11 +814,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "embedder.json")
     args = parser.parse_args()
     root = args.data_dir or Path(tempfile.mkdtemp(prefix="engram-bench-embedder-"))
-    stack = DevStack(root)
+    stack = DevStack(root, SERVICES)  # each service its own NATS user
     urls = stack.start()
     try:
         admin = admin_url(urls["DATABASE_URL"])
-        report = asyncio.run(run(args, admin, urls["NATS_URL"], root))
+        report = asyncio.run(run(args, admin, urls["NATS_URL"], root, stack.nats_url("embedder")))
     finally:
         stack.stop()
     report["goals"] = show(report)

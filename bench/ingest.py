@@ -80,6 +80,7 @@ from bench._common import (  # noqa: E402
     percentile,
     reexec_on_snapshot,
     stop_process,
+    worker_login,
     write_report,
 )
 from contracts.chat import MessageCreated, MessageCreatedPayload, MessageMetadata, Role  # noqa: E402
@@ -331,6 +332,7 @@ def copy_records(events: Sequence[MessageCreated]) -> list[tuple[Any, ...]]:
 # The naive consumer (runs in its own process: `python bench/ingest.py _naive`)
 # --------------------------------------------------------------------------------------
 
+NAIVE_TENANT = "SELECT set_config('engram.tenant_id', $1, true)"
 NAIVE_PLACEHOLDER = """
 INSERT INTO ingest.conversations (conversation_id, tenant_id, is_placeholder, created_at)
 VALUES ($1, $2, true, $3) ON CONFLICT (tenant_id, conversation_id) DO NOTHING"""
@@ -359,8 +361,10 @@ def naive_main() -> None:
 
     @app.on_startup
     async def connect(context: ContextRepo) -> None:
+        # The ingest worker's own login (engram_ingest): under row-level security it
+        # must name its message's tenant in each transaction, as every consumer must.
         state["pool"] = await create_pool(
-            os.environ["DATABASE_URL"], role="engram_ingest", min_size=1, max_size=2
+            os.environ["DATABASE_URL"], min_size=1, max_size=2, worker=True
         )
 
     @app.after_shutdown
@@ -384,6 +388,7 @@ def naive_main() -> None:
     async def handle(event: MessageCreated) -> None:
         p = event.payload
         async with state["pool"].acquire() as conn, conn.transaction():
+            await conn.execute(NAIVE_TENANT, event.tenant_id)
             await conn.execute(
                 NAIVE_PLACEHOLDER, p.conversation_id, event.tenant_id, event.occurred_at
             )
@@ -416,9 +421,16 @@ def naive_main() -> None:
 
 @dataclass
 class Servers(Postgres):
-    nats_url: str
+    nats_url: str  # the NATS admin's: the bench's own client sets the streams up
     admin_url: str
     pids: dict[str, int] = field(default_factory=dict)  # postgres (postmaster), nats
+    worker_nats_url: str = ""  # the ingest worker's own NATS user (else nats_url)
+    rls: bool = True  # False: row-level security disabled in the template (a diagnostic)
+
+    def worker_env(self, cfg: Config, url: str) -> dict[str, str]:
+        """The ingest worker's environment: its own NATS user and database login."""
+        nats_url = self.worker_nats_url or self.nats_url
+        return worker_env(cfg, nats_url, worker_login(url, "ingest"))
 
     async def make_template(self) -> None:
         from services.catalog import migrate
@@ -426,6 +438,8 @@ class Servers(Postgres):
         await self.admin(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
         await self.admin(f"CREATE DATABASE {TEMPLATE_DB}")
         await migrate(self.url(TEMPLATE_DB), ["ingest"])
+        if not self.rls:
+            await without_rls(self.url(TEMPLATE_DB))
 
     async def fresh_db(self, name: str) -> str:
         await self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -438,6 +452,23 @@ class Servers(Postgres):
     async def checkpoint(self) -> None:
         # Start each timed phase with no dirty buffers left over from the one before.
         await self.admin("CHECKPOINT")
+
+
+async def without_rls(url: str) -> None:
+    """Row-level security off on every ingest table (the grants stay): what the policies
+    alone cost, apart from the rest of issue 13. Never how engram runs."""
+    conn = await asyncpg.connect(url)
+    try:
+        tables = await conn.fetch(
+            "SELECT c.oid::regclass::text AS name FROM pg_class c "
+            "WHERE c.relnamespace = 'ingest'::regnamespace AND c.relrowsecurity"
+        )
+        for t in tables:
+            await conn.execute(
+                f"ALTER TABLE {t['name']} NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY"
+            )
+    finally:
+        await conn.close()
 
 
 async def consumer_info(js: JetStreamContext, durable: str) -> Any:
@@ -497,6 +528,7 @@ class Config:
     live_code: bool = False
     ingest_env: dict[str, str] = field(default_factory=dict)
     seed: int = 7
+    rls: bool = True  # False: a diagnostic, see --without-rls
 
 
 class Ui:
@@ -943,7 +975,7 @@ async def run_once(shared: Shared, run: int, ui: Ui) -> dict[str, Any]:  # noqa:
         db = await asyncpg.connect(url)
         proc = start_process(
             engram_cmd(),
-            worker_env(cfg, servers.nats_url, url),
+            servers.worker_env(cfg, url),
             shared.logs / f"run{run}-engram.log",
         )
         try:
@@ -981,7 +1013,9 @@ async def run_once(shared: Shared, run: int, ui: Ui) -> dict[str, Any]:  # noqa:
         db = await asyncpg.connect(url)
         proc = start_process(
             naive_cmd(),
-            {"NATS_URL": servers.nats_url, "DATABASE_URL": url},
+            # The naive consumer's durable is not the ingest user's, so it reads as the
+            # NATS admin; in PostgreSQL it is a worker like any other: engram_ingest.
+            {"NATS_URL": servers.nats_url, "DATABASE_URL": worker_login(url, "ingest")},
             shared.logs / f"run{run}-naive.log",
         )
         try:
@@ -1023,7 +1057,7 @@ async def run_once(shared: Shared, run: int, ui: Ui) -> dict[str, Any]:  # noqa:
             db = await asyncpg.connect(url)
             proc = start_process(
                 engram_cmd(),
-                worker_env(cfg, servers.nats_url, url),
+                servers.worker_env(cfg, url),
                 shared.logs / f"run{run}-concurrent.log",
             )
             try:
@@ -1062,7 +1096,7 @@ async def run_once(shared: Shared, run: int, ui: Ui) -> dict[str, Any]:  # noqa:
             db = await asyncpg.connect(url)
             proc = start_process(
                 engram_cmd(),
-                worker_env(cfg, servers.nats_url, url),
+                servers.worker_env(cfg, url),
                 shared.logs / f"run{run}-latency.log",
             )
             try:
@@ -1244,10 +1278,16 @@ def machine() -> dict[str, Any]:
 
 
 async def bench(
-    cfg: Config, nats_url: str, database_url: str, logs: Path, pids: dict[str, int]
+    cfg: Config,
+    nats_url: str,
+    database_url: str,
+    logs: Path,
+    pids: dict[str, int],
+    *,
+    worker_nats_url: str = "",
 ) -> dict[str, Any]:
     admin = admin_url(database_url)
-    servers = Servers(nats_url, admin, pids)
+    servers = Servers(nats_url, admin, pids, worker_nats_url, rls=cfg.rls)
     await servers.make_template()
 
     started = time.perf_counter()
@@ -1293,6 +1333,7 @@ async def bench(
             "latency_rate": cfg.rate,
             "latency_seconds": cfg.latency_s,
             "naive_max_s": cfg.naive_max_s,
+            "row_level_security": cfg.rls,
             "ingest_env": worker_env(cfg, "", "") | {"NATS_URL": "", "DATABASE_URL": ""},
             "content_chars": {
                 "min": min(sizes),
@@ -1351,6 +1392,12 @@ def parse_args(argv: list[str]) -> Config:
         help="run the working tree's code as it changes, not a snapshot",
     )
     parser.add_argument(
+        "--without-rls",
+        action="store_true",
+        help="diagnostic: row-level security disabled on the ingest tables (workers still "
+        "log in as engram_ingest), to tell its cost from the rest",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -1372,6 +1419,7 @@ def parse_args(argv: list[str]) -> Config:
         quick=quick,
         live_code=a.live_code,
         ingest_env=dict(kv.split("=", 1) for kv in a.ingest_env),
+        rls=not a.without_rls,
     )
 
 
@@ -1396,7 +1444,14 @@ def main(argv: list[str]) -> int:
         with embedded_servers(cfg.data_dir, "engram-bench-", console) as servers:
             urls = servers.urls
             report = asyncio.run(
-                bench(cfg, urls["NATS_URL"], urls["DATABASE_URL"], servers.logs, servers.pids)
+                bench(
+                    cfg,
+                    urls["NATS_URL"],
+                    urls["DATABASE_URL"],
+                    servers.logs,
+                    servers.pids,
+                    worker_nats_url=servers.nats_users.get("ingest", ""),
+                )
             )
             report["code"] = code
             write_report(cfg.out, report)

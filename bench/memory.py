@@ -204,6 +204,7 @@ def main(argv: list[str]) -> int:
                 servers.urls["NATS_URL"],
                 servers.logs,
                 servers.pids,
+                servers.nats_users,
             )
             asyncio.run(run(args, bench, report))
     except KeyboardInterrupt:

@@ -45,7 +45,7 @@ import asyncpg  # noqa: E402
 import nats  # noqa: E402
 import psutil  # type: ignore[import-untyped]  # noqa: E402
 
-from bench._common import admin_url, pct, stop_process, write_report  # noqa: E402
+from bench._common import admin_url, pct, stop_process, worker_login, write_report  # noqa: E402
 from bench.corpus import chat_texts  # noqa: E402
 from bench.embedder import Bench  # noqa: E402
 from contracts.chat import (  # noqa: E402
@@ -64,6 +64,7 @@ from contracts.chat import (  # noqa: E402
     SessionStartedPayload,
 )
 from contracts.envelope import Envelope  # noqa: E402
+from services.catalog import SERVICES as CATALOG  # noqa: E402
 from services.catalog import migrate  # noqa: E402
 from services.runtime.embedded import DevStack  # noqa: E402
 
@@ -134,9 +135,13 @@ def events(n: int, seed: int) -> list[Envelope]:
     return out
 
 
-def start(service: str, bench: Bench, db: str, runtime: str) -> subprocess.Popen[bytes]:
+def start(
+    service: str, bench: Bench, db: str, runtime: str, nats_users: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    # Each worker as in production: its own NATS user and its own database login.
     env = {
-        **os.environ, "NATS_URL": bench.nats_url, "DATABASE_URL": bench.url(db),
+        **os.environ, "NATS_URL": nats_users[service],
+        "DATABASE_URL": worker_login(bench.url(db), service),
         "EMBEDDER_RUNTIME": runtime, "EMBEDDER_INT8_MIN_RECALL": "0",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }  # fmt: skip
@@ -192,11 +197,15 @@ async def pending(js: Any, conn: asyncpg.Connection) -> dict[str, tuple[int, int
 
 
 async def one_run(
-    bench: Bench, args: argparse.Namespace, runtime: str, seed: int
+    bench: Bench,
+    args: argparse.Namespace,
+    runtime: str,
+    seed: int,
+    nats_users: dict[str, str],
 ) -> dict[str, Any]:
     db = await bench.fresh_db()
     await bench.fresh_streams()
-    workers = {s: start(s, bench, db, runtime) for s in SERVICES}
+    workers = {s: start(s, bench, db, runtime, nats_users) for s in SERVICES}
     conn = await asyncpg.connect(bench.url(db))
     nc = await nats.connect(bench.nats_url)
     js = nc.jetstream(publish_async_max_pending=4000)
@@ -296,15 +305,17 @@ async def steady(js: Any, conn: asyncpg.Connection, args: argparse.Namespace) ->
     }  # fmt: skip
 
 
-async def run(args: argparse.Namespace, admin: str, nats_url: str, logs: Path) -> dict[str, Any]:
-    bench = Bench(admin, nats_url, logs)
+async def run(
+    args: argparse.Namespace, admin: str, nats_users: dict[str, str], logs: Path
+) -> dict[str, Any]:
+    bench = Bench(admin, nats_users["admin"], logs)
     await bench.admin(f"DROP DATABASE IF EXISTS {TEMPLATE}")
     await bench.admin(f"CREATE DATABASE {TEMPLATE}")
     await migrate(bench.url(TEMPLATE))
     runs: list[dict[str, Any]] = []
     for i in range(args.runs):
         for runtime in args.runtimes:  # interleaved: each pair ran minutes apart
-            r = await one_run(bench, args, runtime, seed=7 + i)
+            r = await one_run(bench, args, runtime, 7 + i, nats_users)
             print(json.dumps(r, default=str), flush=True)
             runs.append(r)
     return {"runs": runs, "load_average": os.getloadavg(), "args": vars(args)}
@@ -323,12 +334,13 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pipeline.json")
     args = p.parse_args()
     root = Path(tempfile.mkdtemp(prefix="engram-bench-pipeline-"))
-    stack = DevStack(root)
+    stack = DevStack(root, CATALOG)  # each service its own NATS user, as under `engram dev`
     urls = stack.start()
+    nats_users = {user: stack.nats_url(user) for user in stack.passwords}
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:
         admin = admin_url(urls["DATABASE_URL"])
-        report = asyncio.run(run(args, admin, urls["NATS_URL"], root))
+        report = asyncio.run(run(args, admin, nats_users, root))
     finally:
         stack.stop()
     report["when"] = datetime.now(UTC).isoformat(timespec="seconds")

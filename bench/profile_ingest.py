@@ -235,7 +235,14 @@ async def run(  # noqa: PLR0912, PLR0915
     gc.freeze()
     instrument()
     overrides = dict(kv.split("=", 1) for kv in args.set)
-    app, _ = create_app(IngestSettings(nats_url=servers.nats_url, database_url=url, **overrides))
+    # The worker as it runs: its own NATS user and database login (row-level security).
+    app, _ = create_app(
+        IngestSettings(
+            nats_url=stack.nats_url("ingest"),
+            database_url=bench.worker_login(url, "ingest"),
+            **overrides,
+        )
+    )
     db = await asyncpg.connect(url)
     me = psutil.Process()
     ns = psutil.Process(stack.nats.process.pid)
@@ -391,7 +398,9 @@ async def run_pyspy(args: argparse.Namespace, stack: Any, urls: dict[str, str]) 
     """The real `engram run ingest` process under py-spy, on the same backlog as bench."""
     from types import SimpleNamespace
 
-    servers = bench.Servers(urls["NATS_URL"], admin_url(urls["DATABASE_URL"]))
+    servers = bench.Servers(
+        urls["NATS_URL"], admin_url(urls["DATABASE_URL"]), worker_nats_url=stack.nats_url("ingest")
+    )
     await servers.make_template()
     url = await servers.fresh_db("profile_ingest")
     events = bench.build_events(args.events)
@@ -418,13 +427,10 @@ async def run_pyspy(args: argparse.Namespace, stack: Any, urls: dict[str, str]) 
         "--",
         *bench.engram_cmd(),
     ]
-    env = bench.worker_env(
-        SimpleNamespace(
-            ingest_env=dict(  # type: ignore[arg-type]
-                kv.split("=", 1) for kv in args.set
-            )
+    env = servers.worker_env(
+        SimpleNamespace(  # type: ignore[arg-type]
+            ingest_env=dict(kv.split("=", 1) for kv in args.set)
         ),
-        servers.nats_url,
         url,
     )
     db = await asyncpg.connect(url)
@@ -512,11 +518,12 @@ def main() -> None:
     if args.summarize:
         summarize_pyspy(args.summarize)
         return
+    from services.catalog import SERVICES
     from services.runtime.embedded import DevStack
 
     temp = Path(tempfile.mkdtemp(prefix="engram-profile-"))
     temp.chmod(0o755)
-    stack = DevStack(temp)
+    stack = DevStack(temp, SERVICES)  # each service its own NATS user
     try:
         urls = stack.start()
         asyncio.run((run_pyspy if args.py_spy else run)(args, stack, urls))

@@ -96,8 +96,9 @@ async def search(  # noqa: PLR0915 - one sequence of phases, easier to read whol
     embedder = bench.start_worker("embedder", db, "search-embedder-worker")
     memory = bench.start_worker("memory", db, "search-memory-worker")
     nc = await nats.connect(bench.nats_url)
-    conn = await db_conn(bench.url(db))
-    await conn.execute("SET ROLE engram_memory")
+    # As the service's search pool: its own login, acting as its reader (one tenant).
+    conn = await db_conn(bench.service_url(db, "memory"))
+    await conn.execute(f"SET ROLE {settings.roles.reader}")
     agent = f"agent-{data.size}"
     users = Generator(
         args.seed + data.size, SCALE_MIX, n_users=max(10, (data.size - data.size // 10) // 40)

@@ -4,7 +4,6 @@ for them, and the CPU the workers use."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import math
@@ -22,10 +21,9 @@ from typing import Any
 import asyncpg
 import nats
 import numpy as np
-from nats.js.errors import NotFoundError
 from pgvector.asyncpg import register_vector
 
-from bench._common import ROOT, Postgres
+from bench._common import ROOT, Postgres, fresh_streams, worker_login
 from bench._common import CpuMeter as _CpuMeter
 from bench.memory_bench.generate import CLOCK, T_END, Memory
 from bench.memory_bench.settings import DIMS, MODEL_ID, TENANT
@@ -37,8 +35,22 @@ ID_SPACE = uuid.UUID("0b3c8a9e-5d3e-4a57-9f1e-6c2b7d8e9f10")
 
 
 class Bench(Postgres):
-    def __init__(self, admin_url: str, nats_url: str, logs: Path, pids: dict[str, int]) -> None:
+    def __init__(
+        self,
+        admin_url: str,
+        nats_url: str,
+        logs: Path,
+        pids: dict[str, int],
+        nats_users: dict[str, str] | None = None,
+    ) -> None:
+        # nats_url: the NATS admin's (sets the bus up; the bench's own clients);
+        # nats_users: each service's own NATS user, which its worker connects as.
         self.admin_url, self.nats_url, self.logs, self.pids = admin_url, nats_url, logs, pids
+        self.nats_users = nats_users or {}
+
+    def service_url(self, db: str, service: str) -> str:
+        """What a worker of ``service`` logs in as: its own role, under row-level security."""
+        return worker_login(self.url(db), service)
 
     async def make_template(self) -> None:
         from services.catalog import migrate
@@ -57,22 +69,10 @@ class Bench(Postgres):
         await self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
     async def fresh_streams(self) -> None:
-        from services.runtime.bus import STREAMS, ensure_streams
-
+        """The bus set up again, empty, as the admin (workers may not)."""
         nc = await nats.connect(self.nats_url)
         try:
-            js = nc.jetstream()
-            for stream in STREAMS:
-                with contextlib.suppress(NotFoundError):
-                    await js.delete_stream(stream.name)
-            for attempt in range(5):  # re-creating a just-deleted stream can race its cleanup
-                try:
-                    await ensure_streams(js)
-                    break
-                except nats.js.errors.APIError:
-                    if attempt == 4:
-                        raise
-                    await asyncio.sleep(0.2)
+            await fresh_streams(nc.jetstream())
         finally:
             await nc.close()
 
@@ -81,8 +81,8 @@ class Bench(Postgres):
     ) -> subprocess.Popen[bytes]:
         full = {
             **os.environ,
-            "NATS_URL": self.nats_url,
-            "DATABASE_URL": self.url(db),
+            "NATS_URL": self.nats_users.get(service, self.nats_url),
+            "DATABASE_URL": self.service_url(db, service),
             "HF_HUB_OFFLINE": "1",
             **(env or {}),
         }
