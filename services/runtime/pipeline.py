@@ -247,19 +247,24 @@ class BatchProcessor(Generic[E]):
         False when it answers at once (the failure was the batch's: retried by nak)."""
         if await self._reachable():
             return False
-        self.stats.database_unreachable_since = time.time()
-        log.error(
-            "the database is unreachable (%s): holding the batch, pulling nothing until it is back",
-            describe(failure),
-        )
+        # Batches in flight together (a service whose batches commute) all wait here; the
+        # first one to notice the outage reports it, the first one to see the end closes it.
+        if self.stats.database_unreachable_since is None:
+            self.stats.database_unreachable_since = time.time()
+            log.error(
+                "the database is unreachable (%s): holding the batch, pulling nothing until "
+                "it is back",
+                describe(failure),
+            )
         waits = 0
         while not await self._reachable():
             waits += 1
             await asyncio.sleep(retry_delay(waits, self._policy.base_s, self._policy.max_s))
-        down_s = time.time() - self.stats.database_unreachable_since
-        self.stats.database_unreachable_since = None
-        self.stats.database_outages += 1
-        log.warning("the database is back after %.1fs; applying the held batch", down_s)
+        if self.stats.database_unreachable_since is not None:
+            down_s = time.time() - self.stats.database_unreachable_since
+            self.stats.database_unreachable_since = None
+            self.stats.database_outages += 1
+            log.warning("the database is back after %.1fs; applying the held batch", down_s)
         return True
 
     async def _retry(self, msg: Msg, reason: str) -> None:

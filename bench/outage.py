@@ -1,0 +1,881 @@
+#!/usr/bin/env python
+"""Outage benchmark: PostgreSQL down for minutes under a steady load loses nothing.
+
+    .venv/bin/python bench/outage.py [--outage-s 600] [--rate 20] [--data-dir DIR]
+
+Starts the embedded nats-server and PostgreSQL (DevStack, with every service's NATS user),
+migrates ingest and audit, sets the bus up as the admin, and runs the real `engram run
+ingest` and `engram run audit` processes, each logged in as its own PostgreSQL role and
+NATS user, reaching PostgreSQL through a TCP proxy this script controls. A producer
+publishes realistic chat events (conversations, sessions, messages with token counts,
+session ends) at --rate events/s with ``Nats-Msg-Id``. After --before-s it cuts PostgreSQL
+(every proxied connection closed, new ones refused) for --outage-s, keeps publishing,
+restores it, publishes --after-s more, ends the open sessions, and waits until both workers
+have caught up (num_pending and num_ack_pending 0 on every consumer).
+
+Then it checks what was stored against what was published: rows in ingest.messages, every
+session's message_count and total_tokens (exact), audit rows, the DLQ (empty, no
+"exhausted" letter), redeliveries, the most deliveries any message had (read from the
+workers' acks, observed on ``$JS.ACK.>``), and the time to catch up after the restore.
+Prints a table and writes JSON (bench/results/outage.json). Exit code 1 when anything
+was lost, dead-lettered or miscounted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))  # after PYTHONPATH, so a snapshot there wins
+
+warnings.filterwarnings("ignore", module="platformdirs")
+
+import asyncpg  # noqa: E402
+from nats.aio.client import Client as NatsClient  # noqa: E402
+from nats.aio.msg import Msg  # noqa: E402
+from nats.errors import TimeoutError as NatsTimeout  # noqa: E402
+from nats.js.api import ConsumerConfig, DeliverPolicy  # noqa: E402
+from nats.js.errors import NotFoundError  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from bench import _common  # noqa: E402
+from bench._common import (  # noqa: E402
+    SNAPSHOT_ENV,
+    SNAPSHOT_PREFIX,
+    imported_code,
+    loadavg,
+    reexec_on_snapshot,
+    stop_process,
+    write_report,
+)
+from contracts import chat  # noqa: E402
+
+SERVICES = ("ingest", "audit")
+PROGRESS_S = 30.0
+
+console = Console(highlight=False, log_path=False)
+if not console.is_terminal:
+    console = Console(highlight=False, log_path=False, width=110)
+
+
+# --- the proxy ---------------------------------------------------------------------------
+
+
+class PostgresCut:
+    """A TCP proxy in front of PostgreSQL that can be cut (every connection closed, new
+    ones refused) and restored; as in tests/connected/test_database_outage.py."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._open = True
+        self._links: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+        self.refused = 0
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self._open:
+            self.refused += 1
+            writer.close()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.close()
+            return
+        self._links |= {writer, up_writer}
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        with contextlib.suppress(Exception):
+            writer.close()
+        self._links.discard(writer)
+
+    def cut(self) -> int:
+        """Close every connection and refuse new ones; how many links were open."""
+        self._open = False
+        links = list(self._links)
+        for writer in links:
+            writer.close()
+        return len(links)
+
+    def restore(self) -> None:
+        self._open = True
+
+    async def stop(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+
+
+def through(dsn: str, port: int) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit(":", 1)[0] + f":{port}"))
+
+
+# --- the producer ------------------------------------------------------------------------
+
+
+@dataclass
+class Expected:
+    """What was published (acknowledged by JetStream, not a duplicate)."""
+
+    events: int = 0
+    by_type: Counter[str] = field(default_factory=Counter)
+    messages: int = 0
+    # (tenant, session_id) -> [messages, tokens]
+    sessions: dict[tuple[str, uuid.UUID], list[int]] = field(default_factory=dict)
+    ended: set[tuple[str, uuid.UUID]] = field(default_factory=set)
+    publish_retries: int = 0
+
+
+@dataclass
+class Conversation:
+    tenant: str
+    conversation_id: uuid.UUID
+    session_id: uuid.UUID
+    left: int  # messages still to send in the session
+    sent: int = 0
+    parent: uuid.UUID | None = None
+
+
+TEXT = (
+    "the hotel near the river has a late check-in and breakfast from seven; could you book "
+    "two nights, compare prices, and send me the itinerary? Café, naïve, 東京, Zürich — fine. "
+    "```python\nprint('ok')\n```"
+)
+WORDS = TEXT.split(" ")
+
+
+class Producer:
+    """Chat traffic over a few tenants: each conversation opens with its creation and a
+    session start, sends user/assistant turns with token counts in that session, and
+    ends the session; a new conversation replaces it."""
+
+    def __init__(self, nc: NatsClient, tenants: int, active: int, seed: int) -> None:
+        self.js = nc.jetstream()
+        self.rng = random.Random(seed)
+        self.tenants = [f"tenant-{i}" for i in range(tenants)]
+        self.active: list[Conversation] = []
+        self.queue: list[chat.ChatEnvelope] = []
+        self.want_active = active
+        self.expected = Expected()
+
+    def _envelope(self, tenant: str) -> dict[str, Any]:
+        return {
+            "event_id": uuid.uuid4(),
+            "tenant_id": tenant,
+            "producer": "bench-outage",
+            "occurred_at": datetime.now(UTC),
+        }
+
+    def _open(self) -> None:
+        c = Conversation(
+            tenant=self.rng.choice(self.tenants),
+            conversation_id=uuid.uuid4(),
+            session_id=uuid.uuid4(),
+            left=self.rng.randint(4, 40),
+        )
+        self.active.append(c)
+        user = f"u-{self.rng.randint(1, 500)}"
+        self.queue.append(
+            chat.ConversationCreated(
+                **self._envelope(c.tenant),
+                payload=chat.ConversationCreatedPayload(
+                    conversation_id=c.conversation_id,
+                    title=" ".join(self.rng.sample(WORDS, 4)),
+                    user_id=user,
+                    agent_id="travel-bot",
+                ),
+            )
+        )
+        self.queue.append(
+            chat.SessionStarted(
+                **self._envelope(c.tenant),
+                payload=chat.SessionStartedPayload(
+                    session_id=c.session_id,
+                    conversation_id=c.conversation_id,
+                    user_id=user,
+                    agent_id="travel-bot",
+                    metadata={"client": self.rng.choice(["ios", "web", "android"])},
+                ),
+            )
+        )
+
+    def _end(self, c: Conversation, reason: str) -> chat.SessionEnded:
+        self.active.remove(c)
+        return chat.SessionEnded(
+            **self._envelope(c.tenant),
+            payload=chat.SessionEndedPayload(
+                session_id=c.session_id, conversation_id=c.conversation_id, reason=reason
+            ),
+        )
+
+    def _message(self, c: Conversation) -> chat.MessageCreated:
+        role = chat.Role.user if c.sent % 2 == 0 else chat.Role.assistant
+        words = self.rng.randint(3, 12) if role is chat.Role.user else self.rng.randint(10, 120)
+        content = " ".join(self.rng.choice(WORDS) for _ in range(words))
+        meta = chat.MessageMetadata(tokens=self.rng.randint(1, 2_000))
+        if role is chat.Role.assistant:
+            meta = chat.MessageMetadata(
+                tokens=meta.tokens, model="gpt-4.1", latency_ms=round(self.rng.uniform(80, 3000))
+            )
+        mid = uuid.uuid4()
+        event = chat.MessageCreated(
+            **self._envelope(c.tenant),
+            payload=chat.MessageCreatedPayload(
+                message_id=mid,
+                conversation_id=c.conversation_id,
+                session_id=c.session_id,
+                parent_message_id=c.parent,
+                role=role,
+                content=content,
+                metadata=meta,
+            ),
+        )
+        c.parent, c.sent, c.left = mid, c.sent + 1, c.left - 1
+        return event
+
+    def next_event(self) -> chat.ChatEnvelope:
+        while not self.queue:
+            if len(self.active) < self.want_active:
+                self._open()
+                continue
+            c = self.rng.choice(self.active)
+            self.queue.append(self._end(c, "done") if c.left <= 0 else self._message(c))
+        return self.queue.pop(0)
+
+    def closing(self) -> list[chat.ChatEnvelope]:
+        """The events that end every open session (after the queued ones)."""
+        pending, self.queue = self.queue, []
+        return [*pending, *(self._end(c, "bench over") for c in list(self.active))]
+
+    async def publish(self, event: chat.ChatEnvelope) -> None:
+        data = event.model_dump_json().encode()
+        for attempt in range(20):
+            try:
+                ack = await self.js.publish(event.type, data, headers=event.headers(), timeout=5)
+                break
+            except NatsTimeout:
+                # Same Nats-Msg-Id: a retry of a publish that was stored is a duplicate.
+                self.expected.publish_retries += 1
+                await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
+        else:
+            raise RuntimeError(f"could not publish {event.type} {event.event_id}")
+        if ack.duplicate:
+            return
+        x = self.expected
+        x.events += 1
+        x.by_type[event.type] += 1
+        if isinstance(event, chat.SessionStarted):
+            x.sessions.setdefault((event.tenant_id, event.payload.session_id), [0, 0])
+        elif isinstance(event, chat.MessageCreated):
+            x.messages += 1
+            assert event.payload.session_id is not None
+            counters = x.sessions[(event.tenant_id, event.payload.session_id)]
+            counters[0] += 1
+            counters[1] += event.payload.metadata.tokens or 0
+        elif isinstance(event, chat.SessionEnded):
+            x.ended.add((event.tenant_id, event.payload.session_id))
+
+
+# --- observing the workers ---------------------------------------------------------------
+
+
+class Acks:
+    """The workers' acks, seen on ``$JS.ACK.>`` as the admin: the delivery count of each
+    message when it was acked (or nak'd, terminated, kept in progress)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.kinds: Counter[str] = Counter()
+        self.delivered_hist: Counter[int] = Counter()
+        # 'stream/consumer' -> stream seq -> the delivery counts it was acked at
+        self.acked: dict[str, dict[int, list[int]]] = {}
+        self.events: list[dict[str, Any]] = []  # naks, terminations, acks after a redelivery
+
+    async def on_msg(self, msg: Msg) -> None:
+        tokens = msg.subject.split(".")
+        # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>, or with
+        # <domain>.<account hash> after ACK and a random token at the end.
+        if len(tokens) == 9:
+            stream, consumer, delivered, sseq = tokens[2], tokens[3], tokens[4], tokens[5]
+        elif len(tokens) >= 11:
+            stream, consumer, delivered, sseq = tokens[4], tokens[5], tokens[6], tokens[7]
+        else:
+            return
+        body = msg.data.split(b" ", 1)[0].decode(errors="replace") or "+ACK"
+        self.kinds[f"{consumer}:{body}"] += 1
+        key, n, seq = f"{stream}/{consumer}", int(delivered), int(sseq)
+        at = round(time.monotonic() - self.t0, 1)
+        if body in ("+ACK", "+NXT"):
+            self.acked.setdefault(key, {}).setdefault(seq, []).append(n)
+            self.delivered_hist[n] += 1
+            if n > 1 and len(self.events) < 500:
+                self.events.append({"at_s": at, "what": body, "on": key, "seq": seq, "n": n})
+        elif body != "+WPI" and len(self.events) < 500:
+            self.events.append({"at_s": at, "what": body, "on": key, "seq": seq, "n": n})
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, seqs in sorted(self.acked.items()):
+            out[key] = {
+                "messages_acked": len(seqs),
+                "max_deliveries": max((max(v) for v in seqs.values()), default=0),
+                "delivered_more_than_once": sum(1 for v in seqs.values() if max(v) > 1),
+                "acked_more_than_once": sum(1 for v in seqs.values() if len(v) > 1),
+            }
+        return out
+
+
+async def consumers(nc: NatsClient) -> dict[str, Any]:
+    """Consumer info of ingest on CHAT and audit on every stream, by 'stream/durable'."""
+    from services.runtime.bus import CHAT, STREAMS
+
+    js = nc.jetstream()
+    wanted = [(CHAT.name, "ingest"), *((s.name, "audit") for s in STREAMS)]
+    out: dict[str, Any] = {}
+    for stream, durable in wanted:
+        with contextlib.suppress(NotFoundError):
+            out[f"{stream}/{durable}"] = await js.consumer_info(stream, durable)
+    return out
+
+
+def caught_up(infos: dict[str, Any]) -> bool:
+    return (
+        len(infos) >= 2
+        and "CHAT/ingest" in infos
+        and "CHAT/audit" in infos
+        and all(i.num_pending == 0 and i.num_ack_pending == 0 for i in infos.values())
+    )
+
+
+async def dead_letters(nc: NatsClient) -> list[dict[str, str]]:
+    """The headers of every message of the DLQ stream."""
+    js = nc.jetstream()
+    depth = (await js.stream_info("DLQ")).state.messages
+    if not depth:
+        return []
+    sub = await js.pull_subscribe(
+        "dlq.>", stream="DLQ", config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+    )
+    found: list[dict[str, str]] = []
+    while len(found) < depth:
+        try:
+            msgs = await sub.fetch(100, timeout=5)
+        except NatsTimeout:
+            break
+        for m in msgs:
+            found.append({"subject": m.subject, **dict(m.headers or {})})
+            await m.ack()
+    await sub.unsubscribe()
+    return found
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    rate: float
+    before_s: float
+    outage_s: float
+    after_s: float
+    tenants: int
+    active: int
+    catchup_timeout_s: float
+    data_dir: Path | None
+    out: Path
+    live_code: bool
+    seed: int
+
+
+def start_worker(service: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [str(Path(sys.executable).parent / "engram"), "run", service],
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+class Probe:
+    """Counts through the superuser's direct connection (past the proxy and the tenant
+    wall: it sees every tenant)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def applied(self) -> tuple[int, int]:
+        messages = await self.conn.fetchval("SELECT count(*) FROM ingest.messages")
+        audit = await self.conn.fetchval("SELECT count(*) FROM audit.events WHERE stream = 'CHAT'")
+        return int(messages), int(audit)
+
+
+class Scenario:
+    """The load, the cut, the restore and the drain, with a progress line every 30 s."""
+
+    def __init__(
+        self, cfg: Config, producer: Producer, probe: Probe, nc: NatsClient, proxy: PostgresCut
+    ) -> None:
+        self.cfg, self.producer, self.probe, self.nc, self.proxy = cfg, producer, probe, nc, proxy
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.acks = Acks()
+        self.logs = Path()
+        self.worker_logs: dict[str, dict[str, Any]] = {}
+        self.marks: dict[str, float] = {}
+        self.restore_seq = 0
+        self.catchup_s: float | None = None
+        self.t0 = time.monotonic()
+        self.next_report = self.t0 + PROGRESS_S
+
+    def check_workers(self) -> None:
+        for name, p in self.workers.items():
+            if p.poll() is not None:
+                raise RuntimeError(f"engram run {name} exited ({p.returncode}); see {self.logs}")
+
+    async def wait_for_consumers(self) -> None:
+        """Both consumers exist: the first events are not read by a worker still starting."""
+        deadline = time.monotonic() + 120
+        while True:
+            infos = await consumers(self.nc)
+            if "CHAT/ingest" in infos and "CHAT/audit" in infos:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("the workers did not create their consumers in 120 s")
+            self.check_workers()
+            await asyncio.sleep(0.5)
+
+    async def tick(self, phase: str) -> None:
+        if self.restore_seq and self.catchup_s is None:
+            await self.restored_yet()
+        if time.monotonic() >= self.next_report:
+            self.next_report += PROGRESS_S
+            await self.progress(phase)
+        self.check_workers()
+
+    async def enter(self, phase: str) -> None:
+        self.marks[phase] = time.monotonic() - self.t0
+        if phase == "outage":
+            links = self.proxy.cut()
+            console.log(f"[red]PostgreSQL cut[/] ({links} connections closed)")
+        elif phase == "after":
+            self.proxy.restore()
+            self.restore_seq = (await self.nc.jetstream().stream_info("CHAT")).state.last_seq
+            console.log(f"[green]PostgreSQL restored[/] (CHAT at seq {self.restore_seq})")
+
+    async def load(self) -> None:
+        """Publish at the rate through the three phases, then end the open sessions."""
+        cfg = self.cfg
+        self.t0 = self.acks.t0 = time.monotonic()  # ack times count from the first publish
+        self.next_report = self.t0 + PROGRESS_S
+        sent, end = 0, self.t0
+        for phase, length in (
+            ("before", cfg.before_s),
+            ("outage", cfg.outage_s),
+            ("after", cfg.after_s),
+        ):
+            await self.enter(phase)
+            end += length
+            while (now := time.monotonic()) < end:
+                due = self.t0 + sent / cfg.rate
+                if due > now:
+                    await asyncio.sleep(min(due, end) - now)
+                    continue
+                await self.producer.publish(self.producer.next_event())
+                sent += 1
+                await self.tick(phase)
+        for event in self.producer.closing():
+            await self.producer.publish(event)
+        self.marks["published"] = time.monotonic() - self.t0
+
+    async def drain(self) -> None:
+        """Until both workers have acked everything (or the timeout)."""
+        expected = self.producer.expected.messages
+        console.log(f"published {self.producer.expected.events:,} events; waiting for the workers")
+        deadline = time.monotonic() + self.cfg.catchup_timeout_s
+        while True:
+            if self.restore_seq and self.catchup_s is None:
+                await self.restored_yet()
+            infos = await consumers(self.nc)
+            if caught_up(infos) and (await self.probe.applied())[0] >= expected:
+                break
+            if time.monotonic() > deadline:
+                console.log("[red]the workers did not catch up in time")
+                break
+            await self.tick("draining")
+            await asyncio.sleep(0.25)
+        self.marks["caught_up"] = time.monotonic() - self.t0
+
+    async def restored_yet(self) -> None:
+        """Both workers have acked everything published up to the restore: the seconds
+        since the restore are the time to catch up."""
+        js = self.nc.jetstream()
+        for durable in SERVICES:
+            info = await js.consumer_info("CHAT", durable)
+            if info.ack_floor.stream_seq < self.restore_seq:
+                return
+        self.catchup_s = time.monotonic() - self.t0 - self.marks["after"]
+        console.log(f"caught up with the outage's backlog {self.catchup_s:.1f}s after the restore")
+
+    async def progress(self, phase: str) -> None:
+        messages, audit = await self.probe.applied()
+        infos = await consumers(self.nc)
+        behind = {
+            k.split("/")[1]: i.num_pending + i.num_ack_pending
+            for k, i in infos.items()
+            if k.startswith("CHAT/")
+        }
+        x = self.producer.expected
+        console.log(
+            f"{time.monotonic() - self.t0:5.0f}s {phase:<8} published {x.events:>6,} "
+            f"({x.messages:,} messages); applied {messages:,} messages, {audit:,} audit rows; "
+            f"behind: ingest {behind.get('ingest', 0):,}, audit {behind.get('audit', 0):,}"
+        )
+
+
+async def run(cfg: Config, stack: Any, logs: Path) -> dict[str, Any]:
+    from services.catalog import SERVICES as CATALOG
+    from services.catalog import migrate
+    from services.runtime.bus_setup import connect, setup_bus
+    from services.runtime.db import login_url
+
+    database_url = stack.postgres.url
+    await migrate(database_url, list(SERVICES))
+    console.log(f"bus: {', '.join(await setup_bus(stack.nats_url()))}")
+    pg = urlsplit(database_url)
+    proxy = PostgresCut(pg.hostname or "127.0.0.1", pg.port or 5432)
+    proxy_port = await proxy.start()
+    admin = await connect(stack.nats_url())
+    producer_nc = await connect(stack.nats_url("producer"))
+    db = await asyncpg.connect(database_url)
+    producer = Producer(producer_nc, cfg.tenants, cfg.active, cfg.seed)
+    scenario = Scenario(cfg, producer, Probe(db), admin, proxy)
+    scenario.logs, acks = logs, scenario.acks
+    await admin.subscribe("$JS.ACK.>", cb=acks.on_msg)
+    try:
+        for service in SERVICES:
+            # Each worker as its own PostgreSQL role (through the proxy) and NATS user.
+            env = {
+                "NATS_URL": stack.nats_url(service),
+                "DATABASE_URL": login_url(
+                    through(database_url, proxy_port), CATALOG.get(service).role
+                ),
+            }
+            scenario.workers[service] = start_worker(service, env, logs / f"{service}.log")
+        console.log(f"started engram run {' and '.join(SERVICES)}; logs in {logs}")
+        await scenario.wait_for_consumers()
+        await scenario.load()
+        await scenario.drain()
+        await asyncio.sleep(1.0)  # the last acks reach our $JS.ACK subscription
+        result = await verdict(
+            producer,
+            db,
+            admin,
+            acks,
+            proxy=proxy,
+            marks=scenario.marks,
+            catchup_s=scenario.catchup_s,
+        )
+    finally:
+        for p in scenario.workers.values():
+            stop_process(p)
+        await proxy.stop()
+        scenario.worker_logs = {s: read_log(logs / f"{s}.log") for s in scenario.workers}
+        await db.close()
+        await producer_nc.close()
+        await admin.close()
+    result["worker_logs"] = scenario.worker_logs
+    return result
+
+
+def read_log(path: Path) -> dict[str, Any]:
+    """What a worker said about the outage: its errors, and the lines about the database."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return {}
+    said = [
+        line
+        for line in lines
+        if any(k in line for k in ("holding the batch", "is back after", "batch failed", "Error:"))
+    ]
+    return {
+        "error_lines": sum(1 for line in lines if " ERROR " in line),
+        "held_batches": sum(1 for line in lines if "holding the batch" in line),
+        "batches_failed": sum(1 for line in lines if "batch failed" in line),
+        "outage_lines": said[:40],
+    }
+
+
+async def verdict(
+    producer: Producer,
+    db: asyncpg.Connection,
+    nc: NatsClient,
+    acks: Acks,
+    *,
+    proxy: PostgresCut,
+    marks: dict[str, float],
+    catchup_s: float | None,
+) -> dict[str, Any]:
+    x = producer.expected
+    rows = await db.fetch(
+        "SELECT tenant_id, session_id, message_count, total_tokens, status "
+        "FROM ingest.conversation_sessions"
+    )
+    stored = {(r["tenant_id"], r["session_id"]): r for r in rows}
+    wrong: list[dict[str, Any]] = []
+    for key, (count, tokens) in x.sessions.items():
+        r = stored.get(key)
+        got = (r["message_count"], r["total_tokens"]) if r else None
+        ended_ok = r is not None and (r["status"] == "ended") == (key in x.ended)
+        if got != (count, tokens) or not ended_ok:
+            wrong.append(
+                {
+                    "tenant": key[0],
+                    "session": str(key[1]),
+                    "expected": [count, tokens],
+                    "stored": list(got) if got else None,
+                    "status": r["status"] if r else None,
+                }
+            )
+    extra_sessions = len(set(stored) - set(x.sessions))
+    messages = int(await db.fetchval("SELECT count(*) FROM ingest.messages"))
+    conversations = int(await db.fetchval("SELECT count(*) FROM ingest.conversations"))
+    audit_chat = int(
+        await db.fetchval(
+            "SELECT count(DISTINCT stream_seq) FROM audit.events WHERE stream = 'CHAT'"
+        )
+    )
+    audit_rows = int(await db.fetchval("SELECT count(*) FROM audit.events"))
+    js = nc.jetstream()
+    chat_stream = (await js.stream_info("CHAT")).state
+    letters = await dead_letters(nc)
+    kinds = Counter(d.get("Engram-Dlq-Kind", "?") for d in letters)
+    infos = await consumers(nc)
+    ack_summary = acks.summary()
+    redelivered = {k: i.num_redelivered for k, i in infos.items()}
+    final_pending = {k: [i.num_pending, i.num_ack_pending] for k, i in infos.items()}
+    expected_tokens = sum(t for _, t in x.sessions.values())
+    stored_tokens = sum(int(r["total_tokens"]) for r in rows)
+    result = {
+        "published_events": x.events,
+        "published_by_type": dict(x.by_type),
+        "published_messages": x.messages,
+        "publish_retries": x.publish_retries,
+        "chat_stream_messages": chat_stream.messages,
+        "rows_ingest_messages": messages,
+        "rows_ingest_conversations": conversations,
+        "conversations_expected": x.by_type.get("chat.conversation.created", 0),
+        "sessions_expected": len(x.sessions),
+        "sessions_stored": len(rows),
+        "sessions_wrong": len(wrong),
+        "sessions_wrong_detail": wrong[:50],
+        "sessions_unexpected": extra_sessions,
+        "tokens_expected": expected_tokens,
+        "tokens_stored": stored_tokens,
+        "audit_rows_chat": audit_chat,
+        "audit_rows_total": audit_rows,
+        "dlq_depth": len(letters),
+        "dead_letters_by_kind": dict(kinds),
+        "dead_letters_exhausted": kinds.get("exhausted", 0),
+        "dead_letters_sample": letters[:20],
+        "num_redelivered": redelivered,
+        "final_pending": final_pending,
+        "max_deliveries": max((c["max_deliveries"] for c in ack_summary.values()), default=0),
+        "delivered_more_than_once": sum(
+            c["delivered_more_than_once"] for c in ack_summary.values()
+        ),
+        "acks_by_consumer": ack_summary,
+        "ack_events": acks.events,
+        "acks_by_kind": dict(acks.kinds),
+        "deliveries_histogram": {str(k): v for k, v in sorted(acks.delivered_hist.items())},
+        "connections_refused_during_outage": proxy.refused,
+        "catchup_after_restore_s": catchup_s,
+        "phase_marks_s": marks,
+    }
+    result["lost_messages"] = x.messages - messages
+    result["ok"] = bool(
+        messages == x.messages
+        and conversations == result["conversations_expected"]
+        and not wrong
+        and not extra_sessions
+        and audit_chat == chat_stream.messages == x.events
+        and not letters
+        and all(v == [0, 0] for v in final_pending.values())
+    )
+    return result
+
+
+def table(cfg: Config, r: dict[str, Any]) -> Table:
+    t = Table(
+        title=f"PostgreSQL cut for {cfg.outage_s:.0f}s at {cfg.rate:g} events/s "
+        f"({cfg.before_s:.0f}s before, {cfg.after_s:.0f}s after)"
+    )
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    t.add_column("expected", justify="right")
+    catch = r["catchup_after_restore_s"]
+    rows = [
+        ("events published", f"{r['published_events']:,}", ""),
+        ("  in the CHAT stream", f"{r['chat_stream_messages']:,}", f"{r['published_events']:,}"),
+        ("messages published", f"{r['published_messages']:,}", ""),
+        (
+            "rows in ingest.messages",
+            f"{r['rows_ingest_messages']:,}",
+            f"{r['published_messages']:,}",
+        ),
+        (
+            "rows in ingest.conversations",
+            f"{r['rows_ingest_conversations']:,}",
+            f"{r['conversations_expected']:,}",
+        ),
+        ("sessions stored", f"{r['sessions_stored']:,}", f"{r['sessions_expected']:,}"),
+        ("sessions with wrong counters", f"{r['sessions_wrong']:,}", "0"),
+        ("total_tokens over sessions", f"{r['tokens_stored']:,}", f"{r['tokens_expected']:,}"),
+        ("audit rows (CHAT)", f"{r['audit_rows_chat']:,}", f"{r['published_events']:,}"),
+        ("DLQ depth", f"{r['dlq_depth']:,}", "0"),
+        ("'exhausted' dead letters", f"{r['dead_letters_exhausted']:,}", "0"),
+        ("num_redelivered (at the end)", fmt_map(r["num_redelivered"]), ""),
+        ("messages delivered more than once", f"{r['delivered_more_than_once']:,}", ""),
+        ("most deliveries of a message", str(r["max_deliveries"]), ""),
+        (
+            "worker batches failed (nak'd)",
+            fmt_map({k: v.get("batches_failed", 0) for k, v in r["worker_logs"].items()}),
+            "",
+        ),
+        ("connections refused (outage)", f"{r['connections_refused_during_outage']:,}", ""),
+        ("caught up after restore", "-" if catch is None else f"{catch:.1f} s", ""),
+    ]
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
+def fmt_map(m: dict[str, int]) -> str:
+    return ", ".join(
+        f"{k.split('/')[1] if k.startswith('CHAT/') else k}: {v}"
+        for k, v in m.items()
+        if v or "/" not in k or k.startswith("CHAT/")
+    )
+
+
+def parse_args(argv: list[str]) -> Config:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--outage-s", type=float, default=600.0, help="PostgreSQL cut (600)")
+    parser.add_argument("--rate", type=float, default=20.0, help="events/s published (20)")
+    parser.add_argument("--before-s", type=float, default=30.0, help="load before the cut (30)")
+    parser.add_argument("--after-s", type=float, default=30.0, help="load after restore (30)")
+    parser.add_argument("--tenants", type=int, default=3, help="tenants (3)")
+    parser.add_argument("--active", type=int, default=12, help="conversations at once (12)")
+    parser.add_argument(
+        "--catchup-timeout-s", type=float, default=600.0, help="give up waiting after (600)"
+    )
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="servers' data (default: a temp dir)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "bench" / "results" / "outage.json", help="JSON"
+    )
+    parser.add_argument(
+        "--live-code", action="store_true", help="run the working tree, not a snapshot"
+    )
+    a = parser.parse_args(argv)
+    return Config(
+        rate=a.rate,
+        before_s=a.before_s,
+        outage_s=a.outage_s,
+        after_s=a.after_s,
+        tenants=a.tenants,
+        active=a.active,
+        catchup_timeout_s=a.catchup_timeout_s,
+        data_dir=a.data_dir,
+        out=a.out,
+        live_code=a.live_code,
+        seed=a.seed,
+    )
+
+
+def main(argv: list[str]) -> int:
+    cfg = parse_args(argv)
+    if not cfg.live_code and SNAPSHOT_ENV not in os.environ:
+        reexec_on_snapshot(__file__, argv)  # does not return
+    snapshot = os.environ.get(SNAPSHOT_ENV)
+    code = _common.code_version(Path(snapshot) if snapshot else ROOT)
+    if imported_code(console) is None:
+        return 2
+    from services.catalog import SERVICES as CATALOG
+    from services.runtime.embedded import DevStack
+
+    temp = None
+    if cfg.data_dir is None:
+        temp = Path(tempfile.mkdtemp(prefix="engram-outage-"))
+        os.chmod(temp, 0o755)  # the embedded PostgreSQL runs as its own user under root
+    data_dir = cfg.data_dir or temp
+    assert data_dir is not None
+    logs = data_dir / "bench-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stack = DevStack(data_dir, CATALOG)
+    started = datetime.now(UTC)
+    try:
+        stack.start()
+        console.log(f"embedded servers in {data_dir}")
+        result = asyncio.run(run(cfg, stack, logs))
+    except KeyboardInterrupt:
+        console.log("interrupted")
+        return 130
+    finally:
+        stack.stop()
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+        if snapshot and Path(snapshot).name.startswith(SNAPSHOT_PREFIX):
+            shutil.rmtree(snapshot, ignore_errors=True)
+    console.print(table(cfg, result))
+    verdict_text = "[green]nothing lost[/]" if result["ok"] else "[red]LOSS OR MISCOUNT[/]"
+    console.print(verdict_text)
+    report = {
+        "benchmark": "outage",
+        "when": started.isoformat(timespec="seconds"),
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()},
+        "machine": {"cpus": os.cpu_count(), "loadavg_at_end": loadavg()},
+        "code": code,
+        "result": result,
+    }
+    write_report(cfg.out, report)
+    console.log(f"wrote {cfg.out}")
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
