@@ -1,4 +1,4 @@
-"""TLS to NATS and to PostgreSQL, with self-signed certificates (issue 13).
+"""TLS to NATS and to PostgreSQL, with self-signed certificates made by the test (issue 13).
 
 NATS: a nats-server that accepts TLS only, with engram's authorization block; the bus is
 set up and the real ingest worker applies an event over it when NATS_CA_FILE names the
@@ -10,17 +10,22 @@ connects encrypted and verified, and refuses a server its authority did not sign
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import ssl
-import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 from uuid import uuid4
 
 import asyncpg
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from services.catalog import SERVICES
 from services.runtime import nats_auth
@@ -44,22 +49,58 @@ class Authority:
     key: Path
 
 
+def _key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
 def make_authority(folder: Path, name: str) -> Authority:
+    """A self-signed authority and a server certificate for 127.0.0.1 and localhost."""
     folder.mkdir(parents=True)
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
-
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-            f"/CN={name} test CA", "-keyout", "ca.key", "-out", "ca.pem")  # fmt: skip
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
-            "-keyout", "server.key", "-out", "server.csr")  # fmt: skip
-    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-extfile", "san.ext",
-            "-out", "server.pem")  # fmt: skip
-    (folder / "server.key").chmod(0o600)
-    return Authority(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    now = datetime.now(UTC)
+    ca_key, server_key = _key(), _key()
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(_name(f"{name} test CA"))
+        .issuer_name(_name(f"{name} test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(_name("localhost"))
+        .issuer_name(ca.subject)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    authority = Authority(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    authority.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    authority.cert.write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    authority.key.write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    authority.key.chmod(0o600)
+    return authority
 
 
 @pytest.fixture
