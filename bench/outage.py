@@ -28,10 +28,8 @@ import asyncio
 import contextlib
 import os
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 import warnings
@@ -40,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -60,7 +58,7 @@ from rich.table import Table  # noqa: E402
 from bench import _common  # noqa: E402
 from bench._common import (  # noqa: E402
     SNAPSHOT_ENV,
-    SNAPSHOT_PREFIX,
+    embedded_servers,
     imported_code,
     loadavg,
     reexec_on_snapshot,
@@ -68,6 +66,7 @@ from bench._common import (  # noqa: E402
     write_report,
 )
 from contracts import chat  # noqa: E402
+from tests.proxy import PostgresCut, through  # noqa: E402
 
 SERVICES = ("ingest", "audit")
 PROGRESS_S = 30.0
@@ -75,69 +74,6 @@ PROGRESS_S = 30.0
 console = Console(highlight=False, log_path=False)
 if not console.is_terminal:
     console = Console(highlight=False, log_path=False, width=110)
-
-
-# --- the proxy ---------------------------------------------------------------------------
-
-
-class PostgresCut:
-    """A TCP proxy in front of PostgreSQL that can be cut (every connection closed, new
-    ones refused) and restored; as in tests/connected/test_database_outage.py."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._target = (host, port)
-        self._open = True
-        self._links: set[asyncio.StreamWriter] = set()
-        self._server: asyncio.Server | None = None
-        self.refused = 0
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self._open:
-            self.refused += 1
-            writer.close()
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self._target)
-        except OSError:
-            writer.close()
-            return
-        self._links |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(Exception):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        with contextlib.suppress(Exception):
-            writer.close()
-        self._links.discard(writer)
-
-    def cut(self) -> int:
-        """Close every connection and refuse new ones; how many links were open."""
-        self._open = False
-        links = list(self._links)
-        for writer in links:
-            writer.close()
-        return len(links)
-
-    def restore(self) -> None:
-        self._open = True
-
-    async def stop(self) -> None:
-        self.cut()
-        if self._server is not None:
-            self._server.close()
-
-
-def through(dsn: str, port: int) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit(":", 1)[0] + f":{port}"))
 
 
 # --- the producer ------------------------------------------------------------------------
@@ -562,20 +498,24 @@ class Scenario:
         )
 
 
-async def run(cfg: Config, stack: Any, logs: Path) -> dict[str, Any]:
+async def run(cfg: Config, servers: _common.Servers) -> dict[str, Any]:
     from services.catalog import SERVICES as CATALOG
     from services.catalog import migrate
     from services.runtime.bus_setup import connect, setup_bus
     from services.runtime.db import login_url
 
-    database_url = stack.postgres.url
+    database_url, admin_url, logs = (
+        servers.urls["DATABASE_URL"],
+        servers.urls["NATS_URL"],
+        servers.logs,
+    )
     await migrate(database_url, list(SERVICES))
-    console.log(f"bus: {', '.join(await setup_bus(stack.nats_url()))}")
+    console.log(f"bus: {', '.join(await setup_bus(admin_url))}")
     pg = urlsplit(database_url)
     proxy = PostgresCut(pg.hostname or "127.0.0.1", pg.port or 5432)
     proxy_port = await proxy.start()
-    admin = await connect(stack.nats_url())
-    producer_nc = await connect(stack.nats_url("producer"))
+    admin = await connect(admin_url)
+    producer_nc = await connect(servers.nats_users["producer"])
     db = await asyncpg.connect(database_url)
     producer = Producer(producer_nc, cfg.tenants, cfg.active, cfg.seed)
     scenario = Scenario(cfg, producer, Probe(db), admin, proxy)
@@ -585,7 +525,7 @@ async def run(cfg: Config, stack: Any, logs: Path) -> dict[str, Any]:
         for service in SERVICES:
             # Each worker as its own PostgreSQL role (through the proxy) and NATS user.
             env = {
-                "NATS_URL": stack.nats_url(service),
+                "NATS_URL": servers.nats_users[service],
                 "DATABASE_URL": login_url(
                     through(database_url, proxy_port), CATALOG.get(service).role
                 ),
@@ -835,32 +775,13 @@ def main(argv: list[str]) -> int:
     code = _common.code_version(Path(snapshot) if snapshot else ROOT)
     if imported_code(console) is None:
         return 2
-    from services.catalog import SERVICES as CATALOG
-    from services.runtime.embedded import DevStack
-
-    temp = None
-    if cfg.data_dir is None:
-        temp = Path(tempfile.mkdtemp(prefix="engram-outage-"))
-        os.chmod(temp, 0o755)  # the embedded PostgreSQL runs as its own user under root
-    data_dir = cfg.data_dir or temp
-    assert data_dir is not None
-    logs = data_dir / "bench-logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    stack = DevStack(data_dir, CATALOG)
     started = datetime.now(UTC)
     try:
-        stack.start()
-        console.log(f"embedded servers in {data_dir}")
-        result = asyncio.run(run(cfg, stack, logs))
+        with embedded_servers(cfg.data_dir, "engram-outage-", console) as servers:
+            result = asyncio.run(run(cfg, servers))
     except KeyboardInterrupt:
         console.log("interrupted")
         return 130
-    finally:
-        stack.stop()
-        if temp is not None:
-            shutil.rmtree(temp, ignore_errors=True)
-        if snapshot and Path(snapshot).name.startswith(SNAPSHOT_PREFIX):
-            shutil.rmtree(snapshot, ignore_errors=True)
     console.print(table(cfg, result))
     verdict_text = "[green]nothing lost[/]" if result["ok"] else "[red]LOSS OR MISCOUNT[/]"
     console.print(verdict_text)

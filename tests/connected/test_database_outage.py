@@ -5,11 +5,10 @@ instead of spending deliveries until valid events are dead-lettered as "exhauste
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -19,54 +18,9 @@ from services.runtime.service import Worker
 from tests import factories
 from tests.conftest import Env
 from tests.helpers import dlq_depth, eventually, publish
+from tests.proxy import PostgresCut, through
 
 pytestmark = pytest.mark.connected
-
-
-class PostgresCut:
-    """A TCP proxy in front of PostgreSQL that the test can cut (every connection closed,
-    new ones refused) and restore."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._target = (host, port)
-        self._open = True
-        self._links: set[asyncio.StreamWriter] = set()
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self._open:
-            writer.close()
-            return
-        up_reader, up_writer = await asyncio.open_connection(*self._target)
-        self._links |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(Exception):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        with contextlib.suppress(Exception):
-            writer.close()
-        self._links.discard(writer)
-
-    def cut(self) -> None:
-        self._open = False
-        for writer in list(self._links):
-            writer.close()
-
-    def restore(self) -> None:
-        self._open = True
-
-    async def stop(self) -> None:
-        self.cut()
-        if self._server is not None:
-            self._server.close()
 
 
 @pytest.fixture
@@ -74,8 +28,7 @@ async def cut(env: Env) -> AsyncIterator[tuple[PostgresCut, str]]:
     url = urlsplit(env.login("ingest"))
     proxy = PostgresCut(url.hostname or "127.0.0.1", url.port or 5432)
     port = await proxy.start()
-    netloc = url.netloc.rsplit(":", 1)[0] + f":{port}"
-    yield proxy, urlunsplit(url._replace(netloc=netloc))
+    yield proxy, through(env.login("ingest"), port)
     await proxy.stop()
 
 
