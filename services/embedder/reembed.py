@@ -30,7 +30,7 @@ from services.embedder import repo, repo_models
 from services.embedder.announce import Announcer
 from services.embedder.model import LoadedModel, load, resolve
 from services.embedder.spec import SPEC
-from services.runtime.db import quote_ident
+from services.runtime.db import act_for_all_tenants
 
 log = logging.getLogger("engram.embedder.reembed")
 Page = list[tuple[int, str, str, str]]  # chunk id, tenant, hash, text
@@ -52,7 +52,7 @@ async def connect(database_url: str) -> asyncpg.Connection:
     await register_vector(conn)
     # Moving the index spans every tenant: this one connection acts, for its whole
     # session, as the embedder's cross-tenant role (an admin login or the worker's).
-    await conn.execute(f"SET ROLE {quote_ident(SPEC.store.roles.all_tenants)}")
+    await act_for_all_tenants(conn, SPEC.store.roles, local=False)
     return conn
 
 

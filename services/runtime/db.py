@@ -98,11 +98,13 @@ async def scope_tenants(conn: Connection, tenants: Iterable[str]) -> None:
     await scope_tenant(conn, ",".join(sorted(set(tenants))))
 
 
-async def act_for_all_tenants(conn: Connection, roles: Roles) -> None:
-    """For the rest of the transaction, act as the service's cross-tenant role: the one
-    explicit way past the tenant wall, for jobs that span tenants by design (queues,
-    retention, re-embedding). Query paths never call it."""
-    await conn.execute(f"SET LOCAL ROLE {quote_ident(roles.all_tenants)}")
+async def act_for_all_tenants(conn: Connection, roles: Roles, *, local: bool = True) -> None:
+    """Act as the service's cross-tenant role until the end of the transaction
+    (``local``), else of the session: the one explicit way past the tenant wall, for jobs
+    that span tenants by design (queues, retention, re-embedding). Query paths never call
+    it."""
+    scope = "LOCAL " if local else ""
+    await conn.execute(f"SET {scope}ROLE {quote_ident(roles.all_tenants)}")
 
 
 def login_url(dsn: str, user: str, password: str | None = None) -> str:

@@ -19,7 +19,6 @@ import asyncpg
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.js.errors import NotFoundError
 
 from services.audit.export import export_tenant
 from services.audit.logic import MAX_BODY_DEPTH, TENANT_MALFORMED, TENANT_UNKNOWN
@@ -29,7 +28,7 @@ from services.runtime.bus import STREAMS, ConsumerSpec, ensure_consumer
 from tests.conftest import Env
 from tests.connected.audit_fixtures import *  # noqa: F403 - the fixtures
 from tests.connected.audit_fixtures import RunAudit, recorded, verify
-from tests.helpers import eventually
+from tests.helpers import drained, eventually
 
 pytestmark = pytest.mark.connected
 
@@ -101,15 +100,8 @@ async def publish_all(nc: NatsClient, sent: list[Sent]) -> list[Sent]:
 
 
 async def settled(nc: NatsClient) -> bool:
-    js = nc.jetstream()
-    for stream in STREAMS:
-        try:
-            info = await js.consumer_info(stream.name, "audit")
-        except NotFoundError:
-            return False
-        if info.num_pending or info.num_ack_pending:
-            return False
-    return True
+    """The writer acked everything on every stream it reads."""
+    return all([await drained(nc, stream.name, "audit") for stream in STREAMS])
 
 
 async def check_rows(db: asyncpg.Connection, sent: list[Sent]) -> None:

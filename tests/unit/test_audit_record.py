@@ -12,10 +12,11 @@ import pytest
 
 from services.audit import canonical as c
 from services.audit.logic import TENANT_MALFORMED, TENANT_UNKNOWN, build_record, tenant_lock_key
-from services.audit.record import AuditRecord, chain_hash, record_fields, stored_record
+from services.audit.record import AuditRecord, chain_hash, record_fields
 from services.audit.redaction import RedactionPolicy, parse_path, redact
 from services.audit.settings import AuditSettings
 from tests import factories as f
+from tests.unit.audit_records import read_back
 
 AT = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
@@ -152,28 +153,7 @@ def test_chain_hash_is_sha256_of_prev_and_the_canonical_record() -> None:
 )
 def test_what_verify_rebuilds_from_stored_columns_hashes_the_same(data: bytes) -> None:
     r = record(data, RedactionPolicy.parse(["payload.content"], {}))
-    back = stored_record(
-        tenant_id=r.tenant_id,
-        record_id=r.record_id,
-        event_id=r.source_event_id,
-        stream=r.stream,
-        stream_seq=r.stream_seq,
-        subject=r.subject,
-        type=r.event_type,
-        producer=r.producer,
-        schema_version=r.schema_version,
-        correlation_id=r.correlation_id,
-        causation_id=r.causation_id,
-        occurred_at=r.occurred_at,
-        received_at=r.received_at,
-        headers=r.headers,
-        payload=None if r.payload_text is None else json.loads(r.payload_text),
-        has_payload=r.payload_text is not None,
-        extra=r.extra,
-        raw=r.raw,
-        redacted=r.redacted,
-        payload_sha256=r.payload_sha256,
-    )
+    back = read_back(r)
     assert back.record_text == r.record_text
 
 

@@ -20,8 +20,9 @@ from services.audit import handlers
 from services.audit.chain import StoredRow
 from services.audit.export import row_from_json, row_json, write_line
 from services.audit.logic import MAX_BODY_DEPTH, TENANT_MALFORMED, TENANT_UNKNOWN, build_record
-from services.audit.record import AuditRecord, record_id, stored_record
+from services.audit.record import AuditRecord, record_id
 from services.audit.redaction import RedactionPolicy
+from tests.unit.audit_records import read_back
 
 AT = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 EVENT_ID = str(uuid4())
@@ -48,32 +49,6 @@ def record(data: bytes, **kw: Any) -> AuditRecord:
         "policy": RedactionPolicy(),
     }
     return build_record(data=data, **(args | kw))
-
-
-def read_back(r: AuditRecord) -> AuditRecord:
-    """The record as verify rebuilds it from the stored columns (jsonb gives text back)."""
-    return stored_record(
-        tenant_id=r.tenant_id,
-        record_id=r.record_id,
-        event_id=r.source_event_id,
-        stream=r.stream,
-        stream_seq=r.stream_seq,
-        subject=r.subject,
-        type=r.event_type,
-        producer=r.producer,
-        schema_version=r.schema_version,
-        correlation_id=r.correlation_id,
-        causation_id=r.causation_id,
-        occurred_at=r.occurred_at,
-        received_at=r.received_at,
-        headers=r.headers,
-        payload=None if r.payload_text is None else c.loads(r.payload_text),
-        has_payload=r.payload_text is not None,
-        extra=None if r.extra is None else c.loads(c.dumps(r.extra)),
-        raw=r.raw,
-        redacted=r.redacted,
-        payload_sha256=r.payload_sha256,
-    )
 
 
 def exported(r: AuditRecord) -> AuditRecord:
