@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import math
@@ -55,7 +56,6 @@ import asyncpg  # noqa: E402
 import nats  # noqa: E402
 from nats.js import JetStreamContext  # noqa: E402
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy  # noqa: E402
-from nats.js.errors import NotFoundError  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import (  # noqa: E402
     BarColumn,
@@ -71,15 +71,21 @@ from rich.table import Table  # noqa: E402
 from bench import _common  # noqa: E402
 from bench._common import (  # noqa: E402
     SNAPSHOT_ENV,
+    Outgoing,
     Postgres,
     admin_url,
+    consumer_info,
     embedded_servers,
+    engram_cmd,
     fresh_streams,
     imported_code,
     loadavg,
     percentile,
     reexec_on_snapshot,
+    start_process,
+    steady_publish,
     stop_process,
+    wait_consumer,
     worker_login,
     write_report,
 )
@@ -433,25 +439,15 @@ class Servers(Postgres):
         return worker_env(cfg, nats_url, worker_login(url, "ingest"))
 
     async def make_template(self) -> None:
-        from services.catalog import migrate
-
-        await self.admin(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
-        await self.admin(f"CREATE DATABASE {TEMPLATE_DB}")
-        await migrate(self.url(TEMPLATE_DB), ["ingest"])
+        url = await self.migrated_template(TEMPLATE_DB, ["ingest"])
         if not self.rls:
-            await without_rls(self.url(TEMPLATE_DB))
+            await without_rls(url)
 
     async def fresh_db(self, name: str) -> str:
-        await self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await self.admin(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
-        return self.url(name)
+        return await self.clone(name, TEMPLATE_DB)
 
     async def drop_db(self, name: str) -> None:
-        await self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-    async def checkpoint(self) -> None:
-        # Start each timed phase with no dirty buffers left over from the one before.
-        await self.admin("CHECKPOINT")
+        await self.drop(name)
 
 
 async def without_rls(url: str) -> None:
@@ -469,32 +465,6 @@ async def without_rls(url: str) -> None:
             )
     finally:
         await conn.close()
-
-
-async def consumer_info(js: JetStreamContext, durable: str) -> Any:
-    try:
-        return await js.consumer_info("CHAT", durable)
-    except NotFoundError:
-        return None
-
-
-def start_process(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    log = log_path.open("ab")
-    try:
-        return subprocess.Popen(
-            args,
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=ROOT,
-        )
-    finally:
-        log.close()
-
-
-def engram_cmd() -> list[str]:
-    return [str(Path(sys.executable).parent / "engram"), "run", "ingest"]
 
 
 def naive_cmd() -> list[str]:
@@ -602,17 +572,6 @@ class CpuMeter(_common.CpuMeter):
         super().__init__(pids, {} if worker is None else {"worker": worker})
         self.worker = worker
 
-    def stop(self, events: int) -> dict[str, float]:
-        wall, used, machine = self.measure()
-        out: dict[str, float] = {"wall_s": wall}
-        for name, cpu in used.items():
-            out[f"{name}_cores"] = cpu / wall
-            out[f"{name}_us_per_event"] = 1e6 * cpu / max(events, 1)
-        if machine is not None:
-            out["machine_cores_busy"] = machine
-            out["others_cores"] = max(0.0, machine - sum(used.values()) / wall)
-        return out
-
 
 @dataclass
 class Consumed:
@@ -622,18 +581,6 @@ class Consumed:
     partial: bool = False
     startup_s: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)
-
-
-async def wait_consumer(
-    js: JetStreamContext, durable: str, proc: subprocess.Popen[bytes], limit_s: float = 60.0
-) -> None:
-    deadline = time.perf_counter() + limit_s
-    while await consumer_info(js, durable) is None:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{durable} process exited with {proc.returncode}; see its log")
-        if time.perf_counter() > deadline:
-            raise TimeoutError(f"consumer {durable} did not appear in {limit_s}s")
-        await asyncio.sleep(0.005)
 
 
 async def measure_consumption(  # noqa: PLR0912 - one polling loop, several exits
@@ -803,17 +750,12 @@ class Latency:
     cpu: dict[str, float] = field(default_factory=dict)
 
 
-def _ack_stream_seq(subject: str, stream: str, durable: str) -> int | None:
-    # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>
-    # (or the v2 form with domain and account hash before <stream>)
-    tokens = subject.split(".")
-    for i in range(2, len(tokens) - 3):
-        if tokens[i] == stream and tokens[i + 1] == durable:
-            return int(tokens[i + 3])
-    return None
+def _fresh(event: MessageCreated) -> bytes:
+    # Stamped when sent, as a producer would.
+    return event.model_copy(update={"occurred_at": datetime.now(UTC)}).model_dump_json().encode()
 
 
-async def measure_latency(  # noqa: PLR0915
+async def measure_latency(
     nc: Any,
     js: JetStreamContext,
     db: asyncpg.Connection,
@@ -824,92 +766,54 @@ async def measure_latency(  # noqa: PLR0915
     ui: Ui,
     meter: CpuMeter | None = None,
 ) -> Latency:
-    """Publish at a steady rate; a poller (every ~2 ms) records when each row is visible.
+    """Publish at a steady rate; a poller (every ~2 ms) records when each row is visible
+    (``_common.steady_publish``). Latency of an event = start of the first poll that sees
+    its row - its publish call. The worker's acks, observed on $JS.ACK.>, give a second
+    timing."""
 
-    Latency of an event = start of the first poll that sees its row - its publish call.
-    The resolution is the poll period (~2-3 ms); the poller adds no work to the worker
-    (only to PostgreSQL). The worker's acks, observed on $JS.ACK.>, give a second timing.
-    """
-    outstanding: dict[uuid.UUID, float] = {}
-    latencies: list[float] = []
-    publishing_done = asyncio.Event()
+    def outgoing(batch: Sequence[MessageCreated], timed: bool) -> list[Outgoing]:
+        return [
+            Outgoing(e.type, functools.partial(_fresh, e), e.headers(), e.payload.message_id, timed)
+            for e in batch
+        ]
+
     query = "SELECT message_id FROM ingest.messages WHERE message_id = ANY($1::uuid[])"
-    acked: dict[int, float] = {}
+    task = ui.task("(d) latency warm-up", warmup)
+    await steady_publish(
+        nc,
+        js,
+        db,
+        outgoing(events[:warmup], False),
+        rate=rate,
+        poll_sql=query,
+        settle_s=30,
+        progress=lambda i: ui.update(task, i),
+    )
+    ui.finish(task, f"(d) warm-up: {warmup} events")
+    measured = events[warmup:]
+    task = ui.task(f"(d) latency at {rate:,}/s", len(measured))
+    cpu: dict[str, float] = {}
 
-    async def on_ack(msg: Any) -> None:
-        at = time.perf_counter()
-        if msg.data and not msg.data.startswith(b"+ACK"):
-            return  # in-progress, nak, term
-        seq = _ack_stream_seq(msg.subject, "CHAT", "ingest")
-        if seq is not None:
-            acked.setdefault(seq, at)
-
-    ack_sub = await nc.subscribe("$JS.ACK.>", cb=on_ack)
-
-    async def poller() -> None:
-        while not (publishing_done.is_set() and not outstanding):
-            if outstanding:
-                ids = list(outstanding)
-                t = time.perf_counter()
-                for row in await db.fetch(query, ids):
-                    published_at = outstanding.pop(row[0], None)
-                    if published_at is not None and published_at >= 0:
-                        latencies.append(t - published_at)
-            await asyncio.sleep(0.002)
-
-    sent: list[tuple[asyncio.Future[Any], float]] = []
-
-    async def publish(batch: Sequence[MessageCreated], measured: bool, task: TaskID) -> float:
-        futures = []
-        started = time.perf_counter()
-        i = 0
-        while i < len(batch):
-            due = min(len(batch), int((time.perf_counter() - started) * rate) + 1)
-            while i < due:
-                event = batch[i].model_copy(update={"occurred_at": datetime.now(UTC)})
-                data = event.model_dump_json().encode()
-                t = time.perf_counter()
-                outstanding[event.payload.message_id] = t if measured else -1.0
-                future = await js.publish_async(event.type, data, headers=event.headers())
-                futures.append(future)
-                if measured:
-                    sent.append((future, t))
-                i += 1
-            ui.update(task, i)
-            await asyncio.sleep(0.001)
-        elapsed = time.perf_counter() - started
-        await js.publish_async_completed()
-        for f in futures:
-            f.result()
-        return len(batch) / elapsed
-
-    poll_task = asyncio.create_task(poller())
-    try:
-        task = ui.task("(d) latency warm-up", warmup)
-        await publish(events[:warmup], False, task)
-        deadline = time.perf_counter() + 30
-        while outstanding and time.perf_counter() < deadline:  # noqa: ASYNC110 - polling
-            await asyncio.sleep(0.01)
-        ui.finish(task, f"(d) warm-up: {warmup} events")
-        measured = events[warmup:]
-        task = ui.task(f"(d) latency at {rate:,}/s", len(measured))
+    def stop_meter() -> None:
         if meter is not None:
-            meter.start()
-        achieved = await publish(measured, True, task)
-        publishing_done.set()
-        deadline = time.perf_counter() + 60
-        while outstanding and time.perf_counter() < deadline:  # noqa: ASYNC110 - polling
-            await asyncio.sleep(0.01)
-        cpu = meter.stop(len(measured)) if meter is not None else {}
-        seen = len(latencies)
-        await asyncio.sleep(0.1)  # the last acks
-    finally:
-        publishing_done.set()
-        outstanding.clear()
-        await poll_task
-        await ack_sub.unsubscribe()
-    ms = [x * 1000 for x in latencies]
-    by_ack = [1000 * (acked[f.result().seq] - t) for f, t in sent if f.result().seq in acked]
+            cpu.update(meter.stop(len(measured)))
+
+    if meter is not None:
+        meter.start()
+    timings = await steady_publish(
+        nc,
+        js,
+        db,
+        outgoing(measured, True),
+        rate=rate,
+        poll_sql=query,
+        settle_s=60,
+        progress=lambda i: ui.update(task, i),
+        settled=stop_meter,
+    )
+    achieved, seen = timings.achieved_rate, len(timings.by_poll)
+    ms = [1000 * x for x in timings.by_poll.values()]
+    by_ack = [1000 * x for x in timings.by_ack.values()]
     result = Latency(
         rate,
         len(measured),

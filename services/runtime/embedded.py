@@ -227,6 +227,17 @@ class EmbeddedPostgres:
                 [*psql, f"CREATE DATABASE {PG_DATABASE}"], check=True, capture_output=True
             )
 
+    def restart(self) -> None:
+        """``pg_ctl restart -m fast`` on the same port (pg_ctl reuses the options it kept
+        in ``postmaster.opts``; ``start`` would pick a new port). A server whose postmaster
+        died is started again, with crash recovery."""
+        _pg_command("pg_ctl")(
+            ["-w", "-t", "60", "-m", "fast", "-l", str(self.pgdata / "server.log"), "restart"],
+            pgdata=self.pgdata,
+            timeout=90,
+            **self._run_as(),
+        )
+
     def stop(self) -> None:
         if self._running_port() is None:
             return

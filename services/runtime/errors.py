@@ -47,7 +47,15 @@ def refused_by_tenant_wall(exc: BaseException) -> bool:
 def is_transient(exc: BaseException) -> bool:
     if refused_by_tenant_wall(exc):
         return False
-    if isinstance(exc, OSError | asyncio.TimeoutError | TimeoutError | asyncpg.InterfaceError):
+    if isinstance(
+        exc,
+        OSError
+        | asyncio.TimeoutError
+        | TimeoutError
+        | asyncpg.InterfaceError
+        # asyncpg's protocol state after its connection died mid-operation, never the event's
+        | asyncpg.exceptions.InternalClientError,
+    ):
         return True
     if isinstance(exc, asyncpg.PostgresConnectionError):
         return True

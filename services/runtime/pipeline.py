@@ -188,7 +188,10 @@ class BatchProcessor(Generic[E]):
         try:
             retry, duplicates = await self._transaction(items)
         except Exception as exc:
-            if is_transient(exc) and await self._wait_for_database(exc):
+            # A lone event's failure is its own only if the database still answers: a
+            # connection that dies mid-statement (a restart) can surface as an error no
+            # rule calls transient, and must not dead-letter a valid event as poison.
+            if (is_transient(exc) or len(items) == 1) and await self._wait_for_database(exc):
                 # The database was unreachable and is back: the same batch again, with no
                 # delivery spent on an outage, however long it lasted.
                 await self._commit(items)

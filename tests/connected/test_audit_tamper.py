@@ -9,7 +9,10 @@ from uuid import uuid4
 import asyncpg
 import pytest
 
+from services.audit import canonical as c
 from services.audit.export import export_tenant
+from services.audit.record import chain_hash
+from services.audit.repo import ROW_COLUMNS, row_from_db
 from services.audit.verify import verify_file
 from tests import factories as f
 from tests.conftest import Env
@@ -63,6 +66,71 @@ async def test_swapping_two_rows_positions(trail: None, env: Env, db: asyncpg.Co
     )
     position, problem = await only_break(env)
     assert position == 5 and problem.startswith("broken link")
+
+
+async def forge_row(db: asyncpg.Connection, position: int, *, rehash: bool) -> None:
+    """Insert a copy of acme's row before ``position`` at ``position`` with other content,
+    linked to the row before it; with ``rehash`` its own hash is recomputed from what it
+    holds, as a forger who knows the (public) hash function would."""
+    await tamper(
+        db,
+        """INSERT INTO audit.events SELECT e.tenant_id, $1::bigint, gen_random_uuid(), e.event_id,
+                  e.stream, e.stream_seq + 1000, e.subject, e.type, e.producer,
+                  e.schema_version, e.correlation_id, e.causation_id, e.occurred_at,
+                  e.received_at, e.recorded_at, e.headers,
+                  jsonb_set(e.payload, '{content}', '"a message nobody sent"'), e.extra,
+                  e.raw, e.redacted, e.payload_sha256, e.hash, e.hash
+             FROM audit.events e WHERE e.tenant_id = 'acme' AND e.position = $1::bigint - 1""",
+        position,
+    )
+    if not rehash:
+        return
+    forged = row_from_db(
+        await db.fetchrow(
+            f"""SELECT {ROW_COLUMNS} FROM audit.events WHERE tenant_id = 'acme'
+                 AND position = $1 AND payload->>'content' = 'a message nobody sent'""",
+            position,
+        )
+    )
+    digest = chain_hash(
+        forged.record.record_text, position, c.to_micros(forged.recorded_at), forged.prev_hash
+    )
+    await tamper(
+        db,
+        "UPDATE audit.events SET hash = $2 WHERE record_id = $1",
+        forged.record.record_id,
+        digest,
+    )
+
+
+@pytest.mark.parametrize(
+    ("rehash", "expected"),
+    [(False, (10, "row altered")), (True, (11, "broken link"))],
+    ids=["copied-hash", "recomputed-hash"],
+)
+async def test_inserting_a_forged_row_in_the_middle(
+    trail: None, env: Env, db: asyncpg.Connection, rehash: bool, expected: tuple[int, str]
+) -> None:
+    """Rows 10..30 moved up one, a forged row put at 10. With its hash recomputed the
+    forged row is, alone, a valid link; the first row that can tell is the next one,
+    whose prev_hash names the real row 9's successor."""
+    await tamper(
+        db,
+        "UPDATE audit.events SET position = position + 1 WHERE tenant_id = 'acme' "
+        "AND position >= 10",
+    )
+    await forge_row(db, 10, rehash=rehash)
+    position, problem = await only_break(env)
+    assert (position, problem.split(" (")[0]) == expected
+
+
+async def test_appending_a_forged_row_after_the_head(
+    trail: None, env: Env, db: asyncpg.Connection
+) -> None:
+    """A perfect link after the last row: the recorded chain head is not the last row."""
+    await forge_row(db, 31, rehash=True)
+    position, problem = await only_break(env)
+    assert position == 31 and problem.startswith("the chain head is not the last row")
 
 
 async def test_recomputing_the_tail_is_caught_by_the_head(
