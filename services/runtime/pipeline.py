@@ -124,6 +124,7 @@ class Prepared(Generic[E]):
     items: list[Item[E]]
     started: float
     keepalive: asyncio.Task[None]
+    dead_lettering: asyncio.Task[None] | None = None  # the invalid ones, sent meanwhile
 
 
 @dataclass(frozen=True)
@@ -163,11 +164,16 @@ class BatchProcessor(Generic[E]):
         batch: Prepared[E] = Prepared(
             msgs, [], time.perf_counter(), asyncio.create_task(self._keep_alive(msgs))
         )
+        invalid: list[tuple[Msg, str]] = []
         for msg in msgs:
             try:
                 batch.items.append(Item(msg, self._decode(msg)))
             except InvalidEvent as err:
-                await self._dead(msg, DeadKind.invalid, str(err))
+                invalid.append((msg, str(err)))
+        if invalid:
+            # Beside the batch's transaction, not before it: each dead letter is a DLQ
+            # publish and two lookups, and the pull loop would wait for them.
+            batch.dead_lettering = asyncio.create_task(self._dead_all(invalid))
         return batch
 
     async def commit(self, batch: Prepared[E]) -> None:
@@ -175,6 +181,8 @@ class BatchProcessor(Generic[E]):
             if batch.items:
                 await self._commit(batch.items)
         finally:
+            if batch.dead_lettering is not None:
+                await batch.dead_lettering
             batch.keepalive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await batch.keepalive
@@ -279,6 +287,10 @@ class BatchProcessor(Generic[E]):
             return
         self.stats.retried += 1
         await msg.nak(delay=retry_delay(deliveries, self._policy.base_s, self._policy.max_s))
+
+    async def _dead_all(self, invalid: Sequence[tuple[Msg, str]]) -> None:
+        for msg, reason in invalid:
+            await self._dead(msg, DeadKind.invalid, reason)
 
     async def _dead(self, msg: Msg, kind: DeadKind, reason: str) -> None:
         try:

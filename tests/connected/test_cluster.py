@@ -1,6 +1,7 @@
-"""The leader of the CHAT stream is killed (``kill -9``) in a three-node JetStream cluster
-while a producer publishes a steady stream of chat events and the ingest and audit workers
-consume it; the node is restarted. Nothing acknowledged is lost or stored twice (issue 13).
+"""A node of a three-node JetStream cluster is killed (``kill -9``) — the leader of the
+CHAT stream, or a node that only follows it — while a producer publishes a steady stream of
+chat events and the ingest and audit workers consume it; the node is restarted. Nothing
+acknowledged is lost or stored twice (issue 13).
 
 The streams are set up with three replicas by the admin's bus setup, as `engram migrate`
 does with ``ENGRAM_STREAM_REPLICAS=3``. The producer and both workers are given every node
@@ -41,7 +42,7 @@ pytestmark = pytest.mark.connected
 
 N_EVENTS = 3_000
 CONVERSATIONS = 10
-KILL_AFTER = N_EVENTS // 3  # events acknowledged before the leader dies
+KILL_AFTER = N_EVENTS // 3  # events acknowledged before the node dies
 # A message in flight at the kill comes back after the ack wait: short, to keep the test
 # short; deliveries as in production (10), which a failover must not spend.
 WORKER = {"ack_wait_s": 5.0, "max_deliver": 10, "nats_randomize": False}
@@ -54,7 +55,7 @@ class Figures:
     retries: int = 0  # publishes not acknowledged in time, sent again
     duplicates: int = 0  # acks saying JetStream already had it (a retry of a stored one)
     killed_at: float = 0.0
-    leaderless_s: float | None = None  # kill .. a new leader of CHAT is known
+    leaderless_s: float | None = None  # the leader's kill .. a new leader of CHAT is known
     publish_gap_s: float | None = None  # kill .. the first publish acknowledged again
     caught_up_s: float | None = None  # restart .. the restarted replica is current
 
@@ -110,15 +111,17 @@ async def publish_steadily(js: JetStreamContext, events: list[Envelope], figures
 
 
 async def kill_and_restart(
-    cluster: NatsCluster, js: JetStreamContext, old: str, figures: Figures
+    cluster: NatsCluster, js: JetStreamContext, old: str, leader: str, figures: Figures
 ) -> str:
-    """kill -9 the leader ``old``; once another leads, restart it and wait until its
-    replica of CHAT is current again. The new leader."""
+    """kill -9 the node ``old``; once CHAT has a leader that is not it (a new one when
+    ``old`` led), restart it and wait until its replica of CHAT is current again. The
+    leader then."""
     cluster.node(old).kill()
     figures.killed_at = time.monotonic()
     new = await eventually(lambda: leader_of(js), lambda n: n not in (None, old), timeout=30)
-    figures.leaderless_s = time.monotonic() - figures.killed_at
-    await asyncio.sleep(1.0)  # the producer publishes to the new leader meanwhile
+    if old == leader:
+        figures.leaderless_s = time.monotonic() - figures.killed_at
+    await asyncio.sleep(1.0)  # the producer publishes to the surviving nodes meanwhile
     restarted = time.monotonic()
     cluster.node(old).start()
     await asyncio.to_thread(cluster.node(old).wait_listening)
@@ -134,9 +137,10 @@ async def kill_and_restart(
     return new
 
 
-async def harness_beside(cluster: NatsCluster) -> tuple[NatsClient, str]:
+async def harness_beside(cluster: NatsCluster, victim: str) -> tuple[NatsClient, str, str]:
     """The admin's client, on a node that will survive (the harness's own view must not
-    fail over), and the name of the node leading CHAT."""
+    fail over), the node to kill (``victim``: "leader" of CHAT, or a "follower") and the
+    node leading CHAT."""
     admin = await connect(cluster.url(nats_auth.ADMIN), dont_randomize=True)
     try:
         info = await admin.jetstream().stream_info("CHAT")
@@ -145,9 +149,11 @@ async def harness_beside(cluster: NatsCluster) -> tuple[NatsClient, str]:
     assert info.config.num_replicas == 3
     leader = info.cluster.leader if info.cluster else None
     assert leader is not None
-    survivor = next(n.name for n in cluster.nodes if n.name != leader)
+    followers = [n.name for n in cluster.nodes if n.name != leader]
+    old = leader if victim == "leader" else followers[1]
+    survivor = followers[0]
     admin = await connect(cluster.url(nats_auth.ADMIN, first=survivor), dont_randomize=True)
-    return admin, leader
+    return admin, old, leader
 
 
 async def all_applied(db: asyncpg.Connection, count: int) -> None:
@@ -180,15 +186,18 @@ async def assert_exactly_once(
     assert (await js.stream_info("DLQ")).state.messages == 0
 
 
-async def test_the_stream_leader_killed_loses_and_duplicates_nothing(
+@pytest.mark.parametrize("victim", ["leader", "follower"])
+async def test_a_node_killed_loses_and_duplicates_nothing(
+    victim: str,
     cluster: NatsCluster,
+    *,
     db: asyncpg.Connection,
     run_ingest: RunWorker,
     run_audit: RunWorker,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     await set_up_r3(cluster)
-    admin, old = await harness_beside(cluster)
+    admin, old, leader = await harness_beside(cluster, victim)
     cids = [uuid4() for _ in range(CONVERSATIONS)]
     events: list[Envelope] = [f.conversation(cid) for cid in cids]
     events += [f.message(cids[i % CONVERSATIONS], content=f"m{i}") for i in range(N_EVENTS)]
@@ -209,21 +218,24 @@ async def test_the_stream_leader_killed_loses_and_duplicates_nothing(
             await publish_steadily(producer.jetstream(), before, figures)
             publishing = asyncio.create_task(publish_steadily(producer.jetstream(), after, figures))
             # A short API timeout: the time without a leader is measured in tenths of seconds.
-            new = await kill_and_restart(cluster, admin.jetstream(timeout=0.5), old, figures)
+            new = await kill_and_restart(
+                cluster, admin.jetstream(timeout=0.5), old, leader, figures
+            )
             await publishing
             await all_applied(db, len(events))
             reconnects = {who: nc.stats["reconnects"] for who, nc in connected.items()}
             dead = ingest.stats.dead + audit.stats.dead
         with capsys.disabled():
             print(
-                f"\ncluster: CHAT leader {old} killed after {len(before)} of {len(events)} "
-                f"events, new leader {new}; without a leader {figures.leaderless_s:.2f} s, "
+                f"\ncluster: the CHAT {victim} {old} killed after {len(before)} of "
+                f"{len(events)} events, leader {leader} then {new}; without a leader "
+                f"{figures.leaderless_s or 0:.2f} s, "
                 f"first publish acknowledged again after {figures.publish_gap_s:.2f} s, "
                 f"{figures.retries} publish retries ({figures.duplicates} refused as "
                 f"duplicates), restarted node current after {figures.caught_up_s:.2f} s; "
                 f"reconnects {reconnects}"
             )
-        assert new != old
+        assert new != old and (victim == "follower" or figures.leaderless_s is not None)
         assert len(connected) == 3 and all(n >= 1 for n in reconnects.values())
         assert figures.published == len(events) and dead == 0
         await assert_exactly_once(db, admin.jetstream(), events)
