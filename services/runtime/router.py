@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from contracts.errors import QueryError
 from services.runtime.replies import fit, query_failure, reply_limit
+from services.runtime.telemetry import Histogram, seconds_histogram
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class SubjectStats:
     errors: dict[str, int] = field(default_factory=dict)  # by error code
     total_ms: float = 0.0
     last_ms: float = 0.0
+    seconds: Histogram = field(default_factory=seconds_histogram)  # answer latency
 
 
 @dataclass
@@ -57,6 +59,7 @@ class QueryStats:
         stats.answered += 1
         stats.last_ms = elapsed_s * 1000
         stats.total_ms += stats.last_ms
+        stats.seconds.observe(elapsed_s)
         if error is not None:
             stats.errors[error.code.value] = stats.errors.get(error.code.value, 0) + 1
 
