@@ -209,3 +209,74 @@ async def test_engram_run_serves_metrics_probes_and_json_logs(
     records = [json.loads(line) for line in lines]  # every line is one JSON object
     assert {"ts", "level", "logger", "message"} <= set(records[0])
     assert any(re.search(rf"probes on http://127\.0\.0\.1:{port}", r["message"]) for r in records)
+
+
+# What each worker measures of its own beyond the runtime's counters.
+OWN_MEASURES = {
+    "ingest": [],
+    "embedder": ["engram_embed_texts_total", "engram_outbox_depth"],
+    "memory": ["engram_consolidation_seconds_count", "engram_outbox_depth"],
+    "checkpointer": ["engram_outbox_depth"],
+    "audit": [],
+}
+
+
+def run_process(service: str, env: Env, port: int, log: Path) -> subprocess.Popen[bytes]:
+    base = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL")}
+    prefix = service.upper()
+    return subprocess.Popen(
+        [ENGRAM, "run", service],
+        env={
+            **base,
+            "NATS_URL": env.nats_login(service),
+            "DATABASE_URL": env.login(service),
+            f"{prefix}_HTTP_PORT": str(port),
+            f"{prefix}_HTTP_HOST": "127.0.0.1",
+            f"{prefix}_FETCH_WAIT_S": "0.5",
+            f"{prefix}_DRAIN_TIMEOUT_S": "5",
+        },
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+@pytest.mark.parametrize("service", list(OWN_MEASURES))
+async def test_every_worker_run_alone_is_observable(
+    env: Env, nc: NatsClient, tmp_path: Path, service: str
+) -> None:
+    port, log = free_port(), tmp_path / "run.log"
+    proc = run_process(service, env, port, log)
+    try:
+        await eventually(
+            lambda: probe(port, "/health/ready"), lambda r: r[0] == 200, timeout=120, interval=0.5
+        )
+        assert (await probe(port, "/health/live"))[0] == 200
+        samples = await scrape(port)
+        names = {name for name, _ in samples}
+        assert value(samples, "engram_events_applied_total", service=service) == 0
+        assert {
+            "engram_consumer_pending",
+            "engram_component_up",
+            "engram_commit_seconds_count",
+        } <= (names), sorted(names)
+        assert set(OWN_MEASURES[service]) <= names, sorted(names)
+        parts = [labels for name, labels in samples if name == "engram_scrape_part_up"]
+        assert parts and all(samples[("engram_scrape_part_up", p)] == 1 for p in parts)
+        if service != "checkpointer":  # it reads only STATE
+            cid, sid = uuid.uuid4(), uuid.uuid4()
+            await publish(
+                nc,
+                factories.conversation(cid),
+                factories.message(cid),
+                factories.session_start(sid, cid),
+                factories.session_end(sid, cid),
+            )
+            await eventually(
+                lambda: scrape(port),
+                lambda s: (value(s, "engram_events_applied_total", service=service) or 0) >= 1,
+                timeout=60,
+            )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 60)
+    assert code == 0, log.read_text(errors="replace")
