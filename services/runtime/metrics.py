@@ -124,8 +124,16 @@ def _counted(worker: Worker) -> Iterator[Measure]:
     )
     for subject, q in sorted(worker.queries.subjects.items()):
         yield Measure(
+            "queries",
+            "Requests answered, per subject (with an error or not).",
+            "counter",
+            q.answered,
+            {"subject": subject},
+        )
+        yield Measure(
             "query_seconds",
-            "Time to answer one request, per subject.",
+            "Time to answer one request, per subject (requests that break the contract "
+            "are refused before they are timed).",
             "histogram",
             labels={"subject": subject},
             histogram=q.seconds,

@@ -262,7 +262,14 @@ async def test_every_worker_run_alone_is_observable(
         assert set(OWN_MEASURES[service]) <= names, sorted(names)
         parts = [labels for name, labels in samples if name == "engram_scrape_part_up"]
         assert parts and all(samples[("engram_scrape_part_up", p)] == 1 for p in parts)
-        if service != "checkpointer":  # it reads only STATE
+        if service == "checkpointer":  # it reads only STATE; it answers queries
+            await nc.request("query.state.get", b"{}", timeout=10)  # breaks the contract
+            samples = await scrape(port)
+            subject = {"service": service, "subject": "query.state.get"}
+            assert value(samples, "engram_queries_total", **subject) == 1
+            assert value(samples, "engram_query_seconds_count", **subject) == 0  # not timed
+            assert value(samples, "engram_query_errors_total", code="invalid", **subject) == 1
+        else:
             cid, sid = uuid.uuid4(), uuid.uuid4()
             await publish(
                 nc,
