@@ -18,7 +18,7 @@ import math
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -239,8 +239,12 @@ class _Snapshot:
         return self._metrics
 
 
-def exposition(measures: Iterable[Measure]) -> bytes:
-    """The Prometheus text format (0.0.4) of ``measures``."""
+def exposition(measures: Iterable[Measure], *, process: bool = True) -> bytes:
+    """The Prometheus text format (0.0.4) of ``measures`` and, with ``process``, of the
+    process (``process_cpu_seconds_total``, ``process_resident_memory_bytes``, open fds:
+    prometheus_client's, read from /proc on Linux, nothing elsewhere)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(families(measures)))
+    if process:
+        ProcessCollector(registry=registry)
     return generate_latest(registry)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.runtime.metrics import exposition
+from services.runtime.component import Health
+from services.runtime.metrics import exposition, measure_worker
+from services.runtime.router import QueryStats
 from services.runtime.telemetry import Histogram, Measure, Stats
 
 
@@ -78,3 +84,71 @@ def test_the_exposition_parses_with_prometheus_own_parser() -> None:
 def test_one_name_measured_as_two_kinds_is_refused() -> None:
     with pytest.raises(ValueError, match="both"):
         exposition([Measure("x", "X.", "counter", 1), Measure("x", "X.", "gauge", 1, {"a": "b"})])
+
+
+class SlowConsumer:
+    """A pull consumer whose server does not answer (a slow or unreachable NATS)."""
+
+    def __init__(self) -> None:
+        self.spec = SimpleNamespace(stream=SimpleNamespace(name="CHAT"), durable="ingest")
+
+    async def info(self) -> object:
+        await asyncio.sleep(30)
+        raise AssertionError("never answered")
+
+
+class Answers:
+    name = "answers"
+
+    async def measures(self) -> list[Measure]:
+        return [Measure("outbox_depth", "Depth.", "gauge", 3)]
+
+    def health(self) -> Health:
+        return Health(self.name, True)
+
+
+class Breaks(Answers):
+    name = "breaks"
+
+    async def measures(self) -> list[Measure]:
+        raise RuntimeError("no database")
+
+
+class Unmeasured:
+    name = "quiet"
+
+    def health(self) -> Health:
+        return Health(self.name, False, "stuck")
+
+
+async def test_a_slow_part_is_left_out_of_the_scrape_not_waited_for() -> None:
+    stats = Stats(applied=4)
+    worker: Any = SimpleNamespace(
+        settings=SimpleNamespace(service="ingest"),
+        stats=stats,
+        queries=QueryStats(),
+        consumers=[SlowConsumer()],
+        components=[Answers(), Breaks(), Unmeasured()],
+        health=lambda: [Health("database", True), Health("quiet", False, "stuck")],
+    )
+    started = time.monotonic()
+    measures = await measure_worker(worker, timeout_s=0.2)
+    assert time.monotonic() - started < 2
+    found = {(m.name, tuple(sorted(m.labels.items()))): m.value for m in measures}
+    assert found[("events_applied", (("service", "ingest"),))] == 4
+    assert found[("outbox_depth", (("service", "ingest"),))] == 3
+    up = {
+        dict(labels)["part"]: value
+        for (name, labels), value in found.items()
+        if name == "scrape_part_up"
+    }
+    assert up == {"lag:CHAT:ingest": 0, "answers": 1, "breaks": 0}
+    component = {
+        dict(labels)["component"]: value
+        for (name, labels), value in found.items()
+        if name == "component_up"
+    }
+    assert component == {"database": 1, "quiet": 0}
+    assert not any(name.startswith("consumer_") for name, _ in found)
+    text = exposition(measures).decode()
+    assert "engram_scrape_part_up" in text and "process_" in text
