@@ -221,14 +221,16 @@ OWN_MEASURES = {
 }
 
 
-def run_process(service: str, env: Env, port: int, log: Path) -> subprocess.Popen[bytes]:
+def run_process(
+    service: str, env: Env, port: int, log: Path, nats_url: str | None = None
+) -> subprocess.Popen[bytes]:
     base = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL")}
     prefix = service.upper()
     return subprocess.Popen(
         [ENGRAM, "run", service],
         env={
             **base,
-            "NATS_URL": env.nats_login(service),
+            "NATS_URL": nats_url or env.nats_login(service),
             "DATABASE_URL": env.login(service),
             f"{prefix}_HTTP_PORT": str(port),
             f"{prefix}_HTTP_HOST": "127.0.0.1",
@@ -287,3 +289,24 @@ async def test_every_worker_run_alone_is_observable(
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(proc.wait, 60)
     assert code == 0, log.read_text(errors="replace")
+
+
+async def test_a_worker_that_cannot_reach_nats_says_so_on_its_port(
+    env: Env, tmp_path: Path
+) -> None:
+    port, log = free_port(), tmp_path / "run.log"
+    proc = run_process("ingest", env, port, log, nats_url=f"nats://127.0.0.1:{free_port()}")
+    try:
+        _, body = await eventually(
+            lambda: probe(port, "/health/ready"), lambda r: r[0] == 503, timeout=30, interval=0.3
+        )
+        assert "nats" in failing(body), body
+        assert "started" in failing(body), body
+        assert (await probe(port, "/health/live"))[0] == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(proc.wait, 30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
