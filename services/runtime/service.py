@@ -7,6 +7,10 @@ its supervisor restarts it), the components start (in their
 order; the outbox drain first when the service publishes), then the consumers. At
 shutdown the consumers drain first, then the components stop in reverse order, so the
 drain publishes what the last batches committed.
+
+With ``<SERVICE>_HTTP_PORT`` set, the worker's metrics and health probes (``probes.py``)
+are served from the moment the pool exists (before the broker connects, so a worker that
+cannot reach NATS shows it) until after everything else stopped.
 """
 
 from __future__ import annotations

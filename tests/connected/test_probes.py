@@ -288,7 +288,11 @@ async def test_every_worker_run_alone_is_observable(
     finally:
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(proc.wait, 60)
-    assert code == 0, log.read_text(errors="replace")
+    output = log.read_text(errors="replace")
+    assert code == 0, output
+    assert "\x1b[" not in output
+    for line in filter(str.strip, output.splitlines()):  # FastStream's access log too
+        assert {"ts", "level", "logger", "message"} <= set(json.loads(line)), line
 
 
 async def test_a_worker_that_cannot_reach_nats_says_so_on_its_port(
