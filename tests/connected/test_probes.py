@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 from nats.aio.client import Client as NatsClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -314,3 +315,23 @@ async def test_a_worker_that_cannot_reach_nats_says_so_on_its_port(
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
+
+
+async def test_not_ready_until_the_migrations_are_at_head(
+    db: asyncpg.Connection,
+    run_ingest: Callable[..., AbstractAsyncContextManager[Worker]],
+) -> None:
+    last = await db.fetchval("SELECT max(name) FROM ingest.schema_migrations")
+    await db.execute("DELETE FROM ingest.schema_migrations WHERE name = $1", last)
+    async with run_ingest(http_port=0, http_host="127.0.0.1") as worker:
+        assert worker.http_port
+        status, body = await probe(worker.http_port, "/health/ready")
+        assert status == 503 and failing(body) == ["migrations"], body
+        detail = next(c["detail"] for c in body["checks"] if c["name"] == "migrations")
+        assert last in detail
+        assert (await probe(worker.http_port, "/health/live"))[0] == 200
+        await db.execute(
+            "INSERT INTO ingest.schema_migrations (name, checksum) VALUES ($1, '')", last
+        )
+        status, body = await probe(worker.http_port, "/health/ready")
+        assert status == 200, body

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,7 @@ from services.runtime.probes import (
     ProbeServer,
     Response,
     health_response,
+    live_checks,
     parse_request,
 )
 
@@ -113,3 +116,33 @@ async def test_the_server_answers_routes_and_survives_bad_clients() -> None:
         assert (await ask(port, b"GET /fine HTTP/1.1\r\n\r\n"))[0] == 200
     finally:
         await server.stop()
+
+
+class Loop:
+    def __init__(self, alive: bool) -> None:
+        self.alive = alive
+        self.spec = SimpleNamespace(stream=SimpleNamespace(name="CHAT"), durable="ingest")
+
+
+def worker(
+    *, failure: str | None = None, closed: bool = False, alive: bool = True, stopping: bool = False
+) -> Any:
+    nc = SimpleNamespace(is_closed=closed, is_connected=not closed)
+    supervisor = SimpleNamespace(failure=failure, nc=nc, stopping=stopping)
+    return SimpleNamespace(supervisor=supervisor, consumers=[Loop(alive)])
+
+
+def failed(checks: list[Health]) -> list[str]:
+    return [check.name for check in checks if not check.ok]
+
+
+def test_liveness_fails_only_for_what_a_restart_heals() -> None:
+    assert failed(live_checks(worker())) == []
+    assert failed(live_checks(worker(failure="the pull loop crashed"))) == ["worker"]
+    assert failed(live_checks(worker(closed=True))) == ["nats"]
+    assert failed(live_checks(worker(closed=True, stopping=True))) == []  # asked to stop
+    assert failed(live_checks(worker(alive=False))) == ["pull-loop:CHAT:ingest"]
+    starting: Any = SimpleNamespace(
+        supervisor=SimpleNamespace(failure=None, nc=None, stopping=False), consumers=[]
+    )
+    assert failed(live_checks(starting)) == []  # still connecting: alive
