@@ -40,6 +40,7 @@ from services.runtime.component import Health, NotStarted, WorkerContext
 from services.runtime.db import act_for_all_tenants
 from services.runtime.errors import describe
 from services.runtime.loop import Loop
+from services.runtime.telemetry import Measure
 
 log = logging.getLogger("engram.embedder.pump")
 MAX_ATTEMPTS = 5
@@ -123,6 +124,25 @@ class Pump:
         s = self.stats
         detail = f"{s.chunks} vectors in {s.batches} batches, {s.errors} errors; {gather.detail}"
         return Health(self.name, gather.ok, detail)
+
+    async def measures(self) -> list[Measure]:
+        s = self.stats
+        return [
+            Measure(
+                "embed_texts",
+                "Texts the embedding model encoded (rate(): texts per second).",
+                "counter",
+                s.encoded,
+            ),
+            Measure("embed_vectors_written", "Chunk vectors written.", "counter", s.chunks),
+            Measure(
+                "embed_encode_seconds",
+                "Time the model spent encoding the pump's batches.",
+                "counter",
+                s.encode_s,
+            ),
+            Measure("embed_errors", "Embedding batches that failed.", "counter", s.errors),
+        ]
 
     # --- gather ----------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from services.runtime.db import Connection, act_for_all_tenants, scope_tenant
 from services.runtime.errors import describe
 from services.runtime.loop import Loop
 from services.runtime.outbox import Outbox, Outgoing
+from services.runtime.telemetry import LONG_SECONDS_BOUNDS, Histogram, Measure
 
 log = logging.getLogger("engram.memory.jobs")
 BUSY_RETRY_S = 1.0  # another job holds the agent: look again this soon
@@ -63,6 +64,7 @@ class JobRunner:
         self.settings = settings
         self.outbox = outbox
         self.done = 0
+        self.durations = Histogram(LONG_SECONDS_BOUNDS)  # of the jobs this runner finished
         self._pool: asyncpg.Pool | None = None
         self.jobs = Loop(
             self.name, self.run_once, every_s=settings.job_poll_s, channel=repo_jobs.NOTIFY_CHANNEL
@@ -85,6 +87,16 @@ class JobRunner:
         if failing:
             return Health(self.name, False, "; ".join(failing))
         return Health(self.name, True, f"{self.done} jobs done")
+
+    async def measures(self) -> list[Measure]:
+        return [
+            Measure(
+                "consolidation_seconds",
+                "Duration of the consolidation jobs this worker finished.",
+                "histogram",
+                histogram=self.durations,
+            )
+        ]
 
     def _running(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -158,6 +170,7 @@ class JobRunner:
             await self.outbox.add(conn, [Outgoing.event(summary)])
             await repo_jobs.finish(conn, job.key, duration_ms, summary)
         self.done += 1
+        self.durations.observe(time.monotonic() - started)
 
     def _summary(self, job: JobRow, after: int, duration_ms: int) -> MemoryConsolidated:
         return MemoryConsolidated(

@@ -88,13 +88,24 @@ def run(
     ctx: typer.Context,
     service: Annotated[str, typer.Argument(help="The service's name (see `engram status`).")],
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING...")] = "INFO",
+    log_format: Annotated[
+        str,
+        typer.Option(
+            envvar="ENGRAM_LOG_FORMAT",
+            help="json (one object a line), text, or auto: json unless stderr is a terminal.",
+        ),
+    ] = "auto",
 ) -> None:
     """Run one worker (production): NATS_URL, DATABASE_URL and <SERVICE>_* settings."""
+    from services.runtime.logs import configure_logging
     from services.runtime.service import create_worker
     from services.runtime.supervise import run_worker
-    from services.runtime.telemetry import configure_logging
 
-    configure_logging(log_level)
+    try:
+        configure_logging(log_level, log_format)
+    except ValueError as exc:
+        fail(str(exc))
+        return
     try:
         app, worker = create_worker(services(ctx).get(service))
     except ValueError as exc:

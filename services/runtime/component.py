@@ -3,7 +3,8 @@
 A service lists its components in its assembly (``spec.py``); the app starts them in that
 order once the broker is connected and before the consumers pull (a consumer's handler
 may rely on one), and stops them in reverse order after the consumers have drained. Each
-reports its health, which ``engram dev`` and (later) the health endpoints show.
+reports its health, which ``engram dev``, the metrics and the health probes show
+(``probes.py``); one that has measures of its own is ``telemetry.Measured``.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo
 
 from services.runtime.bus import ConsumerSpec
 from services.runtime.component import Health
@@ -171,6 +172,17 @@ class PullConsumer:
         self._failures += 1
         self._last_error = describe(exc)
         await asyncio.sleep(min(0.2 * 2**self._failures, 5.0))
+
+    @property
+    def alive(self) -> bool:
+        """Its pull loop runs (or ended only because it was asked to stop)."""
+        return self._task is not None and (not self._task.done() or self._stopping)
+
+    async def info(self) -> ConsumerInfo:
+        """The server's account of this durable consumer (its lag)."""
+        if self._durable is None:
+            raise RuntimeError(f"consumer {self.spec.durable} is not started")
+        return await self._durable.info()
 
     def health(self) -> Health:
         name = f"consume:{self.spec.stream.name}:{self.spec.durable}"

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Protocol
 
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from services.runtime.bus import ConsumerSpec
@@ -99,6 +99,11 @@ class Durable:
         self.missing_since = time.time()
         log.error("%s is missing at start; creating it again from the last ack floor", self._where)
         await self._create(floor)
+
+    async def info(self) -> ConsumerInfo:
+        """The server's account of the consumer (pending, ack pending, redelivered)."""
+        info: ConsumerInfo = await self._js.consumer_info(self.spec.stream.name, self.spec.durable)
+        return info
 
     async def is_missing(self) -> bool:
         """Ask the server; False also when it cannot say (then it is a fetch failure)."""

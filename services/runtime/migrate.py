@@ -15,7 +15,7 @@ from pathlib import Path
 
 import asyncpg
 
-from services.runtime.db import Roles, quote_ident
+from services.runtime.db import Connection, Roles, quote_ident
 from services.runtime.tenancy import create_roles, secure_schema, set_password
 
 SQL_ROOT = Path(__file__).resolve().parents[2] / "sql"
@@ -90,6 +90,16 @@ async def migrate(
     finally:
         await conn.close()
     return applied_now
+
+
+async def pending(conn: Connection, target: ServiceSchema, root: Path = SQL_ROOT) -> list[str]:
+    """The migrations of ``target`` not applied yet (all of them when its schema has none);
+    needs only SELECT on its ``schema_migrations``, which its worker's role has."""
+    table = f"{quote_ident(target.schema)}.schema_migrations"
+    if not await conn.fetchval("SELECT to_regclass($1)", table):
+        return [migration.name for migration in discover(target, root)]
+    done = {row["name"] for row in await conn.fetch(f"SELECT name FROM {table}")}
+    return [migration.name for migration in discover(target, root) if migration.name not in done]
 
 
 async def _migrate_one(

@@ -28,6 +28,7 @@ from services.runtime.component import Health, NotStarted, WorkerContext
 from services.runtime.db import Connection, quote_ident
 from services.runtime.loop import Loop
 from services.runtime.sizes import MessageTooLarge, publish_checked
+from services.runtime.telemetry import Measure
 
 log = logging.getLogger("engram.outbox")
 BATCH = 200
@@ -100,6 +101,33 @@ class OutboxDrain:
 
     def health(self) -> Health:
         return self._loop.health()
+
+    async def measures(self) -> list[Measure]:
+        """Its depth (read from the table: replicas share one outbox) and what it sent."""
+        if self._ctx is None:
+            raise NotStarted("the outbox drain")
+        async with self._ctx.pool.acquire() as conn:
+            depth = await self.outbox.pending(conn)
+        return [
+            Measure(
+                "outbox_depth",
+                "Committed events in the service's outbox not published yet.",
+                "gauge",
+                depth,
+            ),
+            Measure(
+                "outbox_published",
+                "Outbox events this worker published.",
+                "counter",
+                self.published,
+            ),
+            Measure(
+                "outbox_failed",
+                "Outbox events this worker found unpublishable (kept, marked failed).",
+                "counter",
+                self.failed,
+            ),
+        ]
 
     async def drain(self) -> int:
         """Publish everything committed so far; how many were published."""

@@ -177,6 +177,7 @@ class BatchProcessor(Generic[E]):
         return batch
 
     async def commit(self, batch: Prepared[E]) -> None:
+        started = time.perf_counter()
         try:
             if batch.items:
                 await self._commit(batch.items)
@@ -186,7 +187,8 @@ class BatchProcessor(Generic[E]):
             batch.keepalive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await batch.keepalive
-        self.stats.batch_done(len(batch.msgs), time.perf_counter() - batch.started)
+        done = time.perf_counter()
+        self.stats.batch_done(len(batch.msgs), done - batch.started, done - started)
 
     async def _commit(self, items: Sequence[Item[E]]) -> None:
         if len(parts := one_tenant_per_id(items)) > 1:

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from contracts.errors import QueryError
 from services.runtime.replies import fit, query_failure, reply_limit
+from services.runtime.telemetry import Histogram, seconds_histogram
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class SubjectStats:
     errors: dict[str, int] = field(default_factory=dict)  # by error code
     total_ms: float = 0.0
     last_ms: float = 0.0
+    seconds: Histogram = field(default_factory=seconds_histogram)  # answer latency
 
 
 @dataclass
@@ -52,11 +54,15 @@ class QueryStats:
 
     subjects: dict[str, SubjectStats] = field(default_factory=dict)
 
-    def record(self, subject: str, elapsed_s: float, error: QueryError | None) -> None:
+    def record(self, subject: str, elapsed_s: float | None, error: QueryError | None) -> None:
+        """One answer; ``elapsed_s`` None for a request refused before its handler ran
+        (it breaks the contract): counted, and its error, but not timed."""
         stats = self.subjects.setdefault(subject, SubjectStats())
         stats.answered += 1
-        stats.last_ms = elapsed_s * 1000
-        stats.total_ms += stats.last_ms
+        if elapsed_s is not None:
+            stats.last_ms = elapsed_s * 1000
+            stats.total_ms += stats.last_ms
+            stats.seconds.observe(elapsed_s)
         if error is not None:
             stats.errors[error.code.value] = stats.errors.get(error.code.value, 0) + 1
 
@@ -73,7 +79,7 @@ def _serve(broker: NatsBroker, route: QueryRoute, queue: str, stats: QueryStats)
 
     def failed(exc: Exception) -> bytes:  # the request broke its contract
         error = query_failure(exc, subject)
-        stats.record(subject, 0.0, error)
+        stats.record(subject, None, error)
         return fit(error, reply_limit(broker), subject, route.hint)
 
     router = NatsRouter(middlewares=[ExceptionMiddleware(publish_handlers={Exception: failed})])

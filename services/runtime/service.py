@@ -7,14 +7,18 @@ its supervisor restarts it), the components start (in their
 order; the outbox drain first when the service publishes), then the consumers. At
 shutdown the consumers drain first, then the components stop in reverse order, so the
 drain publishes what the last batches committed.
+
+With ``<SERVICE>_HTTP_PORT`` set, the worker's metrics and health probes (``probes.py``)
+are served from the moment the pool exists (before the broker connects, so a worker that
+cannot reach NATS shows it) until after everything else stopped.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -38,6 +42,7 @@ from services.runtime.nats_servers import parse_servers
 from services.runtime.outbox import Outbox, OutboxDrain
 from services.runtime.pipeline import BatchProcessor, RetryPolicy
 from services.runtime.positions import ConsumerPositions
+from services.runtime.probes import ProbeServer, worker_routes
 from services.runtime.router import QueryStats, serve_routes
 from services.runtime.settings import NatsTlsSettings, WorkerSettings
 from services.runtime.spec import Assembly, ServiceSpec
@@ -60,6 +65,9 @@ class Worker:
     stats: Stats = field(default_factory=Stats)
     queries: QueryStats = field(default_factory=QueryStats)
     supervisor: Supervisor = field(init=False)
+    started: bool = False  # its consumers pull (readiness)
+    probes: ProbeServer | None = None
+    http_port: int | None = None  # the bound port of its metrics and probes, when served
 
     def __post_init__(self) -> None:
         # After a failure, shutdown drains (at most drain_timeout_s) on a connection that
@@ -124,18 +132,11 @@ def worker_broker(service: str, settings: WorkerSettings, supervisor: Supervisor
     )
 
 
-def build_worker_app(spec: ServiceSpec, settings: WorkerSettings) -> tuple[FastStream, Worker]:
-    service = spec.name
-    assembly = spec.assembly(settings)
-    worker = Worker(settings, assembly, spec.outbox)
-    components: list[Component] = list(assembly.components)
-    if assembly.publishes:
-        components.insert(0, OutboxDrain(worker.outbox, poll_s=settings.outbox_poll_s))
-    # Last, so it stops first: once the consumers drained, it records where they stand.
-    positions = ConsumerPositions(spec.schema)
-    if assembly.consumes:
-        components.append(positions)
-    broker = worker_broker(service, settings, worker.supervisor)
+def worker_lifespan(
+    spec: ServiceSpec, settings: WorkerSettings, worker: Worker
+) -> Callable[[ContextRepo], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: the pool (in FastStream's context as ``pool``) and the metrics
+    and probes port, which opens before the broker connects and closes last."""
 
     @asynccontextmanager
     async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
@@ -155,13 +156,39 @@ def build_worker_app(spec: ServiceSpec, settings: WorkerSettings) -> tuple[FastS
         context.set_global("pool", pool)
         context.set_global("worker", worker)
         try:
+            if settings.http_port is not None:
+                # Before the broker connects: a worker that cannot reach NATS shows it.
+                worker.probes = ProbeServer(
+                    worker_routes(worker, pool, spec.store),
+                    host=settings.http_host,
+                    port=settings.http_port,
+                )
+                worker.http_port = await worker.probes.start()
             yield
         finally:
+            if worker.probes is not None:
+                await worker.probes.stop()
             await pool.close()
+
+    return lifespan
+
+
+def build_worker_app(spec: ServiceSpec, settings: WorkerSettings) -> tuple[FastStream, Worker]:
+    service = spec.name
+    assembly = spec.assembly(settings)
+    worker = Worker(settings, assembly, spec.outbox)
+    components: list[Component] = list(assembly.components)
+    if assembly.publishes:
+        components.insert(0, OutboxDrain(worker.outbox, poll_s=settings.outbox_poll_s))
+    # Last, so it stops first: once the consumers drained, it records where they stand.
+    positions = ConsumerPositions(spec.schema)
+    if assembly.consumes:
+        components.append(positions)
+    broker = worker_broker(service, settings, worker.supervisor)
 
     app = FastStream(
         broker,
-        lifespan=lifespan,
+        lifespan=worker_lifespan(spec, settings, worker),
         specification=AsyncAPI(
             describe_consumers(service, assembly.consumes, assembly.publishes),
             title=f"engram {service}",
@@ -223,6 +250,7 @@ def build_worker_app(spec: ServiceSpec, settings: WorkerSettings) -> tuple[FastS
                 f"{c.spec.stream.name}{list(c.spec.filter_subjects)}" for c in worker.consumers
             ),
         )
+        worker.started = True
         # Last, so the frozen heap holds everything start-up imported and built.
         tune_gc(freeze=settings.gc_freeze, young_threshold=settings.gc_young_threshold)
 

@@ -90,6 +90,17 @@ class WorkerSettings(BaseSettings):
         "ends the worker's process (exit code 75) so that its supervisor restarts it; -1 "
         "reconnects forever.",
     )
+    http_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of the worker's metrics (/metrics) and health probes "
+        "(/health/live, /health/ready); unset: none served; 0: a free port.",
+    )
+    http_host: str = Field(
+        default="0.0.0.0",  # a pod's probes and scrapes come from outside it
+        description="Address the metrics and probes port listens on.",
+    )
     query_queue: str = Field(
         default="",
         description="Queue group of the worker's queries (replicas share them); empty: "

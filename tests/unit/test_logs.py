@@ -1,0 +1,61 @@
+"""JSON log lines: one object per record, with the traceback when there is one."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from services.runtime.logs import JsonFormatter, resolve_format
+
+
+def record(message: str, *args: object, exc: bool = False) -> logging.LogRecord:
+    exc_info = None
+    if exc:
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            import sys
+
+            exc_info = sys.exc_info()
+    return logging.LogRecord("engram.test", logging.WARNING, __file__, 1, message, args, exc_info)
+
+
+def test_a_record_is_one_json_line() -> None:
+    line = JsonFormatter().format(record("applied %d events\nacross %s", 3, "two lines"))
+    assert "\n" not in line
+    out = json.loads(line)
+    assert out["level"] == "WARNING"
+    assert out["logger"] == "engram.test"
+    assert out["message"] == "applied 3 events\nacross two lines"
+    assert out["ts"].endswith("+00:00") and "T" in out["ts"]
+    assert "exc" not in out
+
+
+def test_an_exception_travels_in_exc() -> None:
+    out = json.loads(JsonFormatter().format(record("failed", exc=True)))
+    assert out["message"] == "failed"
+    assert "RuntimeError: boom" in out["exc"] and "Traceback" in out["exc"]
+
+
+def test_faststream_context_is_kept() -> None:
+    rec = record("received")
+    rec.subject, rec.message_id = "chat.message.created", "abc123"  # type: ignore[attr-defined]
+    out = json.loads(JsonFormatter().format(rec))
+    assert out["subject"] == "chat.message.created" and out["message_id"] == "abc123"
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_auto_is_json_unless_a_terminal() -> None:
+    assert resolve_format("auto", io.StringIO()) == "json"
+    assert resolve_format("auto", Tty()) == "text"
+    assert resolve_format("text", io.StringIO()) == "text"
+    assert resolve_format("json", Tty()) == "json"
+    with pytest.raises(ValueError, match="auto, json or text"):
+        resolve_format("yaml")
