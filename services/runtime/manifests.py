@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from services.runtime.bus import STREAMS, ConsumerSpec, Stream
+from services.runtime.bus import DLQ, STREAMS, ConsumerSpec, Stream
+from services.runtime.dlq import BODY_BUCKET
 from services.runtime.service import Worker
 from services.runtime.settings import WorkerSettings
 from services.runtime.spec import Catalog, ServiceSpec
@@ -148,8 +149,28 @@ def nack_consumer(durable: Durable) -> Manifest:
     }
 
 
+def nack_body_bucket() -> Manifest:
+    """The object store of dead-letter bodies too big for one DLQ message (``dlq.py``):
+    kept as long as the DLQ stream keeps the messages that point at them."""
+    return {
+        "apiVersion": NACK_API,
+        "kind": "ObjectStore",
+        "metadata": {"name": BODY_BUCKET, "labels": dict(LABELS)},
+        "spec": {
+            "bucket": BODY_BUCKET,
+            "description": "bodies of dead letters too big for one DLQ message",
+            "ttl": go_duration(DLQ.max_age_s),
+            "storage": "file",
+            "replicas": 1,
+            "preventDelete": True,
+            "account": NACK_ACCOUNT,
+        },
+    }
+
+
 def nack_manifests(catalog: Catalog) -> Iterator[Manifest]:
     yield from (nack_stream(stream) for stream in STREAMS)
+    yield nack_body_bucket()
     yield from (nack_consumer(durable) for durable in all_durables(catalog))
 
 

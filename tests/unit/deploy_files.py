@@ -26,6 +26,7 @@ CRD_SCHEMAS = {
     ("jetstream.nats.io/v1beta2", "Stream"): "nack-stream.v1beta2.json",
     ("jetstream.nats.io/v1beta2", "Consumer"): "nack-consumer.v1beta2.json",
     ("jetstream.nats.io/v1beta2", "Account"): "nack-account.v1beta2.json",
+    ("jetstream.nats.io/v1beta2", "ObjectStore"): "nack-objectstore.v1beta2.json",
 }
 
 Doc = dict[str, Any]

@@ -14,7 +14,8 @@ import kubernetes_validate
 import pytest
 
 from services.catalog import SERVICES, create_worker
-from services.runtime.bus import STREAMS
+from services.runtime.bus import DLQ, STREAMS
+from services.runtime.dlq import BODY_BUCKET
 from tests.unit.deploy_files import (
     BUILT_IN,
     DEPLOY,
@@ -82,6 +83,7 @@ def test_every_manifest_validates() -> None:
     ("kind", "path", "bad"),
     [
         ("Stream", ("spec", "storage"), "disk"),
+        ("ObjectStore", ("spec", "ttl"), 30),
         ("Consumer", ("spec", "ackPolicy"), "explicitly"),
         ("Consumer", ("spec", "maxAckPendin"), 5),
         ("ScaledObject", ("spec", "triggers"), []),
@@ -120,6 +122,9 @@ def test_nack_resources_match_the_bus() -> None:
         assert spec["maxDeliver"] == entry["config"]["max_deliver"]
         assert spec["maxAckPending"] == entry["config"]["max_ack_pending"]
         assert spec["ackWait"] == f"{entry['config']['ack_wait'] // 10**9}s"
+    (bucket,) = by_kind(docs, "ObjectStore").values()
+    assert bucket["spec"]["bucket"] == BODY_BUCKET
+    assert bucket["spec"]["ttl"] == f"{int(DLQ.max_age_s) // 3600}h"  # as long as the DLQ
     accounts = by_kind(docs, "Account")
     assert {d["spec"]["account"] for d in by_kind(docs, "Stream").values()} <= set(accounts)
 
