@@ -68,6 +68,8 @@ def test_every_worker_runs_with_its_own_logins_and_port() -> None:
         assert float(env[f"{prefix}DRAIN_TIMEOUT_S"]) < seconds(worker["stop_grace_period"])
         assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         assert "profiles" not in worker  # workers start without a profile
+        probe = " ".join(worker["healthcheck"]["test"])
+        assert f"127.0.0.1:{env[f'{prefix}HTTP_PORT']}/health/ready" in probe
     assert len(targets) == len(list(SERVICES))
 
 

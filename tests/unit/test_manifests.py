@@ -22,6 +22,7 @@ from tests.unit.deploy_files import (
     K8S,
     KUBECTL,
     KUBERNETES_VERSION,
+    ROOT,
     Doc,
     all_docs,
     by_kind,
@@ -153,6 +154,7 @@ def test_each_worker_is_deployed_with_port_probes_and_own_secrets(
         assert spec.settings().http_port == port
         assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(port)
         assert container["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "metrics"}
+        assert container["startupProbe"]["httpGet"] == {"path": "/health/live", "port": "metrics"}
         assert container["readinessProbe"]["httpGet"] == {
             "path": "/health/ready",
             "port": "metrics",
@@ -184,7 +186,21 @@ def test_each_worker_is_deployed_with_port_probes_and_own_secrets(
         _, worker = create_worker(spec.name)
         assert triggers == {(item.stream.name, spec.name) for item in worker.assembly.consumes}
         assert triggers <= consumers
-        assert all(t["type"] == "nats-jetstream" for t in scaled["spec"]["triggers"])
+        for trigger in scaled["spec"]["triggers"]:
+            assert trigger["type"] == "nats-jetstream"
+            # what KEDA's nats-jetstream scaler needs to find the consumer's lag
+            assert {"natsServerMonitoringEndpoint", "account", "stream", "consumer"} <= set(
+                trigger["metadata"]
+            )
+            assert int(trigger["metadata"]["lagThreshold"]) > 0
+        maximum = scaled["spec"]["maxReplicaCount"]
+        assert 1 <= scaled["spec"]["minReplicaCount"] <= maximum
+
+
+def test_probe_paths_are_the_ones_the_worker_serves() -> None:
+    served = (ROOT / "services" / "runtime" / "probes.py").read_text()
+    for path in ("/health/live", "/health/ready", "/metrics"):
+        assert f'"{path}":' in served, path
 
 
 def test_migrate_job_and_consolidation_cronjob() -> None:
