@@ -44,6 +44,7 @@ from services.runtime.telemetry import Measure
 
 log = logging.getLogger("engram.embedder.pump")
 MAX_ATTEMPTS = 5
+GIVEN_UP_CHECK_S = 30.0
 WAITING = 2  # batches handed to the encoder at most: one encoding, one next
 
 
@@ -56,6 +57,7 @@ class PumpStats:
     last_batch: int = 0
     encode_s: float = 0.0  # time the model spent on the pump's batches
     errors: int = 0
+    given_up: int = 0  # queued chunks that lost MAX_ATTEMPTS leases (last count)
 
 
 @dataclass
@@ -79,6 +81,10 @@ class Pump:
         self.cache = VectorCache(settings.cache_size)
         self.stats = PumpStats()
         self.token = uuid.uuid4()  # this pump's leases
+        self._leases = repo_queue.LeasePolicy(
+            settings.lease_s, MAX_ATTEMPTS, settings.given_up_retry_s
+        )
+        self._given_up_checked = -GIVEN_UP_CHECK_S
         self._pool: asyncpg.Pool | None = None
         self._encoding = 0  # batches handed over and not encoded yet
         self._encoded = asyncio.Event()  # a batch was encoded: the model may be idle
@@ -123,6 +129,8 @@ class Pump:
         gather = self._gather.health()
         s = self.stats
         detail = f"{s.chunks} vectors in {s.batches} batches, {s.errors} errors; {gather.detail}"
+        if s.given_up:
+            detail += f"; {s.given_up} chunks given up after {MAX_ATTEMPTS} lost leases"
         return Health(self.name, gather.ok, detail)
 
     async def measures(self) -> list[Measure]:
@@ -142,6 +150,13 @@ class Pump:
                 s.encode_s,
             ),
             Measure("embed_errors", "Embedding batches that failed.", "counter", s.errors),
+            Measure(
+                "embed_given_up",
+                f"Queued chunks that lost {MAX_ATTEMPTS} leases (their workers died holding "
+                "them), waiting EMBEDDER_GIVEN_UP_RETRY_S before they are leased again.",
+                "gauge",
+                s.given_up,
+            ),
         ]
 
     # --- gather ----------------------------------------------------------------------
@@ -151,6 +166,7 @@ class Pump:
         if self._stopping:
             return False
         s = self._settings
+        await self._check_given_up()
         size = max(s.gather_max, s.model_batch_size)
         items = await self._claim(size)  # a failure: the Loop tries again after a backoff
         if not items:
@@ -189,9 +205,26 @@ class Pump:
     async def _claim(self, limit: int) -> list[repo_queue.Claimed]:
         async with self.pool.acquire() as conn, conn.transaction():
             await act_for_all_tenants(conn, self._settings.roles)
-            return await repo_queue.claim(
-                conn, limit, self._settings.lease_s, self.token, MAX_ATTEMPTS
+            return await repo_queue.claim(conn, limit, self.token, self._leases)
+
+    async def _check_given_up(self) -> None:
+        """Counts the chunks given up after MAX_ATTEMPTS lost leases (every
+        GIVEN_UP_CHECK_S); says so at error when there are more than last time."""
+        if time.monotonic() < self._given_up_checked + GIVEN_UP_CHECK_S:
+            return
+        self._given_up_checked = time.monotonic()
+        async with self.pool.acquire() as conn, conn.transaction():
+            await act_for_all_tenants(conn, self._settings.roles)
+            count = await repo_queue.given_up(conn, MAX_ATTEMPTS)
+        if count > self.stats.given_up:
+            log.error(
+                "%d queued chunks lost their lease %d times (workers died holding them): "
+                "each is leased again %.0fs after its last lease ran out",
+                count,
+                MAX_ATTEMPTS,
+                self._settings.given_up_retry_s,
             )
+        self.stats.given_up = count
 
     # --- encode ----------------------------------------------------------------------
 

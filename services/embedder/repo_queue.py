@@ -24,14 +24,21 @@ class Claimed:
     tokens: int
 
 
-async def claim(
-    conn: Connection, limit: int, lease_s: float, token: UUID, max_attempts: int
-) -> list[Claimed]:
-    """Lease up to ``limit`` queued chunks (free, or whose lease ran out) to ``token``."""
+@dataclass(frozen=True)
+class LeasePolicy:
+    lease_s: float  # a claim holds its chunks this long
+    max_attempts: int  # leases a chunk may lose (its holder died) before it is given up
+    given_up_retry_s: float  # a given-up chunk is leased again this long after its last lease
+
+
+async def claim(conn: Connection, limit: int, token: UUID, policy: LeasePolicy) -> list[Claimed]:
+    """Lease up to ``limit`` queued chunks (free, or whose lease ran out) to ``token``; a
+    given-up chunk only once it has waited ``given_up_retry_s``."""
     rows = await conn.fetch(
         """WITH picked AS (
                SELECT chunk_id FROM embedder.embed_queue
-                WHERE (lease_until IS NULL OR lease_until < now()) AND attempts < $4
+                WHERE (lease_until IS NULL OR lease_until < now())
+                  AND (attempts < $4 OR lease_until < now() - make_interval(secs => $5))
                 ORDER BY chunk_id
                 LIMIT $1
                   FOR UPDATE SKIP LOCKED),
@@ -46,11 +53,21 @@ async def claim(
              FROM leased JOIN embedder.chunks c USING (chunk_id)
             ORDER BY c.chunk_id""",
         limit,
-        lease_s,
+        policy.lease_s,
         token,
-        max_attempts,
+        policy.max_attempts,
+        policy.given_up_retry_s,
     )
     return [Claimed(*r) for r in rows]
+
+
+async def given_up(conn: Connection, max_attempts: int) -> int:
+    """Queued chunks that lost ``max_attempts`` leases."""
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM embedder.embed_queue WHERE attempts >= $1", max_attempts
+        )
+    )
 
 
 async def known_vectors(

@@ -129,6 +129,13 @@ class EmbedderSettings(WorkerSettings):
         gt=0,
         description="A chunk claimed by a worker that died is embedded by another after this.",
     )
+    given_up_retry_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="A chunk whose lease ran out 5 times (its workers died holding it: a crash "
+        "loop, or a chunk that kills the worker) is leased again only this long after its last "
+        "lease ran out; meanwhile it is counted as given up (metric embed_given_up, health, log).",
+    )
     poll_s: float = Field(
         default=5.0,
         gt=0,

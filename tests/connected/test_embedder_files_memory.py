@@ -18,6 +18,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from contracts.embedding import EMBEDDING_READY, EmbeddingReady
 from services.embedder.logic import content_hash, embedding_event_id
 from services.embedder.model import LoadedModel
+from services.embedder.pump import MAX_ATTEMPTS, Pump
 from services.runtime.outbox import OutboxDrain
 from tests import factories as f
 from tests.connected.embedder_fixtures import Running, embed, search, settled
@@ -211,3 +212,36 @@ async def test_chunks_leased_by_a_dead_worker_are_embedded_after_the_lease(
     async with run_embedder(lease_s=1.0):
         await settled(db, 1, within=20)
     assert await db.fetchval("SELECT count(*) FROM embedder.chunk_vectors") == 1
+
+
+async def test_a_chunk_that_lost_every_lease_is_reported_and_leased_again_later(
+    run_embedder: Callable[..., AbstractAsyncContextManager[Running]],
+    nc: NatsClient,
+    db: asyncpg.Connection,
+) -> None:
+    """A crash loop (each worker killed while it holds the chunk) makes a chunk lose
+    MAX_ATTEMPTS leases: it is not left behind silently, it is counted (health, metric) and
+    leased again once it waited given_up_retry_s."""
+    async with run_embedder() as running:
+        await running.pump.stop()
+        await publish(nc, f.message(uuid4(), content="a chunk whose workers kept dying"))
+        await eventually(lambda: db.fetchval("SELECT count(*) FROM embedder.embed_queue"))
+    await db.execute(
+        "UPDATE embedder.embed_queue SET lease_token = gen_random_uuid(), "
+        "lease_until = now() - interval '1 second', attempts = $1",
+        MAX_ATTEMPTS,
+    )
+    async with run_embedder(given_up_retry_s=3600.0) as running:
+        pump = running.pump
+        await eventually(lambda: _given_up(pump), lambda n: n == 1, timeout=20)
+        assert f"1 chunks given up after {MAX_ATTEMPTS} lost leases" in pump.health().detail
+        measures = {m.name: m.value for m in await pump.measures()}
+        assert measures["embed_given_up"] == 1
+        assert await db.fetchval("SELECT count(*) FROM embedder.chunk_vectors") == 0
+    async with run_embedder(given_up_retry_s=2.0) as running:
+        await settled(db, 1, within=30)
+    assert await db.fetchval("SELECT count(*) FROM embedder.chunk_vectors") == 1
+
+
+async def _given_up(pump: Pump) -> int:
+    return pump.stats.given_up
