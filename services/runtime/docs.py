@@ -166,7 +166,7 @@ def document_replies(document: dict[str, Any]) -> dict[str, Any]:
     for operation in document.get("operations", {}).values():
         key = operation.get("channel", {}).get("$ref", "").removeprefix("#/channels/")
         address = channels.get(key, {}).get("address")
-        if operation.get("action") != "receive" or address not in QUERIES:
+        if address not in QUERIES:  # answered ("receive") or asked ("send")
             continue
         model = QUERIES[address][1]
         schema = model.model_json_schema(ref_template=SCHEMA_REF + "{model}")
@@ -184,10 +184,23 @@ def document_replies(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def describe_consumers(
-    service: str, consumes: Sequence[Consumes], publishes: Sequence[type[Envelope]] = ()
+    service: str,
+    consumes: Sequence[Consumes],
+    publishes: Sequence[type[Envelope]] = (),
+    asks: Sequence[str] = (),
 ) -> NatsBroker:
-    """A never-connected broker declaring what the service consumes and publishes."""
+    """A never-connected broker declaring what the service consumes, publishes and asks
+    (the queries it sends to other services; ``document_replies`` adds their replies)."""
+    from contracts.registry import QUERIES
+
     broker = NatsBroker(name=f"engram-{service}")
+    for subject in asks:
+        broker.publisher(
+            subject,
+            title=f"{service}:{subject}",
+            schema=QUERIES[subject][0],
+            description=f"{service} asks this query (core NATS request/reply).",
+        )
     for event in publishes:
         subject = event.model_fields["type"].default
         broker.publisher(

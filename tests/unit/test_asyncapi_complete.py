@@ -62,6 +62,8 @@ def test_every_subject_a_worker_touches_is_documented(
         assert route.subject in received
     assert {e.model_fields["type"].default for e in assembly.publishes} <= sent
     assert f"dlq.{service}.>" in sent
+    asked = {a for action, a, op in operations(document) if action == "send" and "reply" in op}
+    assert set(assembly.asks) <= asked
     assert documents[COMBINED]["channels"].items() >= document["channels"].items()
 
 
