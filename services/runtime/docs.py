@@ -79,8 +79,7 @@ def asyncapi_document(app: FastStream) -> dict[str, Any]:
     """The worker's AsyncAPI document, as ``engram asyncapi`` and ``engram docs`` give it."""
     document = finish_document(app.schema.to_specification().to_jsonable())
     document_replies(document)
-    service = str(document.get("info", {}).get("title", "")).removeprefix("engram ")
-    document_dead_letters(document, service)
+    document_dead_letters(document)
     document_examples(document)
     one_server(document)
     info = document.setdefault("info", {})

@@ -4,6 +4,7 @@ headers, from the names ``services/runtime/dlq.py`` sends them with."""
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 from typing import Any
@@ -96,8 +97,8 @@ DEAD_LETTER_DESCRIPTION = (
 )
 
 
-def dead_letter_example(service: str) -> dict[str, Any]:
-    """An invalid chat message, dead-lettered by ``service``."""
+def dead_letter_example() -> dict[str, Any]:
+    """An invalid chat message, dead-lettered at once."""
     body = json.dumps({"event_id": "not-a-uuid", "type": "chat.message.created"}).encode()
     digest = base64.urlsafe_b64encode(hashlib.sha256(body).digest()).decode()
     return {
@@ -118,7 +119,7 @@ def dead_letter_example(service: str) -> dict[str, Any]:
     }
 
 
-def document_dead_letters(document: dict[str, Any], service: str) -> None:
+def document_dead_letters(document: dict[str, Any]) -> None:
     """Give every message of a ``dlq.`` channel the dead letter's body, headers and an
     example (FastStream sees only an untyped publisher)."""
     components = document.get("components", {})
@@ -129,10 +130,10 @@ def document_dead_letters(document: dict[str, Any], service: str) -> None:
         channel["description"] = DEAD_LETTER_DESCRIPTION
         for ref in channel.get("messages", {}).values():
             message = messages[unquote(ref["$ref"].rsplit("/", 1)[-1])]
-            untyped = (message.get("payload") or {}).get("$ref", "").rsplit("/", 1)[-1]
-            if schemas.get(untyped) == {}:
-                del schemas[untyped]
+            # FastStream's placeholder for the untyped body, referenced by this message only.
+            untyped = unquote((message.get("payload") or {}).get("$ref", "").rsplit("/", 1)[-1])
+            schemas.pop(untyped, None)
             message["payload"] = dict(DEAD_LETTER_PAYLOAD)
-            message["headers"] = json.loads(json.dumps(DEAD_LETTER_HEADERS))
-            message["examples"] = [dead_letter_example(service)]
+            message["headers"] = copy.deepcopy(DEAD_LETTER_HEADERS)
+            message["examples"] = [dead_letter_example()]
             message.pop("correlationId", None)

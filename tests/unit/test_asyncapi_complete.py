@@ -5,6 +5,7 @@ document accepts."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import unquote
 
@@ -154,3 +155,12 @@ def check(document: Document, schema: Document, value: Any) -> None:
     }
     root["x-checked"] = schema
     jsonschema.Draft202012Validator(root).validate(value)
+
+
+@pytest.mark.parametrize("name", [COMBINED, *SERVICES.names])
+def test_every_schema_is_used(documents: dict[str, Document], name: str) -> None:
+    """No placeholder of FastStream's is left behind the documented payloads."""
+    document = documents[name]
+    text = unquote(json.dumps(document))
+    for schema in document["components"]["schemas"]:
+        assert f'"#/components/schemas/{schema}"' in text, schema

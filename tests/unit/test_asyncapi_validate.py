@@ -81,7 +81,7 @@ def validate(parser: tuple[Path, dict[str, str]], path: Path) -> subprocess.Comp
 
 @pytest.mark.parametrize("name", NAMES)
 def test_each_document_passes_the_official_parser(
-    exported: Path, parser: tuple[Path, dict[str, str]], name: str
+    parser: tuple[Path, dict[str, str]], exported: Path, name: str
 ) -> None:
     path = exported / f"{name}.asyncapi.json"
     done = validate(parser, path)
@@ -90,7 +90,7 @@ def test_each_document_passes_the_official_parser(
 
 
 def test_the_parser_refuses_what_it_should(
-    exported: Path, parser: tuple[Path, dict[str, str]], tmp_path: Path
+    parser: tuple[Path, dict[str, str]], exported: Path, tmp_path: Path
 ) -> None:
     """The check can fail: OpenAPI's discriminator object (what pydantic writes) and a
     reply naming a message that does not exist are errors."""
