@@ -68,7 +68,11 @@ class EmbeddingReadyPayload(Contract):
         examples=[MODEL_EX],
     )
     dimensions: int = Field(
-        ge=1, le=MAX_DIMENSIONS, description="Length of the vector.", examples=[384]
+        # 3, as long as the example vector below: an example must validate.
+        ge=1,
+        le=MAX_DIMENSIONS,
+        description="Length of the vector.",
+        examples=[3],
     )
     vector: list[float] = Field(
         min_length=1,

@@ -1,4 +1,4 @@
-"""The `engram` command: dev, run, migrate, status, demo, schema, asyncapi, datadict, and
+"""The `engram` command: dev, run, migrate, status, demo, schema, asyncapi, docs, datadict, and
 the commands each service adds. The services come from the composition root
 (``services/catalog.py``), which calls ``main`` with them; commands read them from the
 Click context (``ctx.obj``)."""
@@ -261,6 +261,9 @@ def main(catalog: Catalog) -> None:
     from services.runtime.cli_nats import nats_config
 
     cli.command("nats-config")(nats_config)
+    from services.runtime.cli_docs import docs_cli
+
+    cli.add_typer(docs_cli, name="docs")
     for spec in catalog:
         for command in spec.commands:
             target = command.load()

@@ -190,7 +190,7 @@ def build_worker_app(spec: ServiceSpec, settings: WorkerSettings) -> tuple[FastS
         broker,
         lifespan=worker_lifespan(spec, settings, worker),
         specification=AsyncAPI(
-            describe_consumers(service, assembly.consumes, assembly.publishes),
+            describe_consumers(service, assembly.consumes, assembly.publishes, assembly.asks),
             title=f"engram {service}",
             version="1.0.0",
             description=spec.description,
