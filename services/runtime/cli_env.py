@@ -46,9 +46,10 @@ def env_files(data_dir: Path | None) -> list[Path]:
     return found
 
 
-def connection(data_dir: Path | None) -> tuple[str, str]:
+def connection(data_dir: Path | None, *, need_database: bool = True) -> tuple[str, str]:
     """NATS_URL and DATABASE_URL from the environment, else from a running `engram dev`:
-    the engram.env of --data-dir, else of the folder `engram dev` last started with."""
+    the engram.env of --data-dir, else of the folder `engram dev` last started with.
+    ``need_database=False``: a command of NATS only (DATABASE_URL then may be "")."""
     settings = CliSettings()
     nats_url, database_url = settings.nats_url, settings.database_url
     candidates = env_files(data_dir)
@@ -59,13 +60,13 @@ def connection(data_dir: Path | None) -> tuple[str, str]:
         )
         nats_url = nats_url or found.get("NATS_URL")
         database_url = database_url or found.get("DATABASE_URL")
-    if not nats_url or not database_url:
+    if not nats_url or (need_database and not database_url):
         fail(
             "no servers to talk to: set NATS_URL and DATABASE_URL, or start `engram dev` "
             f"(it writes {env_file}), or name its folder with --data-dir"
         )
-    assert nats_url and database_url
-    return nats_url, database_url
+    assert nats_url
+    return nats_url, database_url or ""
 
 
 @contextlib.contextmanager
@@ -91,8 +92,12 @@ def fail(message: str) -> None:
 
 
 def run_async(coro: object) -> None:
+    from services.runtime.cli_connect import Unreachable
+
     try:
         asyncio.run(coro)  # type: ignore[arg-type]
+    except Unreachable as exc:
+        fail(str(exc))
     except (OSError, TimeoutError) as exc:
         fail(
             f"cannot reach a server: {exc}. Is `engram dev` running, or are NATS_URL and "
