@@ -100,13 +100,17 @@ def letters_table(letters: list[DeadLetter]) -> Table:
     for column in ("seq", "time", "service", "kind", "subject", "tenant", "reason"):
         table.add_column(column, overflow="fold")
     for letter in letters:
-        when = letter.time.strftime("%Y-%m-%d %H:%M:%S") if letter.time else ""
-        tenant = letter.event.tenant_id or ""
-        table.add_row(
-            str(letter.sequence), when, letter.service, letter.kind, letter.subject, tenant,
-            letter.reason,
-        )  # fmt: skip
+        table.add_row(*letter_row(letter))
     return table
+
+
+def letter_row(letter: DeadLetter) -> tuple[str, ...]:
+    when = letter.time.strftime("%Y-%m-%d %H:%M:%S") if letter.time else ""
+    tenant = letter.event.tenant_id or ""
+    return (
+        str(letter.sequence), when, letter.service, letter.kind, letter.subject, tenant,
+        letter.reason,
+    )  # fmt: skip
 
 
 async def collect(js: JetStreamContext, selection: Filters) -> list[DeadLetter]:
@@ -133,8 +137,12 @@ def list_letters(  # noqa: PLR0917 (typer reads options from the signature)
         letters = await collect(js, selection)
         if as_json:
             emit([letter.summary() for letter in letters])
-        else:
+        elif sys.stdout.isatty():
             Console(soft_wrap=True).print(letters_table(letters))
+        else:  # a pipe or a file: one letter a line, whole, for grep and friends
+            sys.stdout.write(f"{len(letters)} dead letters\n")
+            for letter in letters:
+                sys.stdout.write("\t".join(map(str, letter_row(letter))) + "\n")
 
     with_bus(data_dir, work)
 
@@ -214,7 +222,7 @@ def replay_letters(  # noqa: PLR0917 (typer reads options from the signature)
             if count % step == 0 and len(letters) > 20:
                 console.print(f"replay: {count}/{len(letters)}", highlight=False)
         report(done, as_json)
-        if any(r.outcome is Outcome.skipped for r in done):
+        if any(r.outcome in (Outcome.skipped, Outcome.held) for r in done):
             raise typer.Exit(1)
 
     with_bus(data_dir, lambda js: _or_fail(work(js)))

@@ -4,10 +4,11 @@ The DLQ stream is read message by message (``get_msg`` with ``next_by_subj``): n
 is created, so reading changes nothing on the server. A replay re-publishes a letter's
 original bytes to its original subject with ``Nats-Msg-Id: <tenant_id>:<event_id>`` (as
 producers publish it, contracts.envelope.Envelope.msg_id): JetStream drops it within the
-stream's duplicate window when the original is still there, and after that the worker's
-inbox applies an event once per (tenant, event_id). The letter (and its body object, for a
-big one) is deleted only after the stream acknowledged the publish, so a replay that fails
-half-way leaves the letter to replay again.
+stream's duplicate window (2 min) of the original, and after that the worker's inbox
+applies an event once per (tenant, event_id). A replay the stream drops as a duplicate
+keeps its letter: the original it matched may be the very event that was dead-lettered.
+The letter (and its body object, for a big one) is deleted only after the stream stored
+the publish, so a replay that fails half-way leaves the letter to replay again.
 """
 
 from __future__ import annotations
@@ -201,7 +202,10 @@ async def remove(js: JetStreamContext, letter: DeadLetter) -> None:
 
 class Outcome(StrEnum):
     replayed = "replayed"  # stored again on its stream; the letter is gone
-    duplicate = "duplicate"  # the stream still had it (duplicate window); the letter is gone
+    # The stream dropped the publish: an event with the same Nats-Msg-Id is within its
+    # duplicate window. That one may never have been applied (the worker dead-lettered
+    # it), so the letter stays, to replay once the window has passed.
+    held = "held"
     would_replay = "would replay"  # --dry-run
     skipped = "skipped"  # cannot be replayed safely; the letter stays
 
@@ -244,7 +248,13 @@ async def replay(js: JetStreamContext, letter: DeadLetter, *, dry_run: bool = Fa
         else None
     )
     ack = await js.publish(letter.subject, body, headers=headers, stream=letter.stream)
-    await remove(js, letter)
     if ack.duplicate:
-        return Replay(letter, Outcome.duplicate, f"{letter.stream} still holds it")
+        window = (await js.stream_info(letter.stream)).config.duplicate_window or 0
+        return Replay(
+            letter,
+            Outcome.held,
+            f"{letter.stream} dropped it as a duplicate: it saw this event id less than "
+            f"{window:g} s ago (its duplicate window); replay again after that",
+        )
+    await remove(js, letter)
     return Replay(letter, Outcome.replayed, f"{letter.stream} sequence {ack.seq}")
