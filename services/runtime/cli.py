@@ -19,6 +19,7 @@ from rich.console import Console
 
 from services.runtime.cli_connect import check_reachable
 from services.runtime.cli_env import (
+    Mode,
     connection,
     console,
     default_data_dir,
@@ -138,7 +139,13 @@ def migrate(
         if not CliSettings().database_url
         else ("", CliSettings().database_url or "")
     )
-    run_async(check_reachable(None, database_url, CliSettings().connect_timeout_s))
+    # The bus too, when there is one to reach: as NATS's admin, since workers may not
+    # create streams. (A DATABASE_URL alone migrates only the database.)
+    nats_url = CliSettings().nats_url or (
+        connection(data_dir)[0] if not CliSettings().database_url else None
+    )
+    # Both servers first: never half a migration for want of the other.
+    run_async(check_reachable(nats_url, database_url, CliSettings().connect_timeout_s))
 
     def progress(svc: str, name: str, state: str) -> None:
         console.print(f"{svc}: {name} [{'green' if state == 'applied' else 'dim'}]{state}[/]")
@@ -154,15 +161,8 @@ def migrate(
         )
     except (MigrationError, ValueError) as exc:
         fail(str(exc))
-    # The bus too, when there is one to reach: as NATS's admin, since workers may not
-    # create streams. (A DATABASE_URL alone migrates only the database.)
-    nats_url = CliSettings().nats_url or (
-        connection(data_dir)[0] if not CliSettings().database_url else None
-    )
     if nats_url:
         from services.runtime.bus_setup import setup_bus
-
-        run_async(check_reachable(nats_url, None, CliSettings().connect_timeout_s))
 
         async def bus() -> None:
             console.print(f"bus: {', '.join(await setup_bus(nats_url))} [green]ready[/]")
@@ -287,6 +287,8 @@ def connect_fast(nats_url: str, database_url: str, settings: WorkerSettings) -> 
         setting = f"{settings.model_config.get('env_prefix', '')}CONNECT_TIMEOUT_S".upper()
         asyncio.run(check_reachable(nats_url, database_url, settings.connect_timeout_s, setting))
     except Unreachable as exc:
+        if Mode.debug:
+            raise
         console.print(f"[red]error:[/] {settings.service}: {exc}", highlight=False)
         raise typer.Exit(EXIT_CANNOT_WORK) from None
 

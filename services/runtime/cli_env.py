@@ -16,6 +16,13 @@ from services.runtime.settings import CliSettings
 console = Console(stderr=True, soft_wrap=True)
 
 
+class Mode:
+    """How this `engram` process reports failures: ``--debug`` sets ``debug``, and then
+    the one-line errors re-raise so that the traceback shows."""
+
+    debug = False
+
+
 def user_dir() -> Path:
     import platformdirs
 
@@ -87,7 +94,9 @@ def dev_pointer(data_dir: Path) -> Iterator[None]:
 
 
 def fail(message: str) -> None:
-    console.print(f"[red]error:[/] {message}")
+    """One line on stderr (whatever the message holds: a validation error has several),
+    then exit 2."""
+    console.print(f"[red]error:[/] {' '.join(message.split())}", highlight=False)
     raise typer.Exit(2)
 
 
@@ -96,9 +105,11 @@ def run_async(coro: object) -> None:
 
     try:
         asyncio.run(coro)  # type: ignore[arg-type]
-    except Unreachable as exc:
-        fail(str(exc))
-    except (OSError, TimeoutError) as exc:
+    except (Unreachable, OSError, TimeoutError) as exc:
+        if Mode.debug:
+            raise
+        if isinstance(exc, Unreachable):
+            fail(str(exc))
         fail(
             f"cannot reach a server: {exc}. Is `engram dev` running, or are NATS_URL and "
             "DATABASE_URL right?"

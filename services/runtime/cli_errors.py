@@ -18,6 +18,7 @@ import pydantic
 from nats.js.errors import APIError
 
 from services.runtime.cli_connect import Unreachable
+from services.runtime.cli_env import Mode
 from services.runtime.errors import describe
 
 DEBUG_FLAG = "--debug"
@@ -61,6 +62,7 @@ def run_guarded(command: Callable[[], object], argv: list[str]) -> None:
     debug = DEBUG_FLAG in argv[1:]
     if debug:
         argv.remove(DEBUG_FLAG)
+        Mode.debug = True
     words = [a for a in argv[1:] if not a.startswith("-")]
     if not debug and not (words and words[0] in WORKER_COMMANDS):
         # nats-py logs a traceback for every failed attempt; the one line below says it.
