@@ -13,6 +13,7 @@ from uuid import UUID, uuid4
 import asyncpg
 import pytest
 from nats.aio.client import Client as NatsClient
+from nats.js.errors import ObjectNotFoundError
 
 from services.runtime.dlq import DeadKind, DeadLetters
 from services.runtime.service import Worker
@@ -192,3 +193,36 @@ async def test_replay_needs_a_selection_and_skips_what_it_cannot_replay(
     assert skipped.code == 1
     assert "skipped" in skipped.stderr and "no event_id" in skipped.stderr
     assert len((await engram("dlq", "list", "--json", env=operator)).json()) == 1  # type: ignore[arg-type]
+
+
+async def test_a_big_letter_is_shown_and_replayed_from_the_object_store(
+    env: Env, nc: NatsClient
+) -> None:
+    js = nc.jetstream()
+    event_id, size = str(uuid4()), nc.max_payload - 600  # fits alone, not with the headers
+    head = json.dumps({"event_id": event_id, "tenant_id": "acme", "pad": ""}).encode()
+    body = head[:-2] + b"x" * (size - len(head)) + head[-2:]
+    await DeadLetters(js, "ingest").send_raw(
+        "chat.message.created", body, stream="CHAT", sequence=77, deliveries=1,
+        kind=DeadKind.poison, reason="too big to handle",
+    )  # fmt: skip
+    operator = urls(env)
+    (listed,) = (await engram("dlq", "list", "--json", env=operator)).json()  # type: ignore[misc]
+    assert listed["body"].startswith("object:engram-dlq-bodies/")
+    assert listed["tenant_id"] is None  # not read for a list without --tenant
+    by_tenant = await engram("dlq", "list", "--json", "--tenant", "acme", env=operator)
+    assert [x["event_id"] for x in by_tenant.json()] == [event_id]  # type: ignore[union-attr]
+    shown = (await engram("dlq", "show", str(listed["sequence"]), "--json", env=operator)).json()
+    assert isinstance(shown, dict) and len(shown["event"]["pad"]) == size - len(head)
+
+    done = await engram("dlq", "replay", str(listed["sequence"]), "--json", env=operator)
+    assert done.code == 0, done.stderr
+    assert [r["outcome"] for r in done.json()] == ["replayed"]  # type: ignore[union-attr]
+    info = await js.stream_info("CHAT", subjects_filter="chat.message.created")
+    assert (info.state.subjects or {}).get("chat.message.created") == 1
+    stored = await js.get_last_msg("CHAT", "chat.message.created")
+    assert stored.data == body
+    assert (await engram("dlq", "list", "--json", env=operator)).json() == []
+    bodies = await js.object_store("engram-dlq-bodies")
+    with pytest.raises(ObjectNotFoundError):  # deleted with its letter
+        await bodies.get_info(listed["body"].split("/", 1)[1])
