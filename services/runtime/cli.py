@@ -72,6 +72,10 @@ def dev(
     logging.basicConfig(level=logging.WARNING)
     folder = (data_dir or default_data_dir()).expanduser()
     own_servers = not (settings.nats_url and settings.database_url)
+    if not own_servers:  # yours: one line now rather than a wait for an unreachable one
+        run_async(
+            check_reachable(settings.nats_url, settings.database_url, settings.connect_timeout_s)
+        )
     with dev_pointer(folder) if own_servers else contextlib.nullcontext():
         asyncio.run(
             run_dev(

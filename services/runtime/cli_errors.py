@@ -9,6 +9,7 @@ a command is described in one line here.
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 from collections.abc import Callable
 
@@ -47,8 +48,10 @@ def explain(exc: BaseException) -> tuple[str, int]:  # noqa: PLR0911 (one line p
         return "cannot reach NATS (check NATS_URL)", EXIT_ENVIRONMENT
     if isinstance(exc, nats.errors.Error):
         return f"NATS: {describe(exc)} (check NATS_URL)", EXIT_ENVIRONMENT
-    if isinstance(exc, OSError | TimeoutError):
+    if isinstance(exc, ConnectionError | TimeoutError | socket.gaierror):
         return f"cannot reach a server: {describe(exc)}", EXIT_ENVIRONMENT
+    if isinstance(exc, OSError):  # a file, a folder, a model not found
+        return describe(exc), EXIT_ENVIRONMENT
     if isinstance(exc, pydantic.ValidationError):
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()

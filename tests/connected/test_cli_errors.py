@@ -24,6 +24,7 @@ NATS_COMMANDS = [
     ["trigger", "consolidate", "--tenant", "acme"],
     ["migrate"],
     ["run", "ingest"],
+    ["dev"],  # with your servers (both URLs set): checked before anything starts
 ]
 DATABASE_COMMANDS = [
     ["status"],
@@ -31,6 +32,7 @@ DATABASE_COMMANDS = [
     ["run", "ingest"],
     ["audit", "verify"],
     ["state", "prune", "--keep-days", "1"],
+    ["dev"],
 ]
 # The default time limit is 5 s and a refused connection fails at once; the rest is the
 # start of a Python process on a loaded 2-core machine (`engram --help` alone: 1-6 s).
@@ -110,6 +112,12 @@ async def test_unknown_tenant_and_model(env: Env) -> None:
     one_line(
         await engram("trigger", "consolidate", "--tenant", "not a tenant!", env=urls(env)), "tenant"
     )
+
+
+async def test_unknown_model(env: Env) -> None:
+    offline = {**urls(env), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    # One line, though not yet one that names the model (the embedder's loader's message).
+    one_line(await engram("reembed", "--model", "no-such-model-anywhere", env=offline))
 
 
 async def test_debug_shows_the_traceback(env: Env) -> None:
