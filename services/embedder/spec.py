@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.embedder.settings import EmbedderSettings
-from services.runtime.spec import Command, DevView, ServiceSpec
+from services.runtime.spec import Command, DevView, ServiceSpec, StatusFact
 
 SPEC = ServiceSpec(
     name="embedder",
@@ -16,6 +16,9 @@ SPEC = ServiceSpec(
     "fused by reciprocal rank), and announces memory vectors (engram.embedding.ready).",
     docs="embedder.md#tables",
     commands=(Command("reembed", "services.embedder.cli:reembed"),),
+    status_facts=(
+        StatusFact("model", "SELECT model_id FROM embedder.models WHERE state = 'active'"),
+    ),
     dev_view=DevView(
         title="embedding queue",
         columns=("chunks waiting", "oldest", "failed attempts"),

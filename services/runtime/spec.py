@@ -80,6 +80,15 @@ class DevView:
 
 
 @dataclass(frozen=True)
+class StatusFact:
+    """A value `engram status` shows of the service (e.g. the embedder's active model):
+    ``sql`` returns one value (read with the status command's login)."""
+
+    label: str
+    sql: str
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     name: str
     schema: str
@@ -90,6 +99,7 @@ class ServiceSpec:
     privileges: str = "SELECT, INSERT, UPDATE, DELETE"
     commands: tuple[Command, ...] = ()
     dev_view: DevView | None = None
+    status_facts: tuple[StatusFact, ...] = ()
 
     @cached_property
     def outbox(self) -> Outbox:
