@@ -34,6 +34,8 @@ from services.memory.rows import (
     MemoryKey,
     NewMemory,
     Note,
+    SeenSession,
+    SessionKey,
     SessionStart,
     VectorUpdate,
 )
@@ -157,6 +159,9 @@ class Handlers:
 
     async def apply_chat(self, conn: Connection, events: Sequence[Any]) -> Mapping[UUID, str]:
         notes: list[Note] = []  # consecutive new messages go as one statement
+        # A session's notes touched after its summary was written (a message redelivered
+        # behind its session's end): the summary is written again once the batch is applied.
+        touched: dict[SessionKey, UUID] = {}  # -> the last event that touched it
         for event in events:
             t = event.tenant_id
             p = event.payload
@@ -173,13 +178,16 @@ class Handlers:
                             event.occurred_at,
                         )
                     )
+                    if p.session_id is not None:
+                        touched[SessionKey(t, p.session_id)] = event.event_id
                 continue
             await repo_sessions.add_notes(conn, notes)
             notes = []
+            session: UUID | None = None
             if isinstance(event, MessageEdited):
-                await repo_sessions.edit_note(conn, t, p.message_id, p.content)
+                session = await repo_sessions.edit_note(conn, t, p.message_id, p.content)
             elif isinstance(event, MessageDeleted):
-                await repo_sessions.delete_note(conn, t, p.message_id)
+                session = await repo_sessions.delete_note(conn, t, p.message_id)
             elif isinstance(event, SessionStarted):
                 await repo_sessions.session_started(
                     conn,
@@ -189,14 +197,50 @@ class Handlers:
                     ),
                 )
             else:
-                session, said = await repo_sessions.take_session(
-                    conn, t, p.session_id, p.conversation_id, event.occurred_at
+                touched.pop(SessionKey(t, p.session_id), None)  # summarized with them now
+                seen = await repo_sessions.end_session(
+                    conn, t, p.session_id, p.conversation_id, event.model_dump(mode="json")
                 )
-                summary = sessions.summary_event(event, session, said, self.settings)
-                if summary is not None:
-                    await announce(self.outbox, conn, [summary])
+                await self._summarize(conn, event, seen)
+            if session is not None:
+                touched[SessionKey(t, session)] = event.event_id
         await repo_sessions.add_notes(conn, notes)
+        await self._amend_summaries(conn, touched)
         return {}
+
+    async def _summarize(
+        self,
+        conn: Connection,
+        ended: SessionEnded,
+        seen: SeenSession | None,
+        amended_by: UUID | None = None,
+    ) -> None:
+        p = ended.payload
+        said = await repo_sessions.session_notes(
+            conn,
+            ended.tenant_id,
+            session_id=p.session_id,
+            conversation_id=p.conversation_id,
+            started=seen.started_at if seen else None,
+            ended_at=ended.occurred_at,
+        )
+        summary = sessions.summary_event(ended, seen, said, self.settings, amended_by)
+        if summary is not None:
+            await announce(self.outbox, conn, [summary])
+
+    async def _amend_summaries(self, conn: Connection, touched: Mapping[SessionKey, UUID]) -> None:
+        by_tenant: dict[str, list[UUID]] = {}
+        for key in touched:
+            by_tenant.setdefault(key.tenant_id, []).append(key.session_id)
+        for tenant, ids in by_tenant.items():
+            for ended in await repo_sessions.ended_sessions(conn, tenant, ids):
+                event = SessionEnded.model_validate(ended.ended_event)
+                late = touched[SessionKey(tenant, event.payload.session_id)]
+                log.info(
+                    "session %s had a message applied after its end: summarized again",
+                    event.payload.session_id,
+                )
+                await self._summarize(conn, event, ended.seen, amended_by=late)
 
     # --- ENGRAM: vectors ---------------------------------------------------------------
 

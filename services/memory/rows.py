@@ -8,6 +8,7 @@ validated by the contracts on the way in), so its values have no one static type
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -102,6 +103,18 @@ class SeenSession(NamedTuple):
     agent_id: str | None
     user_id: str | None
     started_at: datetime | None
+
+
+class SessionKey(NamedTuple):
+    tenant_id: str
+    session_id: UUID
+
+
+class EndedSession(NamedTuple):
+    """A session whose summary is written: its end event (as JSON values) and its start."""
+
+    ended_event: Mapping[str, Any]
+    seen: SeenSession
 
 
 class SaidNote(NamedTuple):

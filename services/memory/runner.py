@@ -106,9 +106,11 @@ class JobRunner:
     async def prune_notes(self) -> bool:
         async with self._running().acquire() as conn, conn.transaction():
             await act_for_all_tenants(conn, self.settings.roles)
-            dropped = await repo_sessions.prune_notes(conn, self.settings.session_notes_days)
+            dropped = await repo_sessions.prune_notes(
+                conn, self.settings.session_notes_days, self.settings.session_late_s
+            )
         if dropped:
-            log.info("dropped %d notes of sessions that never ended", dropped)
+            log.info("dropped %d notes of ended sessions or sessions that never ended", dropped)
         return False
 
     async def run_once(self) -> bool:

@@ -10,6 +10,7 @@ same path as any other.
 from __future__ import annotations
 
 from datetime import datetime
+from uuid import UUID
 
 from contracts.chat import SessionEnded
 from contracts.memory import EpisodicContent, EpisodicMemory, MemoryWrite, Temporal
@@ -28,9 +29,12 @@ def summary_event(
     session: SeenSession | None,
     notes: list[SaidNote],
     settings: MemorySettings,
+    amended_by: UUID | None = None,
 ) -> MemoryWrite | None:
     """The memory.write of a session's summary; None when there is nothing to remember or
-    no agent to remember it."""
+    no agent to remember it. ``amended_by``: the event of a message applied after the
+    session's end, which makes this a new version of the summary (its own event id, the
+    same memory id and time, so it replaces the first)."""
     p = ended.payload
     agent = p.agent_id or (session.agent_id if session else None)
     user = p.user_id or (session.user_id if session else None)
@@ -44,7 +48,11 @@ def summary_event(
     ended_at = max(ended.occurred_at, started)
     memory_id = derived_id("session", ended.tenant_id, p.session_id)
     return MemoryWrite(
-        event_id=derived_id("session-write", ended.event_id),
+        event_id=(
+            derived_id("session-write", ended.event_id)
+            if amended_by is None
+            else derived_id("session-amend", ended.event_id, amended_by)
+        ),
         tenant_id=ended.tenant_id,
         producer=PRODUCER,
         occurred_at=ended.occurred_at,

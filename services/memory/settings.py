@@ -102,6 +102,13 @@ class MemorySettings(WorkerSettings):
     session_importance: float = Field(
         default=0.5, ge=0, le=1, description="Importance of a session's episodic summary."
     )
+    session_late_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="An ended session's notes are kept this long after its summary, so "
+        "that a message applied after the end (a crashed worker's message redelivered "
+        "behind newer ones) amends the summary; then they are dropped.",
+    )
     session_notes_days: float = Field(
         default=7.0,
         gt=0,
