@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -89,6 +89,25 @@ async def dev_views(database_url: str, specs: Sequence[ServiceSpec], limit: int 
     return tables
 
 
+@contextlib.contextmanager
+def logs_to_file(path: Path) -> Iterator[None]:
+    """While the live view is drawn, log lines go to ``path``: one written to the terminal
+    under it would shift the page, and each redraw would leave a copy above."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    to_file = logging.FileHandler(path)
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    names = [""] + [n for n in logging.root.manager.loggerDict if n.startswith("faststream")]
+    kept = {name: logging.getLogger(name).handlers[:] for name in names}
+    for name in names:
+        logging.getLogger(name).handlers = [to_file]
+    try:
+        yield
+    finally:
+        for name, handlers in kept.items():
+            logging.getLogger(name).handlers = handlers
+        to_file.close()
+
+
 def say(message: str) -> None:
     """Print, unless the terminal is gone (closed: SIGHUP): the stop must go on."""
     with contextlib.suppress(OSError):
@@ -132,13 +151,13 @@ async def run_dev(
     assert nats_url and database_url
     console.print(f"  NATS_URL={nats_url}\n  DATABASE_URL={database_url}")
     try:
-        await migrate(
-            database_url,
-            catalog.schemas(),
-            progress=lambda svc, name, state: console.print(
-                f"  migrate {svc}: {name} [{'green' if state == 'applied' else 'dim'}]{state}[/]"
-            ),
-        )
+        applied: dict[str, int] = {}
+
+        def tally(service: str, _migration: str, state: str) -> None:
+            applied[service] = applied.get(service, 0) + (state == "applied")
+
+        await migrate(database_url, catalog.schemas(), progress=tally)
+        console.print(f"  migrations: {_in_words(applied)}")
         # As NATS's admin: the workers may not create streams (docs/security.md).
         console.print(f"  bus: {', '.join(await setup_bus(nats_url))}")
         async with running_apps() as apps:
@@ -156,15 +175,17 @@ async def run_dev(
                 console.print(f"  published a demo conversation ({count} events)")
             console.print("[dim]Ctrl-C stops everything.[/]")
             if console.is_terminal:
-                await _live_view(
-                    stop,
-                    workers=workers,
-                    specs=[catalog.get(name) for name in services],
-                    nats_url=nats_url,
-                    database_url=database_url,
-                    verbose=verbose,
-                    refresh_s=refresh_s,
-                )
+                with logs_to_file(data_dir / "dev.log"):
+                    await _live_view(
+                        stop,
+                        log_file=data_dir / "dev.log",
+                        workers=workers,
+                        specs=[catalog.get(name) for name in services],
+                        nats_url=nats_url,
+                        database_url=database_url,
+                        verbose=verbose,
+                        refresh_s=refresh_s,
+                    )
             else:
                 await _log_view(stop, workers, refresh_s)
             say("stopping: draining workers...")
@@ -176,6 +197,11 @@ async def run_dev(
         if stack is not None:
             await asyncio.to_thread(stack.stop)
             say("stopped the embedded servers; data kept in " + str(data_dir))
+
+
+def _in_words(applied: dict[str, int]) -> str:
+    done = ", ".join(f"{svc} {n}" for svc, n in applied.items() if n)
+    return f"applied {done}" if done else "every schema is at its latest"
 
 
 async def _start_servers(stack: DevStack) -> dict[str, str]:
@@ -229,12 +255,12 @@ async def _live_view(
     database_url: str,
     verbose: bool,
     refresh_s: float,
+    log_file: Path,
 ) -> None:
     schemas = [spec.schema for spec in specs]
     activity = Activity()
-    footer = "Ctrl-C stops everything." + (
-        "" if verbose else "  --verbose adds inboxes, outboxes, queues and consumers."
-    )
+    hint = "" if verbose else "--verbose adds inboxes, outboxes, queues. "
+    footer = f"Ctrl-C stops everything. {hint}Logs: {log_file}"
     nc = await connect(nats_url)
     try:
         js = nc.jetstream()

@@ -29,6 +29,7 @@ from services.runtime.spec import ServiceSpec
 
 FETCH_ROWS = 10  # per section; the page shows fewer when the terminal is short
 MAX_COLUMN = 60
+SHORT_COLUMN = 10
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class Activity:
         if counters != self.seen.get(name, (0, 0, 0)):
             self.seen[name] = counters
             self.moved_at[name] = now
-        line = Text(f"{name:<13}")
+        line = Text(f"{name:<13}", no_wrap=True, overflow="ellipsis")
         line.append_text(_state(worker))
         words = f"  {s.applied} event{'' if s.applied == 1 else 's'} applied"
         if s.duplicates:
@@ -162,8 +163,16 @@ def _table(section: Section, shown: int) -> RenderableType:
         header_style="dim",
         pad_edge=False,
     )
-    for column in section.columns:
-        table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=MAX_COLUMN)
+    for i, column in enumerate(section.columns):
+        # Short columns (tenant, role, kind, "5 s ago") keep their width; long ones shrink.
+        widest = max([len(column), *(len(row[i]) for row in section.rows[:shown])])
+        table.add_column(
+            column,
+            no_wrap=True,
+            overflow="ellipsis",
+            min_width=min(SHORT_COLUMN, widest),
+            max_width=MAX_COLUMN,
+        )
     for row in section.rows[:shown]:
         table.add_row(*row)
     return table
@@ -201,4 +210,6 @@ def page(
     fixed = len(head) + 1 + sum(2 if s.rows else 1 for s in sections)
     shown = deal_rows(sections, max(0, height - fixed))
     body = [_table(s, n) for s, n in zip(sections, shown, strict=True)]
-    return Group(*head, *body, *verbose, Text(footer, style="dim"))
+    return Group(
+        *head, *body, *verbose, Text(footer, style="dim", no_wrap=True, overflow="ellipsis")
+    )
