@@ -152,12 +152,11 @@ async def dead_letter_section(js: JetStreamContext, limit: int = FETCH_ROWS) -> 
 
 
 def _table(section: Section, shown: int) -> RenderableType:
-    title = Text(section.title, style="bold")
+    # Its own line, not the table's title: that one wraps to a narrow table's width.
+    title = Text(section.title, style="bold", no_wrap=True, overflow="ellipsis")
     if not section.rows:
         return title.append(f": {section.empty}", style="dim")
     table = Table(
-        title=title,
-        title_justify="left",
         box=None,
         padding=(0, 1, 0, 0),
         header_style="dim",
@@ -175,7 +174,7 @@ def _table(section: Section, shown: int) -> RenderableType:
         )
     for row in section.rows[:shown]:
         table.add_row(*row)
-    return table
+    return Group(title, table)
 
 
 def deal_rows(sections: Sequence[Section], room: int) -> list[int]:
