@@ -49,7 +49,12 @@ def test_a_full_store_fits_100x40_with_the_newest_of_each_section() -> None:
     lines = rendered(40, rows_each=10)
     assert len(lines) <= 39
     text = "\n".join(lines)
-    for newest in ("reason number 0", "message 0", "agent states", "latest memories (memory): none yet"):
+    for newest in (
+        "reason number 0",
+        "message 0",
+        "agent states",
+        "latest memories (memory): none yet",
+    ):
         assert newest in text
     assert all(len(line) <= 100 for line in lines)
     assert "Ctrl-C stops everything." in lines[-1]
