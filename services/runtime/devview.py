@@ -28,7 +28,7 @@ from services.runtime.service import Worker
 from services.runtime.spec import ServiceSpec
 
 FETCH_ROWS = 10  # per section; the page shows fewer when the terminal is short
-MAX_COLUMN = 60
+MAX_COLUMN = 50
 SHORT_COLUMN = 10
 
 

@@ -63,6 +63,15 @@ def nats_server_binary() -> Path:
     return Path(found)
 
 
+def _read_ports(path: Path) -> dict[str, list[str]] | None:
+    """The ports file, once nats-server wrote it whole (it appears empty first)."""
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return cast(dict[str, list[str]], info) if info.get("nats") else None
+
+
 @dataclass
 class EmbeddedNats:
     """nats-server -js, storing under ``root``; its URL is read from its ports file."""
@@ -110,13 +119,12 @@ class EmbeddedNats:
         )
         deadline = time.monotonic() + timeout_s
         ports = self.root / f"nats-server_{self.process.pid}.ports"
-        while not ports.exists():
+        while not (info := _read_ports(ports)):
             if self.process.poll() is not None:
                 raise RuntimeError(f"nats-server exited; see {self.root / 'nats.log'}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nats-server did not start in {timeout_s}s")
             time.sleep(0.02)
-        info = json.loads(ports.read_text())
         self.url = info["nats"][0]
         self.monitor_url = (info.get("monitoring") or [""])[0]
         return self.url

@@ -131,7 +131,10 @@ async def test_the_view_fits_100x40_and_says_what_happened_then_a_closed_termina
     wait_for(lambda: not servers_under(data), lambda: str(servers_under(data)), timeout=30)
 
 
-def test_an_idle_ctrl_c_stops_within_5_s_without_asyncio_task_noise(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_idle_stop_takes_5_s_at_most_without_asyncio_task_noise(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
     data, log = tmp_path / "data", tmp_path / "dev.log"
     # audit reads four streams: the slowest worker to stop.
     proc = engram("dev", "--data-dir", str(data), "-s", "ingest", "-s", "audit", log=log)
@@ -139,7 +142,7 @@ def test_an_idle_ctrl_c_stops_within_5_s_without_asyncio_task_noise(tmp_path: Pa
         wait_for(lambda: STARTED in log.read_text(errors="replace"), log.read_text)
         time.sleep(3)  # idle: the pull requests are open
         began = time.monotonic()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         code = proc.wait(30)
         took = time.monotonic() - began
     finally:
