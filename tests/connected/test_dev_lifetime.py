@@ -131,13 +131,19 @@ async def test_the_view_fits_100x40_and_says_what_happened_then_a_closed_termina
     wait_for(lambda: not servers_under(data), lambda: str(servers_under(data)), timeout=30)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize(
+    ("sig", "workers"),
+    [
+        pytest.param(signal.SIGINT, [], id="ctrl-c-all-workers"),
+        # audit reads four streams: the slowest worker to stop.
+        pytest.param(signal.SIGTERM, ["-s", "ingest", "-s", "audit"], id="sigterm"),
+    ],
+)
 def test_an_idle_stop_takes_5_s_at_most_without_asyncio_task_noise(
-    tmp_path: Path, sig: signal.Signals
+    tmp_path: Path, sig: signal.Signals, workers: list[str]
 ) -> None:
     data, log = tmp_path / "data", tmp_path / "dev.log"
-    # audit reads four streams: the slowest worker to stop.
-    proc = engram("dev", "--data-dir", str(data), "-s", "ingest", "-s", "audit", log=log)
+    proc = engram("dev", "--data-dir", str(data), *workers, log=log)
     try:
         wait_for(lambda: STARTED in log.read_text(errors="replace"), log.read_text)
         time.sleep(3)  # idle: the pull requests are open
