@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
-from faststream import FastStream
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -19,6 +16,7 @@ from rich.table import Table
 from services.runtime.bus_setup import connect, setup_bus
 from services.runtime.db import login_url
 from services.runtime.demo import demo_conversation
+from services.runtime.devapps import RunningApps, logs_to_file, quiet_faststream, running_apps
 from services.runtime.devguard import DataDirInUse
 from services.runtime.devview import Activity, dead_letter_section, page, service_sections
 from services.runtime.embedded import DevStack
@@ -30,38 +28,9 @@ from services.runtime.supervise import EXIT_CANNOT_WORK
 
 console = Console()
 # A stop lets each consumer's open pull request finish, one consumer after the other
-# (audit has four): at the production default (2 s), an idle stop took 10 s. Shorter
+# (audit has four): at the production default (2 s), an idle stop of all five took 7.5 s. Shorter
 # pulls cost a few idle requests a second, nothing on a laptop.
 DEV_FETCH_WAIT_S = 0.5
-
-
-class RunningApps:
-    """FastStream apps run inside this event loop, stopped all at once: a stop then waits
-    for the slowest worker's idle pull (``fetch_wait_s``), not for the sum of them."""
-
-    def __init__(self, lifespans: AsyncExitStack) -> None:
-        self._lifespans = lifespans
-        self._started: list[FastStream] = []
-
-    async def start(self, app: FastStream) -> None:
-        await self._lifespans.enter_async_context(app.lifespan_context())
-        await app.start()
-        self._started.append(app)
-
-    async def stop(self) -> None:
-        started, self._started = self._started, []
-        quiet_faststream()  # its broker loggers are made (at INFO) when the apps start
-        await asyncio.gather(*(app.stop() for app in started))
-
-
-@asynccontextmanager
-async def running_apps() -> AsyncIterator[RunningApps]:
-    async with AsyncExitStack() as lifespans:  # closed after the apps stopped
-        apps = RunningApps(lifespans)
-        try:
-            yield apps
-        finally:
-            await apps.stop()
 
 
 async def publish_demo(nats_url: str, tenant: str = "demo") -> int:
@@ -89,38 +58,10 @@ async def dev_views(database_url: str, specs: Sequence[ServiceSpec], limit: int 
     return tables
 
 
-@contextlib.contextmanager
-def logs_to_file(path: Path) -> Iterator[None]:
-    """While the live view is drawn, log lines go to ``path``: one written to the terminal
-    under it would shift the page, and each redraw would leave a copy above."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    to_file = logging.FileHandler(path)
-    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    names = [""] + [n for n in logging.root.manager.loggerDict if n.startswith("faststream")]
-    kept = {name: logging.getLogger(name).handlers[:] for name in names}
-    for name in names:
-        logging.getLogger(name).handlers = [to_file]
-    try:
-        yield
-    finally:
-        for name, handlers in kept.items():
-            logging.getLogger(name).handlers = handlers
-        to_file.close()
-
-
 def say(message: str) -> None:
     """Print, unless the terminal is gone (closed: SIGHUP): the stop must go on."""
     with contextlib.suppress(OSError):
         console.print(message)
-
-
-def quiet_faststream() -> None:
-    """FastStream's INFO lines ("waiting for messages", "callback for Task-47 is being
-    executed...") say nothing to a person and would scroll through the live view."""
-    logging.getLogger("faststream").setLevel(logging.WARNING)
-    for name in list(logging.root.manager.loggerDict):
-        if name.startswith("faststream"):
-            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 async def run_dev(
