@@ -31,6 +31,10 @@ NATS_PIDFILE = Path("nats") / "nats.pid"
 POSTMASTER_PIDFILE = Path("postgres") / "pgdata" / "postmaster.pid"
 
 
+STOOD_DOWN = b"servers stopped"  # what the owner writes to the pipe after a clean stop
+OWNER_EXIT_S = 10.0
+
+
 class DataDirInUse(RuntimeError):
     """Another process runs the embedded servers of this data folder."""
 
@@ -142,8 +146,10 @@ class Watchdog:
             os.close(read_end)
 
     def stop(self) -> None:
-        """The servers are stopped: let the watchdog go (it finds nothing to stop)."""
+        """The servers are stopped: let the watchdog go without looking for them."""
         if self._write_end is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._write_end, STOOD_DOWN)
             os.close(self._write_end)
             self._write_end = None
         if self._process is not None:
@@ -156,14 +162,24 @@ def main(argv: list[str]) -> None:
     data_dir = Path(argv[0])
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)  # only the pipe ends its watch
-    while os.read(0, 1024):
-        pass
-    # Its owner is gone. Whoever holds the lock now (a new start) owns the servers.
-    lock = DataDirLock(data_dir)
-    try:
-        lock.acquire()
-    except DataDirInUse:
+    said = b""
+    while chunk := os.read(0, 1024):
+        said += chunk
+    if STOOD_DOWN in said:  # its owner stopped the servers itself
         return
+    # Its owner is gone. The kernel drops the owner's lock as it closes the pipe, not
+    # always before: wait for it. Whoever holds it after that (a new start) owns the servers.
+    lock = DataDirLock(data_dir)
+    deadline = time.monotonic() + OWNER_EXIT_S
+    while True:
+        try:
+            lock.acquire()
+            break
+        except DataDirInUse as exc:
+            if time.monotonic() > deadline:
+                print(f"{time.strftime('%F %T')} not stopping anything: {exc}", file=sys.stderr)
+                return
+            time.sleep(0.05)
     try:
         for what in stop_orphans(data_dir):
             stamp = time.strftime("%F %T")

@@ -325,6 +325,6 @@ class DevStack:
             self.postgres.stop()
             self.env_file.unlink(missing_ok=True)
         finally:
-            # The watchdog first: released earlier, it could take the lock from a new start.
+            # The watchdog first: it gives up waiting for the lock only after a while.
             self.watchdog.stop()
             self.lock.release()

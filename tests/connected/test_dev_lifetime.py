@@ -18,6 +18,7 @@ import nats
 import psutil
 import pytest
 
+from services.runtime.devguard import stop_orphans
 from tests import factories as f
 from tests.connected.test_cli import ENGRAM, engram, servers_under
 from tests.helpers import dead_letters, publish, publish_raw
@@ -41,6 +42,22 @@ def wait_for(probe: Callable[[], bool], what: Callable[[], str], timeout: float 
     while not probe():
         assert time.monotonic() < deadline, what()
         time.sleep(0.3)
+
+
+def alive(proc: psutil.Process) -> bool:
+    """Running, not a zombie: an orphan's parent (init here) may not reap it at once."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def gone_wrong(data: Path, watchdogs: list[psutil.Process]) -> str:
+    guard = data / "devguard.log"
+    said = guard.read_text() if guard.exists() else ""
+    states = [(w.pid, alive(w)) for w in watchdogs]
+    files = [(p.pid, [f.path for f in p.open_files()]) for p in servers_under(data)]
+    return f"still running: {files}; watchdog {states}; its log: {said!r}"
 
 
 def nats_url(data: Path) -> str:
@@ -105,7 +122,7 @@ async def test_the_view_fits_100x40_and_says_what_happened_then_a_closed_termina
     assert second.returncode != 0
     said = (second.stdout + second.stderr).strip().splitlines()
     assert len(said) == 1 and "another `engram dev`" in said[0] and str(data) in said[0], said
-    assert len([p for p in servers_under(data) if p.name() == "nats-server"]) == 1
+    assert len([p for p in servers_under(data) if p.info["name"] == "nats-server"]) == 1
 
     text = f"meet at the blue door {uuid.uuid4().hex[:6]}"
     nc = await nats.connect(nats_url(data))
@@ -168,7 +185,14 @@ def test_kill_9_of_engram_dev_leaves_no_server_running(
     """The watchdog stops them at once; if it was killed too, the next start does."""
     data, log = tmp_path / "data", tmp_path / "dev.log"
     started: list[subprocess.Popen[bytes]] = []
-    request.addfinalizer(lambda: [p.kill() for p in started if p.poll() is None])
+
+    def kill_started() -> None:
+        for p in started:
+            if p.poll() is None:
+                p.kill()
+
+    request.addfinalizer(lambda: stop_orphans(data.resolve()))  # last: finalizers run LIFO
+    request.addfinalizer(kill_started)
     for round_ in (1, 2):
         proc = engram("dev", "--data-dir", str(data), "-s", "ingest", log=log)
         started.append(proc)
@@ -177,24 +201,26 @@ def test_kill_9_of_engram_dev_leaves_no_server_running(
         watchdogs = [
             p for p in psutil.Process(proc.pid).children() if "devguard" in " ".join(p.cmdline())
         ]
-        assert len(watchdogs) == 1
+        assert len(watchdogs) == 1 and alive(watchdogs[0])
         if round_ == 2:  # the watchdog too, as `kill -9` of the whole process group would
             watchdogs[0].kill()  # no wait: a zombie until its parent goes, just below
         proc.kill()
         proc.wait(10)
         if round_ == 1:
-            wait_for(lambda: not servers_under(data), lambda: str(servers_under(data)), 30)
+            guards = watchdogs
+            wait_for(lambda: not servers_under(data), lambda: gone_wrong(data, guards), 30)
+    # By the names read when listed: a postgres backend may end while we look.
     orphans = servers_under(data)
-    assert {p.name() for p in orphans} == {"nats-server", "postgres"}
-    orphan_nats = [p for p in orphans if p.name() == "nats-server"]
+    assert {p.info["name"] for p in orphans} == {"nats-server", "postgres"}
+    orphan_nats = [p for p in orphans if p.info["name"] == "nats-server"]
     proc = engram("dev", "--data-dir", str(data), "-s", "ingest", log=log)
     started.append(proc)
     try:
         wait_for(lambda: STARTED in log.read_text(errors="replace"), log.read_text)
         output = log.read_text()
         assert "stopped nats-server" in output and "left running by an earlier" in output
-        assert not any(p.is_running() for p in orphan_nats)
-        assert len([p for p in servers_under(data) if p.name() == "nats-server"]) == 1
+        assert not any(alive(p) for p in orphan_nats)
+        assert len([p for p in servers_under(data) if p.info["name"] == "nats-server"]) == 1
         ports = json.loads(next((data / "nats").glob("*.ports")).read_text())
         assert ports["nats"], "the new nats-server serves"
     finally:
