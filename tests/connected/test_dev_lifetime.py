@@ -207,8 +207,11 @@ def test_kill_9_of_engram_dev_leaves_no_server_running(
         proc.kill()
         proc.wait(10)
         if round_ == 1:
-            guards = watchdogs
-            wait_for(lambda: not servers_under(data), lambda: gone_wrong(data, guards), 30)
+            wait_for(
+                lambda: not servers_under(data),
+                lambda guards=watchdogs: gone_wrong(data, guards),  # type: ignore[misc]
+                30,
+            )
     # By the names read when listed: a postgres backend may end while we look.
     orphans = servers_under(data)
     assert {p.info["name"] for p in orphans} == {"nats-server", "postgres"}
