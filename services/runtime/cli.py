@@ -61,8 +61,15 @@ def dev(
         list[str] | None,
         typer.Option("--service", "-s", help="Workers to start (repeat); default: all."),
     ] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Also show internal tables: inboxes, outboxes, queues."
+        ),
+    ] = False,
 ) -> None:
     """Start the whole pipeline locally and show what it is doing."""
+    from services.runtime.devguard import DataDirInUse, refuse_if_in_use
     from services.runtime.devmode import run_dev
 
     settings = CliSettings()
@@ -73,7 +80,12 @@ def dev(
     logging.basicConfig(level=logging.WARNING)
     folder = (data_dir or default_data_dir()).expanduser()
     own_servers = not (settings.nats_url and settings.database_url)
-    if not own_servers:  # yours: one line now rather than a wait for an unreachable one
+    if own_servers:
+        try:  # before the pointer: it names the running one's folder
+            refuse_if_in_use(folder.resolve())
+        except DataDirInUse as exc:
+            fail(str(exc))
+    else:  # yours: one line now rather than a wait for an unreachable one
         run_async(
             check_reachable(settings.nats_url, settings.database_url, settings.connect_timeout_s)
         )
@@ -86,6 +98,7 @@ def dev(
                 catalog=catalog,
                 services=service or catalog.names,
                 demo=demo,
+                verbose=verbose,
             )
         )
 

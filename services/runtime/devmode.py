@@ -6,19 +6,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
-import asyncpg
-from faststream import FastStream
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from services.runtime.bus_setup import connect, setup_bus
 from services.runtime.db import login_url
 from services.runtime.demo import demo_conversation
+from services.runtime.devapps import RunningApps, logs_to_file, quiet_faststream, running_apps
+from services.runtime.devguard import DataDirInUse
+from services.runtime.devview import Activity, dead_letter_section, page, service_sections
 from services.runtime.embedded import DevStack
 from services.runtime.migrate import migrate
 from services.runtime.service import Worker, create_worker
@@ -27,17 +27,10 @@ from services.runtime.status import collect, render
 from services.runtime.supervise import EXIT_CANNOT_WORK
 
 console = Console()
-
-
-@asynccontextmanager
-async def running(app: FastStream) -> AsyncIterator[None]:
-    """Run a FastStream app inside this event loop (lifespan, start, drain, stop)."""
-    async with app.lifespan_context():
-        await app.start()
-        try:
-            yield
-        finally:
-            await app.stop()
+# A stop lets each consumer's open pull request finish, one consumer after the other
+# (audit has four): at the production default (2 s), an idle stop of all five took 7.5 s. Shorter
+# pulls cost a few idle requests a second, nothing on a laptop.
+DEV_FETCH_WAIT_S = 0.5
 
 
 async def publish_demo(nats_url: str, tenant: str = "demo") -> int:
@@ -54,61 +47,21 @@ async def publish_demo(nats_url: str, tenant: str = "demo") -> int:
 
 async def dev_views(database_url: str, specs: Sequence[ServiceSpec], limit: int = 8) -> list[Table]:
     """What each service shows of its data (its spec's ``dev_view``), newest first."""
-    tables: list[Table] = []
-    conn = await asyncpg.connect(database_url)
-    try:
-        for spec in specs:
-            view = spec.dev_view
-            if view is None:
-                continue
-            table = Table(title=f"{view.title} ({spec.name})", title_justify="left")
-            for column in view.columns:
-                table.add_column(column, overflow="ellipsis", no_wrap=True, max_width=60)
-            for row in await conn.fetch(view.sql, limit):
-                table.add_row(*("" if v is None else str(v) for v in row))
-            tables.append(table)
-    finally:
-        await conn.close()
+    tables = []
+    for section in await service_sections(database_url, specs, limit):
+        table = Table(title=section.title, title_justify="left")
+        for column in section.columns:
+            table.add_column(column, overflow="ellipsis", no_wrap=True, max_width=60)
+        for row in section.rows:
+            table.add_row(*row)
+        tables.append(table)
     return tables
 
 
-def worker_table(workers: Sequence[tuple[str, Worker]]) -> Table:
-    table = Table(title="workers (this process)", title_justify="left")
-    for column in (
-        "service",
-        "state",
-        "applied",
-        "duplicates",
-        "retried",
-        "dead",
-        "batches",
-        "last batch",
-        "last batch ms",
-    ):
-        table.add_column(column, justify="left" if column == "service" else "right")
-    for name, worker in workers:
-        s = worker.stats
-        failure = worker.supervisor.failure
-        table.add_row(
-            name,
-            _state(worker, failure),
-            str(s.applied),
-            str(s.duplicates),
-            str(s.retried),
-            str(s.dead),
-            str(s.batches),
-            str(s.last_batch),
-            f"{s.last_batch_ms:.1f}",
-        )
-    return table
-
-
-def _state(worker: Worker, failure: str | None) -> str:
-    if failure is not None:
-        return f"[red]cannot work: {failure}[/]"
-    if worker.stats.database_unreachable_since is not None:
-        return "[yellow]waiting for the database[/]"
-    return "[green]working[/]"
+def say(message: str) -> None:
+    """Print, unless the terminal is gone (closed: SIGHUP): the stop must go on."""
+    with contextlib.suppress(OSError):
+        console.print(message)
 
 
 async def run_dev(
@@ -119,72 +72,119 @@ async def run_dev(
     catalog: Catalog,
     services: Sequence[str],
     demo: bool,
+    verbose: bool = False,
     refresh_s: float = 1.0,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP too: a closed terminal stops the pipeline as Ctrl-C does.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
+    quiet_faststream()
     stack: DevStack | None = None
     if nats_url and database_url:
         console.print("[bold]using your servers[/] (NATS_URL and DATABASE_URL are set)")
     else:
         stack = DevStack(data_dir, catalog)
-        console.print(f"[bold]starting embedded nats-server and PostgreSQL[/] in {data_dir}")
-        urls = await asyncio.to_thread(stack.start)
+        urls = await _start_servers(stack)
         nats_url, database_url = urls["NATS_URL"], urls["DATABASE_URL"]
         console.print(f"  wrote {stack.env_file}")
     assert nats_url and database_url
     console.print(f"  NATS_URL={nats_url}\n  DATABASE_URL={database_url}")
     try:
-        await migrate(
-            database_url,
-            catalog.schemas(),
-            progress=lambda svc, name, state: console.print(
-                f"  migrate {svc}: {name} [{'green' if state == 'applied' else 'dim'}]{state}[/]"
-            ),
-        )
+        applied: dict[str, int] = {}
+
+        def tally(service: str, _migration: str, state: str) -> None:
+            applied[service] = applied.get(service, 0) + (state == "applied")
+
+        await migrate(database_url, catalog.schemas(), progress=tally)
+        console.print(f"  migrations: {_in_words(applied)}")
         # As NATS's admin: the workers may not create streams (docs/security.md).
         console.print(f"  bus: {', '.join(await setup_bus(nats_url))}")
-        async with AsyncExitStack() as workers_stack:
-            workers: list[tuple[str, Worker]] = []
-            for service in services:
-                spec = catalog.get(service)
-                # Each worker logs in as its own role (created by the migration above),
-                # as in production; with your own server, one that trusts or knows it.
-                login = login_url(database_url, spec.role)
-                # And as its own NATS user on the embedded server; your own server's URL
-                # is used as given.
-                bus = stack.nats_url(service) if stack is not None else nats_url
-                app, worker = create_worker(spec, nats_url=bus, database_url=login)
-                await workers_stack.enter_async_context(running(app))
-                workers.append((service, worker))
-                console.print(f"  [green]started[/] {service}")
-            if demo:
+        async with running_apps() as apps:
+            workers = await _start_workers(
+                apps,
+                stop,
+                catalog,
+                services,
+                stack=stack,
+                nats_url=nats_url,
+                database_url=database_url,
+            )
+            if demo and not stop.is_set():
                 count = await publish_demo(nats_url)
                 console.print(f"  published a demo conversation ({count} events)")
             console.print("[dim]Ctrl-C stops everything.[/]")
             if console.is_terminal:
-                specs = [catalog.get(name) for name in services]
-                await _live_view(
-                    stop,
-                    workers=workers,
-                    specs=specs,
-                    nats_url=nats_url,
-                    database_url=database_url,
-                    refresh_s=refresh_s,
-                )
+                with logs_to_file(data_dir / "dev.log"):
+                    await _live_view(
+                        stop,
+                        log_file=data_dir / "dev.log",
+                        workers=workers,
+                        specs=[catalog.get(name) for name in services],
+                        nats_url=nats_url,
+                        database_url=database_url,
+                        verbose=verbose,
+                        refresh_s=refresh_s,
+                    )
             else:
                 await _log_view(stop, workers, refresh_s)
-            console.print("stopping: draining workers...")
+            say("stopping: draining workers...")
         if failed := _failure(workers):
             # As `engram run` does: a worker that cannot work ends the whole process.
-            console.print(f"[red]{failed}[/]; exiting with code {EXIT_CANNOT_WORK}")
+            say(f"[red]{failed}[/]; exiting with code {EXIT_CANNOT_WORK}")
             raise SystemExit(EXIT_CANNOT_WORK)
     finally:
         if stack is not None:
             await asyncio.to_thread(stack.stop)
-            console.print("stopped the embedded servers; data kept in " + str(data_dir))
+            say("stopped the embedded servers; data kept in " + str(data_dir))
+
+
+def _in_words(applied: dict[str, int]) -> str:
+    done = ", ".join(f"{svc} {n}" for svc, n in applied.items() if n)
+    return f"applied {done}" if done else "every schema is at its latest"
+
+
+async def _start_servers(stack: DevStack) -> dict[str, str]:
+    console.print(f"[bold]starting embedded nats-server and PostgreSQL[/] in {stack.data_dir}")
+    try:
+        urls = await asyncio.to_thread(stack.start)
+    except DataDirInUse as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise SystemExit(2) from None
+    for orphan in stack.orphans_stopped:
+        console.print(f"  stopped {orphan}, left running by an earlier `engram dev`")
+    return urls
+
+
+async def _start_workers(
+    apps: RunningApps,
+    stop: asyncio.Event,
+    catalog: Catalog,
+    services: Sequence[str],
+    *,
+    stack: DevStack | None,
+    nats_url: str,
+    database_url: str,
+) -> list[tuple[str, Worker]]:
+    workers: list[tuple[str, Worker]] = []
+    for service in services:
+        if stop.is_set():  # Ctrl-C while the embedder loads its model: start no more
+            break
+        spec = catalog.get(service)
+        # Each worker logs in as its own role (created by the migration above), as in
+        # production; with your own server, one that trusts or knows it.
+        login = login_url(database_url, spec.role)
+        # And as its own NATS user on the embedded server; your own server's URL is used
+        # as given.
+        bus = stack.nats_url(service) if stack is not None else nats_url
+        app, worker = create_worker(
+            spec, nats_url=bus, database_url=login, fetch_wait_s=DEV_FETCH_WAIT_S
+        )
+        await apps.start(app)
+        workers.append((service, worker))
+        console.print(f"  [green]started[/] {service}")
+    return workers
 
 
 async def _live_view(
@@ -194,16 +194,38 @@ async def _live_view(
     specs: Sequence[ServiceSpec],
     nats_url: str,
     database_url: str,
+    verbose: bool,
     refresh_s: float,
+    log_file: Path,
 ) -> None:
     schemas = [spec.schema for spec in specs]
-    with Live(console=console, refresh_per_second=4) as live:
-        while not stop.is_set() and not _failure(workers):
-            status = await collect(nats_url, database_url, schemas, exact=True)
-            views = await dev_views(database_url, specs)
-            live.update(Group(worker_table(workers), *render(status), *views))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), refresh_s)
+    activity = Activity()
+    hint = "" if verbose else "--verbose adds inboxes, outboxes, queues. "
+    footer = f"Ctrl-C stops everything. {hint}Logs: {log_file}"
+    nc = await connect(nats_url)
+    try:
+        js = nc.jetstream()
+        with Live(console=console, refresh_per_second=4, screen=False) as live:
+            while not stop.is_set() and not _failure(workers):
+                internals = []
+                if verbose:
+                    internals = render(await collect(nats_url, database_url, schemas, exact=True))
+                sections = [await dead_letter_section(js)]
+                sections += await service_sections(database_url, specs)
+                live.update(
+                    page(
+                        workers=workers,
+                        activity=activity,
+                        sections=sections,
+                        height=console.size.height - 1,
+                        footer=footer,
+                        verbose=internals,
+                    )
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), refresh_s)
+    finally:
+        await nc.close()
 
 
 async def _log_view(

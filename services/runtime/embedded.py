@@ -2,7 +2,8 @@
 both from PyPI packages, keeping their data in one folder.
 
 ``engram dev`` and the test session use the same code. A second start on the same folder
-reuses the data (and a server still running from a killed session).
+reuses the data. One stack runs on a folder at a time, and its servers stop with the
+process that started them, however it ends (``devguard.py``).
 
 The nats-server always requires a login: its users and their rights are generated from
 the service catalog (``nats_auth.py``), with passwords made once and kept in
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import cast
 
 from services.runtime import nats_auth
+from services.runtime.devguard import DataDirLock, Watchdog, stop_orphans
 from services.runtime.spec import Catalog
 
 PG_DATABASE = "engram"
@@ -61,6 +63,15 @@ def nats_server_binary() -> Path:
     return Path(found)
 
 
+def _read_ports(path: Path) -> dict[str, list[str]] | None:
+    """The ports file, once nats-server wrote it whole (it appears empty first)."""
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return cast(dict[str, list[str]], info) if info.get("nats") else None
+
+
 @dataclass
 class EmbeddedNats:
     """nats-server -js, storing under ``root``; its URL is read from its ports file."""
@@ -95,6 +106,8 @@ class EmbeddedNats:
                 "-1",
                 "--ports_file_dir",
                 str(self.root),
+                "-P",
+                str(self.root / "nats.pid"),
                 "-n",
                 "engram-dev",
                 "-c",
@@ -106,13 +119,12 @@ class EmbeddedNats:
         )
         deadline = time.monotonic() + timeout_s
         ports = self.root / f"nats-server_{self.process.pid}.ports"
-        while not ports.exists():
+        while not (info := _read_ports(ports)):
             if self.process.poll() is not None:
                 raise RuntimeError(f"nats-server exited; see {self.root / 'nats.log'}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nats-server did not start in {timeout_s}s")
             time.sleep(0.02)
-        info = json.loads(ports.read_text())
         self.url = info["nats"][0]
         self.monitor_url = (info.get("monitoring") or [""])[0]
         return self.url
@@ -257,11 +269,16 @@ class DevStack:
     nats: EmbeddedNats = field(init=False)
     postgres: EmbeddedPostgres = field(init=False)
     passwords: dict[str, str] = field(init=False, default_factory=dict, repr=False)
+    lock: DataDirLock = field(init=False, repr=False)
+    watchdog: Watchdog = field(init=False, repr=False)
+    orphans_stopped: list[str] = field(init=False, default_factory=list)  # by the last start
 
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.expanduser().resolve()
         self.nats = EmbeddedNats(self.data_dir / "nats")
         self.postgres = EmbeddedPostgres(self.data_dir / "postgres")
+        self.lock = DataDirLock(self.data_dir)
+        self.watchdog = Watchdog(self.data_dir)
 
     def nats_url(self, user: str = nats_auth.ADMIN) -> str:
         """The URL of the running nats-server, logging in as ``user`` (a service's name,
@@ -286,8 +303,14 @@ class DevStack:
         return self.data_dir / "engram.env"
 
     def start(self) -> dict[str, str]:
+        """Raises ``DataDirInUse`` while another process runs a stack on the folder."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.lock.acquire()
         try:
+            # With the lock held, a server still running here lost its owner (a SIGKILL
+            # that took its watchdog too): a second nats-server on one store corrupts it.
+            self.orphans_stopped = stop_orphans(self.data_dir)
+            self.watchdog.start()
             self.nats.start(config=self._nats_config())
             env = {"NATS_URL": self.nats_url(), "DATABASE_URL": self.postgres.start()}
         except BaseException:
@@ -297,6 +320,11 @@ class DevStack:
         return env
 
     def stop(self) -> None:
-        self.nats.stop()
-        self.postgres.stop()
-        self.env_file.unlink(missing_ok=True)
+        try:
+            self.nats.stop()
+            self.postgres.stop()
+            self.env_file.unlink(missing_ok=True)
+        finally:
+            # The watchdog first: it gives up waiting for the lock only after a while.
+            self.watchdog.stop()
+            self.lock.release()
