@@ -26,9 +26,11 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.runtime.bus_setup import setup_bus
 from services.runtime.service import Worker
 from tests import factories
 from tests.conftest import Env
+from tests.connected.test_worker_exit import OwnNats
 from tests.helpers import eventually, publish, publish_raw
 from tests.proxy import PostgresCut, through
 
@@ -296,17 +298,24 @@ async def test_every_worker_run_alone_is_observable(
         assert {"ts", "level", "logger", "message"} <= set(json.loads(line)), line
 
 
-async def test_a_worker_that_cannot_reach_nats_says_so_on_its_port(
-    env: Env, tmp_path: Path
-) -> None:
+async def test_a_worker_that_loses_nats_says_so_on_its_port(env: Env, tmp_path: Path) -> None:
+    """Unreachable at start, `engram run` exits with one line (tests/connected/
+    test_cli_errors.py); lost later, the worker waits for NATS and its port says so: ready
+    503 naming `nats`, live 200 (restarting it would not bring NATS back)."""
+    server = OwnNats(tmp_path / "nats")
+    server.start()
+    await setup_bus(server.url)
     port, log = free_port(), tmp_path / "run.log"
-    proc = run_process("ingest", env, port, log, nats_url=f"nats://127.0.0.1:{free_port()}")
+    proc = run_process("ingest", env, port, log, nats_url=server.url)
     try:
+        await eventually(
+            lambda: probe(port, "/health/ready"), lambda r: r[0] == 200, timeout=60, interval=0.3
+        )
+        server.stop()
         _, body = await eventually(
             lambda: probe(port, "/health/ready"), lambda r: r[0] == 503, timeout=30, interval=0.3
         )
         assert "nats" in failing(body), body
-        assert "started" in failing(body), body
         assert (await probe(port, "/health/live"))[0] == 200
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -315,6 +324,7 @@ async def test_a_worker_that_cannot_reach_nats_says_so_on_its_port(
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
+        server.stop()
 
 
 async def test_not_ready_until_the_migrations_are_at_head(
