@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -17,19 +16,11 @@ from nats.aio.client import Client as NatsClient
 from services.runtime.service import Worker
 from tests import factories
 from tests.conftest import Env
+from tests.connected.proxy_fixtures import *  # noqa: F403 - the fixtures
 from tests.helpers import dlq_depth, eventually, publish
-from tests.proxy import PostgresCut, through
+from tests.proxy import PostgresCut
 
 pytestmark = pytest.mark.connected
-
-
-@pytest.fixture
-async def cut(env: Env) -> AsyncIterator[tuple[PostgresCut, str]]:
-    url = urlsplit(env.login("ingest"))
-    proxy = PostgresCut(url.hostname or "127.0.0.1", url.port or 5432)
-    port = await proxy.start()
-    yield proxy, through(env.login("ingest"), port)
-    await proxy.stop()
 
 
 async def test_an_outage_longer_than_the_retry_budget_loses_nothing(

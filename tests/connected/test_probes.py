@@ -15,11 +15,10 @@ import sys
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -30,9 +29,10 @@ from services.runtime.bus_setup import setup_bus
 from services.runtime.service import Worker
 from tests import factories
 from tests.conftest import Env
+from tests.connected.proxy_fixtures import *  # noqa: F403 - the fixtures
 from tests.connected.test_worker_exit import OwnNats
 from tests.helpers import eventually, publish, publish_raw
-from tests.proxy import PostgresCut, through
+from tests.proxy import PostgresCut
 
 pytestmark = pytest.mark.connected
 ENGRAM = str(Path(sys.executable).parent / "engram")
@@ -72,15 +72,6 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 
 def failing(body: dict[str, Any]) -> list[str]:
     return [check["name"] for check in body.get("checks", []) if not check["ok"]]
-
-
-@pytest.fixture
-async def cut(env: Env) -> AsyncIterator[tuple[PostgresCut, str]]:
-    url = urlsplit(env.login("ingest"))
-    proxy = PostgresCut(url.hostname or "127.0.0.1", url.port or 5432)
-    port = await proxy.start()
-    yield proxy, through(env.login("ingest"), port)
-    await proxy.stop()
 
 
 async def test_metrics_and_probes_follow_the_worker(
