@@ -6,7 +6,6 @@ Click context (``ctx.obj``)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import sys
@@ -18,15 +17,8 @@ import typer
 from rich.console import Console
 
 from services.runtime.cli_connect import check_reachable
-from services.runtime.cli_env import (
-    Mode,
-    connection,
-    console,
-    default_data_dir,
-    dev_pointer,
-    fail,
-    run_async,
-)
+from services.runtime.cli_dev import dev
+from services.runtime.cli_env import DataDir, Mode, connection, console, fail, run_async, services
 from services.runtime.settings import CliSettings, WorkerSettings
 from services.runtime.spec import Catalog
 
@@ -38,69 +30,7 @@ cli = typer.Typer(
     help="engram: memory and state back end for AI-agent chat platforms. A failure is one "
     "line on stderr; add --debug anywhere on the command line for its traceback.",
 )
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir", help="Data folder of the embedded servers (default: your user data dir)."
-    ),
-]
-
-
-def services(ctx: typer.Context) -> Catalog:
-    catalog = ctx.find_root().obj
-    assert isinstance(catalog, Catalog), "the CLI is started by services.catalog:main"
-    return catalog
-
-
-@cli.command()
-def dev(
-    ctx: typer.Context,
-    data_dir: DataDir = None,
-    demo: Annotated[bool, typer.Option(help="Publish a demo conversation once running.")] = False,
-    service: Annotated[
-        list[str] | None,
-        typer.Option("--service", "-s", help="Workers to start (repeat); default: all."),
-    ] = None,
-    verbose: Annotated[
-        bool,
-        typer.Option(
-            "--verbose", "-v", help="Also show internal tables: inboxes, outboxes, queues."
-        ),
-    ] = False,
-) -> None:
-    """Start the whole pipeline locally and show what it is doing."""
-    from services.runtime.devguard import DataDirInUse, refuse_if_in_use
-    from services.runtime.devmode import run_dev
-
-    settings = CliSettings()
-    catalog = services(ctx)
-    unknown = set(service or ()) - set(catalog.names)
-    if unknown:
-        fail(f"unknown service(s) {', '.join(sorted(unknown))}; known: {', '.join(catalog.names)}")
-    logging.basicConfig(level=logging.WARNING)
-    folder = (data_dir or default_data_dir()).expanduser()
-    own_servers = not (settings.nats_url and settings.database_url)
-    if own_servers:
-        try:  # before the pointer: it names the running one's folder
-            refuse_if_in_use(folder.resolve())
-        except DataDirInUse as exc:
-            fail(str(exc))
-    else:  # yours: one line now rather than a wait for an unreachable one
-        run_async(
-            check_reachable(settings.nats_url, settings.database_url, settings.connect_timeout_s)
-        )
-    with dev_pointer(folder) if own_servers else contextlib.nullcontext():
-        asyncio.run(
-            run_dev(
-                data_dir=folder,
-                nats_url=settings.nats_url,
-                database_url=settings.database_url,
-                catalog=catalog,
-                services=service or catalog.names,
-                demo=demo,
-                verbose=verbose,
-            )
-        )
+cli.command()(dev)  # first in --help: the README's first command
 
 
 @cli.command()

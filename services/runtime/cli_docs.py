@@ -8,8 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from services.runtime.cli_env import console, fail
-from services.runtime.spec import Catalog
+from services.runtime.cli_env import console, fail, services
 
 docs_cli = typer.Typer(
     no_args_is_help=True,
@@ -20,10 +19,8 @@ docs_cli = typer.Typer(
 def _documents(ctx: typer.Context) -> dict[str, dict[str, Any]]:
     from services.runtime.docs_bundle import ConflictingDeclarations, all_documents
 
-    catalog = ctx.find_root().obj
-    assert isinstance(catalog, Catalog), "the CLI is started by services.catalog:main"
     try:
-        return all_documents(catalog)
+        return all_documents(services(ctx))
     except ConflictingDeclarations as exc:
         fail(str(exc))
         raise  # fail exits; this keeps the type checker sure

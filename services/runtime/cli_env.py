@@ -7,13 +7,28 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from services.runtime.settings import CliSettings
+from services.runtime.spec import Catalog
 
 console = Console(stderr=True, soft_wrap=True)
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="Data folder of the embedded servers (default: your user data dir)."
+    ),
+]
+
+
+def services(ctx: typer.Context) -> Catalog:
+    """The services `engram` was started with (by services.catalog:main)."""
+    catalog = ctx.find_root().obj
+    assert isinstance(catalog, Catalog), "the CLI is started by services.catalog:main"
+    return catalog
 
 
 class Mode:
