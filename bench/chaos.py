@@ -35,7 +35,6 @@ code 1 on any loss or duplicate.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import hashlib
@@ -47,7 +46,6 @@ import subprocess
 import sys
 import time
 import uuid
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,25 +56,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))  # after PYTHONPATH, so a snapshot there wins
 
-warnings.filterwarnings("ignore", module="platformdirs")
-
 import asyncpg  # noqa: E402
 from nats.aio.client import Client as NatsClient  # noqa: E402
 from nats.aio.msg import Msg  # noqa: E402
-from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench import _common  # noqa: E402
-from bench._common import (  # noqa: E402
-    SNAPSHOT_ENV,
-    embedded_servers,
-    imported_code,
-    loadavg,
-    percentile,
-    reexec_on_snapshot,
-    worker_login,
-    write_report,
-)
+from bench import _common, _script  # noqa: E402
+from bench._common import percentile, worker_login  # noqa: E402
 from bench._traffic import (  # noqa: E402
     Acks,
     Expected,
@@ -97,9 +83,7 @@ PROGRESS_S = 30.0
 DEFAULT_WORKER_ENV = {"EMBEDDER_LEASE_S": "60"}
 MIN_WORK_S = 20.0  # a restarted worker works this long, at least, before its next kill
 
-console = Console(highlight=False, log_path=False)
-if not console.is_terminal:
-    console = Console(highlight=False, log_path=False, width=120)
+console = _script.console(width=120)
 
 VOCAB = (  # noqa: SIM905 - a sentence is easier to read and extend than a list
     "hotel river breakfast booking flight aisle seat Lisbon Porto refund invoice deploy "
@@ -983,9 +967,7 @@ def details(r: dict[str, Any]) -> Table:
 
 
 def parse_args(argv: list[str]) -> Config:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = _script.parser(__doc__)
     p.add_argument("--events", type=int, default=100_000, help="events published (100000)")
     p.add_argument("--rate", type=float, default=300.0, help="events/s published (300)")
     p.add_argument("--kills-per-worker", type=int, default=10, help="kill -9 per worker (10)")
@@ -1001,9 +983,7 @@ def parse_args(argv: list[str]) -> Config:
     )  # fmt: skip
     p.add_argument("--drain-timeout-s", type=float, default=1800.0)
     p.add_argument("--seed", type=int, default=13)
-    p.add_argument("--data-dir", type=Path, default=None, help="servers' data (default: temp)")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "chaos.json")
-    p.add_argument("--live-code", action="store_true", help="run the working tree, no snapshot")
+    _script.add_run_options(p, out=_script.RESULTS / "chaos.json", out_help="JSON")
     a = p.parse_args(argv)
     return Config(
         events=a.events,
@@ -1015,7 +995,7 @@ def parse_args(argv: list[str]) -> Config:
         text_pool=a.text_pool,
         chat_share=a.chat_share,
         memory_share=a.memory_share,
-        worker_env=dict(kv.split("=", 1) for kv in a.worker_env),
+        worker_env=_script.settings(a.worker_env),
         drain_timeout_s=a.drain_timeout_s,
         data_dir=a.data_dir,
         out=a.out,
@@ -1026,35 +1006,19 @@ def parse_args(argv: list[str]) -> Config:
 
 def main(argv: list[str]) -> int:
     cfg = parse_args(argv)
-    if not cfg.live_code and SNAPSHOT_ENV not in os.environ:
-        reexec_on_snapshot(__file__, argv)  # does not return
-    snapshot = os.environ.get(SNAPSHOT_ENV)
-    code = _common.code_version(Path(snapshot) if snapshot else ROOT)
-    if imported_code(console) is None:
-        return 2
-    started = datetime.now(UTC)
-    try:
-        with embedded_servers(cfg.data_dir, "engram-chaos-", console) as servers:
-            result = asyncio.run(run(cfg, servers))
-    except KeyboardInterrupt:
-        console.log("interrupted")
-        return 130
+    done = _script.measure(__file__, argv, cfg, console, lambda s: run(cfg, s))
+    result = done.result
     console.print(table(cfg, result))
     console.print(details(result))
     console.print(
         "[green]nothing lost or doubled[/]" if result["ok"] else "[red]LOSS OR DUPLICATE[/]"
     )
     report = {
-        "benchmark": "chaos",
-        "when": started.isoformat(timespec="seconds"),
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()},
+        **_script.report_head("chaos", cfg, done),
         "worker_env": {**DEFAULT_WORKER_ENV, **cfg.worker_env},
-        "machine": {"cpus": os.cpu_count(), "loadavg_at_end": loadavg()},
-        "code": code,
         "result": result,
     }
-    write_report(cfg.out, report)
-    console.log(f"wrote {cfg.out}")
+    _script.write(cfg.out, report, console)
     return 0 if result["ok"] else 1
 
 

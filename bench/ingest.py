@@ -24,7 +24,6 @@ Prints a table per run, a summary of medians with ratios and goals, and writes J
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import functools
@@ -39,7 +38,6 @@ import subprocess
 import sys
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -50,13 +48,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))  # after PYTHONPATH, so a snapshot there wins
 
-warnings.filterwarnings("ignore", module="platformdirs")
-
 import asyncpg  # noqa: E402
 import nats  # noqa: E402
 from nats.js import JetStreamContext  # noqa: E402
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy  # noqa: E402
-from rich.console import Console  # noqa: E402
 from rich.progress import (  # noqa: E402
     BarColumn,
     MofNCompleteColumn,
@@ -68,26 +63,22 @@ from rich.progress import (  # noqa: E402
 )
 from rich.table import Table  # noqa: E402
 
-from bench import _common  # noqa: E402
+from bench import _common, _script  # noqa: E402
 from bench._common import (  # noqa: E402
     SNAPSHOT_ENV,
     Outgoing,
     Postgres,
     admin_url,
     consumer_info,
-    embedded_servers,
     engram_cmd,
     fresh_streams,
-    imported_code,
     loadavg,
     percentile,
-    reexec_on_snapshot,
     start_process,
     steady_publish,
     stop_process,
     wait_consumer,
     worker_login,
-    write_report,
 )
 from contracts.chat import MessageCreated, MessageCreatedPayload, MessageMetadata, Role  # noqa: E402
 
@@ -98,9 +89,7 @@ GOAL_VS_NAIVE = 10.0
 GOAL_VS_PULL = 0.6
 GOAL_P99_MS = 50.0
 
-console = Console(highlight=False, log_path=False)
-if not console.is_terminal:  # e.g. output into a file: wide enough for the tables
-    console = Console(highlight=False, log_path=False, width=110)
+console = _script.console()
 
 
 # --------------------------------------------------------------------------------------
@@ -1255,17 +1244,9 @@ async def bench(
 
 
 def parse_args(argv: list[str]) -> Config:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _script.parser(__doc__)
     parser.add_argument("--events", type=int, default=None, help="events per run (100000)")
     parser.add_argument("--runs", type=int, default=None, help="runs; medians are reported (3)")
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="data folder of the embedded servers (default: a temp dir)",
-    )
     parser.add_argument(
         "--quick", action="store_true", help="sanity check: 10k events, 1 run, 5 s of latency"
     )
@@ -1291,25 +1272,19 @@ def parse_args(argv: list[str]) -> Config:
         help="extra INGEST_* setting for the worker (repeatable)",
     )
     parser.add_argument(
-        "--live-code",
-        action="store_true",
-        help="run the working tree's code as it changes, not a snapshot",
-    )
-    parser.add_argument(
         "--without-rls",
         action="store_true",
         help="diagnostic: row-level security disabled on the ingest tables (workers still "
         "log in as engram_ingest), to tell its cost from the rest",
     )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="JSON results (bench/results/ingest.json; -quick.json with --quick)",
+    _script.add_run_options(
+        parser,
+        out=None,
+        out_help="JSON results (bench/results/ingest.json; -quick.json with --quick)",
     )
     a = parser.parse_args(argv)
     quick = a.quick
-    default_out = ROOT / "bench" / "results" / ("ingest-quick.json" if quick else "ingest.json")
+    default_out = _script.RESULTS / ("ingest-quick.json" if quick else "ingest.json")
     return Config(
         events=a.events or (10_000 if quick else 100_000),
         runs=a.runs or (1 if quick else 3),
@@ -1322,7 +1297,7 @@ def parse_args(argv: list[str]) -> Config:
         out=a.out or default_out,
         quick=quick,
         live_code=a.live_code,
-        ingest_env=dict(kv.split("=", 1) for kv in a.ingest_env),
+        ingest_env=_script.settings(a.ingest_env),
         rls=not a.without_rls,
     )
 
@@ -1332,37 +1307,29 @@ def main(argv: list[str]) -> int:
         naive_main()
         return 0
     cfg = parse_args(argv)
-    if not cfg.live_code and SNAPSHOT_ENV not in os.environ:
-        reexec_on_snapshot(__file__, argv)  # does not return
-    snapshot = os.environ.get(SNAPSHOT_ENV)
-    code = code_version()
-    where = imported_code(console)
-    if where is None:
-        return 2
+    measured = _script.measured_code(__file__, argv, cfg.live_code, console)
+    code = measured.code
     dirty = ", with uncommitted changes" if code.get("uncommitted_changes") else ""
     console.log(
-        f"measuring {'a snapshot of ' if snapshot else ''}{where} (commit "
+        f"measuring {'a snapshot of ' if measured.snapshot else ''}{measured.where} (commit "
         f"{code.get('commit', '')[:10]}{dirty}, tree {code['tree_sha']})"
     )
-    try:
-        with embedded_servers(cfg.data_dir, "engram-bench-", console) as servers:
-            urls = servers.urls
-            report = asyncio.run(
-                bench(
-                    cfg,
-                    urls["NATS_URL"],
-                    urls["DATABASE_URL"],
-                    servers.logs,
-                    servers.pids,
-                    worker_nats_url=servers.nats_users.get("ingest", ""),
-                )
-            )
-            report["code"] = code
-            write_report(cfg.out, report)
-            console.log(f"wrote {cfg.out}")
-    except KeyboardInterrupt:
-        console.log("interrupted")
-        return 130
+
+    async def measure(servers: _common.Servers) -> dict[str, Any]:
+        report = await bench(
+            cfg,
+            servers.urls["NATS_URL"],
+            servers.urls["DATABASE_URL"],
+            servers.logs,
+            servers.pids,
+            worker_nats_url=servers.nats_users.get("ingest", ""),
+        )
+        report["code"] = code
+        # Written before the servers stop, so a Ctrl-C while they stop does not lose it.
+        _script.write(cfg.out, report, console)
+        return report
+
+    _script.on_servers(cfg.data_dir, "engram-bench-", console, measure)
     return 0
 
 

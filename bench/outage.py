@@ -23,16 +23,12 @@ was lost, dead-lettered or miscounted.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
 import subprocess
 import sys
 import time
-import warnings
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,23 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))  # after PYTHONPATH, so a snapshot there wins
 
-warnings.filterwarnings("ignore", module="platformdirs")
-
 import asyncpg  # noqa: E402
 from nats.aio.client import Client as NatsClient  # noqa: E402
-from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench import _common  # noqa: E402
-from bench._common import (  # noqa: E402
-    SNAPSHOT_ENV,
-    embedded_servers,
-    imported_code,
-    loadavg,
-    reexec_on_snapshot,
-    stop_process,
-    write_report,
-)
+from bench import _common, _script  # noqa: E402
+from bench._common import stop_process  # noqa: E402
 from bench._traffic import (  # noqa: E402
     Acks,
     Producer,
@@ -73,9 +58,7 @@ from tests.proxy import PostgresCut, through  # noqa: E402
 SERVICES = ("ingest", "audit")
 PROGRESS_S = 30.0
 
-console = Console(highlight=False, log_path=False)
-if not console.is_terminal:
-    console = Console(highlight=False, log_path=False, width=110)
+console = _script.console()
 
 
 # --- the run ------------------------------------------------------------------------------
@@ -408,9 +391,7 @@ def fmt_map(m: dict[str, int]) -> str:
 
 
 def parse_args(argv: list[str]) -> Config:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = _script.parser(__doc__)
     parser.add_argument("--outage-s", type=float, default=600.0, help="PostgreSQL cut (600)")
     parser.add_argument("--rate", type=float, default=20.0, help="events/s published (20)")
     parser.add_argument("--before-s", type=float, default=30.0, help="load before the cut (30)")
@@ -421,15 +402,7 @@ def parse_args(argv: list[str]) -> Config:
         "--catchup-timeout-s", type=float, default=600.0, help="give up waiting after (600)"
     )
     parser.add_argument("--seed", type=int, default=13)
-    parser.add_argument(
-        "--data-dir", type=Path, default=None, help="servers' data (default: a temp dir)"
-    )
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "bench" / "results" / "outage.json", help="JSON"
-    )
-    parser.add_argument(
-        "--live-code", action="store_true", help="run the working tree, not a snapshot"
-    )
+    _script.add_run_options(parser, out=_script.RESULTS / "outage.json", out_help="JSON")
     a = parser.parse_args(argv)
     return Config(
         rate=a.rate,
@@ -448,32 +421,13 @@ def parse_args(argv: list[str]) -> Config:
 
 def main(argv: list[str]) -> int:
     cfg = parse_args(argv)
-    if not cfg.live_code and SNAPSHOT_ENV not in os.environ:
-        reexec_on_snapshot(__file__, argv)  # does not return
-    snapshot = os.environ.get(SNAPSHOT_ENV)
-    code = _common.code_version(Path(snapshot) if snapshot else ROOT)
-    if imported_code(console) is None:
-        return 2
-    started = datetime.now(UTC)
-    try:
-        with embedded_servers(cfg.data_dir, "engram-outage-", console) as servers:
-            result = asyncio.run(run(cfg, servers))
-    except KeyboardInterrupt:
-        console.log("interrupted")
-        return 130
+    done = _script.measure(__file__, argv, cfg, console, lambda s: run(cfg, s))
+    result = done.result
     console.print(table(cfg, result))
     verdict_text = "[green]nothing lost[/]" if result["ok"] else "[red]LOSS OR MISCOUNT[/]"
     console.print(verdict_text)
-    report = {
-        "benchmark": "outage",
-        "when": started.isoformat(timespec="seconds"),
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()},
-        "machine": {"cpus": os.cpu_count(), "loadavg_at_end": loadavg()},
-        "code": code,
-        "result": result,
-    }
-    write_report(cfg.out, report)
-    console.log(f"wrote {cfg.out}")
+    report = {**_script.report_head("outage", cfg, done), "result": result}
+    _script.write(cfg.out, report, console)
     return 0 if result["ok"] else 1
 
 

@@ -29,7 +29,6 @@ when a check fails).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -38,7 +37,6 @@ import statistics
 import sys
 import time
 import uuid
-import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,33 +48,25 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))  # after PYTHONPATH, so a snapshot there wins
 
-warnings.filterwarnings("ignore", module="platformdirs")
-
 import asyncpg  # noqa: E402
 from nats.aio.client import Client as NatsClient  # noqa: E402
-from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench import _common  # noqa: E402
+from bench import _common, _script  # noqa: E402
 from bench._common import (  # noqa: E402
-    SNAPSHOT_ENV,
     CpuMeter,
     Outgoing,
     Postgres,
     consumer_info,
-    embedded_servers,
     engram_cmd,
     fresh_streams,
-    imported_code,
     loadavg,
     percentile,
-    reexec_on_snapshot,
     start_process,
     steady_publish,
     stop_process,
     wait_consumer,
     worker_login,
-    write_report,
 )
 from bench._traffic import Expected, Producer, check_ingest, dead_letters, record  # noqa: E402
 from contracts import chat  # noqa: E402
@@ -88,9 +78,7 @@ APPLIED_SQL = "SELECT event_id FROM ingest.inbox WHERE event_id = ANY($1::uuid[]
 EDIT_SHARE = 0.06  # of the turns: an edit of a recent message instead
 DELETE_SHARE = 0.02  # a (soft) delete
 
-console = Console(highlight=False, log_path=False)
-if not console.is_terminal:
-    console = Console(highlight=False, log_path=False, width=110)
+console = _script.console()
 
 
 # --- the traffic --------------------------------------------------------------------------
@@ -604,10 +592,7 @@ async def bench(cfg: Config, servers: _common.Servers) -> list[dict[str, Any]]:
 
 
 def parse_args(argv: list[str]) -> Config:
-    parser = argparse.ArgumentParser(
-        description=(__doc__ or "").split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = _script.parser(__doc__)
     parser.add_argument("--good", type=int, default=50_000, help="good events per run (50000)")
     parser.add_argument("--invalid", type=int, default=1_000, help="invalid events (1000)")
     parser.add_argument("--failing", type=int, default=100, help="never applicable (100)")
@@ -628,15 +613,12 @@ def parse_args(argv: list[str]) -> Config:
         metavar="INGEST_X=V",
         help="a worker setting (repeatable); INGEST_* of ours are passed too",
     )
-    parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=None, help="JSON (bench/results/poison.json)")
-    parser.add_argument("--live-code", action="store_true", help="run the working tree")
+    _script.add_run_options(parser, out=None, out_help="JSON (bench/results/poison.json)")
     a = parser.parse_args(argv)
     if a.quick:
         a.good, a.invalid, a.failing, a.runs = 5_000, 100, 10, 1
-    results = ROOT / "bench" / "results"
-    out = a.out or results / ("poison-quick.json" if a.quick else "poison.json")
-    env = dict(item.split("=", 1) for item in a.ingest_env)
+    out = a.out or _script.RESULTS / ("poison-quick.json" if a.quick else "poison.json")
+    env = _script.settings(a.ingest_env)
     return Config(
         a.good,
         a.invalid,
@@ -657,28 +639,15 @@ def parse_args(argv: list[str]) -> Config:
 
 def main(argv: list[str]) -> int:
     cfg = parse_args(argv)
-    if not cfg.live_code and SNAPSHOT_ENV not in os.environ:
-        reexec_on_snapshot(__file__, argv)  # does not return
-    snapshot = os.environ.get(SNAPSHOT_ENV)
-    code = _common.code_version(Path(snapshot) if snapshot else ROOT)
-    if imported_code(console) is None:
-        return 2
-    from services.ingest.settings import IngestSettings
+    done = _script.measure(__file__, argv, cfg, console, lambda s: bench(cfg, s))
+    from services.ingest.settings import IngestSettings  # the code measured, imported now
 
-    started = datetime.now(UTC)
-    try:
-        with embedded_servers(cfg.data_dir, "engram-poison-", console) as servers:
-            runs = asyncio.run(bench(cfg, servers))
-    except KeyboardInterrupt:
-        console.log("interrupted")
-        return 130
+    runs = done.result
     summary = summarize(runs)
     console.print(summary_table(summary, cfg.runs))
     defaults = IngestSettings.model_fields
     report = {
-        "benchmark": "poison",
-        "when": started.isoformat(timespec="seconds"),
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()},
+        **_script.report_head("poison", cfg, done),
         "worker_settings": {
             "defaults": {
                 k: defaults[k].default
@@ -689,14 +658,11 @@ def main(argv: list[str]) -> int:
                 **cfg.ingest_env,
             },
         },
-        "machine": {"cpus": os.cpu_count(), "loadavg_at_end": loadavg()},
-        "code": code,
         "goal": {"p99_ratio_max": GOAL_P99_RATIO, "met": summary["p99_ratio"] <= GOAL_P99_RATIO},
         "summary": summary,
         "runs": runs,
     }
-    write_report(cfg.out, report)
-    console.log(f"wrote {cfg.out}")
+    _script.write(cfg.out, report, console)
     return 0 if summary["checks_ok"] else 1
 
 
