@@ -19,33 +19,26 @@ message_count / total_tokens / status, one inbox row per event, and an empty DLQ
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
 from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
 
 from contracts.envelope import Envelope
 from tests import factories as f
 from tests.conftest import Env
+from tests.connected.worker_process import WorkerProcess, unacked, wait_for
 
 pytestmark = pytest.mark.connected
-T = TypeVar("T")
 
 N_EVENTS = 10_000
 # When to kill: the fraction of the expected messages stored, and where. "anywhere" is a
@@ -55,7 +48,6 @@ N_EVENTS = 10_000
 # a worker still recovering.
 KILLS = ((0.20, "anywhere"), (0.45, "after-commit"), (0.46, "anywhere"), (0.70, "after-commit"))
 SEED = 20261101
-ENGRAM = Path(sys.executable).parent / "engram"
 ACK_WAIT_S = 2.0
 WORKER_ENV = {
     "INGEST_BATCH_SIZE": "200",  # small batches, so a kill lands mid-stream
@@ -253,82 +245,6 @@ class _Builder:
 
 def chat_workload(n_events: int, seed: int) -> Workload:
     return _Builder(seed).build(n_events)
-
-
-# --- the worker process --------------------------------------------------------------
-
-_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGKILL it should pytest die without running its finally."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-class WorkerProcess:
-    """`engram run ingest` as a child process; its output appended to one log file."""
-
-    def __init__(self, nats_url: str, database_url: str, log_path: Path) -> None:
-        self.log_path = log_path
-        self.env = {**os.environ, "NATS_URL": nats_url, "DATABASE_URL": database_url, **WORKER_ENV}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        assert self.proc is None or self.proc.poll() is not None
-        self.starts += 1
-        with self.log_path.open("ab") as log:
-            log.write(f"\n===== start #{self.starts} at {time.monotonic():.3f} =====\n".encode())
-            log.flush()
-            self.proc = subprocess.Popen(
-                [str(ENGRAM), "run", "ingest"],
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - one libc call, no locks
-            )
-
-    def kill(self) -> None:
-        """SIGKILL: no drain, no acks, nothing rolled back by the worker itself."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-
-    def check_alive(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"the worker exited by itself (code {self.proc.returncode})")
-
-    def log_tail(self, chars: int = 20_000) -> str:
-        if not self.log_path.exists():
-            return "<no worker output>"
-        return self.log_path.read_text(errors="replace")[-chars:]
-
-
-async def wait_for(
-    probe: Callable[[], Awaitable[T]],
-    until: Callable[[T], bool],
-    *,
-    worker: WorkerProcess,
-    within_s: float,
-    what: str,
-    interval_s: float = 0.02,
-) -> T:
-    """Poll ``probe`` until ``until(value)``; fail at once if the worker died on its own."""
-    deadline = time.monotonic() + within_s
-    value = await probe()
-    while not until(value):
-        worker.check_alive()
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached in {within_s}s; last value {value!r}")
-        await asyncio.sleep(interval_s)
-        value = await probe()
-    return value
 
 
 async def publish_all(js: JetStreamContext, events: list[Envelope]) -> None:
@@ -555,22 +471,16 @@ async def test_kill_9_while_consuming_loses_and_duplicates_nothing(
     async def stored() -> int:
         return int(await db.fetchval("SELECT count(*) FROM ingest.messages"))
 
-    async def consumer_backlog() -> tuple[int, int]:
-        try:
-            info = await js.consumer_info("CHAT", "ingest")
-        except NotFoundError:  # the first worker has not created it yet
-            return -1, -1
-        return info.num_pending, info.num_ack_pending
-
     proxy = NatsProxy(env.servers.stack.nats.url)  # host and port only
     await proxy.start()
     # Through the proxy, as the ingest's own NATS user.
     through = proxy.url.replace("nats://", env.nats_login("ingest").split("@")[0] + "@")
-    worker = WorkerProcess(through, env.login("ingest"), tmp_path / "ingest-worker.log")
+    logins = {"NATS_URL": through, "DATABASE_URL": env.login("ingest")}
+    worker = WorkerProcess("ingest", logins | WORKER_ENV, tmp_path / "ingest-worker.log")
     try:
         kills = await kill_and_restart(worker, proxy, stored, n_messages)
         await wait_for(
-            consumer_backlog,
+            lambda: unacked(js, "ingest"),
             (0, 0).__eq__,
             worker=worker,
             within_s=60,

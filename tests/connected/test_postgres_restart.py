@@ -21,12 +21,9 @@ workers had caught up with everything published until then, and the redeliveries
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -54,6 +51,7 @@ from tests.connected.test_ingest_crash import (
     assert_versions,
     chat_workload,
 )
+from tests.connected.worker_process import spawn
 from tests.helpers import dlq_depth, drained, eventually
 
 pytestmark = pytest.mark.connected
@@ -63,7 +61,6 @@ RATE = 200.0  # events/s: 15 s of steady load
 DISRUPT_AT = 1_000  # events published when PostgreSQL goes down
 SEED = 20261206
 SERVICES = ("ingest", "audit")
-ENGRAM = Path(sys.executable).parent / "engram"
 TEMPLATE = "restart_template"
 # Production retry and ack-wait defaults (the time to resume depends on them); only a
 # quicker idle pull and shutdown, to keep the test short.
@@ -138,14 +135,6 @@ def kill_postmaster_and_start(server: EmbeddedPostgres) -> None:
 
 # --- the workers ---------------------------------------------------------------------------
 
-_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGKILL it should pytest die without running its finally."""
-    if _PRCTL is not None:
-        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
 
 class Workers:
     """`engram run <service>` for each of SERVICES, as its own database role and NATS user."""
@@ -157,21 +146,14 @@ class Workers:
     def start(self) -> None:
         for service in SERVICES:
             settings = {f"{service.upper()}_{k}": v for k, v in WORKER_ENV.items()}
+            env = {
+                **os.environ,
+                "NATS_URL": self.env.nats_login(service),
+                "DATABASE_URL": login_url(self.database_url, Roles(service).worker),
+                **settings,
+            }
             with (self.logs / f"{service}.log").open("ab") as log:
-                self.procs[service] = subprocess.Popen(
-                    [str(ENGRAM), "run", service],
-                    env={
-                        **os.environ,
-                        "NATS_URL": self.env.nats_login(service),
-                        "DATABASE_URL": login_url(self.database_url, Roles(service).worker),
-                        **settings,
-                    },
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - one libc call, no locks
-                )
+                self.procs[service] = spawn(service, env, log)
 
     def check_alive(self) -> None:
         for service, proc in self.procs.items():

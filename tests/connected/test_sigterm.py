@@ -20,11 +20,7 @@ message and intact hash chains), nothing dead-lettered, and the deliveries are c
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -36,12 +32,10 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
 
 from tests.conftest import Env
 from tests.connected.audit_fixtures import recorded, verify
 from tests.connected.test_ingest_crash import (
-    _die_with_parent,
     assert_conversations_and_sessions,
     assert_inbox,
     assert_messages,
@@ -49,12 +43,12 @@ from tests.connected.test_ingest_crash import (
     chat_workload,
     publish_all,
 )
+from tests.connected.worker_process import WorkerProcess, unacked, wait_for
 
 pytestmark = pytest.mark.connected
 
 N_EVENTS = 3_000
 SEED = 20261206
-ENGRAM = Path(sys.executable).parent / "engram"
 DRAIN_TIMEOUT_S = 10.0
 # docs/operations.md: a shutdown is cut short after the drain timeout + 5 s.
 GRACE_S = DRAIN_TIMEOUT_S + 5.0
@@ -135,61 +129,11 @@ class Stop:
         )
 
 
-class WorkerProcess:
-    """`engram run <service>` as a child process; all its runs append to one log file."""
-
-    def __init__(self, env: Env, service: str, log_path: Path) -> None:
-        prefix = service.upper() + "_"
-        self.service = service
-        self.log_path = log_path
-        self.env = {
-            **os.environ,
-            "NATS_URL": env.nats_login(service),
-            "DATABASE_URL": env.login(service),
-            **{prefix + k: v for k, v in COMMON_ENV.items()},
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log_from = 0
-
-    def start(self) -> None:
-        assert self.proc is None or self.proc.poll() is not None
-        self._log_from = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [str(ENGRAM), "run", self.service],
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - one libc call, no locks
-            )
-
-    async def terminate(self) -> tuple[int, float]:
-        """SIGTERM, as a supervisor sends it; the exit code and how long the exit took."""
-        assert self.proc is not None
-        sent = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = await asyncio.to_thread(self.proc.wait, GRACE_S + 10)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(
-                f"{self.service} still running {GRACE_S + 10:.0f}s after SIGTERM"
-            ) from None
-        return code, time.monotonic() - sent
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def check_alive(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"{self.service} exited by itself ({self.proc.returncode})")
-
-    def this_run_log(self) -> str:
-        return self.log_path.read_bytes()[self._log_from :].decode(errors="replace")
+def worker_process(env: Env, service: str, log_path: Path) -> WorkerProcess:
+    """`engram run <service>` as its own database role and NATS user, with COMMON_ENV."""
+    logins = {"NATS_URL": env.nats_login(service), "DATABASE_URL": env.login(service)}
+    settings = {f"{service.upper()}_{k}": v for k, v in COMMON_ENV.items()}
+    return WorkerProcess(service, logins | settings, log_path)
 
 
 @dataclass
@@ -205,25 +149,12 @@ class Side:
         return self.worker.service
 
 
-async def unacked(js: JetStreamContext, consumer: str) -> tuple[int, int]:
-    """(num_pending, num_ack_pending) of a consumer of CHAT; (-1, -1) before it exists."""
-    try:
-        info = await js.consumer_info("CHAT", consumer)
-    except NotFoundError:
-        return -1, -1
-    return info.num_pending, info.num_ack_pending
-
-
 async def until(
     probe: Callable[[], Awaitable[bool]], side: Side, within_s: float, what: str
 ) -> None:
     """Poll ``probe``; fail at once should the worker exit by itself."""
-    deadline = time.monotonic() + within_s
-    while not await probe():
-        side.worker.check_alive()
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{side.name}: {what}: not reached in {within_s}s")
-        await asyncio.sleep(0.005)
+    what = f"{side.name}: {what}"
+    await wait_for(probe, bool, worker=side.worker, within_s=within_s, what=what, interval_s=0.005)
 
 
 async def reach(side: Side, rows: int) -> None:
@@ -249,7 +180,7 @@ async def stop_and_restart(
     await until(in_flight, side, 30, "a batch in flight")
     stop = Stop(side.name, how, await side.done(), (await unacked(js, side.name))[1])
     before = side.tally.snapshot()
-    terminating = asyncio.create_task(side.worker.terminate())
+    terminating = asyncio.create_task(side.worker.terminate(GRACE_S + 10))
     if unlock is not None:
         await asyncio.sleep(HOLD_LOCK_S)
         assert not terminating.done(), "the worker exited without waiting for its transaction"
@@ -338,8 +269,8 @@ async def test_sigterm_mid_batch_drains_and_applies_every_event_once(
     async def audited() -> int:
         return await recorded(db)
 
-    ingest = Side(WorkerProcess(env, "ingest", tmp_path / "ingest.log"), AckTally(), stored)
-    audit = Side(WorkerProcess(env, "audit", tmp_path / "audit.log"), AckTally(), audited)
+    ingest = Side(worker_process(env, "ingest", tmp_path / "ingest.log"), AckTally(), stored)
+    audit = Side(worker_process(env, "audit", tmp_path / "audit.log"), AckTally(), audited)
     for side in (ingest, audit):
         await side.tally.listen(nc, "CHAT", side.name)
     await publish_all(js, w.events)
