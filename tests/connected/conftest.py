@@ -13,6 +13,10 @@ from services.runtime.service import Worker
 from tests.conftest import Env
 
 pytestmark = pytest.mark.connected
+# The failure tests' shared checks live in plain modules: pytest explains a failed assert
+# there as it does in a test only when it rewrites them, which it must be told before
+# they are imported.
+pytest.register_assert_rewrite("tests.connected.chat_workload", "tests.connected.worker_process")
 
 FAST_RETRIES = {
     "retry_base_s": 0.05,

@@ -33,15 +33,7 @@ from services.runtime.telemetry import Stats
 from tests.conftest import Env
 from tests.connected.audit_fixtures import *  # noqa: F403 - the fixtures
 from tests.connected.audit_fixtures import RunAudit, verify
-from tests.connected.test_ingest_crash import (
-    Workload,
-    assert_conversations_and_sessions,
-    assert_inbox,
-    assert_messages,
-    assert_versions,
-    chat_workload,
-    publish_all,
-)
+from tests.connected.chat_workload import Workload, assert_stored, chat_workload, publish_all
 from tests.helpers import dlq_depth, drained, eventually
 from tests.proxy import CommitCut, through
 
@@ -143,10 +135,7 @@ async def test_ingest_applies_every_event_once_through_ambiguous_commits(
     env: Env, nc: NatsClient, db: asyncpg.Connection, run_ingest: RunWorker
 ) -> None:
     w, out = await consume_with_cut_commits(env, nc, db, "ingest", run_ingest)
-    await assert_inbox(db, w)
-    await assert_messages(db, w)
-    await assert_versions(db, w)
-    await assert_conversations_and_sessions(db, w)
+    await assert_stored(db, w)
     print(figures("ingest", w, out))
 
 

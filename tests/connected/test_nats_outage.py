@@ -39,14 +39,7 @@ from contracts.envelope import Envelope
 from services.runtime.bus_setup import setup_bus
 from tests.conftest import Env
 from tests.connected.audit_fixtures import verify
-from tests.connected.test_ingest_crash import (
-    Workload,
-    assert_conversations_and_sessions,
-    assert_inbox,
-    assert_messages,
-    assert_versions,
-    chat_workload,
-)
+from tests.connected.chat_workload import Workload, assert_stored, chat_workload
 from tests.connected.test_worker_exit import ENGRAM, OwnNats
 from tests.helpers import eventually
 
@@ -152,10 +145,7 @@ async def caught_up(js: JetStreamContext, seq: int) -> bool:
 
 
 async def assert_applied_once(env: Env, db: asyncpg.Connection, w: Workload) -> None:
-    await assert_inbox(db, w)
-    await assert_messages(db, w)
-    await assert_versions(db, w)
-    await assert_conversations_and_sessions(db, w)
+    await assert_stored(db, w)
     rows = await db.fetchval("SELECT count(*) FROM audit.events")
     distinct = await db.fetchval("SELECT count(DISTINCT (stream, stream_seq)) FROM audit.events")
     assert rows == distinct == N_EVENTS, (rows, distinct)

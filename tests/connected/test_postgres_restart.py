@@ -44,13 +44,7 @@ from services.catalog import migrate
 from services.runtime.db import Roles, login_url
 from services.runtime.embedded import EmbeddedPostgres
 from tests.conftest import Env
-from tests.connected.test_ingest_crash import (
-    assert_conversations_and_sessions,
-    assert_inbox,
-    assert_messages,
-    assert_versions,
-    chat_workload,
-)
+from tests.connected.chat_workload import assert_stored, chat_workload
 from tests.connected.worker_process import spawn
 from tests.helpers import dlq_depth, drained, eventually
 
@@ -287,10 +281,7 @@ async def test_postgres_down_under_load_loses_and_duplicates_nothing(
         assert await dlq_depth(nc) == 0
         db = await asyncpg.connect(private_database.url)
         try:
-            await assert_inbox(db, w)
-            await assert_messages(db, w)
-            await assert_versions(db, w)
-            await assert_conversations_and_sessions(db, w)
+            await assert_stored(db, w)
             audit = await db.fetchrow(
                 "SELECT count(*) AS n, count(DISTINCT (stream, stream_seq)) AS seqs "
                 "FROM audit.events"

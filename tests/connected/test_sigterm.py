@@ -35,14 +35,7 @@ from nats.js import JetStreamContext
 
 from tests.conftest import Env
 from tests.connected.audit_fixtures import recorded, verify
-from tests.connected.test_ingest_crash import (
-    assert_conversations_and_sessions,
-    assert_inbox,
-    assert_messages,
-    assert_versions,
-    chat_workload,
-    publish_all,
-)
+from tests.connected.chat_workload import assert_stored, chat_workload, publish_all
 from tests.connected.worker_process import WorkerProcess, unacked, wait_for
 
 pytestmark = pytest.mark.connected
@@ -287,10 +280,7 @@ async def test_sigterm_mid_batch_drains_and_applies_every_event_once(
 
         dlq = (await js.stream_info("DLQ")).state.messages
         assert dlq == 0, f"{dlq} events dead-lettered"
-        await assert_inbox(db, w)
-        await assert_messages(db, w)
-        await assert_versions(db, w)
-        await assert_conversations_and_sessions(db, w)
+        await assert_stored(db, w)
         assert await audited() == N_EVENTS
         distinct = "SELECT count(DISTINCT (stream, stream_seq)) FROM audit.events"
         assert await db.fetchval(distinct) == N_EVENTS
