@@ -45,7 +45,7 @@ from tests.conftest import Env
 from tests.connected.embedder_fixtures import Running
 from tests.connected.memory_fixtures import T0, consolidate, job_done, with_vectors, write
 from tests.connected.test_memory_consolidation import VEGGIE, RunMemory, planted
-from tests.connected.test_sigterm import AckTally
+from tests.connected.worker_process import AckTally
 from tests.helpers import eventually, publish, send_event
 
 pytestmark = pytest.mark.connected

@@ -30,13 +30,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from tests.conftest import Env
 from tests.connected.audit_fixtures import recorded, verify
 from tests.connected.chat_workload import assert_stored, chat_workload, publish_all
-from tests.connected.worker_process import WorkerProcess, unacked, wait_for
+from tests.connected.worker_process import AckTally, WorkerProcess, unacked, wait_for
 
 pytestmark = pytest.mark.connected
 
@@ -60,43 +59,6 @@ COMMON_ENV = {
 INGEST_STOPS = ((0.15, "blind"), (0.35, "in-transaction"), (0.55, "blind"), (0.75, "blind"))
 AUDIT_STOP_AT = 0.4  # of the events recorded
 HOLD_LOCK_S = 1.0  # how long into the drain the in-transaction stop's lock is kept
-
-
-@dataclass
-class AckTally:
-    """What a consumer's clients told JetStream about its messages, as seen on the wire:
-    each ack subject (``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>...``) carries
-    the delivery it answers."""
-
-    kinds: Counter[str] = field(default_factory=Counter)
-    deliveries: dict[int, int] = field(default_factory=dict)  # stream seq -> most seen
-    acks: Counter[int] = field(default_factory=Counter)  # stream seq -> +ACKs
-    progress: Counter[int] = field(default_factory=Counter)  # stream seq -> +WPIs
-    acked_at: dict[int, float] = field(default_factory=dict)  # stream seq -> monotonic
-
-    async def listen(self, nc: NatsClient, stream: str, consumer: str) -> None:
-        await nc.subscribe(f"$JS.ACK.{stream}.{consumer}.>", cb=self._seen)
-        await nc.flush()
-
-    async def _seen(self, msg: Msg) -> None:
-        meta = Msg.Metadata._from_reply(msg.subject)
-        seq = meta.sequence.stream
-        # nats-py acks with an empty body (JetStream reads it as +ACK).
-        kind = {b"": "ack", b"+ACK": "ack", b"+WPI": "progress", b"+TERM": "term"}.get(
-            msg.data, "other"
-        )
-        if msg.data.startswith(b"-NAK"):
-            kind = "nak"
-        self.kinds[kind] += 1
-        self.deliveries[seq] = max(self.deliveries.get(seq, 0), meta.num_delivered)
-        if kind == "ack":
-            self.acks[seq] += 1
-            self.acked_at.setdefault(seq, time.monotonic())
-        elif kind == "progress":
-            self.progress[seq] += 1
-
-    def snapshot(self) -> Counter[str]:
-        return Counter(self.kinds)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """A worker as a real process for the failure tests: `engram run <service>` started,
 signalled, killed and restarted as a supervisor would, its output kept in one log file
-across its runs, and polling that fails at once should the worker exit by itself."""
+across its runs, polling that fails at once should the worker exit by itself, and what
+its consumer's clients told JetStream, read off the wire."""
 
 from __future__ import annotations
 
@@ -11,10 +12,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TypeVar
 
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
@@ -130,3 +135,40 @@ async def unacked(js: JetStreamContext, consumer: str) -> tuple[int, int]:
     except NotFoundError:
         return -1, -1
     return info.num_pending, info.num_ack_pending
+
+
+@dataclass
+class AckTally:
+    """What a consumer's clients told JetStream about its messages, as seen on the wire:
+    each ack subject (``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>...``) carries
+    the delivery it answers."""
+
+    kinds: Counter[str] = field(default_factory=Counter)
+    deliveries: dict[int, int] = field(default_factory=dict)  # stream seq -> most seen
+    acks: Counter[int] = field(default_factory=Counter)  # stream seq -> +ACKs
+    progress: Counter[int] = field(default_factory=Counter)  # stream seq -> +WPIs
+    acked_at: dict[int, float] = field(default_factory=dict)  # stream seq -> monotonic
+
+    async def listen(self, nc: NatsClient, stream: str, consumer: str) -> None:
+        await nc.subscribe(f"$JS.ACK.{stream}.{consumer}.>", cb=self._seen)
+        await nc.flush()
+
+    async def _seen(self, msg: Msg) -> None:
+        meta = Msg.Metadata._from_reply(msg.subject)
+        seq = meta.sequence.stream
+        # nats-py acks with an empty body (JetStream reads it as +ACK).
+        kind = {b"": "ack", b"+ACK": "ack", b"+WPI": "progress", b"+TERM": "term"}.get(
+            msg.data, "other"
+        )
+        if msg.data.startswith(b"-NAK"):
+            kind = "nak"
+        self.kinds[kind] += 1
+        self.deliveries[seq] = max(self.deliveries.get(seq, 0), meta.num_delivered)
+        if kind == "ack":
+            self.acks[seq] += 1
+            self.acked_at.setdefault(seq, time.monotonic())
+        elif kind == "progress":
+            self.progress[seq] += 1
+
+    def snapshot(self) -> Counter[str]:
+        return Counter(self.kinds)
