@@ -4,9 +4,6 @@ kept."""
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 import asyncpg
@@ -14,6 +11,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from tests.connected.embedder_fixtures import Running
+from tests.connected.fake_llm import FakeCompletions, serving
 from tests.connected.memory_fixtures import consolidate, job_done, with_vectors
 from tests.connected.test_memory_consolidation import VEGGIE, RunMemory, planted
 from tests.helpers import publish
@@ -22,39 +20,15 @@ pytestmark = pytest.mark.connected
 pytest_plugins = ["tests.connected.embedder_fixtures", "tests.connected.memory_fixtures"]
 
 
-class FakeCompletions(BaseHTTPRequestHandler):
-    """An OpenAI-compatible endpoint standing in for a model server (not engram's bus or
-    database): answers a fixed summary, or fails when asked to."""
+class Summarizer(FakeCompletions):
+    """Answers a fixed summary, or fails when asked to."""
 
     requests: ClassVar[list[dict[str, Any]]] = []
     fail = False
 
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        FakeCompletions.requests.append({"path": self.path, "body": body})
-        if FakeCompletions.fail:
-            self.send_response(500)
-            self.end_headers()
-            return
-        reply = {
-            "choices": [
-                {
-                    "message": {
-                        "role": "assistant",
-                        "content": "The user wants vegetarian food in Lisbon.",
-                    }
-                }
-            ]
-        }
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        return None
+    def answer(self, body: dict[str, Any]) -> str | None:
+        Summarizer.requests.append({"path": self.path, "body": body})
+        return None if Summarizer.fail else "The user wants vegetarian food in Lisbon."
 
 
 @pytest.mark.parametrize("fail", [False, True], ids=["llm", "llm-down-falls-back"])
@@ -65,12 +39,8 @@ async def test_an_llm_endpoint_when_configured_summarizes_clusters(
     db: asyncpg.Connection,
     fail: bool,
 ) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeCompletions)
-    FakeCompletions.requests, FakeCompletions.fail = [], fail
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    Summarizer.requests, Summarizer.fail = [], fail
+    with serving(Summarizer) as url:
         async with run_memory(llm_url=url, llm_model="tiny"):
             events = planted()
             await publish(nc, *events)
@@ -78,10 +48,8 @@ async def test_an_llm_endpoint_when_configured_summarizes_clusters(
             job = consolidate(steps=["summarize"])
             await publish(nc, job)
             await job_done(db, job.payload.job_id)
-    finally:
-        server.shutdown()
     text = await db.fetchval("SELECT text FROM memory.memories WHERE origin = 'summarize'")
-    (request,) = FakeCompletions.requests
+    (request,) = Summarizer.requests
     assert request["path"] == "/v1/chat/completions" and request["body"]["model"] == "tiny"
     assert all(v in request["body"]["messages"][1]["content"] for v in VEGGIE)
     if fail:

@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 import asyncpg
@@ -43,6 +41,7 @@ from nats.js import JetStreamContext
 from services.memory.runner import JobRunner
 from tests.conftest import Env
 from tests.connected.embedder_fixtures import Running
+from tests.connected.fake_llm import FakeCompletions, serving
 from tests.connected.memory_fixtures import T0, consolidate, job_done, with_vectors, write
 from tests.connected.test_memory_consolidation import VEGGIE, RunMemory, planted
 from tests.connected.worker_process import AckTally
@@ -67,27 +66,17 @@ BEAGLE = [
 ]
 
 
-class SlowCompletions(BaseHTTPRequestHandler):
-    """An OpenAI-compatible endpoint standing in for a slow model server: each call takes
-    ``LLM_DELAY_S`` and answers a summary derived from its request (so the test can tell
-    which memory came from which call)."""
+class SlowCompletions(FakeCompletions):
+    """A slow model server: each call takes ``LLM_DELAY_S`` and answers a summary derived
+    from its request (so the test can tell which memory came from which call)."""
 
     bodies: ClassVar[list[str]] = []  # the user message of every call, in arrival order
 
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+    def answer(self, body: dict[str, Any]) -> str | None:
         listed = body["messages"][1]["content"]
         SlowCompletions.bodies.append(listed)
         time.sleep(LLM_DELAY_S)
-        data = json.dumps({"choices": [{"message": {"content": summary_of(listed)}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        return None
+        return summary_of(listed)
 
 
 def summary_of(listed: str) -> str:
@@ -98,14 +87,8 @@ def summary_of(listed: str) -> str:
 @contextmanager
 def slow_model() -> Iterator[str]:
     SlowCompletions.bodies = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowCompletions)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(SlowCompletions) as url:
+        yield url
 
 
 def clustered() -> list[Any]:
