@@ -30,7 +30,7 @@ from services.runtime.dlq import DeadKind, DeadLetters
 from services.runtime.errors import InvalidEvent, describe, is_transient, retry_delay
 from services.runtime.inbox import Inbox, InboxKey
 from services.runtime.telemetry import Stats
-from services.runtime.tracing import BatchTrace, EventSpans, Outcome
+from services.runtime.tracing_events import BatchTrace, EventSpans, Outcome
 
 log = logging.getLogger("engram.pipeline")
 PROBE_TIMEOUT_S = 5.0  # a database that does not answer a SELECT 1 in this is unreachable

@@ -52,7 +52,8 @@ from services.runtime.settings import NatsTlsSettings, WorkerSettings
 from services.runtime.spec import Assembly, ServiceSpec
 from services.runtime.supervise import Supervisor
 from services.runtime.telemetry import Stats
-from services.runtime.tracing import EventSpans, Tracing
+from services.runtime.tracing import Tracing
+from services.runtime.tracing_events import EventSpans
 
 log = logging.getLogger("engram.service")
 C = TypeVar("C", bound=Component)
@@ -209,13 +210,8 @@ def build_worker_app(
             description=spec.description,
         ),
     )
-    serve_routes(
-        broker,
-        assembly.queries,
-        queue=settings.queue_group,
-        stats=worker.queries,
-        tracing=worker.tracing,
-    )
+    queue, stats = settings.queue_group, worker.queries
+    serve_routes(broker, assembly.queries, queue=queue, stats=stats, tracing=worker.tracing)
 
     worker.supervisor.stops(app.exit)
 

@@ -9,7 +9,7 @@ its own ``TracerProvider`` (``engram dev`` runs five in one process, each its ow
 
 What is traced (docs/operations.md, "Tracing"):
 
-- a span per consumed batch (``EventSpans.start``), and one per message in it: its parent
+- a span per consumed batch (``tracing_events.py``), and one per message in it: its parent
   is the producer's span when the message carries a W3C ``traceparent`` header (linked to
   the batch span), else the batch span. It ends with the message's outcome;
 - the outbox: an event a handler announces while applying an event carries that event's
@@ -25,16 +25,13 @@ import contextlib
 import contextvars
 import os
 import socket
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from nats.aio.msg import Msg
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Span, SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 if TYPE_CHECKING:
@@ -44,39 +41,6 @@ if TYPE_CHECKING:
 
 PROPAGATOR = TraceContextTextMapPropagator()
 SCOPE = "engram"
-
-
-class Outcome(StrEnum):
-    """What became of a consumed message (the ``engram.outcome`` of its span)."""
-
-    applied = "applied"
-    duplicate = "duplicate"  # its event id was in the inbox already: acked, no effect
-    dead_lettered = "dead-lettered"
-    retried = "retried"  # naked, delivered again later
-    returned = "returned"  # its batch failed on a bug; naked
-
-
-class Traced(Protocol):
-    """What an event span reads of a decoded event (``pipeline.Event``)."""
-
-    @property
-    def event_id(self) -> UUID: ...
-
-    @property
-    def tenant_id(self) -> str: ...
-
-    @property
-    def type(self) -> str: ...
-
-
-class Consumed(Protocol):
-    """A decoded message of a batch (``pipeline.Item``)."""
-
-    @property
-    def msg(self) -> Msg: ...
-
-    @property
-    def event(self) -> Traced: ...
 
 
 def parent_of(headers: Mapping[str, str] | None) -> Context | None:
@@ -167,6 +131,16 @@ _CAUSES: contextvars.ContextVar[Mapping[tuple[str, UUID], Span] | None] = contex
 )
 
 
+@contextlib.contextmanager
+def causing(spans: Mapping[tuple[str, UUID], Span]) -> Iterator[None]:
+    """While events are applied: their spans by (tenant, event id), for ``cause_headers``."""
+    token = _CAUSES.set(spans)
+    try:
+        yield
+    finally:
+        _CAUSES.reset(token)
+
+
 def cause_headers(tenant_id: str, causation_id: UUID | None) -> dict[str, str]:
     """The ``traceparent`` of the event being applied that caused this one, or nothing."""
     causes = _CAUSES.get()
@@ -174,112 +148,6 @@ def cause_headers(tenant_id: str, causation_id: UUID | None) -> dict[str, str]:
         return {}
     span = causes.get((tenant_id, causation_id))
     return {} if span is None else headers_of(span)
-
-
-@dataclass
-class BatchTrace:
-    span: Span
-    msgs: Sequence[Msg]
-    outcomes: dict[str, int] = field(default_factory=dict)
-
-
-class EventSpans:
-    """The spans of one durable consumer's batches and of their messages. Each message's
-    span is open from its decoding until ``settle`` records its outcome."""
-
-    def __init__(self, tracer: Tracer, stream: str, durable: str) -> None:
-        self._tracer = tracer
-        self._stream = stream
-        self._durable = durable
-        self._open: dict[int, tuple[Span, BatchTrace]] = {}  # by id(msg)
-
-    def start(self, items: Sequence[Consumed], invalid: Sequence[tuple[Msg, str]]) -> BatchTrace:
-        """The batch's span and one per message, decoded or broken (``invalid``)."""
-        events = [(item.msg, item.event) for item in items] + [(m, None) for m, _ in invalid]
-        span = self._tracer.start_span(
-            f"consume {self._stream}",
-            kind=SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "nats",
-                "messaging.operation.type": "receive",
-                "messaging.consumer.group.name": self._durable,
-                "messaging.batch.message_count": len(events),
-                "engram.stream": self._stream,
-            },
-        )
-        batch = BatchTrace(span, [msg for msg, _ in events])
-        for msg, event in events:
-            self._open[id(msg)] = (self._event_span(msg, event, span), batch)
-        return batch
-
-    def _event_span(self, msg: Msg, event: Traced | None, batch: Span) -> Span:
-        attributes: dict[str, str | int] = {
-            "messaging.system": "nats",
-            "messaging.operation.type": "process",
-            "messaging.destination.name": msg.subject,
-            "messaging.consumer.group.name": self._durable,
-            "engram.stream": self._stream,
-        }
-        with contextlib.suppress(Exception):  # not a JetStream message (tests)
-            attributes["engram.stream_sequence"] = msg.metadata.sequence.stream
-            attributes["engram.deliveries"] = msg.metadata.num_delivered
-        if event is not None:
-            attributes["engram.event_id"] = str(event.event_id)
-            attributes["engram.tenant_id"] = event.tenant_id
-            attributes["engram.event_type"] = event.type
-            for name in ("correlation_id", "causation_id"):
-                if (value := getattr(event, name, None)) is not None:
-                    attributes[f"engram.{name}"] = str(value)
-        producer = parent_of(msg.headers)
-        return self._tracer.start_span(
-            f"process {msg.subject}",
-            context=producer if producer is not None else trace.set_span_in_context(batch),
-            kind=SpanKind.CONSUMER,
-            links=[Link(batch.get_span_context())] if producer is not None else None,
-            attributes=attributes,
-        )
-
-    def settle(self, msg: Msg, outcome: Outcome, reason: str = "") -> None:
-        opened = self._open.pop(id(msg), None)
-        if opened is None:
-            return
-        span, batch = opened
-        span.set_attribute("engram.outcome", outcome.value)
-        if reason:
-            span.set_attribute("engram.reason", reason)
-        if outcome in (Outcome.dead_lettered, Outcome.returned):
-            span.set_status(Status(StatusCode.ERROR, reason or outcome.value))
-        span.end()
-        batch.outcomes[outcome.value] = batch.outcomes.get(outcome.value, 0) + 1
-
-    def acked(self, item: Consumed, new: set[tuple[str, UUID]]) -> None:
-        """Acked after the commit: applied if its key is ``new`` (the inbox had not seen
-        it; the first of a key in the batch takes it), else a duplicate."""
-        key = (item.event.tenant_id, item.event.event_id)
-        self.settle(item.msg, Outcome.applied if key in new else Outcome.duplicate)
-        new.discard(key)
-
-    @contextlib.contextmanager
-    def causes(self, items: Sequence[Consumed]) -> Iterator[None]:
-        """While the batch's events are applied: what ``cause_headers`` finds."""
-        spans = {
-            (item.event.tenant_id, item.event.event_id): opened[0]
-            for item in items
-            if (opened := self._open.get(id(item.msg))) is not None
-        }
-        token = _CAUSES.set(spans)
-        try:
-            yield
-        finally:
-            _CAUSES.reset(token)
-
-    def end(self, batch: BatchTrace) -> None:
-        """The batch is over: a message with no outcome yet was returned by a failure."""
-        for msg in batch.msgs:
-            self.settle(msg, Outcome.returned, "its batch failed")
-        for outcome, count in batch.outcomes.items():
-            batch.span.set_attribute(f"engram.outcome.{outcome}", count)
-        batch.span.end()
 
 
 @contextlib.contextmanager
