@@ -16,7 +16,9 @@ No servers: the messages are JetStream messages as nats-py builds them (subject,
 reply subject with the stream metadata), the events real chat envelopes. Measured as the
 process's CPU time (every thread: the exporter's included), per event, median of the
 rounds; printed next to ingest's CPU per event with no tracing (docs/operations.md, "What
-observing costs": 63 µs) as a ratio. A worker without an endpoint runs none of this.
+observing costs": 63 µs) as a ratio, and next to the CPU of decoding the same events
+against their contract, measured in the same run (a yardstick on a shared machine whose
+speed varies). A worker without an endpoint runs none of this.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: E40
     OTLPSpanExporter,
 )
 
+from contracts.chat import CHAT_EVENT  # noqa: E402
+from services.runtime.pipeline import contract_decoder  # noqa: E402
 from services.runtime.tracing import Tracing  # noqa: E402
 from services.runtime.tracing_events import EventSpans, Outcome  # noqa: E402
 from tests import factories  # noqa: E402
@@ -68,7 +72,7 @@ def messages(count: int, traced: bool) -> list[tuple[Msg, object]]:
             _client=None,  # type: ignore[arg-type]
             subject=event.type,
             reply=f"$JS.ACK.CHAT.ingest.1.{seq}.{seq}.1765000000000000000.0",
-            data=b"",
+            data=event.model_dump_json().encode(),
             headers={**event.headers(), "traceparent": f"00-{trace_id}-{span_id}-01"}
             if traced
             else event.headers(),
@@ -113,6 +117,13 @@ def main(argv: list[str]) -> int:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     os.environ["OTEL_BSP_MAX_QUEUE_SIZE"] = str(args.events * 2)
     print(f"ingest without tracing: {INGEST_CPU_US_PER_EVENT:.0f} µs CPU per event")
+    decode = contract_decoder(CHAT_EVENT)
+    sample = messages(args.events, False)
+    started = time.process_time()
+    for msg, _ in sample:
+        decode(msg)
+    decoding = (time.process_time() - started) / len(sample) * 1e6
+    print(f"decoding the same events (yardstick, this run): {decoding:.1f} µs per event")
     port = server.server_address[1]
     for label, traced, ratio in (
         ("sampled by the producer", True, 1.0),
@@ -123,7 +134,10 @@ def main(argv: list[str]) -> int:
         median = statistics.median(costs)
         rounds = ", ".join(f"{c:.1f}" for c in costs)
         total = (INGEST_CPU_US_PER_EVENT + median) / INGEST_CPU_US_PER_EVENT
-        print(f"{label}: +{median:.1f} µs per event (x{total:.2f}); rounds {rounds}")
+        print(
+            f"{label}: +{median:.1f} µs per event (x{total:.2f} of ingest, "
+            f"{median / decoding:.1f}x decoding); rounds {rounds}"
+        )
     server.shutdown()
     return 0
 

@@ -17,6 +17,7 @@ from uuid import UUID
 
 from nats.aio.msg import Msg
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 
 from services.runtime.tracing import causing, parent_of
@@ -88,11 +89,16 @@ class EventSpans:
         )
         batch = BatchTrace(span, [msg for msg, _ in events])
         for msg, event in events:
-            self._open[id(msg)] = (self._event_span(msg, event, span), batch)
+            producer = parent_of(msg.headers)
+            # A message with no trace of its own in a batch not sampled would have a span
+            # not sampled either: none is made (settle finds none), the cheap common case.
+            if producer is not None or span.is_recording():
+                self._open[id(msg)] = (self._event_span(msg, event, span, producer), batch)
         return batch
 
-    def _event_span(self, msg: Msg, event: Traced | None, batch: Span) -> Span:
-        producer = parent_of(msg.headers)
+    def _event_span(
+        self, msg: Msg, event: Traced | None, batch: Span, producer: Context | None
+    ) -> Span:
         span = self._tracer.start_span(
             f"process {msg.subject}",
             context=producer if producer is not None else trace.set_span_in_context(batch),
@@ -104,11 +110,10 @@ class EventSpans:
         return span
 
     def _attributes(self, msg: Msg, event: Traced | None) -> dict[str, str | int]:
+        # What every message of the consumer shares (its durable) is on the batch's span.
         attributes: dict[str, str | int] = {
             "messaging.system": "nats",
-            "messaging.operation.type": "process",
             "messaging.destination.name": msg.subject,
-            "messaging.consumer.group.name": self._durable,
             "engram.stream": self._stream,
         }
         with contextlib.suppress(Exception):  # not a JetStream message (tests)
@@ -146,11 +151,10 @@ class EventSpans:
     @contextlib.contextmanager
     def causes(self, items: Sequence[Consumed]) -> Iterator[None]:
         """While the batch's events are applied: what ``cause_headers`` finds."""
-        spans = {
-            (item.event.tenant_id, item.event.event_id): opened[0]
-            for item in items
-            if (opened := self._open.get(id(item.msg))) is not None
-        }
+        spans: dict[tuple[str, UUID], Span] = {}
+        for item in items:  # the first copy of an event in the batch is the one applied
+            if (opened := self._open.get(id(item.msg))) is not None:
+                spans.setdefault((item.event.tenant_id, item.event.event_id), opened[0])
         with causing(spans):
             yield
 

@@ -10,11 +10,15 @@ import uuid
 from pathlib import Path
 
 import pytest
+from nats.aio.msg import Msg
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from contracts.chat import MessageCreated
 from services.ingest.settings import IngestSettings
 from services.runtime.settings import traces_url
 from services.runtime.tracing import Tracing, cause_headers, parent_of
+from services.runtime.tracing_events import EventSpans
+from tests import factories
 
 OTEL_VARIABLES = (
     "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -114,3 +118,41 @@ def test_a_worker_that_does_not_trace_never_loads_the_sdk() -> None:
     )
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip() == "[]"
+
+
+class Consumed:
+    def __init__(self, msg: Msg, event: MessageCreated) -> None:
+        self.msg, self.event = msg, event
+
+
+def consumed(traceparent: str | None) -> Consumed:
+    event = factories.message(uuid.uuid4())
+    headers = event.headers() | ({"traceparent": traceparent} if traceparent else {})
+    msg = Msg(
+        _client=None,  # type: ignore[arg-type]
+        subject=event.type,
+        reply="$JS.ACK.CHAT.probe.2.7.7.1765000000000000000.0",
+        headers=headers,
+    )
+    return Consumed(msg, event)
+
+
+def test_a_batch_not_sampled_makes_spans_only_for_the_traces_of_its_producers() -> None:
+    exporter = InMemorySpanExporter()
+    tracing = Tracing.exporting("probe", exporter, batch=False, sample_ratio=0.0)
+    assert tracing.tracer is not None
+    spans = EventSpans(tracing.tracer, "CHAT", "probe")
+    sampled, unsampled = f"00-{'a' * 32}-{'1' * 16}-01", f"00-{'b' * 32}-{'2' * 16}-00"
+    items = [consumed(None), consumed(sampled), consumed(unsampled)]
+    batch = spans.start(items, [])
+    new = {(i.event.tenant_id, i.event.event_id) for i in items}
+    for item in items:
+        spans.acked(item, new)
+    spans.end(batch)
+    # The producer's decision wins: only its sampled trace is recorded.
+    [span] = exporter.get_finished_spans()
+    assert f"{span.context.trace_id:032x}" == "a" * 32
+    assert span.attributes is not None
+    assert span.attributes["engram.outcome"] == "applied"
+    assert span.attributes["engram.stream_sequence"] == 7
+    assert span.attributes["engram.deliveries"] == 2
