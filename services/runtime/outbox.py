@@ -29,6 +29,7 @@ from services.runtime.db import Connection, quote_ident
 from services.runtime.loop import Loop
 from services.runtime.sizes import MessageTooLarge, publish_checked
 from services.runtime.telemetry import Measure
+from services.runtime.tracing import Tracing, cause_headers, publish_span
 
 log = logging.getLogger("engram.outbox")
 BATCH = 200
@@ -47,8 +48,10 @@ class Outgoing:
     def event(cls, event: Envelope) -> Outgoing:
         """An envelope, published on its type with ``Nats-Msg-Id`` = ``<tenant>:<event id>``
         (``Envelope.msg_id``): the ids services derive from their causes repeat across
-        tenants when the causes' ids do."""
-        return cls(event.type, event.msg_id, event.model_dump_json().encode(), event.headers())
+        tenants when the causes' ids do. While the worker traces the event that caused it,
+        its ``traceparent`` names that event's span (``tracing.cause_headers``)."""
+        headers = event.headers() | cause_headers(event.tenant_id, event.causation_id)
+        return cls(event.type, event.msg_id, event.model_dump_json().encode(), headers)
 
 
 class Outbox:
@@ -83,8 +86,9 @@ class OutboxDrain:
 
     name = "outbox"
 
-    def __init__(self, outbox: Outbox, *, poll_s: float) -> None:
+    def __init__(self, outbox: Outbox, *, poll_s: float, tracing: Tracing | None = None) -> None:
         self.outbox = outbox
+        self._tracing = tracing or Tracing.off()
         self.published = 0
         self.failed = 0
         self._ctx: WorkerContext | None = None
@@ -151,13 +155,14 @@ class OutboxDrain:
             for row in rows:
                 headers = {**orjson.loads(row["headers"]), "Nats-Msg-Id": row["msg_id"]}
                 try:
-                    await publish_checked(
-                        ctx.js,
-                        row["subject"],
-                        bytes(row["data"]),
-                        headers=headers,
-                        stream=stream_of(row["subject"]).name,
-                    )
+                    with publish_span(self._tracing, row["subject"], headers):
+                        await publish_checked(
+                            ctx.js,
+                            row["subject"],
+                            bytes(row["data"]),
+                            headers=headers,
+                            stream=stream_of(row["subject"]).name,
+                        )
                 except (MessageTooLarge, NoStream) as exc:
                     log.error(
                         "outbox row %d (%s) can never be published: %s",

@@ -18,19 +18,19 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar, cast
+from typing import Generic, Protocol, TypeVar
 from uuid import UUID
 
 import asyncpg
 from nats.aio.msg import Msg
-from pydantic import TypeAdapter, ValidationError
 
-from contracts.envelope import Envelope, NulRule, nul_paths, without_nul
 from services.runtime.db import Connection, scope_tenants
+from services.runtime.decoding import contract_decoder as contract_decoder  # noqa: PLC0414
 from services.runtime.dlq import DeadKind, DeadLetters
 from services.runtime.errors import InvalidEvent, describe, is_transient, retry_delay
 from services.runtime.inbox import Inbox, InboxKey
 from services.runtime.telemetry import Stats
+from services.runtime.tracing_events import BatchTrace, EventSpans, Outcome
 
 log = logging.getLogger("engram.pipeline")
 PROBE_TIMEOUT_S = 5.0  # a database that does not answer a SELECT 1 in this is unreachable
@@ -51,42 +51,12 @@ class Event(Protocol):
 
 
 E = TypeVar("E", bound=Event)
-EnvelopeT = TypeVar("EnvelopeT", bound=Envelope)
 # Reads one message (subject, bytes, headers, stream metadata) as an event; raises
 # InvalidEvent when it cannot.
 Decoder = Callable[[Msg], E]
 # Applies new events inside the open transaction; returns {event_id: reason} for those it
 # could not apply yet. It must leave no effect of those (they are delivered again).
 ApplyBatch = Callable[[Connection, Sequence[E]], Awaitable[Mapping[UUID, str]]]
-
-
-def contract_decoder(adapter: TypeAdapter[EnvelopeT]) -> Decoder[EnvelopeT]:
-    """Validate JSON bytes against a contract and check the subject matches the type."""
-
-    def decode(msg: Msg) -> EnvelopeT:
-        subject = msg.subject
-        try:
-            event = adapter.validate_json(msg.data)
-        except ValidationError as err:
-            errors = "; ".join(
-                f"{_location(e['loc'], subject)}: {e['msg']}"
-                for e in err.errors(include_url=False)[:10]
-            )
-            raise InvalidEvent(f"contract violation: {errors}") from None
-        if event.type != subject:
-            raise InvalidEvent(f"type {event.type!r} published on subject {subject!r}")
-        # PostgreSQL text and jsonb cannot hold U+0000. JSON can only carry it escaped, so
-        # the bytes tell cheaply whether to look for it field by field.
-        if b"\\u0000" in msg.data and (paths := nul_paths(event.model_dump(mode="json"))):
-            if event.nul_rule is not NulRule.substitute:
-                raise InvalidEvent(
-                    f"contract violation: {paths[0]}: contains a NUL character (U+0000), "
-                    "which cannot be stored"
-                )
-            event = cast(EnvelopeT, without_nul(event, paths))
-        return event
-
-    return decode
 
 
 def one_tenant_per_id(items: Sequence[Item[E]]) -> list[Sequence[Item[E]]]:
@@ -104,12 +74,6 @@ def one_tenant_per_id(items: Sequence[Item[E]]) -> list[Sequence[Item[E]]]:
     return parts
 
 
-def _location(loc: tuple[int | str, ...], subject: str) -> str:
-    # A discriminated union puts the tag first (chat.message.created.payload.role).
-    parts = loc[1:] if loc and loc[0] == subject else loc
-    return ".".join(str(p) for p in parts) or "<root>"
-
-
 @dataclass(frozen=True)
 class Item(Generic[E]):
     msg: Msg
@@ -125,6 +89,7 @@ class Prepared(Generic[E]):
     started: float
     keepalive: asyncio.Task[None]
     dead_lettering: asyncio.Task[None] | None = None  # the invalid ones, sent meanwhile
+    trace: BatchTrace | None = None  # its spans, when the worker traces
 
 
 @dataclass(frozen=True)
@@ -146,6 +111,7 @@ class BatchProcessor(Generic[E]):
         dead_letters: DeadLetters,
         policy: RetryPolicy,
         stats: Stats,
+        spans: EventSpans | None = None,
     ) -> None:
         self._pool = pool
         self._inbox = inbox
@@ -154,6 +120,7 @@ class BatchProcessor(Generic[E]):
         self._dlq = dead_letters
         self._policy = policy
         self.stats = stats
+        self._spans = spans
 
     async def process(self, msgs: Sequence[Msg]) -> None:
         await self.commit(await self.prepare(msgs))
@@ -170,6 +137,8 @@ class BatchProcessor(Generic[E]):
                 batch.items.append(Item(msg, self._decode(msg)))
             except InvalidEvent as err:
                 invalid.append((msg, str(err)))
+        if self._spans is not None:
+            batch.trace = self._spans.start(batch.items, invalid)
         if invalid:
             # Beside the batch's transaction, not before it: each dead letter is a DLQ
             # publish and two lookups, and the pull loop would wait for them.
@@ -187,6 +156,8 @@ class BatchProcessor(Generic[E]):
             batch.keepalive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await batch.keepalive
+            if self._spans is not None and batch.trace is not None:
+                self._spans.end(batch.trace)
         done = time.perf_counter()
         self.stats.batch_done(len(batch.msgs), done - batch.started, done - started)
 
@@ -196,7 +167,7 @@ class BatchProcessor(Generic[E]):
                 await self._commit(part)
             return
         try:
-            retry, duplicates = await self._transaction(items)
+            retry, fresh = await self._transaction(items)
         except Exception as exc:
             # A lone event's failure is its own only if the database still answers: a
             # connection that dies mid-statement (a restart) can surface as an error no
@@ -217,16 +188,32 @@ class BatchProcessor(Generic[E]):
                 for item in items:
                     await self._commit([item])
             return
+        await self._answer(items, retry, fresh)
+
+    async def _answer(
+        self, items: Sequence[Item[E]], retry: Mapping[UUID, str], fresh: set[InboxKey]
+    ) -> None:
+        """After the commit: ack the applied events and the duplicates, retry the others."""
+        new: set[tuple[str, UUID]] = set(fresh) if self._spans is not None else set()
         for item in items:
             reason = retry.get(item.event.event_id)
             if reason is None:
                 await item.msg.ack()
+                if self._spans is not None:
+                    self._spans.acked(item, new)
             else:
                 await self._retry(item.msg, reason)
+        duplicates = len(items) - len(fresh)
         self.stats.duplicates += duplicates
         self.stats.applied += len(items) - duplicates - len(retry)
 
-    async def _transaction(self, items: Sequence[Item[E]]) -> tuple[Mapping[UUID, str], int]:
+    def _settled(self, msg: Msg, outcome: Outcome, reason: str = "") -> None:
+        if self._spans is not None:
+            self._spans.settle(msg, outcome, reason)
+
+    async def _transaction(
+        self, items: Sequence[Item[E]]
+    ) -> tuple[Mapping[UUID, str], set[InboxKey]]:
         unique: dict[InboxKey, E] = {}
         for item in items:
             unique.setdefault(InboxKey(item.event.tenant_id, item.event.event_id), item.event)
@@ -238,10 +225,12 @@ class BatchProcessor(Generic[E]):
                 conn, list(unique), [e.type for e in unique.values()]
             )
             fresh = [e for key, e in unique.items() if key in fresh_keys]
-            retry = await self._apply(conn, fresh) if fresh else {}
+            # With tracing, an event a handler announces names its cause's span.
+            with self._spans.causes(items) if self._spans else contextlib.nullcontext():
+                retry = await self._apply(conn, fresh) if fresh else {}
             if retry:
                 await self._inbox.release(conn, [k for k in fresh_keys if k.event_id in retry])
-        return retry, len(items) - len(fresh)
+        return retry, fresh_keys
 
     async def _reachable(self) -> bool:
         try:
@@ -289,6 +278,7 @@ class BatchProcessor(Generic[E]):
             return
         self.stats.retried += 1
         await msg.nak(delay=retry_delay(deliveries, self._policy.base_s, self._policy.max_s))
+        self._settled(msg, Outcome.retried, reason)
 
     async def _dead_all(self, invalid: Sequence[tuple[Msg, str]]) -> None:
         for msg, reason in invalid:
@@ -300,10 +290,12 @@ class BatchProcessor(Generic[E]):
         except Exception as exc:  # the DLQ is unreachable: keep the message, try later
             log.error("could not dead-letter %s (%s): %s", msg.subject, reason, describe(exc))
             await msg.nak(delay=self._policy.max_s)
+            self._settled(msg, Outcome.retried, f"the DLQ is unreachable: {describe(exc)}")
             return
         self.stats.dead += 1
         log.warning("dead-lettered %s as %s: %s", msg.subject, kind.value, reason)
         await msg.term()
+        self._settled(msg, Outcome.dead_lettered, f"{kind.value}: {reason}")
 
     async def _keep_alive(self, msgs: Sequence[Msg]) -> None:
         # A long batch (a slow database, a big model batch) must not pass the ack wait.

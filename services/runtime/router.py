@@ -7,7 +7,8 @@ schema; a request that breaks it is answered ``invalid`` by the router's excepti
 middleware instead of reaching the handler. Errors map to the one ``QueryError`` in
 ``replies.query_failure``; a reply over the connection's ``max_payload`` is answered
 ``too_large`` with the route's hint; each answer's latency and outcome are counted per
-subject (``QueryStats``).
+subject (``QueryStats``). When the worker traces, each request served is a span (a child of
+the request's ``traceparent``), and the reply names it as its parent.
 """
 
 from __future__ import annotations
@@ -17,13 +18,19 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from faststream import ExceptionMiddleware
-from faststream.nats import NatsBroker, NatsRouter
+from faststream import BaseMiddleware, ExceptionMiddleware, StreamMessage
+from faststream.nats import NatsBroker, NatsResponse, NatsRouter
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from pydantic import BaseModel
 
-from contracts.errors import QueryError
+from contracts.errors import ErrorCode, QueryError
 from services.runtime.replies import fit, query_failure, reply_limit
 from services.runtime.telemetry import Histogram, seconds_histogram
+from services.runtime.tracing import Tracing, headers_of, parent_of
+
+# Codes that are the server's fault: their spans are errors (the others answer the client).
+SERVER_FAULTS = frozenset({ErrorCode.internal, ErrorCode.unavailable})
 
 
 @dataclass(frozen=True)
@@ -68,23 +75,67 @@ class QueryStats:
 
 
 def serve_routes(
-    broker: NatsBroker, routes: Sequence[QueryRoute], *, queue: str, stats: QueryStats
+    broker: NatsBroker,
+    routes: Sequence[QueryRoute],
+    *,
+    queue: str,
+    stats: QueryStats,
+    tracing: Tracing | None = None,
 ) -> None:
     for route in routes:
-        _serve(broker, route, queue, stats)
+        _serve(broker, route, queue, stats, tracing or Tracing.off())
 
 
-def _serve(broker: NatsBroker, route: QueryRoute, queue: str, stats: QueryStats) -> None:
+def query_spans(tracer: Tracer, subject: str) -> type[BaseMiddleware[Any, Any]]:
+    """A middleware that serves each request of ``subject`` inside a span of its own."""
+
+    class QuerySpan(BaseMiddleware[Any, Any]):
+        async def consume_scope(self, call_next: Any, msg: StreamMessage[Any]) -> Any:
+            with tracer.start_as_current_span(
+                f"query {subject}",
+                context=parent_of(msg.headers),
+                kind=SpanKind.SERVER,
+                attributes={
+                    "messaging.system": "nats",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": subject,
+                },
+            ):
+                return await call_next(msg)
+
+    return QuerySpan
+
+
+def _traced(data: bytes, error: QueryError | None, request: Any = None) -> NatsResponse:
+    """The reply, naming the current query span as its parent; its outcome on the span."""
+    span = trace.get_current_span()
+    span.set_attribute("engram.outcome", "ok" if error is None else "error")
+    if (tenant := getattr(request, "tenant_id", None)) is not None:
+        span.set_attribute("engram.tenant_id", str(tenant))
+    if error is not None:
+        span.set_attribute("engram.error_code", error.code.value)
+        if error.code in SERVER_FAULTS:
+            span.set_status(Status(StatusCode.ERROR, error.message))
+    return NatsResponse(data, headers=headers_of(span))
+
+
+def _serve(
+    broker: NatsBroker, route: QueryRoute, queue: str, stats: QueryStats, tracing: Tracing
+) -> None:
     subject = route.subject
 
-    def failed(exc: Exception) -> bytes:  # the request broke its contract
+    def failed(exc: Exception) -> bytes | NatsResponse:  # the request broke its contract
         error = query_failure(exc, subject)
         stats.record(subject, None, error)
-        return fit(error, reply_limit(broker), subject, route.hint)
+        data = fit(error, reply_limit(broker), subject, route.hint)
+        return data if not tracing.enabled else _traced(data, error)
 
-    router = NatsRouter(middlewares=[ExceptionMiddleware(publish_handlers={Exception: failed})])
+    middlewares: list[Any] = [ExceptionMiddleware(publish_handlers={Exception: failed})]
+    if tracing.tracer is not None:  # outermost: the span holds the contract's refusal too
+        middlewares.insert(0, query_spans(tracing.tracer, subject))
+    router = NatsRouter(middlewares=middlewares)
 
-    async def handler(request: Any) -> bytes:
+    async def handler(request: Any) -> bytes | NatsResponse:
         limit = reply_limit(broker)
         started = time.perf_counter()
         error: QueryError | None = None
@@ -94,10 +145,12 @@ def _serve(broker: NatsBroker, route: QueryRoute, queue: str, stats: QueryStats)
         except Exception as exc:
             reply = error = query_failure(exc, subject, route.unavailable)
         stats.record(subject, time.perf_counter() - started, error)
-        return fit(reply, limit, subject, route.hint)
+        data = fit(reply, limit, subject, route.hint)
+        return data if not tracing.enabled else _traced(data, error, request)
 
     handler.__annotations__["request"] = route.request
-    handler.__annotations__["return"] = bytes
+    # Not cast: the reply is bytes, or a NatsResponse (its bytes and trace headers).
+    handler.__annotations__["return"] = Any
     router.subscriber(
         subject,
         queue=queue,

@@ -11,10 +11,14 @@ drain publishes what the last batches committed.
 With ``<SERVICE>_HTTP_PORT`` set, the worker's metrics and health probes (``probes.py``)
 are served from the moment the pool exists (before the broker connects, so a worker that
 cannot reach NATS shows it) until after everything else stopped.
+
+With an OTLP endpoint configured (``tracing.py``), the worker traces its batches, events,
+queries and outbox publishes; what is left of its spans is exported when it stops.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -48,6 +52,8 @@ from services.runtime.settings import NatsTlsSettings, WorkerSettings
 from services.runtime.spec import Assembly, ServiceSpec
 from services.runtime.supervise import Supervisor
 from services.runtime.telemetry import Stats
+from services.runtime.tracing import Tracing
+from services.runtime.tracing_events import EventSpans
 
 log = logging.getLogger("engram.service")
 C = TypeVar("C", bound=Component)
@@ -68,6 +74,7 @@ class Worker:
     started: bool = False  # its consumers pull (readiness)
     probes: ProbeServer | None = None
     http_port: int | None = None  # the bound port of its metrics and probes, when served
+    tracing: Tracing = field(default_factory=Tracing.off)
 
     def __post_init__(self) -> None:
         # After a failure, shutdown drains (at most drain_timeout_s) on a connection that
@@ -169,17 +176,24 @@ def worker_lifespan(
             if worker.probes is not None:
                 await worker.probes.stop()
             await pool.close()
+            # Last: the spans of the drain above are exported too. The export blocks.
+            await asyncio.to_thread(worker.tracing.shutdown)
 
     return lifespan
 
 
-def build_worker_app(spec: ServiceSpec, settings: WorkerSettings) -> tuple[FastStream, Worker]:
+def build_worker_app(
+    spec: ServiceSpec, settings: WorkerSettings, tracing: Tracing | None = None
+) -> tuple[FastStream, Worker]:
+    """The worker's app; ``tracing`` None: as its settings say (off without an endpoint)."""
     service = spec.name
     assembly = spec.assembly(settings)
     worker = Worker(settings, assembly, spec.outbox)
+    worker.tracing = tracing or Tracing.for_worker(service, settings)
     components: list[Component] = list(assembly.components)
     if assembly.publishes:
-        components.insert(0, OutboxDrain(worker.outbox, poll_s=settings.outbox_poll_s))
+        drain = OutboxDrain(worker.outbox, poll_s=settings.outbox_poll_s, tracing=worker.tracing)
+        components.insert(0, drain)
     # Last, so it stops first: once the consumers drained, it records where they stand.
     positions = ConsumerPositions(spec.schema)
     if assembly.consumes:
@@ -196,7 +210,8 @@ def build_worker_app(spec: ServiceSpec, settings: WorkerSettings) -> tuple[FastS
             description=spec.description,
         ),
     )
-    serve_routes(broker, assembly.queries, queue=settings.queue_group, stats=worker.queries)
+    queue, stats = settings.queue_group, worker.queries
+    serve_routes(broker, assembly.queries, queue=queue, stats=stats, tracing=worker.tracing)
 
     worker.supervisor.stops(app.exit)
 
@@ -221,6 +236,7 @@ def build_worker_app(spec: ServiceSpec, settings: WorkerSettings) -> tuple[FastS
             settings.retry_max_s,
             keepalive_s=settings.ack_wait_s / 3,
         )
+        tracer = worker.tracing.tracer
         for item in assembly.consumes:
             processor: BatchProcessor[Any] = BatchProcessor(
                 pool=pool,
@@ -230,6 +246,7 @@ def build_worker_app(spec: ServiceSpec, settings: WorkerSettings) -> tuple[FastS
                 dead_letters=dead_letters,
                 policy=policy,
                 stats=worker.stats,
+                spans=None if tracer is None else EventSpans(tracer, item.stream.name, service),
             )
             consumer = PullConsumer(
                 worker.spec_for(item.stream, item.subjects),

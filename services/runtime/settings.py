@@ -118,6 +118,21 @@ class WorkerSettings(BaseSettings):
         description="How often the outbox drain looks for unpublished events when no "
         "NOTIFY woke it (a missed notification only delays them).",
     )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector the worker sends its traces to: a base URL "
+        "(http://otel-collector:4318; spans go to its /v1/traces) or a URL ending in "
+        "/v1/traces. Unset: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, then "
+        "OTEL_EXPORTER_OTLP_ENDPOINT; with none of them, nothing is traced.",
+    )
+    otlp_sample_ratio: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of traces started by this worker (events that arrive without a "
+        "traceparent) that are recorded; one that arrives with one follows its producer's "
+        "choice.",
+    )
     # The collector is per process; in `engram dev` (several workers in one process) the
     # worker started last sets it. See services/runtime/gctune.py for why.
     gc_freeze: bool = Field(
@@ -144,12 +159,43 @@ class WorkerSettings(BaseSettings):
         return self
 
     @property
+    def traces_endpoint(self) -> str | None:
+        """The URL spans are posted to, or None when tracing is off."""
+        otel = OtelSettings()
+        if otel.sdk_disabled:
+            return None
+        if self.otlp_endpoint:
+            return traces_url(self.otlp_endpoint)
+        if otel.traces_endpoint:
+            return otel.traces_endpoint  # the signal's own variable is a full URL
+        return traces_url(otel.endpoint) if otel.endpoint else None
+
+    @property
     def queue_group(self) -> str:
         return self.query_queue or self.service
 
     @property
     def roles(self) -> Roles:
         return Roles(self.service)
+
+
+def traces_url(endpoint: str) -> str:
+    """OTLP/HTTP's rule for a base endpoint: traces go to ``<base>/v1/traces``."""
+    base = endpoint.rstrip("/")
+    return base if base.endswith("/v1/traces") else f"{base}/v1/traces"
+
+
+class OtelSettings(BaseSettings):
+    """OpenTelemetry's standard variables, unprefixed (one set per pod), read as the
+    fallback of a worker's own ``otlp_endpoint``."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    traces_endpoint: str | None = Field(
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+    sdk_disabled: bool = Field(default=False, validation_alias="OTEL_SDK_DISABLED")
 
 
 class BusSettings(BaseSettings):
