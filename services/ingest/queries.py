@@ -87,7 +87,7 @@ def bad_cursor(err: BadCursor) -> QueryFailed:
         f"bad request: cursor: {err}",
         hint="send back the next_cursor of the previous page of this same listing, or no "
         "cursor to start again",
-        detail={"errors": [{"loc": ["cursor"], "msg": str(err)}]},
+        detail={"errors": [{"loc": ["request", "cursor"], "msg": str(err)}]},  # as a field
     )
 
 

@@ -115,7 +115,7 @@ async def test_a_bad_cursor_is_an_invalid_request_naming_the_cursor(broker: Any)
     ):
         bad = await history(broker, order="oldest_first", cursor=cursor)
         assert bad.status == "error" and bad.code == "invalid", bad
-        assert why in bad.message and bad.detail["errors"][0]["loc"] == ["cursor"]
+        assert why in bad.message and bad.detail["errors"][0]["loc"] == ["request", "cursor"]
     other = await history(broker, conversation_id=str(uuid4()), cursor=page.next_cursor)
     # Checked before any read: a cursor of another conversation is invalid whether or not
     # that conversation exists (nothing about the database can be told from the answer).
