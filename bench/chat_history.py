@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 import warnings
@@ -42,6 +43,7 @@ import orjson  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from bench._common import (  # noqa: E402
+    SNAPSHOT_ENV,
     Postgres,
     code_version,
     embedded_servers,
@@ -49,6 +51,7 @@ from bench._common import (  # noqa: E402
     fresh_streams,
     loadavg,
     percentile,
+    reexec_on_snapshot,
     start_process,
     stop_process,
     wait_consumer,
@@ -137,12 +140,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await fresh_streams(nc.jetstream())
         proc = start_process(
             engram_cmd("ingest"),
-            {"NATS_URL": servers.nats_users["ingest"], "DATABASE_URL": worker_login(url, "ingest")},
+            {
+                "NATS_URL": servers.nats_users["ingest"],
+                "DATABASE_URL": worker_login(url, "ingest"),
+                # The worker runs this tree's code (or the snapshot's), not the installed one.
+                "PYTHONPATH": os.environ.get("PYTHONPATH") or str(ROOT),
+            },
             servers.logs / "ingest.log",
         )
         try:
             await wait_consumer(nc.jetstream(), "ingest", proc)
-            return await measure(nc, db, args)
+            await answering(nc)
+            return await measure(nc, db, url, args)
         finally:
             stop_process(proc)
             await nc.close()
@@ -150,14 +159,26 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _exec(db: asyncpg.Connection, statement: str, given: argparse.Namespace) -> None:
-    args: list[Any] = []
-    if "$1" in statement:
-        args.append(CID)
-    if "$2" in statement:
-        args.append(given.others)
-    if "$3" in statement:
-        args.append(given.messages)
-    await db.execute(statement, *args)
+    # Numbers and the fixed id only (no user input): written into the statement.
+    sql = (
+        statement.replace("$1::uuid", f"'{CID}'::uuid")
+        .replace("$2", str(int(given.others)))
+        .replace("$3::int", str(int(given.messages)))
+    )
+    await db.execute(sql)
+
+
+async def answering(nc: Any, limit_s: float = 60.0) -> None:
+    """Until the worker answers queries (it subscribes them once the app has started)."""
+    deadline = time.perf_counter() + limit_s
+    while True:
+        try:
+            await nc.request("query.chat.conversations", b"{}", timeout=2)
+            return
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            if time.perf_counter() > deadline:
+                raise
+            await asyncio.sleep(0.1)
 
 
 async def ask(nc: Any, subject: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -167,7 +188,9 @@ async def ask(nc: Any, subject: str, body: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
-async def measure(nc: Any, db: asyncpg.Connection, args: argparse.Namespace) -> dict[str, Any]:
+async def measure(
+    nc: Any, db: asyncpg.Connection, url: str, args: argparse.Namespace
+) -> dict[str, Any]:
     base = {"tenant_id": "acme", "conversation_id": CID, "limit": 50}
     cursor = None  # the middle page's cursor, found by paging
     for _ in range(args.messages // 100):
@@ -188,14 +211,37 @@ async def measure(nc: Any, db: asyncpg.Connection, args: argparse.Namespace) -> 
     for name, (subject, body) in cases.items():
         await timed(20, lambda s=subject, b=body: ask(nc, s, b))  # warm-up
         results[name] = summary(await timed(args.requests, lambda s=subject, b=body: ask(nc, s, b)))
+    results["handler_in_process"] = await in_process(url, base, args.requests)
     await timed(20, lambda: db.fetch(PLAIN, CID))
     plain = summary(await timed(args.requests, lambda: db.fetch(PLAIN, CID)))
     results["plain_select"] = plain
     results["plans"] = await plans(db)
-    for name in cases:
+    for name in [*cases, "handler_in_process"]:
         results[name]["p50_over_plain"] = round(results[name]["p50_ms"] / plain["p50_ms"], 1)
         results[name]["p99_over_plain"] = round(results[name]["p99_ms"] / plain["p99_ms"], 1)
     return results
+
+
+async def in_process(url: str, base: dict[str, Any], n: int) -> dict[str, float]:
+    """The first-page handler called in this process (reader pool, tenant scope, SQL,
+    shaping, reply size check; no NATS, no request parsing): splits the query path."""
+    from contracts.chat_queries import ChatHistoryRequest
+    from services.ingest import queries
+    from services.runtime.db import Roles, create_pool
+
+    reads = queries.ChatReads(1)
+    reads._pool = await create_pool(  # what ChatReads.start does, without a worker
+        worker_login(url, "ingest"),
+        role=Roles("ingest").reader,
+        keep_session=True,
+        server_settings={"plan_cache_mode": "force_custom_plan"},
+    )
+    request = ChatHistoryRequest.model_validate(base)
+    try:
+        await timed(20, lambda: queries.history(reads, request, 1 << 20))
+        return summary(await timed(n, lambda: queries.history(reads, request, 1 << 20)))
+    finally:
+        await reads.stop()
 
 
 async def plans(db: asyncpg.Connection) -> dict[str, list[str]]:
@@ -224,6 +270,8 @@ async def plans(db: asyncpg.Connection) -> dict[str, list[str]]:
 
 
 def main() -> None:
+    if not os.environ.get(SNAPSHOT_ENV):
+        reexec_on_snapshot(__file__, sys.argv[1:])  # does not return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--others", type=int, default=600)
