@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from contracts import embedding, memory_jobs, memory_search, state, state_queries
+from contracts import chat_queries, embedding, memory_jobs, memory_search, state, state_queries
 from contracts.chat import CHAT_EVENT_TYPES
 from contracts.envelope import Envelope
 from contracts.memory import MEMORY_EVENT_TYPES
@@ -30,6 +30,11 @@ QUERIES: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "query.state.get": (state_queries.StateGetRequest, state_queries.StateGetAnswer),
     "query.state.history": (state_queries.StateHistoryRequest, state_queries.StateHistoryAnswer),
     "query.state.diff": (state_queries.StateDiffRequest, state_queries.StateDiffAnswer),
+    "query.chat.history": (chat_queries.ChatHistoryRequest, chat_queries.ChatHistoryAnswer),
+    "query.chat.conversations": (
+        chat_queries.ChatConversationsRequest,
+        chat_queries.ChatConversationsAnswer,
+    ),
 }
 
 

@@ -124,11 +124,14 @@ UPDATE ingest.conversation_sessions s
  WHERE s.tenant_id = n.tenant_id AND s.session_id = n.session_id
 """
 BUMP_CONVERSATIONS = """
-UPDATE ingest.conversations c SET last_message_at = greatest(c.last_message_at, n.at)
-  FROM (SELECT l.tenant_id, l.conversation_id, n.at
-          FROM (SELECT tenant_id, conversation_id, max(at) AS at
-                  FROM unnest($1::text[], $2::uuid[], $3::timestamptz[])
-                    AS i(tenant_id, conversation_id, at)
+UPDATE ingest.conversations c
+   SET last_message_at = greatest(c.last_message_at, n.at),
+       message_count = c.message_count + n.count, total_tokens = c.total_tokens + n.tokens
+  FROM (SELECT l.tenant_id, l.conversation_id, n.at, n.count, n.tokens
+          FROM (SELECT tenant_id, conversation_id, max(at) AS at, count(*) AS count,
+                       coalesce(sum(tokens), 0) AS tokens
+                  FROM unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::int[])
+                    AS i(tenant_id, conversation_id, at, tokens)
                  GROUP BY tenant_id, conversation_id) n
           JOIN ingest.conversations l USING (tenant_id, conversation_id)
          ORDER BY l.tenant_id, l.conversation_id
@@ -138,7 +141,8 @@ UPDATE ingest.conversations c SET last_message_at = greatest(c.last_message_at, 
 
 
 async def bump_activity(conn: Connection, activity: Activity) -> None:
-    """Message counts and tokens of sessions, last message time of conversations."""
+    """Message counts and tokens of sessions and conversations, and the last message
+    time of conversations."""
     if any(sid is not None for sid in activity.session_ids):
         await conn.execute(
             BUMP_SESSIONS, activity.tenant_ids, activity.session_ids, activity.tokens
@@ -149,6 +153,7 @@ async def bump_activity(conn: Connection, activity: Activity) -> None:
             activity.tenant_ids,
             activity.conversation_ids,
             activity.created_at,
+            activity.tokens,
         )
 
 

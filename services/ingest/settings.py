@@ -25,3 +25,10 @@ class IngestSettings(WorkerSettings):
         description="Batches committing at once: the next batch's statements run while "
         "the previous one's commit is flushed and its messages acked.",
     )
+    query_pool_max: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Connections of the pool query.chat.* read with (apart from the "
+        "writer's), and the requests of each subject one replica answers at once.",
+    )
