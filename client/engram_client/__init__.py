@@ -19,7 +19,7 @@ Public API
       ``publish(event) -> Published(stream, seq, duplicate)``: any event of ``contracts``,
       on the subject equal to its ``type``, with ``Nats-Msg-Id`` from the envelope
       (``<tenant_id>:<event_id>``); returns once JetStream has stored it.
-      ``publish_many(events, max_in_flight=256) -> list[Published]``: bulk loads, at most
+      ``publish_many(events, max_in_flight=64) -> list[Published]``: bulk loads, at most
       ``max_in_flight`` acks awaited at once.
       ``events``: an ``EventBuilder`` (below) with the client's tenant and producer.
 

@@ -141,7 +141,7 @@ class EngramClient(QueryMethods):
         raise PublishFailed(event.type, str(event.event_id), f"no ack: {why}")
 
     async def publish_many(
-        self, events: Iterable[Envelope], *, max_in_flight: int = 256, retry: Retry | None = None
+        self, events: Iterable[Envelope], *, max_in_flight: int = 64, retry: Retry | None = None
     ) -> list[Published]:
         """Publish many events (a bulk load) with at most ``max_in_flight`` acks awaited at
         once; returns their acks in order. Raises ``BatchPublishFailed`` after every event
@@ -150,21 +150,32 @@ class EngramClient(QueryMethods):
             raise ValueError("max_in_flight must be at least 1")
         results: list[Published | None] = []
         errors: dict[int, Exception] = {}
-        pending: set[asyncio.Task[None]] = set()
+        # A semaphore, not asyncio.wait over the pending set: waiting on N tasks costs O(N)
+        # per event, and a bulk load publishes many.
+        window = asyncio.Semaphore(max_in_flight)
+        tasks: set[asyncio.Task[None]] = set()
 
         async def one(index: int, event: Envelope) -> None:
             try:
                 results[index] = await self.publish(event, retry=retry)
             except EngramError as exc:
                 errors[index] = exc
+            finally:
+                window.release()
 
-        for index, event in enumerate(events):
-            results.append(None)
-            if len(pending) >= max_in_flight:
-                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            pending.add(asyncio.create_task(one(index, event)))
-        if pending:
-            await asyncio.wait(pending)
+        try:
+            for index, event in enumerate(events):
+                results.append(None)
+                await window.acquire()
+                task = asyncio.create_task(one(index, event))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            for _ in range(max_in_flight):  # every slot back: every event answered
+                await window.acquire()
+        except BaseException:  # cancelled (or the iterable failed): stop what is in flight
+            for task in tasks:
+                task.cancel()
+            raise
         if errors:
             raise BatchPublishFailed(results, errors)
         return [r for r in results if r is not None]

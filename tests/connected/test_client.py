@@ -17,6 +17,7 @@ from contracts.memory import SemanticContent
 from contracts.registry import QUERIES
 from contracts.state_queries import StateGetReply, StateGetRequest, StateView
 from engram_client import (
+    BatchPublishFailed,
     EngramClient,
     InvalidRequest,
     NotFound,
@@ -90,6 +91,20 @@ async def test_a_subject_no_stream_takes_is_a_publish_failure(client: EngramClie
     forged = notice.model_copy(update={"type": "engram.state.forged"})
     with pytest.raises(PublishFailed):
         await client.publish(forged, retry=FAST)
+
+    # In a batch, the others are still stored, and the failure names the one that was not.
+    conversation = client.events.conversation_created()
+    batch = [
+        conversation,
+        forged,
+        client.events.session_started(conversation.payload.conversation_id),
+    ]
+    with pytest.raises(BatchPublishFailed) as failed:
+        await client.publish_many(batch, retry=FAST)
+    assert set(failed.value.errors) == {1}
+    stored = failed.value.results
+    assert stored[0] is not None and stored[2] is not None and stored[1] is None
+    assert (await client.publish_many([batch[0], batch[2]]))[0].duplicate
 
 
 async def test_state_queries_return_typed_replies(
