@@ -11,9 +11,11 @@ Public API
     ``await EngramClient.connect(servers, *, tenant_id=None, producer="engram-client",
     retry=None, **connection)``: ``servers`` is a URL (credentials may be in it), URLs, or
     a ``Connection``; ``connection`` keywords are ``Connection``'s fields (user, password,
-    token, credentials_file, nkeys_seed_file, tls, tls_hostname, inbox_prefix, name,
-    connect_timeout_s, max_reconnect_attempts). ``EngramClient(nc, ...)`` wraps a
-    nats-py connection the caller owns. Use as ``async with``; ``close()`` drains.
+    token, credentials_file, nkeys_seed_file, tls, tls_hostname, inbox_prefix (default:
+    ``_INBOX_<name>`` for engram's user ``engram_<name>``), name, connect_timeout_s,
+    connect_within_s, max_reconnect_attempts, reconnect_time_wait_s).
+    ``EngramClient(nc, ...)`` wraps a nats-py connection the caller owns. Use as
+    ``async with``; ``close()`` drains.
 
     Events:
       ``publish(event) -> Published(stream, seq, duplicate)``: any event of ``contracts``,
@@ -58,12 +60,14 @@ Errors (``engram_client.errors``), all ``EngramError``:
   sending when the request breaks its contract), ``NotFound``, ``Pruned``, ``TooLarge``,
   ``Unavailable``, ``ServerError``; ``RequestTimeout`` (also a ``TimeoutError``: no reply
   on any try); ``PublishFailed`` (and ``BatchPublishFailed`` with per-event results);
-  ``BadReply`` (a reply that breaks its contract).
+  ``BadReply`` (a reply that breaks its contract); ``ConnectFailed`` (no first connection
+  within ``Connection.connect_within_s``).
 """
 
 from engram_client.client import BatchPublishFailed, EngramClient, Published
 from engram_client.errors import (
     BadReply,
+    ConnectFailed,
     EngramError,
     InvalidRequest,
     NotFound,
@@ -83,6 +87,7 @@ __all__ = [
     "NO_RETRY",
     "BadReply",
     "BatchPublishFailed",
+    "ConnectFailed",
     "Connection",
     "EngramClient",
     "EngramError",

@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, NamedTuple, TypeVar
 
-import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
@@ -21,6 +20,7 @@ from pydantic import BaseModel, RootModel, ValidationError
 from contracts.envelope import Envelope
 from contracts.errors import ErrorCode, QueryError
 from contracts.registry import QUERIES
+from engram_client.connect import open_connection
 from engram_client.errors import (
     BadReply,
     EngramError,
@@ -93,7 +93,7 @@ class EngramClient(QueryMethods):
         URLs, or a full ``Connection``; other ``Connection`` fields by keyword (``user``,
         ``password``, ``token``, ``tls``, ``inbox_prefix``, ...)."""
         options = servers if isinstance(servers, Connection) else Connection(servers, **connection)
-        nc = await nats.connect(**options.nats_options())  # type: ignore[arg-type]
+        nc = await open_connection(options)
         return cls(nc, tenant_id=tenant_id, producer=producer, retry=retry, owns_connection=True)
 
     async def close(self) -> None:

@@ -114,5 +114,15 @@ class PublishFailed(EngramError):
         self.event_id = event_id
 
 
+class ConnectFailed(EngramError):
+    """The first connection to NATS did not succeed in time (unreachable, refused login,
+    an untrusted TLS certificate: ``__cause__`` is the last error)."""
+
+    def __init__(self, where: str, within_s: float, cause: BaseException) -> None:
+        why = str(cause) or type(cause).__name__
+        super().__init__(f"cannot connect to NATS at {where} within {within_s:g} s: {why}")
+        self.cause = cause
+
+
 class BadReply(EngramError):
     """The reply did not match the query's published contract (a client/server mismatch)."""

@@ -7,6 +7,7 @@ import random
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,14 @@ NO_RETRY = Retry(attempts=1)
 class Connection:
     """Where the bus is and who the client is on it (any of nats-py's ways to log in).
 
-    engram's NATS accounts let each user read replies only under its own inbox prefix:
-    engram's upstream user ``engram_producer`` must connect with
-    ``inbox_prefix="_INBOX_producer"`` (see docs/security.md); on a server without
-    per-user permissions the default ``_INBOX`` works."""
+    engram's NATS users may read replies only under their own inbox prefix (docs/
+    security.md): by default the client takes ``_INBOX_<name>`` when it logs in as
+    ``engram_<name>`` (in ``user`` or in the URL), else NATS's ``_INBOX``.
+
+    The first connection must succeed within ``connect_within_s`` (each try within
+    ``connect_timeout_s``), else ``connect`` raises ``ConnectFailed``; once connected, a lost
+    connection is re-established ``max_reconnect_attempts`` times (-1: for ever), calls
+    failing meanwhile with ``RequestTimeout`` / ``PublishFailed`` after their retries."""
 
     servers: str | tuple[str, ...] = "nats://127.0.0.1:4222"
     user: str | None = None
@@ -52,20 +57,32 @@ class Connection:
     nkeys_seed_file: str | None = None
     tls: ssl.SSLContext | None = None  # e.g. ssl.create_default_context(cafile=...)
     tls_hostname: str | None = None
-    inbox_prefix: str = "_INBOX"
+    inbox_prefix: str | None = None  # None: the user's own (above)
     name: str = "engram-client"  # shown in the server's connection list
     connect_timeout_s: float = 5.0
-    max_reconnect_attempts: int = 60  # then the connection closes and calls fail
+    connect_within_s: float = 20.0
+    max_reconnect_attempts: int = -1
+    reconnect_time_wait_s: float = 1.0
+
+    def server_list(self) -> list[str]:
+        return [self.servers] if isinstance(self.servers, str) else list(self.servers)
+
+    def inbox(self) -> str:
+        """The reply-inbox prefix: given, else the engram user's own, else ``_INBOX``."""
+        if self.inbox_prefix:
+            return self.inbox_prefix
+        user = self.user or urlsplit(self.server_list()[0]).username or ""
+        return f"_INBOX_{user.removeprefix('engram_')}" if user.startswith("engram_") else "_INBOX"
 
     def nats_options(self) -> dict[str, object]:
         """Keyword arguments of ``nats.connect``."""
-        servers = [self.servers] if isinstance(self.servers, str) else list(self.servers)
         options: dict[str, object] = {
-            "servers": servers,
+            "servers": self.server_list(),
             "name": self.name,
-            "inbox_prefix": self.inbox_prefix,
+            "inbox_prefix": self.inbox(),
             "connect_timeout": self.connect_timeout_s,
             "max_reconnect_attempts": self.max_reconnect_attempts,
+            "reconnect_time_wait": self.reconnect_time_wait_s,
         }
         given = {
             "user": self.user,

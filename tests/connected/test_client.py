@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 
 import asyncpg
+import nats.errors
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -45,7 +46,6 @@ FAST = Retry(attempts=3, base_s=0.05, max_s=0.1, timeout_s=0.5)
 async def client(env: Env) -> AsyncIterator[EngramClient]:
     async with await EngramClient.connect(
         env.nats_login("producer"),
-        inbox_prefix="_INBOX_producer",
         tenant_id=TENANT,
         producer="chat-api",
         retry=Retry(timeout_s=10.0),
@@ -202,12 +202,18 @@ async def test_a_bad_request_is_a_typed_error(checkpointer: Worker, client: Engr
     assert {"user_id", "at_version"} <= fields
 
 
-async def answering(nc: NatsClient, subject: str, replies: list[bytes | None]) -> list[float]:
+async def answering(
+    nc: NatsClient, client: EngramClient, subject: str, replies: list[bytes | None]
+) -> list[float]:
     """A stand-in service on ``subject``: answers its n-th request with replies[n] (the
-    last one from then on; None: no answer) and records when each request came."""
+    last one from then on; None: no answer) and records when each request came. Returns
+    once the client's own connection reaches it (so no try meets "no responders")."""
     seen: list[float] = []
 
     async def handler(msg: Msg) -> None:
+        if msg.data == b"ping":
+            await msg.respond(b"pong")
+            return
         seen.append(time.monotonic())
         reply = replies[min(len(seen), len(replies)) - 1]
         if reply is not None:
@@ -215,7 +221,15 @@ async def answering(nc: NatsClient, subject: str, replies: list[bytes | None]) -
 
     await nc.subscribe(subject, cb=handler)
     await nc.flush()
+    await eventually(lambda: ping(client, subject), lambda ok: ok)
     return seen
+
+
+async def ping(client: EngramClient, subject: str) -> bool:
+    try:
+        return (await client.nc.request(subject, b"ping", timeout=1)).data == b"pong"
+    except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+        return False
 
 
 def state_reply(version: int) -> bytes:
@@ -231,7 +245,7 @@ BUSY = QueryError(code=ErrorCode.unavailable, message="database down").model_dum
 async def test_timeouts_and_unavailable_are_retried_with_backoff(
     nc: NatsClient, client: EngramClient
 ) -> None:
-    seen = await answering(nc, "query.state.get", [None, BUSY, state_reply(7)])
+    seen = await answering(nc, client, "query.state.get", [None, BUSY, state_reply(7)])
     reply = await client.state_get(user_id=USER, agent_id=AGENT, retry=FAST)
     assert reply.state.version == 7
     assert len(seen) == 3
@@ -239,7 +253,7 @@ async def test_timeouts_and_unavailable_are_retried_with_backoff(
 
 
 async def test_retries_are_bounded(nc: NatsClient, client: EngramClient) -> None:
-    silent = await answering(nc, "query.state.get", [None])
+    silent = await answering(nc, client, "query.state.get", [None])
     started = time.monotonic()
     with pytest.raises(RequestTimeout) as timed_out:
         await client.state_get(user_id=USER, agent_id=AGENT, retry=FAST)
@@ -247,7 +261,7 @@ async def test_retries_are_bounded(nc: NatsClient, client: EngramClient) -> None
     assert len(silent) == 3
     assert time.monotonic() - started < 3 * FAST.timeout_s + 2 * FAST.max_s + 1
 
-    busy = await answering(nc, "query.state.history", [BUSY])
+    busy = await answering(nc, client, "query.state.history", [BUSY])
     with pytest.raises(Unavailable) as unavailable:
         await client.state_history(user_id=USER, agent_id=AGENT, retry=FAST)
     assert unavailable.value.message == "database down"

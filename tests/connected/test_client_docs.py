@@ -32,7 +32,7 @@ def quick_start() -> str:
 
 async def test_the_quick_start_runs_verbatim(checkpointer: Worker, env: Env) -> None:
     code = quick_start()
-    assert len([line for line in code.splitlines() if line.strip()]) <= 15
+    assert len([line for line in code.splitlines() if line.strip()]) <= 17
     run = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -48,7 +48,7 @@ async def test_the_quick_start_runs_verbatim(checkpointer: Worker, env: Env) -> 
 
 def blocking_round_trip(url: str) -> tuple[int, bool]:
     """Plain blocking code, as in a script: publish, wait until applied, read back."""
-    with SyncEngramClient.connect(url, inbox_prefix="_INBOX_producer", tenant_id="acme") as engram:
+    with SyncEngramClient.connect(url, tenant_id="acme") as engram:
         patch = engram.events.state_patch("u-9", "bot", merge_patch={"local": {"step": 1}})
         assert isinstance(patch, StatePatch)
         engram.publish(patch)
