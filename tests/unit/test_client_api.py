@@ -3,6 +3,7 @@ are bounded, and the event builder fills valid envelopes."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from uuid import uuid4
 
@@ -12,7 +13,16 @@ from pydantic import ValidationError
 from contracts.errors import ErrorCode, QueryError
 from contracts.memory import EpisodicContent, MemoryWrite, ProceduralContent, Temporal
 from contracts.state import StatePatch
-from engram_client import EngramError, EventBuilder, InvalidRequest, QueryRejected, Retry
+from engram_client import (
+    ConnectFailed,
+    Connection,
+    EngramClient,
+    EngramError,
+    EventBuilder,
+    InvalidRequest,
+    QueryRejected,
+    Retry,
+)
 from engram_client.errors import REJECTIONS, rejection
 from engram_client.queries import build
 
@@ -93,3 +103,24 @@ def test_the_builder_refuses_what_the_contract_refuses() -> None:
         EventBuilder().conversation_created()
     with pytest.raises(TypeError, match="not envelope fields"):
         events.envelope(StatePatch, {}, tenant="acme")
+
+
+def test_the_inbox_prefix_follows_engrams_users() -> None:
+    assert Connection("nats://engram_producer:secret@h:4222").inbox() == "_INBOX_producer"
+    assert Connection("nats://h:4222", user="engram_memory").inbox() == "_INBOX_memory"
+    assert Connection("nats://alice:pw@h:4222").inbox() == "_INBOX"
+    assert Connection("nats://h:4222").inbox() == "_INBOX"
+    assert Connection("nats://engram_producer:pw@h", inbox_prefix="_X").inbox() == "_X"
+    options = Connection(("nats://a:1", "nats://b:2"), token="t").nats_options()
+    assert options["servers"] == ["nats://a:1", "nats://b:2"] and options["token"] == "t"
+    assert "password" not in options and "tls" not in options
+
+
+async def test_an_unreachable_server_fails_in_bounded_time_without_the_password() -> None:
+    started = time.monotonic()
+    with pytest.raises(ConnectFailed) as failed:
+        await EngramClient.connect(
+            "nats://engram_producer:s3cret-pass@127.0.0.1:1", connect_within_s=1.5
+        )
+    assert time.monotonic() - started < 5
+    assert "127.0.0.1:1" in str(failed.value) and "s3cret" not in str(failed.value)
