@@ -62,12 +62,20 @@ def git_state() -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(dirty)}
 
 
+def code_dir(root: Path, folder: str) -> Path:
+    """``folder`` of CODE_DIRS under ``root``: in the checkout, or at the top of a snapshot."""
+    here = root / folder
+    return here if here.is_dir() else root / Path(folder).name
+
+
 def tree_hash(root: Path) -> str:
+    """The same for a checkout and its snapshot (paths are hashed as in the snapshot)."""
     digest = hashlib.sha256()
     for folder in CODE_DIRS:
-        for path in sorted((root / folder).rglob("*")):
+        top = code_dir(root, folder)
+        for path in sorted(top.rglob("*")):
             if path.is_file() and path.suffix in (".py", ".sql"):
-                digest.update(str(path.relative_to(root)).encode())
+                digest.update(str(Path(top.name) / path.relative_to(top)).encode())
                 digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
