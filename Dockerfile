@@ -20,17 +20,20 @@ WORKDIR /src
 
 # Dependencies first, from pyproject.toml alone (stub packages), so a source change does not
 # reinstall them; then the real source over it.
+# The contracts and the client are their own distribution (client/), which engram requires.
 COPY pyproject.toml ./
-RUN mkdir contracts services \
-    && touch contracts/__init__.py services/__init__.py \
-    && pip install . \
-    && pip uninstall -y engram \
-    && rm -rf contracts services build *.egg-info
+COPY client/pyproject.toml client/README.md ./client/
+RUN mkdir services client/contracts client/engram_client \
+    && touch services/__init__.py client/contracts/__init__.py client/engram_client/__init__.py \
+    && pip install ./client . \
+    && pip uninstall -y engram engram-bus-client \
+    && rm -rf services client/contracts client/engram_client build client/build \
+       *.egg-info client/*.egg-info
 
-COPY contracts ./contracts
+COPY client ./client
 COPY services ./services
 COPY sql ./sql
-RUN pip install --no-deps .
+RUN pip install --no-deps ./client .
 
 # --- runtime -----------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

@@ -38,7 +38,8 @@ from rich.console import Console
 ROOT = Path(__file__).resolve().parents[1]
 # The code measured: by default a snapshot of these folders taken at start (see
 # reexec_on_snapshot), so edits landing in the working tree during a run do not mix versions.
-CODE_DIRS = ("services", "contracts", "sql")
+# (client/contracts is copied to the snapshot's top level, where it imports as `contracts`.)
+CODE_DIRS = ("services", "client/contracts", "sql")
 SNAPSHOT_ENV = "ENGRAM_BENCH_CODE"
 SNAPSHOT_PREFIX = "engram-bench-code-"
 
@@ -47,7 +48,7 @@ SNAPSHOT_PREFIX = "engram-bench-code-"
 
 
 def git_state() -> dict[str, Any]:
-    """The commit, and whether services/, contracts/ or sql/ had uncommitted changes."""
+    """The commit, and whether services/, client/contracts/ or sql/ had uncommitted changes."""
 
     def git(*args: str) -> str:
         try:
@@ -61,19 +62,27 @@ def git_state() -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(dirty)}
 
 
+def code_dir(root: Path, folder: str) -> Path:
+    """``folder`` of CODE_DIRS under ``root``: in the checkout, or at the top of a snapshot."""
+    here = root / folder
+    return here if here.is_dir() else root / Path(folder).name
+
+
 def tree_hash(root: Path) -> str:
+    """The same for a checkout and its snapshot (paths are hashed as in the snapshot)."""
     digest = hashlib.sha256()
     for folder in CODE_DIRS:
-        for path in sorted((root / folder).rglob("*")):
+        top = code_dir(root, folder)
+        for path in sorted(top.rglob("*")):
             if path.is_file() and path.suffix in (".py", ".sql"):
-                digest.update(str(path.relative_to(root)).encode())
+                digest.update(str(Path(top.name) / path.relative_to(top)).encode())
                 digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
 def code_version(tree: Path) -> dict[str, Any]:
     """The git state (taken before the snapshot when there is one) and the hash of
-    ``tree``'s services/, contracts/ and sql/."""
+    ``tree``'s services/, client/contracts/ and sql/."""
     if os.environ.get(SNAPSHOT_ENV):
         info = json.loads(os.environ.get(f"{SNAPSHOT_ENV}_GIT", "{}"))
         return {**info, "snapshot": True, "tree_sha": tree_hash(tree)}
@@ -81,7 +90,7 @@ def code_version(tree: Path) -> dict[str, Any]:
 
 
 def reexec_on_snapshot(script: str, argv: list[str]) -> None:
-    """Copy services/, contracts/ and sql/ aside and run ``script`` (the bench) and its
+    """Copy services/, client/contracts/ and sql/ aside and run ``script`` (the bench) and its
     workers on the copy, through PYTHONPATH, so edits landing during a run do not mix
     versions. Does not return."""
     info = git_state()
@@ -89,7 +98,9 @@ def reexec_on_snapshot(script: str, argv: list[str]) -> None:
     snapshot.chmod(0o755)
     for folder in CODE_DIRS:
         shutil.copytree(
-            ROOT / folder, snapshot / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            ROOT / folder,
+            snapshot / Path(folder).name,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
         )
     pythonpath = os.pathsep.join(p for p in (str(snapshot), os.environ.get("PYTHONPATH")) if p)
     env = {

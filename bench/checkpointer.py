@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Checkpointer benchmark: engram's checkpointer beside LangGraph's PostgresSaver.
 
-    .venv/bin/pip install -e '.[bench]'      # langgraph-checkpoint-postgres, psycopg
+    .venv/bin/pip install -e ./client -e '.[bench]'  # langgraph-checkpoint-postgres, psycopg
     .venv/bin/python bench/checkpointer.py [--versions 1000] [--runs 3] [--data-dir DIR]
 
 Starts the embedded nats-server and PostgreSQL (services.runtime.embedded.DevStack, in a
