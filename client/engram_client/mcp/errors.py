@@ -1,38 +1,37 @@
-"""Every failure a tool anticipates becomes an MCP tool error (``is_error``) whose text is
-engram's one error model, ``contracts.errors.QueryError``, as JSON: ``code`` (invalid,
-not_found, pruned, too_large, unavailable, internal), ``message``, and ``hint`` and
-``detail`` when there are. No traceback reaches the model; the SDK logs the failure at
-INFO on stderr."""
+"""Every tool answers with ``answer``: its result as structured content (and the same JSON
+as text), or, for every failure it anticipates, an MCP tool error (``is_error``) whose
+structured content and text are engram's one error model, ``contracts.errors.QueryError``:
+``code`` (invalid, not_found, pruned, too_large, unavailable, internal), ``message``, and
+``hint`` and ``detail`` when there are. No traceback reaches the model; a bug in a tool is
+the SDK's generic tool error, with the traceback in the server's log (stderr)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import json
+import logging
+from collections.abc import Awaitable
 from typing import Any
 
-from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import ValidationError
+from mcp_types import CallToolResult, TextContent
+from pydantic import BaseModel, ValidationError
 
 from contracts.errors import ErrorCode, QueryError
-from engram_client.errors import (
-    BadReply,
-    EngramError,
-    PublishFailed,
-    QueryRejected,
-    RequestTimeout,
-)
+from engram_client.errors import BadReply, EngramError, PublishFailed, QueryRejected, RequestTimeout
+
+log = logging.getLogger("engram_client.mcp")
 
 
-def rejected(code: ErrorCode, message: str, **extra: Any) -> ToolError:
-    """A tool error carrying ``code`` and ``message`` (``hint``, ``detail`` by keyword)."""
-    return ToolError(
-        QueryError(code=code, message=message, **extra).model_dump_json(exclude_none=True)
-    )
+class Refused(Exception):
+    """A tool's own refusal (out of scope, inconsistent arguments), in engram's model."""
+
+    def __init__(self, code: ErrorCode, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.error = QueryError(code=code, message=message, **extra)
 
 
 def as_query_error(exc: Exception) -> QueryError:
     """engram's error model for what a tool met."""
-    if isinstance(exc, QueryRejected):
+    if isinstance(exc, Refused | QueryRejected):
         return exc.error
     if isinstance(exc, RequestTimeout):
         return QueryError(
@@ -53,11 +52,19 @@ def as_query_error(exc: Exception) -> QueryError:
     return QueryError(code=ErrorCode.internal, message=type(exc).__name__)
 
 
-@contextmanager
-def reported() -> Iterator[None]:
-    """Turn the client's errors and contract violations into tool errors (not crashes)."""
+def _result(data: dict[str, Any], *, error: bool = False) -> CallToolResult:
+    text = TextContent(type="text", text=json.dumps(data, ensure_ascii=False))
+    return CallToolResult(content=[text], structured_content=data, is_error=error)
+
+
+async def answer(work: Awaitable[BaseModel | dict[str, Any]]) -> CallToolResult:
+    """The tool's result, or its failure as engram's error model."""
     try:
-        yield
-    except (EngramError, ValidationError) as exc:
-        # ``from None``: the model reads the error model, never a chain of exceptions.
-        raise ToolError(as_query_error(exc).model_dump_json(exclude_none=True)) from None
+        result = await work
+    except (Refused, EngramError, ValidationError) as exc:
+        error = as_query_error(exc)
+        log.info("tool refused: %s: %s", error.code.value, error.message)
+        return _result(error.model_dump(mode="json", exclude_none=True), error=True)
+    if isinstance(result, BaseModel):
+        return _result(result.model_dump(mode="json", by_alias=True))
+    return _result(result)

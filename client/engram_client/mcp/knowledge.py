@@ -10,7 +10,7 @@ from uuid import UUID
 
 import nats.errors
 from mcp.server.mcpserver import MCPServer
-from mcp_types import ToolAnnotations
+from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from contracts.embedding import (
@@ -23,7 +23,7 @@ from contracts.embedding import (
 from contracts.errors import ErrorCode, QueryError
 from contracts.registry import QUERIES
 from engram_client.errors import RequestTimeout, rejection
-from engram_client.mcp.errors import rejected, reported
+from engram_client.mcp.errors import Refused, answer
 from engram_client.mcp.scope import Scope
 from engram_client.queries import build
 
@@ -54,7 +54,7 @@ def register(server: MCPServer[Any], scope: Scope) -> None:
         until: Annotated[
             datetime | None, Field(description="Only sources created before (with zone).")
         ] = None,
-    ) -> KnowledgeSearchReply:
+    ) -> Annotated[CallToolResult, KnowledgeSearchReply]:
         """Search the tenant's chat messages and shared files by meaning and words."""
         filters = {
             "conversation_ids": conversation_ids,
@@ -62,10 +62,11 @@ def register(server: MCPServer[Any], scope: Scope) -> None:
             "since": since,
             "until": until,
         }
-        with reported():
-            return await scope.client.knowledge_search(
+        return await answer(
+            scope.client.knowledge_search(
                 query, top_k=top_k, mode=mode, filters=filters, tenant_id=scope.tenant
             )
+        )
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
     async def conversation_history(
@@ -78,7 +79,7 @@ def register(server: MCPServer[Any], scope: Scope) -> None:
             str | None,
             Field(min_length=1, max_length=1000, description="next_cursor of the last page."),
         ] = None,
-    ) -> dict[str, Any]:
+    ) -> CallToolResult:
         """A page of one conversation's messages (current text, role, sender, time) with
         the conversation's counters; next_cursor continues."""
         request = {
@@ -88,16 +89,19 @@ def register(server: MCPServer[Any], scope: Scope) -> None:
             "order": order,
             "cursor": cursor,
         }
-        with reported():
+
+        async def run() -> dict[str, Any]:
             reply = await ask(scope, CHAT_HISTORY, request)
-        # The query is scoped by tenant; this server by agent and user too.
-        owner = reply.get("conversation") or {}
-        mine = owner.get("agent_id") in (None, scope.agent) and (
-            scope.user is None or owner.get("user_id") in (None, scope.user)
-        )
-        if not mine:
-            raise rejected(ErrorCode.not_found, f"no conversation {conversation_id} of this agent")
-        return reply
+            # The query is scoped by tenant; this server by agent and user too.
+            owner = reply.get("conversation") or {}
+            mine = owner.get("agent_id") in (None, scope.agent) and (
+                scope.user is None or owner.get("user_id") in (None, scope.user)
+            )
+            if not mine:
+                raise Refused(ErrorCode.not_found, f"no conversation {conversation_id} here")
+            return reply
+
+        return await answer(run())
 
 
 async def ask(scope: Scope, subject: str, request: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 from mcp.server.mcpserver import MCPServer
-from mcp_types import ToolAnnotations
+from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from contracts.embedding import MAX_QUERY_CHARS, MAX_TOP_K
@@ -23,7 +23,7 @@ from contracts.memory import (
 )
 from contracts.memory_search import MemorySearchReply
 from engram_client.events import MEMORY_TYPES
-from engram_client.mcp.errors import rejected, reported
+from engram_client.mcp.errors import Refused, answer
 from engram_client.mcp.scope import Scope
 
 Content = EpisodicContent | SemanticContent | ProceduralContent | WorkingContent
@@ -71,7 +71,7 @@ def register(server: MCPServer[Any], scope: Scope) -> None:
         conversation_id: Annotated[
             UUID | None, Field(description="Only memories formed in this conversation.")
         ] = None,
-    ) -> MemorySearchReply:
+    ) -> Annotated[CallToolResult, MemorySearchReply]:
         """Search the agent's long-term memories by meaning, ranked by similarity,
         importance and recency. A memory written a moment ago is searchable once it has
         its vector (`pending` counts those not yet)."""
@@ -79,13 +79,16 @@ def register(server: MCPServer[Any], scope: Scope) -> None:
         filters["conversation_id"] = conversation_id
         # Hits about another user are dropped below: ask for more so top_k can still fill.
         ask = min(MAX_TOP_K, top_k * 2) if scope.user else top_k
-        with reported():
+
+        async def run() -> MemorySearchReply:
             reply = await scope.client.memory_search(
                 query, agent_id=scope.agent, top_k=ask, filters=filters, tenant_id=scope.tenant
             )
-        hits = [h for h in reply.hits if h.user_id in (None, scope.user)][:top_k]
-        scope.seen.add(h.memory_id for h in hits)
-        return reply.model_copy(update={"hits": hits})
+            hits = [h for h in reply.hits if h.user_id in (None, scope.user)][:top_k]
+            scope.seen.add(h.memory_id for h in hits)
+            return reply.model_copy(update={"hits": hits})
+
+        return await answer(run())
 
     @server.tool(annotations=ToolAnnotations(destructive_hint=False, open_world_hint=False))
     async def memory_write(
@@ -118,16 +121,18 @@ def register(server: MCPServer[Any], scope: Scope) -> None:
         conversation_id: Annotated[
             UUID | None, Field(description="The conversation it was formed in.")
         ] = None,
-    ) -> MemoryWritten:
+    ) -> Annotated[CallToolResult, MemoryWritten]:
         """Remember something: publishes memory.write for this agent (and user). Stored
         once the bus has it; searchable a moment later."""
-        typed = content if content is not None else default_content(memory_type, text)
-        given = MEMORY_TYPES[type(typed)]
-        if given != memory_type.value:
-            raise rejected(
-                ErrorCode.invalid, f"content is {given} content, memory_type is {memory_type.value}"
-            )
-        with reported():
+
+        async def run() -> MemoryWritten:
+            typed = content if content is not None else default_content(memory_type, text)
+            given = MEMORY_TYPES[type(typed)]
+            if given != memory_type.value:
+                raise Refused(
+                    ErrorCode.invalid,
+                    f"content is {given} content, memory_type is {memory_type.value}",
+                )
             event = scope.client.events.memory_write(
                 scope.agent,
                 text,
@@ -138,15 +143,17 @@ def register(server: MCPServer[Any], scope: Scope) -> None:
                 conversation_id=conversation_id,
             )
             published = await scope.client.publish(event)
-        memory_id = event.payload.memory_id
-        scope.seen.add([memory_id])
-        return MemoryWritten(
-            memory_id=memory_id,
-            event_id=event.event_id,
-            duplicate=published.duplicate,
-            note="stored on the bus; the memory service applies it and it becomes "
-            "searchable once embedded (usually within seconds)",
-        )
+            memory_id = event.payload.memory_id
+            scope.seen.add([memory_id])
+            return MemoryWritten(
+                memory_id=memory_id,
+                event_id=event.event_id,
+                duplicate=published.duplicate,
+                note="stored on the bus; the memory service applies it and it becomes "
+                "searchable once embedded (usually within seconds)",
+            )
+
+        return await answer(run())
 
     @server.tool(annotations=ToolAnnotations(destructive_hint=True, open_world_hint=False))
     async def memory_forget(
@@ -159,22 +166,25 @@ def register(server: MCPServer[Any], scope: Scope) -> None:
             ),
         ],
         reason: Annotated[str | None, Field(max_length=1000, description="Why.")] = None,
-    ) -> ForgetAccepted:
+    ) -> Annotated[CallToolResult, ForgetAccepted]:
         """Erase memories for good (text and vector; a tombstone keeps who asked). Only
         memories this server has shown or written can be erased."""
-        unknown = scope.seen.unknown(memory_ids)
-        if unknown:
-            raise rejected(
-                ErrorCode.not_found,
-                f"{len(unknown)} memory id(s) not seen through this server",
-                hint="memory_search for them first; only memories of this agent (and user) "
-                "can be forgotten",
-                detail={"unknown": [str(u) for u in unknown]},
-            )
-        with reported():
+
+        async def run() -> ForgetAccepted:
+            unknown = scope.seen.unknown(memory_ids)
+            if unknown:
+                raise Refused(
+                    ErrorCode.not_found,
+                    f"{len(unknown)} memory id(s) not seen through this server",
+                    hint="memory_search for them first; only memories of this agent (and "
+                    "user) can be forgotten",
+                    detail={"unknown": [str(u) for u in unknown]},
+                )
             event = scope.client.events.memory_forget(
                 scope.actor, memory_ids=list(memory_ids), reason=reason
             )
             await scope.client.publish(event)
-        scope.seen.drop(memory_ids)
-        return ForgetAccepted(memory_ids=list(memory_ids), event_id=event.event_id)
+            scope.seen.drop(memory_ids)
+            return ForgetAccepted(memory_ids=list(memory_ids), event_id=event.event_id)
+
+        return await answer(run())

@@ -11,12 +11,12 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from mcp.server.mcpserver import MCPServer
-from mcp_types import ToolAnnotations
+from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from contracts.state_queries import Partition, StateGetReply, StateHistoryReply
 from engram_client.errors import EngramError, NotFound
-from engram_client.mcp.errors import reported
+from engram_client.mcp.errors import answer
 from engram_client.mcp.scope import Scope
 from engram_client.options import NO_RETRY
 
@@ -50,16 +50,17 @@ def register(server: MCPServer[Any], scope: Scope, user: str) -> None:
                 "persistent); a large state is read a partition at a time.",
             ),
         ] = None,
-    ) -> StateGetReply:
+    ) -> Annotated[CallToolResult, StateGetReply]:
         """The agent's state for this user: four JSON partitions and a version."""
-        with reported():
-            return await client.state_get(
+        return await answer(
+            client.state_get(
                 user_id=user,
                 agent_id=scope.agent,
                 at_version=at_version,
                 partitions=partitions,
                 tenant_id=scope.tenant,
             )
+        )
 
     @server.tool(annotations=ToolAnnotations(destructive_hint=False, open_world_hint=False))
     async def state_patch(
@@ -81,10 +82,11 @@ def register(server: MCPServer[Any], scope: Scope, user: str) -> None:
             int | None,
             Field(ge=0, description="Apply only if the state is still at this version."),
         ] = None,
-    ) -> StatePatched:
+    ) -> Annotated[CallToolResult, StatePatched]:
         """Change the agent's state for this user: exactly one of merge_patch and patch.
         Returns once the bus has it and, within a few seconds, the version it made."""
-        with reported():
+
+        async def run() -> StatePatched:
             event = client.events.state_patch(
                 user,
                 scope.agent,
@@ -95,7 +97,9 @@ def register(server: MCPServer[Any], scope: Scope, user: str) -> None:
                 trigger="mcp",
             )
             await client.publish(event)
-        return await _applied(scope, user, event.event_id)
+            return await _applied(scope, user, event.event_id)
+
+        return await answer(run())
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
     async def state_history(
@@ -106,10 +110,10 @@ def register(server: MCPServer[Any], scope: Scope, user: str) -> None:
         include_patches: Annotated[
             bool, Field(description="Include each change's patch and inverse.")
         ] = True,
-    ) -> StateHistoryReply:
+    ) -> Annotated[CallToolResult, StateHistoryReply]:
         """How the state changed, newest first: version, kind, actor, time, patch."""
-        with reported():
-            return await client.state_history(
+        return await answer(
+            client.state_history(
                 user_id=user,
                 agent_id=scope.agent,
                 before_version=before_version,
@@ -117,6 +121,7 @@ def register(server: MCPServer[Any], scope: Scope, user: str) -> None:
                 include_patches=include_patches,
                 tenant_id=scope.tenant,
             )
+        )
 
 
 async def _applied(scope: Scope, user: str, event_id: UUID) -> StatePatched:
