@@ -5,14 +5,15 @@ real workers (embedder, memory, checkpointer, ingest) on real NATS and PostgreSQ
 from __future__ import annotations
 
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from mcp import ClientSession
+from mcp_types import CallToolResult
 
 from contracts.errors import ErrorCode
 from contracts.registry import QUERIES
-from engram_client import EngramClient
+from engram_client import EngramClient, NotFound
 from services.runtime.service import Worker
 from tests.conftest import Env
 from tests.connected.mcp_fixtures import (
@@ -161,19 +162,33 @@ async def test_conversation_history(env: Env, ingest: Worker) -> None:
             client.events.message_created(cid, "assistant", "Hotel Alfama is booked."),
         ]
         await client.publish_many([mine, theirs, *said])
+
+        async def stored(conversation_id: UUID) -> bool:
+            try:
+                await client.query(request_model(tenant_id="acme", conversation_id=conversation_id))
+            except NotFound:
+                return False
+            return True
+
         # The other agent's conversation is there for the tenant (the query answers)...
-        other = request_model(tenant_id="acme", conversation_id=other_cid)
-        await eventually(lambda: client.query(other), timeout=30, interval=0.2)
+        await eventually(lambda: stored(other_cid), timeout=30, interval=0.2)
     async with stdio_session(env, "acme") as session:
-        page = await eventually(
-            lambda: call(
-                session, "conversation_history", conversation_id=str(cid), order="oldest_first"
-            ),
-            lambda reply: len(reply.get("items", [])) == 2,
+
+        async def page() -> CallToolResult:
+            result = await session.call_tool(
+                "conversation_history", {"conversation_id": str(cid), "order": "oldest_first"}
+            )
+            assert isinstance(result, CallToolResult)
+            return result
+
+        done = await eventually(
+            page,
+            lambda r: not r.is_error and len((r.structured_content or {})["items"]) == 2,
             timeout=30,
             interval=0.2,
         )
-        assert [m["content"] for m in page["items"]] == [e.payload.content for e in said]
+        items = (done.structured_content or {})["items"]
+        assert [m["content"] for m in items] == [e.payload.content for e in said]
         # ...but not for this server's agent.
         refused = await engram_error(
             session, "conversation_history", conversation_id=str(other_cid)
