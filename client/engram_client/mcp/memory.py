@@ -29,16 +29,30 @@ from engram_client.mcp.scope import Scope
 Content = EpisodicContent | SemanticContent | ProceduralContent | WorkingContent
 
 
+MEMORY_EX = "3d9e4c1a-6b2f-4e7d-8a90-1f2e3d4c5b6a"
+EVENT_EX = "0b9a8f3e-1d2c-4b5a-8e7f-6a5b4c3d2e1f"
+
+
 class MemoryWritten(BaseModel):
-    memory_id: UUID = Field(description="The memory's id (give it to memory_forget).")
-    event_id: UUID = Field(description="The memory.write event stored on the bus.")
-    duplicate: bool = Field(description="The bus had this event already (stored once).")
-    note: str = Field(description="What happens next.")
+    memory_id: UUID = Field(
+        description="The memory's id (give it to memory_forget).", examples=[MEMORY_EX]
+    )
+    event_id: UUID = Field(
+        description="The memory.write event stored on the bus.", examples=[EVENT_EX]
+    )
+    duplicate: bool = Field(
+        description="The bus had this event already (stored once).", examples=[False]
+    )
+    note: str = Field(description="What happens next.", examples=["stored on the bus; ..."])
 
 
 class ForgetAccepted(BaseModel):
-    memory_ids: list[UUID] = Field(description="The memories that will be erased.")
-    event_id: UUID = Field(description="The memory.forget event stored on the bus.")
+    memory_ids: list[UUID] = Field(
+        description="The memories that will be erased.", examples=[[MEMORY_EX]]
+    )
+    event_id: UUID = Field(
+        description="The memory.forget event stored on the bus.", examples=[EVENT_EX]
+    )
 
 
 def default_content(memory_type: MemoryType, text: str) -> Content:

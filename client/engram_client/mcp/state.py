@@ -24,13 +24,23 @@ POLL_S = 0.1
 
 
 class StatePatched(BaseModel):
-    event_id: UUID = Field(description="The state.patch event stored on the bus.")
+    event_id: UUID = Field(
+        description="The state.patch event stored on the bus.",
+        examples=["0b9a8f3e-1d2c-4b5a-8e7f-6a5b4c3d2e1f"],
+    )
     applied: bool = Field(
         description="Seen applied within the wait. False: still queued, or refused "
-        "(expected_version did not match): read state_get."
+        "(expected_version did not match): read state_get.",
+        examples=[True],
     )
-    version: int | None = Field(default=None, description="The version it made, if applied.")
-    state_hash: str | None = Field(default=None, description="The state's hash after it.")
+    version: int | None = Field(
+        default=None, description="The version it made, if applied.", examples=[7]
+    )
+    state_hash: str | None = Field(
+        default=None,
+        description="The state's hash after it.",
+        examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"],
+    )
 
 
 def register(server: MCPServer[Any], scope: Scope, user: str) -> None:
