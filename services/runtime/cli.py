@@ -1,4 +1,4 @@
-"""The `engram` command: dev, run, migrate, status, demo, schema, asyncapi, docs, datadict, and
+"""The `engram` command: dev, run, migrate, status, demo, schema, mcp, asyncapi, docs, datadict, and
 the commands each service adds. The services come from the composition root
 (``services/catalog.py``), which calls ``main`` with them; commands read them from the
 Click context (``ctx.obj``)."""
@@ -182,6 +182,20 @@ def schema(
     for name, model in all_contracts().items():
         (out / f"{name}.json").write_text(json.dumps(model.model_json_schema(), indent=2) + "\n")
     console.print(f"wrote {len(all_contracts())} schemas to {out}/")
+
+
+@cli.command(
+    context_settings={
+        "allow_extra_args": True,
+        "ignore_unknown_options": True,
+        "help_option_names": [],  # `engram mcp --help` is engram-mcp's own
+    }
+)
+def mcp(ctx: typer.Context) -> None:
+    """engram's MCP server for an agent (= engram-mcp; ENGRAM_MCP_* settings, docs/mcp.md)."""
+    from engram_client.mcp import main as mcp_main
+
+    mcp_main(ctx.args)
 
 
 @cli.command()
