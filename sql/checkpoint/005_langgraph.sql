@@ -64,3 +64,12 @@ CREATE TABLE lg_writes (
     data          bytea,
     PRIMARY KEY (tenant_id, thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
 );
+
+COMMENT ON TABLE lg_checkpoints IS
+    'LangGraph checkpoints (EngramSaver): the checkpoint without its blob channels, as serde bytes';
+COMMENT ON COLUMN lg_checkpoints.channels IS 'Channels of channel_versions, with versions: the blobs it reads';
+COMMENT ON TABLE lg_blobs IS
+    'LangGraph channel values per version: zstd alone, or a delta on an earlier version (base_id)';
+COMMENT ON COLUMN lg_blobs.base_id IS 'The row whose bytes are this delta''s dictionary (codec delta)';
+COMMENT ON COLUMN lg_blobs.raw_bytes IS 'Size of the serde bytes before compression';
+COMMENT ON TABLE lg_writes IS 'LangGraph pending writes of a checkpoint (serde bytes, uncompressed)';
