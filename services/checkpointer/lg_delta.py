@@ -57,15 +57,19 @@ def encode(raw: bytes, base: Cached | None, *, level: int, keyframe_every: int) 
     else alone; whichever codec is smallest (a delta that does not pay is a keyframe)."""
     if len(raw) < RAW_BELOW:
         return Encoded("raw", raw, None, 0)
+    delta = None
+    if base is not None and base.depth + 1 < keyframe_every and base.raw:
+        # Level 1: loading the dictionary is most of a delta's cost, and a fast level
+        # loads it faster, for the same few bytes of output.
+        frame = zstandard.ZstdCompressor(level=1, dict_data=_dictionary(base.raw)).compress(raw)
+        delta = Encoded("delta", frame, base.blob_id, base.depth + 1)
+        if len(frame) * 4 < len(raw):  # it paid: no need to try a keyframe
+            return delta
     alone = zstandard.ZstdCompressor(level=level).compress(raw)
     best = (
         Encoded("zstd", alone, None, 0) if len(alone) < len(raw) else Encoded("raw", raw, None, 0)
     )
-    if base is not None and base.depth + 1 < keyframe_every and base.raw:
-        frame = zstandard.ZstdCompressor(level=level, dict_data=_dictionary(base.raw)).compress(raw)
-        if len(frame) < len(best.data):
-            return Encoded("delta", frame, base.blob_id, base.depth + 1)
-    return best
+    return delta if delta is not None and len(delta.data) < len(best.data) else best
 
 
 def _dictionary(raw: bytes) -> zstandard.ZstdCompressionDict:
