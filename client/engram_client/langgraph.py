@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -60,6 +60,7 @@ from contracts.langgraph import (
 )
 
 R = TypeVar("R", bound=BaseModel)
+T = TypeVar("T")
 # Inline in the checkpoint body, as the stock saver does: small primitives only (a long
 # string is a blob, so it is stored once per version, as a delta).
 INLINE_STR = 256
@@ -299,21 +300,22 @@ class EngramSaver(BaseCheckpointSaver[str]):
 
     # ---- sync interface: on the saver's loop, from another thread -------------------------
 
-    def _sync(self, what: str) -> None:
+    def _blocking(self, what: str, coro: Coroutine[Any, Any, T]) -> T:
         try:
-            running = asyncio.get_running_loop()
+            on_loop = asyncio.get_running_loop() is self.loop
         except RuntimeError:
-            return
-        if running is self.loop:
+            on_loop = False
+        if on_loop:
+            coro.close()
             raise asyncio.InvalidStateError(
                 "Synchronous calls to EngramSaver are only allowed from a different thread. "
                 f"From the main thread, use the async interface (`await saver.a{what}(...)` "
                 "or `await graph.ainvoke(...)`)."
             )
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        self._sync("get_tuple")
-        return asyncio.run_coroutine_threadsafe(self.aget_tuple(config), self.loop).result()
+        return self._blocking("get_tuple", self.aget_tuple(config))
 
     def list(
         self,
@@ -323,13 +325,10 @@ class EngramSaver(BaseCheckpointSaver[str]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
-        self._sync("list")
-        it = self.alist(config, filter=filter, before=before, limit=limit)
-        while True:
-            try:
-                yield asyncio.run_coroutine_threadsafe(anext(it), self.loop).result()  # type: ignore[arg-type]
-            except StopAsyncIteration:
-                break
+        async def page() -> list[CheckpointTuple]:
+            return [t async for t in self.alist(config, filter=filter, before=before, limit=limit)]
+
+        yield from self._blocking("list", page())
 
     def put(
         self,
@@ -338,9 +337,7 @@ class EngramSaver(BaseCheckpointSaver[str]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        self._sync("put")
-        coro = self.aput(config, checkpoint, metadata, new_versions)
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        return self._blocking("put", self.aput(config, checkpoint, metadata, new_versions))
 
     def put_writes(
         self,
@@ -349,27 +346,19 @@ class EngramSaver(BaseCheckpointSaver[str]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        self._sync("put_writes")
-        coro = self.aput_writes(config, writes, task_id, task_path)
-        asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        self._blocking("put_writes", self.aput_writes(config, writes, task_id, task_path))
 
     def delete_thread(self, thread_id: str) -> None:
-        self._sync("delete_thread")
-        asyncio.run_coroutine_threadsafe(self.adelete_thread(thread_id), self.loop).result()
+        self._blocking("delete_thread", self.adelete_thread(thread_id))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        self._sync("delete_for_runs")
-        asyncio.run_coroutine_threadsafe(self.adelete_for_runs(run_ids), self.loop).result()
+        self._blocking("delete_for_runs", self.adelete_for_runs(run_ids))
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        self._sync("copy_thread")
-        coro = self.acopy_thread(source_thread_id, target_thread_id)
-        asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        self._blocking("copy_thread", self.acopy_thread(source_thread_id, target_thread_id))
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        self._sync("prune")
-        coro = self.aprune(thread_ids, strategy=strategy)
-        asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        self._blocking("prune", self.aprune(thread_ids, strategy=strategy))
 
 
 def _inline(value: Any) -> bool:

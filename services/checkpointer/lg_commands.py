@@ -46,28 +46,36 @@ class LangGraphStore:
 
     # ---- put --------------------------------------------------------------------------
 
-    def _encode(self, req: PutRequest, keyframes: bool) -> list[tuple[BlobIn, Encoded]]:
-        out = []
-        for blob in req.blobs:
-            raw = blob.data or b""
-            key = (req.tenant_id, req.thread_id, req.checkpoint_ns, blob.channel)
-            base = None if keyframes or blob.type == "empty" else self.cache.get(key)
-            out.append(
-                (
-                    blob,
-                    encode_blob(raw, base, level=self.level, keyframe_every=self.keyframe_every),
-                )
+    def _bases(self, req: PutRequest, keyframes: bool) -> list[Cached | None]:
+        """Each blob's delta base, looked up here on the event loop: the cache is not
+        shared with the thread that may compress."""
+        return [
+            None
+            if keyframes or blob.type == "empty"
+            else self.cache.get((req.tenant_id, req.thread_id, req.checkpoint_ns, blob.channel))
+            for blob in req.blobs
+        ]
+
+    def _encode(self, req: PutRequest, bases: list[Cached | None]) -> list[tuple[BlobIn, Encoded]]:
+        return [
+            (
+                blob,
+                encode_blob(
+                    blob.data or b"", base, level=self.level, keyframe_every=self.keyframe_every
+                ),
             )
-        return out
+            for blob, base in zip(req.blobs, bases, strict=True)
+        ]
 
     async def put(self, pool: asyncpg.Pool, req: PutRequest) -> int:
         """Stores the checkpoint and its new blobs in one transaction; the bytes stored."""
         big = sum(len(b.data or b"") for b in req.blobs) > THREAD_ABOVE
         for keyframes in (False, True):
+            bases = self._bases(req, keyframes)
             encoded = (
-                await asyncio.to_thread(self._encode, req, keyframes)
+                await asyncio.to_thread(self._encode, req, bases)
                 if big
-                else self._encode(req, keyframes)
+                else self._encode(req, bases)
             )
             try:
                 async with pool.acquire() as conn, conn.transaction():
