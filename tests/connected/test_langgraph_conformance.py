@@ -4,6 +4,7 @@ not check: tenants, read-your-writes across savers, the delta storage."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -12,6 +13,7 @@ from uuid import uuid4
 import asyncpg
 import pytest
 from engram_client.langgraph import EngramSaver
+from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.capabilities import Capability
 from langgraph.checkpoint.conformance.test_utils import (
@@ -19,6 +21,7 @@ from langgraph.checkpoint.conformance.test_utils import (
     generate_config,
     generate_metadata,
 )
+from langgraph.graph import START, MessagesState, StateGraph
 
 from services.runtime.nats_auth import PRODUCER, inbox_prefix
 from services.runtime.service import Worker
@@ -147,3 +150,40 @@ async def test_a_growing_channel_is_stored_as_deltas(
             "SELECT count(*) FROM checkpoint.lg_blobs WHERE thread_id = $1", thread
         )
         assert left < 40
+
+
+async def test_a_graph_resumes_its_thread_through_engram(
+    checkpointer: Worker, saver_for: Saver
+) -> None:
+    def echo(state: MessagesState) -> dict[str, list[AIMessage]]:
+        return {"messages": [AIMessage(f"echo {len(state['messages'])}")]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("echo", echo)
+    builder.add_edge(START, "echo")
+    config: Any = {"configurable": {"thread_id": str(uuid4())}}
+    async with saver_for() as saver:
+        graph = builder.compile(checkpointer=saver)
+        await graph.ainvoke({"messages": [HumanMessage("hi")]}, config)
+    async with saver_for() as other:  # another process's saver resumes the thread
+        graph = builder.compile(checkpointer=other)
+        await graph.ainvoke({"messages": [HumanMessage("again")]}, config)
+        state = await graph.aget_state(config)
+        assert [m.content for m in state.values["messages"]] == ["hi", "echo 1", "again", "echo 3"]
+        history = [s async for s in graph.aget_state_history(config)]
+        assert len(history) >= 6  # time travel: every step's checkpoint
+
+
+async def test_sync_methods_run_from_another_thread_only(
+    checkpointer: Worker, saver_for: Saver
+) -> None:
+    thread = str(uuid4())
+    async with saver_for() as saver:
+        await _put(saver, thread, {"messages": ["a"]})
+        got = await asyncio.to_thread(saver.get_tuple, generate_config(thread))
+        assert got is not None
+        assert got.checkpoint["channel_values"]["messages"] == ["a"]
+        listed = await asyncio.to_thread(lambda: list(saver.list(generate_config(thread))))
+        assert len(listed) == 1
+        with pytest.raises(asyncio.InvalidStateError):
+            saver.get_tuple(generate_config(thread))
