@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from contracts import chat_queries, embedding, memory_jobs, memory_search, state, state_queries
+from contracts import chat_queries, embedding, langgraph, memory_jobs, memory_search, state, state_queries
 from contracts.chat import CHAT_EVENT_TYPES
 from contracts.envelope import Envelope
 from contracts.memory import MEMORY_EVENT_TYPES
@@ -35,6 +35,7 @@ QUERIES: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
         chat_queries.ChatConversationsRequest,
         chat_queries.ChatConversationsAnswer,
     ),
+    **{subject: (req, answer) for subject, (req, answer, _) in langgraph.COMMANDS.items()},
 }
 
 

@@ -10,6 +10,8 @@ from contracts.state import StateConflict
 from services.checkpointer.api import query_routes
 from services.checkpointer.components import QueryPool, parked_sweep, periodic_prune
 from services.checkpointer.handlers import consumes
+from services.checkpointer.lg_api import WritePool, langgraph_routes
+from services.checkpointer.lg_commands import LangGraphStore
 from services.checkpointer.ordering import OrderingGate
 from services.checkpointer.settings import CheckpointerSettings
 from services.checkpointer.spec import SPEC
@@ -24,7 +26,13 @@ def assemble(settings: CheckpointerSettings) -> Assembly:
     gate = OrderingGate(STATE.name, settings.service) if settings.ordering_gate else None
     writer = StateWriter(settings, SPEC.outbox, gate)
     reads = QueryPool(settings.query_pool_max)
-    components: list[Component] = [reads]
+    lg_writes = WritePool(settings.langgraph_pool_max)
+    lg_store = LangGraphStore(
+        level=settings.langgraph_level,
+        keyframe_every=settings.langgraph_keyframe_every,
+        cache_bytes=settings.langgraph_cache_bytes,
+    )
+    components: list[Component] = [reads, lg_writes]
     if gate is not None:
         components += [gate, parked_sweep(writer, settings.sweep_every_s, settings.roles)]
     if settings.prune_keep_days:
@@ -38,7 +46,10 @@ def assemble(settings: CheckpointerSettings) -> Assembly:
         )
     return Assembly(
         consumes=consumes(writer),
-        queries=query_routes(reads),
+        queries=[
+            *query_routes(reads),
+            *langgraph_routes(lg_store, lg_writes, reads, settings.langgraph_concurrency),
+        ],
         components=components,
         publishes=(StateConflict,),
     )

@@ -52,3 +52,30 @@ class CheckpointerSettings(WorkerSettings):
         default=None, gt=0, description="Prune in the worker every prune_every_s (off if unset)."
     )
     prune_every_s: float = Field(default=3600.0, gt=0)
+    langgraph_pool_max: int = Field(
+        default=8,
+        ge=1,
+        description="Connections of the pool query.langgraph.* writes with (the worker's "
+        "role; reads use the query pool).",
+    )
+    langgraph_keyframe_every: int = Field(
+        default=32,
+        ge=1,
+        le=1024,
+        description="A LangGraph channel blob is a zstd delta on its previous version except "
+        "every this many versions (1: never a delta). A read decodes at most this many.",
+    )
+    langgraph_level: int = Field(
+        default=3, ge=1, le=22, description="zstd level of LangGraph channel blobs."
+    )
+    langgraph_cache_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="Decoded newest blob of each LangGraph channel kept per replica: the "
+        "base of the next delta and the head's read without decoding (0: none).",
+    )
+    langgraph_concurrency: int = Field(
+        default=16,
+        ge=1,
+        description="query.langgraph.* requests of one subject answered at once per replica.",
+    )

@@ -1,0 +1,367 @@
+"""``EngramSaver``: a LangGraph checkpointer backed by engram's checkpointer service.
+
+    async with EngramSaver.connect("nats://agent:secret@nats:4222", tenant_id="acme") as saver:
+        graph = builder.compile(checkpointer=saver)
+
+Every method is one ``query.langgraph.*`` request that the service answers after COMMIT
+(``aput`` returned: durable, and every later read sees it). Values are serialized here
+with LangGraph's serde; the service stores them as zstd deltas between consecutive
+versions of a channel (docs/langgraph.md). No lock: concurrent graphs on one saver make
+concurrent requests. The sync methods, as in LangGraph's ``AsyncPostgresSaver``, run on
+the saver's event loop and may only be called from another thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import nats
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_checkpoint_id,
+    get_serializable_checkpoint_metadata,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from nats.aio.client import Client as NatsClient
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from pydantic import BaseModel
+
+from contracts.errors import ErrorCode, QueryError
+from contracts.langgraph import (
+    COMMANDS,
+    BlobIn,
+    CheckpointView,
+    CopyThreadRequest,
+    DeleteForRunsRequest,
+    DeleteThreadRequest,
+    DoneReply,
+    GetTupleReply,
+    GetTupleRequest,
+    ListReply,
+    ListRequest,
+    PruneRequest,
+    PutReply,
+    PutRequest,
+    PutWritesRequest,
+    Typed,
+    WriteIn,
+)
+
+R = TypeVar("R", bound=BaseModel)
+T = TypeVar("T")
+# Inline in the checkpoint body, as the stock saver does: small primitives only (a long
+# string is a blob, so it is stored once per version, as a delta).
+INLINE_STR = 256
+
+
+class EngramError(Exception):
+    """A ``QueryError`` from the service: ``.error`` has its code, message and hint."""
+
+    def __init__(self, error: QueryError) -> None:
+        super().__init__(f"{error.code.value}: {error.message}")
+        self.error = error
+
+
+class EngramSaver(BaseCheckpointSaver[str]):
+    def __init__(
+        self,
+        nc: NatsClient,
+        *,
+        tenant_id: str,
+        timeout_s: float = 10.0,
+        attempts: int = 3,
+        serde: SerializerProtocol | None = None,
+    ) -> None:
+        super().__init__(serde=serde)
+        self.nc = nc
+        self.tenant_id = tenant_id
+        self.timeout_s = timeout_s
+        self.attempts = attempts
+        self.loop = asyncio.get_running_loop()
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls,
+        url: str,
+        *,
+        tenant_id: str,
+        nats_options: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncIterator[EngramSaver]:
+        """A saver on its own NATS connection, drained on exit. ``nats_options`` go to
+        ``nats.connect`` (e.g. ``inbox_prefix``: engram's users reply on their own)."""
+        nc = await nats.connect(url, **(nats_options or {}))
+        try:
+            yield cls(nc, tenant_id=tenant_id, **options)
+        finally:
+            await nc.drain()
+
+    # ---- the request helper -----------------------------------------------------------
+
+    async def _ask(self, subject: str, request: BaseModel, result: type[R]) -> R:
+        """One command; retried on a timeout, no responder or ``unavailable`` (every
+        command is idempotent: puts upsert, writes keep the first, deletes repeat)."""
+        answer = COMMANDS[subject][1]
+        body = request.model_dump_json().encode()
+        delay = 0.1
+        for attempt in range(1, self.attempts + 1):
+            try:
+                msg = await self.nc.request(subject, body, timeout=self.timeout_s)
+            except (NatsTimeout, NoRespondersError):
+                if attempt == self.attempts:
+                    raise
+            else:
+                reply = answer.model_validate_json(msg.data).root
+                if isinstance(reply, QueryError):
+                    if reply.code != ErrorCode.unavailable or attempt == self.attempts:
+                        raise EngramError(reply)
+                else:
+                    assert isinstance(reply, result)
+                    return reply
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    # ---- async interface ----------------------------------------------------------------
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        conf = config["configurable"]
+        thread_id, ns = conf["thread_id"], conf.get("checkpoint_ns", "")
+        body = checkpoint.copy()
+        values = dict(checkpoint["channel_values"])
+        body["channel_values"] = {k: v for k, v in values.items() if _inline(v)}
+        blobs = []
+        for channel, version in new_versions.items():
+            if channel in body["channel_values"]:
+                continue
+            kind, data = (
+                self.serde.dumps_typed(values[channel]) if channel in values else ("empty", b"")
+            )
+            blobs.append(BlobIn(channel=channel, version=str(version), type=kind, data=data))
+        kind, data = self.serde.dumps_typed(body)
+        md = get_serializable_checkpoint_metadata(config, metadata)
+        request = PutRequest(
+            tenant_id=self.tenant_id,
+            thread_id=thread_id,
+            checkpoint_ns=ns,
+            checkpoint_id=checkpoint["id"],
+            parent_checkpoint_id=conf.get("checkpoint_id"),
+            body=Typed(type=kind, data=data),
+            channel_versions={k: str(v) for k, v in checkpoint["channel_versions"].items()},
+            metadata=json.loads(json.dumps(md, default=repr)),
+            blobs=blobs,
+        )
+        await self._ask("query.langgraph.put", request, PutReply)
+        return {
+            "configurable": {
+                "thread_id": thread_id,
+                "checkpoint_ns": ns,
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        conf = config["configurable"]
+        items = []
+        for idx, (channel, value) in enumerate(writes):
+            kind, data = self.serde.dumps_typed(value)
+            items.append(
+                WriteIn(idx=WRITES_IDX_MAP.get(channel, idx), channel=channel, type=kind, data=data)
+            )
+        request = PutWritesRequest(
+            tenant_id=self.tenant_id,
+            thread_id=conf["thread_id"],
+            checkpoint_ns=conf.get("checkpoint_ns", ""),
+            checkpoint_id=conf["checkpoint_id"],
+            task_id=task_id,
+            task_path=task_path,
+            writes=items,
+            upsert=all(w[0] in WRITES_IDX_MAP for w in writes),
+        )
+        await self._ask("query.langgraph.put_writes", request, DoneReply)
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        conf = config["configurable"]
+        request = GetTupleRequest(
+            tenant_id=self.tenant_id,
+            thread_id=conf["thread_id"],
+            checkpoint_ns=conf.get("checkpoint_ns", ""),
+            checkpoint_id=get_checkpoint_id(config),
+        )
+        reply = await self._ask("query.langgraph.get_tuple", request, GetTupleReply)
+        return None if reply.checkpoint is None else self._tuple(reply.checkpoint)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        conf = (config or {}).get("configurable", {})
+        cursor = get_checkpoint_id(before) if before else None
+        left = limit
+        while left is None or left > 0:
+            request = ListRequest(
+                tenant_id=self.tenant_id,
+                thread_id=conf.get("thread_id"),
+                checkpoint_ns=conf.get("checkpoint_ns"),
+                checkpoint_id=get_checkpoint_id(config) if config else None,
+                filter=filter or None,
+                before=cursor,
+                limit=left,
+            )
+            page = await self._ask("query.langgraph.list", request, ListReply)
+            for view in page.items:
+                yield self._tuple(view)
+            if left is not None:
+                left -= len(page.items)
+            if not page.size_limited or not page.items:
+                return
+            cursor = page.items[-1].checkpoint_id
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        request = DeleteThreadRequest(tenant_id=self.tenant_id, thread_id=thread_id)
+        await self._ask("query.langgraph.delete_thread", request, DoneReply)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        request = DeleteForRunsRequest(tenant_id=self.tenant_id, run_ids=list(run_ids))
+        await self._ask("query.langgraph.delete_for_runs", request, DoneReply)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        request = CopyThreadRequest(
+            tenant_id=self.tenant_id,
+            source_thread_id=source_thread_id,
+            target_thread_id=target_thread_id,
+        )
+        await self._ask("query.langgraph.copy_thread", request, DoneReply)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        request = PruneRequest.model_validate(
+            {"tenant_id": self.tenant_id, "thread_ids": list(thread_ids), "strategy": strategy}
+        )
+        await self._ask("query.langgraph.prune", request, DoneReply)
+
+    def get_next_version(self, current: str | None, channel: None) -> str:
+        # As LangGraph's Postgres saver: a counter that sorts as text, and a random part.
+        if current is None:
+            number = 0
+        elif isinstance(current, int):
+            number = current
+        else:
+            number = int(current.split(".")[0])
+        return f"{number + 1:032}.{random.random():016}"
+
+    def _tuple(self, view: CheckpointView) -> CheckpointTuple:
+        checkpoint: Checkpoint = self.serde.loads_typed((view.body.type, view.body.data or b""))
+        values = dict(checkpoint.get("channel_values") or {})
+        for value in view.values:
+            if value.type != "empty":
+                values[value.channel] = self.serde.loads_typed((value.type, value.data or b""))
+        checkpoint["channel_values"] = values
+        ids = {"thread_id": view.thread_id, "checkpoint_ns": view.checkpoint_ns}
+        parent = view.parent_checkpoint_id
+        return CheckpointTuple(
+            config={"configurable": {**ids, "checkpoint_id": view.checkpoint_id}},
+            checkpoint=checkpoint,
+            metadata=view.metadata,  # type: ignore[arg-type]
+            parent_config={"configurable": {**ids, "checkpoint_id": parent}} if parent else None,
+            pending_writes=[
+                (w.task_id, w.channel, self.serde.loads_typed((w.type, w.data or b"")))
+                for w in view.writes
+            ],
+        )
+
+    # ---- sync interface: on the saver's loop, from another thread -------------------------
+
+    def _blocking(self, what: str, coro: Coroutine[Any, Any, T]) -> T:
+        try:
+            on_loop = asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            coro.close()
+            raise asyncio.InvalidStateError(
+                "Synchronous calls to EngramSaver are only allowed from a different thread. "
+                f"From the main thread, use the async interface (`await saver.a{what}(...)` "
+                "or `await graph.ainvoke(...)`)."
+            )
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self._blocking("get_tuple", self.aget_tuple(config))
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        async def page() -> list[CheckpointTuple]:
+            return [t async for t in self.alist(config, filter=filter, before=before, limit=limit)]
+
+        yield from self._blocking("list", page())
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return self._blocking("put", self.aput(config, checkpoint, metadata, new_versions))
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        self._blocking("put_writes", self.aput_writes(config, writes, task_id, task_path))
+
+    def delete_thread(self, thread_id: str) -> None:
+        self._blocking("delete_thread", self.adelete_thread(thread_id))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        self._blocking("delete_for_runs", self.adelete_for_runs(run_ids))
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self._blocking("copy_thread", self.acopy_thread(source_thread_id, target_thread_id))
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        self._blocking("prune", self.aprune(thread_ids, strategy=strategy))
+
+
+def _inline(value: Any) -> bool:
+    if isinstance(value, str):
+        return len(value) <= INLINE_STR
+    return value is None or isinstance(value, (int, float, bool))

@@ -1,0 +1,257 @@
+"""Answers to ``query.langgraph.*``: LangGraph's checkpointer interface as commands that
+answer after COMMIT (docs/langgraph.md).
+
+Writes and deletes run on the worker's role in one transaction scoped to the request's
+tenant; reads on the reader role of the query pool. Blobs are stored as zstd deltas
+(``lg_delta``); the decoded newest version of each channel stays in this replica's cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import orjson
+
+from contracts.errors import ErrorCode
+from contracts.langgraph import (
+    BlobIn,
+    ChannelValue,
+    CheckpointView,
+    PendingWrite,
+    PutRequest,
+    PutWritesRequest,
+    Typed,
+)
+from services.checkpointer import lg_repo as sql
+from services.checkpointer.lg_delta import BlobCache, Cached, Encoded, StoredBlob, decode_all
+from services.checkpointer.lg_delta import encode as encode_blob
+from services.checkpointer.queries import scoped
+from services.runtime.db import Connection, scope_tenant
+from services.runtime.replies import QueryFailed
+
+# Above this many raw bytes in one put, compress on a thread (zstd releases the GIL).
+THREAD_ABOVE = 64 * 1024
+
+
+class LangGraphStore:
+    """The commands' shared state: the cache and the compression settings."""
+
+    def __init__(self, *, level: int, keyframe_every: int, cache_bytes: int) -> None:
+        self.level = level
+        self.keyframe_every = keyframe_every
+        self.cache = BlobCache(cache_bytes)
+
+    # ---- put --------------------------------------------------------------------------
+
+    def _bases(self, req: PutRequest, keyframes: bool) -> list[Cached | None]:
+        """Each blob's delta base, looked up here on the event loop: the cache is not
+        shared with the thread that may compress."""
+        return [
+            None
+            if keyframes or blob.type == "empty"
+            else self.cache.get((req.tenant_id, req.thread_id, req.checkpoint_ns, blob.channel))
+            for blob in req.blobs
+        ]
+
+    def _encode(self, req: PutRequest, bases: list[Cached | None]) -> list[tuple[BlobIn, Encoded]]:
+        return [
+            (
+                blob,
+                encode_blob(
+                    blob.data or b"", base, level=self.level, keyframe_every=self.keyframe_every
+                ),
+            )
+            for blob, base in zip(req.blobs, bases, strict=True)
+        ]
+
+    async def put(self, pool: asyncpg.Pool, req: PutRequest) -> int:
+        """Stores the checkpoint and its new blobs in one transaction; the bytes stored."""
+        big = sum(len(b.data or b"") for b in req.blobs) > THREAD_ABOVE
+        for keyframes in (False, True):
+            bases = self._bases(req, keyframes)
+            encoded = (
+                await asyncio.to_thread(self._encode, req, bases)
+                if big
+                else self._encode(req, bases)
+            )
+            try:
+                async with pool.acquire() as conn, conn.transaction():
+                    await scope_tenant(conn, req.tenant_id)
+                    ids = await _insert(conn, req, encoded)
+            except asyncpg.ForeignKeyViolationError:
+                # A delta's base was deleted (prune or delete at any replica) since it was
+                # cached: forget the thread here and store keyframes.
+                self.cache.drop_threads(req.tenant_id, {req.thread_id})
+                continue
+            for blob, enc in encoded:
+                blob_id = ids.get((blob.channel, blob.version))
+                if blob_id is not None and blob.type != "empty":
+                    key = (req.tenant_id, req.thread_id, req.checkpoint_ns, blob.channel)
+                    self.cache.put(key, Cached(blob.version, blob_id, blob.data or b"", enc.depth))
+            return sum(len(enc.data) for _, enc in encoded)
+        raise QueryFailed(ErrorCode.unavailable, "the thread changed during the put; retry")
+
+    # ---- reads ------------------------------------------------------------------------
+
+    async def views(
+        self, conn: Connection, tenant: str, rows: Sequence[asyncpg.Record]
+    ) -> list[CheckpointView]:
+        """Checkpoint rows with their decoded channel values and pending writes."""
+        if not rows:
+            return []
+        keys = [(r["thread_id"], r["checkpoint_ns"], r["checkpoint_id"]) for r in rows]
+        writes = await conn.fetch(sql.WRITES_OF, tenant, *map(list, zip(*keys, strict=True)))
+        wanted = {
+            (r["thread_id"], r["checkpoint_ns"], c, v)
+            for r in rows
+            for c, v in zip(r["channels"], r["versions"], strict=True)
+        }
+        values = await self._blobs(conn, tenant, wanted)
+        by_cp: dict[tuple[str, str, str], list[PendingWrite]] = {}
+        for w in writes:
+            by_cp.setdefault((w[0], w[1], w[2]), []).append(
+                PendingWrite(
+                    task_id=w["task_id"],
+                    task_path=w["task_path"],
+                    idx=w["idx"],
+                    channel=w["channel"],
+                    type=w["type"],
+                    data=w["data"],
+                )
+            )
+        return [
+            CheckpointView(
+                thread_id=r["thread_id"],
+                checkpoint_ns=r["checkpoint_ns"],
+                checkpoint_id=r["checkpoint_id"],
+                parent_checkpoint_id=r["parent_checkpoint_id"],
+                body=Typed(type=r["body_type"], data=r["body"]),
+                metadata=orjson.loads(r["metadata"]),
+                values=[
+                    values[(r["thread_id"], r["checkpoint_ns"], c, v)]
+                    for c, v in zip(r["channels"], r["versions"], strict=True)
+                    if (r["thread_id"], r["checkpoint_ns"], c, v) in values
+                ],
+                writes=sorted(
+                    by_cp.get((r["thread_id"], r["checkpoint_ns"], r["checkpoint_id"]), []),
+                    key=lambda w: (w.task_path, w.task_id, w.idx),
+                ),
+            )
+            for r in rows
+        ]
+
+    async def _blobs(
+        self, conn: Connection, tenant: str, wanted: set[tuple[str, str, str, str]]
+    ) -> dict[tuple[str, str, str, str], ChannelValue]:
+        if not wanted:
+            return {}
+        cached_ids = [
+            hit.blob_id
+            for hit in (self.cache.get((tenant, t, ns, c)) for t, ns, c, _ in wanted)
+            if hit is not None
+        ]
+        cols = list(map(list, zip(*wanted, strict=True)))
+        rows = await conn.fetch(sql.BLOB_CHAINS, tenant, *cols, cached_ids)
+        stored = {
+            r["blob_id"]: StoredBlob(r["blob_id"], r["base_id"], r["codec"], r["data"])
+            for r in rows
+            if r["type"] != "empty"
+        }
+        try:
+            raw = decode_all(stored, self.cache.raw_of)
+        except KeyError as err:  # the cache moved on between the read and the decode
+            raise QueryFailed(ErrorCode.unavailable, f"{err}; retry") from None
+        out: dict[tuple[str, str, str, str], ChannelValue] = {}
+        for r in rows:
+            key = (r["thread_id"], r["checkpoint_ns"], r["channel"], r["version"])
+            if key not in wanted:
+                continue  # a base on the way
+            if r["type"] == "empty":
+                out[key] = ChannelValue(channel=r["channel"], type="empty", data=None)
+                continue
+            out[key] = ChannelValue(channel=r["channel"], type=r["type"], data=raw[r["blob_id"]])
+            ck = (tenant, r["thread_id"], r["checkpoint_ns"], r["channel"])
+            if self.cache.get(ck) is None:  # a base for this replica's next delta
+                self.cache.put(
+                    ck, Cached(r["version"], r["blob_id"], raw[r["blob_id"]], r["depth"])
+                )
+        return out
+
+    async def get_tuple(
+        self, pool: asyncpg.Pool, tenant: str, thread: str, ns: str, checkpoint_id: str | None
+    ) -> CheckpointView | None:
+        async with scoped(pool, tenant) as conn:
+            if checkpoint_id is None:
+                row = await conn.fetchrow(sql.LATEST, tenant, thread, ns)
+            else:
+                row = await conn.fetchrow(sql.ONE, tenant, thread, ns, checkpoint_id)
+            views = await self.views(conn, tenant, [row] if row is not None else [])
+        return views[0] if views else None
+
+    async def list(
+        self, pool: asyncpg.Pool, tenant: str, filters: list[Any], limit: int
+    ) -> list[CheckpointView]:
+        async with scoped(pool, tenant) as conn:
+            rows = await conn.fetch(sql.LIST, tenant, *filters, limit)
+            return await self.views(conn, tenant, rows)
+
+
+async def _insert(
+    conn: Connection, req: PutRequest, encoded: list[tuple[BlobIn, Encoded]]
+) -> dict[tuple[str, str], int]:
+    key = (req.tenant_id, req.thread_id, req.checkpoint_ns)
+    ids: dict[tuple[str, str], int] = {}
+    if encoded:
+        cols: list[list[Any]] = [[] for _ in range(8)]
+        for blob, enc in encoded:
+            empty = blob.type == "empty"
+            row = (
+                blob.channel,
+                blob.version,
+                blob.type,
+                "raw" if empty else enc.codec,
+                None if empty else enc.base_id,
+                0 if empty else enc.depth,
+                len(blob.data or b""),
+                None if empty else enc.data,
+            )
+            for col, value in zip(cols, row, strict=True):
+                col.append(value)
+        for r in await conn.fetch(sql.INSERT_BLOBS, *key, *cols):
+            ids[(r["channel"], r["version"])] = r["blob_id"]
+    channels = list(req.channel_versions)
+    await conn.execute(
+        sql.UPSERT_CHECKPOINT,
+        *key,
+        req.checkpoint_id,
+        req.parent_checkpoint_id,
+        req.body.type,
+        req.body.data or b"",
+        channels,
+        [req.channel_versions[c] for c in channels],
+        req.metadata,  # the pool encodes json/jsonb
+    )
+    return ids
+
+
+async def put_writes(pool: asyncpg.Pool, req: PutWritesRequest) -> int:
+    ws = req.writes
+    async with pool.acquire() as conn, conn.transaction():
+        await scope_tenant(conn, req.tenant_id)
+        await conn.execute(
+            sql.UPSERT_WRITES if req.upsert else sql.INSERT_WRITES,
+            req.tenant_id,
+            req.thread_id,
+            req.checkpoint_ns,
+            req.checkpoint_id,
+            req.task_id,
+            req.task_path,
+            [w.idx for w in ws],
+            [w.channel for w in ws],
+            [w.type for w in ws],
+            [w.data for w in ws],
+        )
+    return len(ws)

@@ -1,0 +1,209 @@
+"""SQL of the LangGraph tables (sql/checkpoint/005_langgraph.sql). Every statement names
+its tenant; the connection is scoped to it too (row-level security)."""
+
+from __future__ import annotations
+
+# ---- writes -------------------------------------------------------------------------
+
+INSERT_BLOBS = """
+INSERT INTO checkpoint.lg_blobs
+       (tenant_id, thread_id, checkpoint_ns, channel, version, type, codec, base_id, depth,
+        raw_bytes, data)
+SELECT $1, $2, $3, b.channel, b.version, b.type, b.codec, b.base_id, b.depth, b.raw_bytes,
+       b.data
+  FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::int[],
+              $10::int[], $11::bytea[])
+       AS b(channel, version, type, codec, base_id, depth, raw_bytes, data)
+    ON CONFLICT DO NOTHING
+RETURNING channel, version, blob_id
+"""
+
+UPSERT_CHECKPOINT = """
+INSERT INTO checkpoint.lg_checkpoints
+       (tenant_id, thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, body_type,
+        body, channels, versions, metadata)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)
+    ON CONFLICT (tenant_id, thread_id, checkpoint_ns, checkpoint_id) DO UPDATE
+   SET body_type = EXCLUDED.body_type, body = EXCLUDED.body, channels = EXCLUDED.channels,
+       versions = EXCLUDED.versions, metadata = EXCLUDED.metadata
+"""
+
+_WRITES_INSERT = """
+INSERT INTO checkpoint.lg_writes
+       (tenant_id, thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel,
+        type, data)
+SELECT $1, $2, $3, $4, $5, $6, w.idx, w.channel, w.type, w.data
+  FROM unnest($7::int[], $8::text[], $9::text[], $10::bytea[]) AS w(idx, channel, type, data)
+    ON CONFLICT (tenant_id, thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
+"""
+INSERT_WRITES = _WRITES_INSERT + " DO NOTHING"
+UPSERT_WRITES = (
+    _WRITES_INSERT
+    + " DO UPDATE SET channel = EXCLUDED.channel, type = EXCLUDED.type, data = EXCLUDED.data"
+)
+
+# ---- reads --------------------------------------------------------------------------
+
+CHECKPOINT_COLUMNS = """thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
+       body_type, body, channels, versions, metadata::text AS metadata"""
+
+LATEST = f"""
+SELECT {CHECKPOINT_COLUMNS} FROM checkpoint.lg_checkpoints
+ WHERE tenant_id = $1 AND thread_id = $2 AND checkpoint_ns = $3
+ ORDER BY checkpoint_id DESC LIMIT 1
+"""
+
+ONE = f"""
+SELECT {CHECKPOINT_COLUMNS} FROM checkpoint.lg_checkpoints
+ WHERE tenant_id = $1 AND thread_id = $2 AND checkpoint_ns = $3 AND checkpoint_id = $4
+"""
+
+# Optional filters are NULL; `before` is the cursor of LangGraph's list.
+LIST = f"""
+SELECT {CHECKPOINT_COLUMNS} FROM checkpoint.lg_checkpoints
+ WHERE tenant_id = $1
+   AND ($2::text IS NULL OR thread_id = $2)
+   AND ($3::text IS NULL OR checkpoint_ns = $3)
+   AND ($4::text IS NULL OR checkpoint_id = $4)
+   AND ($5::jsonb IS NULL OR metadata @> $5::jsonb)
+   AND ($6::text IS NULL OR checkpoint_id < $6)
+ ORDER BY checkpoint_id DESC
+ LIMIT $7
+"""
+
+# The writes of several checkpoints (thread, namespace, id triples).
+WRITES_OF = """
+SELECT w.thread_id, w.checkpoint_ns, w.checkpoint_id, w.task_id, w.task_path, w.idx,
+       w.channel, w.type, w.data
+  FROM unnest($2::text[], $3::text[], $4::text[]) AS k(thread_id, checkpoint_ns, checkpoint_id)
+  JOIN checkpoint.lg_writes w
+    ON w.tenant_id = $1 AND w.thread_id = k.thread_id AND w.checkpoint_ns = k.checkpoint_ns
+   AND w.checkpoint_id = k.checkpoint_id
+"""
+
+# The blobs asked for and the chain of bases each delta needs, stopping at a row the
+# service has decoded already ($7: those ids; their bytes are not sent).
+BLOB_CHAINS = """
+WITH RECURSIVE chain AS (
+    SELECT b.blob_id, b.base_id, b.codec, b.thread_id, b.checkpoint_ns, b.channel, b.version,
+           b.type, b.depth, CASE WHEN b.blob_id = ANY ($6::bigint[]) THEN NULL ELSE b.data END
+      FROM unnest($2::text[], $3::text[], $4::text[], $5::text[])
+           AS k(thread_id, checkpoint_ns, channel, version)
+      JOIN checkpoint.lg_blobs b
+        ON b.tenant_id = $1 AND b.thread_id = k.thread_id AND b.checkpoint_ns = k.checkpoint_ns
+       AND b.channel = k.channel AND b.version = k.version
+    UNION
+    SELECT p.blob_id, p.base_id, p.codec, p.thread_id, p.checkpoint_ns, p.channel, p.version,
+           p.type, p.depth, CASE WHEN p.blob_id = ANY ($6::bigint[]) THEN NULL ELSE p.data END
+      FROM chain c JOIN checkpoint.lg_blobs p ON p.blob_id = c.base_id AND p.tenant_id = $1
+     WHERE c.base_id IS NOT NULL AND NOT (c.blob_id = ANY ($6::bigint[]))
+)
+SELECT blob_id, base_id, codec, thread_id, checkpoint_ns, channel, version, type, depth,
+       data
+  FROM chain
+"""
+
+# ---- deletes and copies -------------------------------------------------------------
+
+DELETE_THREAD = (
+    "DELETE FROM checkpoint.lg_writes WHERE tenant_id = $1 AND thread_id = ANY ($2::text[])",
+    "DELETE FROM checkpoint.lg_blobs WHERE tenant_id = $1 AND thread_id = ANY ($2::text[])",
+)
+DELETE_CHECKPOINTS = """
+DELETE FROM checkpoint.lg_checkpoints WHERE tenant_id = $1 AND thread_id = ANY ($2::text[])
+"""
+
+DELETE_RUNS = """
+DELETE FROM checkpoint.lg_checkpoints WHERE tenant_id = $1 AND run_id = ANY ($2::text[])
+RETURNING thread_id
+"""
+
+# keep_latest: all but the newest checkpoint of each namespace.
+DELETE_ALL_BUT_LATEST = """
+DELETE FROM checkpoint.lg_checkpoints c
+ WHERE c.tenant_id = $1 AND c.thread_id = ANY ($2::text[])
+   AND c.checkpoint_id < (SELECT max(m.checkpoint_id) FROM checkpoint.lg_checkpoints m
+                           WHERE m.tenant_id = c.tenant_id AND m.thread_id = c.thread_id
+                             AND m.checkpoint_ns = c.checkpoint_ns)
+"""
+
+# A thread whose graph uses a DeltaChannel rebuilds it from older checkpoints' writes:
+# keep_latest would lose it silently (LangGraph's own saver refuses these threads too).
+DELTA_THREADS = """
+SELECT DISTINCT thread_id FROM checkpoint.lg_checkpoints
+ WHERE tenant_id = $1 AND thread_id = ANY ($2::text[])
+   AND (metadata ? 'counters_since_delta_snapshot' OR metadata ? 'delta_writes_versioned')
+"""
+
+# After checkpoints were deleted: their writes, and every blob that no remaining
+# checkpoint reads, directly or as the base of a delta it reads.
+DELETE_ORPHAN_WRITES = """
+DELETE FROM checkpoint.lg_writes w
+ WHERE w.tenant_id = $1 AND w.thread_id = ANY ($2::text[])
+   AND NOT EXISTS (SELECT 1 FROM checkpoint.lg_checkpoints c
+                    WHERE c.tenant_id = w.tenant_id AND c.thread_id = w.thread_id
+                      AND c.checkpoint_ns = w.checkpoint_ns
+                      AND c.checkpoint_id = w.checkpoint_id)
+"""
+DELETE_ORPHAN_BLOBS = """
+WITH RECURSIVE used AS (
+    SELECT b.blob_id, b.base_id
+      FROM checkpoint.lg_checkpoints c
+      CROSS JOIN LATERAL unnest(c.channels, c.versions) AS r(channel, version)
+      JOIN checkpoint.lg_blobs b
+        ON b.tenant_id = c.tenant_id AND b.thread_id = c.thread_id
+       AND b.checkpoint_ns = c.checkpoint_ns AND b.channel = r.channel
+       AND b.version = r.version
+     WHERE c.tenant_id = $1 AND c.thread_id = ANY ($2::text[])
+    UNION
+    SELECT p.blob_id, p.base_id FROM used u JOIN checkpoint.lg_blobs p ON p.blob_id = u.base_id
+)
+DELETE FROM checkpoint.lg_blobs b
+ WHERE b.tenant_id = $1 AND b.thread_id = ANY ($2::text[])
+   AND NOT EXISTS (SELECT 1 FROM used u WHERE u.blob_id = b.blob_id)
+"""
+
+COPY_CHECKPOINTS = """
+INSERT INTO checkpoint.lg_checkpoints
+       (tenant_id, thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, body_type,
+        body, channels, versions, metadata)
+SELECT tenant_id, $3, checkpoint_ns, checkpoint_id, parent_checkpoint_id, body_type, body,
+       channels, versions, metadata
+  FROM checkpoint.lg_checkpoints WHERE tenant_id = $1 AND thread_id = $2
+    ON CONFLICT DO NOTHING
+"""
+COPY_WRITES = """
+INSERT INTO checkpoint.lg_writes
+       (tenant_id, thread_id, checkpoint_ns, checkpoint_id, task_id, idx, task_path, channel,
+        type, data)
+SELECT tenant_id, $3, checkpoint_ns, checkpoint_id, task_id, idx, task_path, channel, type,
+       data
+  FROM checkpoint.lg_writes WHERE tenant_id = $1 AND thread_id = $2
+    ON CONFLICT DO NOTHING
+"""
+# Blobs are copied as keyframes-to-be (base_id NULL, codec kept) and their bases set in a
+# second statement, once every copy has its new blob_id: a delta's base is a row of the
+# same thread. Only the rows this copy inserted are touched.
+COPY_BLOBS = """
+INSERT INTO checkpoint.lg_blobs
+       (tenant_id, thread_id, checkpoint_ns, channel, version, type, codec, base_id, depth,
+        raw_bytes, data)
+SELECT tenant_id, $3, checkpoint_ns, channel, version, type,
+       CASE WHEN codec = 'delta' THEN 'zstd' ELSE codec END, NULL, depth, raw_bytes, data
+  FROM checkpoint.lg_blobs WHERE tenant_id = $1 AND thread_id = $2
+    ON CONFLICT DO NOTHING
+RETURNING blob_id
+"""
+LINK_COPIED_BLOBS = """
+UPDATE checkpoint.lg_blobs d
+   SET codec = 'delta', base_id = nb.blob_id
+  FROM checkpoint.lg_blobs s
+  JOIN checkpoint.lg_blobs sb ON sb.blob_id = s.base_id
+  JOIN checkpoint.lg_blobs nb
+    ON nb.tenant_id = sb.tenant_id AND nb.thread_id = $3
+   AND nb.checkpoint_ns = sb.checkpoint_ns AND nb.channel = sb.channel
+   AND nb.version = sb.version
+ WHERE d.blob_id = ANY ($4::bigint[])
+   AND s.tenant_id = $1 AND s.thread_id = $2 AND s.checkpoint_ns = d.checkpoint_ns
+   AND s.channel = d.channel AND s.version = d.version AND s.codec = 'delta'
+"""
