@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from contracts import chat_queries, embedding, langgraph, memory_jobs, memory_search, state, state_queries
+from contracts import (
+    chat_queries,
+    embedding,
+    langgraph,
+    memory_jobs,
+    memory_search,
+    state,
+    state_queries,
+)
 from contracts.chat import CHAT_EVENT_TYPES
 from contracts.envelope import Envelope
 from contracts.memory import MEMORY_EVENT_TYPES
