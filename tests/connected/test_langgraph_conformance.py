@@ -12,7 +12,6 @@ from uuid import uuid4
 
 import asyncpg
 import pytest
-from engram_client.langgraph import EngramSaver
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.capabilities import Capability
@@ -23,6 +22,7 @@ from langgraph.checkpoint.conformance.test_utils import (
 )
 from langgraph.graph import START, MessagesState, StateGraph
 
+from engram_client.langgraph import EngramSaver
 from services.runtime.nats_auth import PRODUCER, inbox_prefix
 from services.runtime.service import Worker
 from tests.conftest import Env
