@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from contracts import embedding, memory_jobs, memory_search, state, state_queries
+from contracts import context, embedding, memory_jobs, memory_search, state, state_queries
 from contracts.chat import CHAT_EVENT_TYPES
 from contracts.envelope import Envelope
 from contracts.memory import MEMORY_EVENT_TYPES
@@ -30,6 +30,8 @@ QUERIES: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "query.state.get": (state_queries.StateGetRequest, state_queries.StateGetAnswer),
     "query.state.history": (state_queries.StateHistoryRequest, state_queries.StateHistoryAnswer),
     "query.state.diff": (state_queries.StateDiffRequest, state_queries.StateDiffAnswer),
+    "query.context.build": (context.ContextBuildRequest, context.ContextBuildAnswer),
+    "query.context.snapshot": (context.ContextSnapshotRequest, context.ContextSnapshotAnswer),
 }
 
 
