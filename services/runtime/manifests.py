@@ -187,11 +187,14 @@ class Scaling:
     # host:port of NATS's monitoring port as the KEDA operator (another namespace) reaches it
     monitoring_endpoint: str = "nats.nats.svc.cluster.local:8222"
     account: str = "$G"  # NATS's default account: engram's users live in it
+    # A worker that only answers queries has no backlog: it scales on its CPU instead.
+    cpu_percent: int = 70
 
 
 def scaled_object(service: str, durables: list[Durable], scaling: Scaling) -> Manifest:
-    """One trigger per durable consumer: the HPA follows the largest backlog of them."""
-    triggers = [
+    """One trigger per durable consumer: the HPA follows the largest backlog of them; a
+    worker without consumers (queries only) follows its CPU use."""
+    triggers: list[Manifest] = [
         {
             "type": "nats-jetstream",
             "name": resource_name(d.spec.stream.name, d.spec.durable),
@@ -205,6 +208,12 @@ def scaled_object(service: str, durables: list[Durable], scaling: Scaling) -> Ma
             },
         }
         for d in durables
+    ] or [
+        {
+            "type": "cpu",
+            "metricType": "Utilization",
+            "metadata": {"value": str(scaling.cpu_percent)},
+        }
     ]
     return {
         "apiVersion": KEDA_API,
