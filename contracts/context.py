@@ -157,23 +157,18 @@ class ContextBuildRequest(Contract):
     template: str | None = Field(
         default=None,
         max_length=200,
-        description="Reserved for named templates (not available yet: `invalid`).",
-        examples=[None],
+        description="A named template (`context.template.put`): its segments come first, "
+        "before `segments`; `not_found` when the tenant has none of that name.",
+        examples=["travel-assistant"],
     )
     variables: dict[str, str] = Field(
         default_factory=dict,
-        description="Values of the segments' `{name}` placeholders.",
+        description="Values of the segments' `{name}` placeholders (over the template's defaults).",
         examples=[{"today": "2026-12-06"}],
     )
     options: ContextOptions = Field(
         default_factory=ContextOptions, description="Sources, shares, tokenizer.", examples=[{}]
     )
-
-    @model_validator(mode="after")
-    def _no_template_yet(self) -> ContextBuildRequest:
-        if self.template is not None:
-            raise ValueError("named templates are not available yet; send `segments`")
-        return self
 
 
 class Segment(Contract):
@@ -183,7 +178,8 @@ class Segment(Contract):
     source_ids: list[str] = Field(
         default_factory=list,
         description="Ids of what is in `text` (message, memory, chunk `<source id>:<chunk>`, "
-        "state `<user>/<agent>@<version>`, inline segment name or position), in text order.",
+        "state `<user>/<agent>@<version>`, segment name or `segment:<n>`, template segments "
+        "as `<template>/<name or n>`), in text order.",
         examples=[["3d9e4c1a-6b2f-4e7d-8a90-1f2e3d4c5b6a"]],
     )
     status: Literal["ok", "empty", "missing"] = Field(

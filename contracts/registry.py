@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from contracts import context, embedding, memory_jobs, memory_search, state, state_queries
+from contracts import (
+    context,
+    context_templates,
+    embedding,
+    memory_jobs,
+    memory_search,
+    state,
+    state_queries,
+)
 from contracts.chat import CHAT_EVENT_TYPES
 from contracts.envelope import Envelope
 from contracts.memory import MEMORY_EVENT_TYPES
@@ -22,6 +30,7 @@ EVENTS: tuple[type[Envelope], ...] = (
     *state.STATE_EVENT_TYPES,
     state.StateConflict,
     *embedding.EMBEDDING_EVENT_TYPES,
+    *context_templates.TEMPLATE_EVENT_TYPES,
 )
 QUERIES: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "query.embed": (embedding.EmbedRequest, embedding.EmbedAnswer),

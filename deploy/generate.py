@@ -95,8 +95,8 @@ PROFILES: dict[str, tuple[WorkerProfile, Scaling]] = {
     "context": (
         # Builds wait on the other services' replies: several at once per replica.
         WorkerProfile(Resources("250m", "256Mi", "1", "512Mi"), settings={"MAX_BUILDS": "8"}),
-        # No consumer backlog to follow: KEDA scales it on CPU (Scaling.cpu_percent).
-        Scaling(max_replicas=6),
+        # Its load is queries, which leave no backlog: KEDA follows its CPU too.
+        Scaling(max_replicas=6, cpu_percent=70),
     ),
 }
 

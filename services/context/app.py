@@ -11,7 +11,7 @@ from contracts.context import (
     ContextBuildRequest,
     ContextSnapshotRequest,
 )
-from services.context import build, sources
+from services.context import build, sources, templates
 from services.context.settings import ContextSettings
 from services.context.spec import SPEC
 from services.runtime.router import QueryRoute
@@ -22,7 +22,7 @@ from services.runtime.spec import Assembly
 def assemble(settings: ContextSettings) -> Assembly:
     builder = build.Builder(settings)
     return Assembly(
-        consumes=(),
+        consumes=templates.consumes(settings),
         queries=[
             QueryRoute(
                 CONTEXT_BUILD_SUBJECT,

@@ -22,9 +22,10 @@ from contracts.context import (
     Segment,
 )
 from contracts.errors import ErrorCode
-from services.context import repo, sources
+from services.context import repo, sources, templates
 from services.context.budget import Item, Plan, plan
 from services.context.settings import ContextSettings
+from services.context.templates import Template
 from services.context.tokens import Tokenizer, tokenizer
 from services.runtime.component import Health, NotStarted, WorkerContext
 from services.runtime.replies import QueryFailed
@@ -55,14 +56,25 @@ def fill(text: str, values: Mapping[str, str]) -> str:
     return PLACEHOLDER.sub(one, text)
 
 
-def system_items(req: ContextBuildRequest) -> list[Item]:
+def system_items(req: ContextBuildRequest, template: Template | None = None) -> list[Item]:
+    """The template's segments (when named), then the request's, variables filled: the
+    request's over the template's defaults, and the request's own ids."""
     values = {
+        **(template.defaults if template else {}),
         **req.variables,
         "agent_id": req.agent_id,
         "user_id": req.user_id,
         "query": req.query,
     }
-    return [
+    items = (
+        [
+            Item(f"{template.name}/{seg.name or i}", fill(seg.text, values))
+            for i, seg in enumerate(template.segments)
+        ]
+        if template
+        else []
+    )
+    return items + [
         Item(seg.name or f"segment:{i}", fill(seg.text, values))
         for i, seg in enumerate(req.segments)
     ]
@@ -128,9 +140,11 @@ class Builder:
         started = time.perf_counter()
         name = req.options.tokenizer or self.settings.tokenizer
         tok = await asyncio.to_thread(tokenizer, name)  # loaded once; a thread on first use
-        system = system_items(req)
         timeouts = sources.Timeouts.of(self.settings, req.options.timeout_ms)
-        found = await sources.gather(nc, req, timeouts)
+        template, found = await asyncio.gather(
+            self._template(pool, req), sources.gather(nc, req, timeouts)
+        )
+        system = system_items(req, template)
         shares = {kind: getattr(req.options.shares, kind.value) for kind in SOURCE_KINDS}
         result = plan(req.token_budget, system, found, shares, tok)
         segments = checked(result, req.token_budget, tok)
@@ -158,6 +172,7 @@ class Builder:
                 len(segments),
                 build_ms,
             ),
+            req.template,
         )
         return ContextBuildReply(
             snapshot_id=snapshot_id,
@@ -169,6 +184,18 @@ class Builder:
             build_ms=round(build_ms, 3),
             segments=segments,
         )
+
+    async def _template(self, pool: asyncpg.Pool, req: ContextBuildRequest) -> Template | None:
+        if req.template is None:
+            return None
+        found = await templates.read(pool, req.tenant_id, req.template)
+        if found is None:
+            raise QueryFailed(
+                ErrorCode.not_found,
+                f"no template {req.template!r} in tenant {req.tenant_id!r}",
+                hint="put it with a context.template.put event, or send `segments`",
+            )
+        return found
 
     async def snapshot(self, req: ContextSnapshotRequest, limit: int) -> ContextSnapshotReply:
         del limit

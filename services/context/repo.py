@@ -27,11 +27,22 @@ SELECT {COLUMNS} FROM context.snapshots
 """
 
 
-async def record(pool: asyncpg.Pool, tenant: str, row: tuple[Any, ...]) -> None:
-    """``row``: the INSERT's values after the tenant, in its column order."""
+USED = """
+UPDATE context.templates SET use_count = use_count + 1, last_used_at = now()
+ WHERE tenant_id = $1 AND name = $2 AND deleted_at IS NULL
+"""
+
+
+async def record(
+    pool: asyncpg.Pool, tenant: str, row: tuple[Any, ...], template: str | None = None
+) -> None:
+    """``row``: the INSERT's values after the tenant, in its column order; the template
+    it used counts one more use in the same transaction."""
     async with pool.acquire() as conn, conn.transaction():
         await scope_tenant(conn, tenant)
         await conn.execute(INSERT, tenant, *row)
+        if template is not None:
+            await conn.execute(USED, tenant, template)
 
 
 async def read(

@@ -30,9 +30,8 @@ def items(prefix: str) -> st.SearchStrategy[tuple[Item, ...]]:
     )
 
 
-sources = st.tuples(
-    items("s"), items("u"), items("m"), items("k"), items("h"), st.sets(st.sampled_from(SOURCE_KINDS))
-).map(
+down = st.sets(st.sampled_from(SOURCE_KINDS))
+sources = st.tuples(items("s"), items("u"), items("m"), items("k"), items("h"), down).map(
     lambda t: [
         Source(kind, t[i], missing="down" if kind in t[5] and i % 2 else None,
                newest_first=kind in (SegmentKind.messages, SegmentKind.summary))
