@@ -30,3 +30,13 @@ CREATE INDEX snapshots_message ON snapshots (tenant_id, message_id, created_at D
     WHERE message_id IS NOT NULL;
 -- Retention and the dev view go by time.
 CREATE INDEX snapshots_created ON snapshots USING brin (created_at);
+
+COMMENT ON TABLE snapshots IS 'Every query.context.build: the request and the segments the model was shown, with their counts (read back by query.context.snapshot).';
+COMMENT ON COLUMN snapshots.message_id IS 'The message the build answered, when the request named it.';
+COMMENT ON COLUMN snapshots.request IS 'The request as built (contracts.context.ContextBuildRequest).';
+COMMENT ON COLUMN snapshots.segments IS 'The segments in context order: kind, text, tokens, source ids, status (ok, empty, missing with its reason), truncated.';
+COMMENT ON COLUMN snapshots.tokenizer IS 'Tokenizer that counted: cl100k_base, o200k_base or minilm.';
+COMMENT ON COLUMN snapshots.total_tokens IS 'Sum of the segments'' tokens; never above token_budget.';
+COMMENT ON COLUMN snapshots.source_tokens IS 'Tokens of everything the sources gave, after deduplication.';
+COMMENT ON COLUMN snapshots.compression_ratio IS 'source_tokens / total_tokens (1: nothing left out).';
+COMMENT ON COLUMN snapshots.build_ms IS 'Time from request to reply, fan-out included, in ms.';

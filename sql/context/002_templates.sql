@@ -23,3 +23,11 @@ CREATE TABLE templates (
     updated_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, name)
 );
+
+COMMENT ON TABLE templates IS 'Named context templates of a tenant (context.template.put / .deleted); a build naming one starts with its segments.';
+COMMENT ON COLUMN templates.segments IS 'System text segments (name, text with {variable} placeholders), in order.';
+COMMENT ON COLUMN templates.defaults IS 'Values of variables a build does not give.';
+COMMENT ON COLUMN templates.token_total IS 'Tokens of the segments as written, with the service''s default tokenizer.';
+COMMENT ON COLUMN templates.use_count IS 'Builds that used it, counted in each build''s transaction.';
+COMMENT ON COLUMN templates.occurred_at IS 'Time of the put or delete in force: an older event is ignored.';
+COMMENT ON COLUMN templates.deleted_at IS 'Set by a delete (a tombstone that a late, older put cannot undo); builds do not find it.';

@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
+import asyncpg
 import orjson
 import pytest
 from faststream import TestApp
@@ -20,6 +22,12 @@ from contracts.context import (
     CONTEXT_SNAPSHOT_REPLY,
     ContextBuildReply,
     ContextSnapshotReply,
+)
+from contracts.context_templates import (
+    TemplateDeleted,
+    TemplateDeletedPayload,
+    TemplatePut,
+    TemplatePutPayload,
 )
 from contracts.errors import QueryError
 from services.context.app import create_app
@@ -37,7 +45,7 @@ from tests.connected.checkpointer_fixtures import (  # noqa: F401
     patch,
     run_checkpointer_fixture,
 )
-from tests.helpers import publish
+from tests.helpers import eventually, publish
 
 CONVERSATION = "6f1c3c1e-2b7a-4d8e-9a51-0e4f2a7b9c10"
 
@@ -96,8 +104,13 @@ async def test_a_build_fills_its_budget_exactly_and_is_recorded(
     assert isinstance(reply, ContextBuildReply), reply
     by_kind = {s.kind.value: s for s in reply.segments}
     assert [s.kind.value for s in reply.segments] == [
-        "system", "state", "summary", "memories", "knowledge", "messages",
-    ]  # fmt: skip
+        "system",
+        "state",
+        "summary",
+        "memories",
+        "knowledge",
+        "messages",
+    ]
     assert by_kind["system"].text == f"You are {AGENT}, booking for Lisbon."
     assert by_kind["system"].source_ids == ["persona"]
     state = by_kind["state"]
@@ -178,3 +191,63 @@ async def wait_version_nc(producer: NatsClient) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the state never reached version 1")
+
+
+def template_put(name: str, text: str, tenant: str = TENANT, **payload: Any) -> TemplatePut:
+    return TemplatePut(
+        event_id=uuid4(),
+        occurred_at=datetime.now(UTC),
+        tenant_id=tenant,
+        producer="tests",
+        payload=TemplatePutPayload(
+            name=name, segments=[{"name": "persona", "text": text}], **payload
+        ),
+    )
+
+
+async def test_a_template_fills_its_variables_and_counts_its_uses(
+    context: Worker, nc: NatsClient, producer: NatsClient, db: asyncpg.Connection
+) -> None:
+    put = template_put(
+        "travel",
+        "You are {agent_id}, a {tone} agent in {city}.",
+        defaults={"tone": "friendly", "city": "Paris"},
+    )
+    await publish(nc, put, template_put("travel", "Another tenant's.", tenant="other"))
+
+    async def stored() -> int:
+        return int(await db.fetchval("SELECT count(*) FROM context.templates"))
+
+    await eventually(stored, lambda n: n == 2)
+    body = build_request(200, template="travel", options={"sources": []})
+    reply = await ask(producer, "query.context.build", body)
+    assert isinstance(reply, ContextBuildReply), reply
+    (system,) = reply.segments
+    # The template's segment first (its default tone, the request's city), then the request's.
+    assert system.text == (
+        f"You are {AGENT}, a friendly agent in Lisbon.\n\nYou are {AGENT}, booking for Lisbon."
+    )
+    assert system.source_ids == ["travel/persona", "persona"]
+    await ask(producer, "query.context.build", body)
+    row = await db.fetchrow(
+        "SELECT use_count, token_total FROM context.templates WHERE tenant_id = $1", TENANT
+    )
+    assert row["use_count"] == 2 and row["token_total"] > 0
+
+    # Deleted: a build naming it is not_found; a put older than the delete stays dead.
+    deleted = TemplateDeleted(
+        event_id=uuid4(),
+        occurred_at=datetime.now(UTC),
+        tenant_id=TENANT,
+        producer="tests",
+        payload=TemplateDeletedPayload(name="travel"),
+    )
+    await publish(nc, deleted, put.model_copy(update={"event_id": uuid4()}))
+
+    async def gone() -> Any:
+        return await ask(producer, "query.context.build", body)
+
+    missing = await eventually(gone, lambda r: isinstance(r, QueryError))
+    assert missing.code == "not_found"
+    await asyncio.sleep(0.5)  # the late put is applied (or not) by now
+    assert isinstance(await gone(), QueryError)
