@@ -14,7 +14,6 @@ from uuid import uuid4
 import asyncpg
 import orjson
 import pytest
-from faststream import TestApp
 from nats.aio.client import Client as NatsClient
 
 from contracts.context import (
@@ -26,12 +25,8 @@ from contracts.context import (
 from contracts.context_templates import (
     TemplateDeleted,
     TemplateDeletedPayload,
-    TemplatePut,
-    TemplatePutPayload,
 )
 from contracts.errors import QueryError
-from services.context.app import create_app
-from services.context.settings import ContextSettings
 from services.context.tokens import tokenizer
 from services.runtime.bus_setup import connect
 from services.runtime.service import Worker
@@ -45,22 +40,14 @@ from tests.connected.checkpointer_fixtures import (  # noqa: F401
     patch,
     run_checkpointer_fixture,
 )
+from tests.connected.context_fixtures import (  # noqa: F401
+    context_fixture,
+    run_context_fixture,
+    template_put,
+)
 from tests.helpers import eventually, publish
 
 CONVERSATION = "6f1c3c1e-2b7a-4d8e-9a51-0e4f2a7b9c10"
-
-
-@pytest.fixture
-async def context(env: Env) -> AsyncIterator[Worker]:
-    settings = ContextSettings(
-        nats_url=env.nats_login("context"),
-        database_url=env.login("context"),
-        fetch_wait_s=0.5,
-        drain_timeout_s=5.0,
-    )
-    app, worker = create_app(settings)
-    async with TestApp(app):
-        yield worker
 
 
 @pytest.fixture
@@ -193,27 +180,16 @@ async def wait_version_nc(producer: NatsClient) -> None:
     raise AssertionError("the state never reached version 1")
 
 
-def template_put(name: str, text: str, tenant: str = TENANT, **payload: Any) -> TemplatePut:
-    return TemplatePut(
-        event_id=uuid4(),
-        occurred_at=datetime.now(UTC),
-        tenant_id=tenant,
-        producer="tests",
-        payload=TemplatePutPayload(
-            name=name, segments=[{"name": "persona", "text": text}], **payload
-        ),
-    )
-
-
 async def test_a_template_fills_its_variables_and_counts_its_uses(
     context: Worker, nc: NatsClient, producer: NatsClient, db: asyncpg.Connection
 ) -> None:
     put = template_put(
         "travel",
         "You are {agent_id}, a {tone} agent in {city}.",
+        TENANT,
         defaults={"tone": "friendly", "city": "Paris"},
     )
-    await publish(nc, put, template_put("travel", "Another tenant's.", tenant="other"))
+    await publish(nc, put, template_put("travel", "Another tenant's.", "other"))
 
     async def stored() -> int:
         return int(await db.fetchval("SELECT count(*) FROM context.templates"))
