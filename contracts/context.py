@@ -31,7 +31,8 @@ from contracts.errors import ERROR_DISCRIMINATOR, QueryError, Reply
 
 CONTEXT_BUILD_SUBJECT = "query.context.build"
 CONTEXT_SNAPSHOT_SUBJECT = "query.context.snapshot"
-MAX_BUDGET = 1_000_000
+# A reply is one NATS message (1 MiB by default): ~4 bytes of text per token.
+MAX_BUDGET = 200_000
 MAX_SEGMENT_CHARS = 100_000
 DEFAULT_TOKENIZER = "cl100k_base"
 TOKENIZERS = ("cl100k_base", "o200k_base", "minilm")
