@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from contracts.context import SegmentKind
 from services.context.tokens import Tokenizer
@@ -70,7 +71,7 @@ class Packed:
     text: str
     tokens: int
     source_ids: list[str]
-    status: str  # ok | empty | missing
+    status: Literal["ok", "empty", "missing"]
     reason: str | None = None
     truncated: bool = False
     source_tokens: int = 0
