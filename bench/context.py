@@ -152,8 +152,11 @@ async def seed(js: Any, memories: int, messages: int, rng: random.Random) -> Non
 async def wait_seeded(db: asyncpg.Connection, memories: int, messages: int) -> None:
     while True:
         m = await db.fetchval("SELECT count(*) FROM memory.memories WHERE embedding IS NOT NULL")
-        c = await db.fetchval("SELECT count(DISTINCT source_id) FROM embedder.chunks")
-        if m >= memories and c >= messages:
+        c = await db.fetchval(
+            "SELECT count(DISTINCT source_id) FROM embedder.chunks WHERE source_type = 'message'"
+        )
+        queued = await db.fetchval("SELECT count(*) FROM embedder.embed_queue")
+        if m >= memories and c >= messages and queued == 0:
             return
         await asyncio.sleep(1)
 

@@ -113,7 +113,7 @@ async def test_a_build_fills_its_budget_exactly_and_is_recorded(
         assert by_kind[kind].status == "missing", by_kind[kind]
         assert "no service answers query." in (by_kind[kind].reason or "")
     assert by_kind["messages"].status == "missing" and by_kind["messages"].reason
-    assert elapsed < 2.0
+    assert elapsed < 3.0  # no source waited for: the absent ones answer "no responders" at once
 
     key = {"tenant_id": TENANT, "snapshot_id": str(reply.snapshot_id)}
     snap = await ask(producer, "query.context.snapshot", key)
@@ -153,7 +153,8 @@ async def test_a_source_that_does_not_answer_is_missing_and_the_reply_comes_in_t
     assert "did not answer within" in (by_kind["memories"].reason or "")
     assert by_kind["state"].status == "missing"  # no checkpointer in this test
     assert by_kind["system"].status == "ok" and reply.total_tokens == by_kind["system"].tokens
-    assert 0.2 <= elapsed < 1.5
+    # It waited the silent source's 200 ms, then answered (load on CI leaves some slack).
+    assert 0.2 <= elapsed < 2.5
 
 
 async def test_a_build_with_an_unknown_variable_is_invalid(
