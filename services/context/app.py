@@ -12,8 +12,10 @@ from contracts.context import (
     ContextSnapshotRequest,
 )
 from services.context import build, sources, templates
+from services.context.retention import SnapshotRetention
 from services.context.settings import ContextSettings
 from services.context.spec import SPEC
+from services.runtime.component import Component
 from services.runtime.router import QueryRoute
 from services.runtime.service import Worker, build_worker_app
 from services.runtime.spec import Assembly
@@ -21,6 +23,9 @@ from services.runtime.spec import Assembly
 
 def assemble(settings: ContextSettings) -> Assembly:
     builder = build.Builder(settings)
+    components: list[Component] = [builder]
+    if settings.snapshot_keep_days is not None:
+        components.append(SnapshotRetention(settings))
     return Assembly(
         consumes=templates.consumes(settings),
         queries=[
@@ -42,7 +47,7 @@ def assemble(settings: ContextSettings) -> Assembly:
                 hint=build.SNAPSHOT_HINT,
             ),
         ],
-        components=[builder],
+        components=components,
         asks=sources.ASKS,
     )
 

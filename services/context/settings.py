@@ -35,6 +35,11 @@ class ContextSettings(WorkerSettings):
     max_builds: int = Field(
         default=8, ge=1, le=64, description="Builds one replica answers at once."
     )
-    query_pool_max: int = Field(
-        default=4, ge=1, description="Connections of the pool that records and reads snapshots."
+    snapshot_keep_days: float | None = Field(
+        default=30.0,
+        gt=0,
+        description="Snapshots older than this are deleted by the worker (unset: kept for ever).",
+    )
+    snapshot_prune_every_s: float = Field(
+        default=3600.0, gt=0, description="How often old snapshots are looked for."
     )

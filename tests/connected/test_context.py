@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
@@ -228,3 +229,24 @@ async def test_a_template_fills_its_variables_and_counts_its_uses(
     assert missing.code == "not_found"
     await asyncio.sleep(0.5)  # the late put is applied (or not) by now
     assert isinstance(await gone(), QueryError)
+
+
+async def test_snapshots_older_than_the_retention_are_deleted(
+    run_context: Callable[..., AbstractAsyncContextManager[Worker]],
+    producer: NatsClient,
+    db: asyncpg.Connection,
+) -> None:
+    async with run_context(snapshot_keep_days=1, snapshot_prune_every_s=0.2):
+        old = await ask(producer, "query.context.build", build_request(20, options={"sources": []}))
+        new = await ask(producer, "query.context.build", build_request(20, options={"sources": []}))
+        assert isinstance(old, ContextBuildReply) and isinstance(new, ContextBuildReply)
+        await db.execute(
+            "UPDATE context.snapshots SET created_at = now() - interval '2 days' "
+            "WHERE snapshot_id = $1",
+            old.snapshot_id,
+        )
+
+        async def kept() -> set[Any]:
+            return {r[0] for r in await db.fetch("SELECT snapshot_id FROM context.snapshots")}
+
+        assert await eventually(kept, lambda ids: old.snapshot_id not in ids) == {new.snapshot_id}
