@@ -92,6 +92,12 @@ PROFILES: dict[str, tuple[WorkerProfile, Scaling]] = {
         # max_ack_pending 10000: two batches per replica in flight (docs/audit.md)
         Scaling(max_replicas=4),
     ),
+    "context": (
+        # Builds wait on the other services' replies: several at once per replica.
+        WorkerProfile(Resources("250m", "256Mi", "1", "512Mi"), settings={"MAX_BUILDS": "8"}),
+        # Its load is queries, which leave no backlog: KEDA follows its CPU too.
+        Scaling(max_replicas=6, cpu_percent=70),
+    ),
 }
 
 

@@ -12,6 +12,7 @@ from faststream import FastStream
 
 from services.audit.spec import SPEC as AUDIT
 from services.checkpointer.spec import SPEC as CHECKPOINTER
+from services.context.spec import SPEC as CONTEXT
 from services.embedder.spec import SPEC as EMBEDDER
 from services.ingest.spec import SPEC as INGEST
 from services.memory.spec import SPEC as MEMORY
@@ -19,7 +20,7 @@ from services.runtime import cli, service
 from services.runtime import migrate as migrations
 from services.runtime.spec import Catalog
 
-SERVICES = Catalog((INGEST, EMBEDDER, MEMORY, CHECKPOINTER, AUDIT))
+SERVICES = Catalog((INGEST, EMBEDDER, MEMORY, CHECKPOINTER, AUDIT, CONTEXT))
 
 
 def main() -> None:

@@ -11,6 +11,8 @@ from pydantic import BaseModel
 
 from contracts import (
     chat_queries,
+    context,
+    context_templates,
     embedding,
     langgraph,
     memory_jobs,
@@ -30,6 +32,7 @@ EVENTS: tuple[type[Envelope], ...] = (
     *state.STATE_EVENT_TYPES,
     state.StateConflict,
     *embedding.EMBEDDING_EVENT_TYPES,
+    *context_templates.TEMPLATE_EVENT_TYPES,
 )
 QUERIES: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "query.embed": (embedding.EmbedRequest, embedding.EmbedAnswer),
@@ -44,6 +47,8 @@ QUERIES: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
         chat_queries.ChatConversationsAnswer,
     ),
     **{subject: (req, answer) for subject, (req, answer, _) in langgraph.COMMANDS.items()},
+    "query.context.build": (context.ContextBuildRequest, context.ContextBuildAnswer),
+    "query.context.snapshot": (context.ContextSnapshotRequest, context.ContextSnapshotAnswer),
 }
 
 

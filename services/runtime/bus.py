@@ -59,9 +59,11 @@ MEMORY = Stream(
     "MEMORY", ("memory.write", "memory.forget", "memory.consolidate"), max_age_s=7 * DAY_S
 )
 STATE = Stream("STATE", ("state.patch", "state.checkpoint", "state.restore"), max_age_s=7 * DAY_S)
+# Context templates, put and deleted by agents and admin tools (contracts/context_templates).
+CONTEXT = Stream("CONTEXT", ("context.template.*",), max_age_s=7 * DAY_S)
 ENGRAM = Stream("ENGRAM", ("engram.>",), max_age_s=7 * DAY_S, upstream=False)
 DLQ = Stream("DLQ", ("dlq.>",), max_age_s=30 * DAY_S, upstream=False)
-STREAMS: tuple[Stream, ...] = (CHAT, MEMORY, STATE, ENGRAM, DLQ)
+STREAMS: tuple[Stream, ...] = (CHAT, MEMORY, STATE, CONTEXT, ENGRAM, DLQ)
 
 
 def subject_matches(pattern: str, subject: str) -> bool:

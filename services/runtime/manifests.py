@@ -187,11 +187,15 @@ class Scaling:
     # host:port of NATS's monitoring port as the KEDA operator (another namespace) reaches it
     monitoring_endpoint: str = "nats.nats.svc.cluster.local:8222"
     account: str = "$G"  # NATS's default account: engram's users live in it
+    # Also scale on CPU use (percent of the request): for workers whose load is queries,
+    # which leave no backlog. A worker with no consumer scales on CPU (70) regardless.
+    cpu_percent: int | None = None
 
 
 def scaled_object(service: str, durables: list[Durable], scaling: Scaling) -> Manifest:
-    """One trigger per durable consumer: the HPA follows the largest backlog of them."""
-    triggers = [
+    """One trigger per durable consumer: the HPA follows the largest backlog of them (and
+    the CPU use, when asked or when there is no consumer)."""
+    triggers: list[Manifest] = [
         {
             "type": "nats-jetstream",
             "name": resource_name(d.spec.stream.name, d.spec.durable),
@@ -206,6 +210,14 @@ def scaled_object(service: str, durables: list[Durable], scaling: Scaling) -> Ma
         }
         for d in durables
     ]
+    if scaling.cpu_percent is not None or not durables:
+        triggers.append(
+            {
+                "type": "cpu",
+                "metricType": "Utilization",
+                "metadata": {"value": str(scaling.cpu_percent or 70)},
+            }
+        )
     return {
         "apiVersion": KEDA_API,
         "kind": "ScaledObject",

@@ -19,6 +19,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from typer.testing import CliRunner
 
+from contracts.registry import QUERIES
 from services.runtime.cli import cli
 from services.runtime.service import Worker
 from tests.connected.checkpointer_fixtures import (  # noqa: F401
@@ -191,7 +192,7 @@ def test_every_published_reply_is_a_union_with_the_one_error(
     tmp_path: Path,
 ) -> None:
     replies = {name: schema for name, schema in published.items() if name.endswith(".reply")}
-    assert len(replies) == 8, sorted(replies)  # state 3, memory, embedder 2, chat 2
+    assert len(replies) == len(QUERIES), sorted(replies)
     for name, schema in replies.items():
         assert schema["discriminator"]["propertyName"] == "status", name
         assert set(schema["discriminator"]["mapping"]) == {"ok", "error"}, name

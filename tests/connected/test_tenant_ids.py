@@ -2,7 +2,8 @@
 publish (contracts.registry.EVENTS, but the engram.* events engram's own services emit),
 each step under the SAME event_id in every tenant (payload ids of their own), and each
 tenant's events take effect in every service that consumes them: ingest (CHAT), memory
-(MEMORY), the checkpointer (STATE and session ends), and the audit trail records them all.
+(MEMORY), the checkpointer (STATE and session ends), context (CONTEXT templates), and the
+audit trail records them all.
 
 The tenants publish as different producers would: with the documented
 ``Nats-Msg-Id: <tenant_id>:<event_id>``, with the bare event_id (a producer of before the
@@ -30,11 +31,13 @@ from contracts.envelope import Envelope
 from contracts.registry import EVENTS
 from services.audit.app import create_app as audit_app
 from services.checkpointer.app import create_app as checkpointer_app
+from services.context.app import create_app as context_app
 from services.ingest.app import create_app as ingest_app
 from services.memory.app import create_app as memory_app
 from tests import factories as f
 from tests.conftest import Env
 from tests.connected import checkpointer_fixtures as cp
+from tests.connected import context_fixtures as ctx
 from tests.connected import memory_fixtures as mem
 from tests.connected.audit_fixtures import audit_settings
 from tests.connected.conftest import ingest_settings
@@ -52,7 +55,8 @@ CONSUMERS = (
     ("CHAT", "checkpointer"),
     ("MEMORY", "memory"),
     ("STATE", "checkpointer"),
-    *((stream, "audit") for stream in ("CHAT", "MEMORY", "STATE")),
+    ("CONTEXT", "context"),
+    *((stream, "audit") for stream in ("CHAT", "MEMORY", "STATE", "CONTEXT")),
 )
 WAIT_S = 60.0  # two cores shared with other test sessions
 
@@ -115,6 +119,8 @@ def chat_and_memory_events(t: str, ids: Ids) -> list[Envelope]:
         mem.write(f"{t} said something to forget", memory_id=ids.forgotten, tenant=t),
         mem.forget(tenant=t, memory_ids=[ids.forgotten]),
         mem.consolidate(tenant=t, job_id=ids.job, steps=["decay"]),
+        ctx.template_put("persona", f"You are {t}'s agent.", t),
+        ctx.template_deleted("old", t),
     ]
 
 
@@ -155,6 +161,7 @@ async def workers(env: Env) -> AsyncIterator[None]:
         memory_app(mem.memory_settings(env)),
         checkpointer_app(cp.settings_for(env)),
         audit_app(audit_settings(env)),
+        context_app(ctx.settings_for(env)),
     )
     async with AsyncExitStack() as stack:
         for app, _ in apps:
@@ -293,6 +300,17 @@ async def test_every_event_type_under_one_event_id_in_four_tenants_takes_effect_
             "memories": {ids[t].memory: "active", ids[t].forgotten: "forgotten"},
             "job": "done",
         }, t
+    # context: each tenant's template, and the tombstone of the one it deleted.
+    for t in TENANTS:
+        rows = await db.fetch(
+            "SELECT name, segments->0->>'text' AS text, deleted_at IS NOT NULL AS deleted "
+            "FROM context.templates WHERE tenant_id = $1 ORDER BY name",
+            t,
+        )
+        assert [tuple(r) for r in rows] == [
+            ("old", None, True),
+            ("persona", f"You are {t}'s agent.", False),
+        ], t
     # audit: every copy JetStream stored, under its own tenant, both rounds.
     trail = await eventually(
         lambda: audited(db), lambda rows: len(rows) == sum(bus.stored.values()), timeout=WAIT_S

@@ -6,6 +6,7 @@ tenants never sees or touches a row of another tenant."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from services.runtime.db import Roles
 from tests import factories as f
 from tests.conftest import Env
 from tests.connected import checkpointer_fixtures as cp
+from tests.connected import context_fixtures as ctx
 from tests.connected import memory_fixtures as mem
 from tests.connected.embedder_fixtures import Running
 from tests.helpers import eventually, publish
@@ -32,6 +34,7 @@ pytestmark = pytest.mark.connected
 pytest_plugins = [
     "tests.connected.audit_fixtures",
     "tests.connected.checkpointer_fixtures",
+    "tests.connected.context_fixtures",
     "tests.connected.embedder_fixtures",
     "tests.connected.memory_fixtures",
 ]
@@ -66,6 +69,7 @@ def events_of(tenant: str) -> list[Envelope]:
         cp.patch([cp.add("/local/m", 2)], tenant=tenant),
         cp.checkpoint(uuid4(), tenant=tenant),
         cp.patch([cp.add("/local/k", 3)], expected=0, tenant=tenant),  # stale: a conflict
+        ctx.template_put("persona", f"You are {tenant}'s {{agent_id}}.", tenant),
     ]
 
 
@@ -96,10 +100,11 @@ async def world(
     run_memory: Callable[..., AbstractAsyncContextManager[Any]],
     run_checkpointer: Callable[..., AbstractAsyncContextManager[Any]],
     run_audit: Callable[..., AbstractAsyncContextManager[Any]],
+    run_context: Callable[..., AbstractAsyncContextManager[Any]],
 ) -> World:
     sent = [e for t in TENANTS for e in events_of(t)]
     async with AsyncExitStack() as stack:
-        for run in (run_ingest, run_embedder, run_memory, run_checkpointer, run_audit):
+        for run in (run_ingest, run_embedder, run_memory, run_checkpointer, run_audit, run_context):
             await stack.enter_async_context(run())
         await publish(nc, *sent)
 
@@ -111,9 +116,20 @@ async def world(
                 and all(now["memory.jobs"].get(t) for t in TENANTS)
                 and all(n >= 2 for n in now["embedder.chunks"].values())
                 and len(now["embedder.chunks"]) == 2
+                and len(now["context.templates"]) == 2
             )
 
         await eventually(settled, timeout=90)
+        for tenant in TENANTS:  # a snapshot of each tenant, built from its own rows
+            build = {
+                "tenant_id": tenant,
+                "agent_id": "bot",
+                "user_id": "u-1",
+                "query": "hotel",
+                "token_budget": 500,
+                "template": "persona",
+            }
+            await nc.request("query.context.build", json.dumps(build).encode(), timeout=10)
         await asyncio.sleep(1.0)  # the jobs and summaries still under way
     return World(await counts(db))
 

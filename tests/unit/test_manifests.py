@@ -52,7 +52,7 @@ def test_generated_files_are_current() -> None:
 
 def test_nats_json_says_what_the_workers_create() -> None:
     """Compared with the consumers real workers build (create_worker), not with the
-    generator: all 14, none twice, nothing else."""
+    generator: all 16, none twice, nothing else."""
     written = json.loads((DEPLOY / "nats" / "consumers.json").read_text())
     expected = {}
     for spec in SERVICES:
@@ -61,7 +61,7 @@ def test_nats_json_says_what_the_workers_create() -> None:
             config = worker.spec_for(item.stream, item.subjects).config().as_dict()
             expected[(item.stream.name, config["durable_name"])] = config
     got = {(entry["stream"], entry["config"]["durable_name"]): entry["config"] for entry in written}
-    assert len(got) == len(written) == len(expected) == 14
+    assert len(got) == len(written) == len(expected) == 16
     assert got == expected
     assert all("backoff" not in config for config in got.values())  # it replaces ack_wait
 
@@ -115,7 +115,7 @@ def test_nack_resources_match_the_bus() -> None:
         for d in by_kind(docs, "Consumer").values()
     }
     written = json.loads((DEPLOY / "nats" / "consumers.json").read_text())
-    assert len(consumers) == len(written) == 14
+    assert len(consumers) == len(written) == 16
     for entry in written:
         spec = consumers[(entry["stream"], entry["config"]["durable_name"])]
         assert spec["ackPolicy"] == "explicit"
@@ -180,13 +180,16 @@ def test_each_worker_is_deployed_with_port_probes_and_own_secrets(
 
         scaled = by_kind(docs, "ScaledObject")[f"engram-{spec.name}"]
         assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
-        triggers = {
-            (t["metadata"]["stream"], t["metadata"]["consumer"]) for t in scaled["spec"]["triggers"]
-        }
         _, worker = create_worker(spec.name)
+        # A worker whose load is queries also follows its CPU (they leave no backlog).
+        lag = [t for t in scaled["spec"]["triggers"] if t["type"] != "cpu"]
+        cpu = [t for t in scaled["spec"]["triggers"] if t["type"] == "cpu"]
+        assert len(cpu) == (1 if spec.name == "context" else 0)
+        assert all(0 < int(t["metadata"]["value"]) <= 100 for t in cpu)
+        triggers = {(t["metadata"]["stream"], t["metadata"]["consumer"]) for t in lag}
         assert triggers == {(item.stream.name, spec.name) for item in worker.assembly.consumes}
         assert triggers <= consumers
-        for trigger in scaled["spec"]["triggers"]:
+        for trigger in lag:
             assert trigger["type"] == "nats-jetstream"
             # what KEDA's nats-jetstream scaler needs to find the consumer's lag
             assert {"natsServerMonitoringEndpoint", "account", "stream", "consumer"} <= set(

@@ -1,0 +1,237 @@
+"""The fan-out: one request per source over core NATS request/reply, all at once, each
+with its own timeout. Data crosses into this service only as these replies (typed by
+``contracts/``); a source that fails, errs or does not answer in time becomes a
+``Source`` with the reason it is missing, and the build goes on without it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client as NatsClient
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from contracts.context import ContextBuildRequest, SegmentKind
+from contracts.embedding import (
+    KNOWLEDGE_SEARCH_REPLY,
+    KNOWLEDGE_SEARCH_SUBJECT,
+    KnowledgeSearchReply,
+    KnowledgeSearchRequest,
+)
+from contracts.errors import ErrorCode, QueryError
+from contracts.memory_search import (
+    MEMORY_SEARCH_REPLY,
+    MEMORY_SEARCH_SUBJECT,
+    MemoryFilters,
+    MemorySearchReply,
+    MemorySearchRequest,
+)
+from contracts.registry import QUERIES
+from contracts.state import PARTITIONS
+from contracts.state_queries import STATE_GET_REPLY, StateGetReply, StateGetRequest
+from services.context.budget import Item, Source
+from services.context.history_wire import (
+    CHAT_HISTORY_SUBJECT,
+    HISTORY_REPLY,
+    HistoryReply,
+    HistoryRequest,
+)
+from services.context.settings import ContextSettings
+
+STATE_GET_SUBJECT = "query.state.get"
+SUMMARY_TOP_K = 10
+# Every subject a build asks: the service's NATS user may publish these and no others
+# (nats_auth.py), and its AsyncAPI document shows them with their contracts. PROVISIONAL:
+# query.chat.history is asked only once its contract is registered (issue 16 §1, ingest);
+# until then the messages segment is missing with that reason.
+ASKS = tuple(
+    s
+    for s in (
+        CHAT_HISTORY_SUBJECT,
+        MEMORY_SEARCH_SUBJECT,
+        KNOWLEDGE_SEARCH_SUBJECT,
+        STATE_GET_SUBJECT,
+    )
+    if s in QUERIES
+)
+
+
+class SourceFailed(Exception):
+    """A source answered with an error, or something that is not its reply."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    history: float
+    memory: float
+    knowledge: float
+    state: float
+
+    @classmethod
+    def of(cls, settings: ContextSettings, cap_ms: int | None) -> Timeouts:
+        cap = float("inf") if cap_ms is None else cap_ms / 1000
+        return cls(
+            min(settings.history_timeout_s, cap),
+            min(settings.memory_timeout_s, cap),
+            min(settings.knowledge_timeout_s, cap),
+            min(settings.state_timeout_s, cap),
+        )
+
+
+async def ask(
+    nc: NatsClient, subject: str, request: BaseModel, reply: TypeAdapter[Any], timeout: float
+) -> Any:
+    """The typed result of one query; ``SourceFailed`` with words for anything else."""
+    started = time.perf_counter()
+    try:
+        msg = await nc.request(subject, request.model_dump_json().encode(), timeout=timeout)
+    except nats.errors.NoRespondersError:
+        raise SourceFailed(f"no service answers {subject}") from None
+    except (nats.errors.TimeoutError, TimeoutError):
+        waited = (time.perf_counter() - started) * 1000
+        raise SourceFailed(f"{subject} did not answer within {waited:.0f} ms") from None
+    try:
+        answer = reply.validate_json(msg.data)
+    except ValidationError as exc:
+        raise SourceFailed(
+            f"{subject} answered something else: {exc.error_count()} errors"
+        ) from None
+    if isinstance(answer, QueryError):
+        if answer.code is ErrorCode.not_found:
+            return None
+        raise SourceFailed(f"{subject}: {answer.code.value}: {answer.message}")
+    return answer
+
+
+async def history(nc: NatsClient, req: ContextBuildRequest, timeout: float) -> Source:
+    assert req.conversation_id is not None
+    if CHAT_HISTORY_SUBJECT not in ASKS:
+        raise SourceFailed(f"{CHAT_HISTORY_SUBJECT} is not part of this deployment yet")
+    ask_for = HistoryRequest(
+        tenant_id=req.tenant_id,
+        conversation_id=req.conversation_id,
+        limit=req.options.history_limit,
+    )
+    found: HistoryReply | None = await ask(
+        nc, CHAT_HISTORY_SUBJECT, ask_for, HISTORY_REPLY, timeout
+    )
+    items = [
+        Item(str(m.message_id), f"{m.role}: {m.content}", m.content, (str(m.message_id),))
+        for m in (found.items if found else [])
+        if not m.deleted
+    ]
+    return Source(SegmentKind.messages, tuple(items), newest_first=True)
+
+
+async def memories(nc: NatsClient, req: ContextBuildRequest, timeout: float) -> Source:
+    ask_for = MemorySearchRequest(
+        tenant_id=req.tenant_id,
+        agent_id=req.agent_id,
+        text=req.query,
+        top_k=req.options.memory_top_k,
+        filters=MemoryFilters(user_id=req.user_id),
+    )
+    found: MemorySearchReply | None = await ask(
+        nc, MEMORY_SEARCH_SUBJECT, ask_for, MEMORY_SEARCH_REPLY, timeout
+    )
+    items = [
+        Item(str(h.memory_id), f"- {h.text}", h.text, (str(h.memory_id),))
+        for h in (found.hits if found else [])
+    ]
+    return Source(SegmentKind.memories, tuple(items))
+
+
+def _began(content: dict[str, Any]) -> str:
+    temporal = content.get("temporal")
+    return str(temporal.get("occurred_at", "")) if isinstance(temporal, dict) else ""
+
+
+async def summaries(nc: NatsClient, req: ContextBuildRequest, timeout: float) -> Source:
+    """The conversation's session summaries (episodic memories the memory service writes
+    when a session ends), newest first."""
+    assert req.conversation_id is not None
+    ask_for = MemorySearchRequest(
+        tenant_id=req.tenant_id,
+        agent_id=req.agent_id,
+        text=req.query,
+        top_k=SUMMARY_TOP_K,
+        filters=MemoryFilters(types=["episodic"], conversation_id=req.conversation_id),
+    )
+    found: MemorySearchReply | None = await ask(
+        nc, MEMORY_SEARCH_SUBJECT, ask_for, MEMORY_SEARCH_REPLY, timeout
+    )
+    hits = sorted(found.hits if found else [], key=lambda h: _began(h.content), reverse=True)
+    items = [Item(str(h.memory_id), h.text, h.text, (str(h.memory_id),)) for h in hits]
+    return Source(SegmentKind.summary, tuple(items), newest_first=True)
+
+
+async def knowledge(nc: NatsClient, req: ContextBuildRequest, timeout: float) -> Source:
+    ask_for = KnowledgeSearchRequest(
+        tenant_id=req.tenant_id, text=req.query, top_k=req.options.knowledge_top_k
+    )
+    found: KnowledgeSearchReply | None = await ask(
+        nc, KNOWLEDGE_SEARCH_SUBJECT, ask_for, KNOWLEDGE_SEARCH_REPLY, timeout
+    )
+    items = [
+        Item(
+            f"{h.source.source_id}:{h.source.chunk_index}",
+            f"- {h.text}",
+            h.text,
+            (str(h.source.source_id),),  # a chunk of a message already shown is dropped
+        )
+        for h in (found.hits if found else [])
+    ]
+    return Source(SegmentKind.knowledge, tuple(items))
+
+
+async def state(nc: NatsClient, req: ContextBuildRequest, timeout: float) -> Source:
+    ask_for = StateGetRequest(tenant_id=req.tenant_id, user_id=req.user_id, agent_id=req.agent_id)
+    found: StateGetReply | None = await ask(
+        nc, STATE_GET_SUBJECT, ask_for, STATE_GET_REPLY, timeout
+    )
+    if found is None:
+        return Source(SegmentKind.state)
+    view = found.state
+    parts = {p: getattr(view, p) for p in PARTITIONS if getattr(view, p)}
+    if not parts:
+        return Source(SegmentKind.state)
+    text = json.dumps(parts, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    item = Item(f"{req.user_id}/{req.agent_id}@{view.version}", f"state: {text}")
+    return Source(SegmentKind.state, (item,))
+
+
+Fetch = Callable[[NatsClient, ContextBuildRequest, float], Awaitable[Source]]
+
+
+def wanted(req: ContextBuildRequest, timeouts: Timeouts) -> list[tuple[SegmentKind, Fetch, float]]:
+    """The sources to ask for this request, in context order."""
+    asked = set(req.options.sources)
+    chat = req.conversation_id is not None
+    table: list[tuple[SegmentKind, Fetch, float, bool]] = [
+        (SegmentKind.state, state, timeouts.state, True),
+        (SegmentKind.summary, summaries, timeouts.memory, chat),
+        (SegmentKind.memories, memories, timeouts.memory, True),
+        (SegmentKind.knowledge, knowledge, timeouts.knowledge, True),
+        (SegmentKind.messages, history, timeouts.history, chat),
+    ]
+    return [(kind, fetch, t) for kind, fetch, t, can in table if can and kind in asked]
+
+
+async def gather(nc: NatsClient, req: ContextBuildRequest, timeouts: Timeouts) -> list[Source]:
+    """Every wanted source, asked at once; each failure is that source's reason."""
+    plan = wanted(req, timeouts)
+
+    async def one(kind: SegmentKind, fetch: Fetch, timeout: float) -> Source:
+        try:
+            return await fetch(nc, req, timeout)
+        except SourceFailed as exc:
+            return Source(kind, missing=str(exc))
+        except (nats.errors.Error, OSError) as exc:
+            return Source(kind, missing=f"{type(exc).__name__}: {exc}")
+
+    return list(await asyncio.gather(*(one(k, f, t) for k, f, t in plan)))
