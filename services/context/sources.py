@@ -31,34 +31,18 @@ from contracts.memory_search import (
     MemorySearchReply,
     MemorySearchRequest,
 )
-from contracts.registry import QUERIES
+from contracts.chat_queries import CHAT_HISTORY_REPLY, ChatHistoryReply, ChatHistoryRequest
 from contracts.state import PARTITIONS
 from contracts.state_queries import STATE_GET_REPLY, StateGetReply, StateGetRequest
 from services.context.budget import Item, Source
-from services.context.history_wire import (
-    CHAT_HISTORY_SUBJECT,
-    HISTORY_REPLY,
-    HistoryReply,
-    HistoryRequest,
-)
 from services.context.settings import ContextSettings
 
 STATE_GET_SUBJECT = "query.state.get"
+CHAT_HISTORY_SUBJECT = "query.chat.history"
 SUMMARY_TOP_K = 10
 # Every subject a build asks: the service's NATS user may publish these and no others
-# (nats_auth.py), and its AsyncAPI document shows them with their contracts. PROVISIONAL:
-# query.chat.history is asked only once its contract is registered (issue 16 §1, ingest);
-# until then the messages segment is missing with that reason.
-ASKS = tuple(
-    s
-    for s in (
-        CHAT_HISTORY_SUBJECT,
-        MEMORY_SEARCH_SUBJECT,
-        KNOWLEDGE_SEARCH_SUBJECT,
-        STATE_GET_SUBJECT,
-    )
-    if s in QUERIES
-)
+# (nats_auth.py), and its AsyncAPI document shows them with their contracts.
+ASKS = (CHAT_HISTORY_SUBJECT, MEMORY_SEARCH_SUBJECT, KNOWLEDGE_SEARCH_SUBJECT, STATE_GET_SUBJECT)
 
 
 class SourceFailed(Exception):
@@ -110,15 +94,13 @@ async def ask(
 
 async def history(nc: NatsClient, req: ContextBuildRequest, timeout: float) -> Source:
     assert req.conversation_id is not None
-    if CHAT_HISTORY_SUBJECT not in ASKS:
-        raise SourceFailed(f"{CHAT_HISTORY_SUBJECT} is not part of this deployment yet")
-    ask_for = HistoryRequest(
+    ask_for = ChatHistoryRequest(
         tenant_id=req.tenant_id,
         conversation_id=req.conversation_id,
         limit=req.options.history_limit,
     )
-    found: HistoryReply | None = await ask(
-        nc, CHAT_HISTORY_SUBJECT, ask_for, HISTORY_REPLY, timeout
+    found: ChatHistoryReply | None = await ask(
+        nc, CHAT_HISTORY_SUBJECT, ask_for, CHAT_HISTORY_REPLY, timeout
     )
     items = [
         Item(str(m.message_id), f"{m.role}: {m.content}", m.content, (str(m.message_id),))

@@ -8,9 +8,9 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import asyncpg
 import orjson
@@ -46,7 +46,8 @@ from tests.connected.context_fixtures import (  # noqa: F401
     run_context_fixture,
     template_put,
 )
-from tests.helpers import eventually, publish
+from tests import factories as f
+from tests.helpers import drained, eventually, publish
 
 CONVERSATION = "6f1c3c1e-2b7a-4d8e-9a51-0e4f2a7b9c10"
 
@@ -156,6 +157,36 @@ async def test_a_source_that_does_not_answer_is_missing_and_the_reply_comes_in_t
     assert by_kind["system"].status == "ok" and reply.total_tokens == by_kind["system"].tokens
     # It waited the silent source's 200 ms, then answered (load on CI leaves some slack).
     assert 0.2 <= elapsed < 2.5
+
+
+async def test_recent_messages_come_from_the_conversation_newest_first(
+    context: Worker, ingest: Worker, nc: NatsClient, producer: NatsClient
+) -> None:
+    cid = UUID(CONVERSATION)
+    sent = [uuid4() for _ in range(30)]
+    await publish(nc, f.conversation(cid, tenant=TENANT, user_id=USER))
+    await publish(
+        nc,
+        *(
+            f.message(cid, m, TENANT, f"message {i} about the hotel", f.T0 + timedelta(seconds=i))
+            for i, m in enumerate(sent)
+        ),
+        f.delete(sent[-2], TENANT, f.T0 + timedelta(minutes=5)),
+    )
+    await eventually(lambda: drained(nc), timeout=60)
+    reply = await ask(
+        producer, "query.context.build", build_request(100, options={"sources": ["messages"]})
+    )
+    assert isinstance(reply, ContextBuildReply), reply
+    messages = {s.kind.value: s for s in reply.segments}["messages"]
+    assert messages.status == "ok", messages
+    kept = messages.source_ids
+    # The newest that fit the budget, the deleted one left out, older turns dropped.
+    newest = [str(m) for m in reversed(sent) if m != sent[-2]]
+    assert 0 < len(kept) < len(newest) and set(kept) == set(newest[: len(kept)])
+    assert "message 29 about the hotel" in messages.text
+    assert "message 28 about" not in messages.text
+    assert reply.total_tokens <= 100
 
 
 async def test_a_build_with_an_unknown_variable_is_invalid(
