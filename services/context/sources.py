@@ -16,6 +16,7 @@ import nats.errors
 from nats.aio.client import Client as NatsClient
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from contracts.chat_queries import CHAT_HISTORY_REPLY, ChatHistoryReply, ChatHistoryRequest
 from contracts.context import ContextBuildRequest, SegmentKind
 from contracts.embedding import (
     KNOWLEDGE_SEARCH_REPLY,
@@ -31,7 +32,6 @@ from contracts.memory_search import (
     MemorySearchReply,
     MemorySearchRequest,
 )
-from contracts.chat_queries import CHAT_HISTORY_REPLY, ChatHistoryReply, ChatHistoryRequest
 from contracts.state import PARTITIONS
 from contracts.state_queries import STATE_GET_REPLY, StateGetReply, StateGetRequest
 from services.context.budget import Item, Source

@@ -31,6 +31,7 @@ from contracts.errors import QueryError
 from services.context.tokens import tokenizer
 from services.runtime.bus_setup import connect
 from services.runtime.service import Worker
+from tests import factories as f
 from tests.conftest import Env
 from tests.connected.checkpointer_fixtures import (  # noqa: F401
     AGENT,
@@ -46,7 +47,6 @@ from tests.connected.context_fixtures import (  # noqa: F401
     run_context_fixture,
     template_put,
 )
-from tests import factories as f
 from tests.helpers import drained, eventually, publish
 
 CONVERSATION = "6f1c3c1e-2b7a-4d8e-9a51-0e4f2a7b9c10"
