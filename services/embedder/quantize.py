@@ -5,6 +5,9 @@ Nothing is downloaded: the graph is exported from the weights already in memory
 of the MatMul weights only, per output channel, signed 8 bits. How one quantizes decides
 the quality: every op in int8 measured cosine mean 0.962 / min 0.934 against fp32 on
 chat texts; the MatMul weights only, per channel, 0.9935 / 0.986, at the same speed.
+Other recipes were measured against the gate (docs/benchmarks.md, "Embedder runtimes"):
+the ones that pass its recall@10 (8-bit blocks of 16-32 weights) are slower than fp32, and
+every one faster than fp32 fails it, this one included; so this, the fastest, stays.
 
 Building takes a few seconds (export, then quantize), so the result is kept in a cache
 folder, keyed by the SHA-256 of the model's files and the versions that made it: the next
