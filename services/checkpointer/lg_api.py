@@ -52,7 +52,12 @@ class WritePool:
 
     async def start(self, ctx: WorkerContext) -> None:
         self._pool = await create_pool(
-            ctx.settings.database_url, worker=True, min_size=1, max_size=self._size
+            ctx.settings.database_url,
+            worker=True,
+            min_size=1,
+            max_size=self._size,
+            # No RESET ALL round trip on release: every command sets its tenant first.
+            keep_session=True,
         )
 
     async def stop(self) -> None:

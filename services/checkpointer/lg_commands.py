@@ -78,8 +78,10 @@ class LangGraphStore:
                 else self._encode(req, bases)
             )
             try:
-                async with pool.acquire() as conn, conn.transaction():
-                    await scope_tenant(conn, req.tenant_id)
+                async with pool.acquire() as conn:
+                    # The session's tenant (the pool keeps sessions), then one statement:
+                    # two round trips, where BEGIN ... COMMIT took six.
+                    await scope_tenant(conn, req.tenant_id, local=False)
                     ids = await _insert(conn, req, encoded)
             except asyncpg.ForeignKeyViolationError:
                 # A delta's base was deleted (prune or delete at any replica) since it was
@@ -102,26 +104,12 @@ class LangGraphStore:
         """Checkpoint rows with their decoded channel values and pending writes."""
         if not rows:
             return []
-        keys = [(r["thread_id"], r["checkpoint_ns"], r["checkpoint_id"]) for r in rows]
-        writes = await conn.fetch(sql.WRITES_OF, tenant, *map(list, zip(*keys, strict=True)))
         wanted = {
             (r["thread_id"], r["checkpoint_ns"], c, v)
             for r in rows
             for c, v in zip(r["channels"], r["versions"], strict=True)
         }
         values = await self._blobs(conn, tenant, wanted)
-        by_cp: dict[tuple[str, str, str], list[PendingWrite]] = {}
-        for w in writes:
-            by_cp.setdefault((w[0], w[1], w[2]), []).append(
-                PendingWrite(
-                    task_id=w["task_id"],
-                    task_path=w["task_path"],
-                    idx=w["idx"],
-                    channel=w["channel"],
-                    type=w["type"],
-                    data=w["data"],
-                )
-            )
         return [
             CheckpointView(
                 thread_id=r["thread_id"],
@@ -135,10 +123,7 @@ class LangGraphStore:
                     for c, v in zip(r["channels"], r["versions"], strict=True)
                     if (r["thread_id"], r["checkpoint_ns"], c, v) in values
                 ],
-                writes=sorted(
-                    by_cp.get((r["thread_id"], r["checkpoint_ns"], r["checkpoint_id"]), []),
-                    key=lambda w: (w.task_path, w.task_id, w.idx),
-                ),
+                writes=_writes(r),
             )
             for r in rows
         ]
@@ -202,30 +187,28 @@ class LangGraphStore:
 async def _insert(
     conn: Connection, req: PutRequest, encoded: list[tuple[BlobIn, Encoded]]
 ) -> dict[tuple[str, str], int]:
-    key = (req.tenant_id, req.thread_id, req.checkpoint_ns)
-    ids: dict[tuple[str, str], int] = {}
-    if encoded:
-        cols: list[list[Any]] = [[] for _ in range(8)]
-        for blob, enc in encoded:
-            empty = blob.type == "empty"
-            row = (
-                blob.channel,
-                blob.version,
-                blob.type,
-                "raw" if empty else enc.codec,
-                None if empty else enc.base_id,
-                0 if empty else enc.depth,
-                len(blob.data or b""),
-                None if empty else enc.data,
-            )
-            for col, value in zip(cols, row, strict=True):
-                col.append(value)
-        for r in await conn.fetch(sql.INSERT_BLOBS, *key, *cols):
-            ids[(r["channel"], r["version"])] = r["blob_id"]
+    cols: list[list[Any]] = [[] for _ in range(8)]
+    for blob, enc in encoded:
+        empty = blob.type == "empty"
+        row = (
+            blob.channel,
+            blob.version,
+            blob.type,
+            "raw" if empty else enc.codec,
+            None if empty else enc.base_id,
+            0 if empty else enc.depth,
+            len(blob.data or b""),
+            None if empty else enc.data,
+        )
+        for col, value in zip(cols, row, strict=True):
+            col.append(value)
     channels = list(req.channel_versions)
-    await conn.execute(
-        sql.UPSERT_CHECKPOINT,
-        *key,
+    rows = await conn.fetch(
+        sql.PUT,
+        req.tenant_id,
+        req.thread_id,
+        req.checkpoint_ns,
+        *cols,
         req.checkpoint_id,
         req.parent_checkpoint_id,
         req.body.type,
@@ -234,13 +217,31 @@ async def _insert(
         [req.channel_versions[c] for c in channels],
         req.metadata,  # the pool encodes json/jsonb
     )
-    return ids
+    return {(r["channel"], r["version"]): r["blob_id"] for r in rows}
+
+
+def _writes(row: asyncpg.Record) -> list[PendingWrite]:
+    """The pending writes folded into a checkpoint row (arrays, in LangGraph's order)."""
+    if row["w_task_id"] is None:
+        return []
+    return [
+        PendingWrite(task_id=t, task_path=p, idx=i, channel=c, type=k, data=d)
+        for t, p, i, c, k, d in zip(
+            row["w_task_id"],
+            row["w_task_path"],
+            row["w_idx"],
+            row["w_channel"],
+            row["w_type"],
+            row["w_data"],
+            strict=True,
+        )
+    ]
 
 
 async def put_writes(pool: asyncpg.Pool, req: PutWritesRequest) -> int:
     ws = req.writes
-    async with pool.acquire() as conn, conn.transaction():
-        await scope_tenant(conn, req.tenant_id)
+    async with pool.acquire() as conn:  # one statement: no BEGIN ... COMMIT
+        await scope_tenant(conn, req.tenant_id, local=False)
         await conn.execute(
             sql.UPSERT_WRITES if req.upsert else sql.INSERT_WRITES,
             req.tenant_id,
