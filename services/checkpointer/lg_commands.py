@@ -9,6 +9,7 @@ tenant; reads on the reader role of the query pool. Blobs are stored as zstd del
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,12 @@ from services.checkpointer.lg_delta import encode as encode_blob
 from services.checkpointer.queries import scoped
 from services.runtime.db import Connection, scope_tenant
 from services.runtime.replies import QueryFailed
+
+# The tenant each session of the write pool is scoped to. That pool keeps sessions (no
+# RESET on release) and only these commands scope them for the session (maintenance
+# scopes its transactions), so a put of the same tenant skips a round trip. A stale entry
+# cannot show another tenant's rows: it dies with its connection.
+_SESSION_TENANT: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 # Above this many raw bytes in one put, compress on a thread (zstd releases the GIL).
 THREAD_ABOVE = 64 * 1024
@@ -79,9 +86,9 @@ class LangGraphStore:
             )
             try:
                 async with pool.acquire() as conn:
-                    # The session's tenant (the pool keeps sessions), then one statement:
-                    # two round trips, where BEGIN ... COMMIT took six.
-                    await scope_tenant(conn, req.tenant_id, local=False)
+                    # The session's tenant, then one statement: one round trip (two for
+                    # another tenant), where BEGIN ... COMMIT took six.
+                    await scope_session(conn, req.tenant_id)
                     ids = await _insert(conn, req, encoded)
             except asyncpg.ForeignKeyViolationError:
                 # A delta's base was deleted (prune or delete at any replica) since it was
@@ -184,6 +191,14 @@ class LangGraphStore:
             return await self.views(conn, tenant, rows)
 
 
+async def scope_session(conn: Connection, tenant: str) -> None:
+    """Row-level security for ``tenant`` on this write session, unless it is already."""
+    raw = getattr(conn, "_con", conn)  # a pool hands out a proxy of the connection
+    if _SESSION_TENANT.get(raw) != tenant:
+        await scope_tenant(conn, tenant, local=False)
+        _SESSION_TENANT[raw] = tenant
+
+
 async def _insert(
     conn: Connection, req: PutRequest, encoded: list[tuple[BlobIn, Encoded]]
 ) -> dict[tuple[str, str], int]:
@@ -241,7 +256,7 @@ def _writes(row: asyncpg.Record) -> list[PendingWrite]:
 async def put_writes(pool: asyncpg.Pool, req: PutWritesRequest) -> int:
     ws = req.writes
     async with pool.acquire() as conn:  # one statement: no BEGIN ... COMMIT
-        await scope_tenant(conn, req.tenant_id, local=False)
+        await scope_session(conn, req.tenant_id)
         await conn.execute(
             sql.UPSERT_WRITES if req.upsert else sql.INSERT_WRITES,
             req.tenant_id,
