@@ -77,6 +77,14 @@ class WritePool:
         return self._pool
 
 
+class LangGraphReadPool(QueryPool):
+    """The connections query.langgraph.* reads with (the reader role): its own, as only
+    these commands scope its sessions, so a session keeps its tenant between reads
+    (``lg_commands.scope_session``); query.state.* set theirs inside their statements."""
+
+    name = "langgraph-read-pool"
+
+
 def langgraph_routes(
     store: LangGraphStore, writes: WritePool, reads: QueryPool, concurrency: int
 ) -> list[QueryRoute]:

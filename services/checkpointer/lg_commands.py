@@ -29,14 +29,13 @@ from contracts.langgraph import (
 from services.checkpointer import lg_repo as sql
 from services.checkpointer.lg_delta import BlobCache, Cached, Encoded, StoredBlob, decode_all
 from services.checkpointer.lg_delta import encode as encode_blob
-from services.checkpointer.queries import scoped
 from services.runtime.db import Connection, scope_tenant
 from services.runtime.replies import QueryFailed
 
-# The tenant each session of the write pool is scoped to. That pool keeps sessions (no
+# The tenant each session of the langgraph pools is scoped to. They keep sessions (no
 # RESET on release) and only these commands scope them for the session (maintenance
-# scopes its transactions), so a put of the same tenant skips a round trip. A stale entry
-# cannot show another tenant's rows: it dies with its connection.
+# scopes its transactions), so a command of the same tenant skips a round trip. An entry
+# dies with its connection.
 _SESSION_TENANT: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 # Above this many raw bytes in one put, compress on a thread (zstd releases the GIL).
@@ -175,7 +174,8 @@ class LangGraphStore:
     async def get_tuple(
         self, pool: asyncpg.Pool, tenant: str, thread: str, ns: str, checkpoint_id: str | None
     ) -> CheckpointView | None:
-        async with scoped(pool, tenant) as conn:
+        async with pool.acquire() as conn:
+            await scope_session(conn, tenant)
             if checkpoint_id is None:
                 row = await conn.fetchrow(sql.LATEST, tenant, thread, ns)
             else:
@@ -186,13 +186,14 @@ class LangGraphStore:
     async def list(
         self, pool: asyncpg.Pool, tenant: str, filters: list[Any], limit: int
     ) -> list[CheckpointView]:
-        async with scoped(pool, tenant) as conn:
+        async with pool.acquire() as conn:
+            await scope_session(conn, tenant)
             rows = await conn.fetch(sql.LIST, tenant, *filters, limit)
             return await self.views(conn, tenant, rows)
 
 
 async def scope_session(conn: Connection, tenant: str) -> None:
-    """Row-level security for ``tenant`` on this write session, unless it is already."""
+    """Row-level security for ``tenant`` on this session, unless it is already."""
     raw = getattr(conn, "_con", conn)  # a pool hands out a proxy of the connection
     if _SESSION_TENANT.get(raw) != tenant:
         await scope_tenant(conn, tenant, local=False)
