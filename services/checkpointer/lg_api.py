@@ -89,15 +89,20 @@ def langgraph_routes(
     store: LangGraphStore, writes: WritePool, reads: QueryPool, concurrency: int
 ) -> list[QueryRoute]:
     async def put(req: PutRequest, limit: int) -> PutReply:
-        stored = await store.put(writes.pool, req)
-        return PutReply(checkpoint_id=req.checkpoint_id, stored_bytes=stored)
+        stored, ids = await store.put(writes.pool, req)
+        return PutReply(checkpoint_id=req.checkpoint_id, stored_bytes=stored, blob_ids=ids)
 
     async def writes_(req: PutWritesRequest, limit: int) -> DoneReply:
         return DoneReply(checkpoints=await put_writes(writes.pool, req))
 
     async def get_tuple(req: GetTupleRequest, limit: int) -> GetTupleReply:
         view = await store.get_tuple(
-            reads.pool, req.tenant_id, req.thread_id, req.checkpoint_ns, req.checkpoint_id
+            reads.pool,
+            req.tenant_id,
+            req.thread_id,
+            req.checkpoint_ns,
+            req.checkpoint_id,
+            held=req.held,
         )
         return GetTupleReply(checkpoint=view)
 

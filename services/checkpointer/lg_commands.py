@@ -73,8 +73,9 @@ class LangGraphStore:
             for blob, base in zip(req.blobs, bases, strict=True)
         ]
 
-    async def put(self, pool: asyncpg.Pool, req: PutRequest) -> int:
-        """Stores the checkpoint and its new blobs in one transaction; the bytes stored."""
+    async def put(self, pool: asyncpg.Pool, req: PutRequest) -> tuple[int, dict[str, int]]:
+        """Stores the checkpoint and its new blobs in one statement; the bytes stored and
+        the new blobs' ids by channel."""
         big = sum(len(b.data or b"") for b in req.blobs) > THREAD_ABOVE
         for keyframes in (False, True):
             bases = self._bases(req, keyframes)
@@ -99,15 +100,21 @@ class LangGraphStore:
                 if blob_id is not None and blob.type != "empty":
                     key = (req.tenant_id, req.thread_id, req.checkpoint_ns, blob.channel)
                     self.cache.put(key, Cached(blob.version, blob_id, blob.data or b"", enc.depth))
-            return sum(len(enc.data) for _, enc in encoded)
+            by_channel = {channel: blob_id for (channel, _), blob_id in ids.items()}
+            return sum(len(enc.data) for _, enc in encoded), by_channel
         raise QueryFailed(ErrorCode.unavailable, "the thread changed during the put; retry")
 
     # ---- reads ------------------------------------------------------------------------
 
     async def views(
-        self, conn: Connection, tenant: str, rows: Sequence[asyncpg.Record]
+        self,
+        conn: Connection,
+        tenant: str,
+        rows: Sequence[asyncpg.Record],
+        held: Sequence[int] = (),
     ) -> list[CheckpointView]:
-        """Checkpoint rows with their decoded channel values and pending writes."""
+        """Checkpoint rows with their decoded channel values and pending writes; values
+        whose blob id is in ``held`` (one checkpoint's read) without their bytes."""
         if not rows:
             return []
         wanted = {
@@ -115,7 +122,7 @@ class LangGraphStore:
             for r in rows
             for c, v in zip(r["channels"], r["versions"], strict=True)
         }
-        values = await self._blobs(conn, tenant, wanted)
+        values = await self._blobs(conn, tenant, wanted, held)
         return [
             CheckpointView(
                 thread_id=r["thread_id"],
@@ -135,7 +142,11 @@ class LangGraphStore:
         ]
 
     async def _blobs(
-        self, conn: Connection, tenant: str, wanted: set[tuple[str, str, str, str]]
+        self,
+        conn: Connection,
+        tenant: str,
+        wanted: set[tuple[str, str, str, str]],
+        held: Sequence[int],
     ) -> dict[tuple[str, str, str, str], ChannelValue]:
         if not wanted:
             return {}
@@ -145,11 +156,11 @@ class LangGraphStore:
             if hit is not None
         ]
         cols = list(map(list, zip(*wanted, strict=True)))
-        rows = await conn.fetch(sql.BLOB_CHAINS, tenant, *cols, cached_ids)
+        rows = await conn.fetch(sql.BLOB_CHAINS, tenant, *cols, cached_ids, list(held))
         stored = {
             r["blob_id"]: StoredBlob(r["blob_id"], r["base_id"], r["codec"], r["data"])
             for r in rows
-            if r["type"] != "empty"
+            if r["type"] != "empty" and not r["held"]
         }
         try:
             raw = decode_all(stored, self.cache.raw_of)
@@ -163,7 +174,14 @@ class LangGraphStore:
             if r["type"] == "empty":
                 out[key] = ChannelValue(channel=r["channel"], type="empty", data=None)
                 continue
-            out[key] = ChannelValue(channel=r["channel"], type=r["type"], data=raw[r["blob_id"]])
+            if r["held"]:  # the client has these bytes
+                out[key] = ChannelValue(
+                    channel=r["channel"], type=r["type"], blob_id=r["blob_id"], held=True
+                )
+                continue
+            out[key] = ChannelValue(
+                channel=r["channel"], type=r["type"], data=raw[r["blob_id"]], blob_id=r["blob_id"]
+            )
             ck = (tenant, r["thread_id"], r["checkpoint_ns"], r["channel"])
             if self.cache.get(ck) is None:  # a base for this replica's next delta
                 self.cache.put(
@@ -172,7 +190,14 @@ class LangGraphStore:
         return out
 
     async def get_tuple(
-        self, pool: asyncpg.Pool, tenant: str, thread: str, ns: str, checkpoint_id: str | None
+        self,
+        pool: asyncpg.Pool,
+        tenant: str,
+        thread: str,
+        ns: str,
+        checkpoint_id: str | None,
+        *,
+        held: Sequence[int] = (),
     ) -> CheckpointView | None:
         async with pool.acquire() as conn:
             await scope_session(conn, tenant)
@@ -180,7 +205,7 @@ class LangGraphStore:
                 row = await conn.fetchrow(sql.LATEST, tenant, thread, ns)
             else:
                 row = await conn.fetchrow(sql.ONE, tenant, thread, ns, checkpoint_id)
-            views = await self.views(conn, tenant, [row] if row is not None else [])
+            views = await self.views(conn, tenant, [row] if row is not None else [], held)
         return views[0] if views else None
 
     async def list(

@@ -96,11 +96,15 @@ SELECT {CHECKPOINT_COLUMNS}
 """
 
 # The blobs asked for and the chain of bases each delta needs, stopping at a row the
-# service has decoded already ($7: those ids; their bytes are not sent).
+# service has decoded already ($6: those ids; their bytes are not sent) and at a row the
+# client holds ($7: asked for only, its bytes not sent and its chain not walked).
 BLOB_CHAINS = """
 WITH RECURSIVE chain AS (
     SELECT b.blob_id, b.base_id, b.codec, b.thread_id, b.checkpoint_ns, b.channel, b.version,
-           b.type, b.depth, CASE WHEN b.blob_id = ANY ($6::bigint[]) THEN NULL ELSE b.data END
+           b.type, b.depth,
+           CASE WHEN b.blob_id = ANY ($6::bigint[]) OR b.blob_id = ANY ($7::bigint[])
+                THEN NULL ELSE b.data END,
+           b.blob_id = ANY ($7::bigint[]) AS held
       FROM unnest($2::text[], $3::text[], $4::text[], $5::text[])
            AS k(thread_id, checkpoint_ns, channel, version)
       JOIN checkpoint.lg_blobs b
@@ -108,12 +112,13 @@ WITH RECURSIVE chain AS (
        AND b.channel = k.channel AND b.version = k.version
     UNION
     SELECT p.blob_id, p.base_id, p.codec, p.thread_id, p.checkpoint_ns, p.channel, p.version,
-           p.type, p.depth, CASE WHEN p.blob_id = ANY ($6::bigint[]) THEN NULL ELSE p.data END
+           p.type, p.depth, CASE WHEN p.blob_id = ANY ($6::bigint[]) THEN NULL ELSE p.data END,
+           false
       FROM chain c JOIN checkpoint.lg_blobs p ON p.blob_id = c.base_id AND p.tenant_id = $1
-     WHERE c.base_id IS NOT NULL AND NOT (c.blob_id = ANY ($6::bigint[]))
+     WHERE c.base_id IS NOT NULL AND NOT c.held AND NOT (c.blob_id = ANY ($6::bigint[]))
 )
 SELECT blob_id, base_id, codec, thread_id, checkpoint_ns, channel, version, type, depth,
-       data
+       data, held
   FROM chain
 """
 
