@@ -1,9 +1,10 @@
 """Answers to ``query.langgraph.*``: LangGraph's checkpointer interface as commands that
 answer after COMMIT (docs/langgraph.md).
 
-Writes and deletes run on the worker's role in one transaction scoped to the request's
-tenant; reads on the reader role of the query pool. Blobs are stored as zstd deltas
-(``lg_delta``); the decoded newest version of each channel stays in this replica's cache.
+Writes run on the worker's role, each one statement (atomic alone) on a session scoped to
+the request's tenant; reads on the reader role, through the langgraph read pool. Blobs
+are stored as zstd deltas (``lg_delta``); the decoded newest version of each channel
+stays in this replica's cache.
 """
 
 from __future__ import annotations
