@@ -74,6 +74,17 @@ class BlobIn(Typed):
 
 class ChannelValue(Typed):
     channel: str = Field(description="Channel name.", examples=["messages"])
+    blob_id: int | None = Field(
+        default=None,
+        description="The stored version's row id: a version's bytes never change under one "
+        "id, so a client may keep them by it (see GetTupleRequest.held).",
+        examples=[1042],
+    )
+    held: bool = Field(
+        default=False,
+        description="`data` left out: the request said the client holds `blob_id`.",
+        examples=[False],
+    )
 
 
 class WriteIn(Typed):
@@ -135,6 +146,11 @@ class PutRequest(Scoped):
 class PutReply(Reply):
     checkpoint_id: str = Field(description="Stored, committed.", examples=[ID_EX])
     stored_bytes: int = Field(description="Bytes the new blobs took.", examples=[120])
+    blob_ids: dict[str, int] = Field(
+        default_factory=dict,
+        description="Row id of each new blob, by channel (a version stored before: absent).",
+        examples=[{"messages": 1042}],
+    )
 
 
 class PutWritesRequest(Scoped):
@@ -156,6 +172,13 @@ class GetTupleRequest(Scoped):
     checkpoint_ns: str = NS
     checkpoint_id: str | None = Field(
         default=None, description="This checkpoint (default: the newest).", examples=[None]
+    )
+    held: list[int] = Field(
+        default_factory=list,
+        max_length=4096,
+        description="Blob ids whose bytes the client holds: such a value comes back "
+        "`held`, without its data.",
+        examples=[[1041, 1042]],
     )
 
 

@@ -58,6 +58,7 @@ from contracts.langgraph import (
     Typed,
     WriteIn,
 )
+from engram_client.lg_held import HeldBlobs, HeldValue
 
 R = TypeVar("R", bound=BaseModel)
 T = TypeVar("T")
@@ -83,8 +84,12 @@ class EngramSaver(BaseCheckpointSaver[str]):
         timeout_s: float = 10.0,
         attempts: int = 3,
         serde: SerializerProtocol | None = None,
+        held_bytes: int = 64 * 1024 * 1024,
     ) -> None:
+        """``held_bytes``: bytes of channel values kept to read this saver's threads
+        again without the service sending them (``engram_client.lg_held``; 0: none)."""
         super().__init__(serde=serde)
+        self.held = HeldBlobs(held_bytes)
         self.nc = nc
         self.tenant_id = tenant_id
         self.timeout_s = timeout_s
@@ -170,7 +175,11 @@ class EngramSaver(BaseCheckpointSaver[str]):
             metadata=json.loads(json.dumps(md, default=repr)),
             blobs=blobs,
         )
-        await self._ask("query.langgraph.put", request, PutReply)
+        reply = await self._ask("query.langgraph.put", request, PutReply)
+        for blob in blobs:
+            blob_id = reply.blob_ids.get(blob.channel)
+            if blob_id is not None and blob.type != "empty":
+                self.held.put(blob_id, (thread_id, ns), blob.type, blob.data or b"")
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -207,14 +216,17 @@ class EngramSaver(BaseCheckpointSaver[str]):
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         conf = config["configurable"]
+        thread = (conf["thread_id"], conf.get("checkpoint_ns", ""))
+        held = self.held.snapshot(thread)
         request = GetTupleRequest(
             tenant_id=self.tenant_id,
-            thread_id=conf["thread_id"],
-            checkpoint_ns=conf.get("checkpoint_ns", ""),
+            thread_id=thread[0],
+            checkpoint_ns=thread[1],
             checkpoint_id=get_checkpoint_id(config),
+            held=list(held),
         )
         reply = await self._ask("query.langgraph.get_tuple", request, GetTupleReply)
-        return None if reply.checkpoint is None else self._tuple(reply.checkpoint)
+        return None if reply.checkpoint is None else self._tuple(reply.checkpoint, held)
 
     async def alist(
         self,
@@ -247,6 +259,7 @@ class EngramSaver(BaseCheckpointSaver[str]):
             cursor = page.items[-1].checkpoint_id
 
     async def adelete_thread(self, thread_id: str) -> None:
+        self.held.drop_thread(thread_id)
         request = DeleteThreadRequest(tenant_id=self.tenant_id, thread_id=thread_id)
         await self._ask("query.langgraph.delete_thread", request, DoneReply)
 
@@ -278,12 +291,23 @@ class EngramSaver(BaseCheckpointSaver[str]):
             number = int(current.split(".")[0])
         return f"{number + 1:032}.{random.random():016}"
 
-    def _tuple(self, view: CheckpointView) -> CheckpointTuple:
+    def _tuple(
+        self, view: CheckpointView, held: dict[int, HeldValue] | None = None
+    ) -> CheckpointTuple:
         checkpoint: Checkpoint = self.serde.loads_typed((view.body.type, view.body.data or b""))
         values = dict(checkpoint.get("channel_values") or {})
+        thread = (view.thread_id, view.checkpoint_ns)
         for value in view.values:
-            if value.type != "empty":
-                values[value.channel] = self.serde.loads_typed((value.type, value.data or b""))
+            if value.type == "empty":
+                continue
+            if value.held:  # only ever for an id this request named
+                assert held is not None and value.blob_id is not None
+                data = held[value.blob_id].data
+            else:
+                data = value.data or b""
+                if value.blob_id is not None and held is not None:  # a read to hold
+                    self.held.put(value.blob_id, thread, value.type, data)
+            values[value.channel] = self.serde.loads_typed((value.type, data))
         checkpoint["channel_values"] = values
         ids = {"thread_id": view.thread_id, "checkpoint_ns": view.checkpoint_ns}
         parent = view.parent_checkpoint_id

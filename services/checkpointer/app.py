@@ -10,7 +10,7 @@ from contracts.state import StateConflict
 from services.checkpointer.api import query_routes
 from services.checkpointer.components import QueryPool, parked_sweep, periodic_prune
 from services.checkpointer.handlers import consumes
-from services.checkpointer.lg_api import WritePool, langgraph_routes
+from services.checkpointer.lg_api import LangGraphReadPool, WritePool, langgraph_routes
 from services.checkpointer.lg_commands import LangGraphStore
 from services.checkpointer.ordering import OrderingGate
 from services.checkpointer.settings import CheckpointerSettings
@@ -27,12 +27,13 @@ def assemble(settings: CheckpointerSettings) -> Assembly:
     writer = StateWriter(settings, SPEC.outbox, gate)
     reads = QueryPool(settings.query_pool_max)
     lg_writes = WritePool(settings.langgraph_pool_max)
+    lg_reads = LangGraphReadPool(settings.langgraph_read_pool_max)
     lg_store = LangGraphStore(
         level=settings.langgraph_level,
         keyframe_every=settings.langgraph_keyframe_every,
         cache_bytes=settings.langgraph_cache_bytes,
     )
-    components: list[Component] = [reads, lg_writes]
+    components: list[Component] = [reads, lg_writes, lg_reads]
     if gate is not None:
         components += [gate, parked_sweep(writer, settings.sweep_every_s, settings.roles)]
     if settings.prune_keep_days:
@@ -48,7 +49,7 @@ def assemble(settings: CheckpointerSettings) -> Assembly:
         consumes=consumes(writer),
         queries=[
             *query_routes(reads),
-            *langgraph_routes(lg_store, lg_writes, reads, settings.langgraph_concurrency),
+            *langgraph_routes(lg_store, lg_writes, lg_reads, settings.langgraph_concurrency),
         ],
         components=components,
         publishes=(StateConflict,),

@@ -52,7 +52,12 @@ class WritePool:
 
     async def start(self, ctx: WorkerContext) -> None:
         self._pool = await create_pool(
-            ctx.settings.database_url, worker=True, min_size=1, max_size=self._size
+            ctx.settings.database_url,
+            worker=True,
+            min_size=1,
+            max_size=self._size,
+            # No RESET ALL round trip on release: every command sets its tenant first.
+            keep_session=True,
         )
 
     async def stop(self) -> None:
@@ -72,19 +77,32 @@ class WritePool:
         return self._pool
 
 
+class LangGraphReadPool(QueryPool):
+    """The connections query.langgraph.* reads with (the reader role): its own, as only
+    these commands scope its sessions, so a session keeps its tenant between reads
+    (``lg_commands.scope_session``); query.state.* set theirs inside their statements."""
+
+    name = "langgraph-read-pool"
+
+
 def langgraph_routes(
     store: LangGraphStore, writes: WritePool, reads: QueryPool, concurrency: int
 ) -> list[QueryRoute]:
     async def put(req: PutRequest, limit: int) -> PutReply:
-        stored = await store.put(writes.pool, req)
-        return PutReply(checkpoint_id=req.checkpoint_id, stored_bytes=stored)
+        stored, ids = await store.put(writes.pool, req)
+        return PutReply(checkpoint_id=req.checkpoint_id, stored_bytes=stored, blob_ids=ids)
 
     async def writes_(req: PutWritesRequest, limit: int) -> DoneReply:
         return DoneReply(checkpoints=await put_writes(writes.pool, req))
 
     async def get_tuple(req: GetTupleRequest, limit: int) -> GetTupleReply:
         view = await store.get_tuple(
-            reads.pool, req.tenant_id, req.thread_id, req.checkpoint_ns, req.checkpoint_id
+            reads.pool,
+            req.tenant_id,
+            req.thread_id,
+            req.checkpoint_ns,
+            req.checkpoint_id,
+            held=req.held,
         )
         return GetTupleReply(checkpoint=view)
 

@@ -1,14 +1,16 @@
 """Answers to ``query.langgraph.*``: LangGraph's checkpointer interface as commands that
 answer after COMMIT (docs/langgraph.md).
 
-Writes and deletes run on the worker's role in one transaction scoped to the request's
-tenant; reads on the reader role of the query pool. Blobs are stored as zstd deltas
-(``lg_delta``); the decoded newest version of each channel stays in this replica's cache.
+Writes run on the worker's role, each one statement (atomic alone) on a session scoped to
+the request's tenant; reads on the reader role, through the langgraph read pool. Blobs
+are stored as zstd deltas (``lg_delta``); the decoded newest version of each channel
+stays in this replica's cache.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,9 +30,14 @@ from contracts.langgraph import (
 from services.checkpointer import lg_repo as sql
 from services.checkpointer.lg_delta import BlobCache, Cached, Encoded, StoredBlob, decode_all
 from services.checkpointer.lg_delta import encode as encode_blob
-from services.checkpointer.queries import scoped
 from services.runtime.db import Connection, scope_tenant
 from services.runtime.replies import QueryFailed
+
+# The tenant each session of the langgraph pools is scoped to. They keep sessions (no
+# RESET on release) and only these commands scope them for the session (maintenance
+# scopes its transactions), so a command of the same tenant skips a round trip. An entry
+# dies with its connection.
+_SESSION_TENANT: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 # Above this many raw bytes in one put, compress on a thread (zstd releases the GIL).
 THREAD_ABOVE = 64 * 1024
@@ -67,8 +74,9 @@ class LangGraphStore:
             for blob, base in zip(req.blobs, bases, strict=True)
         ]
 
-    async def put(self, pool: asyncpg.Pool, req: PutRequest) -> int:
-        """Stores the checkpoint and its new blobs in one transaction; the bytes stored."""
+    async def put(self, pool: asyncpg.Pool, req: PutRequest) -> tuple[int, dict[str, int]]:
+        """Stores the checkpoint and its new blobs in one statement; the bytes stored and
+        the new blobs' ids by channel."""
         big = sum(len(b.data or b"") for b in req.blobs) > THREAD_ABOVE
         for keyframes in (False, True):
             bases = self._bases(req, keyframes)
@@ -78,8 +86,10 @@ class LangGraphStore:
                 else self._encode(req, bases)
             )
             try:
-                async with pool.acquire() as conn, conn.transaction():
-                    await scope_tenant(conn, req.tenant_id)
+                async with pool.acquire() as conn:
+                    # The session's tenant, then one statement: one round trip (two for
+                    # another tenant), where BEGIN ... COMMIT took six.
+                    await scope_session(conn, req.tenant_id)
                     ids = await _insert(conn, req, encoded)
             except asyncpg.ForeignKeyViolationError:
                 # A delta's base was deleted (prune or delete at any replica) since it was
@@ -91,37 +101,29 @@ class LangGraphStore:
                 if blob_id is not None and blob.type != "empty":
                     key = (req.tenant_id, req.thread_id, req.checkpoint_ns, blob.channel)
                     self.cache.put(key, Cached(blob.version, blob_id, blob.data or b"", enc.depth))
-            return sum(len(enc.data) for _, enc in encoded)
+            by_channel = {channel: blob_id for (channel, _), blob_id in ids.items()}
+            return sum(len(enc.data) for _, enc in encoded), by_channel
         raise QueryFailed(ErrorCode.unavailable, "the thread changed during the put; retry")
 
     # ---- reads ------------------------------------------------------------------------
 
     async def views(
-        self, conn: Connection, tenant: str, rows: Sequence[asyncpg.Record]
+        self,
+        conn: Connection,
+        tenant: str,
+        rows: Sequence[asyncpg.Record],
+        held: Sequence[int] = (),
     ) -> list[CheckpointView]:
-        """Checkpoint rows with their decoded channel values and pending writes."""
+        """Checkpoint rows with their decoded channel values and pending writes; values
+        whose blob id is in ``held`` (one checkpoint's read) without their bytes."""
         if not rows:
             return []
-        keys = [(r["thread_id"], r["checkpoint_ns"], r["checkpoint_id"]) for r in rows]
-        writes = await conn.fetch(sql.WRITES_OF, tenant, *map(list, zip(*keys, strict=True)))
         wanted = {
             (r["thread_id"], r["checkpoint_ns"], c, v)
             for r in rows
             for c, v in zip(r["channels"], r["versions"], strict=True)
         }
-        values = await self._blobs(conn, tenant, wanted)
-        by_cp: dict[tuple[str, str, str], list[PendingWrite]] = {}
-        for w in writes:
-            by_cp.setdefault((w[0], w[1], w[2]), []).append(
-                PendingWrite(
-                    task_id=w["task_id"],
-                    task_path=w["task_path"],
-                    idx=w["idx"],
-                    channel=w["channel"],
-                    type=w["type"],
-                    data=w["data"],
-                )
-            )
+        values = await self._blobs(conn, tenant, wanted, held)
         return [
             CheckpointView(
                 thread_id=r["thread_id"],
@@ -135,16 +137,17 @@ class LangGraphStore:
                     for c, v in zip(r["channels"], r["versions"], strict=True)
                     if (r["thread_id"], r["checkpoint_ns"], c, v) in values
                 ],
-                writes=sorted(
-                    by_cp.get((r["thread_id"], r["checkpoint_ns"], r["checkpoint_id"]), []),
-                    key=lambda w: (w.task_path, w.task_id, w.idx),
-                ),
+                writes=_writes(r),
             )
             for r in rows
         ]
 
     async def _blobs(
-        self, conn: Connection, tenant: str, wanted: set[tuple[str, str, str, str]]
+        self,
+        conn: Connection,
+        tenant: str,
+        wanted: set[tuple[str, str, str, str]],
+        held: Sequence[int],
     ) -> dict[tuple[str, str, str, str], ChannelValue]:
         if not wanted:
             return {}
@@ -154,11 +157,11 @@ class LangGraphStore:
             if hit is not None
         ]
         cols = list(map(list, zip(*wanted, strict=True)))
-        rows = await conn.fetch(sql.BLOB_CHAINS, tenant, *cols, cached_ids)
+        rows = await conn.fetch(sql.BLOB_CHAINS, tenant, *cols, cached_ids, list(held))
         stored = {
             r["blob_id"]: StoredBlob(r["blob_id"], r["base_id"], r["codec"], r["data"])
             for r in rows
-            if r["type"] != "empty"
+            if r["type"] != "empty" and not r["held"]
         }
         try:
             raw = decode_all(stored, self.cache.raw_of)
@@ -172,7 +175,14 @@ class LangGraphStore:
             if r["type"] == "empty":
                 out[key] = ChannelValue(channel=r["channel"], type="empty", data=None)
                 continue
-            out[key] = ChannelValue(channel=r["channel"], type=r["type"], data=raw[r["blob_id"]])
+            if r["held"]:  # the client has these bytes
+                out[key] = ChannelValue(
+                    channel=r["channel"], type=r["type"], blob_id=r["blob_id"], held=True
+                )
+                continue
+            out[key] = ChannelValue(
+                channel=r["channel"], type=r["type"], data=raw[r["blob_id"]], blob_id=r["blob_id"]
+            )
             ck = (tenant, r["thread_id"], r["checkpoint_ns"], r["channel"])
             if self.cache.get(ck) is None:  # a base for this replica's next delta
                 self.cache.put(
@@ -181,51 +191,66 @@ class LangGraphStore:
         return out
 
     async def get_tuple(
-        self, pool: asyncpg.Pool, tenant: str, thread: str, ns: str, checkpoint_id: str | None
+        self,
+        pool: asyncpg.Pool,
+        tenant: str,
+        thread: str,
+        ns: str,
+        checkpoint_id: str | None,
+        *,
+        held: Sequence[int] = (),
     ) -> CheckpointView | None:
-        async with scoped(pool, tenant) as conn:
+        async with pool.acquire() as conn:
+            await scope_session(conn, tenant)
             if checkpoint_id is None:
                 row = await conn.fetchrow(sql.LATEST, tenant, thread, ns)
             else:
                 row = await conn.fetchrow(sql.ONE, tenant, thread, ns, checkpoint_id)
-            views = await self.views(conn, tenant, [row] if row is not None else [])
+            views = await self.views(conn, tenant, [row] if row is not None else [], held)
         return views[0] if views else None
 
     async def list(
         self, pool: asyncpg.Pool, tenant: str, filters: list[Any], limit: int
     ) -> list[CheckpointView]:
-        async with scoped(pool, tenant) as conn:
+        async with pool.acquire() as conn:
+            await scope_session(conn, tenant)
             rows = await conn.fetch(sql.LIST, tenant, *filters, limit)
             return await self.views(conn, tenant, rows)
+
+
+async def scope_session(conn: Connection, tenant: str) -> None:
+    """Row-level security for ``tenant`` on this session, unless it is already."""
+    raw = getattr(conn, "_con", conn)  # a pool hands out a proxy of the connection
+    if _SESSION_TENANT.get(raw) != tenant:
+        await scope_tenant(conn, tenant, local=False)
+        _SESSION_TENANT[raw] = tenant
 
 
 async def _insert(
     conn: Connection, req: PutRequest, encoded: list[tuple[BlobIn, Encoded]]
 ) -> dict[tuple[str, str], int]:
-    key = (req.tenant_id, req.thread_id, req.checkpoint_ns)
-    ids: dict[tuple[str, str], int] = {}
-    if encoded:
-        cols: list[list[Any]] = [[] for _ in range(8)]
-        for blob, enc in encoded:
-            empty = blob.type == "empty"
-            row = (
-                blob.channel,
-                blob.version,
-                blob.type,
-                "raw" if empty else enc.codec,
-                None if empty else enc.base_id,
-                0 if empty else enc.depth,
-                len(blob.data or b""),
-                None if empty else enc.data,
-            )
-            for col, value in zip(cols, row, strict=True):
-                col.append(value)
-        for r in await conn.fetch(sql.INSERT_BLOBS, *key, *cols):
-            ids[(r["channel"], r["version"])] = r["blob_id"]
+    cols: list[list[Any]] = [[] for _ in range(8)]
+    for blob, enc in encoded:
+        empty = blob.type == "empty"
+        row = (
+            blob.channel,
+            blob.version,
+            blob.type,
+            "raw" if empty else enc.codec,
+            None if empty else enc.base_id,
+            0 if empty else enc.depth,
+            len(blob.data or b""),
+            None if empty else enc.data,
+        )
+        for col, value in zip(cols, row, strict=True):
+            col.append(value)
     channels = list(req.channel_versions)
-    await conn.execute(
-        sql.UPSERT_CHECKPOINT,
-        *key,
+    rows = await conn.fetch(
+        sql.PUT,
+        req.tenant_id,
+        req.thread_id,
+        req.checkpoint_ns,
+        *cols,
         req.checkpoint_id,
         req.parent_checkpoint_id,
         req.body.type,
@@ -234,13 +259,31 @@ async def _insert(
         [req.channel_versions[c] for c in channels],
         req.metadata,  # the pool encodes json/jsonb
     )
-    return ids
+    return {(r["channel"], r["version"]): r["blob_id"] for r in rows}
+
+
+def _writes(row: asyncpg.Record) -> list[PendingWrite]:
+    """The pending writes folded into a checkpoint row (arrays, in LangGraph's order)."""
+    if row["w_task_id"] is None:
+        return []
+    return [
+        PendingWrite(task_id=t, task_path=p, idx=i, channel=c, type=k, data=d)
+        for t, p, i, c, k, d in zip(
+            row["w_task_id"],
+            row["w_task_path"],
+            row["w_idx"],
+            row["w_channel"],
+            row["w_type"],
+            row["w_data"],
+            strict=True,
+        )
+    ]
 
 
 async def put_writes(pool: asyncpg.Pool, req: PutWritesRequest) -> int:
     ws = req.writes
-    async with pool.acquire() as conn, conn.transaction():
-        await scope_tenant(conn, req.tenant_id)
+    async with pool.acquire() as conn:  # one statement: no BEGIN ... COMMIT
+        await scope_session(conn, req.tenant_id)
         await conn.execute(
             sql.UPSERT_WRITES if req.upsert else sql.INSERT_WRITES,
             req.tenant_id,

@@ -5,27 +5,31 @@ from __future__ import annotations
 
 # ---- writes -------------------------------------------------------------------------
 
-INSERT_BLOBS = """
-INSERT INTO checkpoint.lg_blobs
-       (tenant_id, thread_id, checkpoint_ns, channel, version, type, codec, base_id, depth,
-        raw_bytes, data)
-SELECT $1, $2, $3, b.channel, b.version, b.type, b.codec, b.base_id, b.depth, b.raw_bytes,
-       b.data
-  FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::int[],
-              $10::int[], $11::bytea[])
-       AS b(channel, version, type, codec, base_id, depth, raw_bytes, data)
-    ON CONFLICT DO NOTHING
-RETURNING channel, version, blob_id
-"""
-
-UPSERT_CHECKPOINT = """
-INSERT INTO checkpoint.lg_checkpoints
-       (tenant_id, thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, body_type,
-        body, channels, versions, metadata)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)
-    ON CONFLICT (tenant_id, thread_id, checkpoint_ns, checkpoint_id) DO UPDATE
-   SET body_type = EXCLUDED.body_type, body = EXCLUDED.body, channels = EXCLUDED.channels,
-       versions = EXCLUDED.versions, metadata = EXCLUDED.metadata
+# One statement per put (atomic on its own, no BEGIN/COMMIT round trips): the new blobs,
+# then the checkpoint; the blobs' ids come back for the cache.
+PUT = """
+WITH blobs AS (
+    INSERT INTO checkpoint.lg_blobs
+           (tenant_id, thread_id, checkpoint_ns, channel, version, type, codec, base_id,
+            depth, raw_bytes, data)
+    SELECT $1, $2, $3, b.channel, b.version, b.type, b.codec, b.base_id, b.depth,
+           b.raw_bytes, b.data
+      FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::int[],
+                  $10::int[], $11::bytea[])
+           AS b(channel, version, type, codec, base_id, depth, raw_bytes, data)
+        ON CONFLICT DO NOTHING
+    RETURNING channel, version, blob_id
+), cp AS (
+    INSERT INTO checkpoint.lg_checkpoints
+           (tenant_id, thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
+            body_type, body, channels, versions, metadata)
+    VALUES ($1, $2, $3, $12, $13, $14, $15, $16, $17, $18::jsonb)
+        ON CONFLICT (tenant_id, thread_id, checkpoint_ns, checkpoint_id) DO UPDATE
+       SET body_type = EXCLUDED.body_type, body = EXCLUDED.body,
+           channels = EXCLUDED.channels, versions = EXCLUDED.versions,
+           metadata = EXCLUDED.metadata
+)
+SELECT channel, version, blob_id FROM blobs
 """
 
 _WRITES_INSERT = """
@@ -44,49 +48,63 @@ UPSERT_WRITES = (
 
 # ---- reads --------------------------------------------------------------------------
 
-CHECKPOINT_COLUMNS = """thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
-       body_type, body, channels, versions, metadata::text AS metadata"""
+# A checkpoint row with its pending writes as arrays (one round trip, not two).
+CHECKPOINT_COLUMNS = """c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id,
+       c.body_type, c.body, c.channels, c.versions, c.metadata::text AS metadata,
+       w.w_task_id, w.w_task_path, w.w_idx, w.w_channel, w.w_type, w.w_data"""
+WRITES_OF_ROW = """LEFT JOIN LATERAL (
+    SELECT array_agg(x.task_id ORDER BY x.task_path, x.task_id, x.idx) AS w_task_id,
+           array_agg(x.task_path ORDER BY x.task_path, x.task_id, x.idx) AS w_task_path,
+           array_agg(x.idx ORDER BY x.task_path, x.task_id, x.idx) AS w_idx,
+           array_agg(x.channel ORDER BY x.task_path, x.task_id, x.idx) AS w_channel,
+           array_agg(x.type ORDER BY x.task_path, x.task_id, x.idx) AS w_type,
+           array_agg(x.data ORDER BY x.task_path, x.task_id, x.idx) AS w_data
+      FROM checkpoint.lg_writes x
+     WHERE x.tenant_id = c.tenant_id AND x.thread_id = c.thread_id
+       AND x.checkpoint_ns = c.checkpoint_ns AND x.checkpoint_id = c.checkpoint_id
+) w ON true"""
 
 LATEST = f"""
-SELECT {CHECKPOINT_COLUMNS} FROM checkpoint.lg_checkpoints
- WHERE tenant_id = $1 AND thread_id = $2 AND checkpoint_ns = $3
- ORDER BY checkpoint_id DESC LIMIT 1
+SELECT {CHECKPOINT_COLUMNS}
+  FROM (SELECT * FROM checkpoint.lg_checkpoints
+         WHERE tenant_id = $1 AND thread_id = $2 AND checkpoint_ns = $3
+         ORDER BY checkpoint_id DESC LIMIT 1) c
+  {WRITES_OF_ROW}
 """
 
 ONE = f"""
-SELECT {CHECKPOINT_COLUMNS} FROM checkpoint.lg_checkpoints
- WHERE tenant_id = $1 AND thread_id = $2 AND checkpoint_ns = $3 AND checkpoint_id = $4
+SELECT {CHECKPOINT_COLUMNS} FROM checkpoint.lg_checkpoints c
+  {WRITES_OF_ROW}
+ WHERE c.tenant_id = $1 AND c.thread_id = $2 AND c.checkpoint_ns = $3
+   AND c.checkpoint_id = $4
 """
 
 # Optional filters are NULL; `before` is the cursor of LangGraph's list.
 LIST = f"""
-SELECT {CHECKPOINT_COLUMNS} FROM checkpoint.lg_checkpoints
- WHERE tenant_id = $1
-   AND ($2::text IS NULL OR thread_id = $2)
-   AND ($3::text IS NULL OR checkpoint_ns = $3)
-   AND ($4::text IS NULL OR checkpoint_id = $4)
-   AND ($5::jsonb IS NULL OR metadata @> $5::jsonb)
-   AND ($6::text IS NULL OR checkpoint_id < $6)
- ORDER BY checkpoint_id DESC
- LIMIT $7
-"""
-
-# The writes of several checkpoints (thread, namespace, id triples).
-WRITES_OF = """
-SELECT w.thread_id, w.checkpoint_ns, w.checkpoint_id, w.task_id, w.task_path, w.idx,
-       w.channel, w.type, w.data
-  FROM unnest($2::text[], $3::text[], $4::text[]) AS k(thread_id, checkpoint_ns, checkpoint_id)
-  JOIN checkpoint.lg_writes w
-    ON w.tenant_id = $1 AND w.thread_id = k.thread_id AND w.checkpoint_ns = k.checkpoint_ns
-   AND w.checkpoint_id = k.checkpoint_id
+SELECT {CHECKPOINT_COLUMNS}
+  FROM (SELECT * FROM checkpoint.lg_checkpoints
+         WHERE tenant_id = $1
+           AND ($2::text IS NULL OR thread_id = $2)
+           AND ($3::text IS NULL OR checkpoint_ns = $3)
+           AND ($4::text IS NULL OR checkpoint_id = $4)
+           AND ($5::jsonb IS NULL OR metadata @> $5::jsonb)
+           AND ($6::text IS NULL OR checkpoint_id < $6)
+         ORDER BY checkpoint_id DESC
+         LIMIT $7) c
+  {WRITES_OF_ROW}
+ ORDER BY c.checkpoint_id DESC
 """
 
 # The blobs asked for and the chain of bases each delta needs, stopping at a row the
-# service has decoded already ($7: those ids; their bytes are not sent).
+# service has decoded already ($6: those ids; their bytes are not sent) and at a row the
+# client holds ($7: asked for only, its bytes not sent and its chain not walked).
 BLOB_CHAINS = """
 WITH RECURSIVE chain AS (
     SELECT b.blob_id, b.base_id, b.codec, b.thread_id, b.checkpoint_ns, b.channel, b.version,
-           b.type, b.depth, CASE WHEN b.blob_id = ANY ($6::bigint[]) THEN NULL ELSE b.data END
+           b.type, b.depth,
+           CASE WHEN b.blob_id = ANY ($6::bigint[]) OR b.blob_id = ANY ($7::bigint[])
+                THEN NULL ELSE b.data END,
+           b.blob_id = ANY ($7::bigint[]) AS held
       FROM unnest($2::text[], $3::text[], $4::text[], $5::text[])
            AS k(thread_id, checkpoint_ns, channel, version)
       JOIN checkpoint.lg_blobs b
@@ -94,12 +112,13 @@ WITH RECURSIVE chain AS (
        AND b.channel = k.channel AND b.version = k.version
     UNION
     SELECT p.blob_id, p.base_id, p.codec, p.thread_id, p.checkpoint_ns, p.channel, p.version,
-           p.type, p.depth, CASE WHEN p.blob_id = ANY ($6::bigint[]) THEN NULL ELSE p.data END
+           p.type, p.depth, CASE WHEN p.blob_id = ANY ($6::bigint[]) THEN NULL ELSE p.data END,
+           false
       FROM chain c JOIN checkpoint.lg_blobs p ON p.blob_id = c.base_id AND p.tenant_id = $1
-     WHERE c.base_id IS NOT NULL AND NOT (c.blob_id = ANY ($6::bigint[]))
+     WHERE c.base_id IS NOT NULL AND NOT c.held AND NOT (c.blob_id = ANY ($6::bigint[]))
 )
 SELECT blob_id, base_id, codec, thread_id, checkpoint_ns, channel, version, type, depth,
-       data
+       data, held
   FROM chain
 """
 

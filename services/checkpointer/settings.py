@@ -55,8 +55,13 @@ class CheckpointerSettings(WorkerSettings):
     langgraph_pool_max: int = Field(
         default=8,
         ge=1,
-        description="Connections of the pool query.langgraph.* writes with (the worker's "
-        "role; reads use the query pool).",
+        description="Connections of the pool query.langgraph.* writes with (the worker's role).",
+    )
+    langgraph_read_pool_max: int = Field(
+        default=4,
+        ge=1,
+        description="Connections of the pool query.langgraph.* reads with (the reader role; "
+        "apart from query.state.*'s, so each session keeps its tenant between reads).",
     )
     langgraph_keyframe_every: int = Field(
         default=32,

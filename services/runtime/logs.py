@@ -84,3 +84,6 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         own.setFormatter(formatter)
         logger.addHandler(own)
         logger.propagate = False
+        # Its loggers keep their own level (INFO): without this, a worker run at WARNING
+        # still built and wrote a record for every message it received and answered.
+        logger.setLevel(level.upper())

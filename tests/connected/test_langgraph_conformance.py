@@ -22,6 +22,7 @@ from langgraph.checkpoint.conformance.test_utils import (
 )
 from langgraph.graph import START, MessagesState, StateGraph
 
+from contracts.langgraph import GetTupleAnswer, GetTupleReply, GetTupleRequest
 from engram_client.langgraph import EngramSaver
 from services.runtime.nats_auth import PRODUCER, inbox_prefix
 from services.runtime.service import Worker
@@ -187,3 +188,45 @@ async def test_sync_methods_run_from_another_thread_only(
         assert len(listed) == 1
         with pytest.raises(asyncio.InvalidStateError):
             saver.get_tuple(generate_config(thread))
+
+
+async def test_values_the_client_holds_come_back_without_their_bytes(
+    checkpointer: Worker, saver_for: Saver
+) -> None:
+    thread = str(uuid4())
+    async with saver_for() as saver:
+        ids = [
+            (await _put(saver, thread, {"messages": [f"m{i}"] * 300}, step))["configurable"]
+            for step, i in enumerate(range(5), start=1)
+        ]
+
+        async def ask(held: list[int], checkpoint_id: str | None = None) -> GetTupleReply:
+            request = GetTupleRequest(
+                tenant_id="acme", thread_id=thread, checkpoint_id=checkpoint_id, held=held
+            )
+            msg = await saver.nc.request(
+                "query.langgraph.get_tuple", request.model_dump_json().encode(), timeout=10
+            )
+            reply = GetTupleAnswer.model_validate_json(msg.data).root
+            assert isinstance(reply, GetTupleReply)
+            return reply
+
+        plain = await ask([])
+        assert plain.checkpoint is not None
+        (value,) = plain.checkpoint.values
+        assert value.data and not value.held and value.blob_id is not None
+        held = await ask([value.blob_id])
+        assert held.checkpoint is not None
+        (same,) = held.checkpoint.values
+        assert same.held and same.data is None and same.blob_id == value.blob_id
+        other = await ask([value.blob_id + 10**9])  # an id the thread does not have
+        assert other.checkpoint is not None
+        assert other.checkpoint.values[0].data == value.data
+        # The saver names what it holds, and reads the same values as one that holds none.
+        async with saver_for(held_bytes=0) as cold:
+            for step, config in enumerate(ids):
+                want = ["m" + str(step)] * 300
+                for reader in (saver, cold):
+                    got = await reader.aget_tuple({"configurable": config})
+                    assert got is not None
+                    assert got.checkpoint["channel_values"]["messages"] == want

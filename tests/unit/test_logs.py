@@ -8,7 +8,12 @@ import logging
 
 import pytest
 
-from services.runtime.logs import JsonFormatter, resolve_format
+from services.runtime.logs import (
+    FASTSTREAM_LOGGERS,
+    JsonFormatter,
+    configure_logging,
+    resolve_format,
+)
 
 
 def record(message: str, *args: object, exc: bool = False) -> logging.LogRecord:
@@ -59,3 +64,14 @@ def test_auto_is_json_unless_a_terminal() -> None:
     assert resolve_format("json", Tty()) == "json"
     with pytest.raises(ValueError, match="auto, json or text"):
         resolve_format("yaml")
+
+
+def test_faststream_loggers_follow_the_chosen_level() -> None:
+    # A worker run at WARNING must not build a record per message received and answered.
+    configure_logging("WARNING", "json")
+    try:
+        for name in FASTSTREAM_LOGGERS:
+            assert not logging.getLogger(name).isEnabledFor(logging.INFO)
+    finally:
+        configure_logging("INFO", "json")
+    assert logging.getLogger(FASTSTREAM_LOGGERS[-1]).isEnabledFor(logging.INFO)
