@@ -31,6 +31,7 @@ from engram_client.errors import (
 from engram_client.events import EventBuilder
 from engram_client.options import Connection, Retry
 from engram_client.queries import QueryMethods
+from engram_client.queries_read import ReadMethods
 
 R = TypeVar("R", bound=BaseModel)
 SUBJECT_OF: dict[type[BaseModel], str] = {request: s for s, (request, _) in QUERIES.items()}
@@ -56,7 +57,7 @@ class BatchPublishFailed(PublishFailed):
         self.errors = errors
 
 
-class EngramClient(QueryMethods):
+class EngramClient(QueryMethods, ReadMethods):
     """Async client of engram's bus. ``async with await EngramClient.connect(...)``, or
     ``EngramClient(nc)`` over a connection the caller owns (then ``close`` leaves it open).
 

@@ -1,7 +1,8 @@
 """One typed method per query of ``contracts.registry.QUERIES``: keyword arguments are the
 request's fields, the return value is the reply's result model; a ``QueryError`` reply
 raises its ``QueryRejected`` subclass (engram_client.errors). ``tenant_id`` defaults to the
-client's. A test checks that every registered query has its method here."""
+client's. A test checks that every registered query has its method here or in
+``queries_read`` (the query.langgraph.* commands are EngramSaver's, engram_client.langgraph)."""
 
 from __future__ import annotations
 
@@ -61,7 +62,9 @@ def build(model: type[M], fields: dict[str, Any]) -> M:
         raise InvalidRequest("(client)", error) from exc
 
 
-class QueryMethods:
+class QueryBase:
+    """What every typed query method stands on: the client's ask and default tenant."""
+
     tenant_id: str | None
 
     async def _ask(
@@ -75,6 +78,8 @@ class QueryMethods:
             raise ValueError("no tenant_id: give one here or to the client")
         return tenant
 
+
+class QueryMethods(QueryBase):
     async def embed(self, texts: Sequence[str], *, retry: Retry | None = None) -> EmbedReply:
         """``query.embed``: vectors of ``texts`` with the active model."""
         return await self._ask(

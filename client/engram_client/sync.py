@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from contracts.chat_queries import ChatConversationsReply, ChatHistoryReply
+from contracts.context import ContextBuildReply, ContextSnapshotReply
 from contracts.embedding import EmbedReply, KnowledgeSearchReply
 from contracts.envelope import Envelope
 from contracts.memory_search import MemorySearchReply
@@ -137,3 +139,21 @@ class SyncEngramClient:
                 **kwargs,
             )
         )
+
+    def chat_history(self, conversation_id: Any, **kwargs: Any) -> ChatHistoryReply:
+        return self._run(self.client.chat_history(conversation_id, **kwargs))
+
+    def chat_conversations(self, **kwargs: Any) -> ChatConversationsReply:
+        return self._run(self.client.chat_conversations(**kwargs))
+
+    def context_build(
+        self, query: str, *, agent_id: str, user_id: str, token_budget: int, **kwargs: Any
+    ) -> ContextBuildReply:
+        return self._run(
+            self.client.context_build(
+                query, agent_id=agent_id, user_id=user_id, token_budget=token_budget, **kwargs
+            )
+        )
+
+    def context_snapshot(self, **kwargs: Any) -> ContextSnapshotReply:
+        return self._run(self.client.context_snapshot(**kwargs))

@@ -25,18 +25,26 @@ from engram_client import (
     PublishFailed,
     RequestTimeout,
     Retry,
+    SyncEngramClient,
     Unavailable,
 )
 from engram_client.queries import METHODS
+from engram_client.queries_read import READ_METHODS
 from services.runtime.service import Worker
 from tests.conftest import Env
 from tests.connected.checkpointer_fixtures import checkpointer_fixture, run_checkpointer_fixture
+from tests.connected.context_fixtures import context_fixture, run_context_fixture
 from tests.connected.embedder_fixtures import Running
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.connected
 pytest_plugins = ["tests.connected.embedder_fixtures", "tests.connected.memory_fixtures"]
-__all__ = ["checkpointer_fixture", "run_checkpointer_fixture"]
+__all__ = [
+    "checkpointer_fixture",
+    "context_fixture",
+    "run_checkpointer_fixture",
+    "run_context_fixture",
+]
 
 TENANT, USER, AGENT = "acme", "u-1", "travel-bot"
 FAST = Retry(attempts=3, base_s=0.05, max_s=0.1, timeout_s=0.5)
@@ -83,6 +91,49 @@ async def test_chat_events_are_stored_once_and_bulk_loads_complete(
         "SELECT title FROM ingest.conversations WHERE conversation_id = $1", cid
     )
     assert title == "Trip to Lisbon"
+
+    # Read back through the typed queries: every message once, in order, over pages.
+    seen, cursor = [], None
+    while True:
+        page = await client.chat_history(cid, order="oldest_first", limit=128, cursor=cursor)
+        seen += [m.content for m in page.items]
+        if (cursor := page.next_cursor) is None:
+            break
+    assert seen == [f"message {i}" for i in range(300)]
+    mine = await client.chat_conversations(user_id=USER)
+    assert [c.conversation_id for c in mine.items] == [cid]
+    assert mine.items[0].message_count == 300
+
+
+async def test_a_context_build_through_the_client_stays_in_its_budget(
+    ingest: Worker, context: Worker, client: EngramClient
+) -> None:
+    conversation = client.events.conversation_created(user_id=USER)
+    cid = conversation.payload.conversation_id
+    await client.publish(conversation)
+    await client.publish_many(
+        [client.events.message_created(cid, "user", f"turn {i} about Lisbon") for i in range(40)]
+    )
+
+    async def newest_first() -> list[str]:
+        try:
+            return [m.content for m in (await client.chat_history(cid, limit=1)).items]
+        except NotFound:  # the conversation is not stored yet
+            return []
+
+    await eventually(newest_first, lambda got: got == ["turn 39 about Lisbon"], timeout=60)
+    built = await client.context_build(
+        "where are we going?",
+        agent_id=AGENT,
+        user_id=USER,
+        token_budget=60,
+        conversation_id=cid,
+        options={"sources": ["messages"]},
+    )
+    assert 0 < built.total_tokens <= 60
+    assert "turn 39 about Lisbon" in built.segments[-1].text
+    again = await client.context_snapshot(snapshot_id=built.snapshot_id)
+    assert again.snapshot.total_tokens == built.total_tokens
 
 
 async def test_a_subject_no_stream_takes_is_a_publish_failure(client: EngramClient) -> None:
@@ -180,8 +231,11 @@ async def test_memory_knowledge_and_embed_queries(
 
 
 def test_every_registered_query_has_a_typed_method() -> None:
-    assert set(METHODS) == set(QUERIES)
-    assert all(callable(getattr(EngramClient, name)) for name in METHODS.values())
+    typed = METHODS | READ_METHODS
+    # query.langgraph.* is EngramSaver's protocol (engram_client.langgraph), not a method.
+    assert set(typed) == {q for q in QUERIES if not q.startswith("query.langgraph.")}
+    assert all(callable(getattr(EngramClient, name)) for name in typed.values())
+    assert all(callable(getattr(SyncEngramClient, name)) for name in typed.values())
 
 
 async def test_a_bad_request_is_a_typed_error(checkpointer: Worker, client: EngramClient) -> None:
