@@ -41,7 +41,8 @@ async def pool(env: Env) -> AsyncIterator[asyncpg.Pool]:
 
 
 def query_pool(worker: Worker) -> QueryPool:
-    found = [c for c in worker.assembly.components if isinstance(c, QueryPool)]
+    # The state queries' pool (the LangGraph commands' reader pool is a QueryPool too).
+    found = [c for c in worker.assembly.components if type(c) is QueryPool]
     assert len(found) == 1
     return found[0]
 
