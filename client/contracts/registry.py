@@ -19,6 +19,7 @@ from contracts import (
     memory_search,
     state,
     state_queries,
+    store,
 )
 from contracts.chat import CHAT_EVENT_TYPES
 from contracts.envelope import Envelope
@@ -47,6 +48,7 @@ QUERIES: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
         chat_queries.ChatConversationsAnswer,
     ),
     **{subject: (req, answer) for subject, (req, answer, _) in langgraph.COMMANDS.items()},
+    **{subject: (req, answer) for subject, (req, answer, _) in store.COMMANDS.items()},
     "query.context.build": (context.ContextBuildRequest, context.ContextBuildAnswer),
     "query.context.snapshot": (context.ContextSnapshotRequest, context.ContextSnapshotAnswer),
 }

@@ -19,6 +19,7 @@ from services.memory.runner import JobRunner
 from services.memory.search import EmbedderUnavailable, MemorySearch
 from services.memory.settings import MemorySettings
 from services.memory.spec import SPEC
+from services.memory.store import StoreCommands
 from services.runtime.bus import CHAT, ENGRAM, MEMORY
 from services.runtime.pipeline import contract_decoder
 from services.runtime.router import QueryRoute
@@ -35,6 +36,7 @@ def assemble(settings: MemorySettings) -> Assembly:
     # is left) after the searches; the runner starts last, once everything else runs.
     access = AccessLog(settings.access_flush_s)
     search = MemorySearch(settings, access)
+    store = StoreCommands(settings)
     return Assembly(
         consumes=[
             Consumes(
@@ -69,11 +71,12 @@ def assemble(settings: MemorySettings) -> Assembly:
                 hint="ask with a smaller top_k",
                 unavailable=(EmbedderUnavailable,),
                 max_workers=SEARCHES_AT_ONCE,
-            )
+            ),
+            *store.routes(),
         ],
-        components=[access, search, JobRunner(settings, outbox)],
+        components=[access, search, store, JobRunner(settings, outbox)],
         publishes=PUBLISHES,
-        asks=(EMBED_SUBJECT,),  # a search embeds its text through the embedder
+        asks=(EMBED_SUBJECT,),  # searches and store puts embed through the embedder
     )
 
 

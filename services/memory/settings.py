@@ -57,6 +57,21 @@ class MemorySettings(WorkerSettings):
         "most this late (the reply never waits for them).",
     )
 
+    # --- LangGraph store (query.store.*) ---------------------------------------------
+    store_pool_max: int = Field(
+        default=4, ge=1, description="Connections for query.store.* (the worker's role)."
+    )
+    store_concurrency: int = Field(
+        default=8, ge=1, description="query.store.batch requests answered at once per replica."
+    )
+    store_importance: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Importance of an indexed store item's memory when its value has no "
+        "`importance` in [0, 1].",
+    )
+
     # --- consolidation --------------------------------------------------------------
     merge_threshold: float = Field(
         default=0.88,
