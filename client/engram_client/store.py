@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager, suppress
-from typing import Any, TypeVar
+from typing import Any
 
 import nats
 from langgraph.store.base import (
-    BaseStore,
     GetOp,
     IndexConfig,
     Item,
@@ -34,6 +33,7 @@ from langgraph.store.base import (
     SearchOp,
     TTLConfig,
 )
+from langgraph.store.base.batch import AsyncBatchedBaseStore
 from langgraph.store.base.embed import get_text_at_path, tokenize_path
 from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
@@ -44,7 +44,6 @@ from contracts.envelope import Contract
 from contracts.errors import ErrorCode, QueryError
 from engram_client.errors import rejection
 
-T = TypeVar("T")
 DEFAULT_FIELDS = ["$"]  # LangGraph's default: the whole value, as JSON text
 
 
@@ -72,7 +71,12 @@ def match_paths(op: ListNamespacesOp) -> tuple[list[str] | None, list[str] | Non
     return prefix, suffix
 
 
-class EngramStore(BaseStore):
+class EngramStore(AsyncBatchedBaseStore):
+    """As LangGraph's AsyncPostgresStore: the calls made in one tick of the event loop
+    (``aget``, ``aput``, ...) are coalesced into one ``abatch`` (one request), and the
+    next batch goes when its answer is in. One failing operation (e.g. an unknown filter
+    operator) fails the calls coalesced with it."""
+
     supports_ttl = True
 
     def __init__(
@@ -90,6 +94,7 @@ class EngramStore(BaseStore):
         (default ``["$"]``); ``dims`` and ``embed`` are not used. Without it, nothing is
         indexed and ``search(query=...)`` ranks by recency, as PostgresStore does.
         ``agent_id``: the agent whose semantic memories indexed items become."""
+        super().__init__()
         self.nc = nc
         self.tenant_id = tenant_id
         self.agent_id = agent_id
@@ -98,7 +103,6 @@ class EngramStore(BaseStore):
         self.ttl_config = ttl
         self.timeout_s = timeout_s
         self.attempts = attempts
-        self.loop = asyncio.get_running_loop()
         self._sweeper: asyncio.Task[None] | None = None
 
     @classmethod
@@ -121,6 +125,8 @@ class EngramStore(BaseStore):
             yield store
         finally:
             await store.stop_ttl_sweeper()
+            if store._task is not None:  # the coalescing task of AsyncBatchedBaseStore
+                store._task.cancel()
             await nc.drain()
 
     # ---- requests -----------------------------------------------------------------------
@@ -232,24 +238,14 @@ class EngramStore(BaseStore):
 
     # ---- sync interface: on the store's loop, from another thread ---------------------------
 
-    def batch(self, ops: Iterable[Op]) -> list[Result]:
-        return self._blocking(self.abatch(list(ops)))
-
     def sweep_ttl(self) -> int:
-        return self._blocking(self.asweep_ttl())
-
-    def _blocking(self, coro: Coroutine[Any, Any, T]) -> T:
         try:
-            on_loop = asyncio.get_running_loop() is self.loop
+            on_loop = asyncio.get_running_loop() is self._loop
         except RuntimeError:
             on_loop = False
         if on_loop:
-            coro.close()
-            raise asyncio.InvalidStateError(
-                "Synchronous calls to EngramStore are only allowed from a different thread. "
-                "From the main thread, use the async interface (`await store.aget(...)`)."
-            )
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+            raise asyncio.InvalidStateError("from the store's own loop: `await store.asweep_ttl()`")
+        return asyncio.run_coroutine_threadsafe(self.asweep_ttl(), self._loop).result()
 
 
 def _item(item: wire.StoreItem, searched: bool) -> Item:
