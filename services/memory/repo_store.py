@@ -118,27 +118,33 @@ async def put(
     ttl_minutes: float | None,
     memory_id: UUID | None,
 ) -> None:
-    """Insert or replace the item (created_at stays); its old vectors go."""
+    """Insert or replace the item (created_at stays); its old vectors go, and so does its
+    memory when it is no longer indexed (``memory_id`` None). One statement: a put of an
+    unindexed item is one round trip (its parts all read the snapshot before it)."""
     await conn.execute(
-        """INSERT INTO memory.store_items AS i
-               (tenant_id, namespace, key, value, ttl_minutes, expires_at, memory_id)
-           VALUES ($1, $2, $3, $4, $5, now() + $5 * interval '1 minute', $6)
-           ON CONFLICT (tenant_id, namespace, key) DO UPDATE SET
-               value = EXCLUDED.value, updated_at = now(),
-               ttl_minutes = EXCLUDED.ttl_minutes, expires_at = EXCLUDED.expires_at,
-               memory_id = EXCLUDED.memory_id""",
+        """WITH old AS (
+               SELECT memory_id FROM memory.store_items
+                WHERE tenant_id = $1 AND namespace = $2 AND key = $3),
+           item AS (
+               INSERT INTO memory.store_items AS i
+                      (tenant_id, namespace, key, value, ttl_minutes, expires_at, memory_id)
+               VALUES ($1, $2, $3, $4, $5, now() + $5 * interval '1 minute', $6)
+               ON CONFLICT (tenant_id, namespace, key) DO UPDATE SET
+                   value = EXCLUDED.value, updated_at = now(),
+                   ttl_minutes = EXCLUDED.ttl_minutes, expires_at = EXCLUDED.expires_at,
+                   memory_id = EXCLUDED.memory_id),
+           vectors AS (
+               DELETE FROM memory.store_vectors
+                WHERE tenant_id = $1 AND namespace = $2 AND key = $3)
+           DELETE FROM memory.memories m USING old
+            WHERE $6::uuid IS NULL AND m.tenant_id = $1 AND m.memory_id = old.memory_id
+              AND m.origin = 'store'""",
         tenant,
         namespace,
         key,
         value,
         ttl_minutes,
         memory_id,
-    )
-    await conn.execute(
-        "DELETE FROM memory.store_vectors WHERE tenant_id = $1 AND namespace = $2 AND key = $3",
-        tenant,
-        namespace,
-        key,
     )
 
 
@@ -190,15 +196,6 @@ async def upsert_memory(
         m.importance,
         m.decay_rate,
         ttl_minutes,
-    )
-
-
-async def drop_memory(conn: Connection, tenant: str, memory_id: UUID) -> None:
-    """An item put again without texts is no memory any more."""
-    await conn.execute(
-        "DELETE FROM memory.memories WHERE tenant_id = $1 AND memory_id = $2 AND origin = 'store'",
-        tenant,
-        memory_id,
     )
 
 

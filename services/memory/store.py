@@ -202,7 +202,6 @@ class StoreCommands:
             memory_id=memory_id,
         )
         if memory_id is None:
-            await repo_store.drop_memory(conn, tenant, memory_id_of(tenant, op.namespace, op.key))
             return PutResult()
         await repo_store.add_vectors(
             conn,

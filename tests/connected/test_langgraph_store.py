@@ -570,5 +570,13 @@ async def test_indexed_items_are_engram_memories(
         assert isinstance(reply, MemorySearchReply), reply
         assert [h.text for h in reply.hits] == ["The user prefers green tea in the morning"]
 
-        await store.adelete(("users", "u1", "memories"), "drink")
-        assert await _sql(env, "SELECT 1 FROM memory.memories WHERE origin = 'store'") == []
+        ns = ("users", "u1", "memories")
+        store_memories = "SELECT text FROM memory.memories WHERE origin = 'store'"
+        await store.aput(ns, "drink", {"text": "The user now drinks coffee"}, index=False)
+        assert await _sql(env, store_memories) == []  # no longer indexed: no memory
+        await store.aput(ns, "drink", {"text": "The user now drinks coffee"})
+        assert [r["text"] for r in await _sql(env, store_memories)] == [
+            "The user now drinks coffee"
+        ]
+        await store.adelete(ns, "drink")
+        assert await _sql(env, store_memories) == []
