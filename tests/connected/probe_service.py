@@ -8,12 +8,12 @@ end dead-lettered: the tracing tests need that outcome, the outbox tests do not.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from functools import partial
 from typing import Any, ClassVar, Literal
 from uuid import UUID
 
-from faststream import TestApp
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -30,6 +30,7 @@ from services.runtime.spec import Assembly, Consumes, ServiceSpec
 from services.runtime.tracing import Tracing
 from tests.conftest import Env
 from tests.connected.conftest import FAST_RETRIES
+from tests.connected.worker_fixtures import in_process
 
 ECHO = "engram.probe.echo"
 
@@ -115,11 +116,9 @@ def probe_settings(env: Env, **overrides: Any) -> ProbeSettings:
     return ProbeSettings(**values)
 
 
-@asynccontextmanager
-async def running(
+def running(
     env: Env, tracing: Tracing | None = None, **overrides: Any
-) -> AsyncIterator[Worker]:
+) -> AbstractAsyncContextManager[Worker]:
     """The probe worker in this process (``install`` its schema first)."""
-    app, worker = build_worker_app(SPEC, probe_settings(env, **overrides), tracing)
-    async with TestApp(app):
-        yield worker
+    run = in_process(lambda s: build_worker_app(SPEC, s, tracing), partial(probe_settings, env))
+    return run(**overrides)
