@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -15,6 +16,7 @@ import pytest
 from contracts.envelope import Envelope
 from services.audit import repo
 from services.audit.app import create_app
+from services.audit.export import export_tenant
 from services.audit.logic import build_record
 from services.audit.record import AuditRecord
 from services.audit.redaction import RedactionPolicy
@@ -57,6 +59,17 @@ async def verify(env: Env, **kwargs: Any) -> VerifyResult:
     conn = await asyncpg.connect(env.database_url)
     try:
         return await verify_database(conn, **kwargs)
+    finally:
+        await conn.close()
+
+
+async def export(env: Env, tenant: str, path: Path) -> tuple[int, tuple[int, bytes] | None]:
+    """export_tenant into ``path`` on a connection of its own (as `engram audit export`
+    does): the rows written and the head the file ends on."""
+    conn = await asyncpg.connect(env.database_url)
+    try:
+        with path.open("w", encoding="utf-8") as out:
+            return await export_tenant(conn, tenant, out)
     finally:
         await conn.close()
 
