@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 from uuid import UUID, uuid4
@@ -25,7 +25,7 @@ from services.runtime.service import Worker
 from tests.conftest import Env
 from tests.connected.embedder_fixtures import Running
 from tests.connected.worker_fixtures import FAST_TIMINGS, in_process, worker_settings
-from tests.helpers import eventually
+from tests.helpers import eventually, publish
 
 FAST = {**FAST_TIMINGS, "max_deliver": 20, "job_poll_s": 0.2, "access_flush_s": 0.1}
 TENANT, AGENT = "acme", "travel-bot"
@@ -149,3 +149,18 @@ async def active(db: asyncpg.Connection, agent: str = AGENT) -> list[asyncpg.Rec
             agent,
         )
     )
+
+
+# --- `engram trigger consolidate`, as a scheduler runs it ---------------------------------
+
+
+def trigger_decay(*more: str) -> tuple[str, ...]:
+    """The arguments of `engram trigger consolidate` that decays the agent's memories."""
+    decay = ("trigger", "consolidate", "--tenant", TENANT, "--agent", AGENT, "--steps", "decay")
+    return decay + more
+
+
+async def a_fading_fact(nc: NatsClient, db: asyncpg.Connection) -> None:
+    """One memory written three days before T0 that decays, once it is stored."""
+    await publish(nc, write("a fact", importance=0.5, decay_rate=0.1, at=T0 - timedelta(days=3)))
+    await eventually(lambda: db.fetchval("SELECT count(*) FROM memory.memories"))
