@@ -133,6 +133,19 @@ def admin_url(database_url: str) -> str:
     return database_url.rsplit("/", 1)[0] + "/postgres"
 
 
+async def fresh_database(admin: str, name: str, template: str | None = None) -> str:
+    """Database ``name`` made anew on the server of ``admin`` (dropped first, by force;
+    a copy of ``template`` if given); its URL."""
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        copy = f" TEMPLATE {template}" if template else ""
+        await conn.execute(f"CREATE DATABASE {name}{copy}")
+    finally:
+        await conn.close()
+    return admin.rsplit("/", 1)[0] + f"/{name}"
+
+
 class Postgres:
     """Databases of the embedded PostgreSQL, through the superuser's ``admin_url``."""
 

@@ -59,7 +59,13 @@ import orjson  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench._common import admin_url, fresh_streams, pct, worker_login  # noqa: E402
+from bench._common import (  # noqa: E402
+    admin_url,
+    fresh_database,
+    fresh_streams,
+    pct,
+    worker_login,
+)
 from contracts.state import StatePatch, StatePatchPayload  # noqa: E402
 from contracts.state_queries import STATE_GET_REPLY, StateGetReply  # noqa: E402
 from services.catalog import SERVICES, migrate  # noqa: E402
@@ -143,16 +149,6 @@ def build(versions: int, seed: int = 7) -> tuple[list[list[dict[str, Any]]], lis
         doc, _ = apply_patch(doc, ops)
         states.append(canonical(doc))
     return patches, states
-
-
-async def fresh(admin: str, name: str) -> str:
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
-    return admin.rsplit("/", 1)[0] + f"/{name}"
 
 
 # Bookkeeping that is not state history: the runtime's idempotency inbox (pruned after
@@ -357,14 +353,7 @@ async def one_run(
     sample: list[int],
     settings: dict[str, str],
 ) -> dict[str, dict[str, float]]:
-    conn = await asyncpg.connect(admin)
-    name = f"bench_engram_{run}"
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
-    finally:
-        await conn.close()
-    engram_url = admin.rsplit("/", 1)[0] + f"/{name}"
+    engram_url = await fresh_database(admin, f"bench_engram_{run}", template)
     engram = await run_engram(
         nats_users,
         engram_url,
@@ -373,7 +362,7 @@ async def one_run(
         sample=sample,
         settings=settings,
     )
-    lg_url = await fresh(admin, f"bench_langgraph_{run}")
+    lg_url = await fresh_database(admin, f"bench_langgraph_{run}")
     langgraph = await asyncio.to_thread(run_langgraph, lg_url, states, sample)
     return {"engram": engram, "langgraph": langgraph}
 
@@ -443,7 +432,7 @@ def main() -> None:
     admin = admin_url(env["DATABASE_URL"])
     try:
         template = "bench_checkpoint_template"
-        asyncio.run(migrate(asyncio.run(fresh(admin, template)), ["checkpointer"]))
+        asyncio.run(migrate(asyncio.run(fresh_database(admin, template)), ["checkpointer"]))
         runs = []
         for run in range(args.runs):
             result = asyncio.run(

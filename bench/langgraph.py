@@ -50,7 +50,14 @@ from langgraph.checkpoint.base import BaseCheckpointSaver, Checkpoint  # noqa: E
 from langgraph.checkpoint.base.id import uuid6  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from bench._common import admin_url, fresh_streams, pct, worker_login, write_report  # noqa: E402
+from bench._common import (  # noqa: E402
+    admin_url,
+    fresh_database,
+    fresh_streams,
+    pct,
+    worker_login,
+    write_report,
+)
 from services.catalog import SERVICES, migrate  # noqa: E402
 from services.runtime.embedded import DevStack  # noqa: E402
 from services.runtime.nats_auth import PRODUCER, inbox_prefix  # noqa: E402
@@ -138,16 +145,6 @@ async def table_bytes(url: str, schema: str, tables: tuple[str, ...]) -> int:
         await conn.close()
 
 
-async def fresh(admin: str, name: str) -> str:
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
-    return admin.rsplit("/", 1)[0] + f"/{name}"
-
-
 ENGRAM_TABLES = ("lg_checkpoints", "lg_blobs", "lg_writes")
 STOCK_TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
 
@@ -157,7 +154,7 @@ async def run_engram(
 ) -> dict[str, Any]:
     from engram_client.langgraph import EngramError, EngramSaver
 
-    url = await fresh(admin, "bench_lg_engram")
+    url = await fresh_database(admin, "bench_lg_engram")
     bus = await nats.connect(users["admin"])  # the worker starts once the streams exist
     try:
         await fresh_streams(bus.jetstream())
@@ -203,7 +200,7 @@ async def run_stock(admin: str, args: argparse.Namespace) -> dict[str, Any]:
     from psycopg.rows import dict_row
     from psycopg_pool import AsyncConnectionPool
 
-    url = await fresh(admin, "bench_lg_stock")
+    url = await fresh_database(admin, "bench_lg_stock")
     kwargs = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
     async with AsyncConnectionPool(url, max_size=8, kwargs=kwargs, open=False) as pool:
         saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]

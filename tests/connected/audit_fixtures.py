@@ -4,17 +4,19 @@ with ``from tests.connected.audit_fixtures import *``; helpers are imported by n
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-from faststream import TestApp
 
 from contracts.envelope import Envelope
 from services.audit import repo
 from services.audit.app import create_app
+from services.audit.export import export_tenant
 from services.audit.logic import build_record
 from services.audit.record import AuditRecord
 from services.audit.redaction import RedactionPolicy
@@ -23,35 +25,23 @@ from services.audit.verify import VerifyResult, verify_database
 from services.runtime.db import scope_tenants
 from services.runtime.service import Worker
 from tests.conftest import Env
+from tests.connected.worker_fixtures import FAST_TIMINGS, in_process, worker_settings
 
 __all__ = ["audit", "run_audit"]
 
-FAST = {"retry_base_s": 0.05, "retry_max_s": 0.2, "fetch_wait_s": 0.5, "drain_timeout_s": 5.0}
+FAST = FAST_TIMINGS
 
 RunAudit = Callable[..., AbstractAsyncContextManager[Worker]]
 
 
 def audit_settings(env: Env, **overrides: Any) -> AuditSettings:
-    values = {
-        "nats_url": env.nats_login("audit"),
-        "database_url": env.login("audit"),
-        **FAST,
-        **overrides,
-    }
-    return AuditSettings(**values)
+    return worker_settings(AuditSettings, env, FAST, **overrides)
 
 
 @pytest.fixture
 def run_audit(env: Env) -> RunAudit:
     """``async with run_audit(**settings) as worker``: the real audit writer, in this process."""
-
-    @asynccontextmanager
-    async def running(**overrides: Any) -> AsyncIterator[Worker]:
-        app, worker = create_app(audit_settings(env, **overrides))
-        async with TestApp(app):
-            yield worker
-
-    return running
+    return in_process(create_app, partial(audit_settings, env))
 
 
 @pytest.fixture
@@ -69,6 +59,17 @@ async def verify(env: Env, **kwargs: Any) -> VerifyResult:
     conn = await asyncpg.connect(env.database_url)
     try:
         return await verify_database(conn, **kwargs)
+    finally:
+        await conn.close()
+
+
+async def export(env: Env, tenant: str, path: Path) -> tuple[int, tuple[int, bytes] | None]:
+    """export_tenant into ``path`` on a connection of its own (as `engram audit export`
+    does): the rows written and the head the file ends on."""
+    conn = await asyncpg.connect(env.database_url)
+    try:
+        with path.open("w", encoding="utf-8") as out:
+            return await export_tenant(conn, tenant, out)
     finally:
         await conn.close()
 

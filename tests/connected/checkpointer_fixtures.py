@@ -5,15 +5,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 import asyncpg
 import orjson
 import pytest
-from faststream import TestApp
 from nats.aio.client import Client as NatsClient
 from pydantic import BaseModel
 
@@ -30,16 +30,10 @@ from services.checkpointer.app import create_app
 from services.checkpointer.settings import CheckpointerSettings
 from services.runtime.service import Worker
 from tests.conftest import Env
+from tests.connected.worker_fixtures import FAST_TIMINGS, in_process, worker_settings
 from tests.helpers import eventually
 
-FAST = {
-    "retry_base_s": 0.05,
-    "retry_max_s": 0.2,
-    "max_deliver": 20,
-    "fetch_wait_s": 0.5,
-    "drain_timeout_s": 5.0,
-    "outbox_poll_s": 0.5,
-}
+FAST = {**FAST_TIMINGS, "max_deliver": 20, "outbox_poll_s": 0.5}
 TENANT, USER, AGENT = "acme", "u-1", "bot"
 R = TypeVar("R", bound=BaseModel)
 REPLIES: dict[str, Any] = {
@@ -50,27 +44,13 @@ REPLIES: dict[str, Any] = {
 
 
 def settings_for(env: Env, **overrides: Any) -> CheckpointerSettings:
-    return CheckpointerSettings(
-        **{
-            "nats_url": env.nats_login("checkpointer"),
-            "database_url": env.login("checkpointer"),
-            **FAST,
-            **overrides,
-        }
-    )
+    return worker_settings(CheckpointerSettings, env, FAST, **overrides)
 
 
 @pytest.fixture(name="run_checkpointer")
 def run_checkpointer_fixture(env: Env) -> Callable[..., AbstractAsyncContextManager[Worker]]:
     """``async with run_checkpointer(**settings) as worker``: the real worker, in-process."""
-
-    @asynccontextmanager
-    async def running(**overrides: Any) -> AsyncIterator[Worker]:
-        app, worker = create_app(settings_for(env, **overrides))
-        async with TestApp(app):
-            yield worker
-
-    return running
+    return in_process(create_app, partial(settings_for, env))
 
 
 @pytest.fixture(name="checkpointer")

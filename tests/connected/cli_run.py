@@ -32,13 +32,18 @@ def urls(env: Env) -> dict[str, str]:
     return {"NATS_URL": env.nats_url, "DATABASE_URL": env.database_url}
 
 
+def without_urls() -> dict[str, str]:
+    """The test's environment less NATS_URL and DATABASE_URL: what a command finds of
+    the servers is what the test gives it."""
+    return {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL")}
+
+
 async def engram(*args: str, env: dict[str, str], timeout: float = 60.0) -> Ran:
-    base = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL")}
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         ENGRAM,
         *args,
-        env={**base, **env},
+        env={**without_urls(), **env},
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from uuid import uuid4
 
 import pytest
-from faststream import TestApp
 
 from contracts.context_templates import (
     TemplateDeleted,
@@ -22,32 +22,19 @@ from services.context.app import create_app
 from services.context.settings import ContextSettings
 from services.runtime.service import Worker
 from tests.conftest import Env
+from tests.connected.worker_fixtures import FAST_TIMINGS, in_process, worker_settings
 
-FAST = {"fetch_wait_s": 0.5, "drain_timeout_s": 5.0, "retry_base_s": 0.05, "retry_max_s": 0.2}
+FAST = FAST_TIMINGS
 
 
 def settings_for(env: Env, **overrides: Any) -> ContextSettings:
-    return ContextSettings(
-        **{
-            "nats_url": env.nats_login("context"),
-            "database_url": env.login("context"),
-            **FAST,
-            **overrides,
-        }
-    )
+    return worker_settings(ContextSettings, env, FAST, **overrides)
 
 
 @pytest.fixture(name="run_context")
 def run_context_fixture(env: Env) -> Callable[..., AbstractAsyncContextManager[Worker]]:
     """``async with run_context(**settings) as worker``: the real worker, in-process."""
-
-    @asynccontextmanager
-    async def running(**overrides: Any) -> AsyncIterator[Worker]:
-        app, worker = create_app(settings_for(env, **overrides))
-        async with TestApp(app):
-            yield worker
-
-    return running
+    return in_process(create_app, partial(settings_for, env))
 
 
 @pytest.fixture(name="context")

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import asyncpg
 import pytest
-from faststream import FastStream, TestApp
+from faststream import FastStream
 from nats.aio.client import Client as NatsClient
 
 from contracts.embedding import (
@@ -31,11 +32,12 @@ from services.embedder.pump import Pump
 from services.embedder.settings import DEFAULT_MODEL, EmbedderSettings
 from services.runtime.service import Worker
 from tests.conftest import Env
+from tests.connected.worker_fixtures import FAST_TIMINGS, in_process, worker_settings
 from tests.helpers import eventually
 
 FAST = {
-    "retry_base_s": 0.05, "retry_max_s": 0.2, "max_deliver": 4, "fetch_wait_s": 0.5,
-    "drain_timeout_s": 10.0, "poll_s": 1.0, "model_check_s": 0.5, "model_max_wait_s": 0.02,
+    **FAST_TIMINGS, "max_deliver": 4, "drain_timeout_s": 10.0,
+    "poll_s": 1.0, "model_check_s": 0.5, "model_max_wait_s": 0.02,
     # fp32 torch, the model the session loads once (int8: test_embedder_runtime*.py)
     "runtime": "torch",
 }  # fmt: skip
@@ -60,14 +62,7 @@ class Running:
 
 
 def embedder_settings(env: Env, **overrides: Any) -> EmbedderSettings:
-    return EmbedderSettings(
-        **{
-            "nats_url": env.nats_login("embedder"),
-            "database_url": env.login("embedder"),
-            **FAST,
-            **overrides,
-        }
-    )
+    return worker_settings(EmbedderSettings, env, FAST, **overrides)
 
 
 @pytest.fixture(scope="session")
@@ -81,14 +76,7 @@ def run_embedder(
     env: Env, embedding_model: LoadedModel
 ) -> Callable[..., AbstractAsyncContextManager[Running]]:
     """``async with run_embedder(**settings) as running``: the real worker, in this process."""
-
-    @asynccontextmanager
-    async def running(**overrides: Any) -> AsyncIterator[Running]:
-        app, worker = create_app(embedder_settings(env, **overrides))
-        async with TestApp(app):
-            yield Running(app, worker)
-
-    return running
+    return in_process(create_app, partial(embedder_settings, env), Running)
 
 
 @pytest.fixture

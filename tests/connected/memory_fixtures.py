@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import UTC, datetime
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
-from faststream import TestApp
 from nats.aio.client import Client as NatsClient
 
 from contracts.memory import MemoryWrite
@@ -24,44 +24,23 @@ from services.memory.settings import MemorySettings
 from services.runtime.service import Worker
 from tests.conftest import Env
 from tests.connected.embedder_fixtures import Running
-from tests.helpers import eventually
+from tests.connected.worker_fixtures import FAST_TIMINGS, in_process, worker_settings
+from tests.helpers import eventually, publish
 
-FAST = {
-    "retry_base_s": 0.05,
-    "retry_max_s": 0.2,
-    "max_deliver": 20,
-    "fetch_wait_s": 0.5,
-    "drain_timeout_s": 5.0,
-    "job_poll_s": 0.2,
-    "access_flush_s": 0.1,
-}
+FAST = {**FAST_TIMINGS, "max_deliver": 20, "job_poll_s": 0.2, "access_flush_s": 0.1}
 TENANT, AGENT = "acme", "travel-bot"
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
 
 def memory_settings(env: Env, **overrides: Any) -> MemorySettings:
-    return MemorySettings(
-        **{
-            "nats_url": env.nats_login("memory"),
-            "database_url": env.login("memory"),
-            **FAST,
-            **overrides,
-        }
-    )
+    return worker_settings(MemorySettings, env, FAST, **overrides)
 
 
 @pytest.fixture
 def run_memory(env: Env) -> Callable[..., AbstractAsyncContextManager[Worker]]:
     """``async with run_memory(**settings) as worker``: the real worker here; its parts
     are ``worker.component(JobRunner)`` and the like."""
-
-    @asynccontextmanager
-    async def running(**overrides: Any) -> AsyncIterator[Worker]:
-        app, worker = create_app(memory_settings(env, **overrides))
-        async with TestApp(app):
-            yield worker
-
-    return running
+    return in_process(create_app, partial(memory_settings, env))
 
 
 @pytest.fixture
@@ -170,3 +149,18 @@ async def active(db: asyncpg.Connection, agent: str = AGENT) -> list[asyncpg.Rec
             agent,
         )
     )
+
+
+# --- `engram trigger consolidate`, as a scheduler runs it ---------------------------------
+
+
+def trigger_decay(*more: str) -> tuple[str, ...]:
+    """The arguments of `engram trigger consolidate` that decays the agent's memories."""
+    decay = ("trigger", "consolidate", "--tenant", TENANT, "--agent", AGENT, "--steps", "decay")
+    return decay + more
+
+
+async def a_fading_fact(nc: NatsClient, db: asyncpg.Connection) -> None:
+    """One memory written three days before T0 that decays, once it is stored."""
+    await publish(nc, write("a fact", importance=0.5, decay_rate=0.1, at=T0 - timedelta(days=3)))
+    await eventually(lambda: db.fetchval("SELECT count(*) FROM memory.memories"))

@@ -20,14 +20,13 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from services.audit.export import export_tenant
 from services.audit.logic import MAX_BODY_DEPTH, TENANT_MALFORMED, TENANT_UNKNOWN
 from services.audit.record import record_id
 from services.audit.verify import verify_file
 from services.runtime.bus import STREAMS, ConsumerSpec, ensure_consumer
 from tests.conftest import Env
 from tests.connected.audit_fixtures import *  # noqa: F403 - the fixtures
-from tests.connected.audit_fixtures import RunAudit, recorded, verify
+from tests.connected.audit_fixtures import RunAudit, export, recorded, verify
 from tests.helpers import drained, eventually
 
 pytestmark = pytest.mark.connected
@@ -179,12 +178,7 @@ async def test_every_shape_is_recorded_once_with_its_stream_position(
     # And offline: each chain exported and verified from the file.
     for tenant in ("acme", "globex", TENANT_MALFORMED, TENANT_UNKNOWN):
         path = tmp_path / f"{tenant}.jsonl"
-        conn = await asyncpg.connect(env.database_url)
-        try:
-            with path.open("w", encoding="utf-8") as out:
-                rows, _ = await export_tenant(conn, tenant, out)
-        finally:
-            await conn.close()
+        rows, _ = await export(env, tenant, path)
         assert rows == sum(s.tenant == tenant for s in sent)
         checked = await asyncio.to_thread(verify_file, path)
         assert checked.ok and checked.rows == rows, checked.breaks

@@ -10,13 +10,12 @@ import asyncpg
 import pytest
 
 from services.audit import canonical as c
-from services.audit.export import export_tenant
 from services.audit.record import chain_hash
 from services.audit.repo import ROW_COLUMNS, row_from_db
 from services.audit.verify import verify_file
 from tests import factories as f
 from tests.conftest import Env
-from tests.connected.audit_fixtures import append_now, records_for, tamper, verify
+from tests.connected.audit_fixtures import append_now, export, records_for, tamper, verify
 
 pytestmark = pytest.mark.connected
 
@@ -145,15 +144,10 @@ async def test_recomputing_the_tail_is_caught_by_the_head(
 async def test_truncating_the_tail_after_a_retained_export(
     trail: None, env: Env, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
-    export = tmp_path / "acme.jsonl"
-    conn = await asyncpg.connect(env.database_url)
-    try:
-        with export.open("w") as out:
-            rows, head = await export_tenant(conn, "acme", out)
-    finally:
-        await conn.close()
+    exported = tmp_path / "acme.jsonl"
+    rows, head = await export(env, "acme", exported)
     assert rows == 30 and head is not None and head[0] == 30
-    assert verify_file(export).ok
+    assert verify_file(exported).ok
 
     # Cut the last three rows and move the recorded head back: consistent in the database.
     await tamper(db, "DELETE FROM audit.events WHERE tenant_id = 'acme' AND position > 27")
@@ -168,14 +162,9 @@ async def test_truncating_the_tail_after_a_retained_export(
 async def test_exports_are_verified_offline(
     trail: None, env: Env, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
-    export = tmp_path / "acme.jsonl"
-    conn = await asyncpg.connect(env.database_url)
-    try:
-        with export.open("w") as out:
-            await export_tenant(conn, "acme", out)
-    finally:
-        await conn.close()
-    original = export.read_text().splitlines()
+    exported = tmp_path / "acme.jsonl"
+    await export(env, "acme", exported)
+    original = exported.read_text().splitlines()
     assert len(original) == 32  # header, 30 rows, trailer
     lines = list(original)
 

@@ -4,64 +4,35 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import asyncpg
-import psutil
 import pytest
 from nats.aio.client import Client as NatsClient
 
 from tests import factories as f
 from tests.conftest import Env
+from tests.connected.cli_run import without_urls
+from tests.connected.dev_process import (
+    run_engram,
+    servers_under,
+    start_engram,
+    stop,
+    wait_for_output,
+)
 from tests.helpers import eventually, publish
 
 pytestmark = pytest.mark.connected
-ENGRAM = str(Path(sys.executable).parent / "engram")
-
-
-def engram(*args: str, env: dict[str, str] | None = None, log: Path) -> subprocess.Popen[bytes]:
-    base = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL")}
-    return subprocess.Popen(
-        [ENGRAM, *args],
-        env={**base, **(env or {})},
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-
-
-def servers_under(folder: Path) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["name", "cmdline"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        if str(folder) in cmdline and proc.info["name"] in ("nats-server", "postgres"):
-            found.append(proc)
-    return found
-
-
-def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT, timeout: float = 60) -> int:
-    proc.send_signal(sig)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
 
 
 @pytest.mark.slow
 def test_dev_starts_its_own_servers_shows_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
     data, log = tmp_path / "data", tmp_path / "dev.log"
     for start in (1, 2):  # the second start reuses the data
-        proc = engram("dev", "--demo", "--data-dir", str(data), "-s", "ingest", log=log)
+        proc = start_engram("dev", "--demo", "--data-dir", str(data), "-s", "ingest", log=log)
         try:
-            deadline = time.monotonic() + 90
             # Not a terminal: `engram dev` prints a line when a worker's counters move.
-            while "ingest: applied 13," not in log.read_text(errors="replace"):
-                assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.3)
+            wait_for_output(proc, log, "ingest: applied 13,")
             env_file = (data / "engram.env").read_text()
             assert "NATS_URL=nats://engram_admin:" in env_file  # the admin, for tools
             assert "DATABASE_URL=postgresql://" in env_file
@@ -83,7 +54,7 @@ async def test_run_drains_on_sigterm(
     events = [cid] + [f.message(cid.payload.conversation_id, content=f"m{i}") for i in range(2000)]
     await publish(nc, *events)
     log = tmp_path / "run.log"
-    proc = engram(
+    proc = start_engram(
         "run",
         "ingest",
         log=log,
@@ -111,33 +82,12 @@ async def test_run_drains_on_sigterm(
 
 def test_status_and_errors_speak_plainly(env: Env, tmp_path: Path) -> None:
     urls = {"NATS_URL": env.nats_url, "DATABASE_URL": env.database_url}
-    out = subprocess.run(
-        [ENGRAM, "status", "--exact"],
-        env={**os.environ, **urls},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    out = run_engram("status", "--exact", env={**os.environ, **urls})
     assert out.returncode == 0, out.stderr
     assert "ingest.messages" in out.stdout
-    bad = subprocess.run(
-        [ENGRAM, "run", "nope"],
-        env={**os.environ, **urls},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    bad = run_engram("run", "nope", env={**os.environ, **urls})
     assert bad.returncode == 2
     assert "unknown service 'nope'" in bad.stderr
-    lost = subprocess.run(
-        [ENGRAM, "status", "--data-dir", str(tmp_path)],
-        env={k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL")},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    lost = run_engram("status", "--data-dir", str(tmp_path), env=without_urls())
     assert lost.returncode == 2
     assert "set NATS_URL and DATABASE_URL, or start `engram dev`" in lost.stderr

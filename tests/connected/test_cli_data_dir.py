@@ -5,13 +5,17 @@ A temporary HOME and XDG_DATA_HOME keep the test away from the real user folder.
 from __future__ import annotations
 
 import os
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.connected.test_cli import ENGRAM, engram, servers_under, stop
+from tests.connected.dev_process import (
+    run_engram,
+    servers_under,
+    start_engram,
+    stop,
+    wait_for_output,
+)
 
 pytestmark = pytest.mark.connected
 
@@ -26,23 +30,12 @@ def test_status_finds_the_servers_of_a_dev_stack_in_another_folder(tmp_path: Pat
         for k, v in os.environ.items()
         if k not in ("NATS_URL", "DATABASE_URL", "ENGRAM_DATA_DIR")
     }
-    proc = engram(
+    proc = start_engram(
         "dev", "--data-dir", str(data), "-s", "ingest", log=log, env={**user, "ENGRAM_DATA_DIR": ""}
     )
     try:
-        deadline = time.monotonic() + 90
-        while "started ingest" not in log.read_text(errors="replace"):
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.3)
-        out = subprocess.run(
-            [ENGRAM, "status"],
-            env={**clean, **user},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        wait_for_output(proc, log, "started ingest")
+        out = run_engram("status", env={**clean, **user})
         assert out.returncode == 0, out.stderr
         assert "ingest.messages" in out.stdout
         assert pointer.read_text().strip() == str(data.resolve())
@@ -51,12 +44,5 @@ def test_status_finds_the_servers_of_a_dev_stack_in_another_folder(tmp_path: Pat
     assert code == 0, log.read_text()
     assert servers_under(data) == []
     assert not pointer.exists()  # gone with its stack
-    after = subprocess.run(
-        [ENGRAM, "status"],
-        env={**clean, **user},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    after = run_engram("status", env={**clean, **user})
     assert after.returncode == 2 and "start `engram dev`" in after.stderr

@@ -20,7 +20,8 @@ import pytest
 
 from services.runtime.devguard import stop_orphans
 from tests import factories as f
-from tests.connected.test_cli import ENGRAM, engram, servers_under
+from tests.connected.cli_run import ENGRAM
+from tests.connected.dev_process import run_engram, servers_under, start_engram
 from tests.helpers import dead_letters, publish, publish_raw
 
 pytestmark = [pytest.mark.connected, pytest.mark.slow]
@@ -110,14 +111,10 @@ async def test_the_view_fits_100x40_and_says_what_happened_then_a_closed_termina
     term = terminal(["dev", "--data-dir", str(data), "-s", "ingest", "-s", "audit"])
     wait_for(lambda: "what the workers did" in term.screen(), term.screen)
 
-    # A second start on the same folder, while the first runs: refused, in one line.
-    second = subprocess.run(  # noqa: ASYNC221 - the test waits for it on purpose
-        [ENGRAM, "dev", "--data-dir", str(data), "-s", "ingest"],
-        env={**os.environ, **user_env(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    # A second start on the same folder, while the first runs: refused, in one line (the
+    # test blocks on it on purpose).
+    second = run_engram(
+        "dev", "--data-dir", str(data), "-s", "ingest", env={**os.environ, **user_env(tmp_path)}
     )
     assert second.returncode != 0
     said = (second.stdout + second.stderr).strip().splitlines()
@@ -160,7 +157,7 @@ def test_an_idle_stop_takes_5_s_at_most_without_asyncio_task_noise(
     tmp_path: Path, sig: signal.Signals, workers: list[str]
 ) -> None:
     data, log = tmp_path / "data", tmp_path / "dev.log"
-    proc = engram("dev", "--data-dir", str(data), *workers, log=log)
+    proc = start_engram("dev", "--data-dir", str(data), *workers, log=log)
     try:
         wait_for(lambda: STARTED in log.read_text(errors="replace"), log.read_text)
         time.sleep(3)  # idle: the pull requests are open
@@ -194,7 +191,7 @@ def test_kill_9_of_engram_dev_leaves_no_server_running(
     request.addfinalizer(lambda: stop_orphans(data.resolve()))  # last: finalizers run LIFO
     request.addfinalizer(kill_started)
     for round_ in (1, 2):
-        proc = engram("dev", "--data-dir", str(data), "-s", "ingest", log=log)
+        proc = start_engram("dev", "--data-dir", str(data), "-s", "ingest", log=log)
         started.append(proc)
         wait_for(lambda: STARTED in log.read_text(errors="replace"), log.read_text)
         assert servers_under(data), "no servers to orphan"
@@ -216,7 +213,7 @@ def test_kill_9_of_engram_dev_leaves_no_server_running(
     orphans = servers_under(data)
     assert {p.info["name"] for p in orphans} == {"nats-server", "postgres"}
     orphan_nats = [p for p in orphans if p.info["name"] == "nats-server"]
-    proc = engram("dev", "--data-dir", str(data), "-s", "ingest", log=log)
+    proc = start_engram("dev", "--data-dir", str(data), "-s", "ingest", log=log)
     started.append(proc)
     try:
         wait_for(lambda: STARTED in log.read_text(errors="replace"), log.read_text)

@@ -17,8 +17,15 @@ from nats.aio.client import Client as NatsClient
 
 from services.runtime.service import Worker
 from tests.conftest import Env
-from tests.connected.memory_fixtures import T0, job_done, msearch, with_vectors, write
-from tests.connected.test_memory_cli import engram
+from tests.connected.cli_run import engram
+from tests.connected.memory_fixtures import (
+    a_fading_fact,
+    job_done,
+    msearch,
+    trigger_decay,
+    with_vectors,
+    write,
+)
 from tests.helpers import eventually, publish
 
 pytestmark = pytest.mark.connected
@@ -65,35 +72,19 @@ async def test_retried_trigger_of_a_finished_job_reports_its_summary(
     nc: NatsClient,
     db: asyncpg.Connection,
 ) -> None:
-    job = str(uuid4())
-    args = (
-        "trigger",
-        "consolidate",
-        "--tenant",
-        "acme",
-        "--agent",
-        "travel-bot",
-        "--steps",
-        "decay",
-        "--job-id",
-        job,
-        "--wait",
-        "20",
-    )
+    args = trigger_decay("--job-id", str(uuid4()), "--wait", "20")
+    operator = {"NATS_URL": env.nats_url}
     async with run_memory():
-        await publish(
-            nc, write("a fact", importance=0.5, decay_rate=0.1, at=T0 - timedelta(days=3))
-        )
-        await eventually(lambda: db.fetchval("SELECT count(*) FROM memory.memories"))
-        code, out, err = await engram(env, *args)
-        assert code == 0, err
-        first = json.loads(out)
+        await a_fading_fact(nc, db)
+        ran = await engram(*args, env=operator)
+        assert ran.code == 0, ran.stderr
+        first = json.loads(ran.stdout)
         await job_done(db, first["job_id"])
         importance = await db.fetchval("SELECT importance FROM memory.memories")
 
         # the scheduler retries (it did not see the first exit): same job, work done
-        code, out, err = await engram(env, *args)
-    assert code == 0, err
-    assert json.loads(out) == first
+        ran = await engram(*args, env=operator)
+    assert ran.code == 0, ran.stderr
+    assert json.loads(ran.stdout) == first
     assert await db.fetchval("SELECT importance FROM memory.memories") == importance
     assert await db.fetchval("SELECT count(*) FROM memory.jobs") == 1

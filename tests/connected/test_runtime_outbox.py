@@ -1,5 +1,5 @@
-"""The runtime's transactional outbox and its loop, on a probe service declared here the
-way any service declares itself (a spec, an assembly), against the real servers.
+"""The runtime's transactional outbox and its loop, on the probe service (probe_service.py,
+declared the way any service declares itself), against the real servers.
 
 The promise under test: an announcement is published if and only if the effect it
 announces committed, exactly once — even when the worker died between publishing and
@@ -10,108 +10,38 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import ClassVar, Literal
-from uuid import UUID
 
 import asyncpg
 import nats
 import pytest
-from faststream import TestApp
 from nats.aio.client import Client as NatsClient
-from pydantic_settings import SettingsConfigDict
 
-from contracts.chat import CHAT_EVENT, ChatEvent
-from contracts.envelope import Envelope
-from services.runtime.bus import CHAT
 from services.runtime.component import WorkerContext
-from services.runtime.db import Connection, create_pool
+from services.runtime.db import create_pool
 from services.runtime.loop import Loop
-from services.runtime.migrate import migrate
-from services.runtime.outbox import Outbox, OutboxDrain, Outgoing
-from services.runtime.pipeline import contract_decoder
-from services.runtime.service import Worker, build_worker_app
-from services.runtime.settings import WorkerSettings
-from services.runtime.spec import Assembly, Consumes, ServiceSpec
+from services.runtime.outbox import OutboxDrain, Outgoing
 from services.runtime.supervise import Supervisor
 from tests import factories
 from tests.conftest import Env
-from tests.connected.conftest import FAST_RETRIES
+from tests.connected.probe_service import (
+    ECHO,
+    OUTBOX,
+    SPEC,
+    ProbeSettings,
+    echo_of,
+    install,
+    running,
+)
 from tests.helpers import eventually, publish, stored_ids
 
 pytestmark = pytest.mark.connected
 
-ECHO = "engram.probe.echo"
-
-
-class ProbeSettings(WorkerSettings):
-    service: ClassVar[str] = "probe"
-    model_config = SettingsConfigDict(env_prefix="PROBE_")
-
-
-class ProbeEcho(Envelope):
-    """What the probe announces for each message it applied."""
-
-    type: Literal["engram.probe.echo"] = "engram.probe.echo"
-    payload: dict[str, str]
-
-
-def echo_of(event: ChatEvent) -> ProbeEcho:
-    return ProbeEcho(
-        event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"echo:{event.event_id}"),
-        occurred_at=event.occurred_at,
-        tenant_id=event.tenant_id,
-        producer="probe",
-        causation_id=event.event_id,
-        payload={"of": str(event.event_id)},
-    )
-
-
-OUTBOX = Outbox("probe")
-
-
-async def apply_echo(conn: Connection, events: Sequence[ChatEvent]) -> Mapping[UUID, str]:
-    await OUTBOX.add(conn, [Outgoing.event(echo_of(e)) for e in events])
-    return {}
-
-
-def assemble(settings: ProbeSettings) -> Assembly:
-    return Assembly(
-        consumes=[
-            Consumes(CHAT, ("chat.message.created",), contract_decoder(CHAT_EVENT), apply_echo)
-        ],
-        publishes=(ProbeEcho,),
-    )
-
-
-SPEC = ServiceSpec(
-    name="probe",
-    schema="probe",
-    settings=ProbeSettings,
-    assemble=f"{__name__}:assemble",
-    description="A probe service: announces each message it applied.",
-    docs="architecture.md",
-)
-
 
 @pytest.fixture
 async def probe_db(env: Env) -> str:
-    await migrate(env.database_url, [SPEC.store])  # the runtime's tables only
-    return env.database_url
-
-
-@asynccontextmanager
-async def running(env: Env) -> AsyncIterator[Worker]:
-    settings = ProbeSettings(
-        nats_url=env.nats_url,
-        database_url=env.login(SPEC.name),
-        outbox_poll_s=0.2,
-        **FAST_RETRIES,
-    )
-    app, worker = build_worker_app(SPEC, settings)
-    async with TestApp(app):
-        yield worker
+    return await install(env)
 
 
 async def echoes(nc: NatsClient) -> list[str]:

@@ -1,7 +1,6 @@
 """Traces of a worker's events, against the real servers, read from the SDK's in-memory
-exporter: a probe service declared here the way any service declares itself, which
-announces each message it applied through the outbox and cannot apply a message whose
-content is ``later`` yet.
+exporter: the probe service (probe_service.py), which announces each message it applied
+through the outbox and here cannot apply a message whose content is ``later`` yet.
 
 The promises: a message's span is a child of the producer's ``traceparent`` (linked to its
 batch's span) and ends with its outcome; the event it causes is published with a
@@ -12,100 +11,34 @@ child of the causing event's span.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from typing import ClassVar, Literal
 from uuid import UUID
 
 import pytest
-from faststream import TestApp
 from nats.aio.client import Client as NatsClient
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from pydantic_settings import SettingsConfigDict
 
-from contracts.chat import CHAT_EVENT, ChatEvent
-from contracts.envelope import Envelope
-from services.runtime.bus import CHAT
-from services.runtime.db import Connection
-from services.runtime.migrate import migrate
-from services.runtime.outbox import Outbox, Outgoing
-from services.runtime.pipeline import contract_decoder
-from services.runtime.service import Worker, build_worker_app
-from services.runtime.settings import WorkerSettings
-from services.runtime.spec import Assembly, Consumes, ServiceSpec
+from contracts.chat import ChatEvent
+from services.runtime.service import Worker
 from services.runtime.telemetry import Stats
 from services.runtime.tracing import Tracing
 from tests import factories
 from tests.conftest import Env
-from tests.connected.conftest import FAST_RETRIES
+from tests.connected import probe_service as probe
+from tests.connected.probe_service import ECHO
 from tests.helpers import eventually, stored
 
 pytestmark = pytest.mark.connected
 
-ECHO = "engram.probe.echo"
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PRODUCER_SPAN = "b7ad6b7169203331"
 
 
 def traceparent(trace_id: str = TRACE_ID, span_id: str = PRODUCER_SPAN) -> str:
     return f"00-{trace_id}-{span_id}-01"
-
-
-class ProbeSettings(WorkerSettings):
-    service: ClassVar[str] = "probe"
-    model_config = SettingsConfigDict(env_prefix="PROBE_")
-
-
-class ProbeEcho(Envelope):
-    type: Literal["engram.probe.echo"] = "engram.probe.echo"
-    payload: dict[str, str]
-
-
-OUTBOX = Outbox("probe")
-
-
-async def apply_echo(conn: Connection, events: Sequence[ChatEvent]) -> Mapping[UUID, str]:
-    later = {e.event_id: "its conversation has not arrived" for e in events if is_later(e)}
-    echoes = [
-        ProbeEcho(
-            event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"echo:{e.event_id}"),
-            occurred_at=e.occurred_at,
-            tenant_id=e.tenant_id,
-            producer="probe",
-            correlation_id=e.correlation_id,
-            causation_id=e.event_id,
-            payload={"of": str(e.event_id)},
-        )
-        for e in events
-        if e.event_id not in later
-    ]
-    await OUTBOX.add(conn, [Outgoing.event(echo) for echo in echoes])
-    return later
-
-
-def is_later(event: ChatEvent) -> bool:
-    return getattr(event.payload, "content", None) == "later"
-
-
-def assemble(settings: ProbeSettings) -> Assembly:
-    return Assembly(
-        consumes=[
-            Consumes(CHAT, ("chat.message.created",), contract_decoder(CHAT_EVENT), apply_echo)
-        ],
-        publishes=(ProbeEcho,),
-    )
-
-
-SPEC = ServiceSpec(
-    name="probe",
-    schema="probe",
-    settings=ProbeSettings,
-    assemble=f"{__name__}:assemble",
-    description="A probe service: announces each message it applied.",
-    docs="architecture.md",
-)
 
 
 @pytest.fixture
@@ -117,16 +50,11 @@ def exporter() -> Iterator[InMemorySpanExporter]:
 
 @asynccontextmanager
 async def running(env: Env, exporter: InMemorySpanExporter) -> AsyncIterator[Worker]:
-    await migrate(env.database_url, [SPEC.store])
-    settings = ProbeSettings(
-        nats_url=env.nats_url,
-        database_url=env.login(SPEC.name),
-        outbox_poll_s=0.2,
-        **FAST_RETRIES,
-    )
+    """The probe, tracing into ``exporter``; a message whose content is ``later`` cannot
+    be applied yet."""
+    await probe.install(env)
     tracing = Tracing.exporting("probe", exporter, batch=False)
-    app, worker = build_worker_app(SPEC, settings, tracing)
-    async with TestApp(app):
+    async with probe.running(env, tracing, later_content="later") as worker:
         yield worker
 
 
