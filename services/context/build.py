@@ -147,7 +147,9 @@ class Builder:
         started = time.perf_counter()
         name = req.options.tokenizer or self.settings.tokenizer
         # Loaded once per process; a thread only the first time (loading takes seconds).
-        tok = loaded(name) or await asyncio.to_thread(tokenizer, name)
+        tok = loaded(name)
+        if tok is None:
+            tok = await asyncio.to_thread(tokenizer, name)
         timeouts = sources.Timeouts.of(self.settings, req.options.timeout_ms)
         template, found = await asyncio.gather(
             self._template(pool, req), sources.gather(nc, req, timeouts)
