@@ -76,7 +76,7 @@ async def run(args: argparse.Namespace, console: Console) -> None:
     import nats
 
     from contracts.context import ContextBuildRequest
-    from services.context import build, repo, sources
+    from services.context import build, repo
     from services.context.settings import ContextSettings
     from services.runtime.bus_setup import connect
     from services.runtime.db import create_pool
