@@ -1,18 +1,25 @@
 #!/usr/bin/env python
-"""Context benchmark (issue 16): query.context.build beside the same queries made one
-after another, and the tokenizer's speed.
+"""Context benchmark (issue 16): query.context.build at 100k messages, 100k memories and
+100k chunks over several tenants, beside the same queries made one after another, and
+the tokenizer's speed.
 
-    .venv/bin/python bench/context.py [--memories 2000] [--messages 2000] [--builds 300]
+    .venv/bin/python bench/context.py [--messages 100000] [--memories 100000] [--tenants 4]
+        [--builds 200] [--runs 3] [--data-dir DIR]
 
-Starts the embedded nats-server and PostgreSQL (DevStack) and the real workers as
-processes (`engram run embedder|memory|checkpointer|context`, each its own role and NATS
-user). Seeds one tenant: an agent's state, --memories semantic memories of one user and
---messages chat messages (their chunks are the knowledge), waits until every memory and
-chunk is embedded, then times --builds builds with a 4,000-token budget (state, memories,
-summaries, knowledge; query.chat.history is not answered on this branch, so the messages
-segment is missing at once) and, for each, the baseline a client would write: the same
-four queries one after another. Every build is checked: total <= budget. Writes
-bench/results/context.json.
+Runs on a copy of services/, contracts/ and sql/ (bench/_common.reexec_on_snapshot), or
+on the code that ENGRAM_BENCH_CODE names (to measure an older commit the same way).
+Starts the embedded nats-server and PostgreSQL (in --data-dir, kept: its seeded database
+is reused by the next run) and the real workers as processes (`engram run
+ingest|embedder|memory|checkpointer|context`, each its own role and NATS user). Seeds
+the tables directly (bench/context_seed.py, COPY), and an agent's state of 40 keys.
+
+Each of --runs rounds times --builds builds with a 4,000-token budget (all five sources
+of tenant ``bench``'s conversation of 2,000 messages), each followed by the baseline a
+client would write: the same five queries (state, memories, the conversation's session
+summaries, knowledge, recent messages) one after another; each query of the baseline is
+timed on its own too (where the time goes). Every build is checked: total <= budget, and
+no segment missing. Figures: p50 / p99 per round and their medians over the rounds.
+Writes bench/results/context.json.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
+import os
 import statistics
 import sys
 import time
@@ -40,50 +47,24 @@ import asyncpg  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from bench._common import (  # noqa: E402
+    SNAPSHOT_ENV,
+    code_version,
     embedded_servers,
     engram_cmd,
     fresh_streams,
+    loadavg,
     percentile,
+    reexec_on_snapshot,
     start_process,
     stop_process,
     worker_login,
     write_report,
 )
+from bench.context_seed import AGENT, CONVERSATION, TENANT, USER, Scale, seed  # noqa: E402
 
-TENANT, USER, AGENT = "bench", "u-1", "travel-bot"
-CONVERSATION = uuid.uuid4()
-WORDS = [
-    "hotel",
-    "river",
-    "castle",
-    "tram",
-    "museum",
-    "dinner",
-    "flight",
-    "train",
-    "beach",
-    "market",
-    "tour",
-    "ticket",
-    "room",
-    "breakfast",
-    "view",
-    "garden",
-    "bridge",
-    "harbour",
-    "wine",
-    "fado",
-    "tile",
-    "street",
-    "square",
-    "church",
-    "night",
-]
+BUDGET = 4000
 QUERIES = ["which hotel did we book?", "what does the user like to eat?", "plan the tram tour"]
-
-
-def sentence(rng: random.Random, n: int = 14) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + "."
+WORKERS = ("ingest", "embedder", "memory", "checkpointer", "context")
 
 
 def envelope(kind: str, payload: dict[str, Any]) -> bytes:
@@ -101,98 +82,54 @@ def envelope(kind: str, payload: dict[str, Any]) -> bytes:
     ).encode()
 
 
-async def seed(js: Any, memories: int, messages: int, rng: random.Random) -> None:
-    ops = [
-        {"op": "add", "path": f"/persistent/pref{i}", "value": sentence(rng, 6)} for i in range(40)
-    ]
-    await js.publish(
-        "state.patch", envelope("state.patch", {"user_id": USER, "agent_id": AGENT, "patch": ops})
-    )
-    for i in range(memories):
-        text = sentence(rng)
-        await js.publish(
-            "memory.write",
-            envelope(
-                "memory.write",
-                {
-                    "memory_type": "semantic",
-                    "memory_id": str(uuid.uuid4()),
-                    "agent_id": AGENT,
-                    "user_id": USER,
-                    "text": text,
-                    "importance": 0.5,
-                    "content": {"concept": WORDS[i % len(WORDS)], "definition": text},
-                },
-            ),
-        )
-    await js.publish(
-        "chat.conversation.created",
-        envelope(
-            "chat.conversation.created",
-            {"conversation_id": str(CONVERSATION), "user_id": USER, "agent_id": AGENT},
-        ),
-    )
-    for _ in range(messages):
-        await js.publish(
-            "chat.message.created",
-            envelope(
-                "chat.message.created",
-                {
-                    "message_id": str(uuid.uuid4()),
-                    "conversation_id": str(CONVERSATION),
-                    "role": rng.choice(["user", "assistant"]),
-                    "content": sentence(rng, 30),
-                    "content_type": "text",
-                    "sender_user_id": USER,
-                },
-            ),
-        )
-
-
-async def wait_seeded(db: asyncpg.Connection, memories: int, messages: int) -> None:
-    while True:
-        m = await db.fetchval("SELECT count(*) FROM memory.memories WHERE embedding IS NOT NULL")
-        c = await db.fetchval(
-            "SELECT count(DISTINCT source_id) FROM embedder.chunks WHERE source_type = 'message'"
-        )
-        queued = await db.fetchval("SELECT count(*) FROM embedder.embed_queue")
-        if m >= memories and c >= messages and queued == 0:
-            return
-        await asyncio.sleep(1)
-
-
 async def request(nc: Any, subject: str, body: dict[str, Any]) -> dict[str, Any]:
     msg = await nc.request(subject, json.dumps(body).encode(), timeout=10)
     reply: dict[str, Any] = json.loads(msg.data)
     return reply
 
 
-async def sequential(nc: Any, query: str) -> None:
-    """The baseline: the same four questions a build asks, one after another."""
-    await request(nc, "query.state.get", {"tenant_id": TENANT, "user_id": USER, "agent_id": AGENT})
-    await request(
-        nc,
-        "query.memory.search",
-        {
-            "tenant_id": TENANT,
-            "agent_id": AGENT,
-            "text": query,
-            "top_k": 20,
-            "filters": {"user_id": USER},
-        },
-    )
-    await request(
-        nc,
-        "query.memory.search",
-        {
-            "tenant_id": TENANT,
-            "agent_id": AGENT,
-            "text": query,
-            "top_k": 10,
-            "filters": {"types": ["episodic"], "conversation_id": str(CONVERSATION)},
-        },
-    )
-    await request(nc, "query.knowledge.search", {"tenant_id": TENANT, "text": query, "top_k": 20})
+def baseline_queries(query: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """The questions a build asks, as a client would ask them."""
+    t, c = TENANT, str(CONVERSATION)
+    return [
+        ("state", "query.state.get", {"tenant_id": t, "user_id": USER, "agent_id": AGENT}),
+        (
+            "memories",
+            "query.memory.search",
+            {
+                "tenant_id": t,
+                "agent_id": AGENT,
+                "text": query,
+                "top_k": 20,
+                "filters": {"user_id": USER},
+            },
+        ),
+        (
+            "summary",
+            "query.memory.search",
+            {
+                "tenant_id": t,
+                "agent_id": AGENT,
+                "text": query,
+                "top_k": 10,
+                "filters": {"types": ["episodic"], "conversation_id": c},
+            },
+        ),
+        ("knowledge", "query.knowledge.search", {"tenant_id": t, "text": query, "top_k": 20}),
+        ("messages", "query.chat.history", {"tenant_id": t, "conversation_id": c, "limit": 50}),
+    ]
+
+
+def build_request(query: str) -> dict[str, Any]:
+    return {
+        "tenant_id": TENANT,
+        "agent_id": AGENT,
+        "user_id": USER,
+        "conversation_id": str(CONVERSATION),
+        "query": query,
+        "token_budget": BUDGET,
+        "segments": [{"text": "You are {agent_id}."}],
+    }
 
 
 def tokens_per_second() -> float:
@@ -206,19 +143,82 @@ def tokens_per_second() -> float:
     return n / (time.perf_counter() - started)
 
 
+async def ready(nc: Any, within: float) -> None:
+    """Until a build has every segment (the workers are up and have loaded their models)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            reply = await request(nc, "query.context.build", build_request(QUERIES[0]))
+            if reply.get("status") == "ok" and all(
+                s["status"] != "missing" for s in reply["segments"]
+            ):
+                return
+        except Exception:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("the workers did not answer every source in time")
+        await asyncio.sleep(1)
+
+
+async def one_round(nc: Any, builds: int) -> dict[str, Any]:
+    took, seq, server, over, missing = [], [], [], 0, 0
+    per_query: dict[str, list[float]] = {}
+    kinds: dict[str, str] = {}
+    for i in range(builds + 20):
+        query = QUERIES[i % len(QUERIES)]
+        t0 = time.perf_counter()
+        reply = await request(nc, "query.context.build", build_request(query))
+        t1 = time.perf_counter()
+        asked: dict[str, float] = {}
+        for name, subject, body in baseline_queries(query):
+            q0 = time.perf_counter()
+            await request(nc, subject, body)
+            asked[name] = (time.perf_counter() - q0) * 1000
+        t2 = time.perf_counter()
+        assert reply["status"] == "ok", reply
+        total = sum(s["tokens"] for s in reply["segments"])
+        over += total > BUDGET or reply["total_tokens"] != total
+        missing += any(s["status"] == "missing" for s in reply["segments"])
+        kinds = {s["kind"]: s["status"] for s in reply["segments"]}
+        if i >= 20:  # warm-up
+            took.append((t1 - t0) * 1000)
+            seq.append((t2 - t1) * 1000)
+            server.append(reply["build_ms"])
+            for name, ms in asked.items():
+                per_query.setdefault(name, []).append(ms)
+    return {
+        "build_ms": {"p50": statistics.median(took), "p99": percentile(took, 0.99)},
+        "sequential_ms": {"p50": statistics.median(seq), "p99": percentile(seq, 0.99)},
+        "server_build_ms_p50": statistics.median(server),
+        "query_ms_p50": {k: round(statistics.median(v), 2) for k, v in per_query.items()},
+        "over_budget": over,
+        "with_missing_segment": missing,
+        "last_segments": kinds,
+        "last_total_tokens": reply["total_tokens"],
+        "loadavg": loadavg(),
+    }
+
+
+def medians(rounds: list[dict[str, Any]], key: str) -> dict[str, float]:
+    return {q: round(statistics.median(r[key][q] for r in rounds), 2) for q in ("p50", "p99")}
+
+
 async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     import nats
 
     from services.catalog import migrate
 
-    rng = random.Random(7)
-    with embedded_servers(None, "engram-bench-context-", console) as servers:
+    scale = Scale(args.messages, args.memories, args.tenants)
+    with embedded_servers(args.data_dir, "engram-bench-context-", console) as servers:
         database_url = servers.urls["DATABASE_URL"]
         await migrate(database_url)
+        db = await asyncpg.connect(database_url)
+        seeding = await seed(db, scale, console.log)
+        console.log(f"seed: {seeding}")
         nc = await nats.connect(servers.urls["NATS_URL"])
         await fresh_streams(nc.jetstream())
         procs = []
-        for service in ("embedder", "memory", "checkpointer", "context"):
+        for service in WORKERS:
             env = {
                 "NATS_URL": servers.nats_users[service],
                 "DATABASE_URL": worker_login(database_url, service),
@@ -226,55 +226,42 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             }
             procs.append(start_process(engram_cmd(service), env, servers.logs / f"{service}.log"))
         try:
-            db = await asyncpg.connect(database_url)
-            started = time.perf_counter()
-            await seed(nc.jetstream(), args.memories, args.messages, rng)
-            await asyncio.wait_for(wait_seeded(db, args.memories, args.messages), 900)
-            console.log(f"seeded and embedded in {time.perf_counter() - started:.1f} s")
-            builds, baseline, over = [], [], 0
-            for i in range(args.builds + 20):
-                query = QUERIES[i % len(QUERIES)]
-                t0 = time.perf_counter()
-                reply = await request(
-                    nc,
-                    "query.context.build",
-                    {
-                        "tenant_id": TENANT,
-                        "agent_id": AGENT,
-                        "user_id": USER,
-                        "conversation_id": str(CONVERSATION),
-                        "query": query,
-                        "token_budget": 4000,
-                        "segments": [{"text": "You are {agent_id}."}],
-                    },
-                )
-                t1 = time.perf_counter()
-                await sequential(nc, query)
-                t2 = time.perf_counter()
-                assert reply["status"] == "ok", reply
-                over += reply["total_tokens"] > 4000
-                if i >= 20:  # warm-up
-                    builds.append((t1 - t0) * 1000)
-                    baseline.append((t2 - t1) * 1000)
-            kinds = {s["kind"]: s["status"] for s in reply["segments"]}
-            report = {
-                "memories": args.memories,
-                "messages": args.messages,
-                "builds": args.builds,
-                "budget": 4000,
-                "build_ms": {"p50": statistics.median(builds), "p99": percentile(builds, 0.99)},
-                "sequential_ms": {
-                    "p50": statistics.median(baseline),
-                    "p99": percentile(baseline, 0.99),
-                },
-                "over_budget": over,
-                "last_segments": kinds,
-                "last_total_tokens": reply["total_tokens"],
-                "tokens_per_second": tokens_per_second(),
-            }
+            ops = [
+                {"op": "add", "path": f"/persistent/pref{i}", "value": f"likes tram tour {i}"}
+                for i in range(40)
+            ]
+            await nc.jetstream().publish(
+                "state.patch",
+                envelope("state.patch", {"user_id": USER, "agent_id": AGENT, "patch": ops}),
+            )
+            await ready(nc, 300)
+            rounds = []
+            for r in range(args.runs):
+                rounds.append(await one_round(nc, args.builds))
+                console.log(f"round {r + 1}: {rounds[-1]}")
+            counted = sorted(tokens_per_second() for _ in range(3))
             await db.close()
             await nc.close()
-            return report
+            return {
+                "code": code_version(
+                    ROOT if not os.environ.get(SNAPSHOT_ENV) else Path(os.environ[SNAPSHOT_ENV])
+                ),
+                "scale": {
+                    "messages": args.messages,
+                    "memories": args.memories,
+                    "chunks": args.messages,
+                    "tenants": args.tenants,
+                },
+                "seed": seeding,
+                "builds_per_round": args.builds,
+                "budget": BUDGET,
+                "build_ms": medians(rounds, "build_ms"),
+                "sequential_ms": medians(rounds, "sequential_ms"),
+                "over_budget": sum(r["over_budget"] for r in rounds),
+                "with_missing_segment": sum(r["with_missing_segment"] for r in rounds),
+                "tokens_per_second": round(counted[1]),
+                "rounds": rounds,
+            }
         finally:
             for proc in procs:
                 stop_process(proc)
@@ -282,14 +269,20 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--memories", type=int, default=2000)
-    parser.add_argument("--messages", type=int, default=2000)
-    parser.add_argument("--builds", type=int, default=300)
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--memories", type=int, default=100_000)
+    parser.add_argument("--tenants", type=int, default=4)
+    parser.add_argument("--builds", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "context.json")
     args = parser.parse_args()
+    if not os.environ.get(SNAPSHOT_ENV):
+        reexec_on_snapshot(__file__, sys.argv[1:])
     console = Console()
     report = asyncio.run(run(args, console))
     console.print_json(data=report)
-    write_report(ROOT / "bench" / "results" / "context.json", report)
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Literal
 
 from contracts.context import SegmentKind
@@ -53,6 +54,9 @@ class Item:
     line: str
     match: str = ""  # raw text; "" never matches
     keys: tuple[str, ...] = ()
+    # When it happened (a message's creation, the end of a summary's session): which
+    # summaries are older than the recent messages (sources.older_summaries).
+    at: datetime | None = None
 
 
 @dataclass(frozen=True)

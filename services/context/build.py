@@ -26,7 +26,7 @@ from services.context import repo, sources, templates
 from services.context.budget import Item, Plan, plan
 from services.context.settings import ContextSettings
 from services.context.templates import Template
-from services.context.tokens import Tokenizer, tokenizer
+from services.context.tokens import CountOnce, Tokenizer, loaded, tokenizer
 from services.runtime.component import Health, NotStarted, WorkerContext
 from services.runtime.replies import QueryFailed
 
@@ -117,36 +117,46 @@ class Builder:
         self.settings = settings
         self._nc: NatsClient | None = None
         self._pool: asyncpg.Pool | None = None
+        self._snapshots: asyncpg.Pool | None = None
 
     async def start(self, ctx: WorkerContext) -> None:
         # ~1.5 s for a BPE encoding: at start, not in the first build's latency.
         await asyncio.to_thread(tokenizer, self.settings.tokenizer)
+        self._snapshots = await repo.snapshot_pool(
+            self.settings.database_url, self.settings.max_builds
+        )
         self._nc, self._pool = ctx.nc, ctx.pool
 
     async def stop(self) -> None:
+        snapshots, self._snapshots = self._snapshots, None
         self._nc = self._pool = None
+        if snapshots is not None:
+            await snapshots.close()
 
     def health(self) -> Health:
         return Health(self.name, self._nc is not None, "" if self._nc else "not started")
 
-    def _running(self) -> tuple[NatsClient, asyncpg.Pool]:
-        if self._nc is None or self._pool is None:
+    def _running(self) -> tuple[NatsClient, asyncpg.Pool, asyncpg.Pool]:
+        if self._nc is None or self._pool is None or self._snapshots is None:
             raise NotStarted("the context builder")
-        return self._nc, self._pool
+        return self._nc, self._pool, self._snapshots
 
     async def build(self, req: ContextBuildRequest, limit: int) -> ContextBuildReply:
         del limit  # a reply over one message is too_large (BUILD_HINT)
-        nc, pool = self._running()
+        nc, pool, snapshots = self._running()
         started = time.perf_counter()
         name = req.options.tokenizer or self.settings.tokenizer
-        tok = await asyncio.to_thread(tokenizer, name)  # loaded once; a thread on first use
+        # Loaded once per process; a thread only the first time (loading takes seconds).
+        tok = loaded(name)
+        if tok is None:
+            tok = await asyncio.to_thread(tokenizer, name)
         timeouts = sources.Timeouts.of(self.settings, req.options.timeout_ms)
         template, found = await asyncio.gather(
             self._template(pool, req), sources.gather(nc, req, timeouts)
         )
         system = system_items(req, template)
         shares = {kind: getattr(req.options.shares, kind.value) for kind in SOURCE_KINDS}
-        result = plan(req.token_budget, system, found, shares, tok)
+        result = plan(req.token_budget, system, found, shares, CountOnce(tok))
         segments = checked(result, req.token_budget, tok)
         total = sum(s.tokens for s in segments)
         source_total = sum(s.source_tokens for s in segments)
@@ -154,7 +164,7 @@ class Builder:
         build_ms = (time.perf_counter() - started) * 1000
         snapshot_id = uuid.uuid4()
         await repo.record(
-            pool,
+            snapshots,
             req.tenant_id,
             (
                 snapshot_id,
@@ -199,7 +209,7 @@ class Builder:
 
     async def snapshot(self, req: ContextSnapshotRequest, limit: int) -> ContextSnapshotReply:
         del limit
-        _, pool = self._running()
+        _, pool, _ = self._running()
         row = await repo.read(pool, req.tenant_id, req.snapshot_id, req.message_id)
         if row is None:
             what = (

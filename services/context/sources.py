@@ -9,7 +9,8 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import nats.errors
@@ -103,7 +104,13 @@ async def history(nc: NatsClient, req: ContextBuildRequest, timeout: float) -> S
         nc, CHAT_HISTORY_SUBJECT, ask_for, CHAT_HISTORY_REPLY, timeout
     )
     items = [
-        Item(str(m.message_id), f"{m.role}: {m.content}", m.content, (str(m.message_id),))
+        Item(
+            str(m.message_id),
+            f"{m.role}: {m.content}",
+            m.content,
+            (str(m.message_id),),
+            m.created_at,
+        )
         for m in (found.items if found else [])
         if not m.deleted
     ]
@@ -133,6 +140,19 @@ def _began(content: dict[str, Any]) -> str:
     return str(temporal.get("occurred_at", "")) if isinstance(temporal, dict) else ""
 
 
+def _ended(content: dict[str, Any]) -> datetime | None:
+    """The end of the span a summary covers (its start when it has no end); None when its
+    content has no readable time."""
+    temporal = content.get("temporal")
+    if not isinstance(temporal, dict):
+        return None
+    try:
+        at = datetime.fromisoformat(str(temporal.get("ended_at") or temporal["occurred_at"]))
+    except (KeyError, ValueError):
+        return None
+    return at if at.tzinfo is not None else None  # the contract requires a zone
+
+
 async def summaries(nc: NatsClient, req: ContextBuildRequest, timeout: float) -> Source:
     """The conversation's session summaries (episodic memories the memory service writes
     when a session ends), newest first."""
@@ -148,8 +168,28 @@ async def summaries(nc: NatsClient, req: ContextBuildRequest, timeout: float) ->
         nc, MEMORY_SEARCH_SUBJECT, ask_for, MEMORY_SEARCH_REPLY, timeout
     )
     hits = sorted(found.hits if found else [], key=lambda h: _began(h.content), reverse=True)
-    items = [Item(str(h.memory_id), h.text, h.text, (str(h.memory_id),)) for h in hits]
+    items = [
+        Item(str(h.memory_id), h.text, h.text, (str(h.memory_id),), _ended(h.content)) for h in hits
+    ]
     return Source(SegmentKind.summary, tuple(items), newest_first=True)
+
+
+def older_summaries(found: list[Source]) -> list[Source]:
+    """Summaries only of turns older than the oldest recent message the history returned:
+    a summary whose session ended at or after it covers turns the messages segment shows
+    (or may show), so it is left out, and nothing is shown twice. A summary with no
+    readable time is left out too; without recent messages (none, not asked, or missing)
+    every summary stays."""
+    shown = [i.at for s in found if s.kind is SegmentKind.messages for i in s.items if i.at]
+    if not shown:
+        return found
+    oldest = min(shown)
+    return [
+        replace(s, items=tuple(i for i in s.items if i.at is not None and i.at < oldest))
+        if s.kind is SegmentKind.summary
+        else s
+        for s in found
+    ]
 
 
 async def knowledge(nc: NatsClient, req: ContextBuildRequest, timeout: float) -> Source:
@@ -216,4 +256,4 @@ async def gather(nc: NatsClient, req: ContextBuildRequest, timeouts: Timeouts) -
         except (nats.errors.Error, OSError) as exc:
             return Source(kind, missing=f"{type(exc).__name__}: {exc}")
 
-    return list(await asyncio.gather(*(one(k, f, t) for k, f, t in plan)))
+    return older_summaries(list(await asyncio.gather(*(one(k, f, t) for k, f, t in plan))))

@@ -3,7 +3,8 @@
 ``ChatReads`` is the component that owns the query pool: connections that act as
 ``engram_ingest_reader`` (reads of exactly the one tenant set in ``engram.tenant_id``,
 sql/ingest/002 and services/runtime/tenancy.py) and are not reset on release, so each
-query sets its tenant first and is then one or two statements. A conversation of another
+query sets its tenant first (unless the session serves that tenant already) and is then
+one statement (a history page with every version: two). A conversation of another
 tenant is invisible to the reader: it is ``not_found``, word for word as a missing one.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -29,7 +31,7 @@ from contracts.errors import ErrorCode
 from services.ingest import cursor, repo_read
 from services.ingest.cursor import BadCursor, Position
 from services.runtime.component import Health, NotStarted, WorkerContext
-from services.runtime.db import Connection, create_pool, scope_tenant
+from services.runtime.db import Connection, create_pool, scope_session
 from services.runtime.replies import QueryFailed, fit_items
 
 HISTORY_HINT = "ask for a smaller limit, or without include_versions"
@@ -76,7 +78,7 @@ class ChatReads:
         if self._pool is None:
             raise NotStarted("the chat query pool")
         async with self._pool.acquire() as conn:
-            await scope_tenant(conn, tenant, local=False)
+            await scope_session(conn, tenant)  # no round trip when it serves this tenant
             yield conn
 
 
@@ -100,7 +102,7 @@ def _position(token: str | None, kind: str, order: str, scope: str) -> Position 
         raise bad_cursor(err) from None
 
 
-def summary(row: asyncpg.Record) -> ConversationSummary:
+def summary(row: asyncpg.Record | dict[str, Any]) -> ConversationSummary:
     return ConversationSummary.model_validate(dict(row))
 
 
@@ -109,13 +111,7 @@ async def history(reads: ChatReads, req: ChatHistoryRequest, limit: int) -> Chat
     after = _position(req.cursor, cursor.HISTORY, req.order.value, scope)
     newest = req.order is Order.newest_first
     async with reads.scoped(req.tenant_id) as conn:
-        found = await repo_read.conversation(conn, req.tenant_id, req.conversation_id)
-        if found is None:
-            raise QueryFailed(
-                ErrorCode.not_found,
-                f"no conversation {req.conversation_id} in tenant {req.tenant_id!r}",
-            )
-        rows = await repo_read.messages(
+        found, rows = await repo_read.page(
             conn,
             req.tenant_id,
             req.conversation_id,
@@ -125,6 +121,11 @@ async def history(reads: ChatReads, req: ChatHistoryRequest, limit: int) -> Chat
             limit=req.limit + 1,
             budget=limit,
         )
+        if found is None:
+            raise QueryFailed(
+                ErrorCode.not_found,
+                f"no conversation {req.conversation_id} in tenant {req.tenant_id!r}",
+            )
         page = rows[: req.limit]
         # Content past the reply's budget was not read: the page stops before it.
         kept = [r for r in page if r["content"] is not None]

@@ -13,6 +13,7 @@ the worker's memory.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -40,13 +41,6 @@ SELECT c.conversation_id, c.title, c.user_id, c.agent_id, c.status,
         WHERE f.tenant_id = c.tenant_id AND f.conversation_id = c.conversation_id) f
 """
 _COLUMNS = "c.*, coalesce(c.last_message_at, c.created_at) AS last_activity_at"
-
-CONVERSATION = f"""
-WITH page AS (
-    SELECT {_COLUMNS} FROM ingest.conversations c
-     WHERE c.tenant_id = $1 AND c.conversation_id = $2
-)
-{_SUMMARY}"""
 
 # Most recently active first. No index holds the activity time (sql/ingest/006: it would
 # cost every ingest batch), so the owner's conversations are read from their index and
@@ -90,6 +84,24 @@ SELECT message_id, session_id, parent_message_id, role, content_type, metadata, 
 NEWEST_FIRST = _MESSAGES.format(dir="DESC", cmp="<", edge="'infinity'")
 OLDEST_FIRST = _MESSAGES.format(dir="ASC", cmp=">", edge="'-infinity'")
 
+# A history page in one statement (one round trip, not two): the conversation's summary as
+# JSON on every row, beside its page of messages; one row of NULL message columns when the
+# page is empty, none when there is no such conversation.
+_PAGE = """
+WITH page AS (
+    SELECT {columns} FROM ingest.conversations c
+     WHERE c.tenant_id = $1 AND c.conversation_id = $2
+), found AS ({summary})
+SELECT to_jsonb(found) AS conversation, m.*
+  FROM found LEFT JOIN LATERAL ({messages}) m ON true
+ ORDER BY m.created_at {dir}, m.message_id {dir}"""
+PAGE_NEWEST_FIRST = _PAGE.format(
+    columns=_COLUMNS, summary=_SUMMARY, messages=NEWEST_FIRST, dir="DESC"
+)
+PAGE_OLDEST_FIRST = _PAGE.format(
+    columns=_COLUMNS, summary=_SUMMARY, messages=OLDEST_FIRST, dir="ASC"
+)
+
 # The versions of the page's messages, in page order, under the same byte budget.
 VERSIONS = """
 SELECT message_id, version, content_type, edited_by, reason, event_id, created_at, bytes,
@@ -104,14 +116,7 @@ SELECT message_id, version, content_type, edited_by, reason, event_id, created_a
  ORDER BY position, version"""
 
 
-async def conversation(
-    conn: Connection, tenant: str, conversation_id: UUID
-) -> asyncpg.Record | None:
-    row: asyncpg.Record | None = await conn.fetchrow(CONVERSATION, tenant, conversation_id)
-    return row
-
-
-async def messages(
+async def page(
     conn: Connection,
     tenant: str,
     conversation_id: UUID,
@@ -121,12 +126,12 @@ async def messages(
     include_deleted: bool,
     limit: int,
     budget: int,
-) -> list[asyncpg.Record]:
-    """Up to ``limit`` messages after ``after`` in the order asked (from the start when
-    None); content past ``budget`` bytes of the page is NULL."""
+) -> tuple[dict[str, Any] | None, list[asyncpg.Record]]:
+    """The conversation's summary (None: no such conversation in the tenant) and up to
+    ``limit`` of its messages after ``after``, as ``messages`` returns them."""
     at, id_ = after if after is not None else (None, HIGHEST if newest_first else LOWEST)
     rows: list[asyncpg.Record] = await conn.fetch(
-        NEWEST_FIRST if newest_first else OLDEST_FIRST,
+        PAGE_NEWEST_FIRST if newest_first else PAGE_OLDEST_FIRST,
         tenant,
         conversation_id,
         include_deleted,
@@ -135,7 +140,10 @@ async def messages(
         limit,
         budget,
     )
-    return rows
+    if not rows:
+        return None, []
+    found: dict[str, Any] = rows[0]["conversation"]
+    return found, [r for r in rows if r["message_id"] is not None]
 
 
 async def versions(

@@ -8,6 +8,7 @@ few cross-tenant jobs act as, explicitly, per transaction)."""
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -89,6 +90,20 @@ async def scope_tenant(conn: Connection, tenant: str, *, local: bool = True) -> 
     rows of ``tenant``; until the end of the transaction (``local``), else of the
     session."""
     await conn.execute("SELECT set_config('engram.tenant_id', $1, $2)", tenant, local)
+
+
+_SESSION_TENANT: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+async def scope_session(conn: Connection, tenant: str) -> None:
+    """``scope_tenant(conn, tenant, local=False)`` unless this session is scoped to
+    ``tenant`` already: a query pool that keeps its sessions (``keep_session``) reads a
+    tenant's next page in one round trip, not two. Only for connections that are never in
+    a transaction when scoped (a rollback would undo the setting, not this memory of it)."""
+    raw = getattr(conn, "_con", None) or conn  # a pool hands out a proxy of the connection
+    if _SESSION_TENANT.get(raw) != tenant:
+        await scope_tenant(conn, tenant, local=False)
+        _SESSION_TENANT[raw] = tenant
 
 
 async def scope_tenants(conn: Connection, tenants: Iterable[str]) -> None:
