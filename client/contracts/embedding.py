@@ -153,6 +153,47 @@ EMBED_REPLY = TypeAdapter[EmbedReply | QueryError](
 # --- query.knowledge.search ----------------------------------------------------------
 
 
+class QueryEmbedding(Contract):
+    """A query's vector made by the caller (with ``query.embed``), so that one text asked of
+    several searches is embedded once. A search uses it only when ``model_id`` is the model
+    it searches; otherwise it embeds the text itself (``query_vector: "replaced"``)."""
+
+    model_id: str = Field(
+        min_length=1,
+        max_length=300,
+        description="Model that made the vector (the `model_id` of the `query.embed` reply).",
+        examples=[MODEL_EX],
+    )
+    vector: list[Annotated[float, Field(allow_inf_nan=False)]] = Field(
+        min_length=1,
+        max_length=MAX_DIMENSIONS,
+        description="The vector of the request's `text` by that model (`query.embed`'s, "
+        "unit length). Of the model's length, or the request is `invalid`.",
+        examples=[[0.0123, -0.0456, 0.0789]],
+    )
+
+
+class QueryVectorUse(StrEnum):
+    """How a search got its query's vector."""
+
+    embedded = "embedded"  # none supplied: the service embedded the text
+    supplied = "supplied"  # the request's query_vector was used
+    replaced = "replaced"  # one of another model was supplied: the text was embedded
+
+
+QUERY_VECTOR_DESCRIPTION = (
+    "The query's vector, already made with `query.embed` (saves embedding the text "
+    "again). Used when its model is the one searched; another model's is ignored and the "
+    "text embedded (`query_vector` in the reply says which); the right model with the "
+    "wrong length is `invalid`."
+)
+QUERY_VECTOR_USE_DESCRIPTION = (
+    "How the query's vector was got: `embedded` (from the text), `supplied` (the "
+    "request's), `replaced` (the request's was of another model; the text was embedded); "
+    "null when no vector was searched (full-text mode)."
+)
+
+
 class SearchMode(StrEnum):
     hybrid = "hybrid"  # vector similarity and full-text rank, fused (reciprocal rank fusion)
     vector = "vector"
@@ -230,6 +271,11 @@ class KnowledgeSearchRequest(Contract):
         description="hybrid (default), vector only, or full-text only.",
         examples=["hybrid"],
     )
+    query_vector: QueryEmbedding | None = Field(
+        default=None,
+        description=QUERY_VECTOR_DESCRIPTION,
+        examples=[None],
+    )
 
 
 class SourceRef(Contract):
@@ -296,6 +342,11 @@ class KnowledgeSearchReply(Reply):
         description="Hits left out (the lowest ranked) because the reply would not fit in "
         "one NATS message; 0 when every hit up to top_k is here.",
         examples=[0],
+    )
+    query_vector: QueryVectorUse | None = Field(
+        default=QueryVectorUse.embedded,
+        description=QUERY_VECTOR_USE_DESCRIPTION,
+        examples=["supplied"],
     )
 
 

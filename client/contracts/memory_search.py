@@ -17,7 +17,14 @@ from uuid import UUID
 
 from pydantic import Field, RootModel, TypeAdapter
 
-from contracts.embedding import MAX_QUERY_CHARS, MAX_TOP_K
+from contracts.embedding import (
+    MAX_QUERY_CHARS,
+    MAX_TOP_K,
+    QUERY_VECTOR_DESCRIPTION,
+    QUERY_VECTOR_USE_DESCRIPTION,
+    QueryEmbedding,
+    QueryVectorUse,
+)
 from contracts.envelope import TENANT_PATTERN, Contract
 from contracts.errors import ERROR_DISCRIMINATOR, QueryError, Reply
 from contracts.memory import MemoryType
@@ -79,6 +86,9 @@ class MemorySearchRequest(Contract):
     )
     filters: MemoryFilters = Field(
         default_factory=MemoryFilters, description="Narrow the search.", examples=[{}]
+    )
+    query_vector: QueryEmbedding | None = Field(
+        default=None, description=QUERY_VECTOR_DESCRIPTION, examples=[None]
     )
 
 
@@ -153,6 +163,11 @@ class MemorySearchReply(Reply):
         "would not fit in one NATS message; they are not counted as "
         "accessed.",
         examples=[0],
+    )
+    query_vector: QueryVectorUse = Field(
+        default=QueryVectorUse.embedded,
+        description=QUERY_VECTOR_USE_DESCRIPTION,
+        examples=["supplied"],
     )
 
 

@@ -23,6 +23,7 @@ from contracts.context import (
 )
 from contracts.errors import ErrorCode
 from services.context import repo, sources, templates
+from services.context.asking import Timeouts
 from services.context.budget import Item, Plan, plan
 from services.context.settings import ContextSettings
 from services.context.templates import Template
@@ -150,7 +151,7 @@ class Builder:
         tok = loaded(name)
         if tok is None:
             tok = await asyncio.to_thread(tokenizer, name)
-        timeouts = sources.Timeouts.of(self.settings, req.options.timeout_ms)
+        timeouts = Timeouts.of(self.settings, req.options.timeout_ms)
         template, found = await asyncio.gather(
             self._template(pool, req), sources.gather(nc, req, timeouts)
         )

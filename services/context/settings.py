@@ -32,6 +32,13 @@ class ContextSettings(WorkerSettings):
     state_timeout_s: float = Field(
         default=0.5, gt=0, le=30, description="Longest wait for query.state.get."
     )
+    embed_timeout_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=30,
+        description="Longest wait for query.embed (the query's vector, made once per build "
+        "for the searches; without it each search embeds the query itself).",
+    )
     max_builds: int = Field(
         default=8, ge=1, le=64, description="Builds one replica answers at once."
     )

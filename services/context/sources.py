@@ -7,25 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
+import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 import nats.errors
 from nats.aio.client import Client as NatsClient
-from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from contracts.chat_queries import CHAT_HISTORY_REPLY, ChatHistoryReply, ChatHistoryRequest
 from contracts.context import ContextBuildRequest, SegmentKind
 from contracts.embedding import (
+    EMBED_SUBJECT,
     KNOWLEDGE_SEARCH_REPLY,
     KNOWLEDGE_SEARCH_SUBJECT,
     KnowledgeSearchReply,
     KnowledgeSearchRequest,
 )
-from contracts.errors import ErrorCode, QueryError
 from contracts.memory_search import (
     MEMORY_SEARCH_REPLY,
     MEMORY_SEARCH_SUBJECT,
@@ -35,62 +34,23 @@ from contracts.memory_search import (
 )
 from contracts.state import PARTITIONS
 from contracts.state_queries import STATE_GET_REPLY, StateGetReply, StateGetRequest
+from services.context.asking import SourceFailed, Timeouts, Vector, ask, embed, with_vector
 from services.context.budget import Item, Source
-from services.context.settings import ContextSettings
+
+log = logging.getLogger("engram.context.sources")
 
 STATE_GET_SUBJECT = "query.state.get"
 CHAT_HISTORY_SUBJECT = "query.chat.history"
 SUMMARY_TOP_K = 10
 # Every subject a build asks: the service's NATS user may publish these and no others
 # (nats_auth.py), and its AsyncAPI document shows them with their contracts.
-ASKS = (CHAT_HISTORY_SUBJECT, MEMORY_SEARCH_SUBJECT, KNOWLEDGE_SEARCH_SUBJECT, STATE_GET_SUBJECT)
-
-
-class SourceFailed(Exception):
-    """A source answered with an error, or something that is not its reply."""
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    history: float
-    memory: float
-    knowledge: float
-    state: float
-
-    @classmethod
-    def of(cls, settings: ContextSettings, cap_ms: int | None) -> Timeouts:
-        cap = float("inf") if cap_ms is None else cap_ms / 1000
-        return cls(
-            min(settings.history_timeout_s, cap),
-            min(settings.memory_timeout_s, cap),
-            min(settings.knowledge_timeout_s, cap),
-            min(settings.state_timeout_s, cap),
-        )
-
-
-async def ask(
-    nc: NatsClient, subject: str, request: BaseModel, reply: TypeAdapter[Any], timeout: float
-) -> Any:
-    """The typed result of one query; ``SourceFailed`` with words for anything else."""
-    started = time.perf_counter()
-    try:
-        msg = await nc.request(subject, request.model_dump_json().encode(), timeout=timeout)
-    except nats.errors.NoRespondersError:
-        raise SourceFailed(f"no service answers {subject}") from None
-    except (nats.errors.TimeoutError, TimeoutError):
-        waited = (time.perf_counter() - started) * 1000
-        raise SourceFailed(f"{subject} did not answer within {waited:.0f} ms") from None
-    try:
-        answer = reply.validate_json(msg.data)
-    except ValidationError as exc:
-        raise SourceFailed(
-            f"{subject} answered something else: {exc.error_count()} errors"
-        ) from None
-    if isinstance(answer, QueryError):
-        if answer.code is ErrorCode.not_found:
-            return None
-        raise SourceFailed(f"{subject}: {answer.code.value}: {answer.message}")
-    return answer
+ASKS = (
+    CHAT_HISTORY_SUBJECT,
+    MEMORY_SEARCH_SUBJECT,
+    KNOWLEDGE_SEARCH_SUBJECT,
+    STATE_GET_SUBJECT,
+    EMBED_SUBJECT,
+)
 
 
 async def history(nc: NatsClient, req: ContextBuildRequest, timeout: float) -> Source:
@@ -117,13 +77,17 @@ async def history(nc: NatsClient, req: ContextBuildRequest, timeout: float) -> S
     return Source(SegmentKind.messages, tuple(items), newest_first=True)
 
 
-async def memories(nc: NatsClient, req: ContextBuildRequest, timeout: float) -> Source:
+async def memories(
+    nc: NatsClient, req: ContextBuildRequest, timeout: float, vector: Vector | None
+) -> Source:
+    query_vector, timeout = await with_vector(vector, timeout)
     ask_for = MemorySearchRequest(
         tenant_id=req.tenant_id,
         agent_id=req.agent_id,
         text=req.query,
         top_k=req.options.memory_top_k,
         filters=MemoryFilters(user_id=req.user_id),
+        query_vector=query_vector,
     )
     found: MemorySearchReply | None = await ask(
         nc, MEMORY_SEARCH_SUBJECT, ask_for, MEMORY_SEARCH_REPLY, timeout
@@ -153,16 +117,20 @@ def _ended(content: dict[str, Any]) -> datetime | None:
     return at if at.tzinfo is not None else None  # the contract requires a zone
 
 
-async def summaries(nc: NatsClient, req: ContextBuildRequest, timeout: float) -> Source:
+async def summaries(
+    nc: NatsClient, req: ContextBuildRequest, timeout: float, vector: Vector | None
+) -> Source:
     """The conversation's session summaries (episodic memories the memory service writes
     when a session ends), newest first."""
     assert req.conversation_id is not None
+    query_vector, timeout = await with_vector(vector, timeout)
     ask_for = MemorySearchRequest(
         tenant_id=req.tenant_id,
         agent_id=req.agent_id,
         text=req.query,
         top_k=SUMMARY_TOP_K,
         filters=MemoryFilters(types=["episodic"], conversation_id=req.conversation_id),
+        query_vector=query_vector,
     )
     found: MemorySearchReply | None = await ask(
         nc, MEMORY_SEARCH_SUBJECT, ask_for, MEMORY_SEARCH_REPLY, timeout
@@ -192,9 +160,15 @@ def older_summaries(found: list[Source]) -> list[Source]:
     ]
 
 
-async def knowledge(nc: NatsClient, req: ContextBuildRequest, timeout: float) -> Source:
+async def knowledge(
+    nc: NatsClient, req: ContextBuildRequest, timeout: float, vector: Vector | None
+) -> Source:
+    query_vector, timeout = await with_vector(vector, timeout)
     ask_for = KnowledgeSearchRequest(
-        tenant_id=req.tenant_id, text=req.query, top_k=req.options.knowledge_top_k
+        tenant_id=req.tenant_id,
+        text=req.query,
+        top_k=req.options.knowledge_top_k,
+        query_vector=query_vector,
     )
     found: KnowledgeSearchReply | None = await ask(
         nc, KNOWLEDGE_SEARCH_SUBJECT, ask_for, KNOWLEDGE_SEARCH_REPLY, timeout
@@ -228,25 +202,45 @@ async def state(nc: NatsClient, req: ContextBuildRequest, timeout: float) -> Sou
 
 
 Fetch = Callable[[NatsClient, ContextBuildRequest, float], Awaitable[Source]]
+Search = Callable[[NatsClient, ContextBuildRequest, float, Vector | None], Awaitable[Source]]
 
 
-def wanted(req: ContextBuildRequest, timeouts: Timeouts) -> list[tuple[SegmentKind, Fetch, float]]:
+def sharing(search: Search, vector: Vector | None) -> Fetch:
+    """A search that is handed the build's one query vector."""
+
+    async def fetch(nc: NatsClient, req: ContextBuildRequest, timeout: float) -> Source:
+        return await search(nc, req, timeout, vector)
+
+    return fetch
+
+
+def wanted(
+    req: ContextBuildRequest, timeouts: Timeouts, vector: Vector | None = None
+) -> list[tuple[SegmentKind, Fetch, float]]:
     """The sources to ask for this request, in context order."""
     asked = set(req.options.sources)
     chat = req.conversation_id is not None
     table: list[tuple[SegmentKind, Fetch, float, bool]] = [
         (SegmentKind.state, state, timeouts.state, True),
-        (SegmentKind.summary, summaries, timeouts.memory, chat),
-        (SegmentKind.memories, memories, timeouts.memory, True),
-        (SegmentKind.knowledge, knowledge, timeouts.knowledge, True),
+        (SegmentKind.summary, sharing(summaries, vector), timeouts.memory, chat),
+        (SegmentKind.memories, sharing(memories, vector), timeouts.memory, True),
+        (SegmentKind.knowledge, sharing(knowledge, vector), timeouts.knowledge, True),
         (SegmentKind.messages, history, timeouts.history, chat),
     ]
     return [(kind, fetch, t) for kind, fetch, t, can in table if can and kind in asked]
 
 
+SEARCHES = frozenset({SegmentKind.summary, SegmentKind.memories, SegmentKind.knowledge})
+
+
 async def gather(nc: NatsClient, req: ContextBuildRequest, timeouts: Timeouts) -> list[Source]:
-    """Every wanted source, asked at once; each failure is that source's reason."""
-    plan = wanted(req, timeouts)
+    """Every wanted source, asked at once; each failure is that source's reason. The query
+    is embedded once, while state and history are asked, and its vector goes with each
+    search (each would embed the same text again otherwise)."""
+    vector = None
+    if any(kind in SEARCHES for kind, _, _ in wanted(req, timeouts)):
+        vector = asyncio.ensure_future(embed(nc, req.query, timeouts.embed))
+    plan = wanted(req, timeouts, vector)
 
     async def one(kind: SegmentKind, fetch: Fetch, timeout: float) -> Source:
         try:

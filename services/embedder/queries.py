@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import numpy as np
 from pydantic import BaseModel
 
 from contracts.embedding import (
@@ -20,6 +21,7 @@ from contracts.embedding import (
     KnowledgeHit,
     KnowledgeSearchReply,
     KnowledgeSearchRequest,
+    QueryVectorUse,
     SearchMode,
     SourceRef,
     SourceType,
@@ -54,8 +56,9 @@ async def knowledge_search(
     """Hybrid search of one tenant: the vector and full-text rankings fused by RRF."""
     model_id = active.model.model_id
     encoding = None
+    use = None
     if request.mode is not SearchMode.text:
-        encoding = asyncio.ensure_future(_encode(active, request.text))
+        encoding, use = _query_vector(active, request)
     n = candidates_for(request.top_k)
     s = active.settings
     scope = repo_search.SearchScope(
@@ -110,7 +113,30 @@ async def knowledge_search(
                 text_rank=text_rank.get(chunk_id),
             )
         )
-    return KnowledgeSearchReply(model_id=model_id, hits=hits)
+    return KnowledgeSearchReply(model_id=model_id, hits=hits, query_vector=use)
+
+
+def _query_vector(
+    active: ActiveModel, request: KnowledgeSearchRequest
+) -> tuple[asyncio.Future[repo_search.QueryVector], QueryVectorUse]:
+    """The request's own vector when it is of the active model (the caller embedded the
+    query once for several searches), else the text, encoded now."""
+    supplied, model = request.query_vector, active.model
+    if supplied is None or supplied.model_id != model.model_id:
+        use = QueryVectorUse.embedded if supplied is None else QueryVectorUse.replaced
+        return asyncio.ensure_future(_encode(active, request.text)), use
+    if len(supplied.vector) != model.dimensions:
+        raise QueryFailed(
+            ErrorCode.invalid,
+            f"query_vector has {len(supplied.vector)} values; {model.model_id} makes "
+            f"{model.dimensions}",
+            hint="send the vector of query.embed's reply as it is, or no query_vector",
+            detail={"model_id": model.model_id, "dimensions": model.dimensions},
+        )
+    given: asyncio.Future[repo_search.QueryVector] = asyncio.get_running_loop().create_future()
+    vector = np.asarray(supplied.vector, dtype=np.float32)
+    given.set_result(repo_search.QueryVector(model.model_id, model.dimensions, vector))
+    return given, QueryVectorUse.supplied
 
 
 async def _encode(active: ActiveModel, text: str) -> repo_search.QueryVector:

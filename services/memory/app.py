@@ -15,8 +15,9 @@ from contracts.memory_search import MEMORY_SEARCH_SUBJECT, MemorySearchRequest
 from services.memory.access import AccessLog
 from services.memory.handlers import CHAT_TYPES, MEMORY_TYPES, ChatEvent, Handlers, MemoryEvent
 from services.memory.notices import PUBLISHES
+from services.memory.query_vector import EmbedderUnavailable
 from services.memory.runner import JobRunner
-from services.memory.search import EmbedderUnavailable, MemorySearch
+from services.memory.search import MemorySearch
 from services.memory.settings import MemorySettings
 from services.memory.spec import SPEC
 from services.memory.store import StoreCommands

@@ -13,11 +13,10 @@ import logging
 from datetime import UTC, datetime
 
 import asyncpg
-import numpy as np
 from nats.aio.client import Client as NatsClient
 
-from contracts.embedding import EMBED_REPLY, EMBED_SUBJECT, MAX_TOP_K, EmbedRequest
-from contracts.errors import ErrorCode, QueryError
+from contracts.embedding import MAX_TOP_K
+from contracts.errors import ErrorCode
 from contracts.memory_search import (
     MemoryHit,
     MemorySearchReply,
@@ -27,17 +26,13 @@ from contracts.memory_search import (
 )
 from services.memory.access import AccessLog
 from services.memory.logic import Weights, recency
+from services.memory.query_vector import ActiveModel, query_of
 from services.memory.settings import MemorySettings
 from services.runtime.component import Health, NotStarted, WorkerContext
 from services.runtime.db import create_pool, scope_tenant
-from services.runtime.errors import describe
 from services.runtime.replies import QueryFailed, fit_items
 
 log = logging.getLogger("engram.memory.search")
-
-
-class EmbedderUnavailable(RuntimeError):
-    pass
 
 
 class MemorySearch:
@@ -52,6 +47,7 @@ class MemorySearch:
         self.access = access
         self._pool: asyncpg.Pool | None = None
         self._nc: NatsClient | None = None
+        self._active = ActiveModel(settings.query_model_ttl_s)
 
     async def start(self, ctx: WorkerContext) -> None:
         self._pool = await create_search_pool(self.settings)
@@ -71,7 +67,13 @@ class MemorySearch:
         if self._pool is None or self._nc is None:
             raise NotStarted("memory search")
         return await search(
-            self._pool, self._nc, self.settings, self.access, request, reply_bytes=limit
+            self._pool,
+            self._nc,
+            self.settings,
+            self.access,
+            request,
+            reply_bytes=limit,
+            active=self._active,
         )
 
 
@@ -82,19 +84,6 @@ def weights_of(settings: MemorySettings) -> Weights:
         settings.weight_recency,
         settings.recency_half_life_days,
     )
-
-
-async def embed_query(nc: NatsClient, text: str, timeout: float) -> tuple[str, np.ndarray]:
-    try:
-        msg = await nc.request(
-            EMBED_SUBJECT, EmbedRequest(texts=[text]).model_dump_json().encode(), timeout=timeout
-        )
-    except Exception as exc:
-        raise EmbedderUnavailable(f"query.embed did not answer: {describe(exc)}") from exc
-    reply = EMBED_REPLY.validate_json(msg.data)
-    if isinstance(reply, QueryError):
-        raise EmbedderUnavailable(f"query.embed: {reply.message}")
-    return reply.model_id, np.asarray(reply.vectors[0], dtype=np.float32)
 
 
 def search_sql(dimensions: int) -> str:
@@ -145,10 +134,13 @@ async def search(
     request: MemorySearchRequest,
     *,
     reply_bytes: int | None = None,
+    active: ActiveModel | None = None,
 ) -> MemorySearchReply:
     """The hits; with ``reply_bytes`` (the reply's byte budget) the lowest ranked are left out
-    (``omitted``) when they would not fit, and only the hits returned count as accessed."""
-    model_id, query = await embed_query(nc, request.text, settings.embed_timeout_s)
+    (``omitted``) when they would not fit, and only the hits returned count as accessed.
+    ``active``: the model last seen (a supplied query vector of it is used as it is)."""
+    known = active if active is not None else ActiveModel(settings.query_model_ttl_s)
+    model_id, query, use = await query_of(nc, known, request, settings.embed_timeout_s)
     f = request.filters
     statuses = ["active", "superseded"] if f.include_superseded else ["active"]
     limit = max(settings.candidates, request.top_k)
@@ -174,6 +166,7 @@ async def search(
     hits = rank(rows, w, now, request.top_k)
     reply = MemorySearchReply(
         model_id=model_id,
+        query_vector=use,
         hits=hits,
         weights=ScoreWeights(
             similarity=w.similarity,

@@ -50,6 +50,13 @@ class MemorySettings(WorkerSettings):
     embed_timeout_s: float = Field(
         default=5.0, gt=0, description="How long a search waits for query.embed."
     )
+    query_model_ttl_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long the model of the last query.embed reply counts as the active "
+        "one: a search's supplied query vector of that model is used without embedding "
+        "(0: always embed).",
+    )
     access_flush_s: float = Field(
         default=0.5,
         gt=0,

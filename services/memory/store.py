@@ -40,7 +40,7 @@ from contracts.store import (
 )
 from services.memory import repo, repo_store
 from services.memory.logic import content_hash, derived_id, estimate_tokens
-from services.memory.search import EmbedderUnavailable
+from services.memory.query_vector import EmbedderUnavailable
 from services.memory.settings import MemorySettings
 from services.memory.store_sql import FilterError
 from services.runtime.component import Health, NotStarted, WorkerContext
