@@ -208,7 +208,7 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
     from services.catalog import migrate
 
-    scale = Scale(args.messages, args.memories, args.tenants)
+    scale = Scale(args.messages, args.memories, args.tenants, args.vocabulary)
     with embedded_servers(args.data_dir, "engram-bench-context-", console) as servers:
         database_url = servers.urls["DATABASE_URL"]
         await migrate(database_url)
@@ -251,6 +251,7 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                     "memories": args.memories,
                     "chunks": args.messages,
                     "tenants": args.tenants,
+                    "vocabulary": args.vocabulary,
                 },
                 "seed": seeding,
                 "builds_per_round": args.builds,
@@ -272,6 +273,13 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--memories", type=int, default=100_000)
     parser.add_argument("--tenants", type=int, default=4)
+    parser.add_argument(
+        "--vocabulary",
+        choices=["large", "small"],
+        default="large",
+        help="texts from ~21k words, Zipf-like (large), or from 25 words (small: the first "
+        "figures' corpus, where full text matches nearly every chunk)",
+    )
     parser.add_argument("--builds", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--data-dir", type=Path, default=None)

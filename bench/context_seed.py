@@ -30,39 +30,14 @@ import numpy as np
 from pgvector import Vector
 from pgvector.asyncpg import register_vector
 
+from bench.context_corpus import Vocabulary
+
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 DIMS = 384
 TENANT, USER, AGENT = "bench", "u-1", "travel-bot"
 CONVERSATION = uuid.UUID("6f1c3c1e-2b7a-4d8e-9a51-0e4f2a7b9c10")
 BENCH_MESSAGES, BENCH_MEMORIES, SESSION = 2_000, 3_000, 40
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
-WORDS = [
-    "hotel",
-    "river",
-    "castle",
-    "tram",
-    "museum",
-    "dinner",
-    "flight",
-    "train",
-    "beach",
-    "market",
-    "tour",
-    "ticket",
-    "room",
-    "breakfast",
-    "view",
-    "garden",
-    "bridge",
-    "harbour",
-    "wine",
-    "fado",
-    "tile",
-    "street",
-    "square",
-    "church",
-    "night",
-]
 
 
 @dataclass(frozen=True)
@@ -70,11 +45,7 @@ class Scale:
     messages: int
     memories: int
     tenants: int
-
-
-def sentences(rng: np.random.Generator, n: int, words: int) -> list[str]:
-    picks = rng.integers(0, len(WORDS), size=(n, words))
-    return [" ".join(WORDS[i] for i in row).capitalize() + "." for row in picks]
+    vocabulary: str = "large"  # or "small": the 25-word corpus of the first figures
 
 
 def unit(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -88,9 +59,17 @@ def tenant_names(n: int) -> list[str]:
 
 
 async def seeded(conn: asyncpg.Connection, scale: Scale) -> bool:
+    """This scale and vocabulary is there (a database seeded with another corpus is an
+    error: its figures would not be this corpus's)."""
     n = await conn.fetchval("SELECT count(*) FROM ingest.messages")
     m = await conn.fetchval("SELECT count(*) FROM memory.memories")
-    return bool(n >= scale.messages and m >= scale.memories)
+    if not (n >= scale.messages and m >= scale.memories):
+        return False
+    has = await conn.fetchval("SELECT to_regclass('public.bench_corpus') IS NOT NULL")
+    corpus = await conn.fetchval("SELECT vocabulary FROM public.bench_corpus") if has else "small"
+    if corpus != scale.vocabulary:
+        raise SystemExit(f"this data dir holds the {corpus!r} corpus: use another --data-dir")
+    return True
 
 
 async def seed(conn: asyncpg.Connection, scale: Scale, log: Any) -> dict[str, Any]:
@@ -121,6 +100,8 @@ async def seed(conn: asyncpg.Connection, scale: Scale, log: Any) -> dict[str, An
     )
     await conn.execute("SELECT memory.ensure_model_index($1, $2)", MODEL_ID, DIMS)
     index_s = time.perf_counter() - t
+    await conn.execute("CREATE TABLE IF NOT EXISTS public.bench_corpus (vocabulary text)")
+    await conn.execute("INSERT INTO public.bench_corpus VALUES ($1)", scale.vocabulary)
     for table in (
         "ingest.messages",
         "embedder.chunks",
@@ -145,11 +126,12 @@ async def messages(
 ) -> tuple[list[Row], list[str]]:
     """Conversations and their messages (each message is also one chunk)."""
     conv_rows, msg_rows = [(CONVERSATION, TENANT, "bench", USER, AGENT, T0)], []
-    bench_texts = sentences(rng, BENCH_MESSAGES, 30)
+    words = Vocabulary(scale.vocabulary)
+    bench_texts = words.sentences(rng, BENCH_MESSAGES, 30)
     for n, text in enumerate(bench_texts):
         role = "user" if n % 2 == 0 else "assistant"
         msg_rows.append((uuid.uuid4(), TENANT, CONVERSATION, role, text, T0 + timedelta(minutes=n)))
-    others = sentences(rng, scale.messages - BENCH_MESSAGES, 30)
+    others = words.sentences(rng, scale.messages - BENCH_MESSAGES, 30)
     conv = None
     for n, text in enumerate(others):
         if n % 100 == 0:
@@ -269,9 +251,10 @@ async def memories(
     returns how many summaries."""
     mem_rows: list[tuple[Any, ...]] = []
     sessions = BENCH_MESSAGES // SESSION
+    words = Vocabulary(scale.vocabulary)
     for s in range(sessions):  # a summary of each session of the bench conversation
         began = T0 + timedelta(minutes=s * SESSION)
-        text = f"Session {s}: " + sentences(rng, 1, 20)[0]
+        text = f"Session {s}: " + words.sentences(rng, 1, 20)[0]
         content = {
             "event": text,
             "temporal": {
@@ -280,7 +263,7 @@ async def memories(
             },
         }
         mem_rows.append((TENANT, AGENT, USER, CONVERSATION, "episodic", text, content, "session"))
-    bench_mem = sentences(rng, BENCH_MEMORIES, 14)
+    bench_mem = words.sentences(rng, BENCH_MEMORIES, 14)
     for text in bench_mem:
         mem_rows.append(
             (
@@ -295,7 +278,7 @@ async def memories(
             )
         )
     rest = scale.memories - len(mem_rows)
-    for i, text in enumerate(sentences(rng, rest, 14)):
+    for i, text in enumerate(words.sentences(rng, rest, 14)):
         mem_rows.append(
             (
                 tenants[i % len(tenants)],
