@@ -13,6 +13,11 @@ the model's own vectors (bench/memory_bench/vectors.py: all-MiniLM-L6-v2 on this
 cached on disk); every other row gets a random unit vector (embedding 200k texts on this
 2-core machine takes longer than the bench). So the nearest neighbours of a query are
 real, and the HNSW graph the search walks holds 100k vectors per table.
+
+Texts: sentences of words drawn Zipf-like from ~21,000 English words (``--vocabulary
+large``, the default, bench/context_corpus.py), or from 25 travel words (``small``: the
+first figures' corpus, where every query word is in nearly every chunk). The corpus is
+recorded in the database (``public.bench_corpus``); a data dir of another corpus is refused.
 """
 
 from __future__ import annotations
