@@ -33,6 +33,13 @@ CREATE TABLE knowledge_sources (
     updated_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, source_id)
 );
+COMMENT ON TABLE knowledge_sources IS
+    'Knowledge sources of agents (knowledge.source.* events); a removed one stays as a tombstone.';
+COMMENT ON COLUMN knowledge_sources.status IS
+    'pending (a file source with nothing covered yet), ready (documents indexed), failed (engram cannot read the type; see status_reason)';
+COMMENT ON COLUMN knowledge_sources.changed_at IS
+    'occurred_at of the last registration or update applied: an older update is ignored';
+COMMENT ON COLUMN knowledge_sources.last_synced_at IS 'When its documents last changed';
 CREATE INDEX knowledge_sources_agent ON knowledge_sources (tenant_id, agent_id)
     WHERE removed_at IS NULL;
 
@@ -43,6 +50,10 @@ ALTER TABLE sources ADD COLUMN knowledge_source_id uuid;
 ALTER TABLE sources ADD COLUMN document_id text;
 ALTER TABLE chunks ADD COLUMN knowledge_source_id uuid;
 ALTER TABLE chunks ADD COLUMN document_id text;
+COMMENT ON COLUMN sources.knowledge_source_id IS
+    'A document (source_type document): the knowledge source it belongs to';
+COMMENT ON COLUMN sources.document_id IS
+    'A document: its id within its knowledge source (an upload copied into a file source: the file_id)';
 CREATE INDEX sources_knowledge ON sources (tenant_id, knowledge_source_id)
     WHERE knowledge_source_id IS NOT NULL;
 CREATE INDEX chunks_knowledge ON chunks (tenant_id, knowledge_source_id)
