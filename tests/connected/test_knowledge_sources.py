@@ -5,6 +5,7 @@ outsider: events published on the KNOWLEDGE stream, read back through
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -27,6 +28,8 @@ from contracts.knowledge import (
     SourceRemovedPayload,
     SourceUpdated,
 )
+from engram_client import EngramClient, Retry
+from tests.conftest import Env
 from tests.connected.embedder_fixtures import Running, search
 from tests.helpers import eventually, publish
 
@@ -224,3 +227,34 @@ async def test_an_update_before_its_registration_waits_for_it(
         lambda: sources(nc, "ops"), lambda s: len(s) == 1 and s[0].name == "second", timeout=30
     )
     assert info.status == "failed"
+
+
+@pytest.fixture
+async def client(env: Env) -> AsyncIterator[EngramClient]:
+    """An upstream producer's client, logged in with the producer's NATS rights."""
+    async with await EngramClient.connect(
+        env.nats_login("producer"), tenant_id="acme", retry=Retry(timeout_s=10.0)
+    ) as engram:
+        yield engram
+
+
+async def test_the_client_registers_fills_lists_and_searches_a_source(
+    embedder: Running, client: EngramClient
+) -> None:
+    ev = client.events
+    source = ev.knowledge_source_registered("guide", "file", name="House rules")
+    sid = source.payload.source_id
+    await client.publish_many(
+        [source, ev.knowledge_document(sid, "pets.md", PETS, title="Pets", metadata={"v": 1})]
+    )
+    listed = await eventually(
+        lambda: client.knowledge_sources("guide"),
+        lambda r: [(s.chunk_count, s.chunks_waiting) for s in r.sources] == [(1, 0)],
+        timeout=30,
+    )
+    assert (listed.sources[0].name, listed.sources[0].status) == ("House rules", "ready")
+    found = await client.knowledge_search("can I bring my dog?", scope={"agent_id": "guide"})
+    assert [h.source.document_id for h in found.hits] == ["pets.md"]
+    assert found.hits[0].text.startswith("Pets\n\n")  # the title leads the indexed text
+    await client.publish(ev.knowledge_source_removed(sid))
+    await eventually(lambda: client.knowledge_sources("guide"), lambda r: r.sources == [])
