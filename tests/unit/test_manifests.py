@@ -52,7 +52,7 @@ def test_generated_files_are_current() -> None:
 
 def test_nats_json_says_what_the_workers_create() -> None:
     """Compared with the consumers real workers build (create_worker), not with the
-    generator: all 16, none twice, nothing else."""
+    generator: all 18, none twice, nothing else."""
     written = json.loads((DEPLOY / "nats" / "consumers.json").read_text())
     expected = {}
     for spec in SERVICES:
@@ -61,7 +61,7 @@ def test_nats_json_says_what_the_workers_create() -> None:
             config = worker.spec_for(item.stream, item.subjects).config().as_dict()
             expected[(item.stream.name, config["durable_name"])] = config
     got = {(entry["stream"], entry["config"]["durable_name"]): entry["config"] for entry in written}
-    assert len(got) == len(written) == len(expected) == 16
+    assert len(got) == len(written) == len(expected) == 18
     assert got == expected
     assert all("backoff" not in config for config in got.values())  # it replaces ack_wait
 
@@ -115,7 +115,7 @@ def test_nack_resources_match_the_bus() -> None:
         for d in by_kind(docs, "Consumer").values()
     }
     written = json.loads((DEPLOY / "nats" / "consumers.json").read_text())
-    assert len(consumers) == len(written) == 16
+    assert len(consumers) == len(written) == 18
     for entry in written:
         spec = consumers[(entry["stream"], entry["config"]["durable_name"])]
         assert spec["ackPolicy"] == "explicit"
