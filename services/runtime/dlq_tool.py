@@ -1,7 +1,7 @@
 """Reading, replaying and removing dead letters (`engram dlq`), as NATS's admin.
 
-The DLQ stream is read message by message (``get_msg`` with ``next_by_subj``): no consumer
-is created, so reading changes nothing on the server. A replay re-publishes a letter's
+The DLQ stream is read in batches by a short-lived consumer that acks nothing
+(``dlq_read.py``), so reading changes nothing the workers see. A replay re-publishes a letter's
 original bytes to its original subject with ``Nats-Msg-Id: <tenant_id>:<event_id>`` (as
 producers publish it, contracts.envelope.Envelope.msg_id): JetStream drops it within the
 stream's duplicate window (2 min) of the original, and after that the worker's inbox
@@ -24,7 +24,7 @@ from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
 
-from services.runtime import dlq
+from services.runtime import dlq, dlq_read
 from services.runtime.bus import DLQ, subject_matches
 
 # Room for the Nats-Msg-Id header of a replay; a body bigger than max_payload less this
@@ -153,27 +153,25 @@ async def with_body(js: JetStreamContext, letter: DeadLetter) -> tuple[DeadLette
 
 async def scan(js: JetStreamContext, filters: Filters) -> AsyncIterator[DeadLetter]:
     """The letters that pass ``filters``, oldest first."""
-    sequence = 1
-    while True:
-        try:
-            raw = await js.get_msg(DLQ.name, sequence, subject=filters.stream_subject, next=True)
-        except NotFoundError:
-            return
-        sequence = (raw.seq or sequence) + 1
-        letter = letter_of(raw)
-        if filters.until is not None and letter.time is not None and letter.time > filters.until:
-            return  # a stream's messages are in time order
-        if not matches(letter, filters):
-            continue
-        if filters.tenant is not None:
-            if letter.body_location != "inline":
-                try:
-                    letter, _ = await with_body(js, letter)
-                except dlq.DeadLetterBodyError:
-                    continue
-            if letter.event.tenant_id != filters.tenant:
+    # Closed at once when the scan ends early (its consumer is deleted then, not at GC).
+    reading = dlq_read.messages(js, filters.stream_subject, filters.since)
+    async with contextlib.aclosing(reading) as raws:
+        async for raw in raws:
+            letter = letter_of(raw)
+            until, when = filters.until, letter.time
+            if until is not None and when is not None and when > until:
+                return  # a stream's messages are in time order
+            if not matches(letter, filters):
                 continue
-        yield letter
+            if filters.tenant is not None:
+                if letter.body_location != "inline":
+                    try:
+                        letter, _ = await with_body(js, letter)
+                    except dlq.DeadLetterBodyError:
+                        continue
+                if letter.event.tenant_id != filters.tenant:
+                    continue
+            yield letter
 
 
 class NoSuchLetter(LookupError):
