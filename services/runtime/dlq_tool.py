@@ -26,6 +26,7 @@ from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundErr
 
 from services.runtime import dlq, dlq_read
 from services.runtime.bus import DLQ, subject_matches
+from services.runtime.sizes import headers_size
 
 # Room for the Nats-Msg-Id header of a replay; a body bigger than max_payload less this
 # is re-published without it (the worker's inbox still applies it once).
@@ -225,6 +226,18 @@ class Replay:
         }
 
 
+def replay_headers(max_payload: int, body: bytes, letter: DeadLetter) -> dict[str, str] | None:
+    """``Nats-Msg-Id``, and the letter's trace context (so the replay's processing joins
+    the trace of the delivery that failed), as far as they fit beside ``body``."""
+    if len(body) + REPLAY_HEADER_ROOM > max_payload:
+        return None
+    headers = {"Nats-Msg-Id": f"{letter.event.tenant_id}:{letter.event.event_id}"}
+    trace = dlq.trace_of(letter.message.headers)
+    if len(body) + REPLAY_HEADER_ROOM + headers_size(trace) <= max_payload:
+        headers |= trace
+    return headers
+
+
 async def replay(js: JetStreamContext, letter: DeadLetter, *, dry_run: bool = False) -> Replay:
     try:
         letter, body = await with_body(js, letter)
@@ -239,12 +252,7 @@ async def replay(js: JetStreamContext, letter: DeadLetter, *, dry_run: bool = Fa
         return Replay(letter, Outcome.skipped, "it names no original stream")
     if dry_run:
         return Replay(letter, Outcome.would_replay, f"to {letter.subject}")
-    max_payload: int = js._nc.max_payload
-    headers = (
-        {"Nats-Msg-Id": f"{event.tenant_id}:{event.event_id}"}
-        if len(body) + REPLAY_HEADER_ROOM <= max_payload
-        else None
-    )
+    headers = replay_headers(js._nc.max_payload, body, letter)
     ack = await js.publish(letter.subject, body, headers=headers, stream=letter.stream)
     if ack.duplicate:
         window = (await js.stream_info(letter.stream)).config.duplicate_window or 0

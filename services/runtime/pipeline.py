@@ -286,7 +286,8 @@ class BatchProcessor(Generic[E]):
 
     async def _dead(self, msg: Msg, kind: DeadKind, reason: str) -> None:
         try:
-            await self._dlq.send(msg, kind, reason)
+            trace = self._spans.headers(msg) if self._spans is not None else None
+            await self._dlq.send(msg, kind, reason, trace)
         except Exception as exc:  # the DLQ is unreachable: keep the message, try later
             log.error("could not dead-letter %s (%s): %s", msg.subject, reason, describe(exc))
             await msg.nak(delay=self._policy.max_s)
