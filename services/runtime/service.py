@@ -5,7 +5,7 @@ Once the broker is connected: the streams it reads and writes must exist (the bu
 an admin's step, creates them; a worker that finds one missing says so and exits, so that
 its supervisor restarts it), the components start (in their
 order; the outbox drain first when the service publishes), then the consumers. At
-shutdown the consumers drain first, then the components stop in reverse order, so the
+shutdown the consumers drain first, all at once, then the components stop in reverse order, so the
 drain publishes what the last batches committed.
 
 With ``<SERVICE>_HTTP_PORT`` set, the worker's metrics and health probes (``probes.py``)
@@ -34,7 +34,7 @@ from nats.js import JetStreamContext
 
 from services.runtime.bus import DLQ, BusNotReady, ConsumerSpec, Stream, require_streams, stream_of
 from services.runtime.component import Component, Health, WorkerContext
-from services.runtime.consumer import PullConsumer
+from services.runtime.consumer import PullConsumer, stop_all
 from services.runtime.db import create_pool
 from services.runtime.dlq_once import OnceDeadLetters
 from services.runtime.docs import describe_consumers
@@ -274,8 +274,7 @@ def build_worker_app(
     @app.on_shutdown
     async def drain_consumers() -> None:
         worker.supervisor.stopping = True  # the connection closing from now on is expected
-        for consumer in worker.consumers:
-            await consumer.stop()
+        await stop_all(worker.consumers, service)
         worker.consumers.clear()
         for component in reversed(worker.components):
             try:
