@@ -65,6 +65,7 @@ T = TypeVar("T")
 # Inline in the checkpoint body, as the stock saver does: small primitives only (a long
 # string is a blob, so it is stored once per version, as a delta).
 INLINE_STR = 256
+VERSION_DIGITS = 12  # a channel's version counter: a trillion steps
 
 
 class EngramError(Exception):
@@ -282,14 +283,7 @@ class EngramSaver(BaseCheckpointSaver[str]):
         await self._ask("query.langgraph.prune", request, DoneReply)
 
     def get_next_version(self, current: str | None, channel: None) -> str:
-        # As LangGraph's Postgres saver: a counter that sorts as text, and a random part.
-        if current is None:
-            number = 0
-        elif isinstance(current, int):
-            number = current
-        else:
-            number = int(current.split(".")[0])
-        return f"{number + 1:032}.{random.random():016}"
+        return next_version(current)
 
     def _tuple(
         self, view: CheckpointView, held: dict[int, HeldValue] | None = None
@@ -383,6 +377,21 @@ class EngramSaver(BaseCheckpointSaver[str]):
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         self._blocking("prune", self.aprune(thread_ids, strategy=strategy))
+
+
+def next_version(current: str | int | None) -> str:
+    """The version after ``current``. As LangGraph's Postgres saver's, a counter that
+    sorts as text and a random part (two branches of a thread never share a version), but
+    25 characters, not 51: a version is stored four times in each checkpoint and once in
+    each blob's key. A short version sorts above every long one (its first non-zero digit
+    comes sooner), so a thread written with the long form keeps its order."""
+    if current is None:
+        number = 0
+    elif isinstance(current, int):
+        number = current
+    else:
+        number = int(current.split(".")[0])
+    return f"{number + 1:0{VERSION_DIGITS}}.{random.getrandbits(48):012x}"
 
 
 def _inline(value: Any) -> bool:

@@ -28,7 +28,15 @@ from contracts.langgraph import (
     Typed,
 )
 from services.checkpointer import lg_repo as sql
-from services.checkpointer.lg_delta import BlobCache, Cached, Encoded, StoredBlob, decode_all
+from services.checkpointer.lg_delta import (
+    BlobCache,
+    Cached,
+    Encoded,
+    StoredBlob,
+    decode_all,
+    pack_write,
+    unpack_write,
+)
 from services.checkpointer.lg_delta import encode as encode_blob
 from services.runtime.db import Connection, scope_tenant
 from services.runtime.replies import QueryFailed
@@ -267,13 +275,14 @@ def _writes(row: asyncpg.Record) -> list[PendingWrite]:
     if row["w_task_id"] is None:
         return []
     return [
-        PendingWrite(task_id=t, task_path=p, idx=i, channel=c, type=k, data=d)
-        for t, p, i, c, k, d in zip(
+        PendingWrite(task_id=t, task_path=p, idx=i, channel=c, type=k, data=unpack_write(codec, d))
+        for t, p, i, c, k, codec, d in zip(
             row["w_task_id"],
             row["w_task_path"],
             row["w_idx"],
             row["w_channel"],
             row["w_type"],
+            row["w_codec"],
             row["w_data"],
             strict=True,
         )
@@ -282,6 +291,7 @@ def _writes(row: asyncpg.Record) -> list[PendingWrite]:
 
 async def put_writes(pool: asyncpg.Pool, req: PutWritesRequest) -> int:
     ws = req.writes
+    packed = [pack_write(w.data) for w in ws]
     async with pool.acquire() as conn:  # one statement: no BEGIN ... COMMIT
         await scope_session(conn, req.tenant_id)
         await conn.execute(
@@ -295,6 +305,7 @@ async def put_writes(pool: asyncpg.Pool, req: PutWritesRequest) -> int:
             [w.idx for w in ws],
             [w.channel for w in ws],
             [w.type for w in ws],
-            [w.data for w in ws],
+            [codec for codec, _ in packed],
+            [data for _, data in packed],
         )
     return len(ws)

@@ -72,6 +72,26 @@ def encode(raw: bytes, base: Cached | None, *, level: int, keyframe_every: int) 
     return delta if delta is not None and len(delta.data) < len(best.data) else best
 
 
+# Writes are small and compressed alone, at a fast level. A compressor is reusable but not
+# thread-safe: only the event loop's thread uses this one.
+_WRITE_COMPRESSOR = zstandard.ZstdCompressor(level=3)
+
+
+def pack_write(data: bytes | None) -> tuple[str, bytes | None]:
+    """A pending write as stored: a zstd frame when that is smaller (a message, a tool
+    result: text), else as it came."""
+    if data is None or len(data) < RAW_BELOW:
+        return "raw", data
+    frame = _WRITE_COMPRESSOR.compress(data)
+    return ("zstd", frame) if len(frame) < len(data) else ("raw", data)
+
+
+def unpack_write(codec: str, data: bytes | None) -> bytes | None:
+    if codec == "zstd" and data is not None:
+        return zstandard.ZstdDecompressor().decompress(data)
+    return data
+
+
 def _dictionary(raw: bytes) -> zstandard.ZstdCompressionDict:
     return zstandard.ZstdCompressionDict(raw, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
 

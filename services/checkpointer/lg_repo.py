@@ -35,15 +35,16 @@ SELECT channel, version, blob_id FROM blobs
 _WRITES_INSERT = """
 INSERT INTO checkpoint.lg_writes
        (tenant_id, thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel,
-        type, data)
-SELECT $1, $2, $3, $4, $5, $6, w.idx, w.channel, w.type, w.data
-  FROM unnest($7::int[], $8::text[], $9::text[], $10::bytea[]) AS w(idx, channel, type, data)
+        type, codec, data)
+SELECT $1, $2, $3, $4, $5, $6, w.idx, w.channel, w.type, w.codec, w.data
+  FROM unnest($7::int[], $8::text[], $9::text[], $10::text[], $11::bytea[])
+       AS w(idx, channel, type, codec, data)
     ON CONFLICT (tenant_id, thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
 """
 INSERT_WRITES = _WRITES_INSERT + " DO NOTHING"
 UPSERT_WRITES = (
-    _WRITES_INSERT
-    + " DO UPDATE SET channel = EXCLUDED.channel, type = EXCLUDED.type, data = EXCLUDED.data"
+    _WRITES_INSERT + " DO UPDATE SET channel = EXCLUDED.channel, type = EXCLUDED.type,"
+    " codec = EXCLUDED.codec, data = EXCLUDED.data"
 )
 
 # ---- reads --------------------------------------------------------------------------
@@ -51,13 +52,14 @@ UPSERT_WRITES = (
 # A checkpoint row with its pending writes as arrays (one round trip, not two).
 CHECKPOINT_COLUMNS = """c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id,
        c.body_type, c.body, c.channels, c.versions, c.metadata::text AS metadata,
-       w.w_task_id, w.w_task_path, w.w_idx, w.w_channel, w.w_type, w.w_data"""
+       w.w_task_id, w.w_task_path, w.w_idx, w.w_channel, w.w_type, w.w_codec, w.w_data"""
 WRITES_OF_ROW = """LEFT JOIN LATERAL (
     SELECT array_agg(x.task_id ORDER BY x.task_path, x.task_id, x.idx) AS w_task_id,
            array_agg(x.task_path ORDER BY x.task_path, x.task_id, x.idx) AS w_task_path,
            array_agg(x.idx ORDER BY x.task_path, x.task_id, x.idx) AS w_idx,
            array_agg(x.channel ORDER BY x.task_path, x.task_id, x.idx) AS w_channel,
            array_agg(x.type ORDER BY x.task_path, x.task_id, x.idx) AS w_type,
+           array_agg(x.codec ORDER BY x.task_path, x.task_id, x.idx) AS w_codec,
            array_agg(x.data ORDER BY x.task_path, x.task_id, x.idx) AS w_data
       FROM checkpoint.lg_writes x
      WHERE x.tenant_id = c.tenant_id AND x.thread_id = c.thread_id
@@ -194,9 +196,9 @@ SELECT tenant_id, $3, checkpoint_ns, checkpoint_id, parent_checkpoint_id, body_t
 COPY_WRITES = """
 INSERT INTO checkpoint.lg_writes
        (tenant_id, thread_id, checkpoint_ns, checkpoint_id, task_id, idx, task_path, channel,
-        type, data)
+        type, codec, data)
 SELECT tenant_id, $3, checkpoint_ns, checkpoint_id, task_id, idx, task_path, channel, type,
-       data
+       codec, data
   FROM checkpoint.lg_writes WHERE tenant_id = $1 AND thread_id = $2
     ON CONFLICT DO NOTHING
 """

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
-from services.checkpointer.lg_delta import BlobCache, Cached, StoredBlob, decode_all, encode
+from services.checkpointer.lg_delta import (
+    BlobCache,
+    Cached,
+    StoredBlob,
+    decode_all,
+    encode,
+    pack_write,
+    unpack_write,
+)
 
 LEVEL, EVERY = 3, 4
 
@@ -61,3 +70,15 @@ def test_the_cache_keeps_its_byte_budget_and_forgets_deleted_threads() -> None:
     assert cache.raw_of(1) is None
     cache.drop_threads("t", {"b"})
     assert cache.ids() == []
+
+
+def test_a_pending_write_is_stored_compressed_when_that_is_smaller() -> None:
+    text = ("the agent plans a trip to the river with a budget " * 8).encode()
+    codec, stored = pack_write(text)
+    assert codec == "zstd" and stored is not None and len(stored) * 3 < len(text)
+    assert unpack_write(codec, stored) == text
+    noise = random.Random(1).randbytes(500)  # does not compress: kept as it came
+    assert pack_write(noise) == ("raw", noise)
+    assert pack_write(b"tiny") == ("raw", b"tiny")
+    assert pack_write(None) == ("raw", None)
+    assert unpack_write("raw", b"tiny") == b"tiny"
