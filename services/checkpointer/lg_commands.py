@@ -75,16 +75,21 @@ class LangGraphStore:
         return [
             (
                 blob,
-                encode_blob(
+                # A delta the client made is stored as it came (its depth comes from its base).
+                Encoded("delta", blob.data or b"", blob.base_id, 0)
+                if blob.base_id is not None
+                else encode_blob(
                     blob.data or b"", base, level=self.level, keyframe_every=self.keyframe_every
                 ),
             )
             for blob, base in zip(req.blobs, bases, strict=True)
         ]
 
-    async def put(self, pool: asyncpg.Pool, req: PutRequest) -> tuple[int, dict[str, int]]:
+    async def put(
+        self, pool: asyncpg.Pool, req: PutRequest
+    ) -> tuple[int, dict[str, tuple[int, int]]]:
         """Stores the checkpoint and its new blobs in one statement; the bytes stored and
-        the new blobs' ids by channel."""
+        the new blobs' (id, depth) by channel."""
         big = sum(len(b.data or b"") for b in req.blobs) > THREAD_ABOVE
         for keyframes in (False, True):
             bases = self._bases(req, keyframes)
@@ -103,13 +108,22 @@ class LangGraphStore:
                 # A delta's base was deleted (prune or delete at any replica) since it was
                 # cached: forget the thread here and store keyframes.
                 self.cache.drop_threads(req.tenant_id, {req.thread_id})
+                if any(blob.base_id is not None for blob in req.blobs):
+                    raise QueryFailed(
+                        ErrorCode.pruned, "a delta's base is not in this thread (any more)"
+                    ) from None
                 continue
             for blob, enc in encoded:
-                blob_id = ids.get((blob.channel, blob.version))
-                if blob_id is not None and blob.type != "empty":
-                    key = (req.tenant_id, req.thread_id, req.checkpoint_ns, blob.channel)
-                    self.cache.put(key, Cached(blob.version, blob_id, blob.data or b"", enc.depth))
-            by_channel = {channel: blob_id for (channel, _), blob_id in ids.items()}
+                new = ids.get((blob.channel, blob.version))
+                key = (req.tenant_id, req.thread_id, req.checkpoint_ns, blob.channel)
+                if blob.base_id is not None:
+                    # A delta the client made (its decoded bytes never came here): the
+                    # cached version is no longer the head, and the client sends a value
+                    # whole when its chain is long, to be stored alone, not on that.
+                    self.cache.drop(key)
+                elif new is not None and blob.type != "empty":
+                    self.cache.put(key, Cached(blob.version, new[0], blob.data or b"", enc.depth))
+            by_channel = {channel: new for (channel, _), new in ids.items()}
             return sum(len(enc.data) for _, enc in encoded), by_channel
         raise QueryFailed(ErrorCode.unavailable, "the thread changed during the put; retry")
 
@@ -236,10 +250,12 @@ async def scope_session(conn: Connection, tenant: str) -> None:
 
 async def _insert(
     conn: Connection, req: PutRequest, encoded: list[tuple[BlobIn, Encoded]]
-) -> dict[tuple[str, str], int]:
-    cols: list[list[Any]] = [[] for _ in range(8)]
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """The new blobs' (id, depth) by (channel, version)."""
+    cols: list[list[Any]] = [[] for _ in range(9)]
     for blob, enc in encoded:
         empty = blob.type == "empty"
+        sent = blob.base_id is not None and not empty
         row = (
             blob.channel,
             blob.version,
@@ -247,8 +263,9 @@ async def _insert(
             "raw" if empty else enc.codec,
             None if empty else enc.base_id,
             0 if empty else enc.depth,
-            len(blob.data or b""),
+            (blob.raw_bytes or 0) if sent else len(blob.data or b""),
             None if empty else enc.data,
+            sent,
         )
         for col, value in zip(cols, row, strict=True):
             col.append(value)
@@ -258,7 +275,7 @@ async def _insert(
         req.tenant_id,
         req.thread_id,
         req.checkpoint_ns,
-        *cols,
+        *cols[:8],
         req.checkpoint_id,
         req.parent_checkpoint_id,
         req.body.type,
@@ -266,8 +283,9 @@ async def _insert(
         channels,
         [req.channel_versions[c] for c in channels],
         req.metadata,  # the pool encodes json/jsonb
+        cols[8],
     )
-    return {(r["channel"], r["version"]): r["blob_id"] for r in rows}
+    return {(r["channel"], r["version"]): (r["blob_id"], r["depth"]) for r in rows}
 
 
 def _writes(row: asyncpg.Record) -> list[PendingWrite]:

@@ -6,19 +6,27 @@ from __future__ import annotations
 # ---- writes -------------------------------------------------------------------------
 
 # One statement per put (atomic on its own, no BEGIN/COMMIT round trips): the new blobs,
-# then the checkpoint; the blobs' ids come back for the cache.
+# then the checkpoint; the blobs' ids come back for the cache. A delta the client sent
+# ($19) must name an earlier version of the same channel of this thread, in this tenant:
+# any other base becomes 0, which the foreign key refuses (a frame could otherwise copy
+# another thread's bytes out of its dictionary); its depth is its base's, plus one.
 PUT = """
 WITH blobs AS (
     INSERT INTO checkpoint.lg_blobs
            (tenant_id, thread_id, checkpoint_ns, channel, version, type, codec, base_id,
             depth, raw_bytes, data)
-    SELECT $1, $2, $3, b.channel, b.version, b.type, b.codec, b.base_id, b.depth,
+    SELECT $1, $2, $3, b.channel, b.version, b.type, b.codec,
+           CASE WHEN b.sent AND p.blob_id IS NULL THEN 0 ELSE b.base_id END,
+           CASE WHEN b.sent THEN coalesce(p.depth, 0) + 1 ELSE b.depth END,
            b.raw_bytes, b.data
       FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::int[],
-                  $10::int[], $11::bytea[])
-           AS b(channel, version, type, codec, base_id, depth, raw_bytes, data)
+                  $10::int[], $11::bytea[], $19::bool[])
+           AS b(channel, version, type, codec, base_id, depth, raw_bytes, data, sent)
+      LEFT JOIN checkpoint.lg_blobs p
+        ON b.sent AND p.blob_id = b.base_id AND p.tenant_id = $1 AND p.thread_id = $2
+       AND p.checkpoint_ns = $3 AND p.channel = b.channel
         ON CONFLICT DO NOTHING
-    RETURNING channel, version, blob_id
+    RETURNING channel, version, blob_id, depth
 ), cp AS (
     INSERT INTO checkpoint.lg_checkpoints
            (tenant_id, thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
@@ -29,7 +37,7 @@ WITH blobs AS (
            channels = EXCLUDED.channels, versions = EXCLUDED.versions,
            metadata = EXCLUDED.metadata
 )
-SELECT channel, version, blob_id FROM blobs
+SELECT channel, version, blob_id, depth FROM blobs
 """
 
 _WRITES_INSERT = """
