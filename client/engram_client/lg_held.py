@@ -38,8 +38,15 @@ def delta(raw: bytes, base: bytes) -> bytes | None:
     """``raw`` as a zstd frame on ``base`` (raw-content dictionary), or None when it does
     not pay (the service then stores the value its own way)."""
     dictionary = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-    # Level 1: loading the dictionary is most of the cost, and a fast level loads it faster.
-    frame = zstandard.ZstdCompressor(level=1, dict_data=dictionary).compress(raw)
+    # Level 1 (loading the dictionary is most of the cost: a fast level loads it faster),
+    # its window and hash table sized to the dictionary: at level 1's defaults a frame
+    # reaches back only ~64 KiB, and a long conversation's delta would not pay. As the
+    # service's (services/checkpointer/lg_delta.py: delta_compressor).
+    window = max(10, (len(base) + len(raw)).bit_length())
+    params = zstandard.ZstdCompressionParameters.from_level(
+        1, window_log=window, hash_log=max(16, window - 4)
+    )
+    frame = zstandard.ZstdCompressor(dict_data=dictionary, compression_params=params).compress(raw)
     return frame if len(frame) * 4 < len(raw) else None
 
 

@@ -14,12 +14,12 @@ from uuid import uuid4
 import asyncpg
 import nats
 import pytest
-from nats.aio.msg import Msg
 from langgraph.checkpoint.conformance.test_utils import (
     generate_checkpoint,
     generate_config,
     generate_metadata,
 )
+from nats.aio.msg import Msg
 
 from contracts.errors import ErrorCode, QueryError
 from contracts.langgraph import BlobIn, PutAnswer, PutReply, PutRequest, Typed
