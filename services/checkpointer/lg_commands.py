@@ -22,7 +22,6 @@ from contracts.langgraph import (
     BlobIn,
     ChannelValue,
     CheckpointView,
-    PendingWrite,
     PutRequest,
     PutWritesRequest,
     Typed,
@@ -35,7 +34,6 @@ from services.checkpointer.lg_delta import (
     StoredBlob,
     decode_all,
     pack_write,
-    unpack_write,
 )
 from services.checkpointer.lg_delta import encode as encode_blob
 from services.runtime.db import Connection, scope_tenant
@@ -103,7 +101,7 @@ class LangGraphStore:
                     # The session's tenant, then one statement: one round trip (two for
                     # another tenant), where BEGIN ... COMMIT took six.
                     await scope_session(conn, req.tenant_id)
-                    ids = await _insert(conn, req, encoded)
+                    ids = await sql.insert_put(conn, req, encoded)
             except asyncpg.ForeignKeyViolationError:
                 # A delta's base was deleted (prune or delete at any replica) since it was
                 # cached: forget the thread here and store keyframes.
@@ -159,7 +157,7 @@ class LangGraphStore:
                     for c, v in zip(r["channels"], r["versions"], strict=True)
                     if (r["thread_id"], r["checkpoint_ns"], c, v) in values
                 ],
-                writes=_writes(r),
+                writes=sql.writes_of(r),
             )
             for r in rows
         ]
@@ -246,65 +244,6 @@ async def scope_session(conn: Connection, tenant: str) -> None:
     if _SESSION_TENANT.get(raw) != tenant:
         await scope_tenant(conn, tenant, local=False)
         _SESSION_TENANT[raw] = tenant
-
-
-async def _insert(
-    conn: Connection, req: PutRequest, encoded: list[tuple[BlobIn, Encoded]]
-) -> dict[tuple[str, str], tuple[int, int]]:
-    """The new blobs' (id, depth) by (channel, version)."""
-    cols: list[list[Any]] = [[] for _ in range(9)]
-    for blob, enc in encoded:
-        empty = blob.type == "empty"
-        sent = blob.base_id is not None and not empty
-        row = (
-            blob.channel,
-            blob.version,
-            blob.type,
-            "raw" if empty else enc.codec,
-            None if empty else enc.base_id,
-            0 if empty else enc.depth,
-            (blob.raw_bytes or 0) if sent else len(blob.data or b""),
-            None if empty else enc.data,
-            sent,
-        )
-        for col, value in zip(cols, row, strict=True):
-            col.append(value)
-    channels = list(req.channel_versions)
-    rows = await conn.fetch(
-        sql.PUT,
-        req.tenant_id,
-        req.thread_id,
-        req.checkpoint_ns,
-        *cols[:8],
-        req.checkpoint_id,
-        req.parent_checkpoint_id,
-        req.body.type,
-        req.body.data or b"",
-        channels,
-        [req.channel_versions[c] for c in channels],
-        req.metadata,  # the pool encodes json/jsonb
-        cols[8],
-    )
-    return {(r["channel"], r["version"]): (r["blob_id"], r["depth"]) for r in rows}
-
-
-def _writes(row: asyncpg.Record) -> list[PendingWrite]:
-    """The pending writes folded into a checkpoint row (arrays, in LangGraph's order)."""
-    if row["w_task_id"] is None:
-        return []
-    return [
-        PendingWrite(task_id=t, task_path=p, idx=i, channel=c, type=k, data=unpack_write(codec, d))
-        for t, p, i, c, k, codec, d in zip(
-            row["w_task_id"],
-            row["w_task_path"],
-            row["w_idx"],
-            row["w_channel"],
-            row["w_type"],
-            row["w_codec"],
-            row["w_data"],
-            strict=True,
-        )
-    ]
 
 
 async def put_writes(pool: asyncpg.Pool, req: PutWritesRequest) -> int:

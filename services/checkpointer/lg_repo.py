@@ -1,7 +1,16 @@
-"""SQL of the LangGraph tables (sql/checkpoint/005_langgraph.sql). Every statement names
-its tenant; the connection is scoped to it too (row-level security)."""
+"""SQL of the LangGraph tables (sql/checkpoint/005_langgraph.sql, 006), and the rows of a
+put and of pending writes as its parameters and results. Every statement names its
+tenant; the connection is scoped to it too (row-level security)."""
 
 from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from contracts.langgraph import BlobIn, PendingWrite, PutRequest
+from services.checkpointer.lg_delta import Encoded, unpack_write
+from services.runtime.db import Connection
 
 # ---- writes -------------------------------------------------------------------------
 
@@ -236,3 +245,65 @@ UPDATE checkpoint.lg_blobs d
    AND s.tenant_id = $1 AND s.thread_id = $2 AND s.checkpoint_ns = d.checkpoint_ns
    AND s.channel = d.channel AND s.version = d.version AND s.codec = 'delta'
 """
+
+
+# ---- rows ---------------------------------------------------------------------------
+
+
+async def insert_put(
+    conn: Connection, req: PutRequest, encoded: list[tuple[BlobIn, Encoded]]
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """The new blobs' (id, depth) by (channel, version)."""
+    cols: list[list[Any]] = [[] for _ in range(9)]
+    for blob, enc in encoded:
+        empty = blob.type == "empty"
+        sent = blob.base_id is not None and not empty
+        row = (
+            blob.channel,
+            blob.version,
+            blob.type,
+            "raw" if empty else enc.codec,
+            None if empty else enc.base_id,
+            0 if empty else enc.depth,
+            (blob.raw_bytes or 0) if sent else len(blob.data or b""),
+            None if empty else enc.data,
+            sent,
+        )
+        for col, value in zip(cols, row, strict=True):
+            col.append(value)
+    channels = list(req.channel_versions)
+    rows = await conn.fetch(
+        PUT,
+        req.tenant_id,
+        req.thread_id,
+        req.checkpoint_ns,
+        *cols[:8],
+        req.checkpoint_id,
+        req.parent_checkpoint_id,
+        req.body.type,
+        req.body.data or b"",
+        channels,
+        [req.channel_versions[c] for c in channels],
+        req.metadata,  # the pool encodes json/jsonb
+        cols[8],
+    )
+    return {(r["channel"], r["version"]): (r["blob_id"], r["depth"]) for r in rows}
+
+
+def writes_of(row: asyncpg.Record) -> list[PendingWrite]:
+    """The pending writes folded into a checkpoint row (arrays, in LangGraph's order)."""
+    if row["w_task_id"] is None:
+        return []
+    return [
+        PendingWrite(task_id=t, task_path=p, idx=i, channel=c, type=k, data=unpack_write(codec, d))
+        for t, p, i, c, k, codec, d in zip(
+            row["w_task_id"],
+            row["w_task_path"],
+            row["w_idx"],
+            row["w_channel"],
+            row["w_type"],
+            row["w_codec"],
+            row["w_data"],
+            strict=True,
+        )
+    ]
