@@ -215,7 +215,7 @@ class EngramSaver(BaseCheckpointSaver[str]):
             head = None
             if blob.type != "empty" and len(blob.data or b"") >= DELTA_ABOVE:
                 head = self.held.head(thread, blob.channel)
-            if head is not None and head.depth + 1 < self.keyframe_every:
+            if head is not None and head.data and head.depth + 1 < self.keyframe_every:
                 pairs.append((blob, head))
         if not pairs:
             return blobs

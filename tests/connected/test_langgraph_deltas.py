@@ -159,7 +159,9 @@ async def test_a_delta_on_a_base_outside_its_thread_and_tenant_is_refused(
         accepted = await _ask_put(saver, _put_request("acme", thread, on))
         assert isinstance(accepted, PutReply) and accepted.depths == {"messages": 1}
     async with saver_for(held_bytes=0) as cold:
-        got = await cold.aget_tuple(generate_config(thread))
+        config = generate_config(thread)  # by id: these ids (uuid4) do not sort in time
+        config["configurable"]["checkpoint_id"] = accepted.checkpoint_id
+        got = await cold.aget_tuple(config)
         assert got is not None
         assert got.checkpoint["channel_values"]["messages"] == second
 
@@ -177,3 +179,16 @@ async def test_a_saver_whose_base_was_deleted_sends_the_value_whole(
         got = await other.aget_tuple(generate_config(thread))
         assert got is not None
         assert got.checkpoint["channel_values"]["messages"] == conversation(7)
+
+
+async def test_a_request_that_breaks_its_contract_is_answered_invalid_and_counted(
+    checkpointer: Worker, saver_for: Saver
+) -> None:
+    # query.langgraph.* are answered on the NATS connection, not through FastStream: the
+    # same errors and per-subject stats as every route.
+    async with saver_for() as saver:
+        for body in (b'{"tenant_id": "acme"}', b"not json"):
+            msg = await saver.nc.request("query.langgraph.put", body, 10)
+            reply = PutAnswer.model_validate_json(msg.data).root
+            assert isinstance(reply, QueryError) and reply.code == ErrorCode.invalid, reply
+    assert checkpointer.queries.subjects["query.langgraph.put"].errors["invalid"] >= 2
