@@ -58,13 +58,15 @@ from contracts.langgraph import (
     Typed,
     WriteIn,
 )
-from engram_client.lg_held import HeldBlobs, HeldValue
+from engram_client.lg_held import DELTA_ABOVE, Head, HeldBlobs, HeldValue, ThreadKey, delta
 
 R = TypeVar("R", bound=BaseModel)
 T = TypeVar("T")
 # Inline in the checkpoint body, as the stock saver does: small primitives only (a long
 # string is a blob, so it is stored once per version, as a delta).
 INLINE_STR = 256
+VERSION_DIGITS = 12  # a channel's version counter: a trillion steps
+THREAD_ABOVE = 64 * 1024  # bytes of bases above which deltas are made on a thread
 
 
 class EngramError(Exception):
@@ -85,11 +87,16 @@ class EngramSaver(BaseCheckpointSaver[str]):
         attempts: int = 3,
         serde: SerializerProtocol | None = None,
         held_bytes: int = 64 * 1024 * 1024,
+        keyframe_every: int = 32,
     ) -> None:
         """``held_bytes``: bytes of channel values kept to read this saver's threads
-        again without the service sending them (``engram_client.lg_held``; 0: none)."""
+        again without the service sending them, and to send a channel's next version as
+        a delta on them (``engram_client.lg_held``; 0: none). ``keyframe_every``: a value
+        is sent whole (the service stores it alone or as its own delta) when its delta
+        would be this deep: a read decodes at most that many frames."""
         super().__init__(serde=serde)
         self.held = HeldBlobs(held_bytes)
+        self.keyframe_every = keyframe_every
         self.nc = nc
         self.tenant_id = tenant_id
         self.timeout_s = timeout_s
@@ -175,11 +182,23 @@ class EngramSaver(BaseCheckpointSaver[str]):
             metadata=json.loads(json.dumps(md, default=repr)),
             blobs=blobs,
         )
-        reply = await self._ask("query.langgraph.put", request, PutReply)
+        thread = (thread_id, ns)
+        sent = await self._deltas(thread, blobs)
+        try:
+            reply = await self._ask(
+                "query.langgraph.put", request.model_copy(update={"blobs": sent}), PutReply
+            )
+        except EngramError as err:  # a base was pruned or deleted since: send them whole
+            if err.error.code != ErrorCode.pruned or sent == blobs:
+                raise
+            self.held.drop_heads(thread)
+            reply = await self._ask("query.langgraph.put", request, PutReply)
         for blob in blobs:
             blob_id = reply.blob_ids.get(blob.channel)
             if blob_id is not None and blob.type != "empty":
-                self.held.put(blob_id, (thread_id, ns), blob.type, blob.data or b"")
+                self.held.put(blob_id, thread, blob.type, blob.data or b"")
+                depth = reply.depths.get(blob.channel, self.keyframe_every)
+                self.held.put_head(thread, blob.channel, blob_id, depth)
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -187,6 +206,34 @@ class EngramSaver(BaseCheckpointSaver[str]):
                 "checkpoint_id": checkpoint["id"],
             }
         }
+
+    async def _deltas(self, thread: ThreadKey, blobs: list[BlobIn]) -> list[BlobIn]:
+        """Each value as a delta on the channel's newest version this saver put, where it
+        holds that and the delta pays; the others as they are."""
+        pairs: list[tuple[BlobIn, Head]] = []
+        for blob in blobs:
+            head = None
+            if blob.type != "empty" and len(blob.data or b"") >= DELTA_ABOVE:
+                head = self.held.head(thread, blob.channel)
+            if head is not None and head.data and head.depth + 1 < self.keyframe_every:
+                pairs.append((blob, head))
+        if not pairs:
+            return blobs
+
+        def frames() -> list[bytes | None]:
+            return [delta(blob.data or b"", head.data) for blob, head in pairs]
+
+        big = sum(len(head.data) for _, head in pairs) > THREAD_ABOVE
+        # zstd releases the GIL: a long conversation's delta does not hold up the loop.
+        made = await asyncio.to_thread(frames) if big else frames()
+        update = {
+            blob.channel: blob.model_copy(
+                update={"data": frame, "base_id": head.blob_id, "raw_bytes": len(blob.data or b"")}
+            )
+            for (blob, head), frame in zip(pairs, made, strict=True)
+            if frame is not None
+        }
+        return [update.get(blob.channel, blob) for blob in blobs]
 
     async def aput_writes(
         self,
@@ -282,14 +329,7 @@ class EngramSaver(BaseCheckpointSaver[str]):
         await self._ask("query.langgraph.prune", request, DoneReply)
 
     def get_next_version(self, current: str | None, channel: None) -> str:
-        # As LangGraph's Postgres saver: a counter that sorts as text, and a random part.
-        if current is None:
-            number = 0
-        elif isinstance(current, int):
-            number = current
-        else:
-            number = int(current.split(".")[0])
-        return f"{number + 1:032}.{random.random():016}"
+        return next_version(current)
 
     def _tuple(
         self, view: CheckpointView, held: dict[int, HeldValue] | None = None
@@ -383,6 +423,21 @@ class EngramSaver(BaseCheckpointSaver[str]):
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         self._blocking("prune", self.aprune(thread_ids, strategy=strategy))
+
+
+def next_version(current: str | int | None) -> str:
+    """The version after ``current``. As LangGraph's Postgres saver's, a counter that
+    sorts as text and a random part (two branches of a thread never share a version), but
+    25 characters, not 51: a version is stored four times in each checkpoint and once in
+    each blob's key. A short version sorts above every long one (its first non-zero digit
+    comes sooner), so a thread written with the long form keeps its order."""
+    if current is None:
+        number = 0
+    elif isinstance(current, int):
+        number = current
+    else:
+        number = int(current.split(".")[0])
+    return f"{number + 1:0{VERSION_DIGITS}}.{random.getrandbits(48):012x}"
 
 
 def _inline(value: Any) -> bool:
