@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -24,7 +24,6 @@ import nats
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
-    BaseCheckpointSaver,
     ChannelVersions,
     Checkpoint,
     CheckpointMetadata,
@@ -58,14 +57,14 @@ from contracts.langgraph import (
     Typed,
     WriteIn,
 )
+from engram_client.lg_blocking import BlockingSaver
 from engram_client.lg_held import DELTA_ABOVE, Head, HeldBlobs, HeldValue, ThreadKey, delta
+from engram_client.lg_versions import next_version
 
 R = TypeVar("R", bound=BaseModel)
-T = TypeVar("T")
 # Inline in the checkpoint body, as the stock saver does: small primitives only (a long
 # string is a blob, so it is stored once per version, as a delta).
 INLINE_STR = 256
-VERSION_DIGITS = 12  # a channel's version counter: a trillion steps
 THREAD_ABOVE = 64 * 1024  # bytes of bases above which deltas are made on a thread
 
 
@@ -77,7 +76,7 @@ class EngramError(Exception):
         self.error = error
 
 
-class EngramSaver(BaseCheckpointSaver[str]):
+class EngramSaver(BlockingSaver):
     def __init__(
         self,
         nc: NatsClient,
@@ -361,83 +360,6 @@ class EngramSaver(BaseCheckpointSaver[str]):
                 for w in view.writes
             ],
         )
-
-    # ---- sync interface: on the saver's loop, from another thread -------------------------
-
-    def _blocking(self, what: str, coro: Coroutine[Any, Any, T]) -> T:
-        try:
-            on_loop = asyncio.get_running_loop() is self.loop
-        except RuntimeError:
-            on_loop = False
-        if on_loop:
-            coro.close()
-            raise asyncio.InvalidStateError(
-                "Synchronous calls to EngramSaver are only allowed from a different thread. "
-                f"From the main thread, use the async interface (`await saver.a{what}(...)` "
-                "or `await graph.ainvoke(...)`)."
-            )
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
-    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return self._blocking("get_tuple", self.aget_tuple(config))
-
-    def list(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        async def page() -> list[CheckpointTuple]:
-            return [t async for t in self.alist(config, filter=filter, before=before, limit=limit)]
-
-        yield from self._blocking("list", page())
-
-    def put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        return self._blocking("put", self.aput(config, checkpoint, metadata, new_versions))
-
-    def put_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        self._blocking("put_writes", self.aput_writes(config, writes, task_id, task_path))
-
-    def delete_thread(self, thread_id: str) -> None:
-        self._blocking("delete_thread", self.adelete_thread(thread_id))
-
-    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        self._blocking("delete_for_runs", self.adelete_for_runs(run_ids))
-
-    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        self._blocking("copy_thread", self.acopy_thread(source_thread_id, target_thread_id))
-
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        self._blocking("prune", self.aprune(thread_ids, strategy=strategy))
-
-
-def next_version(current: str | int | None) -> str:
-    """The version after ``current``. As LangGraph's Postgres saver's, a counter that
-    sorts as text and a random part (two branches of a thread never share a version), but
-    25 characters, not 51: a version is stored four times in each checkpoint and once in
-    each blob's key. A short version sorts above every long one (its first non-zero digit
-    comes sooner), so a thread written with the long form keeps its order."""
-    if current is None:
-        number = 0
-    elif isinstance(current, int):
-        number = current
-    else:
-        number = int(current.split(".")[0])
-    return f"{number + 1:0{VERSION_DIGITS}}.{random.getrandbits(48):012x}"
 
 
 def _inline(value: Any) -> bool:

@@ -6,8 +6,8 @@ import random
 
 import zstandard
 
-from engram_client.langgraph import next_version
 from engram_client.lg_held import delta
+from engram_client.lg_versions import next_version
 
 
 def test_versions_sort_as_text_in_the_order_of_their_counter() -> None:
