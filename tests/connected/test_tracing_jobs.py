@@ -20,11 +20,9 @@ from services.runtime.outbox import Outgoing
 from services.runtime.tracing import causing
 from tests import factories
 from tests.conftest import Env
+from tests.connected.probe_service import ECHO, OUTBOX, ProbeEcho
 from tests.connected.test_tracing import (
-    ECHO,
-    OUTBOX,
     TRACE_ID,
-    ProbeEcho,
     by_event,
     publish,
     running,
