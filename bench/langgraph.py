@@ -51,9 +51,11 @@ from langgraph.checkpoint.base.id import uuid6  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from bench._common import (  # noqa: E402
+    CpuMeter,
     admin_url,
     fresh_database,
     fresh_streams,
+    loadavg,
     pct,
     worker_login,
     write_report,
@@ -133,16 +135,23 @@ async def reads(
     return latencies
 
 
-async def table_bytes(url: str, schema: str, tables: tuple[str, ...]) -> int:
+async def table_bytes(url: str, schema: str, tables: tuple[str, ...]) -> dict[str, int]:
+    """Each table's bytes (heap, TOAST and indexes) after VACUUM."""
     conn = await asyncpg.connect(url)
     try:
-        total = 0
+        sizes = {}
         for table in tables:
             await conn.execute(f'VACUUM "{schema}"."{table}"')
-            total += await conn.fetchval(f"SELECT pg_total_relation_size('{schema}.{table}')")
-        return int(total)
+            sizes[table] = int(
+                await conn.fetchval(f"SELECT pg_total_relation_size('{schema}.{table}')")
+            )
+        return sizes
     finally:
         await conn.close()
+
+
+def growth(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {table: after[table] - before[table] for table in after}
 
 
 ENGRAM_TABLES = ("lg_checkpoints", "lg_blobs", "lg_writes")
@@ -150,7 +159,7 @@ STOCK_TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
 
 
 async def run_engram(
-    users: dict[str, str], admin: str, args: argparse.Namespace, log: Path
+    users: dict[str, str], admin: str, pids: dict[str, int], args: argparse.Namespace, log: Path
 ) -> dict[str, Any]:
     from engram_client.langgraph import EngramError, EngramSaver
 
@@ -186,16 +195,19 @@ async def run_engram(
                 except (nats.errors.NoRespondersError, nats.errors.TimeoutError, EngramError):
                     await asyncio.sleep(0.2)
             console.print("engram: worker answers; writing")
+            meter = CpuMeter(pids, {"worker": worker})
+            meter.start()
             elapsed, ids = await drive(saver, args.threads, args.steps, args.seed)
+            cpu = meter.stop(args.threads * args.steps)
             latencies = await reads(saver, ids, args.reads, args.seed)
-        stored = await table_bytes(url, "checkpoint", ENGRAM_TABLES) - empty
+        stored = growth(empty, await table_bytes(url, "checkpoint", ENGRAM_TABLES))
     finally:
         worker.terminate()
         worker.wait(30)
-    return summary(elapsed, latencies, stored, args)
+    return summary(elapsed, latencies, stored, cpu, args)
 
 
-async def run_stock(admin: str, args: argparse.Namespace) -> dict[str, Any]:
+async def run_stock(admin: str, pids: dict[str, int], args: argparse.Namespace) -> dict[str, Any]:
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
     from psycopg.rows import dict_row
     from psycopg_pool import AsyncConnectionPool
@@ -206,21 +218,33 @@ async def run_stock(admin: str, args: argparse.Namespace) -> dict[str, Any]:
         saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
         await saver.setup()
         empty = await table_bytes(url, "public", STOCK_TABLES)
+        meter = CpuMeter(pids, {})
+        meter.start()
         elapsed, ids = await drive(saver, args.threads, args.steps, args.seed)
+        cpu = meter.stop(args.threads * args.steps)
         latencies = await reads(saver, ids, args.reads, args.seed)
-    stored = await table_bytes(url, "public", STOCK_TABLES) - empty
-    return summary(elapsed, latencies, stored, args)
+    stored = growth(empty, await table_bytes(url, "public", STOCK_TABLES))
+    return summary(elapsed, latencies, stored, cpu, args)
 
 
 def summary(
-    elapsed: float, latencies: list[float], stored: int, args: argparse.Namespace
+    elapsed: float,
+    latencies: list[float],
+    stored: dict[str, int],
+    cpu: dict[str, float],
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
+    """``cpu``: the write phase's CPU per checkpoint of each process group, and the
+    machine's load (other sessions' cores), to read throughput on a shared machine."""
     return {
         "checkpoints_per_s": args.threads * args.steps / elapsed,
         "seconds": elapsed,
-        "bytes_stored": stored,
+        "bytes_stored": sum(stored.values()),
+        "bytes_by_table": stored,
         "get_p50_ms": pct(latencies, 0.5),
         "get_p99_ms": pct(latencies, 0.99),
+        "cpu": {k: round(v, 3) for k, v in cpu.items()},
+        "loadavg": loadavg(),
     }
 
 
@@ -232,9 +256,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     users = {user: stack.nats_url(user) for user in stack.passwords}
     try:
         admin = admin_url(env["DATABASE_URL"])
-        engram = await run_engram(users, admin, args, folder / "checkpointer.log")
+        assert stack.nats.process is not None
+        pidfile = stack.postgres.pgdata / "postmaster.pid"
+        pids = {"postgres": int(pidfile.read_text().split()[0]), "nats": stack.nats.process.pid}
+        engram = await run_engram(users, admin, pids, args, folder / "checkpointer.log")
         console.print("engram", engram)
-        stock = await run_stock(admin, args)
+        stock = await run_stock(admin, pids, args)
         console.print("AsyncPostgresSaver", stock)
     finally:
         stack.stop()

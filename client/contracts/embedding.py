@@ -40,6 +40,7 @@ class SourceType(StrEnum):
     message = "message"  # chat.message.created / edited
     file = "file"  # chat.file.uploaded (its extracted text)
     memory = "memory"  # memory.write
+    document = "document"  # a document of an agent's knowledge source (contracts.knowledge)
 
 
 class KnowledgeSource(StrEnum):
@@ -244,6 +245,23 @@ class KnowledgeFilters(Contract):
         return self
 
 
+class KnowledgeScope(Contract):
+    """Search only the knowledge of one agent (its sources of contracts.knowledge): their
+    documents and the uploads their file sources cover. Messages, and other agents'
+    sources, are not searched."""
+
+    agent_id: str = Field(
+        min_length=1, max_length=200, description="The agent.", examples=["travel-bot"]
+    )
+    source_ids: list[UUID] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="Only these sources of the agent (default: all of them).",
+        examples=[["2c4f6a8b-1d3e-4f50-9a7b-8c9d0e1f2a3b"]],
+    )
+
+
 class KnowledgeSearchRequest(Contract):
     """Search one tenant's messages and files by meaning and by words."""
 
@@ -276,13 +294,25 @@ class KnowledgeSearchRequest(Contract):
         description=QUERY_VECTOR_DESCRIPTION,
         examples=[None],
     )
+    scope: KnowledgeScope | None = Field(
+        default=None,
+        description="Search one agent's knowledge sources only (then `filters` other than "
+        "since/until do not apply); default: the tenant's messages and files.",
+        examples=[{"agent_id": "travel-bot"}],
+    )
 
 
 class SourceRef(Contract):
     """Where a hit comes from."""
 
-    source_type: SourceType = Field(description="message or file.", examples=["message"])
-    source_id: UUID = Field(description="message_id or file_id.", examples=[MESSAGE_EX])
+    source_type: SourceType = Field(
+        description="message or file; document in a scoped search.", examples=["message"]
+    )
+    source_id: UUID = Field(
+        description="message_id or file_id (a document: an id derived from its source and "
+        "document_id).",
+        examples=[MESSAGE_EX],
+    )
     chunk_index: int = Field(
         ge=0, description="Position of the chunk in its source, from 0.", examples=[0]
     )
@@ -294,6 +324,16 @@ class SourceRef(Contract):
     )
     occurred_at: datetime = Field(
         description="When the source was created.", examples=["2026-11-17T14:30:00Z"]
+    )
+    knowledge_source_id: UUID | None = Field(
+        default=None,
+        description="For a `document`: the knowledge source it belongs to.",
+        examples=["2c4f6a8b-1d3e-4f50-9a7b-8c9d0e1f2a3b"],
+    )
+    document_id: str | None = Field(
+        default=None,
+        description="For a `document`: its document_id (an upload's: its file_id).",
+        examples=["policies/cancellation.md"],
     )
 
 

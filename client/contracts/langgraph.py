@@ -70,6 +70,21 @@ class Typed(Contract):
 class BlobIn(Typed):
     channel: str = Field(description="Channel name.", examples=["messages"])
     version: str = Field(description="The channel's version (as text).", examples=["2"])
+    base_id: int | None = Field(
+        default=None,
+        ge=1,
+        description="Set: `data` is not the value but a zstd frame compressed with the bytes of "
+        "blob `base_id` (an earlier version of this channel in this thread, by its row id) "
+        "as raw-content dictionary; the service stores it as it came. A base that is not "
+        "such a row any more is answered `pruned`: send the value itself.",
+        examples=[None],
+    )
+    raw_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        description="With `base_id`: the size of the value the frame decodes to.",
+        examples=[None],
+    )
 
 
 class ChannelValue(Typed):
@@ -150,6 +165,13 @@ class PutReply(Reply):
         default_factory=dict,
         description="Row id of each new blob, by channel (a version stored before: absent).",
         examples=[{"messages": 1042}],
+    )
+    depths: dict[str, int] = Field(
+        default_factory=dict,
+        description="Each new blob's depth, by channel: deltas since a value stored alone "
+        "(0: it is one). A client that sends deltas (BlobIn.base_id) keeps its chains short "
+        "with it.",
+        examples=[{"messages": 3}],
     )
 
 

@@ -14,6 +14,7 @@ from contracts import (
     context,
     context_templates,
     embedding,
+    knowledge,
     langgraph,
     memory_jobs,
     memory_search,
@@ -34,10 +35,15 @@ EVENTS: tuple[type[Envelope], ...] = (
     state.StateConflict,
     *embedding.EMBEDDING_EVENT_TYPES,
     *context_templates.TEMPLATE_EVENT_TYPES,
+    *knowledge.KNOWLEDGE_EVENT_TYPES,
 )
 QUERIES: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "query.embed": (embedding.EmbedRequest, embedding.EmbedAnswer),
     "query.knowledge.search": (embedding.KnowledgeSearchRequest, embedding.KnowledgeSearchAnswer),
+    "query.knowledge.sources": (
+        knowledge.KnowledgeSourcesRequest,
+        knowledge.KnowledgeSourcesAnswer,
+    ),
     "query.memory.search": (memory_search.MemorySearchRequest, memory_search.MemorySearchAnswer),
     "query.state.get": (state_queries.StateGetRequest, state_queries.StateGetAnswer),
     "query.state.history": (state_queries.StateHistoryRequest, state_queries.StateHistoryAnswer),

@@ -26,6 +26,7 @@ from contracts.chat import (
     SessionStarted,
 )
 from contracts.envelope import Envelope
+from contracts.knowledge import DocumentUpserted, SourceRegistered, SourceRemoved, SourceUpdated
 from contracts.memory import (
     EpisodicContent,
     MemoryWrite,
@@ -164,6 +165,35 @@ class EventBuilder:
         steps, dry_run, merge_threshold)."""
         payload = {"job_id": fields.pop("job_id", None) or uuid4()}
         return self._event(MemoryConsolidate, payload, fields)
+
+    # --- knowledge -----------------------------------------------------------------------
+
+    def knowledge_source_registered(
+        self, agent_id: str, type: str, source_id: UUID | None = None, **fields: Any
+    ) -> SourceRegistered:
+        """``knowledge.source.registered`` with a new ``source_id`` unless given (fields:
+        name, configuration; a file source's: ``{"file_ids": [...], "conversation_ids":
+        [...]}``)."""
+        payload = {"source_id": source_id or uuid4(), "agent_id": agent_id, "type": type}
+        return self._event(SourceRegistered, payload, fields)
+
+    def knowledge_source_updated(
+        self, source_id: UUID, agent_id: str, type: str, **fields: Any
+    ) -> SourceUpdated:
+        """``knowledge.source.updated``: the source's whole new description."""
+        payload = {"source_id": source_id, "agent_id": agent_id, "type": type}
+        return self._event(SourceUpdated, payload, fields)
+
+    def knowledge_source_removed(self, source_id: UUID, **fields: Any) -> SourceRemoved:
+        """``knowledge.source.removed``: its documents, chunks and vectors go."""
+        return self._event(SourceRemoved, {"source_id": source_id}, fields)
+
+    def knowledge_document(
+        self, source_id: UUID, document_id: str, text: str, **fields: Any
+    ) -> DocumentUpserted:
+        """``knowledge.document.upserted`` (fields: title, metadata)."""
+        payload = {"source_id": source_id, "document_id": document_id, "text": text}
+        return self._event(DocumentUpserted, payload, fields)
 
     # --- state ---------------------------------------------------------------------------
 

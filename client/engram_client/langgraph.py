@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -24,7 +24,6 @@ import nats
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
-    BaseCheckpointSaver,
     ChannelVersions,
     Checkpoint,
     CheckpointMetadata,
@@ -58,13 +57,15 @@ from contracts.langgraph import (
     Typed,
     WriteIn,
 )
-from engram_client.lg_held import HeldBlobs, HeldValue
+from engram_client.lg_blocking import BlockingSaver
+from engram_client.lg_held import DELTA_ABOVE, Head, HeldBlobs, HeldValue, ThreadKey, delta
+from engram_client.lg_versions import next_version
 
 R = TypeVar("R", bound=BaseModel)
-T = TypeVar("T")
 # Inline in the checkpoint body, as the stock saver does: small primitives only (a long
 # string is a blob, so it is stored once per version, as a delta).
 INLINE_STR = 256
+THREAD_ABOVE = 64 * 1024  # bytes of bases above which deltas are made on a thread
 
 
 class EngramError(Exception):
@@ -75,7 +76,7 @@ class EngramError(Exception):
         self.error = error
 
 
-class EngramSaver(BaseCheckpointSaver[str]):
+class EngramSaver(BlockingSaver):
     def __init__(
         self,
         nc: NatsClient,
@@ -85,11 +86,16 @@ class EngramSaver(BaseCheckpointSaver[str]):
         attempts: int = 3,
         serde: SerializerProtocol | None = None,
         held_bytes: int = 64 * 1024 * 1024,
+        keyframe_every: int = 32,
     ) -> None:
         """``held_bytes``: bytes of channel values kept to read this saver's threads
-        again without the service sending them (``engram_client.lg_held``; 0: none)."""
+        again without the service sending them, and to send a channel's next version as
+        a delta on them (``engram_client.lg_held``; 0: none). ``keyframe_every``: a value
+        is sent whole (the service stores it alone or as its own delta) when its delta
+        would be this deep: a read decodes at most that many frames."""
         super().__init__(serde=serde)
         self.held = HeldBlobs(held_bytes)
+        self.keyframe_every = keyframe_every
         self.nc = nc
         self.tenant_id = tenant_id
         self.timeout_s = timeout_s
@@ -175,11 +181,23 @@ class EngramSaver(BaseCheckpointSaver[str]):
             metadata=json.loads(json.dumps(md, default=repr)),
             blobs=blobs,
         )
-        reply = await self._ask("query.langgraph.put", request, PutReply)
+        thread = (thread_id, ns)
+        sent = await self._deltas(thread, blobs)
+        try:
+            reply = await self._ask(
+                "query.langgraph.put", request.model_copy(update={"blobs": sent}), PutReply
+            )
+        except EngramError as err:  # a base was pruned or deleted since: send them whole
+            if err.error.code != ErrorCode.pruned or sent == blobs:
+                raise
+            self.held.drop_heads(thread)
+            reply = await self._ask("query.langgraph.put", request, PutReply)
         for blob in blobs:
             blob_id = reply.blob_ids.get(blob.channel)
             if blob_id is not None and blob.type != "empty":
-                self.held.put(blob_id, (thread_id, ns), blob.type, blob.data or b"")
+                self.held.put(blob_id, thread, blob.type, blob.data or b"")
+                depth = reply.depths.get(blob.channel, self.keyframe_every)
+                self.held.put_head(thread, blob.channel, blob_id, depth)
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -187,6 +205,34 @@ class EngramSaver(BaseCheckpointSaver[str]):
                 "checkpoint_id": checkpoint["id"],
             }
         }
+
+    async def _deltas(self, thread: ThreadKey, blobs: list[BlobIn]) -> list[BlobIn]:
+        """Each value as a delta on the channel's newest version this saver put, where it
+        holds that and the delta pays; the others as they are."""
+        pairs: list[tuple[BlobIn, Head]] = []
+        for blob in blobs:
+            head = None
+            if blob.type != "empty" and len(blob.data or b"") >= DELTA_ABOVE:
+                head = self.held.head(thread, blob.channel)
+            if head is not None and head.data and head.depth + 1 < self.keyframe_every:
+                pairs.append((blob, head))
+        if not pairs:
+            return blobs
+
+        def frames() -> list[bytes | None]:
+            return [delta(blob.data or b"", head.data) for blob, head in pairs]
+
+        big = sum(len(head.data) for _, head in pairs) > THREAD_ABOVE
+        # zstd releases the GIL: a long conversation's delta does not hold up the loop.
+        made = await asyncio.to_thread(frames) if big else frames()
+        update = {
+            blob.channel: blob.model_copy(
+                update={"data": frame, "base_id": head.blob_id, "raw_bytes": len(blob.data or b"")}
+            )
+            for (blob, head), frame in zip(pairs, made, strict=True)
+            if frame is not None
+        }
+        return [update.get(blob.channel, blob) for blob in blobs]
 
     async def aput_writes(
         self,
@@ -282,14 +328,7 @@ class EngramSaver(BaseCheckpointSaver[str]):
         await self._ask("query.langgraph.prune", request, DoneReply)
 
     def get_next_version(self, current: str | None, channel: None) -> str:
-        # As LangGraph's Postgres saver: a counter that sorts as text, and a random part.
-        if current is None:
-            number = 0
-        elif isinstance(current, int):
-            number = current
-        else:
-            number = int(current.split(".")[0])
-        return f"{number + 1:032}.{random.random():016}"
+        return next_version(current)
 
     def _tuple(
         self, view: CheckpointView, held: dict[int, HeldValue] | None = None
@@ -321,68 +360,6 @@ class EngramSaver(BaseCheckpointSaver[str]):
                 for w in view.writes
             ],
         )
-
-    # ---- sync interface: on the saver's loop, from another thread -------------------------
-
-    def _blocking(self, what: str, coro: Coroutine[Any, Any, T]) -> T:
-        try:
-            on_loop = asyncio.get_running_loop() is self.loop
-        except RuntimeError:
-            on_loop = False
-        if on_loop:
-            coro.close()
-            raise asyncio.InvalidStateError(
-                "Synchronous calls to EngramSaver are only allowed from a different thread. "
-                f"From the main thread, use the async interface (`await saver.a{what}(...)` "
-                "or `await graph.ainvoke(...)`)."
-            )
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
-    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return self._blocking("get_tuple", self.aget_tuple(config))
-
-    def list(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        async def page() -> list[CheckpointTuple]:
-            return [t async for t in self.alist(config, filter=filter, before=before, limit=limit)]
-
-        yield from self._blocking("list", page())
-
-    def put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        return self._blocking("put", self.aput(config, checkpoint, metadata, new_versions))
-
-    def put_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        self._blocking("put_writes", self.aput_writes(config, writes, task_id, task_path))
-
-    def delete_thread(self, thread_id: str) -> None:
-        self._blocking("delete_thread", self.adelete_thread(thread_id))
-
-    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        self._blocking("delete_for_runs", self.adelete_for_runs(run_ids))
-
-    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        self._blocking("copy_thread", self.acopy_thread(source_thread_id, target_thread_id))
-
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        self._blocking("prune", self.aprune(thread_ids, strategy=strategy))
 
 
 def _inline(value: Any) -> bool:

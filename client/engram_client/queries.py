@@ -16,6 +16,7 @@ from contracts.embedding import (
     EmbedReply,
     EmbedRequest,
     KnowledgeFilters,
+    KnowledgeScope,
     KnowledgeSearchReply,
     KnowledgeSearchRequest,
     SearchMode,
@@ -93,10 +94,13 @@ class QueryMethods(QueryBase):
         top_k: int = 10,
         filters: KnowledgeFilters | dict[str, Any] | None = None,
         mode: SearchMode | str = SearchMode.hybrid,
+        scope: KnowledgeScope | dict[str, Any] | None = None,
         tenant_id: str | None = None,
         retry: Retry | None = None,
     ) -> KnowledgeSearchReply:
-        """``query.knowledge.search``: a tenant's messages and files by meaning and words."""
+        """``query.knowledge.search``: a tenant's messages and files by meaning and words;
+        with ``scope={"agent_id": ...}`` (and ``source_ids``), one agent's knowledge sources
+        instead."""
         request = build(
             KnowledgeSearchRequest,
             {
@@ -105,6 +109,7 @@ class QueryMethods(QueryBase):
                 "top_k": top_k,
                 "filters": filters or {},
                 "mode": mode,
+                "scope": scope,
             },
         )
         return await self._ask("query.knowledge.search", request, KnowledgeSearchReply, retry)

@@ -1,5 +1,6 @@
-"""Typed methods of the queries that read conversations back and build a model call's
-context (``query.chat.*``, ``query.context.*``); the same rules as ``queries``: keyword
+"""Typed methods of the queries that read conversations back, build a model call's
+context and list an agent's knowledge sources (``query.chat.*``, ``query.context.*``,
+``query.knowledge.sources``); the same rules as ``queries``: keyword
 arguments are the request's fields, ``tenant_id`` defaults to the client's, a
 ``QueryError`` reply raises its ``QueryRejected`` subclass."""
 
@@ -25,6 +26,7 @@ from contracts.context import (
     ContextSnapshotRequest,
     InlineSegment,
 )
+from contracts.knowledge import KnowledgeSourcesReply, KnowledgeSourcesRequest
 from engram_client.options import Retry
 from engram_client.queries import QueryBase, build
 
@@ -33,6 +35,7 @@ READ_METHODS = {
     "query.chat.conversations": "chat_conversations",
     "query.context.build": "context_build",
     "query.context.snapshot": "context_snapshot",
+    "query.knowledge.sources": "knowledge_sources",
 }
 
 
@@ -141,3 +144,12 @@ class ReadMethods(QueryBase):
             dict(tenant_id=self._tenant(tenant_id), snapshot_id=snapshot_id, message_id=message_id),
         )
         return await self._ask("query.context.snapshot", request, ContextSnapshotReply, retry)
+
+    async def knowledge_sources(
+        self, agent_id: str, *, tenant_id: str | None = None, retry: Retry | None = None
+    ) -> KnowledgeSourcesReply:
+        """``query.knowledge.sources``: an agent's knowledge sources with status and counts."""
+        request = build(
+            KnowledgeSourcesRequest, {"tenant_id": self._tenant(tenant_id), "agent_id": agent_id}
+        )
+        return await self._ask("query.knowledge.sources", request, KnowledgeSourcesReply, retry)

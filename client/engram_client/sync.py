@@ -18,6 +18,7 @@ from contracts.chat_queries import ChatConversationsReply, ChatHistoryReply
 from contracts.context import ContextBuildReply, ContextSnapshotReply
 from contracts.embedding import EmbedReply, KnowledgeSearchReply
 from contracts.envelope import Envelope
+from contracts.knowledge import KnowledgeSourcesReply
 from contracts.memory_search import MemorySearchReply
 from contracts.state_queries import Partition, StateDiffReply, StateGetReply, StateHistoryReply
 from engram_client.client import EngramClient, Published
@@ -139,6 +140,9 @@ class SyncEngramClient:
                 **kwargs,
             )
         )
+
+    def knowledge_sources(self, agent_id: str, **kwargs: Any) -> KnowledgeSourcesReply:
+        return self._run(self.client.knowledge_sources(agent_id, **kwargs))
 
     def chat_history(self, conversation_id: Any, **kwargs: Any) -> ChatHistoryReply:
         return self._run(self.client.chat_history(conversation_id, **kwargs))

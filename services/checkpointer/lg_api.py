@@ -89,8 +89,13 @@ def langgraph_routes(
     store: LangGraphStore, writes: WritePool, reads: QueryPool, concurrency: int
 ) -> list[QueryRoute]:
     async def put(req: PutRequest, limit: int) -> PutReply:
-        stored, ids = await store.put(writes.pool, req)
-        return PutReply(checkpoint_id=req.checkpoint_id, stored_bytes=stored, blob_ids=ids)
+        stored, new = await store.put(writes.pool, req)
+        return PutReply(
+            checkpoint_id=req.checkpoint_id,
+            stored_bytes=stored,
+            blob_ids={channel: blob_id for channel, (blob_id, _) in new.items()},
+            depths={channel: depth for channel, (_, depth) in new.items()},
+        )
 
     async def writes_(req: PutWritesRequest, limit: int) -> DoneReply:
         return DoneReply(checkpoints=await put_writes(writes.pool, req))
@@ -153,6 +158,7 @@ def langgraph_routes(
             "(answers after COMMIT).",
             hint=HINT,
             max_workers=concurrency,
+            direct=True,  # asked at every step of every graph: FastStream costs too much
         )
         for subject, handle in handlers.items()
     ]

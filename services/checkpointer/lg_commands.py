@@ -22,13 +22,19 @@ from contracts.langgraph import (
     BlobIn,
     ChannelValue,
     CheckpointView,
-    PendingWrite,
     PutRequest,
     PutWritesRequest,
     Typed,
 )
 from services.checkpointer import lg_repo as sql
-from services.checkpointer.lg_delta import BlobCache, Cached, Encoded, StoredBlob, decode_all
+from services.checkpointer.lg_delta import (
+    BlobCache,
+    Cached,
+    Encoded,
+    StoredBlob,
+    decode_all,
+    pack_write,
+)
 from services.checkpointer.lg_delta import encode as encode_blob
 from services.runtime.db import Connection, scope_tenant
 from services.runtime.replies import QueryFailed
@@ -67,16 +73,21 @@ class LangGraphStore:
         return [
             (
                 blob,
-                encode_blob(
+                # A delta the client made is stored as it came (its depth comes from its base).
+                Encoded("delta", blob.data or b"", blob.base_id, 0)
+                if blob.base_id is not None
+                else encode_blob(
                     blob.data or b"", base, level=self.level, keyframe_every=self.keyframe_every
                 ),
             )
             for blob, base in zip(req.blobs, bases, strict=True)
         ]
 
-    async def put(self, pool: asyncpg.Pool, req: PutRequest) -> tuple[int, dict[str, int]]:
+    async def put(
+        self, pool: asyncpg.Pool, req: PutRequest
+    ) -> tuple[int, dict[str, tuple[int, int]]]:
         """Stores the checkpoint and its new blobs in one statement; the bytes stored and
-        the new blobs' ids by channel."""
+        the new blobs' (id, depth) by channel."""
         big = sum(len(b.data or b"") for b in req.blobs) > THREAD_ABOVE
         for keyframes in (False, True):
             bases = self._bases(req, keyframes)
@@ -90,18 +101,27 @@ class LangGraphStore:
                     # The session's tenant, then one statement: one round trip (two for
                     # another tenant), where BEGIN ... COMMIT took six.
                     await scope_session(conn, req.tenant_id)
-                    ids = await _insert(conn, req, encoded)
+                    ids = await sql.insert_put(conn, req, encoded)
             except asyncpg.ForeignKeyViolationError:
                 # A delta's base was deleted (prune or delete at any replica) since it was
                 # cached: forget the thread here and store keyframes.
                 self.cache.drop_threads(req.tenant_id, {req.thread_id})
+                if any(blob.base_id is not None for blob in req.blobs):
+                    raise QueryFailed(
+                        ErrorCode.pruned, "a delta's base is not in this thread (any more)"
+                    ) from None
                 continue
             for blob, enc in encoded:
-                blob_id = ids.get((blob.channel, blob.version))
-                if blob_id is not None and blob.type != "empty":
-                    key = (req.tenant_id, req.thread_id, req.checkpoint_ns, blob.channel)
-                    self.cache.put(key, Cached(blob.version, blob_id, blob.data or b"", enc.depth))
-            by_channel = {channel: blob_id for (channel, _), blob_id in ids.items()}
+                new = ids.get((blob.channel, blob.version))
+                key = (req.tenant_id, req.thread_id, req.checkpoint_ns, blob.channel)
+                if blob.base_id is not None:
+                    # A delta the client made (its decoded bytes never came here): the
+                    # cached version is no longer the head, and the client sends a value
+                    # whole when its chain is long, to be stored alone, not on that.
+                    self.cache.drop(key)
+                elif new is not None and blob.type != "empty":
+                    self.cache.put(key, Cached(blob.version, new[0], blob.data or b"", enc.depth))
+            by_channel = {channel: new for (channel, _), new in ids.items()}
             return sum(len(enc.data) for _, enc in encoded), by_channel
         raise QueryFailed(ErrorCode.unavailable, "the thread changed during the put; retry")
 
@@ -137,7 +157,7 @@ class LangGraphStore:
                     for c, v in zip(r["channels"], r["versions"], strict=True)
                     if (r["thread_id"], r["checkpoint_ns"], c, v) in values
                 ],
-                writes=_writes(r),
+                writes=sql.writes_of(r),
             )
             for r in rows
         ]
@@ -226,62 +246,9 @@ async def scope_session(conn: Connection, tenant: str) -> None:
         _SESSION_TENANT[raw] = tenant
 
 
-async def _insert(
-    conn: Connection, req: PutRequest, encoded: list[tuple[BlobIn, Encoded]]
-) -> dict[tuple[str, str], int]:
-    cols: list[list[Any]] = [[] for _ in range(8)]
-    for blob, enc in encoded:
-        empty = blob.type == "empty"
-        row = (
-            blob.channel,
-            blob.version,
-            blob.type,
-            "raw" if empty else enc.codec,
-            None if empty else enc.base_id,
-            0 if empty else enc.depth,
-            len(blob.data or b""),
-            None if empty else enc.data,
-        )
-        for col, value in zip(cols, row, strict=True):
-            col.append(value)
-    channels = list(req.channel_versions)
-    rows = await conn.fetch(
-        sql.PUT,
-        req.tenant_id,
-        req.thread_id,
-        req.checkpoint_ns,
-        *cols,
-        req.checkpoint_id,
-        req.parent_checkpoint_id,
-        req.body.type,
-        req.body.data or b"",
-        channels,
-        [req.channel_versions[c] for c in channels],
-        req.metadata,  # the pool encodes json/jsonb
-    )
-    return {(r["channel"], r["version"]): r["blob_id"] for r in rows}
-
-
-def _writes(row: asyncpg.Record) -> list[PendingWrite]:
-    """The pending writes folded into a checkpoint row (arrays, in LangGraph's order)."""
-    if row["w_task_id"] is None:
-        return []
-    return [
-        PendingWrite(task_id=t, task_path=p, idx=i, channel=c, type=k, data=d)
-        for t, p, i, c, k, d in zip(
-            row["w_task_id"],
-            row["w_task_path"],
-            row["w_idx"],
-            row["w_channel"],
-            row["w_type"],
-            row["w_data"],
-            strict=True,
-        )
-    ]
-
-
 async def put_writes(pool: asyncpg.Pool, req: PutWritesRequest) -> int:
     ws = req.writes
+    packed = [pack_write(w.data) for w in ws]
     async with pool.acquire() as conn:  # one statement: no BEGIN ... COMMIT
         await scope_session(conn, req.tenant_id)
         await conn.execute(
@@ -295,6 +262,7 @@ async def put_writes(pool: asyncpg.Pool, req: PutWritesRequest) -> int:
             [w.idx for w in ws],
             [w.channel for w in ws],
             [w.type for w in ws],
-            [w.data for w in ws],
+            [codec for codec, _ in packed],
+            [data for _, data in packed],
         )
     return len(ws)

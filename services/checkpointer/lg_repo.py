@@ -1,24 +1,41 @@
-"""SQL of the LangGraph tables (sql/checkpoint/005_langgraph.sql). Every statement names
-its tenant; the connection is scoped to it too (row-level security)."""
+"""SQL of the LangGraph tables (sql/checkpoint/005_langgraph.sql, 006), and the rows of a
+put and of pending writes as its parameters and results. Every statement names its
+tenant; the connection is scoped to it too (row-level security)."""
 
 from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from contracts.langgraph import BlobIn, PendingWrite, PutRequest
+from services.checkpointer.lg_delta import Encoded, unpack_write
+from services.runtime.db import Connection
 
 # ---- writes -------------------------------------------------------------------------
 
 # One statement per put (atomic on its own, no BEGIN/COMMIT round trips): the new blobs,
-# then the checkpoint; the blobs' ids come back for the cache.
+# then the checkpoint; the blobs' ids come back for the cache. A delta the client sent
+# ($19) must name an earlier version of the same channel of this thread, in this tenant:
+# any other base becomes 0, which the foreign key refuses (a frame could otherwise copy
+# another thread's bytes out of its dictionary); its depth is its base's, plus one.
 PUT = """
 WITH blobs AS (
     INSERT INTO checkpoint.lg_blobs
            (tenant_id, thread_id, checkpoint_ns, channel, version, type, codec, base_id,
             depth, raw_bytes, data)
-    SELECT $1, $2, $3, b.channel, b.version, b.type, b.codec, b.base_id, b.depth,
+    SELECT $1, $2, $3, b.channel, b.version, b.type, b.codec,
+           CASE WHEN b.sent AND p.blob_id IS NULL THEN 0 ELSE b.base_id END,
+           CASE WHEN b.sent THEN coalesce(p.depth, 0) + 1 ELSE b.depth END,
            b.raw_bytes, b.data
       FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::int[],
-                  $10::int[], $11::bytea[])
-           AS b(channel, version, type, codec, base_id, depth, raw_bytes, data)
+                  $10::int[], $11::bytea[], $19::bool[])
+           AS b(channel, version, type, codec, base_id, depth, raw_bytes, data, sent)
+      LEFT JOIN checkpoint.lg_blobs p
+        ON b.sent AND p.blob_id = b.base_id AND p.tenant_id = $1 AND p.thread_id = $2
+       AND p.checkpoint_ns = $3 AND p.channel = b.channel
         ON CONFLICT DO NOTHING
-    RETURNING channel, version, blob_id
+    RETURNING channel, version, blob_id, depth
 ), cp AS (
     INSERT INTO checkpoint.lg_checkpoints
            (tenant_id, thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
@@ -29,21 +46,22 @@ WITH blobs AS (
            channels = EXCLUDED.channels, versions = EXCLUDED.versions,
            metadata = EXCLUDED.metadata
 )
-SELECT channel, version, blob_id FROM blobs
+SELECT channel, version, blob_id, depth FROM blobs
 """
 
 _WRITES_INSERT = """
 INSERT INTO checkpoint.lg_writes
        (tenant_id, thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel,
-        type, data)
-SELECT $1, $2, $3, $4, $5, $6, w.idx, w.channel, w.type, w.data
-  FROM unnest($7::int[], $8::text[], $9::text[], $10::bytea[]) AS w(idx, channel, type, data)
+        type, codec, data)
+SELECT $1, $2, $3, $4, $5, $6, w.idx, w.channel, w.type, w.codec, w.data
+  FROM unnest($7::int[], $8::text[], $9::text[], $10::text[], $11::bytea[])
+       AS w(idx, channel, type, codec, data)
     ON CONFLICT (tenant_id, thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
 """
 INSERT_WRITES = _WRITES_INSERT + " DO NOTHING"
 UPSERT_WRITES = (
-    _WRITES_INSERT
-    + " DO UPDATE SET channel = EXCLUDED.channel, type = EXCLUDED.type, data = EXCLUDED.data"
+    _WRITES_INSERT + " DO UPDATE SET channel = EXCLUDED.channel, type = EXCLUDED.type,"
+    " codec = EXCLUDED.codec, data = EXCLUDED.data"
 )
 
 # ---- reads --------------------------------------------------------------------------
@@ -51,13 +69,14 @@ UPSERT_WRITES = (
 # A checkpoint row with its pending writes as arrays (one round trip, not two).
 CHECKPOINT_COLUMNS = """c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id,
        c.body_type, c.body, c.channels, c.versions, c.metadata::text AS metadata,
-       w.w_task_id, w.w_task_path, w.w_idx, w.w_channel, w.w_type, w.w_data"""
+       w.w_task_id, w.w_task_path, w.w_idx, w.w_channel, w.w_type, w.w_codec, w.w_data"""
 WRITES_OF_ROW = """LEFT JOIN LATERAL (
     SELECT array_agg(x.task_id ORDER BY x.task_path, x.task_id, x.idx) AS w_task_id,
            array_agg(x.task_path ORDER BY x.task_path, x.task_id, x.idx) AS w_task_path,
            array_agg(x.idx ORDER BY x.task_path, x.task_id, x.idx) AS w_idx,
            array_agg(x.channel ORDER BY x.task_path, x.task_id, x.idx) AS w_channel,
            array_agg(x.type ORDER BY x.task_path, x.task_id, x.idx) AS w_type,
+           array_agg(x.codec ORDER BY x.task_path, x.task_id, x.idx) AS w_codec,
            array_agg(x.data ORDER BY x.task_path, x.task_id, x.idx) AS w_data
       FROM checkpoint.lg_writes x
      WHERE x.tenant_id = c.tenant_id AND x.thread_id = c.thread_id
@@ -194,9 +213,9 @@ SELECT tenant_id, $3, checkpoint_ns, checkpoint_id, parent_checkpoint_id, body_t
 COPY_WRITES = """
 INSERT INTO checkpoint.lg_writes
        (tenant_id, thread_id, checkpoint_ns, checkpoint_id, task_id, idx, task_path, channel,
-        type, data)
+        type, codec, data)
 SELECT tenant_id, $3, checkpoint_ns, checkpoint_id, task_id, idx, task_path, channel, type,
-       data
+       codec, data
   FROM checkpoint.lg_writes WHERE tenant_id = $1 AND thread_id = $2
     ON CONFLICT DO NOTHING
 """
@@ -226,3 +245,65 @@ UPDATE checkpoint.lg_blobs d
    AND s.tenant_id = $1 AND s.thread_id = $2 AND s.checkpoint_ns = d.checkpoint_ns
    AND s.channel = d.channel AND s.version = d.version AND s.codec = 'delta'
 """
+
+
+# ---- rows ---------------------------------------------------------------------------
+
+
+async def insert_put(
+    conn: Connection, req: PutRequest, encoded: list[tuple[BlobIn, Encoded]]
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """The new blobs' (id, depth) by (channel, version)."""
+    cols: list[list[Any]] = [[] for _ in range(9)]
+    for blob, enc in encoded:
+        empty = blob.type == "empty"
+        sent = blob.base_id is not None and not empty
+        row = (
+            blob.channel,
+            blob.version,
+            blob.type,
+            "raw" if empty else enc.codec,
+            None if empty else enc.base_id,
+            0 if empty else enc.depth,
+            (blob.raw_bytes or 0) if sent else len(blob.data or b""),
+            None if empty else enc.data,
+            sent,
+        )
+        for col, value in zip(cols, row, strict=True):
+            col.append(value)
+    channels = list(req.channel_versions)
+    rows = await conn.fetch(
+        PUT,
+        req.tenant_id,
+        req.thread_id,
+        req.checkpoint_ns,
+        *cols[:8],
+        req.checkpoint_id,
+        req.parent_checkpoint_id,
+        req.body.type,
+        req.body.data or b"",
+        channels,
+        [req.channel_versions[c] for c in channels],
+        req.metadata,  # the pool encodes json/jsonb
+        cols[8],
+    )
+    return {(r["channel"], r["version"]): (r["blob_id"], r["depth"]) for r in rows}
+
+
+def writes_of(row: asyncpg.Record) -> list[PendingWrite]:
+    """The pending writes folded into a checkpoint row (arrays, in LangGraph's order)."""
+    if row["w_task_id"] is None:
+        return []
+    return [
+        PendingWrite(task_id=t, task_path=p, idx=i, channel=c, type=k, data=unpack_write(codec, d))
+        for t, p, i, c, k, codec, d in zip(
+            row["w_task_id"],
+            row["w_task_path"],
+            row["w_idx"],
+            row["w_channel"],
+            row["w_type"],
+            row["w_codec"],
+            row["w_data"],
+            strict=True,
+        )
+    ]

@@ -12,16 +12,18 @@ from pydantic import Field, TypeAdapter
 
 from contracts.chat import FileUploaded, MessageCreated, MessageDeleted, MessageEdited
 from contracts.embedding import EmbeddingReady
+from contracts.knowledge import KNOWLEDGE_EVENT, KNOWLEDGE_EVENT_TYPES
 from contracts.memory import MEMORY_EVENT_TYPES, MemoryWrite
 from contracts.memory_jobs import MEMORY_FORGOTTEN, MemoryForgotten
 from services.embedder.active_model import ActiveModel
 from services.embedder.announce import Announcer
 from services.embedder.handlers import SourceWriter
+from services.embedder.knowledge import KnowledgeWriter
 from services.embedder.pump import Pump
 from services.embedder.queries import query_routes
 from services.embedder.settings import EmbedderSettings
 from services.embedder.spec import SPEC
-from services.runtime.bus import CHAT, ENGRAM, MEMORY
+from services.runtime.bus import CHAT, ENGRAM, KNOWLEDGE, MEMORY
 from services.runtime.pipeline import contract_decoder
 from services.runtime.service import Worker, build_worker_app
 from services.runtime.spec import Assembly, Consumes
@@ -52,6 +54,14 @@ def assemble(settings: EmbedderSettings) -> Assembly:
                 contract_decoder(MEMORY_FORGOTTEN),
                 apply,
                 (MemoryForgotten,),
+            ),
+            # Agents' knowledge sources and documents (docs/knowledge.md).
+            Consumes(
+                KNOWLEDGE,
+                KNOWLEDGE.subjects,
+                contract_decoder(KNOWLEDGE_EVENT),
+                KnowledgeWriter(active),
+                KNOWLEDGE_EVENT_TYPES,
             ),
         ],
         queries=query_routes(active),

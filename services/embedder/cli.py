@@ -77,12 +77,18 @@ def reembed(
     atomically. Stop it any time (Ctrl-C) and run it again to resume. Needs the owner's
     DATABASE_URL or the embedder's role (it creates the new model's index through
     embedder.register_model)."""
+    from services.embedder.model_names import UnknownModel, check
+    from services.runtime.cli_env import connection, fail
+
+    try:  # before torch loads: an unknown name fails in a second, saying what there is
+        check(model)
+    except UnknownModel as exc:
+        fail(str(exc))
     from services.embedder.bulk import choose
     from services.embedder.gate import Gate
     from services.embedder.quantize import cpu_int8_support
     from services.embedder.reembed import reembed as run
     from services.embedder.settings import EmbedderSettings
-    from services.runtime.cli_env import connection
 
     settings = EmbedderSettings()
     if runtime == "auto":

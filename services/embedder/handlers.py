@@ -11,10 +11,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
 
+from contracts.chat import FileUploaded
 from contracts.embedding import SourceType
 from services.embedder import repo
 from services.embedder.active_model import ActiveModel
 from services.embedder.announce import Announcer
+from services.embedder.knowledge import cover_uploads
 from services.embedder.logic import Chunk
 from services.embedder.plan import Event, SourceKey, changes_of, fold
 from services.runtime.db import Connection
@@ -64,4 +66,7 @@ class SourceWriter:
             ]
             if memories:
                 await self.announcer.memories(conn, memories, model_id)
+        uploads = [e for e in events if isinstance(e, FileUploaded)]
+        if uploads:  # the agents' file sources that cover them get a copy
+            await cover_uploads(conn, self.active, uploads)
         return plan.retry

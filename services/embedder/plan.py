@@ -54,6 +54,9 @@ class SourceState:
     indexed: bool
     deleted: bool
     event_id: UUID
+    # A document of a knowledge source (contracts.knowledge): whose, and its id there.
+    knowledge_source_id: UUID | None = None
+    document_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ class Change:
     indexed: bool = True
     conversation_id: UUID | None = None
     agent_id: str | None = None
+    knowledge_source_id: UUID | None = None
+    document_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -221,4 +226,6 @@ def _new(ch: Change, digest: str, *, indexed: bool) -> SourceState:
         indexed=indexed,
         deleted=False,
         event_id=ch.event_id,
+        knowledge_source_id=ch.knowledge_source_id,
+        document_id=ch.document_id,
     )

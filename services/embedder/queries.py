@@ -27,8 +27,15 @@ from contracts.embedding import (
     SourceType,
 )
 from contracts.errors import ErrorCode
-from services.embedder import repo_search
+from contracts.knowledge import (
+    KNOWLEDGE_SOURCES_SUBJECT,
+    KnowledgeSourceInfo,
+    KnowledgeSourcesReply,
+    KnowledgeSourcesRequest,
+)
+from services.embedder import repo_knowledge, repo_search
 from services.embedder.active_model import ActiveModel
+from services.embedder.knowledge_logic import shown_status
 from services.embedder.logic import candidates_for, rrf
 from services.embedder.model import NotReady
 from services.runtime.component import NotStarted
@@ -68,6 +75,7 @@ async def knowledge_search(
         limit=n,
         ef_search=max(s.ef_search, n),
         max_scan_tuples=s.max_scan_tuples,
+        agent=request.scope,
     )
     try:
         found = await repo_search.candidates(
@@ -105,6 +113,8 @@ async def knowledge_search(
                     conversation_id=c.conversation_id,
                     agent_id=c.agent_id,
                     occurred_at=c.source_at,
+                    knowledge_source_id=c.knowledge_source_id,
+                    document_id=c.document_id,
                 ),
                 text=c.text,
                 score=score,
@@ -139,6 +149,38 @@ def _query_vector(
     return given, QueryVectorUse.supplied
 
 
+async def knowledge_sources(
+    active: ActiveModel, pool: asyncpg.Pool, request: KnowledgeSourcesRequest
+) -> KnowledgeSourcesReply:
+    """An agent's sources, read as the reader role walled in to the request's tenant."""
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        await conn.execute(
+            "SELECT set_config('role', $2, true), set_config('engram.tenant_id', $1, true)",
+            request.tenant_id,
+            active.settings.roles.reader,
+        )
+        rows = await repo_knowledge.list_sources(conn, request.tenant_id, request.agent_id)
+    return KnowledgeSourcesReply(
+        sources=[
+            KnowledgeSourceInfo(
+                source_id=r.source_id,
+                agent_id=r.agent_id,
+                type=r.type,
+                name=r.name,
+                configuration=r.configuration,
+                status=shown_status(r.status, r.waiting),
+                status_reason=r.status_reason,
+                documents=r.documents,
+                chunk_count=r.chunks,
+                chunks_waiting=r.waiting,
+                registered_at=r.registered_at,
+                last_synced_at=r.last_synced_at,
+            )
+            for r in rows
+        ]
+    )
+
+
 async def _encode(active: ActiveModel, text: str) -> repo_search.QueryVector:
     model, vectors = await active.encoder.encode([text], urgent=True)
     # the model that encoded the query: only its vectors are searched, never mixed
@@ -166,6 +208,17 @@ def query_routes(active: ActiveModel) -> list[QueryRoute]:
             )
         return reply.model_copy(update={"omitted": omitted}) if omitted else reply
 
+    async def on_sources(request: KnowledgeSourcesRequest, limit: int) -> BaseModel:
+        reply = await knowledge_sources(active, active.pool, request)
+        reply, omitted = fit_items(reply, "sources", limit)
+        if omitted:
+            raise QueryFailed(
+                ErrorCode.too_large,
+                f"{len(reply.sources) + omitted} sources do not fit in one message",
+                hint="list fewer sources per agent",
+            )
+        return reply
+
     unavailable = (NotReady, NotStarted)
     return [
         QueryRoute(
@@ -185,6 +238,16 @@ def query_routes(active: ActiveModel) -> list[QueryRoute]:
             description="Hybrid search of one tenant's messages and files "
             "(KnowledgeSearchRequest -> KnowledgeSearchReply | QueryError).",
             hint=SEARCH_HINT,
+            unavailable=unavailable,
+            max_workers=CONCURRENCY,
+        ),
+        QueryRoute(
+            KNOWLEDGE_SOURCES_SUBJECT,
+            KnowledgeSourcesRequest,
+            on_sources,
+            description="An agent's knowledge sources with status and counts "
+            "(KnowledgeSourcesRequest -> KnowledgeSourcesReply | QueryError).",
+            hint="list fewer sources per agent",
             unavailable=unavailable,
             max_workers=CONCURRENCY,
         ),

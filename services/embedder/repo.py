@@ -46,6 +46,8 @@ async def load_states(conn: Connection, keys: Sequence[SourceKey]) -> dict[Sourc
             indexed=r["indexed"],
             deleted=r["deleted_at"] is not None,
             event_id=r["event_id"],
+            knowledge_source_id=r["knowledge_source_id"],
+            document_id=r["document_id"],
         )
         for r in rows
     }
@@ -60,7 +62,7 @@ def _columns(keys: Sequence[SourceKey]) -> tuple[list[str], list[str], list[UUID
 
 
 async def save_sources(conn: Connection, writes: Sequence[SourceWrite]) -> None:
-    cols: list[list[Any]] = [[] for _ in range(12)]
+    cols: list[list[Any]] = [[] for _ in range(13)]
     for w in writes:
         s = w.state
         row = (
@@ -75,25 +77,27 @@ async def save_sources(conn: Connection, writes: Sequence[SourceWrite]) -> None:
             s.indexed,
             s.text_at if s.deleted else None,
             s.event_id,
-            None,
+            s.knowledge_source_id,
+            s.document_id,
         )
         for col, value in zip(cols, row, strict=True):
             col.append(value)
     await conn.execute(
         """INSERT INTO embedder.sources AS s (source_type, source_id, tenant_id,
                conversation_id, agent_id, source_at, content_hash, text_at, indexed,
-               deleted_at, event_id)
-           SELECT t, id, tenant, conv, agent, at, hash, text_at, indexed, deleted, event
+               deleted_at, event_id, knowledge_source_id, document_id)
+           SELECT t, id, tenant, conv, agent, at, hash, text_at, indexed, deleted, event, ks, doc
              FROM unnest($1::text[], $2::uuid[], $3::text[], $4::uuid[], $5::text[],
                          $6::timestamptz[], $7::text[], $8::timestamptz[], $9::boolean[],
-                         $10::timestamptz[], $11::uuid[])
-                  AS r(t, id, tenant, conv, agent, at, hash, text_at, indexed, deleted, event)
+                         $10::timestamptz[], $11::uuid[], $12::uuid[], $13::text[])
+                  AS r(t, id, tenant, conv, agent, at, hash, text_at, indexed, deleted, event,
+                       ks, doc)
            ON CONFLICT (tenant_id, source_type, source_id) DO UPDATE SET
                conversation_id = EXCLUDED.conversation_id, agent_id = EXCLUDED.agent_id,
                content_hash = EXCLUDED.content_hash, text_at = EXCLUDED.text_at,
                indexed = EXCLUDED.indexed, deleted_at = EXCLUDED.deleted_at,
                event_id = EXCLUDED.event_id, updated_at = now()""",
-        *cols[:11],
+        *cols,
     )
 
 
@@ -114,7 +118,7 @@ async def replace_chunks(
     whose text has a vector for ``model_id`` (this tenant) gets a copy; the others are
     queued for the embedding pump, which is notified at COMMIT."""
     old = await conn.fetch(CHUNKS_OF_SOURCES, *_columns([w.key for w in writes]))
-    cols: list[list[Any]] = [[] for _ in range(10)]
+    cols: list[list[Any]] = [[] for _ in range(12)]
     for w in writes:
         s = w.state
         for chunk in chunks.get(w.key, []):
@@ -129,6 +133,8 @@ async def replace_chunks(
                 chunk.text,
                 chunk.digest,
                 chunk.tokens,
+                s.knowledge_source_id,
+                s.document_id,
             )
             for col, value in zip(cols, row, strict=True):
                 col.append(value)
@@ -136,10 +142,11 @@ async def replace_chunks(
     if cols[0]:
         rows = await conn.fetch(
             """INSERT INTO embedder.chunks (tenant_id, source_type, source_id, conversation_id,
-                   agent_id, source_at, chunk_index, text, content_hash, tokens)
+                   agent_id, source_at, chunk_index, text, content_hash, tokens,
+                   knowledge_source_id, document_id)
                SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::uuid[], $5::text[],
                                     $6::timestamptz[], $7::int[], $8::text[], $9::text[],
-                                    $10::int[])
+                                    $10::int[], $11::uuid[], $12::text[])
                RETURNING chunk_id""",
             *cols,
         )

@@ -31,12 +31,13 @@ import asyncpg
 import numpy as np
 from pgvector import Vector
 
-from contracts.embedding import KnowledgeFilters, KnowledgeSource
+from contracts.embedding import KnowledgeFilters, KnowledgeScope, KnowledgeSource, SourceType
 from services.embedder.logic import sql_literal
 from services.runtime.db import Connection
 
 COLUMNS = """c.chunk_id, c.source_type, c.source_id, c.chunk_index, c.conversation_id,
-             c.agent_id, c.source_at, c.text"""
+             c.agent_id, c.source_at, c.text, c.knowledge_source_id, c.document_id"""
+DOCUMENT = [SourceType.document.value]
 
 
 @dataclass(frozen=True)
@@ -49,23 +50,44 @@ class Candidate:
     agent_id: str | None
     source_at: datetime
     text: str
+    knowledge_source_id: UUID | None
+    document_id: str | None
     distance: float | None  # cosine distance, if a vector candidate
     text_rank: int | None  # 1 = best, if a full-text candidate
 
 
-def _filters(f: KnowledgeFilters, alias: str, params: list[Any]) -> str:
-    """AND-ed conditions on ``alias``; values are appended to ``params`` ($3 on)."""
+def _filters(
+    f: KnowledgeFilters, alias: str, params: list[Any], agent: KnowledgeScope | None = None
+) -> str:
+    """AND-ed conditions on ``alias``; values are appended to ``params`` ($3 on). With an
+    agent scope: that agent's knowledge documents only (its other filters but the time
+    range do not apply: documents have no conversation, and the agent is given)."""
 
     def param(value: Any) -> str:
         params.append(value)
         return f"${len(params) + 2}"
 
-    kinds = [s.value for s in (f.source_types or list(KnowledgeSource))]
-    conds = [f"{alias}.source_type = ANY({param(kinds)}::text[])"]
-    if f.conversation_ids:
-        conds.append(f"{alias}.conversation_id = ANY({param(list(f.conversation_ids))}::uuid[])")
-    if f.agent_ids:
-        conds.append(f"{alias}.agent_id = ANY({param(list(f.agent_ids))}::text[])")
+    if agent is not None:
+        conds = [
+            f"{alias}.source_type = ANY({param(DOCUMENT)}::text[])",
+            f"{alias}.agent_id = {param(agent.agent_id)}::text",
+        ]
+        if agent.source_ids:
+            # chunk_vectors has no knowledge_source_id: the source's chunks, by their ids
+            # (a narrow filter: the exact fallback of vector_candidates finds them all).
+            conds.append(
+                f"{alias}.chunk_id IN (SELECT k.chunk_id FROM embedder.chunks k"
+                f" WHERE k.tenant_id = $1"
+                f" AND k.knowledge_source_id = ANY({param(list(agent.source_ids))}::uuid[]))"
+            )
+    else:
+        kinds = [s.value for s in (f.source_types or list(KnowledgeSource))]
+        conds = [f"{alias}.source_type = ANY({param(kinds)}::text[])"]
+        if f.conversation_ids:
+            ids = list(f.conversation_ids)
+            conds.append(f"{alias}.conversation_id = ANY({param(ids)}::uuid[])")
+        if f.agent_ids:
+            conds.append(f"{alias}.agent_id = ANY({param(list(f.agent_ids))}::text[])")
     if f.since:
         conds.append(f"{alias}.source_at >= {param(f.since)}::timestamptz")
     if f.until:
@@ -74,11 +96,16 @@ def _filters(f: KnowledgeFilters, alias: str, params: list[Any]) -> str:
 
 
 def vector_sql(
-    model_id: str, dimensions: int, filters: KnowledgeFilters, *, exact: bool = False
+    model_id: str,
+    dimensions: int,
+    filters: KnowledgeFilters,
+    *,
+    exact: bool = False,
+    agent: KnowledgeScope | None = None,
 ) -> tuple[str, list[Any]]:
     """$1 tenant, $2 query vector, then the filter parameters, then the limit."""
     params: list[Any] = []
-    where = _filters(filters, "v", params)
+    where = _filters(filters, "v", params, agent)
     typed = f"(v.embedding::vector({int(dimensions)}))"
     # "+ 0" hides the ordering from the HNSW index: an exact sort of the filtered rows.
     order = f"({typed} <=> $2::vector) + 0" if exact else f"{typed} <=> $2::vector"
@@ -96,12 +123,13 @@ def vector_sql(
 
 def text_sql() -> str:
     """$1 tenant, $2 query text, $3 source types, $4 conversations, $5 agents, $6 since,
-    $7 until, $8 limit, $9 most matches ranked per tier (see search_text in
-    sql/embedder/004_tenant_text_search.sql: every word first, then any word)."""
+    $7 until, $8 limit, $9 most matches ranked per tier, $10 knowledge sources (see
+    search_text in sql/embedder/004_tenant_text_search.sql and 007_knowledge_sources.sql:
+    every word first, then any word)."""
     return f"""
         SELECT {COLUMNS}, NULL::float8 AS distance, t.text_rank
           FROM embedder.search_text($2, $3::text[], $4::uuid[], $5::text[], $6::timestamptz,
-                                    $7::timestamptz, $8, $9) t
+                                    $7::timestamptz, $8, $9, $10::uuid[]) t
           JOIN embedder.chunks c ON c.chunk_id = t.chunk_id AND c.tenant_id = $1"""
 
 
@@ -115,6 +143,7 @@ class SearchScope:
     limit: int  # candidates per side
     ef_search: int
     max_scan_tuples: int
+    agent: KnowledgeScope | None = None  # one agent's knowledge sources only
 
 
 async def scope_search(
@@ -154,10 +183,10 @@ async def vector_candidates(
     up), the filtered rows are searched exactly: a filtered search finds k hits whenever
     k exist."""
     vector = Vector(query_vector)
-    sql, params = vector_sql(model_id, dimensions, scope.filters)
+    sql, params = vector_sql(model_id, dimensions, scope.filters, agent=scope.agent)
     found = await conn.fetch(sql, scope.tenant_id, vector, *params, scope.limit)
     if len(found) < scope.limit:
-        sql, params = vector_sql(model_id, dimensions, scope.filters, exact=True)
+        sql, params = vector_sql(model_id, dimensions, scope.filters, exact=True, agent=scope.agent)
         found = await conn.fetch(sql, scope.tenant_id, vector, *params, scope.limit)
     return [Candidate(*r) for r in found]
 
@@ -166,18 +195,29 @@ async def text_candidates(
     conn: Connection, scope: SearchScope, *, query_text: str, max_matches: int
 ) -> list[Candidate]:
     """The best full-text matches, in a transaction after ``scope_search``."""
-    f = scope.filters
+    f, agent = scope.filters, scope.agent
+    agents: list[str] | None
+    conversations: list[UUID] | None
+    sources: list[UUID] | None
+    if agent is not None:
+        kinds, conversations, agents = DOCUMENT, None, [agent.agent_id]
+        sources = list(agent.source_ids) if agent.source_ids else None
+    else:
+        kinds = [s.value for s in (f.source_types or list(KnowledgeSource))]
+        conversations = list(f.conversation_ids) if f.conversation_ids else None
+        agents, sources = (list(f.agent_ids) if f.agent_ids else None), None
     rows = await conn.fetch(
         text_sql(),
         scope.tenant_id,
         query_text,
-        [s.value for s in (f.source_types or list(KnowledgeSource))],
-        list(f.conversation_ids) if f.conversation_ids else None,
-        list(f.agent_ids) if f.agent_ids else None,
+        kinds,
+        conversations,
+        agents,
         f.since,
         f.until,
         scope.limit,
         max_matches,
+        sources,
     )
     return [Candidate(*r) for r in rows]
 

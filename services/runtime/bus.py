@@ -61,9 +61,12 @@ MEMORY = Stream(
 STATE = Stream("STATE", ("state.patch", "state.checkpoint", "state.restore"), max_age_s=7 * DAY_S)
 # Context templates, put and deleted by agents and admin tools (contracts/context_templates).
 CONTEXT = Stream("CONTEXT", ("context.template.*",), max_age_s=7 * DAY_S)
+# Agents' knowledge sources and their documents, from agents, admin tools and connectors
+# (contracts/knowledge; read by the embedder).
+KNOWLEDGE = Stream("KNOWLEDGE", ("knowledge.source.*", "knowledge.document.*"), max_age_s=7 * DAY_S)
 ENGRAM = Stream("ENGRAM", ("engram.>",), max_age_s=7 * DAY_S, upstream=False)
 DLQ = Stream("DLQ", ("dlq.>",), max_age_s=30 * DAY_S, upstream=False)
-STREAMS: tuple[Stream, ...] = (CHAT, MEMORY, STATE, CONTEXT, ENGRAM, DLQ)
+STREAMS: tuple[Stream, ...] = (CHAT, MEMORY, STATE, CONTEXT, KNOWLEDGE, ENGRAM, DLQ)
 
 
 def subject_matches(pattern: str, subject: str) -> bool:

@@ -27,9 +27,10 @@ from services.runtime.status import collect, render
 from services.runtime.supervise import EXIT_CANNOT_WORK
 
 console = Console()
-# A stop lets each consumer's open pull request finish, one consumer after the other
-# (audit has four): at the production default (2 s), an idle stop of all five took 7.5 s. Shorter
-# pulls cost a few idle requests a second, nothing on a laptop.
+# A stop lets each consumer's open pull request finish (a worker's consumers all at once,
+# since issue 14; before, one after the other: at the production default of 2 s an idle
+# stop of all five took 7.5 s). Shorter pulls cost a few idle requests a second, nothing
+# on a laptop.
 DEV_FETCH_WAIT_S = 0.5
 
 

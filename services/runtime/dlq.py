@@ -43,6 +43,9 @@ HEADER_DELIVERIES = "Engram-Deliveries"
 HEADER_BODY = "Engram-Dlq-Body"
 HEADER_BODY_SIZE = "Engram-Dlq-Body-Size"
 HEADER_BODY_DIGEST = "Engram-Dlq-Body-Digest"  # "SHA-256=<base64url>", as the object store
+# W3C trace context: the span of the failed processing (or the original's own), so the
+# letter, and a replay of it, stay in the event's trace (docs/operations.md, "Tracing").
+TRACE_HEADERS = ("traceparent", "tracestate")
 MAX_REASON = 2000
 BODY_BUCKET = "engram-dlq-bodies"
 # Room left under max_payload: a mirror or source of the DLQ stream adds its own header
@@ -76,8 +79,12 @@ class DeadLetters:
     def subject_for(self, original_subject: str) -> str:
         return f"dlq.{self._service}.{original_subject}"
 
-    async def send(self, msg: Msg, kind: DeadKind, reason: str) -> None:
-        """Publish and wait for the stream's ack, so the caller may then terminate the original."""
+    async def send(
+        self, msg: Msg, kind: DeadKind, reason: str, trace: Mapping[str, str] | None = None
+    ) -> None:
+        """Publish and wait for the stream's ack, so the caller may then terminate the
+        original. ``trace``: the ``traceparent`` of the event's span; without one, the
+        original's own (``trace_of``)."""
         meta = msg.metadata
         await self.send_raw(
             msg.subject,
@@ -87,6 +94,7 @@ class DeadLetters:
             deliveries=meta.num_delivered,
             kind=kind,
             reason=reason,
+            trace=trace or trace_of(msg.headers),
         )
 
     async def send_raw(
@@ -99,9 +107,11 @@ class DeadLetters:
         deliveries: int,
         kind: DeadKind,
         reason: str,
+        trace: Mapping[str, str] | None = None,
     ) -> None:
         """Dead-letter ``data`` in full, whatever its size. Raises (never sends) when even
-        the headers alone cannot fit; the caller keeps the original and retries later."""
+        the headers alone cannot fit; the caller keeps the original and retries later.
+        ``trace``: W3C trace context headers the letter carries (``TRACE_HEADERS``)."""
         digest = body_digest(data)
         headers = {
             HEADER_KIND: kind.value,
@@ -117,6 +127,7 @@ class DeadLetters:
             "Nats-Msg-Id": f"{self._service}:{stream}:{sequence}",
             # What js.publish(stream=DLQ) adds: here, so that its bytes are counted.
             "Nats-Expected-Stream": DLQ.name,
+            **trace_of(trace),
         }
         limit = self._nc.max_payload - MARGIN
         # Header values are one line; the reason is cut so the headers can never be what
@@ -169,6 +180,13 @@ class DeadLetters:
             options=ObjectMetaOptions(max_chunk_size=chunk),
         )
         await store.put(name, data, meta=meta)
+
+
+def trace_of(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The W3C trace context among ``headers`` (none when they hold none)."""
+    if not headers:
+        return {}
+    return {name: headers[name] for name in TRACE_HEADERS if headers.get(name)}
 
 
 async def ensure_body_store(js: JetStreamContext, replicas: int | None = None) -> ObjectStore:
@@ -257,6 +275,7 @@ async def watch_max_deliveries(
                 kind=DeadKind.exhausted,
                 reason="delivered max_deliver times without an ack (its worker died or "
                 "stalled on every delivery)",
+                trace=trace_of(original.headers),  # no span of ours saw its last delivery
             )
         except Exception as exc:
             log.error("could not dead-letter after max deliveries: %s", describe(exc))

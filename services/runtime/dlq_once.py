@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 
 import asyncpg
 from nats.js import JetStreamContext
@@ -52,6 +53,7 @@ class OnceDeadLetters(DeadLetters):
         deliveries: int,
         kind: DeadKind,
         reason: str,
+        trace: Mapping[str, str] | None = None,
     ) -> None:
         digest = body_digest(data)
         if await self._sent_before(stream, sequence, digest):
@@ -66,6 +68,7 @@ class OnceDeadLetters(DeadLetters):
             deliveries=deliveries,
             kind=kind,
             reason=reason,
+            trace=trace,
         )
         try:
             async with asyncio.timeout(LOOKUP_TIMEOUT_S), self._pool.acquire() as conn:

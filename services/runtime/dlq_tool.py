@@ -1,7 +1,7 @@
 """Reading, replaying and removing dead letters (`engram dlq`), as NATS's admin.
 
-The DLQ stream is read message by message (``get_msg`` with ``next_by_subj``): no consumer
-is created, so reading changes nothing on the server. A replay re-publishes a letter's
+The DLQ stream is read in batches by a short-lived consumer that acks nothing
+(``dlq_read.py``), so reading changes nothing the workers see. A replay re-publishes a letter's
 original bytes to its original subject with ``Nats-Msg-Id: <tenant_id>:<event_id>`` (as
 producers publish it, contracts.envelope.Envelope.msg_id): JetStream drops it within the
 stream's duplicate window (2 min) of the original, and after that the worker's inbox
@@ -24,8 +24,9 @@ from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
 
-from services.runtime import dlq
+from services.runtime import dlq, dlq_read
 from services.runtime.bus import DLQ, subject_matches
+from services.runtime.sizes import headers_size
 
 # Room for the Nats-Msg-Id header of a replay; a body bigger than max_payload less this
 # is re-published without it (the worker's inbox still applies it once).
@@ -153,27 +154,25 @@ async def with_body(js: JetStreamContext, letter: DeadLetter) -> tuple[DeadLette
 
 async def scan(js: JetStreamContext, filters: Filters) -> AsyncIterator[DeadLetter]:
     """The letters that pass ``filters``, oldest first."""
-    sequence = 1
-    while True:
-        try:
-            raw = await js.get_msg(DLQ.name, sequence, subject=filters.stream_subject, next=True)
-        except NotFoundError:
-            return
-        sequence = (raw.seq or sequence) + 1
-        letter = letter_of(raw)
-        if filters.until is not None and letter.time is not None and letter.time > filters.until:
-            return  # a stream's messages are in time order
-        if not matches(letter, filters):
-            continue
-        if filters.tenant is not None:
-            if letter.body_location != "inline":
-                try:
-                    letter, _ = await with_body(js, letter)
-                except dlq.DeadLetterBodyError:
-                    continue
-            if letter.event.tenant_id != filters.tenant:
+    # Closed at once when the scan ends early (its consumer is deleted then, not at GC).
+    reading = dlq_read.messages(js, filters.stream_subject, filters.since)
+    async with contextlib.aclosing(reading) as raws:
+        async for raw in raws:
+            letter = letter_of(raw)
+            until, when = filters.until, letter.time
+            if until is not None and when is not None and when > until:
+                return  # a stream's messages are in time order
+            if not matches(letter, filters):
                 continue
-        yield letter
+            if filters.tenant is not None:
+                if letter.body_location != "inline":
+                    try:
+                        letter, _ = await with_body(js, letter)
+                    except dlq.DeadLetterBodyError:
+                        continue
+                if letter.event.tenant_id != filters.tenant:
+                    continue
+            yield letter
 
 
 class NoSuchLetter(LookupError):
@@ -227,6 +226,18 @@ class Replay:
         }
 
 
+def replay_headers(max_payload: int, body: bytes, letter: DeadLetter) -> dict[str, str] | None:
+    """``Nats-Msg-Id``, and the letter's trace context (so the replay's processing joins
+    the trace of the delivery that failed), as far as they fit beside ``body``."""
+    if len(body) + REPLAY_HEADER_ROOM > max_payload:
+        return None
+    headers = {"Nats-Msg-Id": f"{letter.event.tenant_id}:{letter.event.event_id}"}
+    trace = dlq.trace_of(letter.message.headers)
+    if len(body) + REPLAY_HEADER_ROOM + headers_size(trace) <= max_payload:
+        headers |= trace
+    return headers
+
+
 async def replay(js: JetStreamContext, letter: DeadLetter, *, dry_run: bool = False) -> Replay:
     try:
         letter, body = await with_body(js, letter)
@@ -241,12 +252,7 @@ async def replay(js: JetStreamContext, letter: DeadLetter, *, dry_run: bool = Fa
         return Replay(letter, Outcome.skipped, "it names no original stream")
     if dry_run:
         return Replay(letter, Outcome.would_replay, f"to {letter.subject}")
-    max_payload: int = js._nc.max_payload
-    headers = (
-        {"Nats-Msg-Id": f"{event.tenant_id}:{event.event_id}"}
-        if len(body) + REPLAY_HEADER_ROOM <= max_payload
-        else None
-    )
+    headers = replay_headers(js._nc.max_payload, body, letter)
     ack = await js.publish(letter.subject, body, headers=headers, stream=letter.stream)
     if ack.duplicate:
         window = (await js.stream_info(letter.stream)).config.duplicate_window or 0

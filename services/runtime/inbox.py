@@ -38,6 +38,17 @@ class Inbox:
             f"WHERE old.event_id = e.event_id AND old.tenant_id = '{ANY_TENANT}') "
             "ON CONFLICT (event_id, tenant_id) DO NOTHING RETURNING tenant_id, event_id"
         )
+        # While the worker traces: each event's span too (sql/runtime/006), for the jobs
+        # that announce its results later (outbox.Outbox.add).
+        self._claim_traced = (
+            f"INSERT INTO {table} (event_id, tenant_id, subject, traceparent) "
+            "SELECT e.event_id, e.tenant_id, e.subject, e.traceparent "
+            "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) "
+            "AS e(event_id, tenant_id, subject, traceparent) "
+            f"WHERE NOT EXISTS (SELECT FROM {table} AS old "
+            f"WHERE old.event_id = e.event_id AND old.tenant_id = '{ANY_TENANT}') "
+            "ON CONFLICT (event_id, tenant_id) DO NOTHING RETURNING tenant_id, event_id"
+        )
         self._release = (
             f"DELETE FROM {table} AS i USING unnest($1::uuid[], $2::text[]) AS r(event_id, "
             "tenant_id) WHERE i.event_id = r.event_id AND i.tenant_id = r.tenant_id"
@@ -45,13 +56,21 @@ class Inbox:
         self._prune = f"DELETE FROM {table} WHERE received_at < now() - $1::interval"
 
     async def claim(
-        self, conn: Connection, keys: Sequence[InboxKey], subjects: Sequence[str]
+        self,
+        conn: Connection,
+        keys: Sequence[InboxKey],
+        subjects: Sequence[str],
+        traceparents: Sequence[str | None] | None = None,
     ) -> set[InboxKey]:
-        """Record the events; returns the keys seen for the first time (the rest are
-        duplicates)."""
-        rows = await conn.fetch(
-            self._claim, [k.event_id for k in keys], [k.tenant_id for k in keys], list(subjects)
-        )
+        """Record the events (with the ``traceparent`` of each one's span, when given);
+        returns the keys seen for the first time (the rest are duplicates)."""
+        ids, tenants = [k.event_id for k in keys], [k.tenant_id for k in keys]
+        if traceparents is None:
+            rows = await conn.fetch(self._claim, ids, tenants, list(subjects))
+        else:
+            rows = await conn.fetch(
+                self._claim_traced, ids, tenants, list(subjects), list(traceparents)
+            )
         return {InboxKey(row[0], row[1]) for row in rows}
 
     async def release(self, conn: Connection, keys: Sequence[InboxKey]) -> None:

@@ -20,7 +20,8 @@ LogFormat = Literal["auto", "json", "text"]
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 # Context FastStream adds to its access log records (when set, they are kept).
 FASTSTREAM_FIELDS = ("subject", "stream", "queue", "message_id")
-FASTSTREAM_LOGGERS = ("faststream", "faststream.access.nats")
+ACCESS_LOGGER = "faststream.access.nats"  # the broker logs each message it handles here
+FASTSTREAM_LOGGERS = ("faststream", ACCESS_LOGGER)
 
 
 class JsonFormatter(logging.Formatter):

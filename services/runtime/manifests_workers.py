@@ -192,6 +192,27 @@ def disruption_budget(spec: ServiceSpec) -> Manifest:
     }
 
 
+def pod_monitor(spec: ServiceSpec) -> Manifest:
+    """prometheus-operator's scrape of the worker's pods: the port named ``metrics``.
+    A PodMonitor rather than a ServiceMonitor: a worker has no Service (it answers on NATS,
+    not HTTP), and one would exist only to be scraped. No relabelling: every series
+    carries its ``service`` label already (metrics.py), which the dashboard reads."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": {
+            "name": resource_name("engram", spec.name),
+            "labels": component_labels(spec.name),
+        },
+        "spec": {
+            "selector": {"matchLabels": selector(spec.name)},
+            "podMetricsEndpoints": [
+                {"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}
+            ],
+        },
+    }
+
+
 def secret(name: str, component: str, data: dict[str, str]) -> Manifest:
     return {
         "apiVersion": "v1",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from uuid import UUID
 
 import orjson
 
@@ -29,7 +30,7 @@ from services.runtime.db import Connection, quote_ident
 from services.runtime.loop import Loop
 from services.runtime.sizes import MessageTooLarge, publish_checked
 from services.runtime.telemetry import Measure
-from services.runtime.tracing import Tracing, cause_headers, publish_span
+from services.runtime.tracing import Tracing, applying, cause_headers, publish_span
 
 log = logging.getLogger("engram.outbox")
 BATCH = 200
@@ -43,15 +44,29 @@ class Outgoing:
     msg_id: str  # deterministic: the same effect always gets the same id
     data: bytes
     headers: Mapping[str, str] = field(default_factory=dict)
+    # A background job's announcement: (tenant, event id) of the event that caused it, whose
+    # span's traceparent the inbox kept (``Outbox.add`` looks it up); None otherwise.
+    cause: tuple[str, UUID] | None = None
 
     @classmethod
     def event(cls, event: Envelope) -> Outgoing:
         """An envelope, published on its type with ``Nats-Msg-Id`` = ``<tenant>:<event id>``
         (``Envelope.msg_id``): the ids services derive from their causes repeat across
         tenants when the causes' ids do. While the worker traces the event that caused it,
-        its ``traceparent`` names that event's span (``tracing.cause_headers``)."""
+        its ``traceparent`` names that event's span (``tracing.cause_headers``); announced by
+        a background job, its cause is looked up in the inbox when it is queued."""
         headers = event.headers() | cause_headers(event.tenant_id, event.causation_id)
-        return cls(event.type, event.msg_id, event.model_dump_json().encode(), headers)
+        cause_id = event.causation_id
+        cause = (event.tenant_id, cause_id) if cause_id is not None and not applying() else None
+        return cls(event.type, event.msg_id, event.model_dump_json().encode(), headers, cause)
+
+
+def with_trace(message: Outgoing, traces: Mapping[tuple[str, UUID], str]) -> dict[str, str]:
+    headers = dict(message.headers)
+    found = traces.get(message.cause) if message.cause is not None else None
+    if found is not None and "traceparent" not in headers:
+        headers["traceparent"] = found
+    return headers
 
 
 class Outbox:
@@ -61,11 +76,19 @@ class Outbox:
         self.schema = schema
         self.table = f"{quote_ident(schema)}.event_outbox"
         self.channel = f"{schema}_outbox"
+        self._traces = (
+            f"SELECT i.tenant_id, i.event_id, i.traceparent FROM {quote_ident(schema)}.inbox i "
+            "JOIN unnest($1::text[], $2::uuid[]) AS c(tenant_id, event_id) "
+            "USING (tenant_id, event_id) WHERE i.traceparent IS NOT NULL"
+        )
 
     async def add(self, conn: Connection, messages: Iterable[Outgoing]) -> int:
         """Queue ``messages`` in the caller's transaction; the NOTIFY is sent at commit."""
+        messages = list(messages)
+        traces = await self._traces_of(conn, messages)
         rows = [
-            (m.subject, m.msg_id, orjson.dumps(dict(m.headers)).decode(), m.data) for m in messages
+            (m.subject, m.msg_id, orjson.dumps(with_trace(m, traces)).decode(), m.data)
+            for m in messages
         ]
         if rows:
             await conn.executemany(
@@ -75,6 +98,18 @@ class Outbox:
             )
             await conn.execute(f"NOTIFY {quote_ident(self.channel)}")
         return len(rows)
+
+    async def _traces_of(
+        self, conn: Connection, messages: list[Outgoing]
+    ) -> dict[tuple[str, UUID], str]:
+        """The traceparent the inbox kept for the causes of a job's announcements (one
+        query; none when no message has a cause to look up)."""
+        causes = {m.cause for m in messages if m.cause and "traceparent" not in m.headers}
+        if not causes:
+            return {}
+        tenants, ids = zip(*causes, strict=True)
+        rows = await conn.fetch(self._traces, list(tenants), list(ids))
+        return {(row[0], row[1]): row[2] for row in rows}
 
     async def pending(self, conn: Connection) -> int:
         count: int = await conn.fetchval(f"SELECT count(*) FROM {self.table} WHERE failed IS NULL")

@@ -30,6 +30,7 @@ from services.runtime.dlq import DeadKind, DeadLetters
 from services.runtime.errors import InvalidEvent, describe, is_transient, retry_delay
 from services.runtime.inbox import Inbox, InboxKey
 from services.runtime.telemetry import Stats
+from services.runtime.tracing import causing
 from services.runtime.tracing_events import BatchTrace, EventSpans, Outcome
 
 log = logging.getLogger("engram.pipeline")
@@ -215,18 +216,26 @@ class BatchProcessor(Generic[E]):
         self, items: Sequence[Item[E]]
     ) -> tuple[Mapping[UUID, str], set[InboxKey]]:
         unique: dict[InboxKey, E] = {}
+        traced: dict[InboxKey, str | None] = {}  # the first copy's span: the one applied
         for item in items:
-            unique.setdefault(InboxKey(item.event.tenant_id, item.event.event_id), item.event)
+            key = InboxKey(item.event.tenant_id, item.event.event_id)
+            unique.setdefault(key, item.event)
+            if self._spans is not None and key not in traced:
+                traced[key] = self._spans.headers(item.msg).get("traceparent")
         async with self._pool.acquire() as conn, conn.transaction():
             # Row-level security admits the rows of exactly the tenants of this validated
             # batch (docs/security.md); the worker's policy fails closed without it.
             await scope_tenants(conn, {e.tenant_id for e in unique.values()})
             fresh_keys = await self._inbox.claim(
-                conn, list(unique), [e.type for e in unique.values()]
+                conn,
+                list(unique),
+                [e.type for e in unique.values()],
+                None if self._spans is None else [traced[key] for key in unique],
             )
             fresh = [e for key, e in unique.items() if key in fresh_keys]
             # With tracing, an event a handler announces names its cause's span.
-            with self._spans.causes(items) if self._spans else contextlib.nullcontext():
+            # Without tracing: no causes, but an announcement knows it is not a job's.
+            with self._spans.causes(items) if self._spans else causing({}):
                 retry = await self._apply(conn, fresh) if fresh else {}
             if retry:
                 await self._inbox.release(conn, [k for k in fresh_keys if k.event_id in retry])
@@ -286,7 +295,8 @@ class BatchProcessor(Generic[E]):
 
     async def _dead(self, msg: Msg, kind: DeadKind, reason: str) -> None:
         try:
-            await self._dlq.send(msg, kind, reason)
+            trace = self._spans.headers(msg) if self._spans is not None else None
+            await self._dlq.send(msg, kind, reason, trace)
         except Exception as exc:  # the DLQ is unreachable: keep the message, try later
             log.error("could not dead-letter %s (%s): %s", msg.subject, reason, describe(exc))
             await msg.nak(delay=self._policy.max_s)

@@ -44,6 +44,10 @@ class QueryRoute:
     hint: str  # what to ask instead when the answer does not fit in one message
     unavailable: tuple[type[BaseException], ...] = ()  # failures that mean "try later"
     max_workers: int = 1  # requests of this subject answered at once by one replica
+    # Answered on the NATS connection itself, not through FastStream (runtime/direct.py):
+    # for a subject asked at every step of a client's loop, where FastStream's per-message
+    # cost would be most of the answer's.
+    direct: bool = False
 
 
 @dataclass

@@ -5,7 +5,7 @@ Once the broker is connected: the streams it reads and writes must exist (the bu
 an admin's step, creates them; a worker that finds one missing says so and exits, so that
 its supervisor restarts it), the components start (in their
 order; the outbox drain first when the service publishes), then the consumers. At
-shutdown the consumers drain first, then the components stop in reverse order, so the
+shutdown the consumers drain first, all at once, then the components stop in reverse order, so the
 drain publishes what the last batches committed.
 
 With ``<SERVICE>_HTTP_PORT`` set, the worker's metrics and health probes (``probes.py``)
@@ -34,20 +34,22 @@ from nats.js import JetStreamContext
 
 from services.runtime.bus import DLQ, BusNotReady, ConsumerSpec, Stream, require_streams, stream_of
 from services.runtime.component import Component, Health, WorkerContext
-from services.runtime.consumer import PullConsumer
+from services.runtime.consumer import PullConsumer, stop_all
 from services.runtime.db import create_pool
+from services.runtime.direct import serve_queries
 from services.runtime.dlq_once import OnceDeadLetters
 from services.runtime.docs import describe_consumers
 from services.runtime.errors import describe
 from services.runtime.gctune import tune_gc
 from services.runtime.inbox import Inbox
+from services.runtime.logs import ACCESS_LOGGER
 from services.runtime.nats_auth import inbox_prefix
 from services.runtime.nats_servers import parse_servers
 from services.runtime.outbox import Outbox, OutboxDrain
 from services.runtime.pipeline import BatchProcessor, RetryPolicy
 from services.runtime.positions import ConsumerPositions
 from services.runtime.probes import ProbeServer, worker_routes
-from services.runtime.router import QueryStats, serve_routes
+from services.runtime.router import QueryStats
 from services.runtime.settings import NatsTlsSettings, WorkerSettings
 from services.runtime.spec import Assembly, ServiceSpec
 from services.runtime.supervise import Supervisor
@@ -136,6 +138,10 @@ def worker_broker(service: str, settings: WorkerSettings, supervisor: Supervisor
         closed_cb=supervisor.connection_closed,
         # Its NATS user may read replies only under its own prefix (nats_auth.py).
         inbox_prefix=inbox_prefix(service),
+        # Its access logger as configure_logging left it: FastStream's default one is set
+        # back to INFO when the broker connects, so a worker run at WARNING built (and
+        # wrote to stdout) two records per message it answered.
+        logger=logging.getLogger(ACCESS_LOGGER),
     )
 
 
@@ -200,18 +206,28 @@ def build_worker_app(
         components.append(positions)
     broker = worker_broker(service, settings, worker.supervisor)
 
+    described = describe_consumers(service, assembly.consumes, assembly.publishes, assembly.asks)
     app = FastStream(
         broker,
         lifespan=worker_lifespan(spec, settings, worker),
         specification=AsyncAPI(
-            describe_consumers(service, assembly.consumes, assembly.publishes, assembly.asks),
+            described,
             title=f"engram {service}",
             version="1.0.0",
             description=spec.description,
         ),
     )
-    queue, stats = settings.queue_group, worker.queries
-    serve_routes(broker, assembly.queries, queue=queue, stats=stats, tracing=worker.tracing)
+    direct = serve_queries(
+        broker,
+        described,
+        assembly.queries,
+        queue=settings.queue_group,
+        stats=worker.queries,
+        tracing=worker.tracing,
+        drain_timeout_s=settings.drain_timeout_s,
+    )
+    if direct is not None:  # after the pools it uses, ahead of the positions (stay last)
+        components.insert(len(components) - (1 if assembly.consumes else 0), direct)
 
     worker.supervisor.stops(app.exit)
 
@@ -274,8 +290,7 @@ def build_worker_app(
     @app.on_shutdown
     async def drain_consumers() -> None:
         worker.supervisor.stopping = True  # the connection closing from now on is expected
-        for consumer in worker.consumers:
-            await consumer.stop()
+        await stop_all(worker.consumers, service)
         worker.consumers.clear()
         for component in reversed(worker.components):
             try:

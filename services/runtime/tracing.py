@@ -14,7 +14,9 @@ What is traced (docs/operations.md, "Tracing"):
   the batch span), else the batch span. It ends with the message's outcome;
 - the outbox: an event a handler announces while applying an event carries that event's
   span as its ``traceparent`` (found by its ``causation_id``), and the drain's publish span
-  is its child and, in turn, the parent it is published with (``publish_span``);
+  is its child and, in turn, the parent it is published with (``publish_span``); an event
+  a background job announces later finds its cause's span in the inbox, where the claim
+  wrote it (``Outbox.add``);
 - each query served, a child of the request's ``traceparent``; the reply carries the
   query span's (``router.py``).
 """
@@ -139,6 +141,12 @@ def causing(spans: Mapping[tuple[str, UUID], Span]) -> Iterator[None]:
         yield
     finally:
         _CAUSES.reset(token)
+
+
+def applying() -> bool:
+    """Whether a batch's events are being applied (in this task): an announcement made
+    outside one is a background job's, whose cause's span ended long ago."""
+    return _CAUSES.get() is not None
 
 
 def cause_headers(tenant_id: str, causation_id: UUID | None) -> dict[str, str]:

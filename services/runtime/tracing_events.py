@@ -20,7 +20,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 
-from services.runtime.tracing import causing, parent_of
+from services.runtime.tracing import causing, headers_of, parent_of
 
 
 class Outcome(StrEnum):
@@ -127,6 +127,12 @@ class EventSpans:
                 if (value := getattr(event, name, None)) is not None:
                     attributes[f"engram.{name}"] = str(value)
         return attributes
+
+    def headers(self, msg: Msg) -> dict[str, str]:
+        """The ``traceparent`` naming the message's open span (its dead letter carries it);
+        none when it has no span."""
+        opened = self._open.get(id(msg))
+        return {} if opened is None else headers_of(opened[0])
 
     def settle(self, msg: Msg, outcome: Outcome, reason: str = "") -> None:
         opened = self._open.pop(id(msg), None)

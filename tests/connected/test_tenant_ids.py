@@ -2,8 +2,8 @@
 publish (contracts.registry.EVENTS, but the engram.* events engram's own services emit),
 each step under the SAME event_id in every tenant (payload ids of their own), and each
 tenant's events take effect in every service that consumes them: ingest (CHAT), memory
-(MEMORY), the checkpointer (STATE and session ends), context (CONTEXT templates), and the
-audit trail records them all.
+(MEMORY), the checkpointer (STATE and session ends), context (CONTEXT templates), the
+embedder (KNOWLEDGE sources and documents), and the audit trail records them all.
 
 The tenants publish as different producers would: with the documented
 ``Nats-Msg-Id: <tenant_id>:<event_id>``, with the bare event_id (a producer of before the
@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -28,10 +29,17 @@ from faststream import TestApp
 from nats.aio.client import Client as NatsClient
 
 from contracts.envelope import Envelope
+from contracts.knowledge import (
+    DocumentUpserted,
+    SourceRegistered,
+    SourceRemoved,
+    SourceUpdated,
+)
 from contracts.registry import EVENTS
 from services.audit.app import create_app as audit_app
 from services.checkpointer.app import create_app as checkpointer_app
 from services.context.app import create_app as context_app
+from services.embedder.app import create_app as embedder_app
 from services.ingest.app import create_app as ingest_app
 from services.memory.app import create_app as memory_app
 from tests import factories as f
@@ -41,6 +49,7 @@ from tests.connected import context_fixtures as ctx
 from tests.connected import memory_fixtures as mem
 from tests.connected.audit_fixtures import audit_settings
 from tests.connected.conftest import ingest_settings
+from tests.connected.embedder_fixtures import embedder_settings
 from tests.helpers import drained, eventually
 
 pytestmark = pytest.mark.connected
@@ -56,7 +65,8 @@ CONSUMERS = (
     ("MEMORY", "memory"),
     ("STATE", "checkpointer"),
     ("CONTEXT", "context"),
-    *((stream, "audit") for stream in ("CHAT", "MEMORY", "STATE", "CONTEXT")),
+    ("KNOWLEDGE", "embedder"),
+    *((stream, "audit") for stream in ("CHAT", "MEMORY", "STATE", "CONTEXT", "KNOWLEDGE")),
 )
 WAIT_S = 60.0  # two cores shared with other test sessions
 
@@ -82,10 +92,12 @@ class Ids:
     forgotten: uuid.UUID
     job: uuid.UUID
     checkpoint: uuid.UUID
+    source: uuid.UUID  # a knowledge source with a document
+    removed_source: uuid.UUID
 
     @classmethod
     def new(cls) -> Ids:
-        return cls(*(uuid.uuid4() for _ in range(9)))
+        return cls(*(uuid.uuid4() for _ in range(11)))
 
 
 def state_events(t: str, ids: Ids) -> list[Envelope]:
@@ -121,6 +133,27 @@ def chat_and_memory_events(t: str, ids: Ids) -> list[Envelope]:
         mem.consolidate(tenant=t, job_id=ids.job, steps=["decay"]),
         ctx.template_put("persona", f"You are {t}'s agent.", t),
         ctx.template_deleted("old", t),
+        *knowledge_events(t, ids),
+    ]
+
+
+def knowledge_events(t: str, ids: Ids) -> list[Envelope]:
+    env = {"tenant_id": t, "producer": "tests", "occurred_at": f.T0}
+    later = {**env, "occurred_at": f.T0 + timedelta(minutes=1)}
+
+    def source(sid: uuid.UUID, name: str) -> dict[str, Any]:
+        return {"source_id": sid, "agent_id": AGENT, "type": "api", "name": name}
+
+    return [
+        SourceRegistered(event_id=uuid.uuid4(), payload=source(ids.source, "first"), **env),
+        SourceUpdated(event_id=uuid.uuid4(), payload=source(ids.source, t), **later),
+        SourceRegistered(event_id=uuid.uuid4(), payload=source(ids.removed_source, "x"), **env),
+        SourceRemoved(event_id=uuid.uuid4(), payload={"source_id": ids.removed_source}, **later),
+        DocumentUpserted(
+            event_id=uuid.uuid4(),
+            payload={"source_id": ids.source, "document_id": "faq", "text": f"{t} knows"},
+            **later,
+        ),
     ]
 
 
@@ -162,6 +195,7 @@ async def workers(env: Env) -> AsyncIterator[None]:
         checkpointer_app(cp.settings_for(env)),
         audit_app(audit_settings(env)),
         context_app(ctx.settings_for(env)),
+        embedder_app(embedder_settings(env)),
     )
     async with AsyncExitStack() as stack:
         for app, _ in apps:
@@ -310,6 +344,17 @@ async def test_every_event_type_under_one_event_id_in_four_tenants_takes_effect_
         assert [tuple(r) for r in rows] == [
             ("old", None, True),
             ("persona", f"You are {t}'s agent.", False),
+        ], t
+    # embedder: each tenant's source (named after it, one document), the other removed.
+    for t in TENANTS:
+        rows = await db.fetch(
+            "SELECT source_id, name, document_count, removed_at IS NOT NULL AS removed "
+            "FROM embedder.knowledge_sources WHERE tenant_id = $1 ORDER BY removed",
+            t,
+        )
+        assert [tuple(r) for r in rows] == [
+            (ids[t].source, t, 1, False),
+            (ids[t].removed_source, "x", 0, True),
         ], t
     # audit: every copy JetStream stored, under its own tenant, both rounds.
     trail = await eventually(

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
-from services.checkpointer.lg_delta import BlobCache, Cached, StoredBlob, decode_all, encode
+from services.checkpointer.lg_delta import (
+    BlobCache,
+    Cached,
+    StoredBlob,
+    decode_all,
+    encode,
+    pack_write,
+    unpack_write,
+)
 
 LEVEL, EVERY = 3, 4
 
@@ -61,3 +70,28 @@ def test_the_cache_keeps_its_byte_budget_and_forgets_deleted_threads() -> None:
     assert cache.raw_of(1) is None
     cache.drop_threads("t", {"b"})
     assert cache.ids() == []
+
+
+def test_a_pending_write_is_stored_compressed_when_that_is_smaller() -> None:
+    text = ("the agent plans a trip to the river with a budget " * 8).encode()
+    codec, stored = pack_write(text)
+    assert codec == "zstd" and stored is not None and len(stored) * 3 < len(text)
+    assert unpack_write(codec, stored) == text
+    noise = random.Random(1).randbytes(500)  # does not compress: kept as it came
+    assert pack_write(noise) == ("raw", noise)
+    assert pack_write(b"tiny") == ("raw", b"tiny")
+    assert pack_write(None) == ("raw", None)
+    assert unpack_write("raw", b"tiny") == b"tiny"
+
+
+def test_a_long_conversation_grown_by_one_message_still_costs_about_one_message() -> None:
+    # Past level 1's default window (~64 KiB) a frame could not reach the start of its
+    # dictionary: each version of a long conversation was stored whole again.
+    for n in (300, 900):
+        base, grown = messages(n - 1), messages(n)
+        assert len(base) > 64 * 1024
+        base_entry = Cached(version="1", blob_id=1, raw=base, depth=0)
+        out = encode(grown, base_entry, level=LEVEL, keyframe_every=EVERY)
+        assert out.codec == "delta" and len(out.data) < 1024, (n, len(out.data))
+        decoded = decode_all({2: StoredBlob(2, 1, "delta", out.data)}, {1: base}.get)
+        assert decoded[2] == grown

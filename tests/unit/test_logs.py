@@ -9,6 +9,7 @@ import logging
 import pytest
 
 from services.runtime.logs import (
+    ACCESS_LOGGER,
     FASTSTREAM_LOGGERS,
     JsonFormatter,
     configure_logging,
@@ -75,3 +76,21 @@ def test_faststream_loggers_follow_the_chosen_level() -> None:
     finally:
         configure_logging("INFO", "json")
     assert logging.getLogger(FASTSTREAM_LOGGERS[-1]).isEnabledFor(logging.INFO)
+
+
+def test_a_workers_broker_keeps_its_access_logger_at_the_chosen_level() -> None:
+    # FastStream set its default access logger back to INFO when the broker connected:
+    # the worker's broker is given the configured one, which connecting leaves alone.
+    from services.runtime.service import worker_broker
+    from services.runtime.settings import WorkerSettings
+    from services.runtime.supervise import Supervisor
+
+    configure_logging("WARNING", "json")
+    try:
+        broker = worker_broker("test", WorkerSettings(), Supervisor("engram test", grace_s=1.0))
+        broker._setup_logger()  # what connecting does first
+        access = logging.getLogger(ACCESS_LOGGER)
+        assert broker.config.logger.logger.logger is access
+        assert not access.isEnabledFor(logging.INFO)
+    finally:
+        configure_logging("INFO", "json")

@@ -18,17 +18,20 @@ from services.runtime.bus import DLQ, STREAMS
 from services.runtime.dlq import BODY_BUCKET
 from tests.unit.deploy_files import (
     BUILT_IN,
+    CRD_SCHEMAS,
     DEPLOY,
     K8S,
     KUBECTL,
     KUBERNETES_VERSION,
     ROOT,
+    SCHEMAS,
     Doc,
     all_docs,
     by_kind,
     crd_schema,
     generator,
     kustomize,
+    strict,
 )
 
 
@@ -52,7 +55,7 @@ def test_generated_files_are_current() -> None:
 
 def test_nats_json_says_what_the_workers_create() -> None:
     """Compared with the consumers real workers build (create_worker), not with the
-    generator: all 16, none twice, nothing else."""
+    generator: all 18, none twice, nothing else."""
     written = json.loads((DEPLOY / "nats" / "consumers.json").read_text())
     expected = {}
     for spec in SERVICES:
@@ -61,7 +64,7 @@ def test_nats_json_says_what_the_workers_create() -> None:
             config = worker.spec_for(item.stream, item.subjects).config().as_dict()
             expected[(item.stream.name, config["durable_name"])] = config
     got = {(entry["stream"], entry["config"]["durable_name"]): entry["config"] for entry in written}
-    assert len(got) == len(written) == len(expected) == 16
+    assert len(got) == len(written) == len(expected) == 18
     assert got == expected
     assert all("backoff" not in config for config in got.values())  # it replaces ack_wait
 
@@ -92,6 +95,9 @@ def test_every_manifest_validates() -> None:
         ("Deployment", ("spec", "replica"), 1),
         ("Deployment", ("spec", "template", "spec", "containers"), [{"image": "x"}]),
         ("Secret", ("stringData",), ["not", "a", "map"]),
+        ("PodMonitor", ("spec", "podMetricEndpoints"), []),
+        ("PodMonitor", ("spec", "podMetricsEndpoints"), [{"port": 9100}]),
+        ("PodMonitor", ("spec", "selector", "matchLabel"), {"a": "b"}),
     ],
 )
 def test_validation_catches_mistakes(kind: str, path: tuple[str, ...], bad: object) -> None:
@@ -115,7 +121,7 @@ def test_nack_resources_match_the_bus() -> None:
         for d in by_kind(docs, "Consumer").values()
     }
     written = json.loads((DEPLOY / "nats" / "consumers.json").read_text())
-    assert len(consumers) == len(written) == 16
+    assert len(consumers) == len(written) == 18
     for entry in written:
         spec = consumers[(entry["stream"], entry["config"]["durable_name"])]
         assert spec["ackPolicy"] == "explicit"
@@ -261,3 +267,49 @@ def test_no_file_is_left_out_of_the_base() -> None:
         if path.name != "kustomization.yaml":
             assert str(path.relative_to(K8S / "base")) in listed, path
     assert Path(DEPLOY / "grafana" / "engram.json").exists()
+
+
+def test_each_worker_is_scraped_by_a_pod_monitor() -> None:
+    docs = all_docs()
+    monitors = by_kind(docs, "PodMonitor")
+    deployments = by_kind(docs, "Deployment")
+    assert set(monitors) == {f"engram-{spec.name}" for spec in SERVICES}
+    for name, monitor in monitors.items():
+        pod = deployments[name]["spec"]["template"]
+        labels = pod["metadata"]["labels"]
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+        [container] = pod["spec"]["containers"]
+        assert endpoint["port"] in {port["name"] for port in container["ports"]}
+        assert endpoint["path"] == pod["metadata"]["annotations"]["prometheus.io/path"]
+    # The other workers' pods are not selected: each series is scraped once.
+    for name, monitor in monitors.items():
+        chosen = monitor["spec"]["selector"]["matchLabels"].items()
+        picked = [d for d, dep in deployments.items()
+                  if chosen <= dep["spec"]["template"]["metadata"]["labels"].items()]  # fmt: skip
+        assert picked == [name]
+
+
+def test_vendored_schemas_name_their_upstream_release() -> None:
+    for name in CRD_SCHEMAS.values():
+        source = json.loads((SCHEMAS / name).read_text())["x-engram-source"]
+        assert source.startswith("https://github.com/") and "/blob/v" in source, name
+
+
+@pytest.mark.parametrize(
+    ("schema", "good", "bad"),
+    [
+        ({"type": "object", "properties": {"a": {"type": "string"}}}, {"a": "x"}, {"b": 1}),
+        ({"type": "string", "nullable": True}, None, 1),
+        ({"x-kubernetes-int-or-string": True}, "50%", 1.5),
+        (
+            {"type": "object", "properties": {}, "x-kubernetes-preserve-unknown-fields": True},
+            {"anything": 1},
+            "not an object",
+        ),
+    ],
+)
+def test_strict_reads_openapi_as_kubernetes_does(schema: Doc, good: object, bad: object) -> None:
+    validator = jsonschema.Draft202012Validator(strict(schema))
+    assert validator.is_valid(good)
+    assert not validator.is_valid(bad)

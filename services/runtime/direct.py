@@ -1,0 +1,175 @@
+"""Query routes answered on the worker's NATS connection itself, not through FastStream.
+
+For a route asked once or more per step of a client's loop (``QueryRoute.direct``: the
+LangGraph checkpointer's commands), FastStream's per-message machinery (its middleware
+stack, dependency injection, memory streams between its workers, its access log) cost
+more CPU than the command's own work: about 1.5 ms of a put's 2.5 ms in the worker
+(docs/langgraph.md). Here a request is a subscription callback: the request validated
+from its JSON, the route's handler, the reply published, with what ``router._serve``
+gives every route: the one error model (``replies.query_failure``), ``too_large`` for a
+reply over the connection's ``max_payload``, ``QueryStats``, a span per request when the
+worker traces, and ``max_workers`` requests at once (the callback waits for a free slot,
+so the subscription's pending limit applies back-pressure). Replicas share the subject in
+the worker's queue group. The AsyncAPI document still shows the route: its subscriber is
+declared on the never-started documentation broker (``service.create_worker``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+
+from faststream.nats import NatsBroker
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from pydantic import ValidationError
+
+from contracts.errors import QueryError
+from services.runtime.component import Health, WorkerContext
+from services.runtime.replies import DEFAULT_MAX_PAYLOAD, REPLY_MARGIN, fit, query_failure
+from services.runtime.router import SERVER_FAULTS, QueryRoute, QueryStats, serve_routes
+from services.runtime.tracing import Tracing, headers_of, parent_of
+
+log = logging.getLogger(__name__)
+
+
+class DirectQueries:
+    """The component serving the worker's direct routes (see the module docstring)."""
+
+    name = "direct-queries"
+
+    def __init__(
+        self,
+        routes: Sequence[QueryRoute],
+        *,
+        queue: str,
+        stats: QueryStats,
+        tracing: Tracing,
+        drain_timeout_s: float = 10.0,
+    ) -> None:
+        self.routes, self.queue, self.stats, self.tracing = list(routes), queue, stats, tracing
+        self.drain_timeout_s = drain_timeout_s
+        self._nc: NatsClient | None = None
+        self._subs: list[Subscription] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, ctx: WorkerContext) -> None:
+        self._nc = ctx.nc
+        for route in self.routes:
+            slots = asyncio.Semaphore(route.max_workers)
+
+            async def take(
+                msg: Msg, route: QueryRoute = route, slots: asyncio.Semaphore = slots
+            ) -> None:
+                await slots.acquire()  # in the callback: the next message waits for a slot
+                task = asyncio.create_task(self._answer(route, msg, slots))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+            self._subs.append(await ctx.nc.subscribe(route.subject, queue=self.queue, cb=take))
+
+    async def stop(self) -> None:
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            with contextlib.suppress(Exception):  # the connection may be gone already
+                await sub.unsubscribe()
+        if self._tasks:  # the requests in hand are answered
+            await asyncio.wait(set(self._tasks), timeout=self.drain_timeout_s)
+
+    def health(self) -> Health:
+        if not self._subs:
+            return Health(self.name, False, "not subscribed")
+        return Health(self.name, True, f"{len(self._subs)} subjects, {len(self._tasks)} in hand")
+
+    def _limit(self) -> int:
+        max_payload = getattr(self._nc, "max_payload", None)
+        if not isinstance(max_payload, int) or max_payload <= 0:
+            max_payload = DEFAULT_MAX_PAYLOAD
+        return max_payload - REPLY_MARGIN
+
+    async def _answer(self, route: QueryRoute, msg: Msg, slots: asyncio.Semaphore) -> None:
+        try:
+            tracer = self.tracing.tracer
+            if tracer is None:
+                data, _, _ = await self._reply(route, msg.data)
+                await self._publish(msg, data, None)
+                return
+            with tracer.start_as_current_span(
+                f"query {route.subject}",
+                context=parent_of(msg.headers),
+                kind=SpanKind.SERVER,
+                attributes={
+                    "messaging.system": "nats",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": route.subject,
+                },
+            ) as span:
+                data, error, tenant = await self._reply(route, msg.data)
+                span.set_attribute("engram.outcome", "ok" if error is None else "error")
+                if tenant is not None:
+                    span.set_attribute("engram.tenant_id", tenant)
+                if error is not None:
+                    span.set_attribute("engram.error_code", error.code.value)
+                    if error.code in SERVER_FAULTS:
+                        span.set_status(Status(StatusCode.ERROR, error.message))
+                await self._publish(msg, data, headers_of(span))
+        except Exception:  # the reply could not be sent: the client's retry asks again
+            log.warning("%s: no reply sent", route.subject, exc_info=True)
+        finally:
+            slots.release()
+
+    async def _reply(
+        self, route: QueryRoute, body: bytes
+    ) -> tuple[bytes, QueryError | None, str | None]:
+        """The reply's bytes, the error it is (None: a result), the request's tenant."""
+        limit, subject = self._limit(), route.subject
+        try:
+            request = route.request.model_validate_json(body)
+        except ValidationError as exc:  # it breaks the contract: counted, not timed
+            refused = query_failure(exc, subject)
+            self.stats.record(subject, None, refused)
+            return fit(refused, limit, subject, route.hint), refused, None
+        started = time.perf_counter()
+        error: QueryError | None = None
+        try:
+            reply = await route.handle(request, limit)
+        except Exception as exc:
+            reply = error = query_failure(exc, subject, route.unavailable)
+        self.stats.record(subject, time.perf_counter() - started, error)
+        tenant = getattr(request, "tenant_id", None)
+        data = fit(reply, limit, subject, route.hint)
+        return data, error, None if tenant is None else str(tenant)
+
+    async def _publish(self, msg: Msg, data: bytes, headers: dict[str, str] | None) -> None:
+        if msg.reply and self._nc is not None:
+            await self._nc.publish(msg.reply, data, headers=headers)
+
+
+def serve_queries(
+    broker: NatsBroker,
+    described: NatsBroker,
+    routes: Sequence[QueryRoute],
+    *,
+    queue: str,
+    stats: QueryStats,
+    tracing: Tracing,
+    drain_timeout_s: float,
+) -> DirectQueries | None:
+    """Subscribes the routes that are not direct through FastStream (``router``); the
+    direct ones are declared on ``described``, the documentation broker (never started),
+    and answered by the component returned (None when there are none)."""
+    serve_routes(
+        broker, [r for r in routes if not r.direct], queue=queue, stats=stats, tracing=tracing
+    )
+    direct = [r for r in routes if r.direct]
+    if not direct:
+        return None
+    serve_routes(described, direct, queue=queue, stats=QueryStats())
+    return DirectQueries(
+        direct, queue=queue, stats=stats, tracing=tracing, drain_timeout_s=drain_timeout_s
+    )
