@@ -5,20 +5,13 @@ on one durable consumer each, draining a preloaded backlog.
     .venv/bin/python bench/scaleout.py [--events 60000] [--texts 2000] [--replicas 1,2,4]
                                        [--rounds 3] [--only ingest|embedder] [--quick]
 
-Per service, replica count R and round, on fresh streams and a fresh database (a clone of
-a migrated template): N chat.message.created events (many conversations over 6 tenants;
-for the embedder, realistic chat texts) are published first, then R worker processes are
-started (same durable consumer, each its own metrics port). The window opens when every
-replica answers /health/ready (for the embedder: its model loaded) and closes when the
-database shows everything applied (ingest: N inbox rows and N messages; embedder: N inbox
-rows and an empty embed queue). Rate = what was applied inside the window / its length,
-so replicas that started early do not inflate it; the events applied before the window
-are reported too. Redeliveries come from the consumer's info (num_redelivered),
-duplicates from the replicas' engram_events_duplicate counters (and the inbox holds each
-event once). CPU per process (each replica, PostgreSQL, nats-server), the machine's busy
-cores and the load average are recorded: the machine has 2 cores shared with other jobs,
-so read the figures as a ceiling on this machine, not per-replica capacity. Medians (p50)
-of the rounds; writes bench/results/scaleout.json.
+Per service, R and round: fresh streams and database, N chat.message.created published,
+then R worker processes (one durable, each its own metrics port). The window runs from
+"every replica answers /health/ready" to "all applied in the database"; rate = applied
+inside it / its length. Also: num_redelivered (consumer info), the replicas'
+engram_events_duplicate counters, CPU per process and the load average (the machine has
+2 cores shared with other jobs: a ceiling here, not per-replica capacity). p50 of the
+rounds; writes bench/results/scaleout.json. docs/benchmarks.md says how to read it.
 """
 
 from __future__ import annotations
@@ -166,11 +159,10 @@ async def preload(js: JetStreamContext, wire: list[tuple[str, bytes, dict[str, s
     return len(wire) / (time.perf_counter() - started)
 
 
-async def one_round(
+async def one_round(  # noqa: PLR0917 - one round's servers, service and size
     servers: Servers,
     pg: Postgres,
     js: JetStreamContext,
-    *,
     service: str,
     wire: list[tuple[str, bytes, dict[str, str]]],
     replicas: int,
@@ -284,16 +276,9 @@ async def work(cfg: Config, servers: Servers) -> dict[str, Any]:
             wire = ingest_wire(cfg.events) if service == "ingest" else embedder_wire(cfg.texts)
             per_r: dict[str, Any] = {}
             for r in cfg.replicas:
+                label = f"{service}-R{r}"
                 rows = [
-                    await one_round(
-                        servers,
-                        pg,
-                        js,
-                        service=service,
-                        wire=wire,
-                        replicas=r,
-                        label=f"{service}-R{r}-{k}",
-                    )
+                    await one_round(servers, pg, js, service, wire, r, f"{label}-{k}")
                     for k in range(cfg.rounds)
                 ]
                 per_r[str(r)] = {"median": median_of(rows), "rounds": rows}
@@ -305,6 +290,7 @@ async def work(cfg: Config, servers: Servers) -> dict[str, Any]:
 
 def parse(argv: list[str]) -> Config:
     p = _script.parser(__doc__)
+    p.epilog = (__doc__ or "").split("\n\n", 1)[1]  # how it measures, under the options
     p.add_argument("--events", type=int, default=60_000, help="ingest backlog (events)")
     p.add_argument("--texts", type=int, default=2_000, help="embedder backlog (messages)")
     p.add_argument("--replicas", default="1,2,4", help="replica counts, comma-separated")
