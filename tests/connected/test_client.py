@@ -232,8 +232,10 @@ async def test_memory_knowledge_and_embed_queries(
 
 def test_every_registered_query_has_a_typed_method() -> None:
     typed = METHODS | READ_METHODS
-    # query.langgraph.* is EngramSaver's protocol (engram_client.langgraph), not a method.
-    assert set(typed) == {q for q in QUERIES if not q.startswith("query.langgraph.")}
+    # query.langgraph.* and query.store.* are the protocols of EngramSaver and EngramStore
+    # (engram_client.langgraph, engram_client.store), not methods.
+    protocols = ("query.langgraph.", "query.store.")
+    assert set(typed) == {q for q in QUERIES if not q.startswith(protocols)}
     assert all(callable(getattr(EngramClient, name)) for name in typed.values())
     assert all(callable(getattr(SyncEngramClient, name)) for name in typed.values())
 
