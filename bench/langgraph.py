@@ -161,7 +161,8 @@ STOCK_TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
 async def run_engram(
     users: dict[str, str], admin: str, pids: dict[str, int], args: argparse.Namespace, log: Path
 ) -> dict[str, Any]:
-    from engram_client.langgraph import EngramError, EngramSaver
+    from engram_client.errors import EngramError
+    from engram_client.langgraph import EngramSaver
 
     url = await fresh_database(admin, "bench_lg_engram")
     bus = await nats.connect(users["admin"])  # the worker starts once the streams exist

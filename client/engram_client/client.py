@@ -15,18 +15,16 @@ from typing import Any, NamedTuple, TypeVar
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
-from pydantic import BaseModel, RootModel, ValidationError
+from pydantic import BaseModel
 
 from contracts.envelope import Envelope
-from contracts.errors import ErrorCode, QueryError
 from contracts.registry import QUERIES
+from engram_client.asking import ask
 from engram_client.connect import open_connection
 from engram_client.errors import (
     BadReply,
     EngramError,
     PublishFailed,
-    RequestTimeout,
-    rejection,
 )
 from engram_client.events import EventBuilder
 from engram_client.options import Connection, Retry
@@ -200,39 +198,8 @@ class EngramClient(QueryMethods, ReadMethods):
         request_model, answer_model = QUERIES[subject]
         if not isinstance(request, request_model):
             raise TypeError(f"{subject} takes a {request_model.__name__}")
-        policy = retry or self.retry
         body = request.model_dump_json(by_alias=True).encode()
-        delays = policy.delays()
-        why = ""
-        for attempt in range(policy.attempts):
-            try:
-                msg = await self.nc.request(subject, body, timeout=policy.timeout_s)
-            except nats.errors.NoRespondersError:
-                why = "no responder: is the service running?"
-            except nats.errors.TimeoutError:
-                why = "timeout"
-            else:
-                answer = _parse(subject, answer_model, msg.data)
-                if not isinstance(answer, QueryError):
-                    if not isinstance(answer, reply):
-                        raise BadReply(f"{subject}: got {type(answer).__name__}")
-                    return answer
-                if answer.code != ErrorCode.unavailable or attempt + 1 == policy.attempts:
-                    raise rejection(subject, answer)
-                why = f"unavailable: {answer.message}"
-            delay = next(delays, None)
-            if delay is None:
-                break
-            await asyncio.sleep(delay)
-        raise RequestTimeout(subject, policy.attempts, policy.timeout_s, why)
-
-
-def _parse(subject: str, answer_model: type[BaseModel], data: bytes) -> BaseModel:
-    try:
-        answer = answer_model.model_validate_json(data)
-    except ValidationError as exc:
-        raise BadReply(f"{subject}: the reply breaks its contract: {exc}") from exc
-    root = answer.root if isinstance(answer, RootModel) else answer
-    if not isinstance(root, BaseModel):
-        raise BadReply(f"{subject}: unexpected reply {root!r}")
-    return root
+        answer = await ask(self.nc, subject, body, answer_model, retry or self.retry)
+        if not isinstance(answer, reply):
+            raise BadReply(f"{subject}: got {type(answer).__name__}")
+        return answer

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -33,11 +32,8 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from nats.aio.client import Client as NatsClient
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
 from pydantic import BaseModel
 
-from contracts.errors import ErrorCode, QueryError
 from contracts.langgraph import (
     COMMANDS,
     BlobIn,
@@ -57,23 +53,18 @@ from contracts.langgraph import (
     Typed,
     WriteIn,
 )
+from engram_client.asking import ask
+from engram_client.errors import Pruned
 from engram_client.lg_blocking import BlockingSaver
 from engram_client.lg_held import DELTA_ABOVE, Head, HeldBlobs, HeldValue, ThreadKey, delta
 from engram_client.lg_versions import next_version
+from engram_client.options import Retry
 
 R = TypeVar("R", bound=BaseModel)
 # Inline in the checkpoint body, as the stock saver does: small primitives only (a long
 # string is a blob, so it is stored once per version, as a delta).
 INLINE_STR = 256
 THREAD_ABOVE = 64 * 1024  # bytes of bases above which deltas are made on a thread
-
-
-class EngramError(Exception):
-    """A ``QueryError`` from the service: ``.error`` has its code, message and hint."""
-
-    def __init__(self, error: QueryError) -> None:
-        super().__init__(f"{error.code.value}: {error.message}")
-        self.error = error
 
 
 class EngramSaver(BlockingSaver):
@@ -98,8 +89,8 @@ class EngramSaver(BlockingSaver):
         self.keyframe_every = keyframe_every
         self.nc = nc
         self.tenant_id = tenant_id
-        self.timeout_s = timeout_s
-        self.attempts = attempts
+        # A command is safe to repeat (puts upsert, writes keep the first, deletes repeat).
+        self.retry = Retry(attempts=attempts, timeout_s=timeout_s, base_s=0.1)
         self.loop = asyncio.get_running_loop()
 
     @classmethod
@@ -123,28 +114,10 @@ class EngramSaver(BlockingSaver):
     # ---- the request helper -----------------------------------------------------------
 
     async def _ask(self, subject: str, request: BaseModel, result: type[R]) -> R:
-        """One command; retried on a timeout, no responder or ``unavailable`` (every
-        command is idempotent: puts upsert, writes keep the first, deletes repeat)."""
-        answer = COMMANDS[subject][1]
         body = request.model_dump_json().encode()
-        delay = 0.1
-        for attempt in range(1, self.attempts + 1):
-            try:
-                msg = await self.nc.request(subject, body, timeout=self.timeout_s)
-            except (NatsTimeout, NoRespondersError):
-                if attempt == self.attempts:
-                    raise
-            else:
-                reply = answer.model_validate_json(msg.data).root
-                if isinstance(reply, QueryError):
-                    if reply.code != ErrorCode.unavailable or attempt == self.attempts:
-                        raise EngramError(reply)
-                else:
-                    assert isinstance(reply, result)
-                    return reply
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay *= 2
-        raise AssertionError("unreachable")
+        reply = await ask(self.nc, subject, body, COMMANDS[subject][1], self.retry)
+        assert isinstance(reply, result)
+        return reply
 
     # ---- async interface ----------------------------------------------------------------
 
@@ -187,8 +160,8 @@ class EngramSaver(BlockingSaver):
             reply = await self._ask(
                 "query.langgraph.put", request.model_copy(update={"blobs": sent}), PutReply
             )
-        except EngramError as err:  # a base was pruned or deleted since: send them whole
-            if err.error.code != ErrorCode.pruned or sent == blobs:
+        except Pruned:  # a base was pruned or deleted since: send them whole
+            if sent == blobs:
                 raise
             self.held.drop_heads(thread)
             reply = await self._ask("query.langgraph.put", request, PutReply)

@@ -15,7 +15,6 @@ are engram memories too (docs/langgraph.md, "EngramStore").
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -36,13 +35,11 @@ from langgraph.store.base import (
 from langgraph.store.base.batch import AsyncBatchedBaseStore
 from langgraph.store.base.embed import get_text_at_path, tokenize_path
 from nats.aio.client import Client as NatsClient
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
 
 from contracts import store as wire
 from contracts.envelope import Contract
-from contracts.errors import ErrorCode, QueryError
-from engram_client.errors import rejection
+from engram_client.asking import ask
+from engram_client.options import Retry
 
 DEFAULT_FIELDS = ["$"]  # LangGraph's default: the whole value, as JSON text
 
@@ -101,8 +98,8 @@ class EngramStore(AsyncBatchedBaseStore):
         self.index_config = index
         self.fields = list((index or {}).get("fields") or DEFAULT_FIELDS)
         self.ttl_config = ttl
-        self.timeout_s = timeout_s
-        self.attempts = attempts
+        # A command is safe to repeat (puts upsert, writes keep the first, deletes repeat).
+        self.retry = Retry(attempts=attempts, timeout_s=timeout_s, base_s=0.1)
         self._sweeper: asyncio.Task[None] | None = None
 
     @classmethod
@@ -132,26 +129,8 @@ class EngramStore(AsyncBatchedBaseStore):
     # ---- requests -----------------------------------------------------------------------
 
     async def _ask(self, subject: str, request: Contract) -> Any:
-        """One command; retried on a timeout, no responder or ``unavailable`` (a batch is
-        safe to repeat: puts upsert, deletes repeat, reads read)."""
-        answer = wire.COMMANDS[subject][1]
         body = request.model_dump_json().encode()
-        delay = 0.1
-        for attempt in range(1, self.attempts + 1):
-            try:
-                msg = await self.nc.request(subject, body, timeout=self.timeout_s)
-            except (NatsTimeout, NoRespondersError):
-                if attempt == self.attempts:
-                    raise
-            else:
-                reply = answer.model_validate_json(msg.data).root
-                if not isinstance(reply, QueryError):
-                    return reply
-                if reply.code != ErrorCode.unavailable or attempt == self.attempts:
-                    raise rejection(subject, reply)
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay *= 2
-        raise AssertionError("unreachable")
+        return await ask(self.nc, subject, body, wire.COMMANDS[subject][1], self.retry)
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         ops = list(ops)
