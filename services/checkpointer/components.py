@@ -14,42 +14,19 @@ from services.checkpointer.writer import StateWriter
 from services.runtime.component import Health, NotStarted, WorkerContext
 from services.runtime.db import Roles, act_for_all_tenants
 from services.runtime.loop import Loop
+from services.runtime.own_pool import OwnPool
+from services.runtime.settings import WorkerSettings
 
 log = logging.getLogger("engram.checkpointer")
 
 
-class QueryPool:
-    """The connections query.state.* reads with, apart from the writer's pool: a burst of
-    reads does not wait for the batches' connections, nor they for it. A query answered
-    before it opened (or after it closed) is ``unavailable``."""
+class QueryPool(OwnPool):
+    """The connections query.state.* read with (the reader role)."""
 
     name = "query-pool"
 
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._pool: asyncpg.Pool | None = None
-
-    async def start(self, ctx: WorkerContext) -> None:
-        settings = ctx.settings
-        self._pool = await create_query_pool(
-            settings.database_url, settings.roles.reader, self._size
-        )
-
-    async def stop(self) -> None:
-        pool, self._pool = self._pool, None  # queries from now on: unavailable
-        if pool is not None:
-            await pool.close()
-
-    def health(self) -> Health:
-        if self._pool is None:
-            return Health(self.name, False, "closed")
-        return Health(self.name, True, f"{self._pool.get_size()}/{self._size} connections")
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise NotStarted("the query pool")
-        return self._pool
+    async def open(self, settings: WorkerSettings) -> asyncpg.Pool:
+        return await create_query_pool(settings.database_url, settings.roles.reader, self.size)
 
 
 PoolWork = Callable[[asyncpg.Pool], Awaitable[bool | None]]  # True: more is waiting

@@ -31,56 +31,33 @@ from contracts.langgraph import (
 from services.checkpointer import lg_maintain
 from services.checkpointer.components import QueryPool
 from services.checkpointer.lg_commands import LangGraphStore, put_writes
-from services.runtime.component import Health, NotStarted, WorkerContext
 from services.runtime.db import create_pool
+from services.runtime.own_pool import OwnPool
 from services.runtime.replies import fit_items
 from services.runtime.router import QueryRoute
+from services.runtime.settings import WorkerSettings
 
 HINT = "a thread's checkpoint must fit in one NATS message (see docs/langgraph.md)"
 LIST_PAGE = 100  # rows read per list request when no limit is asked
 
 
-class WritePool:
+class WritePool(OwnPool):
     """The connections query.langgraph.* writes with: the worker's role, apart from the
     batches' pool, so a burst of checkpoints does not wait for the STATE consumer."""
 
     name = "langgraph-pool"
 
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._pool: asyncpg.Pool | None = None
-
-    async def start(self, ctx: WorkerContext) -> None:
-        self._pool = await create_pool(
-            ctx.settings.database_url,
-            worker=True,
-            min_size=1,
-            max_size=self._size,
-            # No RESET ALL round trip on release: every command sets its tenant first.
-            keep_session=True,
+    async def open(self, settings: WorkerSettings) -> asyncpg.Pool:
+        # No RESET ALL round trip on release: every command sets its tenant first.
+        return await create_pool(
+            settings.database_url, worker=True, min_size=1, max_size=self.size, keep_session=True
         )
-
-    async def stop(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
-
-    def health(self) -> Health:
-        if self._pool is None:
-            return Health(self.name, False, "closed")
-        return Health(self.name, True, f"{self._pool.get_size()}/{self._size} connections")
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise NotStarted("the langgraph pool")
-        return self._pool
 
 
 class LangGraphReadPool(QueryPool):
     """The connections query.langgraph.* reads with (the reader role): its own, as only
     these commands scope its sessions, so a session keeps its tenant between reads
-    (``lg_commands.scope_session``); query.state.* set theirs inside their statements."""
+    (``runtime.db.scope_session``); query.state.* set theirs inside their statements."""
 
     name = "langgraph-read-pool"
 

@@ -10,7 +10,6 @@ stays in this replica's cache.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,14 +35,13 @@ from services.checkpointer.lg_delta import (
     pack_write,
 )
 from services.checkpointer.lg_delta import encode as encode_blob
-from services.runtime.db import Connection, scope_tenant
+from services.runtime.db import Connection, scope_session
 from services.runtime.replies import QueryFailed
 
 # The tenant each session of the langgraph pools is scoped to. They keep sessions (no
 # RESET on release) and only these commands scope them for the session (maintenance
 # scopes its transactions), so a command of the same tenant skips a round trip. An entry
 # dies with its connection.
-_SESSION_TENANT: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 # Above this many raw bytes in one put, compress on a thread (zstd releases the GIL).
 THREAD_ABOVE = 64 * 1024
@@ -236,14 +234,6 @@ class LangGraphStore:
             await scope_session(conn, tenant)
             rows = await conn.fetch(sql.LIST, tenant, *filters, limit)
             return await self.views(conn, tenant, rows)
-
-
-async def scope_session(conn: Connection, tenant: str) -> None:
-    """Row-level security for ``tenant`` on this session, unless it is already."""
-    raw = getattr(conn, "_con", conn)  # a pool hands out a proxy of the connection
-    if _SESSION_TENANT.get(raw) != tenant:
-        await scope_tenant(conn, tenant, local=False)
-        _SESSION_TENANT[raw] = tenant
 
 
 async def put_writes(pool: asyncpg.Pool, req: PutWritesRequest) -> int:

@@ -30,54 +30,38 @@ from contracts.chat_queries import (
 from contracts.errors import ErrorCode
 from services.ingest import cursor, repo_read
 from services.ingest.cursor import BadCursor, Position
-from services.runtime.component import Health, NotStarted, WorkerContext
 from services.runtime.db import Connection, create_pool, scope_session
+from services.runtime.own_pool import OwnPool
 from services.runtime.replies import QueryFailed, fit_items
+from services.runtime.settings import WorkerSettings
 
 HISTORY_HINT = "ask for a smaller limit, or without include_versions"
 CONVERSATIONS_HINT = "ask for a smaller limit"
 
 
-class ChatReads:
+class ChatReads(OwnPool):
     """The connections the chat queries read with, apart from the writer's pool: a burst
     of reads never waits for a batch's connection, nor a batch for a read."""
 
     name = "chat-reads"
 
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._pool: asyncpg.Pool | None = None
-
-    async def start(self, ctx: WorkerContext) -> None:
-        s = ctx.settings
-        self._pool = await create_pool(
-            s.database_url,
-            role=s.roles.reader,
+    async def open(self, settings: WorkerSettings) -> asyncpg.Pool:
+        return await create_pool(
+            settings.database_url,
+            role=settings.roles.reader,
             worker=True,
             min_size=1,
-            max_size=self._size,
+            max_size=self.size,
             keep_session=True,
             # Each page's first-page sentinels and flags are constants of its own plan.
             server_settings={"plan_cache_mode": "force_custom_plan"},
         )
 
-    async def stop(self) -> None:
-        pool, self._pool = self._pool, None  # queries from now on: unavailable
-        if pool is not None:
-            await pool.close()
-
-    def health(self) -> Health:
-        if self._pool is None:
-            return Health(self.name, False, "closed")
-        return Health(self.name, True, f"{self._pool.get_size()}/{self._size} connections")
-
     @asynccontextmanager
     async def scoped(self, tenant: str) -> AsyncIterator[Connection]:
         """A connection on which row-level security shows only ``tenant`` (no transaction:
         each page is one statement, consistent on its own)."""
-        if self._pool is None:
-            raise NotStarted("the chat query pool")
-        async with self._pool.acquire() as conn:
+        async with self.pool.acquire() as conn:
             await scope_session(conn, tenant)  # no round trip when it serves this tenant
             yield conn
 

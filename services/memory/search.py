@@ -28,14 +28,16 @@ from services.memory.access import AccessLog
 from services.memory.logic import Weights, recency
 from services.memory.query_vector import ActiveModel, query_of
 from services.memory.settings import MemorySettings
-from services.runtime.component import Health, NotStarted, WorkerContext
+from services.runtime.component import NotStarted, WorkerContext
 from services.runtime.db import create_pool, scope_tenant
+from services.runtime.own_pool import OwnPool
 from services.runtime.replies import QueryFailed, fit_items
+from services.runtime.settings import WorkerSettings
 
 log = logging.getLogger("engram.memory.search")
 
 
-class MemorySearch:
+class MemorySearch(OwnPool):
     """The component behind ``query.memory.search``: its own connections (see
     ``create_search_pool``) from start to stop, the worker's NATS connection for
     ``query.embed``, and the access log the hits are counted in."""
@@ -43,31 +45,24 @@ class MemorySearch:
     name = "memory-search"
 
     def __init__(self, settings: MemorySettings, access: AccessLog) -> None:
+        super().__init__(settings.search_pool_max)
         self.settings = settings
         self.access = access
-        self._pool: asyncpg.Pool | None = None
         self._nc: NatsClient | None = None
         self._active = ActiveModel(settings.query_model_ttl_s)
 
+    async def open(self, settings: WorkerSettings) -> asyncpg.Pool:
+        return await create_search_pool(self.settings)
+
     async def start(self, ctx: WorkerContext) -> None:
-        self._pool = await create_search_pool(self.settings)
+        await super().start(ctx)
         self._nc = ctx.nc
 
-    async def stop(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
-
-    def health(self) -> Health:
-        if self._pool is None:
-            return Health(self.name, False, "not running")
-        return Health(self.name, True, f"{self._pool.get_size()} connections")
-
     async def answer(self, request: MemorySearchRequest, limit: int) -> MemorySearchReply:
-        if self._pool is None or self._nc is None:
+        if self._nc is None:
             raise NotStarted("memory search")
         return await search(
-            self._pool,
+            self.pool,
             self._nc,
             self.settings,
             self.access,

@@ -43,11 +43,13 @@ from services.memory.logic import content_hash, derived_id, estimate_tokens
 from services.memory.query_vector import EmbedderUnavailable
 from services.memory.settings import MemorySettings
 from services.memory.store_sql import FilterError
-from services.runtime.component import Health, NotStarted, WorkerContext
+from services.runtime.component import NotStarted, WorkerContext
 from services.runtime.db import Connection, create_pool, scope_tenant
 from services.runtime.errors import describe
+from services.runtime.own_pool import OwnPool
 from services.runtime.replies import QueryFailed
 from services.runtime.router import QueryRoute
+from services.runtime.settings import WorkerSettings
 
 MAX_MEMORY_TEXT = 100_000  # characters of an item's memory text (its indexed texts joined)
 Vectors = dict[str, np.ndarray]
@@ -102,42 +104,31 @@ async def embed_texts(nc: NatsClient, texts: list[str], timeout: float) -> tuple
     return model_id, vectors
 
 
-class StoreCommands:
+class StoreCommands(OwnPool):
     """The component behind query.store.*: its own connections (the worker's role: it
     writes), the worker's NATS connection for query.embed."""
 
     name = "langgraph-store"
 
     def __init__(self, settings: MemorySettings) -> None:
+        super().__init__(settings.store_pool_max)
         self.settings = settings
-        self._pool: asyncpg.Pool | None = None
         self._nc: NatsClient | None = None
         self._indexed: set[str] = set()  # models whose HNSW index on memories exists
 
-    async def start(self, ctx: WorkerContext) -> None:
-        self._pool = await create_pool(
-            self.settings.database_url,
-            worker=True,
-            min_size=1,
-            max_size=self.settings.store_pool_max,
-            vectors=True,
+    async def open(self, settings: WorkerSettings) -> asyncpg.Pool:
+        return await create_pool(
+            settings.database_url, worker=True, min_size=1, max_size=self.size, vectors=True
         )
+
+    async def start(self, ctx: WorkerContext) -> None:
+        await super().start(ctx)
         self._nc = ctx.nc
 
-    async def stop(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
-
-    def health(self) -> Health:
-        if self._pool is None:
-            return Health(self.name, False, "not running")
-        return Health(self.name, True, f"{self._pool.get_size()} connections")
-
     def _started(self) -> tuple[asyncpg.Pool, NatsClient]:
-        if self._pool is None or self._nc is None:
+        if self._nc is None:
             raise NotStarted("the store commands")
-        return self._pool, self._nc
+        return self.pool, self._nc
 
     async def batch(self, req: StoreBatchRequest, limit: int) -> StoreBatchReply:
         pool, nc = self._started()
