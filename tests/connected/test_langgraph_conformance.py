@@ -5,8 +5,7 @@ not check: tenants, read-your-writes across savers, the delta storage."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
 from typing import Any
 from uuid import uuid4
 
@@ -24,34 +23,14 @@ from langgraph.graph import START, MessagesState, StateGraph
 
 from contracts.langgraph import GetTupleAnswer, GetTupleReply, GetTupleRequest
 from engram_client.langgraph import EngramSaver
-from services.runtime.nats_auth import PRODUCER, inbox_prefix
 from services.runtime.service import Worker
-from tests.conftest import Env
 from tests.connected.checkpointer_fixtures import (  # noqa: F401
     checkpointer_fixture,
     run_checkpointer_fixture,
 )
+from tests.connected.saver_fixtures import Saver, saver_for_fixture  # noqa: F401
 
 pytestmark = pytest.mark.connected
-Saver = Callable[..., AbstractAsyncContextManager[EngramSaver]]
-
-
-@pytest.fixture(name="saver_for")
-def saver_for_fixture(env: Env) -> Saver:
-    """``async with saver_for(tenant)``: a saver on its own connection, as an agent's
-    (the ``producer`` NATS user: it may ask queries, and holds no database login)."""
-
-    @asynccontextmanager
-    async def make(tenant: str = "acme", **options: Any) -> AsyncIterator[EngramSaver]:
-        async with EngramSaver.connect(
-            env.nats_login(PRODUCER),
-            tenant_id=tenant,
-            nats_options={"inbox_prefix": inbox_prefix(PRODUCER)},
-            **options,
-        ) as saver:
-            yield saver
-
-    return make
 
 
 async def test_conformance_every_capability(checkpointer: Worker, saver_for: Saver) -> None:

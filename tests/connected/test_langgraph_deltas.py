@@ -6,9 +6,6 @@ refuses (another thread's, another tenant's, one deleted since)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
 from uuid import uuid4
 
 import asyncpg
@@ -25,32 +22,17 @@ from contracts.errors import ErrorCode, QueryError
 from contracts.langgraph import BlobIn, PutAnswer, PutReply, PutRequest, Typed
 from engram_client.langgraph import EngramSaver
 from engram_client.lg_held import delta
-from services.runtime.nats_auth import ADMIN, PRODUCER, inbox_prefix
+from services.runtime.nats_auth import ADMIN
 from services.runtime.service import Worker
 from tests.conftest import Env
 from tests.connected.checkpointer_fixtures import (  # noqa: F401
     checkpointer_fixture,
     run_checkpointer_fixture,
 )
+from tests.connected.saver_fixtures import Saver, saver_for_fixture  # noqa: F401
 
 pytestmark = pytest.mark.connected
-Saver = Callable[..., AbstractAsyncContextManager[EngramSaver]]
 EVERY = 8  # the saver's keyframe_every in these tests: a few chains in 30 steps
-
-
-@pytest.fixture(name="saver_for")
-def saver_for_fixture(env: Env) -> Saver:
-    @asynccontextmanager
-    async def make(tenant: str = "acme", **options: Any) -> AsyncIterator[EngramSaver]:
-        async with EngramSaver.connect(
-            env.nats_login(PRODUCER),
-            tenant_id=tenant,
-            nats_options={"inbox_prefix": inbox_prefix(PRODUCER)},
-            **options,
-        ) as saver:
-            yield saver
-
-    return make
 
 
 def conversation(n: int) -> list[dict[str, str]]:
