@@ -29,6 +29,8 @@ from services.runtime.db import Roles, login_url  # noqa: E402
 from services.runtime.dlq import ensure_body_store  # noqa: E402
 from services.runtime.embedded import DevStack  # noqa: E402
 
+pytest_plugins = ["tests.hang_dump"]
+
 TEMPLATE_DB = "engram_template"
 
 
