@@ -99,6 +99,7 @@ class RetryPolicy:
     base_s: float
     max_s: float
     keepalive_s: float
+    probe_max_s: float  # an outage's probes back off to this, not to max_s: resume soon
 
 
 class BatchProcessor(Generic[E]):
@@ -270,7 +271,7 @@ class BatchProcessor(Generic[E]):
         waits = 0
         while not await self._reachable():
             waits += 1
-            await asyncio.sleep(retry_delay(waits, self._policy.base_s, self._policy.max_s))
+            await asyncio.sleep(retry_delay(waits, self._policy.base_s, self._policy.probe_max_s))
         if self.stats.database_unreachable_since is not None:
             down_s = time.time() - self.stats.database_unreachable_since
             self.stats.database_unreachable_since = None

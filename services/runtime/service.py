@@ -251,6 +251,7 @@ def build_worker_app(
             settings.retry_base_s,
             settings.retry_max_s,
             keepalive_s=settings.ack_wait_s / 3,
+            probe_max_s=settings.database_probe_max_s,
         )
         tracer = worker.tracing.tracer
         for item in assembly.consumes:

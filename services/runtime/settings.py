@@ -78,6 +78,12 @@ class WorkerSettings(BaseSettings):
         default=0.5, gt=0, description="First nak delay; doubles each delivery."
     )
     retry_max_s: float = Field(default=30.0, gt=0, description="Largest nak delay.")
+    database_probe_max_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="Longest pause between two probes of an unreachable database: a held "
+        "batch is applied at most this long after the database is back.",
+    )
     pool_min: int = Field(default=1, ge=1)
     pool_max: int = Field(default=4, ge=1)
     drain_timeout_s: float = Field(

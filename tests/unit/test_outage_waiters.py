@@ -43,7 +43,9 @@ async def test_two_waiters_both_resume_and_the_outage_counts_once() -> None:
         decode=cast(Any, None),
         apply=cast(Any, None),
         dead_letters=cast(Any, None),
-        policy=RetryPolicy(max_deliver=10, base_s=0.01, max_s=0.02, keepalive_s=1.0),
+        policy=RetryPolicy(
+            max_deliver=10, base_s=0.01, max_s=0.02, keepalive_s=1.0, probe_max_s=0.02
+        ),
         stats=stats,
     )
     failure = ConnectionRefusedError("database down")
