@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-# How long before pytest-timeout's limit (pyproject.toml) the dump comes.
+# How long before pytest-timeout's limit (the test's mark, or pyproject.toml's) the dump
+# comes.
 DUMP_BEFORE_TIMEOUT_S = 30.0
 
 
@@ -34,7 +35,8 @@ def dump_pending_tasks(nodeid: str, after_s: float) -> None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
-    limit = float(item.config.getini("timeout") or 0)
+    marker = item.get_closest_marker("timeout")
+    limit = float(marker.args[0] if marker and marker.args else item.config.getini("timeout") or 0)
     if limit <= DUMP_BEFORE_TIMEOUT_S:
         yield
         return

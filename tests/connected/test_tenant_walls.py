@@ -299,6 +299,7 @@ async def attempt(pool: asyncpg.Pool, op: Op, world: World) -> None:
             await tx.rollback()
 
 
+@pytest.mark.timeout(900)  # 100,000 operations: minutes, and more on a busy machine
 @settings(
     max_examples=500,
     deadline=None,
