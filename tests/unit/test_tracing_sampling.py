@@ -60,7 +60,7 @@ class Counting(Sampler):
         )
 
     def get_description(self) -> str:
-        return f"Counting({self.inner.get_description()})"
+        return "Counting(ParentBased(TraceIdRatioBased))"
 
 
 def tracing(ratio: float) -> tuple[Tracing, Counting, InMemorySpanExporter]:
