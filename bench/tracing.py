@@ -1,14 +1,27 @@
 #!/usr/bin/env python
-"""The CPU a worker spends on tracing one event, when tracing is on: the pipeline's spans
-(the batch's and each message's, from a ``traceparent`` header, with the outcome), queued
-by the ``BatchSpanProcessor`` and exported by OTLP/HTTP (protobuf) to a receiver in this
-process that reads and drops them, as a collector would take them.
+"""The CPU a worker spends on tracing one event: the pipeline's spans (the batch's and each
+message's, from a ``traceparent`` header, with the outcome), queued by the
+``BatchSpanProcessor`` and exported by OTLP/HTTP (protobuf) to a receiver in this process
+that reads and drops them, as a collector would take them.
 
     .venv/bin/python bench/tracing.py [--events 50000] [--batch 500] [--rounds 5]
 
-Two cases: every event's producer sampled its trace (``traceparent`` flag 01: every span is
-recorded and exported, whatever the ratio), and events without a ``traceparent`` at
-``<SERVICE>_OTLP_SAMPLE_RATIO=0.01`` (a span per event is still made, but not recorded).
+Each round replays the pipeline's calls into ``EventSpans`` for every batch (``start``,
+``traceparent`` per event for the inbox and ``acked`` per event when it asks for them,
+``causes``, ``end``); the same loop with tracing off (what the pipeline does without
+spans) is measured in the same run and subtracted, so a figure is what tracing adds. The
+cases:
+
+- every event's producer sampled its trace (``traceparent`` flag 01): every span recorded
+  and exported, whatever the ratio;
+- no ``traceparent`` at ``<SERVICE>_OTLP_SAMPLE_RATIO`` 1.0 (the worker samples every
+  batch), 0.01 and 0 (nothing sampled: the unsampled path alone). At 0.01 a batch is
+  sampled one time in 100 and then costs as much as the first case for each of its
+  events, so a round's figure depends on how many of its batches drew it: the median
+  shows the unsampled path, the mean tends to it plus 1% of the sampled cost;
+- every event's producer did not sample its trace (flag 00), ratio 0.01: a producer that
+  samples at its edge and propagates its decision, the common case under load.
+
 The span queue is made large enough that nothing is dropped (a worker's default 2,048
 drops spans when the exporter falls behind, which would hide the export's cost).
 
@@ -44,7 +57,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: E40
 
 from contracts.chat import CHAT_EVENT  # noqa: E402
 from services.runtime.pipeline import contract_decoder  # noqa: E402
-from services.runtime.tracing import Tracing  # noqa: E402
+from services.runtime.tracing import Tracing, causing  # noqa: E402
 from services.runtime.tracing_events import EventSpans, Outcome  # noqa: E402
 from tests import factories  # noqa: E402
 
@@ -62,20 +75,23 @@ class Sink(BaseHTTPRequestHandler):
         pass
 
 
-def messages(count: int, traced: bool) -> list[tuple[Msg, object]]:
+def messages(count: int, flags: str | None) -> list[tuple[Msg, object]]:
+    """Chat events as JetStream messages; ``flags``: their ``traceparent``'s (none: no
+    header)."""
     cid = uuid.uuid4()
     out: list[tuple[Msg, object]] = []
     for seq in range(1, count + 1):
         event = factories.message(cid)
         trace_id, span_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+        headers = event.headers()
+        if flags is not None:
+            headers["traceparent"] = f"00-{trace_id}-{span_id}-{flags}"
         msg = Msg(
             _client=None,  # type: ignore[arg-type]
             subject=event.type,
             reply=f"$JS.ACK.CHAT.ingest.1.{seq}.{seq}.1765000000000000000.0",
             data=event.model_dump_json().encode(),
-            headers={**event.headers(), "traceparent": f"00-{trace_id}-{span_id}-01"}
-            if traced
-            else event.headers(),
+            headers=headers,
         )
         out.append((msg, event))
     return out
@@ -86,25 +102,52 @@ class Item:
         self.msg, self.event = msg, event
 
 
-def one_round(events: list[tuple[Msg, object]], batch: int, port: int, ratio: float) -> float:
+def untraced_round(items: list[Item], batch: int) -> float:
+    """What the pipeline does around the spans' calls with tracing off: the baseline."""
+    started = time.process_time()
+    for i in range(0, len(items), batch):
+        part = items[i : i + batch]
+        new: set[object] = set()
+        with causing({}):
+            pass
+        for _item in part:
+            pass
+        new.clear()
+    return (time.process_time() - started) / len(items) * 1e6
+
+
+def one_round(items: list[Item], batch: int, port: int, ratio: float) -> float:
     exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces")
     tracing = Tracing.exporting("ingest", exporter, sample_ratio=ratio)
     assert tracing.tracer is not None
     spans = EventSpans(tracing.tracer, "CHAT", "ingest")
-    items = [Item(msg, event) for msg, event in events]
+    parts = [items[i : i + batch] for i in range(0, len(items), batch)]
+    # What the inbox answers (every event new), which the pipeline has with or without spans.
+    fresh = [{(e.tenant_id, e.event_id) for e in (i.event for i in part)} for part in parts]  # type: ignore[attr-defined]
     started = time.process_time()
-    for i in range(0, len(items), batch):
-        part = items[i : i + batch]
+    for part, keys in zip(parts, fresh, strict=True):
         trace = spans.start(part, [])  # type: ignore[arg-type]
-        new = {(e.tenant_id, e.event_id) for e in (item.event for item in part)}  # type: ignore[attr-defined]
+        if spans.recording:  # the pipeline's inbox claim
+            [spans.traceparent(item.msg) for item in part]
         with spans.causes(part):  # type: ignore[arg-type]
             pass
-        for item in part:
-            spans.acked(item, new)  # type: ignore[arg-type]
+        if spans.recording:  # the pipeline's acks
+            new = set(keys)
+            for item in part:
+                spans.acked(item, new)  # type: ignore[arg-type]
         spans.settle(part[0].msg, Outcome.retried)  # no-op: settled already
         spans.end(trace)
     tracing.shutdown()  # the export of the last spans is part of the cost
     return (time.process_time() - started) / len(items) * 1e6
+
+
+CASES = (
+    ("producers sampled (flag 01)", "01", 1.0),
+    ("no traceparent, ratio 1.0", None, 1.0),
+    ("no traceparent, ratio 0.01", None, 0.01),
+    ("no traceparent, ratio 0", None, 0.0),
+    ("producers did not sample (flag 00), ratio 0.01", "00", 0.01),
+)
 
 
 def main(argv: list[str]) -> int:
@@ -112,31 +155,34 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", help="run the cases whose label contains this")
     args = parser.parse_args(argv)
     server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     os.environ["OTEL_BSP_MAX_QUEUE_SIZE"] = str(args.events * 2)
     print(f"ingest without tracing: {INGEST_CPU_US_PER_EVENT:.0f} µs CPU per event")
     decode = contract_decoder(CHAT_EVENT)
-    sample = messages(args.events, False)
+    sample = messages(args.events, None)
     started = time.process_time()
     for msg, _ in sample:
         decode(msg)
     decoding = (time.process_time() - started) / len(sample) * 1e6
     print(f"decoding the same events (yardstick, this run): {decoding:.1f} µs per event")
     port = server.server_address[1]
-    for label, traced, ratio in (
-        ("sampled by the producer", True, 1.0),
-        ("no traceparent, ratio 0.01", False, 0.01),
-    ):
-        events = messages(args.events, traced)
-        costs = [one_round(events, args.batch, port, ratio) for _ in range(args.rounds)]
-        median = statistics.median(costs)
-        rounds = ", ".join(f"{c:.1f}" for c in costs)
+    for label, flags, ratio in CASES:
+        if args.only and args.only not in label:
+            continue
+        items = [Item(msg, event) for msg, event in messages(args.events, flags)]
+        costs = []
+        for _ in range(args.rounds):
+            off = untraced_round(items, args.batch)
+            costs.append(one_round(items, args.batch, port, ratio) - off)
+        median, mean = statistics.median(costs), statistics.mean(costs)
+        rounds = ", ".join(f"{c:.2f}" for c in costs)
         total = (INGEST_CPU_US_PER_EVENT + median) / INGEST_CPU_US_PER_EVENT
         print(
-            f"{label}: +{median:.1f} µs per event (x{total:.2f} of ingest, "
-            f"{median / decoding:.1f}x decoding); rounds {rounds}"
+            f"{label}: +{median:.2f} µs per event (mean {mean:.2f}; x{total:.3f} of ingest, "
+            f"{median / decoding:.2f}x decoding); rounds {rounds}"
         )
     server.shutdown()
     return 0

@@ -8,10 +8,11 @@ more CPU than the command's own work: about 1.5 ms of a put's 2.5 ms in the work
 from its JSON, the route's handler, the reply published, with what ``router._serve``
 gives every route: the one error model (``replies.query_failure``), ``too_large`` for a
 reply over the connection's ``max_payload``, ``QueryStats``, a span per request when the
-worker traces, and ``max_workers`` requests at once (the callback waits for a free slot,
-so the subscription's pending limit applies back-pressure). Replicas share the subject in
-the worker's queue group. The AsyncAPI document still shows the route: its subscriber is
-declared on the never-started documentation broker (``service.create_worker``).
+worker traces (none for a request its requester did not sample), and ``max_workers``
+requests at once (the callback waits for a free slot, so the subscription's pending limit
+applies back-pressure). Replicas share the subject in the worker's queue group. The
+AsyncAPI document still shows the route: its subscriber is declared on the never-started
+documentation broker (``service.create_worker``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,14 @@ from pydantic import ValidationError
 from contracts.errors import QueryError
 from services.runtime.component import Health, WorkerContext
 from services.runtime.replies import DEFAULT_MAX_PAYLOAD, REPLY_MARGIN, fit, query_failure
-from services.runtime.router import SERVER_FAULTS, QueryRoute, QueryStats, serve_routes
+from services.runtime.router import (
+    SERVER_FAULTS,
+    QueryRoute,
+    QueryStats,
+    query_attributes,
+    serve_routes,
+)
+from services.runtime.trace_context import trace_of, unsampled
 from services.runtime.tracing import Tracing, headers_of, parent_of
 
 log = logging.getLogger(__name__)
@@ -99,16 +107,15 @@ class DirectQueries:
                 data, _, _ = await self._reply(route, msg.data)
                 await self._publish(msg, data, None)
                 return
+            if unsampled(msg.headers):  # no span would be recorded: its requester's trace
+                data, _, _ = await self._reply(route, msg.data)
+                await self._publish(msg, data, trace_of(msg.headers))
+                return
             with tracer.start_as_current_span(
-                f"query {route.subject}",
-                context=parent_of(msg.headers),
-                kind=SpanKind.SERVER,
-                attributes={
-                    "messaging.system": "nats",
-                    "messaging.operation.type": "process",
-                    "messaging.destination.name": route.subject,
-                },
+                f"query {route.subject}", context=parent_of(msg.headers), kind=SpanKind.SERVER
             ) as span:
+                if span.is_recording():
+                    span.set_attributes(query_attributes(route.subject))
                 data, error, tenant = await self._reply(route, msg.data)
                 span.set_attribute("engram.outcome", "ok" if error is None else "error")
                 if tenant is not None:

@@ -30,6 +30,7 @@ from nats.js.object_store import ObjectStore
 from services.runtime.bus import DLQ, BusNotReady, ConsumerSpec
 from services.runtime.errors import describe
 from services.runtime.sizes import headers_size, message_size, publish_checked
+from services.runtime.trace_context import trace_of
 
 log = logging.getLogger("engram.dlq")
 
@@ -43,9 +44,6 @@ HEADER_DELIVERIES = "Engram-Deliveries"
 HEADER_BODY = "Engram-Dlq-Body"
 HEADER_BODY_SIZE = "Engram-Dlq-Body-Size"
 HEADER_BODY_DIGEST = "Engram-Dlq-Body-Digest"  # "SHA-256=<base64url>", as the object store
-# W3C trace context: the span of the failed processing (or the original's own), so the
-# letter, and a replay of it, stay in the event's trace (docs/operations.md, "Tracing").
-TRACE_HEADERS = ("traceparent", "tracestate")
 MAX_REASON = 2000
 BODY_BUCKET = "engram-dlq-bodies"
 # Room left under max_payload: a mirror or source of the DLQ stream adds its own header
@@ -111,7 +109,9 @@ class DeadLetters:
     ) -> None:
         """Dead-letter ``data`` in full, whatever its size. Raises (never sends) when even
         the headers alone cannot fit; the caller keeps the original and retries later.
-        ``trace``: W3C trace context headers the letter carries (``TRACE_HEADERS``)."""
+        ``trace``: the W3C trace context the letter carries (``trace_context.trace_of``):
+        the span of the failed processing, or the original's own, so the letter, and a
+        replay of it, stay in the event's trace (docs/operations.md, "Tracing")."""
         digest = body_digest(data)
         headers = {
             HEADER_KIND: kind.value,
@@ -180,13 +180,6 @@ class DeadLetters:
             options=ObjectMetaOptions(max_chunk_size=chunk),
         )
         await store.put(name, data, meta=meta)
-
-
-def trace_of(headers: Mapping[str, str] | None) -> dict[str, str]:
-    """The W3C trace context among ``headers`` (none when they hold none)."""
-    if not headers:
-        return {}
-    return {name: headers[name] for name in TRACE_HEADERS if headers.get(name)}
 
 
 async def ensure_body_store(js: JetStreamContext, replicas: int | None = None) -> ObjectStore:

@@ -27,6 +27,7 @@ from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundErr
 from services.runtime import dlq, dlq_read
 from services.runtime.bus import DLQ, subject_matches
 from services.runtime.sizes import headers_size
+from services.runtime.trace_context import trace_of
 
 # Room for the Nats-Msg-Id header of a replay; a body bigger than max_payload less this
 # is re-published without it (the worker's inbox still applies it once).
@@ -232,7 +233,7 @@ def replay_headers(max_payload: int, body: bytes, letter: DeadLetter) -> dict[st
     if len(body) + REPLAY_HEADER_ROOM > max_payload:
         return None
     headers = {"Nats-Msg-Id": f"{letter.event.tenant_id}:{letter.event.event_id}"}
-    trace = dlq.trace_of(letter.message.headers)
+    trace = trace_of(letter.message.headers)
     if len(body) + REPLAY_HEADER_ROOM + headers_size(trace) <= max_payload:
         headers |= trace
     return headers

@@ -196,13 +196,16 @@ class BatchProcessor(Generic[E]):
         self, items: Sequence[Item[E]], retry: Mapping[UUID, str], fresh: set[InboxKey]
     ) -> None:
         """After the commit: ack the applied events and the duplicates, retry the others."""
-        new: set[tuple[str, UUID]] = set(fresh) if self._spans is not None else set()
+        # Only while a message has a span open: a batch not sampled pays nothing per event
+        # here (a message of the next batch that opens one meanwhile is not one of these).
+        spans = self._spans if self._spans is not None and self._spans.recording else None
+        new: set[tuple[str, UUID]] = set(fresh) if spans is not None else set()
         for item in items:
             reason = retry.get(item.event.event_id)
             if reason is None:
                 await item.msg.ack()
-                if self._spans is not None:
-                    self._spans.acked(item, new)
+                if spans is not None:
+                    spans.acked(item, new)
             else:
                 await self._retry(item.msg, reason)
         duplicates = len(items) - len(fresh)
@@ -217,12 +220,17 @@ class BatchProcessor(Generic[E]):
         self, items: Sequence[Item[E]]
     ) -> tuple[Mapping[UUID, str], set[InboxKey]]:
         unique: dict[InboxKey, E] = {}
-        traced: dict[InboxKey, str | None] = {}  # the first copy's span: the one applied
+        # The inbox keeps each event's span (its first copy's: the one applied) only while
+        # one has a span: not in a batch not sampled, the common case.
+        spans = self._spans if self._spans is not None and self._spans.recording else None
+        traced: list[str | None] = []  # in the order of ``unique``
         for item in items:
             key = InboxKey(item.event.tenant_id, item.event.event_id)
-            unique.setdefault(key, item.event)
-            if self._spans is not None and key not in traced:
-                traced[key] = self._spans.headers(item.msg).get("traceparent")
+            if spans is None:
+                unique.setdefault(key, item.event)
+            elif key not in unique:
+                unique[key] = item.event
+                traced.append(spans.traceparent(item.msg))
         async with self._pool.acquire() as conn, conn.transaction():
             # Row-level security admits the rows of exactly the tenants of this validated
             # batch (docs/security.md); the worker's policy fails closed without it.
@@ -231,7 +239,7 @@ class BatchProcessor(Generic[E]):
                 conn,
                 list(unique),
                 [e.type for e in unique.values()],
-                None if self._spans is None else [traced[key] for key in unique],
+                None if spans is None else traced,
             )
             fresh = [e for key, e in unique.items() if key in fresh_keys]
             # With tracing, an event a handler announces names its cause's span.

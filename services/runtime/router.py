@@ -8,7 +8,8 @@ middleware instead of reaching the handler. Errors map to the one ``QueryError``
 ``replies.query_failure``; a reply over the connection's ``max_payload`` is answered
 ``too_large`` with the route's hint; each answer's latency and outcome are counted per
 subject (``QueryStats``). When the worker traces, each request served is a span (a child of
-the request's ``traceparent``), and the reply names it as its parent.
+the request's ``traceparent``), and the reply names it as its parent; a request whose
+requester did not sample its trace gets none, and the reply names the requester's span.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pydantic import BaseModel
 from contracts.errors import ErrorCode, QueryError
 from services.runtime.replies import fit, query_failure, reply_limit
 from services.runtime.telemetry import Histogram, seconds_histogram
-from services.runtime.tracing import Tracing, headers_of, parent_of
+from services.runtime.tracing import Tracing, headers_of, parent_of, unsampled_parent
 
 # Codes that are the server's fault: their spans are errors (the others answer the client).
 SERVER_FAULTS = frozenset({ErrorCode.internal, ErrorCode.unavailable})
@@ -90,21 +91,29 @@ def serve_routes(
         _serve(broker, route, queue, stats, tracing or Tracing.off())
 
 
+def query_attributes(subject: str) -> dict[str, str]:
+    return {
+        "messaging.system": "nats",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": subject,
+    }
+
+
 def query_spans(tracer: Tracer, subject: str) -> type[BaseMiddleware[Any, Any]]:
     """A middleware that serves each request of ``subject`` inside a span of its own."""
 
     class QuerySpan(BaseMiddleware[Any, Any]):
         async def consume_scope(self, call_next: Any, msg: StreamMessage[Any]) -> Any:
+            # A request its requester did not sample gets no span of its own: the
+            # requester's stands in (unrecorded), so the reply names it.
+            if (requester := unsampled_parent(msg.headers)) is not None:
+                with trace.use_span(requester):
+                    return await call_next(msg)
             with tracer.start_as_current_span(
-                f"query {subject}",
-                context=parent_of(msg.headers),
-                kind=SpanKind.SERVER,
-                attributes={
-                    "messaging.system": "nats",
-                    "messaging.operation.type": "process",
-                    "messaging.destination.name": subject,
-                },
-            ):
+                f"query {subject}", context=parent_of(msg.headers), kind=SpanKind.SERVER
+            ) as span:
+                if span.is_recording():
+                    span.set_attributes(query_attributes(subject))
                 return await call_next(msg)
 
     return QuerySpan

@@ -19,6 +19,15 @@ What is traced (docs/operations.md, "Tracing"):
   wrote it (``Outbox.add``);
 - each query served, a child of the request's ``traceparent``; the reply carries the
   query span's (``router.py``).
+
+Sampling is parent-based: what a producer decided holds for the whole trace, and only a
+trace a worker starts (a batch, a request or a publish with no ``traceparent``) is sampled
+at ``<PREFIX>OTLP_SAMPLE_RATIO``. What would not be recorded is not made: a message whose
+``traceparent`` says its producer did not sample it gets no span (the flag is read without
+the SDK, ``trace_context.py``) and passes that ``traceparent`` on where its span's would
+go (dead letter, inbox, announced events, reply), so the next hop does not sample it
+either; in a batch not sampled, a message with no ``traceparent`` gets no span. A trace
+not sampled then costs a header read per message.
 """
 
 from __future__ import annotations
@@ -33,8 +42,18 @@ from uuid import UUID
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Tracer
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    TraceFlags,
+    Tracer,
+    TraceState,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from services.runtime.trace_context import traceparent, unsampled
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -126,17 +145,20 @@ class Tracing:
             self._provider = None
 
 
-# While a batch's events are applied: (tenant, event id) -> its span, so that an event a
-# handler announces (``outbox.Outgoing.event``) names its cause's span as its parent.
-_CAUSES: contextvars.ContextVar[Mapping[tuple[str, UUID], Span] | None] = contextvars.ContextVar(
-    "engram_trace_causes", default=None
+# While a batch's events are applied: (tenant, event id) -> the trace headers an event it
+# causes carries (its span's, or its unsampled producer's own), so that an event a handler
+# announces (``outbox.Outgoing.event``) continues its cause's trace. Looked up lazily: a
+# batch whose handlers announce nothing pays nothing per event (``tracing_events.Causes``).
+_CAUSES: contextvars.ContextVar[Mapping[tuple[str, UUID], Mapping[str, str]] | None] = (
+    contextvars.ContextVar("engram_trace_causes", default=None)
 )
 
 
 @contextlib.contextmanager
-def causing(spans: Mapping[tuple[str, UUID], Span]) -> Iterator[None]:
-    """While events are applied: their spans by (tenant, event id), for ``cause_headers``."""
-    token = _CAUSES.set(spans)
+def causing(causes: Mapping[tuple[str, UUID], Mapping[str, str]]) -> Iterator[None]:
+    """While events are applied: their trace headers by (tenant, event id), for
+    ``cause_headers``."""
+    token = _CAUSES.set(causes)
     try:
         yield
     finally:
@@ -150,31 +172,54 @@ def applying() -> bool:
 
 
 def cause_headers(tenant_id: str, causation_id: UUID | None) -> dict[str, str]:
-    """The ``traceparent`` of the event being applied that caused this one, or nothing."""
+    """The trace context of the event being applied that caused this one, or nothing."""
     causes = _CAUSES.get()
     if causes is None or causation_id is None:
         return {}
-    span = causes.get((tenant_id, causation_id))
-    return {} if span is None else headers_of(span)
+    return dict(causes.get((tenant_id, causation_id), {}))
+
+
+def unsampled_parent(headers: Mapping[str, str] | None) -> Span | None:
+    """The message's producer's span, unrecorded, when its ``traceparent`` says it did not
+    sample the trace; else None. Made from the header without the SDK: where a span of
+    the message would not be recorded (parent-based), this stands in for it and names
+    the producer's span to whoever comes next, who then does not sample either."""
+    parent = traceparent(headers)
+    if parent is None or parent.sampled:
+        return None
+    assert headers is not None  # a traceparent was found in them
+    state = headers.get("tracestate")
+    return NonRecordingSpan(
+        SpanContext(
+            parent.trace_id,
+            parent.span_id,
+            is_remote=True,
+            trace_flags=TraceFlags(parent.flags),
+            trace_state=TraceState.from_header([state]) if state else None,
+        )
+    )
 
 
 @contextlib.contextmanager
 def publish_span(tracing: Tracing, subject: str, headers: dict[str, str]) -> Iterator[None]:
     """Around one outbox publish: a producer span, a child of the ``traceparent`` the row
-    was written with; ``headers`` then name it as the published message's parent."""
-    if tracing.tracer is None:
+    was written with; ``headers`` then name it as the published message's parent. A row
+    whose cause was not sampled gets none (it would not be recorded): it is published with
+    the cause's ``traceparent``, so the next worker does not sample it either."""
+    if tracing.tracer is None or unsampled(headers):
         yield
         return
     with tracing.tracer.start_as_current_span(
-        f"publish {subject}",
-        context=parent_of(headers),
-        kind=SpanKind.PRODUCER,
-        attributes={
-            "messaging.system": "nats",
-            "messaging.operation.type": "send",
-            "messaging.destination.name": subject,
-            "messaging.message.id": headers.get("Nats-Msg-Id", ""),
-        },
+        f"publish {subject}", context=parent_of(headers), kind=SpanKind.PRODUCER
     ) as span:
+        if span.is_recording():  # a root the ratio did not sample costs no more than this
+            span.set_attributes(
+                {
+                    "messaging.system": "nats",
+                    "messaging.operation.type": "send",
+                    "messaging.destination.name": subject,
+                    "messaging.message.id": headers.get("Nats-Msg-Id", ""),
+                }
+            )
         headers.update(headers_of(span))
         yield

@@ -141,3 +141,18 @@ async def test_a_worker_that_does_not_trace_adds_no_header() -> None:
         reply, headers = await ask(broker, {"tenant_id": "acme", "text": "hi"})
         assert reply == {"status": "ok", "text": "hi"}
         assert "traceparent" not in headers
+
+
+async def test_a_request_its_requester_did_not_sample_gets_no_span_but_keeps_its_trace(
+    traced: NatsBroker, exporter: InMemorySpanExporter
+) -> None:
+    declined = f"00-{TRACE_ID}-{PARENT_ID}-00"
+    answers = [
+        await ask(traced, {"tenant_id": "acme", "text": "hi"}, traceparent=declined),
+        await ask(traced, {"tenant_id": "acme", "text": "boom"}, traceparent=declined),
+        await ask(traced, b'{"tenant_id": 1}', traceparent=declined),  # refused by the router
+    ]
+    assert [reply.get("code") for reply, _ in answers] == [None, "internal", "invalid"]
+    assert exporter.get_finished_spans() == ()
+    # The reply names the requester's span: whatever follows stays out of the sample too.
+    assert [headers["traceparent"] for _, headers in answers] == [declined] * 3
