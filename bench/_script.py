@@ -2,7 +2,9 @@
 bench takes (--data-dir, --out, --live-code), the code measured (a snapshot unless
 --live-code), the embedded servers the measurement runs on, and the head of its report.
 
-Kept apart from ``_common`` (the harness the measurements use), which is long enough.
+The harness the measurements use is apart: _code (the code measured), _servers (servers,
+databases, streams, worker processes), _figures (CPU, load, percentiles, the results file)
+and _latency (publish -> applied latency).
 """
 
 from __future__ import annotations
@@ -19,17 +21,9 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from rich.console import Console
 
-from bench._common import (
-    ROOT,
-    SNAPSHOT_ENV,
-    Servers,
-    code_version,
-    embedded_servers,
-    imported_code,
-    loadavg,
-    reexec_on_snapshot,
-    write_report,
-)
+from bench._code import ROOT, SNAPSHOT_ENV, code_version, imported_code, reexec_on_snapshot
+from bench._figures import loadavg, write_report
+from bench._servers import Servers, embedded_servers
 
 # The embedded PostgreSQL package warns through platformdirs when it is imported.
 warnings.filterwarnings("ignore", module="platformdirs")

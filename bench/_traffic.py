@@ -5,7 +5,7 @@ acks and consumers, the dead letters, and the check of the ingest tables against
 ``Expected``.
 
 Imported after the bench has put the repository (or its code snapshot) on ``sys.path``;
-``services`` is imported inside functions only, like bench/_common.py.
+``services`` is imported inside functions only, like bench/_servers.py.
 """
 
 from __future__ import annotations

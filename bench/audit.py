@@ -60,13 +60,8 @@ from nats.js.errors import NotFoundError  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench._common import (  # noqa: E402
-    Postgres,
-    fresh_streams,
-    stop_process,
-    worker_login,
-    write_report,
-)
+from bench._figures import write_report  # noqa: E402
+from bench._servers import Postgres, fresh_streams, stop_process, worker_login  # noqa: E402
 from contracts.chat import MessageCreated, MessageCreatedPayload, Role  # noqa: E402
 from services.audit import repo  # noqa: E402
 from services.audit.logic import build_record  # noqa: E402

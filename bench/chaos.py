@@ -61,8 +61,9 @@ from nats.aio.client import Client as NatsClient  # noqa: E402
 from nats.aio.msg import Msg  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench import _common, _script  # noqa: E402
-from bench._common import percentile, worker_login  # noqa: E402
+from bench import _script, _servers  # noqa: E402
+from bench._figures import percentile  # noqa: E402
+from bench._servers import worker_login  # noqa: E402
 from bench._traffic import (  # noqa: E402
     Acks,
     Expected,
@@ -356,7 +357,7 @@ class Chaos:
     """The five workers, restarted at once after each kill -9 (or exit), and what each
     kill cost."""
 
-    def __init__(self, cfg: Config, servers: _common.Servers, db_url: str, admin: NatsClient):
+    def __init__(self, cfg: Config, servers: _servers.Servers, db_url: str, admin: NatsClient):
         self.cfg, self.servers, self.admin = cfg, servers, admin
         self.env = {
             w: {
@@ -478,7 +479,7 @@ class Chaos:
         for t in self.tasks:
             t.cancel()
         for proc in self.procs.values():
-            _common.stop_process(proc)
+            _servers.stop_process(proc)
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -558,7 +559,7 @@ async def drain(cfg: Config, chaos: Chaos, db: asyncpg.Connection) -> bool:
     return False
 
 
-async def run(cfg: Config, servers: _common.Servers) -> dict[str, Any]:
+async def run(cfg: Config, servers: _servers.Servers) -> dict[str, Any]:
     from services.catalog import migrate
     from services.runtime.bus_setup import connect, setup_bus
 

@@ -42,21 +42,17 @@ import nats  # noqa: E402
 import orjson  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from bench._common import (  # noqa: E402
-    SNAPSHOT_ENV,
+from bench._code import SNAPSHOT_ENV, code_version, reexec_on_snapshot  # noqa: E402
+from bench._figures import loadavg, percentile, write_report  # noqa: E402
+from bench._servers import (  # noqa: E402
     Postgres,
-    code_version,
     embedded_servers,
     engram_cmd,
     fresh_streams,
-    loadavg,
-    percentile,
-    reexec_on_snapshot,
     start_process,
     stop_process,
     wait_consumer,
     worker_login,
-    write_report,
 )
 
 console = Console()

@@ -59,13 +59,8 @@ import orjson  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench._common import (  # noqa: E402
-    admin_url,
-    fresh_database,
-    fresh_streams,
-    pct,
-    worker_login,
-)
+from bench._figures import pct  # noqa: E402
+from bench._servers import admin_url, fresh_database, fresh_streams, worker_login  # noqa: E402
 from contracts.state import StatePatch, StatePatchPayload  # noqa: E402
 from contracts.state_queries import STATE_GET_REPLY, StateGetReply  # noqa: E402
 from services.catalog import SERVICES, migrate  # noqa: E402

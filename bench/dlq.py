@@ -38,7 +38,7 @@ from nats.js.api import RawStreamMsg  # noqa: E402
 from nats.js.errors import NotFoundError  # noqa: E402
 
 from bench import _script  # noqa: E402
-from bench._common import Servers, fresh_streams  # noqa: E402
+from bench._servers import Servers, fresh_streams  # noqa: E402
 
 TENANTS = 10
 

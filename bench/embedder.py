@@ -63,15 +63,8 @@ from pgvector.asyncpg import register_vector  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench._common import (  # noqa: E402
-    Postgres,
-    admin_url,
-    fresh_streams,
-    pct,
-    stop_process,
-    worker_login,
-    write_report,
-)
+from bench._figures import pct, write_report  # noqa: E402
+from bench._servers import Postgres, admin_url, fresh_streams, stop_process, worker_login  # noqa: E402
 from bench.corpus import chat_texts, query_texts  # noqa: E402
 from contracts.chat import MessageCreated, MessageCreatedPayload, Role  # noqa: E402
 from contracts.embedding import KnowledgeFilters  # noqa: E402

@@ -63,19 +63,17 @@ from rich.progress import (  # noqa: E402
 )
 from rich.table import Table  # noqa: E402
 
-from bench import _common, _script  # noqa: E402
-from bench._common import (  # noqa: E402
-    SNAPSHOT_ENV,
-    Outgoing,
+from bench import _code, _figures, _script, _servers  # noqa: E402
+from bench._code import SNAPSHOT_ENV  # noqa: E402
+from bench._figures import loadavg, percentile  # noqa: E402
+from bench._latency import Outgoing, steady_publish  # noqa: E402
+from bench._servers import (  # noqa: E402
     Postgres,
     admin_url,
     consumer_info,
     engram_cmd,
     fresh_streams,
-    loadavg,
-    percentile,
     start_process,
-    steady_publish,
     stop_process,
     wait_consumer,
     worker_login,
@@ -551,7 +549,7 @@ async def publish_backlog(
     return rate
 
 
-class CpuMeter(_common.CpuMeter):
+class CpuMeter(_figures.CpuMeter):
     """CPU seconds of the worker, PostgreSQL, nats-server and this process over a window,
     and how busy the whole machine was (other sessions' work shows up as "others").
     Processes born during the window (the worker's second PostgreSQL backend, opened when
@@ -756,7 +754,7 @@ async def measure_latency(
     meter: CpuMeter | None = None,
 ) -> Latency:
     """Publish at a steady rate; a poller (every ~2 ms) records when each row is visible
-    (``_common.steady_publish``). Latency of an event = start of the first poll that sees
+    (``_latency.steady_publish``). Latency of an event = start of the first poll that sees
     its row - its publish call. The worker's acks, observed on $JS.ACK.>, give a second
     timing."""
 
@@ -1151,7 +1149,7 @@ def goal_results(summary: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
 
 def code_version() -> dict[str, Any]:
     snapshot = os.environ.get(SNAPSHOT_ENV)
-    return _common.code_version(Path(snapshot) if snapshot else ROOT)
+    return _code.code_version(Path(snapshot) if snapshot else ROOT)
 
 
 def machine() -> dict[str, Any]:
@@ -1315,7 +1313,7 @@ def main(argv: list[str]) -> int:
         f"{code.get('commit', '')[:10]}{dirty}, tree {code['tree_sha']})"
     )
 
-    async def measure(servers: _common.Servers) -> dict[str, Any]:
+    async def measure(servers: _servers.Servers) -> dict[str, Any]:
         report = await bench(
             cfg,
             servers.urls["NATS_URL"],

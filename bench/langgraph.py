@@ -50,16 +50,8 @@ from langgraph.checkpoint.base import BaseCheckpointSaver, Checkpoint  # noqa: E
 from langgraph.checkpoint.base.id import uuid6  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from bench._common import (  # noqa: E402
-    CpuMeter,
-    admin_url,
-    fresh_database,
-    fresh_streams,
-    loadavg,
-    pct,
-    worker_login,
-    write_report,
-)
+from bench._figures import CpuMeter, loadavg, pct, write_report  # noqa: E402
+from bench._servers import admin_url, fresh_database, fresh_streams, worker_login  # noqa: E402
 from services.catalog import SERVICES, migrate  # noqa: E402
 from services.runtime.embedded import DevStack  # noqa: E402
 from services.runtime.nats_auth import PRODUCER, inbox_prefix  # noqa: E402

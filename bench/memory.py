@@ -51,16 +51,9 @@ warnings.filterwarnings("ignore")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench._common import (  # noqa: E402
-    SNAPSHOT_ENV,
-    admin_url,
-    code_version,
-    embedded_servers,
-    imported_code,
-    loadavg,
-    reexec_on_snapshot,
-    write_report,
-)
+from bench._code import SNAPSHOT_ENV, code_version, imported_code, reexec_on_snapshot  # noqa: E402
+from bench._figures import loadavg, write_report  # noqa: E402
+from bench._servers import admin_url, embedded_servers  # noqa: E402
 from bench.memory_bench.quality import quality  # noqa: E402
 from bench.memory_bench.report import show_quality, show_scale, show_search  # noqa: E402
 from bench.memory_bench.scale import ScaleData, scale, scale_data  # noqa: E402

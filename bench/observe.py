@@ -4,7 +4,7 @@ and on with a scraper reading /metrics every second (as Prometheus would, 15-60x
 
     .venv/bin/python bench/observe.py [--events 50000] [--rounds 4] [--scrape-every 1.0]
 
-Starts the embedded servers (bench/_common.embedded_servers), builds the events of
+Starts the embedded servers (bench/_servers.embedded_servers), builds the events of
 bench/ingest.py once, and per round runs `engram run ingest` twice on the same
 pre-published backlog (fresh streams, a fresh database cloned from a migrated template):
 once with no port, once with INGEST_HTTP_PORT and the scraper; the order alternates
@@ -34,7 +34,8 @@ if str(ROOT) not in sys.path:
 import asyncpg  # noqa: E402
 import nats  # noqa: E402
 
-from bench._common import embedded_servers, fresh_streams, loadavg, stop_process  # noqa: E402
+from bench._figures import loadavg  # noqa: E402
+from bench._servers import embedded_servers, fresh_streams, stop_process  # noqa: E402
 from bench.ingest import (  # noqa: E402
     Config,
     CpuMeter,

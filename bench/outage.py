@@ -41,8 +41,8 @@ import asyncpg  # noqa: E402
 from nats.aio.client import Client as NatsClient  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench import _common, _script  # noqa: E402
-from bench._common import stop_process  # noqa: E402
+from bench import _script, _servers  # noqa: E402
+from bench._servers import stop_process  # noqa: E402
 from bench._traffic import (  # noqa: E402
     Acks,
     Producer,
@@ -214,7 +214,7 @@ class Scenario:
         )
 
 
-async def run(cfg: Config, servers: _common.Servers) -> dict[str, Any]:
+async def run(cfg: Config, servers: _servers.Servers) -> dict[str, Any]:
     from services.catalog import SERVICES as CATALOG
     from services.catalog import migrate
     from services.runtime.bus_setup import connect, setup_bus

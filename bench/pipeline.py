@@ -45,7 +45,8 @@ import asyncpg  # noqa: E402
 import nats  # noqa: E402
 import psutil  # type: ignore[import-untyped]  # noqa: E402
 
-from bench._common import admin_url, pct, stop_process, worker_login, write_report  # noqa: E402
+from bench._figures import pct, write_report  # noqa: E402
+from bench._servers import admin_url, stop_process, worker_login  # noqa: E402
 from bench.corpus import chat_texts  # noqa: E402
 from bench.embedder import Bench  # noqa: E402
 from contracts.chat import (  # noqa: E402

@@ -52,18 +52,15 @@ import asyncpg  # noqa: E402
 from nats.aio.client import Client as NatsClient  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench import _common, _script  # noqa: E402
-from bench._common import (  # noqa: E402
-    CpuMeter,
-    Outgoing,
+from bench import _latency, _script, _servers  # noqa: E402
+from bench._figures import CpuMeter, loadavg, percentile  # noqa: E402
+from bench._latency import Outgoing, steady_publish  # noqa: E402
+from bench._servers import (  # noqa: E402
     Postgres,
     consumer_info,
     engram_cmd,
     fresh_streams,
-    loadavg,
-    percentile,
     start_process,
-    steady_publish,
     stop_process,
     wait_consumer,
     worker_login,
@@ -283,7 +280,7 @@ def make_plan(cfg: Config) -> Plan:
     return Plan(good[: cfg.warmup], good[cfg.warmup :], poisoned, bad, expected_of(events))
 
 
-def worker_env(cfg: Config, servers: _common.Servers, url: str) -> dict[str, str]:
+def worker_env(cfg: Config, servers: _servers.Servers, url: str) -> dict[str, str]:
     env = {"NATS_URL": servers.nats_users["ingest"], "DATABASE_URL": worker_login(url, "ingest")}
     env.update({k: v for k, v in os.environ.items() if k.startswith("INGEST_")})
     env.update(cfg.ingest_env)
@@ -364,7 +361,7 @@ def check_letters(letters: list[dict[str, str]], bad_seqs: dict[int, Bad]) -> di
     return out
 
 
-def latency_figures(timings: _common.Timings, published: int) -> dict[str, Any]:
+def latency_figures(timings: _latency.Timings, published: int) -> dict[str, Any]:
     poll = [1000 * v for v in timings.by_poll.values()]
     ack = [1000 * v for v in timings.by_ack.values()]
     out: dict[str, Any] = {
@@ -388,7 +385,7 @@ def latency_figures(timings: _common.Timings, published: int) -> dict[str, Any]:
 
 
 async def run_once(  # noqa: PLR0917
-    cfg: Config, servers: _common.Servers, pg: Postgres, plan: Plan, run: int, poisoned: bool
+    cfg: Config, servers: _servers.Servers, pg: Postgres, plan: Plan, run: int, poisoned: bool
 ) -> dict[str, Any]:
     label = f"run {run} {'poisoned' if poisoned else 'clean'}"
     items = plan.poisoned if poisoned else plan.clean
@@ -568,7 +565,7 @@ def summary_table(s: dict[str, Any], runs: int) -> Table:
 # --- main ---------------------------------------------------------------------------------
 
 
-async def bench(cfg: Config, servers: _common.Servers) -> list[dict[str, Any]]:
+async def bench(cfg: Config, servers: _servers.Servers) -> list[dict[str, Any]]:
     pg = Postgres()
     pg.admin_url = servers.admin_url
     await pg.migrated_template(TEMPLATE_DB, ["ingest"])

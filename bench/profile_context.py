@@ -34,7 +34,7 @@ warnings.filterwarnings("ignore")
 
 from rich.console import Console  # noqa: E402
 
-from bench._common import (  # noqa: E402
+from bench._servers import (  # noqa: E402
     embedded_servers,
     engram_cmd,
     fresh_streams,

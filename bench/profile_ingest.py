@@ -40,7 +40,8 @@ import nats
 import psutil
 from rich.table import Table
 
-from bench._common import admin_url, cpu_seconds  # after ingest: it puts the root on sys.path
+from bench._figures import cpu_seconds  # after ingest: it puts the root on sys.path
+from bench._servers import admin_url  # after ingest: it puts the root on sys.path
 
 console = bench.console
 

@@ -37,14 +37,14 @@ import asyncpg  # noqa: E402
 import nats  # noqa: E402
 from nats.js import JetStreamContext  # noqa: E402
 
-from bench import _common, _script  # noqa: E402
-from bench._common import (  # noqa: E402
+from bench import _figures, _script  # noqa: E402
+from bench._figures import loadavg  # noqa: E402
+from bench._servers import (  # noqa: E402
     Postgres,
     Servers,
     consumer_info,
     engram_cmd,
     fresh_streams,
-    loadavg,
     start_process,
     stop_process,
     worker_login,
@@ -202,7 +202,7 @@ async def one_round(  # noqa: PLR0917 - one round's servers, service and size
             if time.perf_counter() - spawned > 300:
                 raise TimeoutError(f"{label}: replicas not ready in 300s")
             await asyncio.sleep(0.02)
-        meter = _common.CpuMeter(servers.pids, procs)
+        meter = _figures.CpuMeter(servers.pids, procs)
         meter.start()
         t0 = time.perf_counter()
         before = int(await db.fetchval(DONE_SO_FAR[service]))

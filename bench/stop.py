@@ -32,7 +32,7 @@ import nats  # noqa: E402
 from faststream import TestApp  # noqa: E402
 
 from bench import _script  # noqa: E402
-from bench._common import Postgres, Servers, fresh_streams, worker_login  # noqa: E402
+from bench._servers import Postgres, Servers, fresh_streams, worker_login  # noqa: E402
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 import nats
 import numpy as np
 
-from bench._common import stop_process
+from bench._servers import stop_process
 from bench.memory_bench.generate import LEVELS, Memory, memory_set
 from bench.memory_bench.settings import GOAL_PRECISION, GOAL_RECALL, QUALITY_MIX, TENANT, console
 from bench.memory_bench.stack import (

@@ -17,7 +17,8 @@ import nats
 import numpy as np
 import psutil
 
-from bench._common import loadavg, stop_process
+from bench._figures import loadavg
+from bench._servers import stop_process
 from bench.memory_bench.generate import Memory, memory_set
 from bench.memory_bench.settings import SCALE_MIX, console
 from bench.memory_bench.stack import (

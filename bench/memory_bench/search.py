@@ -16,7 +16,8 @@ from typing import Any
 import nats
 import numpy as np
 
-from bench._common import loadavg, pct, stop_process
+from bench._figures import loadavg, pct
+from bench._servers import stop_process
 from bench.memory_bench.generate import Generator
 from bench.memory_bench.scale import ScaleData
 from bench.memory_bench.settings import DIMS, MODEL_ID, SCALE_MIX, TENANT, console

@@ -7,7 +7,7 @@ import sys
 
 from rich.console import Console
 
-from bench._common import ROOT
+from bench._code import ROOT
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 TENANT = "bench"

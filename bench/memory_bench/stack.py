@@ -23,8 +23,9 @@ import nats
 import numpy as np
 from pgvector.asyncpg import register_vector
 
-from bench._common import ROOT, Postgres, fresh_streams, worker_login
-from bench._common import CpuMeter as _CpuMeter
+from bench._code import ROOT
+from bench._figures import CpuMeter as _CpuMeter
+from bench._servers import Postgres, fresh_streams, worker_login
 from bench.memory_bench.generate import CLOCK, T_END, Memory
 from bench.memory_bench.settings import DIMS, MODEL_ID, TENANT
 
@@ -244,7 +245,7 @@ async def wait_jobs(
 
 class CpuMeter(_CpuMeter):
     """The window opens when made; ``stop`` gives each group's CPU seconds, the cores the
-    machine was busy and the cores other sessions used (see bench._common.CpuMeter)."""
+    machine was busy and the cores other sessions used (see bench._figures.CpuMeter)."""
 
     def __init__(self, pids: dict[str, int], workers: dict[str, subprocess.Popen[bytes]]) -> None:
         super().__init__(pids, workers)

@@ -16,10 +16,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-import nats
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -54,6 +52,7 @@ from contracts.langgraph import (
     WriteIn,
 )
 from engram_client.asking import ask
+from engram_client.connect import OwnsConnection
 from engram_client.errors import Pruned
 from engram_client.lg_blocking import BlockingSaver
 from engram_client.lg_held import DELTA_ABOVE, Head, HeldBlobs, HeldValue, ThreadKey, delta
@@ -67,7 +66,10 @@ INLINE_STR = 256
 THREAD_ABOVE = 64 * 1024  # bytes of bases above which deltas are made on a thread
 
 
-class EngramSaver(BlockingSaver):
+class EngramSaver(BlockingSaver, OwnsConnection):
+    """``EngramSaver(nc, tenant_id=...)`` over a connection the caller owns, or
+    ``async with EngramSaver.connect(url, tenant_id=..., nats_options=...)`` on its own."""
+
     def __init__(
         self,
         nc: NatsClient,
@@ -92,24 +94,6 @@ class EngramSaver(BlockingSaver):
         # A command is safe to repeat (puts upsert, writes keep the first, deletes repeat).
         self.retry = Retry(attempts=attempts, timeout_s=timeout_s, base_s=0.1)
         self.loop = asyncio.get_running_loop()
-
-    @classmethod
-    @asynccontextmanager
-    async def connect(
-        cls,
-        url: str,
-        *,
-        tenant_id: str,
-        nats_options: dict[str, Any] | None = None,
-        **options: Any,
-    ) -> AsyncIterator[EngramSaver]:
-        """A saver on its own NATS connection, drained on exit. ``nats_options`` go to
-        ``nats.connect`` (e.g. ``inbox_prefix``: engram's users reply on their own)."""
-        nc = await nats.connect(url, **(nats_options or {}))
-        try:
-            yield cls(nc, tenant_id=tenant_id, **options)
-        finally:
-            await nc.drain()
 
     # ---- the request helper -----------------------------------------------------------
 

@@ -20,24 +20,35 @@ from langgraph.checkpoint.base import (
 T = TypeVar("T")
 
 
+def from_other_thread(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], refusal: str
+) -> T:
+    """``coro`` run on ``loop``, waited for: a sync method's way to its async twin (the
+    saver's and ``EngramStore.sweep_ttl``). On the loop's own thread it would wait for
+    itself: there it raises ``InvalidStateError(refusal)``."""
+    try:
+        on_loop = asyncio.get_running_loop() is loop
+    except RuntimeError:
+        on_loop = False
+    if on_loop:
+        coro.close()
+        raise asyncio.InvalidStateError(refusal)
+    return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+
 class BlockingSaver(BaseCheckpointSaver[str]):
     """The sync interface over the async one; the subclass sets ``loop``."""
 
     loop: asyncio.AbstractEventLoop
 
     def _blocking(self, what: str, coro: Coroutine[Any, Any, T]) -> T:
-        try:
-            on_loop = asyncio.get_running_loop() is self.loop
-        except RuntimeError:
-            on_loop = False
-        if on_loop:
-            coro.close()
-            raise asyncio.InvalidStateError(
-                "Synchronous calls to EngramSaver are only allowed from a different thread. "
-                f"From the main thread, use the async interface (`await saver.a{what}(...)` "
-                "or `await graph.ainvoke(...)`)."
-            )
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        return from_other_thread(
+            self.loop,
+            coro,
+            "Synchronous calls to EngramSaver are only allowed from a different thread. "
+            f"From the main thread, use the async interface (`await saver.a{what}(...)` "
+            "or `await graph.ainvoke(...)`).",
+        )
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return self._blocking("get_tuple", self.aget_tuple(config))

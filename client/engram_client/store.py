@@ -15,11 +15,10 @@ are engram memories too (docs/langgraph.md, "EngramStore").
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Iterable, Mapping
+from contextlib import suppress
 from typing import Any
 
-import nats
 from langgraph.store.base import (
     GetOp,
     IndexConfig,
@@ -39,6 +38,8 @@ from nats.aio.client import Client as NatsClient
 from contracts import store as wire
 from contracts.envelope import Contract
 from engram_client.asking import ask
+from engram_client.connect import OwnsConnection
+from engram_client.lg_blocking import from_other_thread
 from engram_client.options import Retry
 
 DEFAULT_FIELDS = ["$"]  # LangGraph's default: the whole value, as JSON text
@@ -68,11 +69,15 @@ def match_paths(op: ListNamespacesOp) -> tuple[list[str] | None, list[str] | Non
     return prefix, suffix
 
 
-class EngramStore(AsyncBatchedBaseStore):
+class EngramStore(AsyncBatchedBaseStore, OwnsConnection):
     """As LangGraph's AsyncPostgresStore: the calls made in one tick of the event loop
     (``aget``, ``aput``, ...) are coalesced into one ``abatch`` (one request), and the
     next batch goes when its answer is in. One failing operation (e.g. an unknown filter
-    operator) fails the calls coalesced with it."""
+    operator) fails the calls coalesced with it.
+
+    ``EngramStore(nc, tenant_id=...)`` over a connection the caller owns, or ``async with
+    EngramStore.connect(url, tenant_id=..., **options)`` on its own; with
+    ``ttl={"sweep_interval_minutes": ...}`` that one sweeps expired items meanwhile."""
 
     supports_ttl = True
 
@@ -102,29 +107,15 @@ class EngramStore(AsyncBatchedBaseStore):
         self.retry = Retry(attempts=attempts, timeout_s=timeout_s, base_s=0.1)
         self._sweeper: asyncio.Task[None] | None = None
 
-    @classmethod
-    @asynccontextmanager
-    async def connect(
-        cls,
-        url: str,
-        *,
-        tenant_id: str,
-        nats_options: dict[str, Any] | None = None,
-        **options: Any,
-    ) -> AsyncIterator[EngramStore]:
-        """A store on its own NATS connection, drained on exit; with
-        ``ttl={"sweep_interval_minutes": ...}`` it sweeps expired items meanwhile."""
-        nc = await nats.connect(url, **(nats_options or {}))
-        store = cls(nc, tenant_id=tenant_id, **options)
-        try:
-            if (store.ttl_config or {}).get("sweep_interval_minutes"):
-                await store.start_ttl_sweeper()
-            yield store
-        finally:
-            await store.stop_ttl_sweeper()
-            if store._task is not None:  # the coalescing task of AsyncBatchedBaseStore
-                store._task.cancel()
-            await nc.drain()
+    async def _opened(self) -> None:
+        # ``connect(..., ttl={"sweep_interval_minutes": ...})``: sweep while connected.
+        if (self.ttl_config or {}).get("sweep_interval_minutes"):
+            await self.start_ttl_sweeper()
+
+    async def _closing(self) -> None:
+        await self.stop_ttl_sweeper()
+        if self._task is not None:  # the coalescing task of AsyncBatchedBaseStore
+            self._task.cancel()
 
     # ---- requests -----------------------------------------------------------------------
 
@@ -218,13 +209,9 @@ class EngramStore(AsyncBatchedBaseStore):
     # ---- sync interface: on the store's loop, from another thread ---------------------------
 
     def sweep_ttl(self) -> int:
-        try:
-            on_loop = asyncio.get_running_loop() is self._loop
-        except RuntimeError:
-            on_loop = False
-        if on_loop:
-            raise asyncio.InvalidStateError("from the store's own loop: `await store.asweep_ttl()`")
-        return asyncio.run_coroutine_threadsafe(self.asweep_ttl(), self._loop).result()
+        return from_other_thread(
+            self._loop, self.asweep_ttl(), "from the store's own loop: `await store.asweep_ttl()`"
+        )
 
 
 def _item(item: wire.StoreItem, searched: bool) -> Item:

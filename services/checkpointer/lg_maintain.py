@@ -13,7 +13,7 @@ import asyncpg
 
 from contracts.errors import ErrorCode
 from contracts.langgraph import CopyThreadRequest, DeleteForRunsRequest, PruneRequest
-from services.checkpointer import lg_repo as sql
+from services.checkpointer import lg_maintain_sql as sql
 from services.checkpointer.lg_delta import BlobCache
 from services.runtime.db import Connection, scope_tenant
 from services.runtime.replies import QueryFailed

@@ -216,3 +216,37 @@ async def test_expired_items_are_omitted_and_swept(env: Env, store_for: Store) -
         )
         assert left[0]["n"] == 0
         assert await store.aget(("omit", "control"), "c") is not None
+
+
+async def items(env: Env, ns: tuple[str, ...]) -> set[str]:
+    rows = await sql(env, "SELECT key FROM memory.store_items WHERE namespace = $1", list(ns))
+    return {r["key"] for r in rows}
+
+
+async def test_a_connected_store_sweeps_by_itself_until_closed(env: Env, store_for: Store) -> None:
+    """``connect(ttl={"sweep_interval_minutes": ...})``: expired items are deleted (not
+    only hidden) with no call, and the sweeper ends with the store. ``sweep_ttl`` runs
+    from another thread and is refused on the store's own loop."""
+    ns = ("swept", "by-itself")
+    every = {"default_ttl": 60, "sweep_interval_minutes": 0.005}  # a sweep every 0.3 s
+    before = asyncio.all_tasks()
+    async with store_for("sweeper", ttl=every) as store:
+        for key in ("old", "new", "after"):
+            await store.aput(ns, key, {"k": key})
+        await expire_now(env, ns, "old")
+        deadline = asyncio.get_running_loop().time() + 15
+        while "old" in await items(env, ns):
+            assert asyncio.get_running_loop().time() < deadline, "never swept"
+            await asyncio.sleep(0.1)
+        assert await items(env, ns) == {"new", "after"}
+    left = asyncio.all_tasks() - before
+    sweepers = [t for t in left if "sweep" in t.get_coro().__qualname__]
+    assert sweepers == []  # it ended with the store
+
+    await expire_now(env, ns, "after")
+
+    async with store_for("sweeper") as store:  # no sweeper of its own
+        assert await asyncio.to_thread(store.sweep_ttl) == 1
+        assert await items(env, ns) == {"new"}
+        with pytest.raises(asyncio.InvalidStateError):
+            store.sweep_ttl()  # from the store's own loop
