@@ -96,6 +96,22 @@ class ContextOptions(Contract):
     knowledge_top_k: int = Field(
         default=20, ge=1, le=MAX_TOP_K, description="Knowledge chunks asked for.", examples=[20]
     )
+    knowledge_scope: Literal["tenant", "agent"] = Field(
+        default="tenant",
+        description="What the knowledge segment searches: `tenant`, the tenant's messages "
+        "and files (every conversation); `agent`, the agent's knowledge sources only (their "
+        "documents and the uploads their file sources cover: query.knowledge.search with "
+        "`scope`).",
+        examples=["agent"],
+    )
+    knowledge_source_ids: list[UUID] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="With `knowledge_scope` `agent`: only these of the agent's sources "
+        "(default: all of them).",
+        examples=[["2c4f6a8b-1d3e-4f50-9a7b-8c9d0e1f2a3b"]],
+    )
     history_limit: int = Field(
         default=50, ge=1, le=500, description="Recent messages asked for.", examples=[50]
     )
@@ -107,6 +123,12 @@ class ContextOptions(Contract):
         "timeouts); a source slower than this is `missing`.",
         examples=[200],
     )
+
+    @model_validator(mode="after")
+    def _sources_of_the_agent(self) -> ContextOptions:
+        if self.knowledge_source_ids and self.knowledge_scope != "agent":
+            raise ValueError("knowledge_source_ids needs knowledge_scope 'agent'")
+        return self
 
 
 class InlineSegment(Contract):

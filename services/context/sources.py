@@ -22,6 +22,7 @@ from contracts.embedding import (
     EMBED_SUBJECT,
     KNOWLEDGE_SEARCH_REPLY,
     KNOWLEDGE_SEARCH_SUBJECT,
+    KnowledgeScope,
     KnowledgeSearchReply,
     KnowledgeSearchRequest,
 )
@@ -164,11 +165,16 @@ async def knowledge(
     nc: NatsClient, req: ContextBuildRequest, timeout: float, vector: Vector | None
 ) -> Source:
     query_vector, timeout = await with_vector(vector, timeout)
+    options = req.options
     ask_for = KnowledgeSearchRequest(
         tenant_id=req.tenant_id,
         text=req.query,
-        top_k=req.options.knowledge_top_k,
+        top_k=options.knowledge_top_k,
         query_vector=query_vector,
+        # the agent's own knowledge sources, when asked (docs/context.md)
+        scope=KnowledgeScope(agent_id=req.agent_id, source_ids=options.knowledge_source_ids)
+        if options.knowledge_scope == "agent"
+        else None,
     )
     found: KnowledgeSearchReply | None = await ask(
         nc, KNOWLEDGE_SEARCH_SUBJECT, ask_for, KNOWLEDGE_SEARCH_REPLY, timeout

@@ -38,6 +38,7 @@ from services.embedder.active_model import ActiveModel
 from services.embedder.knowledge_logic import shown_status
 from services.embedder.logic import candidates_for, rrf
 from services.embedder.model import NotReady
+from services.embedder.settings import EmbedderSettings
 from services.runtime.component import NotStarted
 from services.runtime.replies import PACK_SLACK, QueryFailed, fit_items, json_size
 from services.runtime.router import QueryRoute
@@ -57,6 +58,25 @@ async def embed(active: ActiveModel, request: EmbedRequest) -> EmbedReply:
     )
 
 
+def search_scope(s: EmbedderSettings, request: KnowledgeSearchRequest) -> repo_search.SearchScope:
+    """What both sides of this search share: its tenant, the roles it acts as, filters,
+    candidates per side and the index settings."""
+    n = candidates_for(request.top_k)
+    return repo_search.SearchScope(
+        tenant_id=request.tenant_id,
+        reader=s.roles.reader,
+        filters=request.filters,
+        limit=n,
+        ef_search=max(s.ef_search, n),
+        max_scan_tuples=s.max_scan_tuples,
+        agent=request.scope,
+        # words are matched as the cross-tenant role, where no policy keeps them out of
+        # the GIN index's condition (repo_search, sql/embedder/008_…); hits are read as
+        # the reader
+        matcher=s.roles.all_tenants,
+    )
+
+
 async def knowledge_search(
     active: ActiveModel, pool: asyncpg.Pool, request: KnowledgeSearchRequest
 ) -> KnowledgeSearchReply:
@@ -66,17 +86,8 @@ async def knowledge_search(
     use = None
     if request.mode is not SearchMode.text:
         encoding, use = _query_vector(active, request)
-    n = candidates_for(request.top_k)
     s = active.settings
-    scope = repo_search.SearchScope(
-        tenant_id=request.tenant_id,
-        reader=s.roles.reader,
-        filters=request.filters,
-        limit=n,
-        ef_search=max(s.ef_search, n),
-        max_scan_tuples=s.max_scan_tuples,
-        agent=request.scope,
-    )
+    scope = search_scope(s, request)
     try:
         found = await repo_search.candidates(
             pool,

@@ -8,12 +8,15 @@ applied during the scan and pgvector 0.8's iterative scan keeps the scan going u
 enough rows pass them (``hnsw.iterative_scan = relaxed_order``; the candidates are sorted
 by exact distance afterwards), so a filtered search still finds k hits when k exist.
 
-The full-text side is ``embedder.search_text`` (sql/embedder/004_tenant_text_search.sql):
+The full-text side is ``embedder.rank_text`` (sql/embedder/008_text_search_as_caller.sql):
 chunks with every word of the query first, then, only if fewer than ``limit``, chunks with
-some of them, each tier found through the GIN index on (tenant_id, tsv). Under row-level
-security PostgreSQL cannot use that index (``@@`` is not leakproof), so the function runs
-as the table owner, restricted to the session's tenant; the chunks it names are then read
-here under the policy, like the vector side's.
+some of them, each tier found through the GIN index on (tenant_id, tsv). Under a
+row-level security policy PostgreSQL cannot put the words in that index's condition
+(``@@`` is not leakproof, so the policy is checked first): it would read every chunk of
+the tenant. So the matching runs as the service's cross-tenant role (policy ``true``: no
+barrier), restricted by the function to the session's tenant, and returns ids and ranks
+only; the chunks it names are then read here as the reader, under the one-tenant policy,
+like the vector side's.
 """
 
 from __future__ import annotations
@@ -121,16 +124,19 @@ def vector_sql(
     return sql, params
 
 
-def text_sql() -> str:
-    """$1 tenant, $2 query text, $3 source types, $4 conversations, $5 agents, $6 since,
-    $7 until, $8 limit, $9 most matches ranked per tier, $10 knowledge sources (see
-    search_text in sql/embedder/004_tenant_text_search.sql and 007_knowledge_sources.sql:
-    every word first, then any word)."""
-    return f"""
-        SELECT {COLUMNS}, NULL::float8 AS distance, t.text_rank
-          FROM embedder.search_text($2, $3::text[], $4::uuid[], $5::text[], $6::timestamptz,
-                                    $7::timestamptz, $8, $9, $10::uuid[]) t
-          JOIN embedder.chunks c ON c.chunk_id = t.chunk_id AND c.tenant_id = $1"""
+# $1 query text, $2 source types, $3 conversations, $4 agents, $5 since, $6 until, $7 limit,
+# $8 most matches ranked per tier, $9 knowledge sources (rank_text in
+# sql/embedder/008_text_search_as_caller.sql: every word first, then any word).
+RANK_TEXT = """
+    SELECT chunk_id, text_rank
+      FROM embedder.rank_text($1, $2::text[], $3::uuid[], $4::text[], $5::timestamptz,
+                              $6::timestamptz, $7, $8, $9::uuid[])"""
+# The ranked chunks, read under the one-tenant policy ($1 tenant, $2 ids, $3 their ranks).
+READ_CHUNKS = f"""
+    SELECT {COLUMNS}, NULL::float8 AS distance, t.text_rank
+      FROM unnest($2::bigint[], $3::bigint[]) AS t(chunk_id, text_rank)
+      JOIN embedder.chunks c ON c.chunk_id = t.chunk_id AND c.tenant_id = $1
+     ORDER BY t.text_rank"""
 
 
 @dataclass(frozen=True)
@@ -144,6 +150,9 @@ class SearchScope:
     ef_search: int
     max_scan_tuples: int
     agent: KnowledgeScope | None = None  # one agent's knowledge sources only
+    # The role that matches words (the cross-tenant role: no policy in the way of the GIN
+    # index); None: the reader (correct, but it reads every chunk of the tenant).
+    matcher: str | None = None
 
 
 async def scope_search(
@@ -194,7 +203,9 @@ async def vector_candidates(
 async def text_candidates(
     conn: Connection, scope: SearchScope, *, query_text: str, max_matches: int
 ) -> list[Candidate]:
-    """The best full-text matches, in a transaction after ``scope_search``."""
+    """The best full-text matches, in a transaction after ``scope_search`` as
+    ``scope.matcher``: the ids are matched and ranked as that role, then the chunks are
+    read as ``scope.reader``, under the one-tenant policy."""
     f, agent = scope.filters, scope.agent
     agents: list[str] | None
     conversations: list[UUID] | None
@@ -206,9 +217,8 @@ async def text_candidates(
         kinds = [s.value for s in (f.source_types or list(KnowledgeSource))]
         conversations = list(f.conversation_ids) if f.conversation_ids else None
         agents, sources = (list(f.agent_ids) if f.agent_ids else None), None
-    rows = await conn.fetch(
-        text_sql(),
-        scope.tenant_id,
+    ranked = await conn.fetch(
+        RANK_TEXT,
         query_text,
         kinds,
         conversations,
@@ -219,7 +229,12 @@ async def text_candidates(
         max_matches,
         sources,
     )
-    return [Candidate(*r) for r in rows]
+    if not ranked:
+        return []
+    if scope.matcher is not None:
+        await conn.execute("SELECT set_config('role', $1, true)", scope.reader)
+    ids, ranks = [r[0] for r in ranked], [r[1] for r in ranked]
+    return [Candidate(*r) for r in await conn.fetch(READ_CHUNKS, scope.tenant_id, ids, ranks)]
 
 
 class QueryVector(NamedTuple):
@@ -262,6 +277,7 @@ async def candidates(
             lambda conn: text_candidates(
                 conn, scope, query_text=query_text, max_matches=max_matches
             ),
+            role=scope.matcher or scope.reader,
         )
 
     sides = [vector_side] if query_vector is not None else []
@@ -280,13 +296,17 @@ async def candidates(
 
 
 async def _in_scope(
-    pool: asyncpg.Pool, scope: SearchScope, side: Callable[[Connection], Awaitable[list[Candidate]]]
+    pool: asyncpg.Pool,
+    scope: SearchScope,
+    side: Callable[[Connection], Awaitable[list[Candidate]]],
+    *,
+    role: str | None = None,
 ) -> list[Candidate]:
     async with pool.acquire() as conn, conn.transaction(readonly=True):
         await scope_search(
             conn,
             scope.tenant_id,
-            reader=scope.reader,
+            reader=role or scope.reader,
             ef_search=scope.ef_search,
             max_scan_tuples=scope.max_scan_tuples,
         )
