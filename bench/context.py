@@ -6,7 +6,7 @@ the tokenizer's speed.
     .venv/bin/python bench/context.py [--messages 100000] [--memories 100000] [--tenants 4]
         [--builds 200] [--runs 3] [--data-dir DIR]
 
-Runs on a copy of services/, contracts/ and sql/ (bench/_common.reexec_on_snapshot), or
+Runs on a copy of services/, contracts/ and sql/ (bench/_code.reexec_on_snapshot), or
 on the code that ENGRAM_BENCH_CODE names (to measure an older commit the same way).
 Starts the embedded nats-server and PostgreSQL (in --data-dir, kept: its seeded database
 is reused by the next run) and the real workers as processes (`engram run
@@ -46,19 +46,15 @@ warnings.filterwarnings("ignore", module="platformdirs")
 import asyncpg  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from bench._common import (  # noqa: E402
-    SNAPSHOT_ENV,
-    code_version,
+from bench._code import SNAPSHOT_ENV, code_version, reexec_on_snapshot  # noqa: E402
+from bench._figures import loadavg, percentile, write_report  # noqa: E402
+from bench._servers import (  # noqa: E402
     embedded_servers,
     engram_cmd,
     fresh_streams,
-    loadavg,
-    percentile,
-    reexec_on_snapshot,
     start_process,
     stop_process,
     worker_login,
-    write_report,
 )
 from bench.context_seed import AGENT, CONVERSATION, TENANT, USER, Scale, seed  # noqa: E402
 
