@@ -29,7 +29,7 @@ from services.memory.logic import Weights, recency
 from services.memory.query_vector import ActiveModel, query_of
 from services.memory.settings import MemorySettings
 from services.runtime.component import NotStarted, WorkerContext
-from services.runtime.db import create_pool, scope_tenant
+from services.runtime.db import create_pool, scope_session
 from services.runtime.own_pool import OwnPool
 from services.runtime.replies import QueryFailed, fit_items
 from services.runtime.settings import WorkerSettings
@@ -83,11 +83,14 @@ def weights_of(settings: MemorySettings) -> Weights:
 
 def search_sql(dimensions: int) -> str:
     # The cast matches the model's partial HNSW index (sql/memory: ensure_model_index).
+    # The distance is selected as it is ordered by, so it is computed once per candidate
+    # row (an exact sort reads thousands): ``1 - distance`` would be a second expression,
+    # computed for every row before the sort. The similarity is ``rank``'s ``1 - distance``.
     cast = f"embedding::vector({int(dimensions)})"
     return f"""
 SELECT memory_id, memory_type, status, text, content, user_id, conversation_id, importance,
        access_count, last_accessed_at, written_at,
-       1 - ({cast} <=> $3::vector({int(dimensions)})) AS similarity
+       {cast} <=> $3::vector({int(dimensions)}) AS distance
   FROM memory.memories
  WHERE model_id = $4 AND tenant_id = $1 AND agent_id = $2
    AND status = ANY($5::text[])
@@ -102,8 +105,9 @@ SELECT memory_id, memory_type, status, text, content, user_id, conversation_id, 
 
 async def create_search_pool(settings: MemorySettings) -> asyncpg.Pool:
     """Connections for searches only: the HNSW settings are fixed per session, and a
-    connection is not reset on release (each search sets its tenant first), so a search is
-    two round trips, not the four of a transaction."""
+    connection is not reset on release (each search sets its tenant first, unless the
+    session has it already), so a search is one or two round trips, not the four of a
+    transaction."""
     ef_search = max(settings.ef_search, settings.candidates, MAX_TOP_K)
     return await create_pool(
         settings.database_url,
@@ -141,8 +145,10 @@ async def search(
     limit = max(settings.candidates, request.top_k)
     now = datetime.now(UTC)  # expired memories are never returned, expire job or not
     async with pool.acquire() as conn:
-        # Session-level: row-level security shows this tenant until the next search.
-        await scope_tenant(conn, request.tenant_id, local=False)
+        # Session-level: row-level security shows this tenant until a search sets another;
+        # a session scoped to it already saves the round trip (never in a transaction
+        # here, so no rollback undoes the setting behind scope_session's back).
+        await scope_session(conn, request.tenant_id)
         rows = await conn.fetch(
             search_sql(len(query)),
             request.tenant_id,
@@ -199,7 +205,7 @@ def rank(
     scored = []
     for r in rows:
         fresh = recency(r["last_accessed_at"] or r["written_at"], now, weights.half_life_days)
-        similarity = float(r["similarity"])
+        similarity = 1.0 - float(r["distance"])
         importance = min(1.0, max(0.0, float(r["importance"])))
         parts = (similarity, importance, fresh)
         scored.append((weights.score(*parts), r, parts))

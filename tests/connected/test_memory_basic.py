@@ -5,16 +5,21 @@ episodic memory of an ended session."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from uuid import uuid4
 
 import asyncpg
+import numpy as np
 import pytest
 from nats.aio.client import Client as NatsClient
 
+from contracts.embedding import EMBED_SUBJECT
 from contracts.memory_search import MEMORY_SEARCH_REPLY, MEMORY_SEARCH_SUBJECT
 from services.runtime.service import Worker
 from tests import factories as f
+from tests.connected.embedder_fixtures import Running
 from tests.connected.memory_fixtures import (
     AGENT,
     T0,
@@ -193,3 +198,35 @@ async def test_a_tenant_never_sees_another_tenants_memories(
         for tenant, mine in (("tenant-a", HOTEL), ("tenant-b", CAR)):
             found = await msearch(nc, "hotel or car?", tenant_id=tenant)
             assert [h.text for h in found.hits] == [mine]
+
+
+async def test_one_search_session_follows_each_searchs_tenant(
+    embedder: Running,
+    run_memory: Callable[..., AbstractAsyncContextManager[Worker]],
+    nc: NatsClient,
+    db: asyncpg.Connection,
+) -> None:
+    """A search session keeps its tenant for the next search (no set_config when it is the
+    same): with one search connection, every search reuses the one session, the same tenant
+    twice in a row and then the other, and each sees only its own memories."""
+    async with run_memory(search_pool_max=1):
+        await publish(
+            nc,
+            write(HOTEL, "episodic", tenant="tenant-a"),
+            write(CAR, "episodic", tenant="tenant-b"),
+        )
+        await with_vectors(db, 2)
+        order = ["tenant-a", "tenant-a", "tenant-b", "tenant-b", "tenant-a", "tenant-b"]
+        mine = {"tenant-a": HOTEL, "tenant-b": CAR}
+        for tenant in order:
+            found = await msearch(nc, "hotel or car?", tenant_id=tenant)
+            assert [h.text for h in found.hits] == [mine[tenant]], tenant
+    # the similarity in each hit is the cosine of the query's and the memory's vectors
+    asked = await nc.request(
+        EMBED_SUBJECT, json.dumps({"texts": ["hotel or car?"]}).encode(), timeout=10
+    )
+    query = np.asarray(json.loads(asked.data)["vectors"][0])
+    stored = await db.fetchval("SELECT embedding::text FROM memory.memories WHERE text = $1", CAR)
+    vector = np.asarray(json.loads(stored))
+    cosine = float(query @ vector / (np.linalg.norm(query) * np.linalg.norm(vector)))
+    assert found.hits[0].parts.similarity == pytest.approx(cosine, abs=1e-4)
