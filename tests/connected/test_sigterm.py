@@ -129,10 +129,20 @@ async def stop_and_restart(
     ``unlock``: while its transaction waits on the test's lock, released during the
     drain), check that the stop was graceful, and start it again."""
 
-    async def in_flight() -> bool:
-        return (await unacked(js, side.name))[1] > 0
+    async def consumer_and_rows() -> tuple[int, int, int]:
+        # Says, should no batch be seen in flight, whether the backlog was gone (0, 0, all
+        # rows) or the worker stood still before it (pending > 0).
+        pending, ack_pending = await unacked(js, side.name)
+        return pending, ack_pending, await side.done()
 
-    await until(in_flight, side, 30, "a batch in flight")
+    await wait_for(
+        consumer_and_rows,
+        lambda seen: seen[1] > 0,
+        worker=side.worker,
+        within_s=30,
+        what=f"{side.name}: a batch in flight (pending, ack pending, rows)",
+        interval_s=0.005,
+    )
     stop = Stop(side.name, how, await side.done(), (await unacked(js, side.name))[1])
     before = side.tally.snapshot()
     terminating = asyncio.create_task(side.worker.terminate(GRACE_S + 10))
