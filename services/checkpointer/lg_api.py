@@ -135,7 +135,6 @@ def langgraph_routes(
             "(answers after COMMIT).",
             hint=HINT,
             max_workers=concurrency,
-            direct=True,  # asked at every step of every graph: FastStream costs too much
         )
         for subject, handle in handlers.items()
     ]

@@ -1,6 +1,6 @@
 """Request/reply queries, answered the same way by every service.
 
-``router.py`` subscribes a service's queries: it validates the request against its
+``query_server.py`` answers a service's queries: it validates the request against its
 contract, runs the service's handler and sends back the reply as JSON, **always** either
 the query's result (``status: "ok"``) or ``contracts.errors.QueryError``
 (``status: "error"``). The mapping from a failure to an error code lives here only
@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 from typing import Any, TypeVar
 
-from faststream.nats import NatsBroker
 from pydantic import BaseModel, ValidationError
 
 from contracts.errors import ErrorCode, QueryError
@@ -36,8 +35,8 @@ from services.runtime.errors import describe, is_transient
 
 log = logging.getLogger("engram.queries")
 
-# Room under max_payload for what is not the body: FastStream's reply headers
-# (correlation id, content type) and the inbox subject.
+# Room under max_payload for what is not the body: the reply's headers (its trace
+# context) and the inbox subject.
 REPLY_MARGIN = 4096
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 # Room kept when items are packed: the reply's counters grow by a few digits.
@@ -60,19 +59,35 @@ class QueryFailed(Exception):
         self.error = QueryError(code=code, message=message, hint=hint, detail=detail)
 
 
-def validation_message(err: ValidationError) -> str:
+def validation_message(err: ValidationError, under: tuple[str, ...] = ()) -> str:
     """Each broken field with its path, for the caller to fix (at most ten)."""
     return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+        f"{'.'.join(str(p) for p in (*under, *e['loc'])) or '<root>'}: {e['msg']}"
         for e in err.errors(include_url=False)[:10]
     )
 
 
-def _errors(err: ValidationError) -> list[dict[str, Any]]:
+def _errors(err: ValidationError, under: tuple[str, ...]) -> list[dict[str, Any]]:
     return [
-        {"loc": [str(p) for p in e["loc"]], "msg": e["msg"]}
+        {"loc": [str(p) for p in (*under, *e["loc"])], "msg": e["msg"]}
         for e in err.errors(include_url=False)[:10]
     ]
+
+
+def invalid(err: ValidationError, under: tuple[str, ...] = ()) -> QueryError:
+    """``invalid``, naming each broken field by its path (``under`` a prefix)."""
+    return QueryError(
+        code=ErrorCode.invalid,
+        message=f"bad request: {validation_message(err, under)}",
+        detail={"errors": _errors(err, under)},
+    )
+
+
+def refused_request(err: ValidationError) -> QueryError:
+    """A request that breaks its query's contract. Its fields are named under ``request``
+    (``["request", "limit"]``), as a handler names a field it refuses (ingest's cursors)
+    and as clients have always been told."""
+    return invalid(err, ("request",))
 
 
 def query_failure(
@@ -82,11 +97,7 @@ def query_failure(
     if isinstance(exc, QueryFailed):
         return exc.error
     if isinstance(exc, ValidationError):
-        return QueryError(
-            code=ErrorCode.invalid,
-            message=f"bad request: {validation_message(exc)}",
-            detail={"errors": _errors(exc)},
-        )
+        return invalid(exc)
     if is_transient(exc) or isinstance(exc, (NotStarted, *unavailable)):
         log.warning("%s unavailable: %s", subject, describe(exc))
         return QueryError(code=ErrorCode.unavailable, message=describe(exc))
@@ -94,14 +105,10 @@ def query_failure(
     return QueryError(code=ErrorCode.internal, message="internal error; see the service's log")
 
 
-def reply_limit(broker: NatsBroker) -> int:
-    """Bytes a reply body may take on the broker's connection: the ``max_payload`` the
-    server announced, less ``REPLY_MARGIN`` (NATS's default 1 MiB when there is no real
-    connection, as under FastStream's in-memory test broker)."""
-    try:
-        max_payload = broker.connection.max_payload
-    except Exception:  # no real connection
-        max_payload = None
+def reply_limit(nc: object) -> int:
+    """Bytes a reply body may take on the NATS connection ``nc``: the ``max_payload`` the
+    server announced, less ``REPLY_MARGIN`` (NATS's default 1 MiB before it connected)."""
+    max_payload = getattr(nc, "max_payload", None)
     if not isinstance(max_payload, int) or max_payload <= 0:
         max_payload = DEFAULT_MAX_PAYLOAD
     return max_payload - REPLY_MARGIN

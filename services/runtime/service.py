@@ -36,7 +36,6 @@ from services.runtime.bus import DLQ, BusNotReady, ConsumerSpec, Stream, require
 from services.runtime.component import Component, Health, WorkerContext
 from services.runtime.consumer import PullConsumer, stop_all
 from services.runtime.db import create_pool
-from services.runtime.direct import serve_queries
 from services.runtime.dlq_once import OnceDeadLetters
 from services.runtime.docs import describe_consumers
 from services.runtime.errors import describe
@@ -49,6 +48,7 @@ from services.runtime.outbox import Outbox, OutboxDrain
 from services.runtime.pipeline import BatchProcessor, RetryPolicy
 from services.runtime.positions import ConsumerPositions
 from services.runtime.probes import ProbeServer, worker_routes
+from services.runtime.query_server import serve_queries
 from services.runtime.router import QueryStats
 from services.runtime.settings import NatsTlsSettings, WorkerSettings
 from services.runtime.spec import Assembly, ServiceSpec
@@ -217,8 +217,7 @@ def build_worker_app(
             description=spec.description,
         ),
     )
-    direct = serve_queries(
-        broker,
+    queries = serve_queries(
         described,
         assembly.queries,
         queue=settings.queue_group,
@@ -226,8 +225,8 @@ def build_worker_app(
         tracing=worker.tracing,
         drain_timeout_s=settings.drain_timeout_s,
     )
-    if direct is not None:  # after the pools it uses, ahead of the positions (stay last)
-        components.insert(len(components) - (1 if assembly.consumes else 0), direct)
+    if queries is not None:  # after the pools it uses, ahead of the positions (stay last)
+        components.insert(len(components) - (1 if assembly.consumes else 0), queries)
 
     worker.supervisor.stops(app.exit)
 

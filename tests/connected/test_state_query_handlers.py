@@ -1,15 +1,15 @@
-"""query.state.* through FastStream's in-memory broker (no nats-server); the database is
-the real one the test session starts (the writer fills it directly). The in-memory broker
-runs no lifespan: each test starts the query pool component itself."""
+"""query.state.* answered by the checkpointer's routes on the real nats-server
+(tests/queries.py), the database filled by the writer directly; no worker runs, so each
+test starts the query pool component itself (and one asks before and after it ran)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
-from faststream.nats import TestNatsBroker
 from nats.aio.client import Client as NatsClient
 
 from contracts.state_queries import STATE_DIFF_REPLY, STATE_GET_REPLY, STATE_HISTORY_REPLY
@@ -25,6 +25,9 @@ from services.runtime.service import Worker
 from services.runtime.supervise import Supervisor
 from tests.conftest import Env
 from tests.connected.checkpointer_fixtures import add, patch
+from tests.queries import answering, request
+
+pytestmark = pytest.mark.connected
 
 
 @pytest.fixture
@@ -58,20 +61,24 @@ async def start_query_pool(worker: Worker, pool: asyncpg.Pool) -> QueryPool:
 
 
 @pytest.fixture
-async def app_worker(env: Env, pool: asyncpg.Pool) -> AsyncIterator[tuple[Any, Worker]]:
-    app, worker = create_app(
+async def app_worker(
+    env: Env, nc: NatsClient, pool: asyncpg.Pool
+) -> AsyncIterator[tuple[NatsClient, Worker]]:
+    _, worker = create_app(
         CheckpointerSettings(
             nats_url=env.nats_login("checkpointer"),
             database_url=env.login("checkpointer"),
             query_pool_max=1,
         )
     )
-    async with TestNatsBroker(app.broker) as br:  # type: ignore[type-var]
-        yield br, worker
+    async with answering(nc, worker.assembly.queries):
+        yield nc, worker
 
 
 @pytest.fixture
-async def broker(app_worker: tuple[Any, Worker], pool: asyncpg.Pool) -> AsyncIterator[Any]:
+async def broker(
+    app_worker: tuple[NatsClient, Worker], pool: asyncpg.Pool
+) -> AsyncIterator[NatsClient]:
     br, worker = app_worker
     reads = await start_query_pool(worker, pool)
     try:
@@ -80,14 +87,14 @@ async def broker(app_worker: tuple[Any, Worker], pool: asyncpg.Pool) -> AsyncIte
         await reads.stop()
 
 
-async def ask(broker: Any, subject: str, **body: Any) -> dict[str, Any]:
+async def ask(nc: NatsClient, subject: str, **body: Any) -> dict[str, Any]:
     body = {"tenant_id": "acme", "user_id": "u-1", "agent_id": "bot", **body}
-    response = await broker.request(body, subject)
-    decoded: dict[str, Any] = await response.decode()
+    data, _ = await request(nc, subject, body)
+    decoded: dict[str, Any] = json.loads(data)
     return decoded
 
 
-async def test_get_current_and_past_versions(broker: Any) -> None:
+async def test_get_current_and_past_versions(broker: NatsClient) -> None:
     reply = STATE_GET_REPLY.validate_python(await ask(broker, "query.state.get"))
     assert reply.state is not None and (reply.state.version, reply.state.local) == (3, {"n": 3})
     past = STATE_GET_REPLY.validate_python(await ask(broker, "query.state.get", at_version=1))
@@ -95,7 +102,7 @@ async def test_get_current_and_past_versions(broker: Any) -> None:
     assert past.modification_count is None
 
 
-async def test_every_query_is_scoped_by_tenant(broker: Any) -> None:
+async def test_every_query_is_scoped_by_tenant(broker: NatsClient) -> None:
     other = STATE_GET_REPLY.validate_python(
         await ask(broker, "query.state.get", tenant_id="globex")
     )
@@ -106,7 +113,7 @@ async def test_every_query_is_scoped_by_tenant(broker: Any) -> None:
     assert none.code == "not_found"
 
 
-async def test_bad_requests_get_an_invalid_reply(broker: Any) -> None:
+async def test_bad_requests_get_an_invalid_reply(broker: NatsClient) -> None:
     missing = STATE_GET_REPLY.validate_python(await ask(broker, "query.state.get", tenant_id=None))
     assert missing.code == "invalid"
     assert "tenant_id" in missing.message
@@ -120,7 +127,7 @@ async def test_bad_requests_get_an_invalid_reply(broker: Any) -> None:
     assert naive.code == "invalid"
 
 
-async def test_history_and_diff(broker: Any) -> None:
+async def test_history_and_diff(broker: NatsClient) -> None:
     page = STATE_HISTORY_REPLY.validate_python(await ask(broker, "query.state.history", limit=2))
     assert [t.version for t in page.items] == [3, 2] and page.next_before_version == 2
     assert page.items[0].patch == [{"op": "add", "path": "/local/n", "value": 3}]
@@ -135,7 +142,7 @@ async def test_history_and_diff(broker: Any) -> None:
 
 
 async def test_each_query_sets_its_own_tenant_on_the_query_pool(
-    app_worker: tuple[Any, Worker], pool: asyncpg.Pool
+    app_worker: tuple[NatsClient, Worker], pool: asyncpg.Pool
 ) -> None:
     broker, worker = app_worker
     reads = await start_query_pool(worker, pool)  # one connection (query_pool_max=1)
@@ -155,7 +162,7 @@ async def test_each_query_sets_its_own_tenant_on_the_query_pool(
 
 
 async def test_queries_before_the_query_pool_opened_or_after_it_closed_are_unavailable(
-    app_worker: tuple[Any, Worker], pool: asyncpg.Pool
+    app_worker: tuple[NatsClient, Worker], pool: asyncpg.Pool
 ) -> None:
     broker, worker = app_worker
     for subject, extra in (

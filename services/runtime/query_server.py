@@ -1,18 +1,19 @@
-"""Query routes answered on the worker's NATS connection itself, not through FastStream.
+"""The worker's query server: every ``QueryRoute`` answered on the worker's NATS connection.
 
-For a route asked once or more per step of a client's loop (``QueryRoute.direct``: the
-LangGraph checkpointer's commands), FastStream's per-message machinery (its middleware
-stack, dependency injection, memory streams between its workers, its access log) cost
-more CPU than the command's own work: about 1.5 ms of a put's 2.5 ms in the worker
-(docs/langgraph.md). Here a request is a subscription callback: the request validated
-from its JSON, the route's handler, the reply published, with what ``router._serve``
-gives every route: the one error model (``replies.query_failure``), ``too_large`` for a
-reply over the connection's ``max_payload``, ``QueryStats``, a span per request when the
-worker traces (none for a request its requester did not sample), and ``max_workers``
-requests at once (the callback waits for a free slot, so the subscription's pending limit
-applies back-pressure). Replicas share the subject in the worker's queue group. The
-AsyncAPI document still shows the route: its subscriber is declared on the never-started
-documentation broker (``service.create_worker``).
+A request is a subscription callback: the request validated from its JSON, the route's
+handler, the reply published, with the one error model (``replies.query_failure``),
+``too_large`` for a reply over the connection's ``max_payload``, ``QueryStats``, a span
+per request when the worker traces (none for a request its requester did not sample:
+the reply then names the requester's span), and ``max_workers`` requests of a route at
+once (the callback waits for a free slot, so the subscription's pending limit applies
+back-pressure). Replicas share each subject in the worker's queue group.
+
+Why not FastStream's subscribers: its per-message machinery (middleware stack,
+dependency injection, memory streams between its workers, two access-log records) cost
+more CPU than many queries' own work: ~1.5 ms of a LangGraph put's 2.5 ms in the worker,
+and ~1 ms per hop of each of the six a context build makes (docs/architecture.md, "One
+query transport"). The AsyncAPI document still shows every route: ``describe_routes``
+declares them on the never-started documentation broker (``service.create_worker``).
 """
 
 from __future__ import annotations
@@ -32,13 +33,13 @@ from pydantic import ValidationError
 
 from contracts.errors import QueryError
 from services.runtime.component import Health, WorkerContext
-from services.runtime.replies import DEFAULT_MAX_PAYLOAD, REPLY_MARGIN, fit, query_failure
+from services.runtime.replies import fit, query_failure, refused_request, reply_limit
 from services.runtime.router import (
     SERVER_FAULTS,
     QueryRoute,
     QueryStats,
+    describe_routes,
     query_attributes,
-    serve_routes,
 )
 from services.runtime.trace_context import trace_of, unsampled
 from services.runtime.tracing import Tracing, headers_of, parent_of
@@ -46,10 +47,10 @@ from services.runtime.tracing import Tracing, headers_of, parent_of
 log = logging.getLogger(__name__)
 
 
-class DirectQueries:
-    """The component serving the worker's direct routes (see the module docstring)."""
+class QueryServer:
+    """The component answering the worker's query routes (see the module docstring)."""
 
-    name = "direct-queries"
+    name = "queries"
 
     def __init__(
         self,
@@ -94,12 +95,6 @@ class DirectQueries:
             return Health(self.name, False, "not subscribed")
         return Health(self.name, True, f"{len(self._subs)} subjects, {len(self._tasks)} in hand")
 
-    def _limit(self) -> int:
-        max_payload = getattr(self._nc, "max_payload", None)
-        if not isinstance(max_payload, int) or max_payload <= 0:
-            max_payload = DEFAULT_MAX_PAYLOAD
-        return max_payload - REPLY_MARGIN
-
     async def _answer(self, route: QueryRoute, msg: Msg, slots: asyncio.Semaphore) -> None:
         try:
             tracer = self.tracing.tracer
@@ -134,11 +129,11 @@ class DirectQueries:
         self, route: QueryRoute, body: bytes
     ) -> tuple[bytes, QueryError | None, str | None]:
         """The reply's bytes, the error it is (None: a result), the request's tenant."""
-        limit, subject = self._limit(), route.subject
+        limit, subject = reply_limit(self._nc), route.subject
         try:
             request = route.request.model_validate_json(body)
         except ValidationError as exc:  # it breaks the contract: counted, not timed
-            refused = query_failure(exc, subject)
+            refused = refused_request(exc)
             self.stats.record(subject, None, refused)
             return fit(refused, limit, subject, route.hint), refused, None
         started = time.perf_counter()
@@ -158,7 +153,6 @@ class DirectQueries:
 
 
 def serve_queries(
-    broker: NatsBroker,
     described: NatsBroker,
     routes: Sequence[QueryRoute],
     *,
@@ -166,17 +160,12 @@ def serve_queries(
     stats: QueryStats,
     tracing: Tracing,
     drain_timeout_s: float,
-) -> DirectQueries | None:
-    """Subscribes the routes that are not direct through FastStream (``router``); the
-    direct ones are declared on ``described``, the documentation broker (never started),
-    and answered by the component returned (None when there are none)."""
-    serve_routes(
-        broker, [r for r in routes if not r.direct], queue=queue, stats=stats, tracing=tracing
-    )
-    direct = [r for r in routes if r.direct]
-    if not direct:
+) -> QueryServer | None:
+    """The component answering ``routes`` (None when there are none), which are declared
+    on ``described``, the documentation broker, too."""
+    if not routes:
         return None
-    serve_routes(described, direct, queue=queue, stats=QueryStats())
-    return DirectQueries(
-        direct, queue=queue, stats=stats, tracing=tracing, drain_timeout_s=drain_timeout_s
+    describe_routes(described, routes, queue=queue)
+    return QueryServer(
+        routes, queue=queue, stats=stats, tracing=tracing, drain_timeout_s=drain_timeout_s
     )

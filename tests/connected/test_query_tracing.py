@@ -1,6 +1,8 @@
-"""Query spans, on FastStream's in-memory broker: each request served is a span that is a
-child of the request's ``traceparent``, carries its outcome and error code, and the reply
-names it as its parent; a worker that does not trace answers as before."""
+"""Query spans (``runtime/query_server.py``), against a real nats-server: each request its
+requester sampled is a span, a child of the request's ``traceparent``, that carries its
+outcome and error code, and the reply names it as its parent; one its requester did not
+sample has no span, and the reply names the requester's span, so what follows is not
+sampled either; a worker that does not trace answers as before."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from faststream.nats import NatsBroker, TestNatsBroker
+from nats.aio.client import Client as NatsClient
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -16,8 +18,11 @@ from pydantic import BaseModel, Field
 
 from contracts.errors import ErrorCode
 from services.runtime.replies import QueryFailed
-from services.runtime.router import QueryRoute, QueryStats, serve_routes
+from services.runtime.router import QueryRoute
 from services.runtime.tracing import Tracing
+from tests.queries import answering, request
+
+pytestmark = pytest.mark.connected
 
 SUBJECT = "query.probe.echo"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -53,28 +58,20 @@ def exporter() -> Iterator[InMemorySpanExporter]:
     exporter.shutdown()
 
 
-async def serving(tracing: Tracing) -> AsyncIterator[NatsBroker]:
-    broker = NatsBroker()
-    serve_routes(broker, [ROUTE], queue="probe", stats=QueryStats(), tracing=tracing)
-    async with TestNatsBroker(broker) as test_broker:
-        yield test_broker
-
-
 @pytest.fixture
-async def traced(exporter: InMemorySpanExporter) -> AsyncIterator[NatsBroker]:
+async def traced(nc: NatsClient, exporter: InMemorySpanExporter) -> AsyncIterator[NatsClient]:
     tracing = Tracing.exporting("probe", exporter, batch=False)
-    async for broker in serving(tracing):
-        yield broker
+    async with answering(nc, [ROUTE], tracing=tracing):
+        yield nc
     tracing.shutdown()
 
 
 async def ask(
-    broker: NatsBroker, body: dict[str, str] | bytes, traceparent: str | None = TRACEPARENT
+    nc: NatsClient, body: dict[str, str] | bytes, traceparent: str | None = TRACEPARENT
 ) -> tuple[dict[str, object], dict[str, str]]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
     headers = {"traceparent": traceparent} if traceparent else None
-    response = await broker.request(data, SUBJECT, headers=headers, timeout=5)
-    return json.loads(response.body), dict(response.headers)
+    data, reply_headers = await request(nc, SUBJECT, body, headers=headers, timeout=5)
+    return json.loads(data), reply_headers
 
 
 def only_span(exporter: InMemorySpanExporter) -> ReadableSpan:
@@ -84,7 +81,7 @@ def only_span(exporter: InMemorySpanExporter) -> ReadableSpan:
 
 
 async def test_a_query_is_a_child_of_the_requests_traceparent(
-    traced: NatsBroker, exporter: InMemorySpanExporter
+    traced: NatsClient, exporter: InMemorySpanExporter
 ) -> None:
     reply, headers = await ask(traced, {"tenant_id": "acme", "text": "hi"})
     assert reply == {"status": "ok", "text": "hi"}
@@ -104,12 +101,12 @@ async def test_a_query_is_a_child_of_the_requests_traceparent(
 
 
 async def test_error_replies_carry_their_code_and_only_faults_are_errors(
-    traced: NatsBroker, exporter: InMemorySpanExporter
+    traced: NatsClient, exporter: InMemorySpanExporter
 ) -> None:
     answers = [
         await ask(traced, {"tenant_id": "acme", "text": "missing"}),
         await ask(traced, {"tenant_id": "acme", "text": "boom"}),
-        await ask(traced, b'{"tenant_id": 1}'),  # breaks the contract: refused by the router
+        await ask(traced, b'{"tenant_id": 1}'),  # breaks the contract: refused before the handler
     ]
     assert [reply["code"] for reply, _ in answers] == ["not_found", "internal", "invalid"]
     spans = exporter.get_finished_spans()
@@ -128,7 +125,7 @@ async def test_error_replies_carry_their_code_and_only_faults_are_errors(
 
 
 async def test_without_a_traceparent_the_query_starts_a_trace(
-    traced: NatsBroker, exporter: InMemorySpanExporter
+    traced: NatsClient, exporter: InMemorySpanExporter
 ) -> None:
     _, headers = await ask(traced, {"tenant_id": "acme", "text": "hi"}, traceparent=None)
     span = only_span(exporter)
@@ -136,21 +133,21 @@ async def test_without_a_traceparent_the_query_starts_a_trace(
     assert headers["traceparent"].split("-")[1] == f"{span.context.trace_id:032x}"
 
 
-async def test_a_worker_that_does_not_trace_adds_no_header() -> None:
-    async for broker in serving(Tracing.off()):
-        reply, headers = await ask(broker, {"tenant_id": "acme", "text": "hi"})
-        assert reply == {"status": "ok", "text": "hi"}
-        assert "traceparent" not in headers
+async def test_a_worker_that_does_not_trace_adds_no_header(nc: NatsClient) -> None:
+    async with answering(nc, [ROUTE]):
+        reply, headers = await ask(nc, {"tenant_id": "acme", "text": "hi"})
+    assert reply == {"status": "ok", "text": "hi"}
+    assert "traceparent" not in headers
 
 
 async def test_a_request_its_requester_did_not_sample_gets_no_span_but_keeps_its_trace(
-    traced: NatsBroker, exporter: InMemorySpanExporter
+    traced: NatsClient, exporter: InMemorySpanExporter
 ) -> None:
     declined = f"00-{TRACE_ID}-{PARENT_ID}-00"
     answers = [
         await ask(traced, {"tenant_id": "acme", "text": "hi"}, traceparent=declined),
         await ask(traced, {"tenant_id": "acme", "text": "boom"}, traceparent=declined),
-        await ask(traced, b'{"tenant_id": 1}', traceparent=declined),  # refused by the router
+        await ask(traced, b'{"tenant_id": 1}', traceparent=declined),  # refused before the handler
     ]
     assert [reply.get("code") for reply, _ in answers] == [None, "internal", "invalid"]
     assert exporter.get_finished_spans() == ()

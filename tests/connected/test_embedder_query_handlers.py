@@ -1,5 +1,5 @@
-"""query.embed and the error replies of both queries, on FastStream's in-memory broker
-(no NATS, no database; the real model)."""
+"""query.embed and the error replies of both queries, answered by the embedder's routes on
+the real nats-server (tests/queries.py) with the real model and no database."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
-from faststream.nats import NatsBroker, TestNatsBroker
+from nats.aio.client import Client as NatsClient
 
 from contracts.embedding import (
     EMBED_REPLY,
@@ -22,7 +22,10 @@ from services.embedder.active_model import ActiveModel
 from services.embedder.model import LoadedModel, load, resolve
 from services.embedder.queries import query_routes
 from services.embedder.settings import DEFAULT_MODEL, EmbedderSettings
-from services.runtime.router import QueryStats, serve_routes
+from tests.queries import answering
+from tests.queries import request as request_with_headers
+
+pytestmark = pytest.mark.connected
 
 
 @pytest.fixture(scope="session")
@@ -31,24 +34,21 @@ def model() -> LoadedModel:
 
 
 @pytest.fixture
-async def broker(model: LoadedModel) -> AsyncIterator[NatsBroker]:
-    broker = NatsBroker()
+async def broker(nc: NatsClient, model: LoadedModel) -> AsyncIterator[NatsClient]:
     active = ActiveModel(EmbedderSettings())
     active.use_model(model)  # a model, but no database: searches are unavailable
-    serve_routes(broker, query_routes(active), queue="embedder", stats=QueryStats())
-    async with TestNatsBroker(broker) as test_broker:
-        yield test_broker
+    async with answering(nc, query_routes(active)):
+        yield nc
     active.encoder.close()
 
 
-async def request(broker: NatsBroker, subject: str, body: bytes) -> bytes:
-    response = await broker.request(body, subject, timeout=30)
-    data: bytes = response.body
+async def request(nc: NatsClient, subject: str, body: bytes) -> bytes:
+    data, _ = await request_with_headers(nc, subject, body)
     return data
 
 
 async def test_embed_returns_unit_vectors_of_the_model(
-    broker: NatsBroker, model: LoadedModel
+    broker: NatsClient, model: LoadedModel
 ) -> None:
     texts = ["a quiet hotel room", "ein ruhiges Hotelzimmer", "x" * 10]
     body = await request(broker, EMBED_SUBJECT, json.dumps({"texts": texts}).encode())
@@ -78,7 +78,7 @@ async def test_embed_returns_unit_vectors_of_the_model(
     ],
 )
 async def test_bad_requests_get_an_invalid_reply(
-    broker: NatsBroker, subject: str, body: dict[str, object], needle: str
+    broker: NatsClient, subject: str, body: dict[str, object], needle: str
 ) -> None:
     raw = await request(broker, subject, json.dumps(body).encode())
     reply = (EMBED_REPLY if subject == EMBED_SUBJECT else KNOWLEDGE_SEARCH_REPLY).validate_json(raw)
@@ -86,12 +86,12 @@ async def test_bad_requests_get_an_invalid_reply(
     assert reply.code == "invalid" and needle in reply.message
 
 
-async def test_not_json_is_an_invalid(broker: NatsBroker) -> None:
+async def test_not_json_is_an_invalid(broker: NatsClient) -> None:
     reply = EMBED_REPLY.validate_json(await request(broker, EMBED_SUBJECT, b"\xff not json"))
     assert isinstance(reply, QueryError) and reply.code == "invalid"
 
 
-async def test_search_before_the_database_is_ready_is_unavailable(broker: NatsBroker) -> None:
+async def test_search_before_the_database_is_ready_is_unavailable(broker: NatsClient) -> None:
     body = json.dumps({"tenant_id": "acme", "text": "hotel"}).encode()
     reply = KNOWLEDGE_SEARCH_REPLY.validate_json(
         await request(broker, KNOWLEDGE_SEARCH_SUBJECT, body)

@@ -1,9 +1,10 @@
-"""query.chat.* through FastStream's in-memory broker (no nats-server); the database is the
-real one the test session starts, filled by the ingest's own batch function. The in-memory
-broker runs no lifespan: each test starts the query pool component itself."""
+"""query.chat.* answered by the ingest's routes on the real nats-server (tests/queries.py),
+the database filled by the ingest's own batch function; no worker runs, so each test
+starts the query pool component itself (and one asks before it did)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -11,7 +12,6 @@ from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
-from faststream.nats import TestNatsBroker
 from nats.aio.client import Client as NatsClient
 
 from contracts.chat_queries import CHAT_CONVERSATIONS_REPLY, CHAT_HISTORY_REPLY
@@ -26,6 +26,9 @@ from services.runtime.service import Worker
 from services.runtime.supervise import Supervisor
 from tests import factories as f
 from tests.conftest import Env
+from tests.queries import answering, request
+
+pytestmark = pytest.mark.connected
 
 CID = uuid4()
 MIDS = [uuid4() for _ in range(5)]
@@ -48,14 +51,16 @@ async def pool(env: Env) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture
-async def app_worker(env: Env, pool: asyncpg.Pool) -> AsyncIterator[tuple[Any, Worker]]:
-    app, worker = create_app(
+async def app_worker(
+    env: Env, nc: NatsClient, pool: asyncpg.Pool
+) -> AsyncIterator[tuple[NatsClient, Worker]]:
+    _, worker = create_app(
         IngestSettings(
             nats_url=env.nats_login("ingest"), database_url=env.login("ingest"), query_pool_max=1
         )
     )
-    async with TestNatsBroker(app.broker) as br:  # type: ignore[type-var]
-        yield br, worker
+    async with answering(nc, worker.assembly.queries):
+        yield nc, worker
 
 
 async def start_reads(worker: Worker, pool: asyncpg.Pool) -> ChatReads:
@@ -68,7 +73,9 @@ async def start_reads(worker: Worker, pool: asyncpg.Pool) -> ChatReads:
 
 
 @pytest.fixture
-async def broker(app_worker: tuple[Any, Worker], pool: asyncpg.Pool) -> AsyncIterator[Any]:
+async def broker(
+    app_worker: tuple[NatsClient, Worker], pool: asyncpg.Pool
+) -> AsyncIterator[NatsClient]:
     br, worker = app_worker
     reads = await start_reads(worker, pool)
     try:
@@ -77,14 +84,13 @@ async def broker(app_worker: tuple[Any, Worker], pool: asyncpg.Pool) -> AsyncIte
         await reads.stop()
 
 
-async def ask(broker: Any, subject: str, **body: Any) -> dict[str, Any]:
-    body = {"tenant_id": "acme", **body}
-    response = await broker.request(body, subject)
-    decoded: dict[str, Any] = await response.decode()
+async def ask(nc: NatsClient, subject: str, **body: Any) -> dict[str, Any]:
+    data, _ = await request(nc, subject, {"tenant_id": "acme", **body})
+    decoded: dict[str, Any] = json.loads(data)
     return decoded
 
 
-async def history(broker: Any, **body: Any) -> Any:
+async def history(broker: NatsClient, **body: Any) -> Any:
     body.setdefault("conversation_id", str(CID))
     return CHAT_HISTORY_REPLY.validate_python(await ask(broker, "query.chat.history", **body))
 
@@ -93,7 +99,7 @@ def ids(reply: Any) -> list[UUID]:
     return [m.message_id for m in reply.items]
 
 
-async def test_history_pages_in_both_orders(broker: Any) -> None:
+async def test_history_pages_in_both_orders(broker: NatsClient) -> None:
     first = await history(broker, limit=2)
     assert ids(first) == [MIDS[4], MIDS[3]] and first.next_cursor
     assert (first.conversation.title, first.conversation.message_count) == ("Trip", 5)
@@ -107,7 +113,7 @@ async def test_history_pages_in_both_orders(broker: Any) -> None:
     assert [m.content for m in oldest.items] == [f"m{i}" for i in range(5)]
 
 
-async def test_a_bad_cursor_is_an_invalid_request_naming_the_cursor(broker: Any) -> None:
+async def test_a_bad_cursor_is_an_invalid_request_naming_the_cursor(broker: NatsClient) -> None:
     page = await history(broker, limit=1)
     for cursor, why in (
         ("not-a-cursor", "not one this service handed out"),
@@ -122,14 +128,16 @@ async def test_a_bad_cursor_is_an_invalid_request_naming_the_cursor(broker: Any)
     assert other.code == "invalid" and "another listing" in other.message
 
 
-async def test_another_tenants_conversation_is_not_found_like_a_missing_one(broker: Any) -> None:
+async def test_another_tenants_conversation_is_not_found_like_a_missing_one(
+    broker: NatsClient,
+) -> None:
     theirs = await history(broker, tenant_id="globex")
     missing = await history(broker, conversation_id=str(uuid4()))
     assert theirs.code == missing.code == "not_found"
     assert "no conversation" in theirs.message and "globex" in theirs.message
 
 
-async def test_limits_over_the_maximum_are_invalid(broker: Any) -> None:
+async def test_limits_over_the_maximum_are_invalid(broker: NatsClient) -> None:
     over = await history(broker, limit=501)
     assert over.code == "invalid" and "limit" in over.message
     neither = CHAT_CONVERSATIONS_REPLY.validate_python(
@@ -138,7 +146,7 @@ async def test_limits_over_the_maximum_are_invalid(broker: Any) -> None:
     assert neither.code == "invalid" and "user_id, agent_id or both" in neither.message
 
 
-async def test_conversations_of_a_user_or_an_agent(broker: Any) -> None:
+async def test_conversations_of_a_user_or_an_agent(broker: NatsClient) -> None:
     mine = CHAT_CONVERSATIONS_REPLY.validate_python(
         await ask(broker, "query.chat.conversations", user_id="u-1")
     )
@@ -151,7 +159,7 @@ async def test_conversations_of_a_user_or_an_agent(broker: Any) -> None:
 
 
 async def test_queries_before_the_pool_opened_are_unavailable(
-    app_worker: tuple[Any, Worker], pool: asyncpg.Pool
+    app_worker: tuple[NatsClient, Worker], pool: asyncpg.Pool
 ) -> None:
     broker, worker = app_worker
     early = await history(broker)

@@ -1,0 +1,46 @@
+"""A worker's query routes answered on the test session's real nats-server by the runtime's
+``QueryServer``, as `engram run` answers them, without the rest of the worker: a test
+starts the components the routes read (pools, model) itself."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from types import SimpleNamespace
+from typing import Any, cast
+
+from nats.aio.client import Client as NatsClient
+
+from services.runtime.component import WorkerContext
+from services.runtime.query_server import QueryServer
+from services.runtime.router import QueryRoute, QueryStats
+from services.runtime.tracing import Tracing
+
+
+@asynccontextmanager
+async def answering(
+    nc: NatsClient, routes: Sequence[QueryRoute], *, tracing: Tracing | None = None
+) -> AsyncIterator[QueryServer]:
+    server = QueryServer(
+        routes, queue="tests", stats=QueryStats(), tracing=tracing or Tracing.off()
+    )
+    await server.start(cast(WorkerContext, SimpleNamespace(nc=nc)))  # it reads only nc
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def request(
+    nc: NatsClient,
+    subject: str,
+    body: dict[str, Any] | bytes,
+    *,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> tuple[bytes, dict[str, str]]:
+    """The reply's bytes and headers."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    reply = await nc.request(subject, data, timeout=timeout, headers=headers)
+    return reply.data, dict(reply.headers or {})
