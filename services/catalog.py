@@ -16,7 +16,7 @@ from services.context.spec import SPEC as CONTEXT
 from services.embedder.spec import SPEC as EMBEDDER
 from services.ingest.spec import SPEC as INGEST
 from services.memory.spec import SPEC as MEMORY
-from services.runtime import cli, service
+from services.runtime import cli, service, worker
 from services.runtime import migrate as migrations
 from services.runtime.spec import Catalog
 
@@ -42,6 +42,6 @@ async def migrate(
     )
 
 
-def create_worker(name: str, **settings: Any) -> tuple[FastStream, service.Worker]:
+def create_worker(name: str, **settings: Any) -> tuple[FastStream, worker.Worker]:
     """A service's app and worker state by name; ``settings`` win over the environment."""
     return service.create_worker(SERVICES.get(name), **settings)

@@ -4,29 +4,26 @@
         graph = builder.compile(checkpointer=saver)
 
 Every method is one ``query.langgraph.*`` request that the service answers after COMMIT
-(``aput`` returned: durable, and every later read sees it). Values are serialized here
-with LangGraph's serde; the service stores them as zstd deltas between consecutive
-versions of a channel (docs/langgraph.md). No lock: concurrent graphs on one saver make
-concurrent requests. The sync methods, as in LangGraph's ``AsyncPostgresSaver``, run on
+(``aput`` returned: durable, and every later read sees it). Values are serialized with
+LangGraph's serde (``lg_wire.py``); the service stores them as zstd deltas between
+consecutive versions of a channel (docs/langgraph.md). No lock: concurrent graphs on one
+saver make concurrent requests. The sync methods, as in LangGraph's ``AsyncPostgresSaver``, run on
 the saver's event loop and may only be called from another thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
-    WRITES_IDX_MAP,
     ChannelVersions,
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
     get_checkpoint_id,
-    get_serializable_checkpoint_metadata,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from nats.aio.client import Client as NatsClient
@@ -35,7 +32,6 @@ from pydantic import BaseModel
 from contracts.langgraph import (
     COMMANDS,
     BlobIn,
-    CheckpointView,
     CopyThreadRequest,
     DeleteForRunsRequest,
     DeleteThreadRequest,
@@ -46,23 +42,18 @@ from contracts.langgraph import (
     ListRequest,
     PruneRequest,
     PutReply,
-    PutRequest,
-    PutWritesRequest,
-    Typed,
-    WriteIn,
 )
 from engram_client.asking import ask
 from engram_client.connect import OwnsConnection
 from engram_client.errors import Pruned
 from engram_client.lg_blocking import BlockingSaver
-from engram_client.lg_held import DELTA_ABOVE, Head, HeldBlobs, HeldValue, ThreadKey, delta
+from engram_client.lg_held import DELTA_ABOVE, Head, HeldBlobs, ThreadKey, delta
 from engram_client.lg_versions import next_version
+from engram_client.lg_wire import INLINE_STR as INLINE_STR  # noqa: PLC0414 (public here too)
+from engram_client.lg_wire import checkpoint_tuple, put_request, put_writes_request
 from engram_client.options import Retry
 
 R = TypeVar("R", bound=BaseModel)
-# Inline in the checkpoint body, as the stock saver does: small primitives only (a long
-# string is a blob, so it is stored once per version, as a delta).
-INLINE_STR = 256
 THREAD_ABOVE = 64 * 1024  # bytes of bases above which deltas are made on a thread
 
 
@@ -114,30 +105,10 @@ class EngramSaver(BlockingSaver, OwnsConnection):
     ) -> RunnableConfig:
         conf = config["configurable"]
         thread_id, ns = conf["thread_id"], conf.get("checkpoint_ns", "")
-        body = checkpoint.copy()
-        values = dict(checkpoint["channel_values"])
-        body["channel_values"] = {k: v for k, v in values.items() if _inline(v)}
-        blobs = []
-        for channel, version in new_versions.items():
-            if channel in body["channel_values"]:
-                continue
-            kind, data = (
-                self.serde.dumps_typed(values[channel]) if channel in values else ("empty", b"")
-            )
-            blobs.append(BlobIn(channel=channel, version=str(version), type=kind, data=data))
-        kind, data = self.serde.dumps_typed(body)
-        md = get_serializable_checkpoint_metadata(config, metadata)
-        request = PutRequest(
-            tenant_id=self.tenant_id,
-            thread_id=thread_id,
-            checkpoint_ns=ns,
-            checkpoint_id=checkpoint["id"],
-            parent_checkpoint_id=conf.get("checkpoint_id"),
-            body=Typed(type=kind, data=data),
-            channel_versions={k: str(v) for k, v in checkpoint["channel_versions"].items()},
-            metadata=json.loads(json.dumps(md, default=repr)),
-            blobs=blobs,
+        request = put_request(
+            config, checkpoint, metadata, new_versions, tenant_id=self.tenant_id, serde=self.serde
         )
+        blobs = request.blobs
         thread = (thread_id, ns)
         sent = await self._deltas(thread, blobs)
         try:
@@ -198,22 +169,8 @@ class EngramSaver(BlockingSaver, OwnsConnection):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        conf = config["configurable"]
-        items = []
-        for idx, (channel, value) in enumerate(writes):
-            kind, data = self.serde.dumps_typed(value)
-            items.append(
-                WriteIn(idx=WRITES_IDX_MAP.get(channel, idx), channel=channel, type=kind, data=data)
-            )
-        request = PutWritesRequest(
-            tenant_id=self.tenant_id,
-            thread_id=conf["thread_id"],
-            checkpoint_ns=conf.get("checkpoint_ns", ""),
-            checkpoint_id=conf["checkpoint_id"],
-            task_id=task_id,
-            task_path=task_path,
-            writes=items,
-            upsert=all(w[0] in WRITES_IDX_MAP for w in writes),
+        request = put_writes_request(
+            config, writes, task_id, task_path, tenant_id=self.tenant_id, serde=self.serde
         )
         await self._ask("query.langgraph.put_writes", request, DoneReply)
 
@@ -229,7 +186,9 @@ class EngramSaver(BlockingSaver, OwnsConnection):
             held=list(held),
         )
         reply = await self._ask("query.langgraph.get_tuple", request, GetTupleReply)
-        return None if reply.checkpoint is None else self._tuple(reply.checkpoint, held)
+        if reply.checkpoint is None:
+            return None
+        return checkpoint_tuple(self.serde, self.held, reply.checkpoint, held)
 
     async def alist(
         self,
@@ -254,7 +213,7 @@ class EngramSaver(BlockingSaver, OwnsConnection):
             )
             page = await self._ask("query.langgraph.list", request, ListReply)
             for view in page.items:
-                yield self._tuple(view)
+                yield checkpoint_tuple(self.serde, self.held, view)
             if left is not None:
                 left -= len(page.items)
             if not page.size_limited or not page.items:
@@ -286,40 +245,3 @@ class EngramSaver(BlockingSaver, OwnsConnection):
 
     def get_next_version(self, current: str | None, channel: None) -> str:
         return next_version(current)
-
-    def _tuple(
-        self, view: CheckpointView, held: dict[int, HeldValue] | None = None
-    ) -> CheckpointTuple:
-        checkpoint: Checkpoint = self.serde.loads_typed((view.body.type, view.body.data or b""))
-        values = dict(checkpoint.get("channel_values") or {})
-        thread = (view.thread_id, view.checkpoint_ns)
-        for value in view.values:
-            if value.type == "empty":
-                continue
-            if value.held:  # only ever for an id this request named
-                assert held is not None and value.blob_id is not None
-                data = held[value.blob_id].data
-            else:
-                data = value.data or b""
-                if value.blob_id is not None and held is not None:  # a read to hold
-                    self.held.put(value.blob_id, thread, value.type, data)
-            values[value.channel] = self.serde.loads_typed((value.type, data))
-        checkpoint["channel_values"] = values
-        ids = {"thread_id": view.thread_id, "checkpoint_ns": view.checkpoint_ns}
-        parent = view.parent_checkpoint_id
-        return CheckpointTuple(
-            config={"configurable": {**ids, "checkpoint_id": view.checkpoint_id}},
-            checkpoint=checkpoint,
-            metadata=view.metadata,  # type: ignore[arg-type]
-            parent_config={"configurable": {**ids, "checkpoint_id": parent}} if parent else None,
-            pending_writes=[
-                (w.task_id, w.channel, self.serde.loads_typed((w.type, w.data or b"")))
-                for w in view.writes
-            ],
-        )
-
-
-def _inline(value: Any) -> bool:
-    if isinstance(value, str):
-        return len(value) <= INLINE_STR
-    return value is None or isinstance(value, (int, float, bool))

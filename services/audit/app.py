@@ -10,8 +10,9 @@ from services.audit.repo import Partitions
 from services.audit.settings import AuditSettings
 from services.audit.spec import SPEC
 from services.runtime.bus import STREAMS
-from services.runtime.service import Worker, build_worker_app
+from services.runtime.service import build_worker_app
 from services.runtime.spec import Assembly, Consumes
+from services.runtime.worker import Worker
 
 
 def assemble(settings: AuditSettings) -> Assembly:

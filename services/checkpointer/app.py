@@ -18,8 +18,9 @@ from services.checkpointer.spec import SPEC
 from services.checkpointer.writer import StateWriter
 from services.runtime.bus import STATE
 from services.runtime.component import Component
-from services.runtime.service import Worker, build_worker_app
+from services.runtime.service import build_worker_app
 from services.runtime.spec import Assembly
+from services.runtime.worker import Worker
 
 
 def assemble(settings: CheckpointerSettings) -> Assembly:

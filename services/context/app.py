@@ -17,8 +17,9 @@ from services.context.settings import ContextSettings
 from services.context.spec import SPEC
 from services.runtime.component import Component
 from services.runtime.router import QueryRoute
-from services.runtime.service import Worker, build_worker_app
+from services.runtime.service import build_worker_app
 from services.runtime.spec import Assembly
+from services.runtime.worker import Worker
 
 
 def assemble(settings: ContextSettings) -> Assembly:

@@ -75,7 +75,7 @@ class ActiveModel:
         ]
 
     def use_model(self, model: LoadedModel) -> None:
-        """Serve ``model`` without a database (in-memory broker tests, benchmarks)."""
+        """Serve ``model`` without a database (query handler tests, benchmarks)."""
         self._encoder = self._new_encoder(model)
 
     # --- lifecycle -------------------------------------------------------------------

@@ -25,8 +25,9 @@ from services.embedder.settings import EmbedderSettings
 from services.embedder.spec import SPEC
 from services.runtime.bus import CHAT, ENGRAM, KNOWLEDGE, MEMORY
 from services.runtime.pipeline import contract_decoder
-from services.runtime.service import Worker, build_worker_app
+from services.runtime.service import build_worker_app
 from services.runtime.spec import Assembly, Consumes
+from services.runtime.worker import Worker
 
 CHAT_TYPES = (MessageCreated, MessageEdited, MessageDeleted, FileUploaded)
 CHAT_SUBJECTS = tuple(t.model_fields["type"].default for t in CHAT_TYPES)

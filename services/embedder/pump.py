@@ -8,12 +8,9 @@ Three stages, so each overlaps the others:
            ``model_max_wait_s`` after its first chunk, so one event alone is embedded at
            once and a backlog makes full batches. At most one batch waits for the model
            while another is encoded;
-  encode   the encoder thread; a text whose vector is known (same text of the tenant, in
-           the database or the recent-vector cache) is not encoded again, nor twice in one
-           batch;
-  write    one transaction stores the vectors, drops the queue rows and adds the
-           engram.embedding.ready of each memory now complete to the outbox, while the
-           model encodes the next batch.
+  encode   the encoder thread, known vectors first (``pump_batch.py``);
+  write    one transaction stores the vectors and announces each memory now complete
+           (``pump_batch.py``), while the model encodes the next batch.
 
 A chunk leased by a worker that dies is embedded by another after ``lease_s``.
 """
@@ -25,15 +22,13 @@ import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
 
 import asyncpg
-import numpy as np
 
 from services.embedder import repo, repo_queue
 from services.embedder.active_model import ActiveModel
 from services.embedder.announce import Announcer
-from services.embedder.logic import length_batches
+from services.embedder.pump_batch import Batch, BatchEmbedder, PumpStats
 from services.embedder.settings import EmbedderSettings
 from services.embedder.vector_cache import VectorCache
 from services.runtime.component import Health, NotStarted, WorkerContext
@@ -48,25 +43,6 @@ GIVEN_UP_CHECK_S = 30.0
 WAITING = 2  # batches handed to the encoder at most: one encoding, one next
 
 
-@dataclass
-class PumpStats:
-    batches: int = 0
-    chunks: int = 0  # vectors written
-    encoded: int = 0  # texts the model encoded
-    known: int = 0  # chunks whose vector was known (not encoded)
-    last_batch: int = 0
-    encode_s: float = 0.0  # time the model spent on the pump's batches
-    errors: int = 0
-    given_up: int = 0  # queued chunks that lost MAX_ATTEMPTS leases (last count)
-
-
-@dataclass
-class _Batch:
-    items: list[repo_queue.Claimed]
-    model_id: str = ""
-    vectors: list[np.ndarray | None] = field(default_factory=list)
-
-
 class Pump:
     """A component: the gather Loop and the batches it handed over."""
 
@@ -75,12 +51,13 @@ class Pump:
     def __init__(
         self, active: ActiveModel, settings: EmbedderSettings, announcer: Announcer
     ) -> None:
-        self._active = active
         self._settings = settings
-        self._announcer = announcer
         self.cache = VectorCache(settings.cache_size)
         self.stats = PumpStats()
         self.token = uuid.uuid4()  # this pump's leases
+        self._embedder = BatchEmbedder(
+            active, settings, announcer, cache=self.cache, stats=self.stats, token=self.token
+        )
         self._leases = repo_queue.LeasePolicy(
             settings.lease_s, MAX_ATTEMPTS, settings.given_up_retry_s
         )
@@ -190,10 +167,10 @@ class Pump:
                 if self._encoding >= WAITING:
                     await self._until_encoded(s.poll_s)
         except asyncio.CancelledError:  # stopping: not handed over, so given back
-            await self._release(items)
+            await self._embedder.release(self.pool, items)
             raise
         self._encoding += 1
-        task = asyncio.create_task(self._process(_Batch(items)), name="embedder-batch")
+        task = asyncio.create_task(self._process(Batch(items)), name="embedder-batch")
         self._batches.add(task)
         task.add_done_callback(self._batches.discard)
         return True
@@ -226,110 +203,19 @@ class Pump:
             )
         self.stats.given_up = count
 
-    # --- encode ----------------------------------------------------------------------
+    # --- handing a batch from encode to write ----------------------------------------
 
-    async def _process(self, batch: _Batch) -> None:
+    async def _process(self, batch: Batch) -> None:
         try:
             try:
-                await self._embed(batch)
+                await self._embedder.embed(self.pool, batch)
             finally:
                 self._encoding -= 1
                 self._encoded.set()
         except Exception as exc:
             self.stats.errors += 1
             log.error("could not embed %d chunks: %s", len(batch.items), describe(exc))
-            await self._release(batch.items)
+            await self._embedder.release(self.pool, batch.items)
             return
         async with self._writing:
-            await self._write(batch)
-
-    async def _embed(self, batch: _Batch) -> None:
-        model_id = self._active.encoder.model.model_id
-        known = await self._known(model_id, batch.items)
-        todo: dict[str, repo_queue.Claimed] = {}  # digest -> a chunk: each text once
-        for item in batch.items:
-            if item.content_hash not in known:
-                todo.setdefault(item.content_hash, item)
-        fresh: dict[str, np.ndarray] = {}
-        if todo:
-            started = time.perf_counter()
-            digests = list(todo)
-            # Model batches of similar lengths (little padding), all queued at once (no
-            # gap between them; a query still goes first).
-            groups = length_batches(
-                [c.tokens or len(c.text) for c in todo.values()],
-                self._settings.model_batch_size,
-            )
-            done = await asyncio.gather(
-                *(self._active.encoder.encode([todo[digests[i]].text for i in g]) for g in groups)
-            )
-            self.stats.encode_s += time.perf_counter() - started
-            self.stats.encoded += len(todo)
-            if any(model.model_id != model_id for model, _ in done):  # switched: again
-                return await self._embed(batch)
-            for group, (_, vectors) in zip(groups, done, strict=True):
-                fresh.update((digests[i], v) for i, v in zip(group, vectors, strict=True))
-            for digest, vector in fresh.items():
-                self.cache.put(model_id, digest, vector)
-        self.stats.known += len(batch.items) - len(todo)
-        batch.model_id = model_id
-        batch.vectors = [known.get(i.content_hash, fresh.get(i.content_hash)) for i in batch.items]
-
-    async def _known(self, model_id: str, items: list[repo_queue.Claimed]) -> dict[str, np.ndarray]:
-        known: dict[str, np.ndarray] = {}
-        ask: set[tuple[str, str]] = set()
-        for item in items:
-            cached = self.cache.get(model_id, item.content_hash)
-            if cached is not None:
-                known[item.content_hash] = cached
-            else:
-                ask.add((item.tenant_id, item.content_hash))
-        if ask:
-            async with self.pool.acquire() as conn, conn.transaction():
-                await act_for_all_tenants(conn, self._settings.roles)
-                found = await repo_queue.known_vectors(conn, model_id, sorted(ask))
-            for (_, digest), vector in found.items():
-                known[digest] = vector
-        return known
-
-    # --- write -----------------------------------------------------------------------
-
-    async def _write(self, batch: _Batch) -> None:
-        for attempt in range(1, 4):
-            try:
-                await self._store(batch)
-                return
-            except Exception as exc:  # kept leased: embedded again after lease_s
-                self.stats.errors += 1
-                log.warning(
-                    "writing %d vectors failed (attempt %d): %s",
-                    len(batch.items),
-                    attempt,
-                    describe(exc),
-                )
-                await asyncio.sleep(0.5 * attempt)
-
-    async def _store(self, batch: _Batch) -> None:
-        pairs = [(i, v) for i, v in zip(batch.items, batch.vectors, strict=True) if v is not None]
-        memories = [
-            repo.MemoryKey(i.tenant_id, i.source_id) for i, _ in pairs if i.source_type == "memory"
-        ]
-        async with self.pool.acquire() as conn, conn.transaction():
-            await act_for_all_tenants(conn, self._settings.roles)
-            await repo_queue.write_vectors(
-                conn,
-                batch.model_id,
-                [i.chunk_id for i, _ in pairs],
-                [v for _, v in pairs],
-                self.token,
-            )
-            if memories:
-                await self._announcer.memories(conn, memories, batch.model_id)
-        self.stats.batches += 1
-        self.stats.chunks += len(pairs)
-        self.stats.last_batch = len(pairs)
-
-    async def _release(self, items: list[repo_queue.Claimed]) -> None:
-        with contextlib.suppress(Exception):
-            async with self.pool.acquire() as conn:
-                await repo_queue.release(conn, self.token, [i.chunk_id for i in items])
+            await self._embedder.write(self.pool, batch)

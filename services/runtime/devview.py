@@ -24,8 +24,8 @@ from rich.text import Text
 
 from services.runtime.bus import DLQ
 from services.runtime.dlq import HEADER_KIND, HEADER_REASON, HEADER_SUBJECT
-from services.runtime.service import Worker
 from services.runtime.spec import ServiceSpec
+from services.runtime.worker import Worker
 
 FETCH_ROWS = 10  # per section; the page shows fewer when the terminal is short
 MAX_COLUMN = 50

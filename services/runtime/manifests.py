@@ -21,9 +21,9 @@ from typing import Any
 
 from services.runtime.bus import DLQ, STREAMS, ConsumerSpec, Stream
 from services.runtime.dlq import BODY_BUCKET
-from services.runtime.service import Worker
 from services.runtime.settings import WorkerSettings
 from services.runtime.spec import Catalog, ServiceSpec
+from services.runtime.worker import Worker
 
 Manifest = dict[str, Any]
 NACK_API = "jetstream.nats.io/v1beta2"

@@ -31,7 +31,7 @@ from services.runtime.telemetry import Measure, Measured
 
 if TYPE_CHECKING:
     from services.runtime.consumer import PullConsumer
-    from services.runtime.service import Worker
+    from services.runtime.worker import Worker
 
 log = logging.getLogger("engram.metrics")
 PREFIX = "engram_"

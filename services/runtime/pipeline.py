@@ -8,6 +8,9 @@
    to the DLQ as exhausted.
 4. An event that makes the transaction fail is isolated: the batch is replayed one event
    per transaction, so the poison one is dead-lettered and the others commit.
+
+The naks and dead letters are ``settle.py``'s; a database that does not answer is waited
+out by ``outage.py``.
 """
 
 from __future__ import annotations
@@ -27,14 +30,15 @@ from nats.aio.msg import Msg
 from services.runtime.db import Connection, scope_tenants
 from services.runtime.decoding import contract_decoder as contract_decoder  # noqa: PLC0414
 from services.runtime.dlq import DeadKind, DeadLetters
-from services.runtime.errors import InvalidEvent, describe, is_transient, retry_delay
+from services.runtime.errors import InvalidEvent, describe, is_transient
 from services.runtime.inbox import Inbox, InboxKey
+from services.runtime.outage import DatabaseOutage
+from services.runtime.settle import Settler
 from services.runtime.telemetry import Stats
 from services.runtime.tracing import causing
-from services.runtime.tracing_events import BatchTrace, EventSpans, Outcome
+from services.runtime.tracing_events import BatchTrace, EventSpans
 
 log = logging.getLogger("engram.pipeline")
-PROBE_TIMEOUT_S = 5.0  # a database that does not answer a SELECT 1 in this is unreachable
 
 
 class Event(Protocol):
@@ -119,10 +123,18 @@ class BatchProcessor(Generic[E]):
         self._inbox = inbox
         self._decode = decode
         self._apply = apply
-        self._dlq = dead_letters
         self._policy = policy
         self.stats = stats
         self._spans = spans
+        self._settle = Settler(
+            dead_letters,
+            stats,
+            spans,
+            max_deliver=policy.max_deliver,
+            base_s=policy.base_s,
+            max_s=policy.max_s,
+        )
+        self._outage = DatabaseOutage(pool, stats, base_s=policy.base_s, max_s=policy.probe_max_s)
 
     async def process(self, msgs: Sequence[Msg]) -> None:
         await self.commit(await self.prepare(msgs))
@@ -144,7 +156,7 @@ class BatchProcessor(Generic[E]):
         if invalid:
             # Beside the batch's transaction, not before it: each dead letter is a DLQ
             # publish and two lookups, and the pull loop would wait for them.
-            batch.dead_lettering = asyncio.create_task(self._dead_all(invalid))
+            batch.dead_lettering = asyncio.create_task(self._settle.dead_all(invalid))
         return batch
 
     async def commit(self, batch: Prepared[E]) -> None:
@@ -174,7 +186,7 @@ class BatchProcessor(Generic[E]):
             # A lone event's failure is its own only if the database still answers: a
             # connection that dies mid-statement (a restart) can surface as an error no
             # rule calls transient, and must not dead-letter a valid event as poison.
-            if (is_transient(exc) or len(items) == 1) and await self._wait_for_database(exc):
+            if (is_transient(exc) or len(items) == 1) and await self._outage.wait_out(exc):
                 # The database was unreachable and is back: the same batch again, with no
                 # delivery spent on an outage, however long it lasted.
                 await self._commit(items)
@@ -182,10 +194,10 @@ class BatchProcessor(Generic[E]):
             if is_transient(exc):
                 log.warning("transient failure on %d events: %s", len(items), describe(exc))
                 for item in items:
-                    await self._retry(item.msg, describe(exc))
+                    await self._settle.retry(item.msg, describe(exc))
             elif len(items) == 1:
                 log.error("poison event %s: %s", items[0].event.event_id, describe(exc))
-                await self._dead(items[0].msg, DeadKind.poison, describe(exc))
+                await self._settle.dead(items[0].msg, DeadKind.poison, describe(exc))
             else:
                 for item in items:
                     await self._commit([item])
@@ -207,14 +219,10 @@ class BatchProcessor(Generic[E]):
                 if spans is not None:
                     spans.acked(item, new)
             else:
-                await self._retry(item.msg, reason)
+                await self._settle.retry(item.msg, reason)
         duplicates = len(items) - len(fresh)
         self.stats.duplicates += duplicates
         self.stats.applied += len(items) - duplicates - len(retry)
-
-    def _settled(self, msg: Msg, outcome: Outcome, reason: str = "") -> None:
-        if self._spans is not None:
-            self._spans.settle(msg, outcome, reason)
 
     async def _transaction(
         self, items: Sequence[Item[E]]
@@ -249,72 +257,6 @@ class BatchProcessor(Generic[E]):
             if retry:
                 await self._inbox.release(conn, [k for k in fresh_keys if k.event_id in retry])
         return retry, fresh_keys
-
-    async def _reachable(self) -> bool:
-        try:
-            async with asyncio.timeout(PROBE_TIMEOUT_S):
-                async with self._pool.acquire() as conn:
-                    await conn.fetchval("SELECT 1")
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            return False
-        return True
-
-    async def _wait_for_database(self, failure: BaseException) -> bool:
-        """After a transient failure: when the database does not answer, hold the batch
-        (its messages kept alive, nothing more pulled) until it does, and return True;
-        False when it answers at once (the failure was the batch's: retried by nak)."""
-        if await self._reachable():
-            return False
-        # Batches in flight together (a service whose batches commute) all wait here; the
-        # first one to notice the outage reports it, the first one to see the end closes it.
-        if self.stats.database_unreachable_since is None:
-            self.stats.database_unreachable_since = time.time()
-            log.error(
-                "the database is unreachable (%s): holding the batch, pulling nothing until "
-                "it is back",
-                describe(failure),
-            )
-        waits = 0
-        while not await self._reachable():
-            waits += 1
-            await asyncio.sleep(retry_delay(waits, self._policy.base_s, self._policy.probe_max_s))
-        if self.stats.database_unreachable_since is not None:
-            down_s = time.time() - self.stats.database_unreachable_since
-            self.stats.database_unreachable_since = None
-            self.stats.database_outages += 1
-            log.warning("the database is back after %.1fs; applying the held batch", down_s)
-        return True
-
-    async def _retry(self, msg: Msg, reason: str) -> None:
-        deliveries = msg.metadata.num_delivered
-        if deliveries >= self._policy.max_deliver:
-            await self._dead(
-                msg, DeadKind.exhausted, f"gave up after {deliveries} deliveries: {reason}"
-            )
-            return
-        self.stats.retried += 1
-        await msg.nak(delay=retry_delay(deliveries, self._policy.base_s, self._policy.max_s))
-        self._settled(msg, Outcome.retried, reason)
-
-    async def _dead_all(self, invalid: Sequence[tuple[Msg, str]]) -> None:
-        for msg, reason in invalid:
-            await self._dead(msg, DeadKind.invalid, reason)
-
-    async def _dead(self, msg: Msg, kind: DeadKind, reason: str) -> None:
-        try:
-            trace = self._spans.headers(msg) if self._spans is not None else None
-            await self._dlq.send(msg, kind, reason, trace)
-        except Exception as exc:  # the DLQ is unreachable: keep the message, try later
-            log.error("could not dead-letter %s (%s): %s", msg.subject, reason, describe(exc))
-            await msg.nak(delay=self._policy.max_s)
-            self._settled(msg, Outcome.retried, f"the DLQ is unreachable: {describe(exc)}")
-            return
-        self.stats.dead += 1
-        log.warning("dead-lettered %s as %s: %s", msg.subject, kind.value, reason)
-        await msg.term()
-        self._settled(msg, Outcome.dead_lettered, f"{kind.value}: {reason}")
 
     async def _keep_alive(self, msgs: Sequence[Msg]) -> None:
         # A long batch (a slow database, a big model batch) must not pass the ack wait.

@@ -35,7 +35,7 @@ from services.runtime.metrics import exposition, measure_worker
 from services.runtime.migrate import ServiceSchema, pending
 
 if TYPE_CHECKING:
-    from services.runtime.service import Worker
+    from services.runtime.worker import Worker
 
 log = logging.getLogger("engram.probes")
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -23,7 +23,7 @@ from services.audit.redaction import RedactionPolicy
 from services.audit.settings import AuditSettings
 from services.audit.verify import VerifyResult, verify_database
 from services.runtime.db import scope_tenants
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests.conftest import Env
 from tests.connected.worker_fixtures import FAST_TIMINGS, in_process, worker_settings
 

@@ -28,7 +28,7 @@ from contracts.state import (
 from contracts.state_queries import STATE_DIFF_REPLY, STATE_GET_REPLY, STATE_HISTORY_REPLY
 from services.checkpointer.app import create_app
 from services.checkpointer.settings import CheckpointerSettings
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests.conftest import Env
 from tests.connected.worker_fixtures import FAST_TIMINGS, in_process, worker_settings
 from tests.helpers import eventually

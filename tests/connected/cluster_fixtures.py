@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.runtime import nats_auth
-from services.runtime.embedded import nats_server_binary
+from services.runtime.embedded_nats import nats_server_binary
 
 CLUSTER_NAME = "engram-test"
 

@@ -9,7 +9,7 @@ import pytest
 
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests.conftest import Env
 from tests.connected.worker_fixtures import FAST_TIMINGS, in_process, worker_settings
 

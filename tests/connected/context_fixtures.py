@@ -20,7 +20,7 @@ from contracts.context_templates import (
 )
 from services.context.app import create_app
 from services.context.settings import ContextSettings
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests.conftest import Env
 from tests.connected.worker_fixtures import FAST_TIMINGS, in_process, worker_settings
 

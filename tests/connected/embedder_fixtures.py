@@ -30,7 +30,7 @@ from services.embedder.handlers import ApplyStats
 from services.embedder.model import LoadedModel, load, resolve
 from services.embedder.pump import Pump
 from services.embedder.settings import DEFAULT_MODEL, EmbedderSettings
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests.conftest import Env
 from tests.connected.worker_fixtures import FAST_TIMINGS, in_process, worker_settings
 from tests.helpers import eventually

@@ -21,7 +21,7 @@ from contracts.memory_jobs import ConsolidatePayload, MemoryConsolidate, MemoryF
 from contracts.memory_search import MEMORY_SEARCH_REPLY, MEMORY_SEARCH_SUBJECT, MemorySearchReply
 from services.memory.app import create_app
 from services.memory.settings import MemorySettings
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests.conftest import Env
 from tests.connected.embedder_fixtures import Running
 from tests.connected.worker_fixtures import FAST_TIMINGS, in_process, worker_settings

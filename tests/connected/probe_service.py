@@ -24,10 +24,11 @@ from services.runtime.db import Connection
 from services.runtime.migrate import migrate
 from services.runtime.outbox import Outbox, Outgoing
 from services.runtime.pipeline import contract_decoder
-from services.runtime.service import Worker, build_worker_app
+from services.runtime.service import build_worker_app
 from services.runtime.settings import WorkerSettings
 from services.runtime.spec import Assembly, Consumes, ServiceSpec
 from services.runtime.tracing import Tracing
+from services.runtime.worker import Worker
 from tests.conftest import Env
 from tests.connected.conftest import FAST_RETRIES
 from tests.connected.worker_fixtures import in_process

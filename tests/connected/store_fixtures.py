@@ -13,7 +13,7 @@ import pytest
 
 from engram_client.store import EngramStore
 from services.runtime.nats_auth import PRODUCER, inbox_prefix
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests.conftest import Env
 
 Store = Callable[..., AbstractAsyncContextManager[EngramStore]]

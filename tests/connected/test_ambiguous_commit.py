@@ -28,8 +28,8 @@ import asyncpg
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from services.runtime.service import Worker
 from services.runtime.telemetry import Stats
+from services.runtime.worker import Worker
 from tests.conftest import Env
 from tests.connected.audit_fixtures import *  # noqa: F403 - the fixtures
 from tests.connected.audit_fixtures import RunAudit, verify

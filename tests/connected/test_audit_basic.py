@@ -15,7 +15,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js.errors import NotFoundError
 
 from services.runtime.bus import STREAMS
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests import factories as f
 from tests.conftest import Env
 from tests.connected.audit_fixtures import *  # noqa: F403 - the fixtures

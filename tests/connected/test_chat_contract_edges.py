@@ -13,7 +13,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from contracts.envelope import NUL_RECORD_KEY
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests import factories as f
 from tests.helpers import dead_letters, dlq_depth, drained, eventually
 

@@ -15,7 +15,7 @@ from nats.aio.client import Client as NatsClient
 
 from contracts.chat_queries import CHAT_HISTORY_REPLY, ChatHistoryReply
 from contracts.errors import ErrorCode, QueryError
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests import factories as f
 from tests.helpers import drained, eventually, publish
 

@@ -19,7 +19,7 @@ from contracts.chat_queries import (
     ChatHistoryReply,
 )
 from contracts.errors import QueryError
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests import factories as f
 from tests.helpers import drained, eventually, publish
 

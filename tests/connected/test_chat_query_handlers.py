@@ -22,8 +22,8 @@ from services.ingest.settings import IngestSettings
 from services.runtime.component import WorkerContext
 from services.runtime.db import create_pool, scope_tenants
 from services.runtime.outbox import Outbox
-from services.runtime.service import Worker
 from services.runtime.supervise import Supervisor
+from services.runtime.worker import Worker
 from tests import factories as f
 from tests.conftest import Env
 from tests.queries import answering, request

@@ -13,7 +13,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from contracts.chat import SessionEnded, SessionEndedPayload
 from contracts.state import StateConflict
 from contracts.state_queries import StateGetReply, StateHistoryReply
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests.connected.checkpointer_fixtures import (  # noqa: F401
     AGENT,
     TENANT,

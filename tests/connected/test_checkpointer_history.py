@@ -11,7 +11,7 @@ import asyncpg
 from nats.aio.client import Client as NatsClient
 
 from contracts.state_queries import StateDiffReply, StateGetReply, StateHistoryReply
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests.conftest import Env
 from tests.connected.checkpointer_fixtures import (  # noqa: F401
     add,

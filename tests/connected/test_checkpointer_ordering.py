@@ -19,7 +19,7 @@ import asyncpg
 from nats.aio.client import Client as NatsClient
 
 from services.checkpointer.ordering import OrderingGate
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests.connected.checkpointer_fixtures import (  # noqa: F401
     add,
     patch,

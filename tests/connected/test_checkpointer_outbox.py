@@ -22,7 +22,7 @@ from services.checkpointer.writer import Delivered, StateWriter
 from services.runtime.db import Roles, create_pool
 from services.runtime.migrate import SQL_ROOT
 from services.runtime.outbox import Outbox, OutboxDrain
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests.conftest import Env
 from tests.connected.checkpointer_fixtures import (  # noqa: F401
     TENANT,

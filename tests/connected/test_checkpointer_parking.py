@@ -11,7 +11,7 @@ from nats.aio.client import Client as NatsClient
 
 from contracts.state import StatePatch
 from contracts.state_queries import StateGetReply
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests.connected.checkpointer_fixtures import (  # noqa: F401
     add,
     patch,

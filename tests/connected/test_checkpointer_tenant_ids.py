@@ -20,7 +20,7 @@ from services.catalog import migrate
 from services.checkpointer.prune import prune
 from services.runtime.db import Roles, create_pool
 from services.runtime.dlq import HEADER_REASON
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests.conftest import Env
 from tests.connected.checkpointer_fixtures import (  # noqa: F401
     add,

@@ -16,7 +16,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js.errors import ObjectNotFoundError
 
 from services.runtime.dlq import DeadKind, DeadLetters
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests import factories as f
 from tests.conftest import Env
 from tests.connected.cli_run import engram, urls

@@ -16,7 +16,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from services.runtime.dlq import DeadKind, DeadLetters
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests.conftest import Env
 from tests.connected.cli_run import engram, urls
 from tests.helpers import dead_letters, publish_raw

@@ -30,7 +30,7 @@ from engram_client import (
 )
 from engram_client.queries import METHODS
 from engram_client.queries_read import READ_METHODS
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests.conftest import Env
 from tests.connected.checkpointer_fixtures import checkpointer_fixture, run_checkpointer_fixture
 from tests.connected.context_fixtures import context_fixture, run_context_fixture

@@ -14,7 +14,7 @@ import pytest
 
 from contracts.state import StatePatch
 from engram_client import NotFound, SyncEngramClient
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests.conftest import Env
 from tests.connected.checkpointer_fixtures import checkpointer_fixture, run_checkpointer_fixture
 

@@ -31,7 +31,7 @@ from contracts.envelope import Envelope
 from services.catalog import SERVICES
 from services.runtime import nats_auth
 from services.runtime.bus_setup import connect, setup_bus
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests import factories as f
 from tests.conftest import Env
 from tests.connected.audit_fixtures import *  # noqa: F403

@@ -24,7 +24,7 @@ from services.runtime.db import create_pool
 from services.runtime.dlq import DeadKind
 from services.runtime.dlq_once import OnceDeadLetters
 from services.runtime.positions import ConsumerPositions
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests import factories as f
 from tests.conftest import Env
 from tests.helpers import dlq_depth, drained, eventually, publish, publish_raw

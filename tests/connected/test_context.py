@@ -30,7 +30,7 @@ from contracts.context_templates import (
 from contracts.errors import QueryError
 from services.context.tokens import tokenizer
 from services.runtime.bus_setup import connect
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests import factories as f
 from tests.conftest import Env
 from tests.connected.checkpointer_fixtures import (  # noqa: F401

@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 from contracts.context import CONTEXT_BUILD_REPLY, ContextBuildReply
 from contracts.embedding import KnowledgeSearchReply
 from contracts.errors import QueryError
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests.connected.context_fixtures import (  # noqa: F401
     context_fixture,
     run_context_fixture,

@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 from contracts.context import CONTEXT_BUILD_REPLY, ContextBuildReply
 from contracts.memory_search import MemoryHit, MemorySearchReply, ScoreParts, ScoreWeights
 from services.runtime.bus_setup import connect
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests import factories as f
 from tests.conftest import Env
 from tests.connected.checkpointer_fixtures import AGENT, TENANT, USER

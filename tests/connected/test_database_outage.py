@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests import factories
 from tests.conftest import Env
 from tests.connected.proxy_fixtures import *  # noqa: F403 - the fixtures

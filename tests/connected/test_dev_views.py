@@ -10,7 +10,7 @@ from nats.aio.client import Client as NatsClient
 
 from services.catalog import SERVICES
 from services.runtime.devmode import dev_views
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests import factories
 from tests.conftest import Env
 from tests.helpers import eventually, publish

@@ -16,7 +16,7 @@ from nats.aio.client import Client as NatsClient
 from contracts.embedding import EMBEDDING_READY
 from contracts.envelope import Envelope
 from services.embedder.logic import content_hash, embedding_event_id
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests import factories as f
 from tests.connected.embedder_fixtures import search, settled
 from tests.connected.memory_fixtures import msearch, with_vectors, write

@@ -5,7 +5,7 @@ from uuid import uuid4
 import asyncpg
 from nats.aio.client import Client as NatsClient
 
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests import factories as f
 from tests.helpers import eventually, publish
 

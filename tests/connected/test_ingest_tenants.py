@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests import factories as f
 from tests.helpers import (
     ONE_BATCH_S,

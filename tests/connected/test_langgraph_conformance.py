@@ -23,7 +23,7 @@ from langgraph.graph import START, MessagesState, StateGraph
 
 from contracts.langgraph import GetTupleAnswer, GetTupleReply, GetTupleRequest
 from engram_client.langgraph import EngramSaver
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests.connected.checkpointer_fixtures import (  # noqa: F401
     checkpointer_fixture,
     run_checkpointer_fixture,

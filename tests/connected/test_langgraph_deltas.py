@@ -23,7 +23,7 @@ from contracts.langgraph import BlobIn, PutAnswer, PutReply, PutRequest, Typed
 from engram_client.langgraph import EngramSaver
 from engram_client.lg_held import delta
 from services.runtime.nats_auth import ADMIN
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests.conftest import Env
 from tests.connected.checkpointer_fixtures import (  # noqa: F401
     checkpointer_fixture,

@@ -14,7 +14,7 @@ from mcp_types import CallToolResult
 from contracts.errors import ErrorCode
 from contracts.registry import QUERIES
 from engram_client import EngramClient, NotFound
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests.conftest import Env
 from tests.connected.mcp_fixtures import (
     AGENT,

@@ -17,7 +17,7 @@ from nats.aio.client import Client as NatsClient
 
 from contracts.embedding import EMBED_SUBJECT
 from contracts.memory_search import MEMORY_SEARCH_REPLY, MEMORY_SEARCH_SUBJECT
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests import factories as f
 from tests.connected.embedder_fixtures import Running
 from tests.connected.memory_fixtures import (

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests.conftest import Env
 from tests.connected.cli_run import engram
 from tests.connected.memory_fixtures import a_fading_fact, trigger_decay

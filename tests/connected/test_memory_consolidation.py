@@ -20,7 +20,7 @@ from contracts.memory_jobs import MemoryConsolidated, Step
 from services.memory import runner
 from services.memory.logic import decayed
 from services.memory.runner import JobRunner
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests.connected.embedder_fixtures import Running
 from tests.connected.memory_fixtures import (
     T0,

@@ -19,7 +19,7 @@ import asyncpg
 from nats.aio.client import Client as NatsClient
 
 from services.memory.runner import JobRunner
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests import factories as f
 from tests.connected.memory_fixtures import AGENT, T0
 from tests.helpers import eventually, publish

@@ -19,7 +19,7 @@ from contracts.memory_jobs import MemoryForgotten, Step
 from services.memory import repo_jobs
 from services.memory.logic import derived_id
 from services.runtime.outbox import OutboxDrain
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests.connected.memory_fixtures import T0, consolidate, forget, job_done, write
 from tests.helpers import eventually, publish, stored_ids
 

@@ -42,7 +42,7 @@ from contracts.envelope import Envelope
 from services.audit.verify import verify_database
 from services.catalog import migrate
 from services.runtime.db import Roles, login_url
-from services.runtime.embedded import EmbeddedPostgres
+from services.runtime.embedded_pg import EmbeddedPostgres
 from tests.conftest import Env
 from tests.connected.chat_workload import assert_stored, chat_workload
 from tests.connected.worker_process import spawn

@@ -26,7 +26,7 @@ from nats.aio.client import Client as NatsClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.runtime.bus_setup import setup_bus
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests import factories
 from tests.conftest import Env
 from tests.connected.proxy_fixtures import *  # noqa: F403 - the fixtures

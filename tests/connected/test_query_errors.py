@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from contracts.registry import QUERIES
 from services.runtime.cli import cli
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests.connected.checkpointer_fixtures import (  # noqa: F401
     AGENT,
     TENANT,

@@ -13,7 +13,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from services.runtime.replies import REPLY_MARGIN
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests.connected.checkpointer_fixtures import (  # noqa: F401
     AGENT,
     TENANT,

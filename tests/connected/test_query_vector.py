@@ -14,7 +14,7 @@ from nats.aio.client import Client as NatsClient
 from contracts.embedding import KnowledgeHit, QueryVectorUse
 from contracts.errors import ErrorCode
 from contracts.memory_search import MEMORY_SEARCH_REPLY, MEMORY_SEARCH_SUBJECT
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests import factories as f
 from tests.connected.embedder_fixtures import Running, embed, search, search_error, settled
 from tests.connected.memory_fixtures import AGENT, TENANT, msearch, with_vectors, write

@@ -21,8 +21,8 @@ from services.checkpointer.writer import Delivered, StateWriter
 from services.runtime.component import WorkerContext
 from services.runtime.db import create_pool, scope_tenants
 from services.runtime.outbox import Outbox
-from services.runtime.service import Worker
 from services.runtime.supervise import Supervisor
+from services.runtime.worker import Worker
 from tests.conftest import Env
 from tests.connected.checkpointer_fixtures import add, patch
 from tests.queries import answering, request

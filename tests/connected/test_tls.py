@@ -31,7 +31,7 @@ from services.catalog import SERVICES
 from services.runtime import nats_auth
 from services.runtime.bus_setup import connect, setup_bus
 from services.runtime.db import create_pool
-from services.runtime.service import Worker
+from services.runtime.worker import Worker
 from tests import factories as f
 from tests.conftest import Env
 from tests.connected.cluster_fixtures import Node

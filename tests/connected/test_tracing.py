@@ -22,9 +22,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from contracts.chat import ChatEvent
-from services.runtime.service import Worker
 from services.runtime.telemetry import Stats
 from services.runtime.tracing import Tracing
+from services.runtime.worker import Worker
 from tests import factories
 from tests.conftest import Env
 from tests.connected import probe_service as probe

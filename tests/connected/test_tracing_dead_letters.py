@@ -15,8 +15,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from services.runtime import dlq_tool
 from services.runtime.dlq import DeadKind
-from services.runtime.service import Worker
 from services.runtime.tracing import parent_of
+from services.runtime.worker import Worker
 from tests import factories
 from tests.conftest import Env
 from tests.connected.test_tracing import (

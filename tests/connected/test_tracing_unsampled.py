@@ -14,9 +14,9 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from services.runtime.service import Worker
 from services.runtime.trace_context import sampled, traceparent
 from services.runtime.tracing import Tracing
+from services.runtime.worker import Worker
 from tests import factories
 from tests.conftest import Env
 from tests.connected import probe_service as probe

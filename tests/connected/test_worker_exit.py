@@ -31,7 +31,7 @@ from services.runtime.bus import CHAT, ConsumerSpec
 from services.runtime.bus_setup import setup_bus
 from services.runtime.consumer import PullConsumer
 from services.runtime.dlq import DeadLetters
-from services.runtime.embedded import nats_server_binary
+from services.runtime.embedded_nats import nats_server_binary
 from services.runtime.supervise import EXIT_CANNOT_WORK, Supervisor
 from tests import factories as f
 from tests.conftest import Env

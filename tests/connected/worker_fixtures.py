@@ -11,8 +11,8 @@ from typing import Any, TypeVar, overload
 
 from faststream import FastStream, TestApp
 
-from services.runtime.service import Worker
 from services.runtime.settings import WorkerSettings
+from services.runtime.worker import Worker
 from tests.conftest import Env
 
 S = TypeVar("S", bound=WorkerSettings)

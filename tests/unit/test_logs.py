@@ -81,9 +81,9 @@ def test_faststream_loggers_follow_the_chosen_level() -> None:
 def test_a_workers_broker_keeps_its_access_logger_at_the_chosen_level() -> None:
     # FastStream set its default access logger back to INFO when the broker connected:
     # the worker's broker is given the configured one, which connecting leaves alone.
-    from services.runtime.service import worker_broker
     from services.runtime.settings import WorkerSettings
     from services.runtime.supervise import Supervisor
+    from services.runtime.worker_connections import worker_broker
 
     configure_logging("WARNING", "json")
     try:

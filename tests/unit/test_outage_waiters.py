@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import asyncpg
 
-from services.runtime.pipeline import BatchProcessor, RetryPolicy
+from services.runtime.outage import DatabaseOutage
 from services.runtime.telemetry import Stats
 
 
@@ -37,19 +37,9 @@ class FlakyDatabase:
 async def test_two_waiters_both_resume_and_the_outage_counts_once() -> None:
     db = FlakyDatabase()
     stats = Stats()
-    processor: BatchProcessor[Any] = BatchProcessor(
-        pool=cast(asyncpg.Pool, db),
-        inbox=cast(Any, None),
-        decode=cast(Any, None),
-        apply=cast(Any, None),
-        dead_letters=cast(Any, None),
-        policy=RetryPolicy(
-            max_deliver=10, base_s=0.01, max_s=0.02, keepalive_s=1.0, probe_max_s=0.02
-        ),
-        stats=stats,
-    )
+    outage = DatabaseOutage(cast(asyncpg.Pool, db), stats, base_s=0.01, max_s=0.02)
     failure = ConnectionRefusedError("database down")
-    waiters = [asyncio.create_task(processor._wait_for_database(failure)) for _ in range(2)]
+    waiters = [asyncio.create_task(outage.wait_out(failure)) for _ in range(2)]
     await asyncio.sleep(0.1)
     assert not any(w.done() for w in waiters)  # held while the database is down
     assert stats.database_unreachable_since is not None
