@@ -25,9 +25,10 @@ from contracts.errors import ErrorCode
 from services.context import repo, sources, templates
 from services.context.asking import Timeouts
 from services.context.budget import Item, Plan, plan
+from services.context.counts import CountCache, CountOnce
 from services.context.settings import ContextSettings
 from services.context.templates import Template
-from services.context.tokens import CountOnce, Tokenizer, loaded, tokenizer
+from services.context.tokens import Tokenizer, loaded, tokenizer
 from services.runtime.component import Health, NotStarted, WorkerContext
 from services.runtime.replies import QueryFailed
 
@@ -119,6 +120,7 @@ class Builder:
         self._nc: NatsClient | None = None
         self._pool: asyncpg.Pool | None = None
         self._snapshots: asyncpg.Pool | None = None
+        self.counts = CountCache(settings.token_count_cache)
 
     async def start(self, ctx: WorkerContext) -> None:
         # ~1.5 s for a BPE encoding: at start, not in the first build's latency.
@@ -135,7 +137,10 @@ class Builder:
             await snapshots.close()
 
     def health(self) -> Health:
-        return Health(self.name, self._nc is not None, "" if self._nc else "not started")
+        if self._nc is None:
+            return Health(self.name, False, "not started")
+        c = self.counts
+        return Health(self.name, True, f"token counts remembered: {c.hits} hits, {c.misses} misses")
 
     def _running(self) -> tuple[NatsClient, asyncpg.Pool, asyncpg.Pool]:
         if self._nc is None or self._pool is None or self._snapshots is None:
@@ -157,7 +162,7 @@ class Builder:
         )
         system = system_items(req, template)
         shares = {kind: getattr(req.options.shares, kind.value) for kind in SOURCE_KINDS}
-        result = plan(req.token_budget, system, found, shares, CountOnce(tok))
+        result = plan(req.token_budget, system, found, shares, CountOnce(tok, self.counts))
         segments = checked(result, req.token_budget, tok)
         total = sum(s.tokens for s in segments)
         source_total = sum(s.source_tokens for s in segments)

@@ -145,26 +145,3 @@ def tokenizer(name: str) -> Tokenizer:
 def loaded(name: str) -> Tokenizer | None:
     """The tokenizer ``name`` if this process has loaded it (no lock: a dict read)."""
     return _loaded.get(name)
-
-
-class CountOnce:
-    """``tok`` that counts each distinct text once: a build's plan counts a source's whole
-    text when it allots the budget and again when it packs it (the handler's own check
-    counts with the tokenizer itself, never with this memory)."""
-
-    def __init__(self, tok: Tokenizer) -> None:
-        self.name = tok.name
-        self._tok = tok
-        self._counts: dict[str, int] = {}
-
-    def count(self, text: str) -> int:
-        n = self._counts.get(text)
-        if n is None:
-            n = self._counts[text] = self._tok.count(text)
-        return n
-
-    def head(self, text: str, limit: int) -> tuple[str, int]:
-        return self._tok.head(text, limit)
-
-    def tail(self, text: str, limit: int) -> tuple[str, int]:
-        return self._tok.tail(text, limit)
