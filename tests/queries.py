@@ -44,3 +44,10 @@ async def request(
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     reply = await nc.request(subject, data, timeout=timeout, headers=headers)
     return reply.data, dict(reply.headers or {})
+
+
+async def ask_json(nc: NatsClient, subject: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The reply, decoded."""
+    data, _ = await request(nc, subject, body)
+    decoded: dict[str, Any] = json.loads(data)
+    return decoded

@@ -34,7 +34,7 @@ def model() -> LoadedModel:
 
 
 @pytest.fixture
-async def broker(nc: NatsClient, model: LoadedModel) -> AsyncIterator[NatsClient]:
+async def served(nc: NatsClient, model: LoadedModel) -> AsyncIterator[NatsClient]:
     active = ActiveModel(EmbedderSettings())
     active.use_model(model)  # a model, but no database: searches are unavailable
     async with answering(nc, query_routes(active)):
@@ -48,10 +48,10 @@ async def request(nc: NatsClient, subject: str, body: bytes) -> bytes:
 
 
 async def test_embed_returns_unit_vectors_of_the_model(
-    broker: NatsClient, model: LoadedModel
+    served: NatsClient, model: LoadedModel
 ) -> None:
     texts = ["a quiet hotel room", "ein ruhiges Hotelzimmer", "x" * 10]
-    body = await request(broker, EMBED_SUBJECT, json.dumps({"texts": texts}).encode())
+    body = await request(served, EMBED_SUBJECT, json.dumps({"texts": texts}).encode())
     reply = EMBED_REPLY.validate_json(body)
     assert isinstance(reply, EmbedReply)
     assert reply.model_id == "sentence-transformers/all-MiniLM-L6-v2"
@@ -78,22 +78,22 @@ async def test_embed_returns_unit_vectors_of_the_model(
     ],
 )
 async def test_bad_requests_get_an_invalid_reply(
-    broker: NatsClient, subject: str, body: dict[str, object], needle: str
+    served: NatsClient, subject: str, body: dict[str, object], needle: str
 ) -> None:
-    raw = await request(broker, subject, json.dumps(body).encode())
+    raw = await request(served, subject, json.dumps(body).encode())
     reply = (EMBED_REPLY if subject == EMBED_SUBJECT else KNOWLEDGE_SEARCH_REPLY).validate_json(raw)
     assert isinstance(reply, QueryError)
     assert reply.code == "invalid" and needle in reply.message
 
 
-async def test_not_json_is_an_invalid(broker: NatsClient) -> None:
-    reply = EMBED_REPLY.validate_json(await request(broker, EMBED_SUBJECT, b"\xff not json"))
+async def test_not_json_is_an_invalid(served: NatsClient) -> None:
+    reply = EMBED_REPLY.validate_json(await request(served, EMBED_SUBJECT, b"\xff not json"))
     assert isinstance(reply, QueryError) and reply.code == "invalid"
 
 
-async def test_search_before_the_database_is_ready_is_unavailable(broker: NatsClient) -> None:
+async def test_search_before_the_database_is_ready_is_unavailable(served: NatsClient) -> None:
     body = json.dumps({"tenant_id": "acme", "text": "hotel"}).encode()
     reply = KNOWLEDGE_SEARCH_REPLY.validate_json(
-        await request(broker, KNOWLEDGE_SEARCH_SUBJECT, body)
+        await request(served, KNOWLEDGE_SEARCH_SUBJECT, body)
     )
     assert isinstance(reply, QueryError) and reply.code == "unavailable"

@@ -4,7 +4,6 @@ test starts the query pool component itself (and one asks before and after it ra
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,7 +24,7 @@ from services.runtime.supervise import Supervisor
 from services.runtime.worker import Worker
 from tests.conftest import Env
 from tests.connected.checkpointer_fixtures import add, patch
-from tests.queries import answering, request
+from tests.queries import answering, ask_json
 
 pytestmark = pytest.mark.connected
 
@@ -76,67 +75,65 @@ async def app_worker(
 
 
 @pytest.fixture
-async def broker(
+async def served(
     app_worker: tuple[NatsClient, Worker], pool: asyncpg.Pool
 ) -> AsyncIterator[NatsClient]:
-    br, worker = app_worker
+    nc, worker = app_worker
     reads = await start_query_pool(worker, pool)
     try:
-        yield br
+        yield nc
     finally:
         await reads.stop()
 
 
 async def ask(nc: NatsClient, subject: str, **body: Any) -> dict[str, Any]:
     body = {"tenant_id": "acme", "user_id": "u-1", "agent_id": "bot", **body}
-    data, _ = await request(nc, subject, body)
-    decoded: dict[str, Any] = json.loads(data)
-    return decoded
+    return await ask_json(nc, subject, body)
 
 
-async def test_get_current_and_past_versions(broker: NatsClient) -> None:
-    reply = STATE_GET_REPLY.validate_python(await ask(broker, "query.state.get"))
+async def test_get_current_and_past_versions(served: NatsClient) -> None:
+    reply = STATE_GET_REPLY.validate_python(await ask(served, "query.state.get"))
     assert reply.state is not None and (reply.state.version, reply.state.local) == (3, {"n": 3})
-    past = STATE_GET_REPLY.validate_python(await ask(broker, "query.state.get", at_version=1))
+    past = STATE_GET_REPLY.validate_python(await ask(served, "query.state.get", at_version=1))
     assert past.state is not None and past.state.local == {"n": 1}
     assert past.modification_count is None
 
 
-async def test_every_query_is_scoped_by_tenant(broker: NatsClient) -> None:
+async def test_every_query_is_scoped_by_tenant(served: NatsClient) -> None:
     other = STATE_GET_REPLY.validate_python(
-        await ask(broker, "query.state.get", tenant_id="globex")
+        await ask(served, "query.state.get", tenant_id="globex")
     )
     assert other.state is not None and other.state.local == {"n": 99}
     none = STATE_HISTORY_REPLY.validate_python(
-        await ask(broker, "query.state.history", tenant_id="initech")
+        await ask(served, "query.state.history", tenant_id="initech")
     )
     assert none.code == "not_found"
 
 
-async def test_bad_requests_get_an_invalid_reply(broker: NatsClient) -> None:
-    missing = STATE_GET_REPLY.validate_python(await ask(broker, "query.state.get", tenant_id=None))
+async def test_bad_requests_get_an_invalid_reply(served: NatsClient) -> None:
+    missing = STATE_GET_REPLY.validate_python(await ask(served, "query.state.get", tenant_id=None))
     assert missing.code == "invalid"
     assert "tenant_id" in missing.message
     both = STATE_GET_REPLY.validate_python(
-        await ask(broker, "query.state.get", at_version=1, at_time="2026-01-01T00:00:00Z")
+        await ask(served, "query.state.get", at_version=1, at_time="2026-01-01T00:00:00Z")
     )
     assert both.status == "error" and "at most one" in both.message
     naive = STATE_GET_REPLY.validate_python(
-        await ask(broker, "query.state.get", at_time="2026-01-01T00:00:00")
+        await ask(served, "query.state.get", at_time="2026-01-01T00:00:00")
     )
     assert naive.code == "invalid"
 
 
-async def test_history_and_diff(broker: NatsClient) -> None:
-    page = STATE_HISTORY_REPLY.validate_python(await ask(broker, "query.state.history", limit=2))
+async def test_history_and_diff(served: NatsClient) -> None:
+    page = STATE_HISTORY_REPLY.validate_python(await ask(served, "query.state.history", limit=2))
     assert [t.version for t in page.items] == [3, 2] and page.next_before_version == 2
     assert page.items[0].patch == [{"op": "add", "path": "/local/n", "value": 3}]
     diff = STATE_DIFF_REPLY.validate_python(
-        await ask(broker, "query.state.diff", from_version=0, to_version=3)
+        await ask(served, "query.state.diff", from_version=0, to_version=3)
     )
     assert diff.patch == [{"op": "add", "path": "/local/n", "value": 3}]
     bad = STATE_DIFF_REPLY.validate_python(
-        await ask(broker, "query.state.diff", from_version=0, to_version=7)
+        await ask(served, "query.state.diff", from_version=0, to_version=7)
     )
     assert bad.code == "not_found"
 
@@ -144,13 +141,13 @@ async def test_history_and_diff(broker: NatsClient) -> None:
 async def test_each_query_sets_its_own_tenant_on_the_query_pool(
     app_worker: tuple[NatsClient, Worker], pool: asyncpg.Pool
 ) -> None:
-    broker, worker = app_worker
+    served, worker = app_worker
     reads = await start_query_pool(worker, pool)  # one connection (query_pool_max=1)
     try:
         one = STATE_GET_REPLY.validate_python(
-            await ask(broker, "query.state.get", tenant_id="globex")
+            await ask(served, "query.state.get", tenant_id="globex")
         )
-        two = STATE_GET_REPLY.validate_python(await ask(broker, "query.state.get"))
+        two = STATE_GET_REPLY.validate_python(await ask(served, "query.state.get"))
         assert one.state is not None and one.state.local == {"n": 99}
         assert two.state is not None and two.state.local == {"n": 3}  # same connection
         async with reads.pool.acquire() as conn:
@@ -164,18 +161,18 @@ async def test_each_query_sets_its_own_tenant_on_the_query_pool(
 async def test_queries_before_the_query_pool_opened_or_after_it_closed_are_unavailable(
     app_worker: tuple[NatsClient, Worker], pool: asyncpg.Pool
 ) -> None:
-    broker, worker = app_worker
+    served, worker = app_worker
     for subject, extra in (
         ("query.state.get", {}),
         ("query.state.history", {}),
         ("query.state.diff", {"from_version": 0, "to_version": 1}),
     ):
-        early = await ask(broker, subject, **extra)
+        early = await ask(served, subject, **extra)
         assert (early["status"], early["code"]) == ("error", "unavailable"), early
     reads = await start_query_pool(worker, pool)
-    assert STATE_GET_REPLY.validate_python(await ask(broker, "query.state.get")).status == "ok"
+    assert STATE_GET_REPLY.validate_python(await ask(served, "query.state.get")).status == "ok"
     await reads.stop()
-    late = STATE_GET_REPLY.validate_python(await ask(broker, "query.state.get"))
+    late = STATE_GET_REPLY.validate_python(await ask(served, "query.state.get"))
     assert late.code == "unavailable" and "not running" in late.message
     assert not reads.health().ok
 
