@@ -43,17 +43,13 @@ from uuid import UUID
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import (
-    NonRecordingSpan,
     Span,
-    SpanContext,
     SpanKind,
-    TraceFlags,
     Tracer,
-    TraceState,
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from services.runtime.trace_context import traceparent, unsampled
+from services.runtime.trace_context import unsampled
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -177,27 +173,6 @@ def cause_headers(tenant_id: str, causation_id: UUID | None) -> dict[str, str]:
     if causes is None or causation_id is None:
         return {}
     return dict(causes.get((tenant_id, causation_id), {}))
-
-
-def unsampled_parent(headers: Mapping[str, str] | None) -> Span | None:
-    """The message's producer's span, unrecorded, when its ``traceparent`` says it did not
-    sample the trace; else None. Made from the header without the SDK: where a span of
-    the message would not be recorded (parent-based), this stands in for it and names
-    the producer's span to whoever comes next, who then does not sample either."""
-    parent = traceparent(headers)
-    if parent is None or parent.sampled:
-        return None
-    assert headers is not None  # a traceparent was found in them
-    state = headers.get("tracestate")
-    return NonRecordingSpan(
-        SpanContext(
-            parent.trace_id,
-            parent.span_id,
-            is_remote=True,
-            trace_flags=TraceFlags(parent.flags),
-            trace_state=TraceState.from_header([state]) if state else None,
-        )
-    )
 
 
 @contextlib.contextmanager

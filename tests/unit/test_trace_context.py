@@ -7,7 +7,7 @@ import pytest
 from opentelemetry import trace
 
 from services.runtime.trace_context import declined, sampled, trace_of, traceparent, unsampled
-from services.runtime.tracing import parent_of, unsampled_parent
+from services.runtime.tracing import parent_of
 
 TRACE, SPAN = "a" * 32, "1" * 16
 HEADERS = [
@@ -42,7 +42,6 @@ def test_as_the_propagator_reads_it(headers: dict[str, str] | None) -> None:
     parsed = traceparent(headers)
     if context is None:
         assert parsed is None and sampled(headers) is None and not unsampled(headers)
-        assert unsampled_parent(headers) is None
         return
     expected = trace.get_current_span(context).get_span_context()
     assert parsed is not None
@@ -53,19 +52,6 @@ def test_as_the_propagator_reads_it(headers: dict[str, str] | None) -> None:
     )
     assert sampled(headers) is expected.trace_flags.sampled
     assert unsampled(headers) is not expected.trace_flags.sampled
-    standing_in = unsampled_parent(headers)
-    if expected.trace_flags.sampled:
-        assert standing_in is None
-    else:
-        assert standing_in is not None and not standing_in.is_recording()
-        assert standing_in.get_span_context() == expected
-
-
-def test_a_requester_not_sampled_stands_in_with_its_trace_state() -> None:
-    headers = {"traceparent": f"00-{TRACE}-{SPAN}-00", "tracestate": "vendor=x,other=y"}
-    parent = unsampled_parent(headers)
-    assert parent is not None
-    assert parent.get_span_context().trace_state.to_header() == "vendor=x,other=y"
 
 
 def test_trace_of_copies_only_the_trace_context() -> None:
