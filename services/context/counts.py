@@ -30,8 +30,10 @@ class CountCache:
     def count(self, tok: Tokenizer, text: str) -> int:
         if self.max_entries == 0:
             return tok.count(text)
-        key = hashlib.blake2b(text.encode(), digest_size=16, person=tok.name.encode()[:16])
-        digest = key.digest()
+        # Keyed by the tokenizer's name: two tokenizers never share a count.
+        digest = hashlib.blake2b(
+            text.encode(errors="surrogatepass"), digest_size=16, key=tok.name.encode()
+        ).digest()
         n = self._counts.get(digest)
         if n is not None:
             self._counts.move_to_end(digest)

@@ -24,8 +24,8 @@ class ContextSettings(WorkerSettings):
         default=100_000,
         ge=0,
         description="Token counts kept across builds (per text and tokenizer, least recently "
-        "used out first; ~100 bytes each): a chat's next turn counts only its new texts. "
-        "0: every build counts every text.",
+        "used out first; ~200 bytes each, ~20 MB at 100,000): a chat's next turn counts "
+        "only its new texts. 0: every build counts every text.",
     )
     history_timeout_s: float = Field(
         default=0.5, gt=0, le=30, description="Longest wait for query.chat.history."

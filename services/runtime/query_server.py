@@ -5,8 +5,11 @@ handler, the reply published, with the one error model (``replies.query_failure`
 ``too_large`` for a reply over the connection's ``max_payload``, ``QueryStats``, a span
 per request when the worker traces (none for a request its requester did not sample:
 the reply then names the requester's span), and ``max_workers`` requests of a route at
-once (the callback waits for a free slot, so the subscription's pending limit applies
-back-pressure). Replicas share each subject in the worker's queue group.
+once (the callback waits for a free slot; what arrives meanwhile waits in the
+subscription's queue, nats-py's default limits). Replicas share each subject in the
+worker's queue group. The component starts after the pools and models its routes read
+(a starting worker is not yet in the queue group: a client gets "no responders", or
+another replica's answer) and stops before them, answering what it has received.
 
 Why not FastStream's subscribers: its per-message machinery (middleware stack,
 dependency injection, memory streams between its workers, two access-log records) cost
@@ -69,26 +72,52 @@ class QueryServer:
 
     async def start(self, ctx: WorkerContext) -> None:
         self._nc = ctx.nc
-        for route in self.routes:
-            slots = asyncio.Semaphore(route.max_workers)
+        try:
+            for route in self.routes:
+                self._subs.append(await self._subscribe(ctx.nc, route))
+        except BaseException:  # not started: nothing of it stays subscribed
+            await self._unsubscribe(self._subs)
+            self._subs = []
+            raise
 
-            async def take(
-                msg: Msg, route: QueryRoute = route, slots: asyncio.Semaphore = slots
-            ) -> None:
-                await slots.acquire()  # in the callback: the next message waits for a slot
-                task = asyncio.create_task(self._answer(route, msg, slots))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+    async def _subscribe(self, nc: NatsClient, route: QueryRoute) -> Subscription:
+        slots = asyncio.Semaphore(route.max_workers)
 
-            self._subs.append(await ctx.nc.subscribe(route.subject, queue=self.queue, cb=take))
+        async def take(msg: Msg) -> None:
+            await slots.acquire()  # in the callback: the next message waits for a slot
+            task = asyncio.create_task(self._answer(route, msg, slots))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return await nc.subscribe(route.subject, queue=self.queue, cb=take)
 
     async def stop(self) -> None:
+        """No more requests; those already received (queued behind a busy route, or being
+        answered) are answered within the drain timeout, the rest cancelled."""
         subs, self._subs = self._subs, []
+        try:
+            async with asyncio.timeout(self.drain_timeout_s):
+                for sub in subs:
+                    with contextlib.suppress(Exception):  # the connection may be gone
+                        # unsubscribes, then hands out what is queued
+                        await sub.drain()  # type: ignore[no-untyped-call]
+                if self._tasks:
+                    await asyncio.wait(set(self._tasks))
+        except TimeoutError:
+            log.warning(
+                "queries: %d requests unanswered after %.1f s of draining",
+                len(self._tasks),
+                self.drain_timeout_s,
+            )
+            await self._unsubscribe(subs)
+            for task in set(self._tasks):
+                task.cancel()
+
+    @staticmethod
+    async def _unsubscribe(subs: list[Subscription]) -> None:
         for sub in subs:
             with contextlib.suppress(Exception):  # the connection may be gone already
                 await sub.unsubscribe()
-        if self._tasks:  # the requests in hand are answered
-            await asyncio.wait(set(self._tasks), timeout=self.drain_timeout_s)
 
     def health(self) -> Health:
         if not self._subs:
