@@ -97,10 +97,14 @@ class QueryServer:
         subs, self._subs = self._subs, []
         try:
             async with asyncio.timeout(self.drain_timeout_s):
-                for sub in subs:
-                    with contextlib.suppress(Exception):  # the connection may be gone
-                        # unsubscribes, then hands out what is queued
-                        await sub.drain()  # type: ignore[no-untyped-call]
+                if self._nc is None or not self._nc.is_connected:
+                    # no round trip to wait for: nothing more can arrive, nor be answered
+                    await self._unsubscribe(subs)
+                else:
+                    for sub in subs:
+                        with contextlib.suppress(Exception):  # the connection may go
+                            # unsubscribes, then hands out what is queued
+                            await sub.drain()  # type: ignore[no-untyped-call]
                 if self._tasks:
                     await asyncio.wait(set(self._tasks))
         except TimeoutError:
