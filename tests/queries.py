@@ -8,14 +8,19 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
+import asyncpg
 from nats.aio.client import Client as NatsClient
 
-from services.runtime.component import WorkerContext
+from services.runtime.component import Component, WorkerContext
 from services.runtime.query_server import QueryServer
 from services.runtime.router import QueryRoute, QueryStats
+from services.runtime.supervise import Supervisor
 from services.runtime.tracing import Tracing
+from services.runtime.worker import Worker
+
+C = TypeVar("C", bound=Component)
 
 
 @asynccontextmanager
@@ -51,3 +56,13 @@ async def ask_json(nc: NatsClient, subject: str, body: dict[str, Any]) -> dict[s
     data, _ = await request(nc, subject, body)
     decoded: dict[str, Any] = json.loads(data)
     return decoded
+
+
+async def start_component(worker: Worker, pool: asyncpg.Pool, component: C) -> C:
+    """``component`` of ``worker`` started as the worker starts it once connected (on
+    ``pool``; the NATS client handed to it is never connected: the routes' own is)."""
+    ctx = WorkerContext(
+        worker.settings, pool, NatsClient(), worker.outbox, Supervisor("tests", grace_s=1)
+    )
+    await component.start(ctx)
+    return component

@@ -21,6 +21,18 @@ def nats_server_binary() -> Path:
     return Path(found)
 
 
+def stop_server(process: subprocess.Popen[bytes] | None, within_s: float = 10) -> None:
+    """SIGTERM (nats-server then flushes JetStream), SIGKILL after ``within_s``."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(within_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _read_ports(path: Path) -> dict[str, list[str]] | None:
     """The ports file, once nats-server wrote it whole (it appears empty first)."""
     try:
@@ -88,11 +100,5 @@ class EmbeddedNats:
         return self.url
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_server(self.process)
         self.process = None

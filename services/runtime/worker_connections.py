@@ -44,7 +44,6 @@ def worker_broker(service: str, settings: WorkerSettings, supervisor: Supervisor
         dont_randomize=not settings.nats_randomize,
         name=f"engram-{service}",
         max_reconnect_attempts=settings.nats_max_reconnect_attempts,
-        graceful_timeout=settings.drain_timeout_s,
         # Closed for good (an -ERR from the server, reconnects given up): end the process.
         closed_cb=supervisor.connection_closed,
         # Its NATS user may read replies only under its own prefix (nats_auth.py).

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.runtime import nats_auth
-from services.runtime.embedded_nats import nats_server_binary
+from services.runtime.embedded_nats import nats_server_binary, stop_server
 
 CLUSTER_NAME = "engram-test"
 
@@ -84,13 +84,7 @@ class Node:
         self.proc = None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_server(self.proc)
         self.proc = None
 
 

@@ -18,14 +18,11 @@ from services.ingest.app import create_app
 from services.ingest.handlers import apply_chat_events
 from services.ingest.queries import ChatReads
 from services.ingest.settings import IngestSettings
-from services.runtime.component import WorkerContext
 from services.runtime.db import create_pool, scope_tenants
-from services.runtime.outbox import Outbox
-from services.runtime.supervise import Supervisor
 from services.runtime.worker import Worker
 from tests import factories as f
 from tests.conftest import Env
-from tests.queries import answering, ask_json
+from tests.queries import answering, ask_json, start_component
 
 pytestmark = pytest.mark.connected
 
@@ -64,11 +61,7 @@ async def app_worker(
 
 async def start_reads(worker: Worker, pool: asyncpg.Pool) -> ChatReads:
     [reads] = [c for c in worker.assembly.components if isinstance(c, ChatReads)]
-    ctx = WorkerContext(
-        worker.settings, pool, NatsClient(), Outbox("ingest"), Supervisor("tests", grace_s=1)
-    )
-    await reads.start(ctx)
-    return reads
+    return await start_component(worker, pool, reads)
 
 
 @pytest.fixture

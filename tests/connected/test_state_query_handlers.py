@@ -17,14 +17,12 @@ from services.checkpointer.app import create_app
 from services.checkpointer.components import QueryPool
 from services.checkpointer.settings import CheckpointerSettings
 from services.checkpointer.writer import Delivered, StateWriter
-from services.runtime.component import WorkerContext
 from services.runtime.db import create_pool, scope_tenants
 from services.runtime.outbox import Outbox
-from services.runtime.supervise import Supervisor
 from services.runtime.worker import Worker
 from tests.conftest import Env
 from tests.connected.checkpointer_fixtures import add, patch
-from tests.queries import answering, ask_json
+from tests.queries import answering, ask_json, start_component
 
 pytestmark = pytest.mark.connected
 
@@ -50,13 +48,7 @@ def query_pool(worker: Worker) -> QueryPool:
 
 
 async def start_query_pool(worker: Worker, pool: asyncpg.Pool) -> QueryPool:
-    """What the worker does once connected (only the settings are read by this part)."""
-    reads = query_pool(worker)
-    ctx = WorkerContext(
-        worker.settings, pool, NatsClient(), Outbox("checkpoint"), Supervisor("tests", grace_s=1)
-    )
-    await reads.start(ctx)
-    return reads
+    return await start_component(worker, pool, query_pool(worker))
 
 
 @pytest.fixture
